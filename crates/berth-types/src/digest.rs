@@ -117,7 +117,9 @@ impl FromStr for Digest {
             _ => return Err(DigestError::Algorithm(s.to_string())),
         };
         if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(DigestError::Hex(s.to_string()));
         }
@@ -241,7 +243,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestError::Format(_))));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestError::Format(_))
+        ));
         assert!(matches!(
             "md5:abc".parse::<Digest>(),
             Err(DigestError::Algorithm(_))

@@ -246,7 +246,11 @@ fn valid_domain(d: &str) -> bool {
         let Some((h, after)) = rest.split_once(']') else {
             return false;
         };
-        if h.is_empty() || !h.bytes().all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
             return false;
         }
         match after {
@@ -320,7 +324,10 @@ mod tests {
     fn docker_normalisation() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("user/app:1.0"), "docker.io/user/app:1.0");
-        assert_eq!(norm("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
         assert_eq!(norm("quay.io/x/y"), "quay.io/x/y:latest");
@@ -341,7 +348,10 @@ mod tests {
         let f = |s: &str| Reference::parse(s).unwrap().with_default_tag().familiar();
         assert_eq!(f("docker.io/library/busybox"), "busybox:latest");
         assert_eq!(f("docker.io/user/app"), "user/app:latest");
-        assert_eq!(f("localhost:5000/user/app:v1"), "localhost:5000/user/app:v1");
+        assert_eq!(
+            f("localhost:5000/user/app:v1"),
+            "localhost:5000/user/app:v1"
+        );
         assert_eq!(
             Reference::parse("hello_world_cmd").unwrap().familiar_name(),
             "hello_world_cmd"
@@ -359,8 +369,18 @@ mod tests {
             Err(ReferenceError::HexId(_))
         ));
         for bad in [
-            "", ":tag", "busybox:", "a//b", "-a", "a-", "a..b", "busybox:-x", "a b",
-            "host:port/x", "busybox@sha256:xyz", "UPPER.io/x:-",
+            "",
+            ":tag",
+            "busybox:",
+            "a//b",
+            "-a",
+            "a-",
+            "a..b",
+            "busybox:-x",
+            "a b",
+            "host:port/x",
+            "busybox@sha256:xyz",
+            "UPPER.io/x:-",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should not parse");
         }
