@@ -8,3 +8,4 @@
 pub mod archive;
 pub mod content;
 pub mod fsutil;
+pub mod snapshot;

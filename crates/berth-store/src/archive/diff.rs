@@ -93,6 +93,13 @@ fn is_opaque(path: &Path) -> bool {
     )
 }
 
+/// Every path under `dir` as an addition (a layer holding the whole tree).
+pub fn changes_all(dir: &Path) -> Result<Vec<Change>, ArchiveError> {
+    let mut out = Vec::new();
+    add_all(dir, b"", &mut out)?;
+    Ok(out)
+}
+
 /// Compares `lower` (the parent's full tree) with `upper` (the new full tree).
 pub fn changes_dirs(lower: &Path, upper: &Path) -> Result<Vec<Change>, ArchiveError> {
     let mut out = Vec::new();

@@ -1,0 +1,661 @@
+//! Snapshots: unpacked layers keyed by chain id, and writable (active) snapshots
+//! on top of them for containers and build steps.
+//!
+//! Two drivers, chosen once per store and recorded in `snapshots/driver`:
+//! - **overlay**: each committed layer directory holds only that layer's changes
+//!   (whiteouts as overlayfs 0/0 devices and opaque xattrs); an active snapshot
+//!   is an upper and a work directory, and its mount is `overlay` with the parent
+//!   chain as `lowerdir`.
+//! - **copy**: when overlayfs is unavailable, each layer directory holds the full
+//!   tree (parent copied, then the layer applied with deleting whiteouts), and an
+//!   active snapshot is a full copy mounted with a bind mount.
+//!
+//! Like containerd's snapshotters, this module only *describes* mounts
+//! ([`Mount`]); the engine performs them. The one exception is the overlay
+//! capability probe when a store is first created.
+//!
+//! Layer directories appear only by an atomic rename of a finished directory from
+//! `tmp/`, after their `meta.json` is written; anything left in `tmp/` is garbage
+//! from a killed process.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use berth_types::Digest;
+use berth_types::digest::HashingReader;
+use serde::{Deserialize, Serialize};
+
+use crate::archive::apply::{ApplyOptions, Whiteouts, apply};
+use crate::archive::{ArchiveError, diff};
+use crate::fsutil::{IoContext, PathError, atomic_write, mkdir_all, remove_any, unique_name};
+
+/// Errors of the snapshotter.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// I/O on a path.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// Applying or diffing a layer failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The layer content does not hash to the diff id the image config names.
+    #[error("layer diff id mismatch: the image config says {expected}, the layer is {actual}")]
+    DiffIdMismatch {
+        /// From the config.
+        expected: Digest,
+        /// Computed.
+        actual: Digest,
+    },
+    /// A parent layer is not unpacked.
+    #[error("parent layer {0} is not unpacked")]
+    MissingParent(Digest),
+    /// Unknown active snapshot.
+    #[error("snapshot {0:?} does not exist")]
+    NotFound(String),
+    /// An active snapshot key is already used.
+    #[error("snapshot {0:?} already exists")]
+    Exists(String),
+    /// Corrupt metadata.
+    #[error("snapshot metadata {path}: {err}")]
+    Meta {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        err: serde_json::Error,
+    },
+}
+
+/// How snapshots are stored and mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// overlayfs layers.
+    Overlay,
+    /// Full copies.
+    Copy,
+}
+
+impl Driver {
+    /// The driver's name, as `docker info` would print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::Copy => "copy",
+        }
+    }
+}
+
+/// A mount description (`mount -t typ source target -o options`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Filesystem type: `overlay` or `bind`.
+    #[serde(rename = "type")]
+    pub typ: String,
+    /// Source path (`overlay` for overlay mounts).
+    pub source: String,
+    /// Mount options (`lowerdir=…`, `rbind`, `ro`).
+    pub options: Vec<String>,
+}
+
+/// What is recorded about a committed layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMeta {
+    /// The layer's chain id (its key).
+    pub chain_id: Digest,
+    /// The parent chain id.
+    pub parent: Option<Digest>,
+    /// The layer's diff id.
+    pub diff_id: Digest,
+    /// Bytes of file content in the layer (docker's SIZE).
+    pub size: u64,
+}
+
+/// What is recorded about an active snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveMeta {
+    /// The key it was prepared under.
+    pub key: String,
+    /// The layer it sits on.
+    pub parent: Option<Digest>,
+    /// Whether it is a read-only view.
+    pub readonly: bool,
+    /// Free-form labels (the engine records the image and container here).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The snapshotter of one store.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    root: PathBuf,
+    driver: Driver,
+}
+
+/// A layer unpacked into a temporary directory, not yet visible.
+pub struct Extracted {
+    dir: PathBuf,
+    /// The digest of the uncompressed layer stream.
+    pub diff_id: Digest,
+    /// Bytes of file content.
+    pub size: u64,
+    /// Bytes of the uncompressed stream.
+    pub tar_size: u64,
+    parent: Option<Digest>,
+}
+
+impl Drop for Extracted {
+    fn drop(&mut self) {
+        let _ = remove_any(&self.dir);
+    }
+}
+
+impl Snapshotter {
+    /// Opens the snapshotter under `root`, choosing the driver on first use
+    /// (`BERTH_SNAPSHOTTER=copy|overlay` overrides the probe for a new store).
+    pub fn open_at(root: &Path) -> Result<Self, SnapshotError> {
+        Self::open_with(root, None)
+    }
+
+    /// Opens the snapshotter under `root`; a new store uses `driver` when given.
+    pub fn open_with(root: &Path, driver: Option<Driver>) -> Result<Self, SnapshotError> {
+        for d in ["layers", "active", "tmp"] {
+            mkdir_all(&root.join(d))?;
+        }
+        let dfile = root.join("driver");
+        let driver = match fs::read_to_string(&dfile) {
+            Ok(s) if s.trim() == "overlay" => Driver::Overlay,
+            Ok(s) if s.trim() == "copy" => Driver::Copy,
+            _ => {
+                let d = match (driver, std::env::var("BERTH_SNAPSHOTTER").as_deref()) {
+                    (Some(d), _) => d,
+                    (None, Ok("copy")) => Driver::Copy,
+                    (None, Ok("overlay")) => Driver::Overlay,
+                    _ => probe_overlay(&root.join("tmp")),
+                };
+                atomic_write(&dfile, d.name().as_bytes())?;
+                d
+            }
+        };
+        Ok(Snapshotter {
+            root: root.to_path_buf(),
+            driver,
+        })
+    }
+
+    /// The driver in use.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    fn layer_dir(&self, chain: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain.hex())
+    }
+
+    fn active_dir(&self, key: &str) -> PathBuf {
+        self.root.join("active").join(key)
+    }
+
+    /// The directory holding a committed layer's files.
+    pub fn layer_fs(&self, chain: &Digest) -> PathBuf {
+        self.layer_dir(chain).join("fs")
+    }
+
+    /// Whether the layer with this chain id is unpacked.
+    pub fn has_layer(&self, chain: &Digest) -> bool {
+        self.layer_dir(chain).join("meta.json").is_file()
+    }
+
+    /// A committed layer's metadata.
+    pub fn layer(&self, chain: &Digest) -> Result<Option<LayerMeta>, SnapshotError> {
+        read_meta(&self.layer_dir(chain).join("meta.json"))
+    }
+
+    /// Every committed layer.
+    pub fn layers(&self) -> Result<Vec<LayerMeta>, SnapshotError> {
+        let dir = self.root.join("layers");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
+            let e = e.ctx("readdir", &dir)?;
+            if let Some(m) = read_meta(&e.path().join("meta.json"))? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Layer directories without valid metadata (left by a crash before rename is
+    /// impossible, so these mean tampering or disk errors).
+    pub fn broken_layers(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("layers");
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        !matches!(read_meta::<LayerMeta>(&p.join("meta.json")), Ok(Some(_)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Leftovers in `tmp/`.
+    pub fn stale_tmp(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.root.join("tmp"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes a committed layer.
+    pub fn remove_layer(&self, chain: &Digest) -> Result<(), SnapshotError> {
+        // Rename first so a half-deleted layer is never mistaken for a whole one.
+        let dir = self.layer_dir(chain);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let tmp = self.root.join("tmp").join(unique_name("rm-"));
+        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        remove_any(&tmp)?;
+        Ok(())
+    }
+
+    /// Unpacks an uncompressed layer stream on top of `parent` into a temporary
+    /// directory. Call [`Snapshotter::commit_extracted`] to make it visible.
+    pub fn extract<R: Read>(
+        &self,
+        parent: Option<&Digest>,
+        layer: R,
+    ) -> Result<Extracted, SnapshotError> {
+        if let Some(p) = parent
+            && !self.has_layer(p)
+        {
+            return Err(SnapshotError::MissingParent(p.clone()));
+        }
+        let dir = self.root.join("tmp").join(unique_name("x-"));
+        let fsdir = dir.join("fs");
+        mkdir_all(&dir)?;
+        let mut ex = Extracted {
+            dir,
+            diff_id: Digest::sha256_of(b""),
+            size: 0,
+            tar_size: 0,
+            parent: parent.cloned(),
+        };
+        let whiteouts = match (self.driver, parent) {
+            (Driver::Copy, Some(p)) => {
+                copy_tree(&self.layer_fs(p), &fsdir)?;
+                Whiteouts::Delete
+            }
+            (Driver::Copy, None) => {
+                mkdir_all(&fsdir)?;
+                Whiteouts::Delete
+            }
+            (Driver::Overlay, _) => {
+                mkdir_all(&fsdir)?;
+                Whiteouts::Overlay
+            }
+        };
+        let mut hr = HashingReader::new(layer);
+        let stats = apply(
+            &fsdir,
+            &mut hr,
+            &ApplyOptions {
+                whiteouts,
+                ..Default::default()
+            },
+        )?;
+        let (_, diff_id, len) = hr.finish();
+        ex.diff_id = diff_id;
+        ex.size = stats.content_bytes;
+        ex.tar_size = len;
+        Ok(ex)
+    }
+
+    /// Makes an extracted layer visible under its chain id, after checking its diff
+    /// id against `expected` (from the image config). Returns the chain id.
+    pub fn commit_extracted(
+        &self,
+        ex: Extracted,
+        expected: Option<&Digest>,
+    ) -> Result<Digest, SnapshotError> {
+        if let Some(e) = expected
+            && *e != ex.diff_id
+        {
+            return Err(SnapshotError::DiffIdMismatch {
+                expected: e.clone(),
+                actual: ex.diff_id.clone(),
+            });
+        }
+        let chain = match &ex.parent {
+            None => ex.diff_id.clone(),
+            Some(p) => Digest::sha256_of(format!("{p} {}", ex.diff_id).as_bytes()),
+        };
+        let meta = LayerMeta {
+            chain_id: chain.clone(),
+            parent: ex.parent.clone(),
+            diff_id: ex.diff_id.clone(),
+            size: ex.size,
+        };
+        self.publish(&ex.dir, &meta)?;
+        Ok(chain)
+    }
+
+    /// Writes meta.json into a finished temp dir and renames it into `layers/`.
+    fn publish(&self, dir: &Path, meta: &LayerMeta) -> Result<(), SnapshotError> {
+        let dest = self.layer_dir(&meta.chain_id);
+        if self.has_layer(&meta.chain_id) {
+            return Ok(()); // someone else unpacked it first; the caller drops ours
+        }
+        atomic_write(
+            &dir.join("meta.json"),
+            &serde_json::to_vec_pretty(meta).expect("meta serialises"),
+        )?;
+        match fs::rename(dir, &dest) {
+            Ok(()) => {}
+            // Lost a race with a concurrent unpack of the same layer: theirs is as good.
+            Err(e) if self.has_layer(&meta.chain_id) => drop(e),
+            Err(e) => return Err(e).ctx("rename", &dest)?,
+        }
+        crate::fsutil::sync_dir(&self.root.join("layers"))?;
+        Ok(())
+    }
+
+    /// The chain of layer directories from `top` down to the base.
+    pub fn lower_dirs(&self, top: &Digest) -> Result<Vec<PathBuf>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut cur = Some(top.clone());
+        while let Some(c) = cur {
+            let meta = self
+                .layer(&c)?
+                .ok_or_else(|| SnapshotError::MissingParent(c.clone()))?;
+            out.push(self.layer_fs(&c));
+            cur = match self.driver {
+                Driver::Overlay => meta.parent,
+                Driver::Copy => None, // each copy layer is the full tree
+            };
+        }
+        Ok(out)
+    }
+
+    /// Creates a writable snapshot `key` on top of layer `parent`.
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create_active(key, parent, labels, false)
+    }
+
+    /// Creates a read-only view `key` of layer `parent`.
+    pub fn view(
+        &self,
+        key: &str,
+        parent: &Digest,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create_active(key, Some(parent), labels, true)
+    }
+
+    fn create_active(
+        &self,
+        key: &str,
+        parent: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+        readonly: bool,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        validate_key(key)?;
+        if let Some(p) = parent
+            && !self.has_layer(p)
+        {
+            return Err(SnapshotError::MissingParent(p.clone()));
+        }
+        let dest = self.active_dir(key);
+        if dest.exists() {
+            return Err(SnapshotError::Exists(key.to_string()));
+        }
+        let tmp = self.root.join("tmp").join(unique_name("a-"));
+        let res = (|| {
+            mkdir_all(&tmp.join("work"))?;
+            match (self.driver, parent) {
+                (Driver::Copy, Some(p)) if !readonly => {
+                    copy_tree(&self.layer_fs(p), &tmp.join("fs"))?
+                }
+                _ => mkdir_all(&tmp.join("fs"))?,
+            }
+            let meta = ActiveMeta {
+                key: key.to_string(),
+                parent: parent.cloned(),
+                readonly,
+                labels,
+            };
+            atomic_write(
+                &tmp.join("meta.json"),
+                &serde_json::to_vec_pretty(&meta).expect("meta serialises"),
+            )?;
+            fs::rename(&tmp, &dest).ctx("rename", &dest)?;
+            Ok::<(), SnapshotError>(())
+        })();
+        if let Err(e) = res {
+            let _ = remove_any(&tmp);
+            return Err(e);
+        }
+        self.mounts(key)
+    }
+
+    /// An active snapshot's metadata.
+    pub fn active(&self, key: &str) -> Result<Option<ActiveMeta>, SnapshotError> {
+        validate_key(key)?;
+        read_meta(&self.active_dir(key).join("meta.json"))
+    }
+
+    /// Every active snapshot.
+    pub fn actives(&self) -> Result<Vec<ActiveMeta>, SnapshotError> {
+        let dir = self.root.join("active");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
+            let e = e.ctx("readdir", &dir)?;
+            if let Some(m) = read_meta(&e.path().join("meta.json"))? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The writable directory of an active snapshot (overlay upper, or the full
+    /// copy), where the engine finds a container's changes.
+    pub fn upper_dir(&self, key: &str) -> PathBuf {
+        self.active_dir(key).join("fs")
+    }
+
+    /// How to mount an active snapshot.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let dir = self.active_dir(key);
+        let upper = dir.join("fs");
+        let bind = |src: &Path, ro: bool| Mount {
+            typ: "bind".into(),
+            source: src.display().to_string(),
+            options: if ro {
+                vec!["rbind".into(), "ro".into()]
+            } else {
+                vec!["rbind".into(), "rw".into()]
+            },
+        };
+        let Some(parent) = meta.parent else {
+            return Ok(vec![bind(&upper, meta.readonly)]);
+        };
+        if self.driver == Driver::Copy {
+            let src = if meta.readonly {
+                self.layer_fs(&parent)
+            } else {
+                upper
+            };
+            return Ok(vec![bind(&src, meta.readonly)]);
+        }
+        let lowers = self.lower_dirs(&parent)?;
+        if meta.readonly && lowers.len() == 1 {
+            return Ok(vec![bind(&lowers[0], true)]);
+        }
+        let lowerdir = lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut options = vec![format!("lowerdir={lowerdir}")];
+        if !meta.readonly {
+            options.push(format!("upperdir={}", upper.display()));
+            options.push(format!("workdir={}", dir.join("work").display()));
+        }
+        Ok(vec![Mount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        }])
+    }
+
+    /// The changes an active snapshot holds, relative to its parent.
+    pub fn changes(&self, key: &str) -> Result<Vec<diff::Change>, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let upper = self.upper_dir(key);
+        match (self.driver, &meta.parent) {
+            (Driver::Overlay, _) | (Driver::Copy, None) => Ok(diff::changes_overlay(&upper)?),
+            (Driver::Copy, Some(p)) => Ok(diff::changes_dirs(&self.layer_fs(p), &upper)?),
+        }
+    }
+
+    /// Turns an active snapshot into a committed layer whose diff id the caller
+    /// computed (by writing the layer tar from [`Snapshotter::changes`]).
+    /// The active snapshot is consumed.
+    pub fn commit_active(&self, key: &str, diff_id: &Digest) -> Result<Digest, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let chain = match &meta.parent {
+            None => diff_id.clone(),
+            Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+        };
+        let dir = self.active_dir(key);
+        let size = crate::fsutil::du(&dir.join("fs"));
+        let tmp = self.root.join("tmp").join(unique_name("c-"));
+        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        let _ = fs::remove_file(tmp.join("meta.json"));
+        let _ = remove_any(&tmp.join("work"));
+        let lm = LayerMeta {
+            chain_id: chain.clone(),
+            parent: meta.parent.clone(),
+            diff_id: diff_id.clone(),
+            size,
+        };
+        let res = self.publish(&tmp, &lm);
+        let _ = remove_any(&tmp);
+        res.map(|()| chain)
+    }
+
+    /// Removes an active snapshot (which must be unmounted).
+    pub fn remove_active(&self, key: &str) -> Result<(), SnapshotError> {
+        validate_key(key)?;
+        let dir = self.active_dir(key);
+        if !dir.exists() {
+            return Err(SnapshotError::NotFound(key.to_string()));
+        }
+        let tmp = self.root.join("tmp").join(unique_name("rm-"));
+        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        remove_any(&tmp)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+fn validate_key(key: &str) -> Result<(), SnapshotError> {
+    if key.is_empty()
+        || key.len() > 128
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || key.starts_with('.')
+    {
+        return Err(SnapshotError::NotFound(key.to_string()));
+    }
+    Ok(())
+}
+
+fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, SnapshotError> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|err| SnapshotError::Meta {
+                path: path.to_path_buf(),
+                err,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx("read", path)?,
+    }
+}
+
+/// Whether overlayfs can be mounted here (with an upper dir on this filesystem).
+fn probe_overlay(tmp: &Path) -> Driver {
+    let dir = tmp.join(unique_name("probe-"));
+    let ok = (|| -> std::io::Result<bool> {
+        for d in ["l1", "l2", "u", "w", "m"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        let opts = format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            dir.join("l1").display(),
+            dir.join("l2").display(),
+            dir.join("u").display(),
+            dir.join("w").display()
+        );
+        let m = dir.join("m");
+        let data = std::ffi::CString::new(opts).map_err(std::io::Error::other)?;
+        if rustix::mount::mount(
+            "overlay",
+            &m,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .is_err()
+        {
+            return Ok(false);
+        }
+        // Whiteouts need mknod in the upper dir; check it works through the mount.
+        fs::write(dir.join("l1/f"), b"x")?;
+        let ok = fs::remove_file(m.join("f")).is_ok();
+        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+        Ok(ok)
+    })()
+    .unwrap_or(false);
+    let _ = remove_any(&dir);
+    if ok { Driver::Overlay } else { Driver::Copy }
+}
+
+/// Copies a tree preserving type, mode, owner, times, xattrs and hardlinks
+/// (the copy driver's "parent copied, then layer applied").
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), SnapshotError> {
+    // A layer through our own writer and reader: one code path for every file type.
+    let changes = diff::changes_all(src)?;
+    mkdir_all(dst)?;
+    let (rd, wr) = std::io::pipe().ctx("pipe", dst)?;
+    let src2 = src.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        diff::write_layer(&src2, &changes, wr, &diff::WriteOptions::default()).map(drop)
+    });
+    let res = apply(dst, rd, &ApplyOptions::default());
+    let wres = writer.join().expect("layer writer thread");
+    wres?;
+    res?;
+    // The root directory's own metadata.
+    let m = fs::symlink_metadata(src).ctx("stat", src)?;
+    fs::set_permissions(dst, m.permissions()).ctx("chmod", dst)?;
+    Ok(())
+}
