@@ -3,9 +3,153 @@
 //! ([`snapshot`]) and image names with their manifests ([`image`]).
 //!
 //! The store never spawns a process and knows nothing of Dockerfiles or containers.
+//!
+//! On disk, under the store root:
+//! ```text
+//! content/     an OCI image layout: oci-layout, index.json (the image names), blobs/sha256/…
+//!              and ingest/ (blobs being written)
+//! snapshots/   layers/<chain id>/{fs,meta.json}, active/<key>/{fs,work,meta.json}, tmp/
+//! locks/       gc.lock (shared by writers, exclusive for gc and check), index.lock
+//! ```
 #![deny(missing_docs)]
 
 pub mod archive;
 pub mod content;
 pub mod fsutil;
+pub mod image;
 pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+use berth_types::Digest;
+use berth_types::reference::ReferenceError;
+
+use crate::archive::ArchiveError;
+use crate::content::{ContentError, ContentStore};
+use crate::fsutil::{LockGuard, PathError, lock_exclusive, lock_shared, mkdir_all};
+use crate::snapshot::{SnapshotError, Snapshotter};
+
+/// Every error the store returns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O on a path.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// Content store.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// Snapshots.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// Layer archives.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A malformed image reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// No image by that name or id.
+    #[error("No such image: {0}")]
+    ImageNotFound(String),
+    /// A short id that matches several images.
+    #[error("ambiguous image id {0:?}: it matches more than one image")]
+    Ambiguous(String),
+    /// A document that is not what it should be.
+    #[error("{what}: {msg}")]
+    Invalid {
+        /// Which document (`manifest sha256:…`, `archive manifest.json`).
+        what: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// An operation refused without `--force`.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    pub(crate) fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    /// Blobs.
+    pub content: ContentStore,
+    /// Unpacked layers and active snapshots.
+    pub snapshots: Snapshotter,
+}
+
+impl Store {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        mkdir_all(&root.join("locks"))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            content: ContentStore::open_at(&root.join("content"))?,
+            snapshots: Snapshotter::open_at(&root.join("snapshots"))?,
+        })
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Held by every operation that writes blobs or layers, so gc never deletes
+    /// what a concurrent command is about to reference.
+    pub fn write_lock(&self) -> Result<LockGuard, StoreError> {
+        Ok(lock_shared(&self.root.join("locks/gc.lock"))?)
+    }
+
+    /// Held by gc and check: no writer is active meanwhile.
+    pub fn exclusive_lock(&self) -> Result<LockGuard, StoreError> {
+        Ok(lock_exclusive(&self.root.join("locks/gc.lock"))?)
+    }
+
+    pub(crate) fn index_lock(&self) -> Result<LockGuard, StoreError> {
+        Ok(lock_exclusive(&self.root.join("locks/index.lock"))?)
+    }
+
+    /// Unpacks every layer of `diff_ids` whose blob is `blobs[i]`, skipping those
+    /// already unpacked; returns the top chain id (None for an image with no layers).
+    pub fn unpack(
+        &self,
+        blobs: &[Digest],
+        diff_ids: &[Digest],
+    ) -> Result<Option<Digest>, StoreError> {
+        if blobs.len() != diff_ids.len() {
+            return Err(StoreError::invalid(
+                "image",
+                format!(
+                    "manifest has {} layers but the config lists {} diff ids",
+                    blobs.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let chains = berth_types::chain_ids(diff_ids);
+        let mut parent: Option<Digest> = None;
+        for ((blob, diff_id), chain) in blobs.iter().zip(diff_ids).zip(&chains) {
+            if !self.snapshots.has_layer(chain) {
+                let mut r = self.content.open(blob)?;
+                let ex = {
+                    let (_, plain) = archive::decompress(&mut r).map_err(ArchiveError::Tar)?;
+                    self.snapshots.extract(parent.as_ref(), plain)?
+                };
+                // Read the blob to its end so its digest is checked before the layer
+                // becomes visible.
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .map_err(|e| content::unwrap_read_error(e, blob, &self.content.path(blob)))?;
+                self.snapshots.commit_extracted(ex, Some(diff_id))?;
+            }
+            parent = Some(chain.clone());
+        }
+        Ok(parent)
+    }
+}

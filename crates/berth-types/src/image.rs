@@ -305,7 +305,7 @@ impl Default for Index {
 #[derive(Debug, Clone)]
 pub enum AnyManifest {
     /// A single-platform image.
-    Image(Manifest),
+    Image(Box<Manifest>),
     /// A multi-platform index.
     Index(Index),
 }
@@ -349,7 +349,7 @@ impl AnyManifest {
             .or(probe.media_type);
         match mt.as_deref() {
             Some(m) if media_types::is_manifest(m) => {
-                Ok(AnyManifest::Image(serde_json::from_slice(bytes)?))
+                Ok(AnyManifest::Image(Box::new(serde_json::from_slice(bytes)?)))
             }
             Some(m) if media_types::is_index(m) => {
                 Ok(AnyManifest::Index(serde_json::from_slice(bytes)?))
@@ -367,7 +367,7 @@ impl AnyManifest {
             None if probe.manifests.is_some() => {
                 Ok(AnyManifest::Index(serde_json::from_slice(bytes)?))
             }
-            None => Ok(AnyManifest::Image(serde_json::from_slice(bytes)?)),
+            None => Ok(AnyManifest::Image(Box::new(serde_json::from_slice(bytes)?))),
         }
     }
 }

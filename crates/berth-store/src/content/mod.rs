@@ -156,7 +156,7 @@ impl ContentStore {
         let mut buf = Vec::new();
         match r.read_to_end(&mut buf) {
             Ok(_) => Ok(buf),
-            Err(e) => Err(unwrap_corrupt(e, d, &self.path(d))),
+            Err(e) => Err(unwrap_read_error(e, d, &self.path(d))),
         }
     }
 
@@ -165,7 +165,7 @@ impl ContentStore {
         let mut r = self.open(d)?;
         match io::copy(&mut r, &mut io::sink()) {
             Ok(_) => Ok(()),
-            Err(e) => Err(unwrap_corrupt(e, d, &self.path(d))),
+            Err(e) => Err(unwrap_read_error(e, d, &self.path(d))),
         }
     }
 
@@ -201,7 +201,8 @@ impl ContentStore {
     }
 }
 
-fn unwrap_corrupt(e: io::Error, d: &Digest, path: &Path) -> ContentError {
+/// Turns an error from reading a [`VerifyingReader`] back into a [`ContentError`].
+pub fn unwrap_read_error(e: io::Error, d: &Digest, path: &Path) -> ContentError {
     match e.into_inner() {
         Some(inner) => match inner.downcast::<ContentError>() {
             Ok(ce) => *ce,

@@ -1,0 +1,350 @@
+//! Garbage collection and `system check`.
+//!
+//! Both take the store's exclusive lock, so no import, load, pull or build is
+//! writing meanwhile; everything in `ingest/` and `snapshots/tmp/` is then
+//! leftover from a killed process. Roots are the names in `index.json`, active
+//! snapshots (containers, build steps) and the extra roots other components
+//! register under `roots/` (the build cache).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use berth_types::{AnyManifest, Digest, ImageConfig};
+
+use crate::content::ContentError;
+use crate::fsutil::{atomic_write, mkdir_all, remove_any};
+use crate::{Store, StoreError};
+
+/// Manifests larger than this are refused everywhere (as registries do).
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// What gc removed.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    /// Blobs deleted.
+    pub blobs_removed: Vec<Digest>,
+    /// Layers (chain ids) deleted.
+    pub layers_removed: Vec<Digest>,
+    /// Bytes freed (blobs and layer content).
+    pub bytes_freed: u64,
+    /// Leftover temporary files removed.
+    pub temps_removed: usize,
+}
+
+/// A problem `system check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A blob whose content does not match its digest.
+    CorruptBlob(Digest),
+    /// An image referencing a blob that is missing or corrupt.
+    BrokenImage {
+        /// The image's names (or id).
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A layer directory without valid metadata.
+    BrokenLayer(PathBuf),
+    /// A layer an image needs that is not unpacked.
+    MissingLayer {
+        /// The image.
+        image: String,
+        /// The chain id.
+        chain_id: Digest,
+    },
+    /// Leftovers from an interrupted command (harmless; removed by `--repair` and gc).
+    Leftover(PathBuf),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptBlob(d) => write!(f, "blob {d} is corrupt"),
+            Problem::BrokenImage { image, reason } => write!(f, "image {image}: {reason}"),
+            Problem::BrokenLayer(p) => {
+                write!(f, "layer directory {} has no valid metadata", p.display())
+            }
+            Problem::MissingLayer { image, chain_id } => {
+                write!(f, "image {image}: layer {chain_id} is not unpacked")
+            }
+            Problem::Leftover(p) => write!(f, "leftover temporary {}", p.display()),
+        }
+    }
+}
+
+impl Problem {
+    /// Whether this problem means the store is inconsistent (not just untidy).
+    pub fn is_error(&self) -> bool {
+        !matches!(self, Problem::Leftover(_))
+    }
+}
+
+/// What `system check` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Blobs verified.
+    pub blobs_checked: usize,
+    /// Images checked.
+    pub images_checked: usize,
+    /// Layers checked.
+    pub layers_checked: usize,
+    /// Problems found.
+    pub problems: Vec<Problem>,
+    /// What `--repair` did, one line each.
+    pub repairs: Vec<String>,
+}
+
+impl Store {
+    /// Registers `digests` as gc roots under `name` (e.g. the build cache).
+    pub fn set_roots(&self, name: &str, digests: &[Digest]) -> Result<(), StoreError> {
+        let dir = self.root().join("roots");
+        mkdir_all(&dir)?;
+        let body = serde_json::to_vec(digests).expect("roots serialise");
+        atomic_write(&dir.join(name), &body)?;
+        Ok(())
+    }
+
+    fn extra_roots(&self) -> Vec<Digest> {
+        let dir = self.root().join("roots");
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if let Ok(b) = std::fs::read(e.path())
+                    && let Ok(v) = serde_json::from_slice::<Vec<Digest>>(&b)
+                {
+                    out.extend(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks a manifest (or index) and everything it references.
+    fn mark(&self, d: &Digest, blobs: &mut BTreeSet<Digest>, chains: &mut BTreeSet<Digest>) {
+        if !blobs.insert(d.clone()) {
+            return;
+        }
+        // Only small blobs can be manifests; a root may also be a layer blob.
+        if self.content.size(d).is_none_or(|s| s > MAX_MANIFEST_SIZE) {
+            return;
+        }
+        let Ok(bytes) = self.content.read(d) else {
+            return;
+        };
+        match AnyManifest::parse(&bytes, None) {
+            Ok(AnyManifest::Index(i)) => {
+                for m in &i.manifests {
+                    self.mark(&m.digest, blobs, chains);
+                }
+            }
+            Ok(AnyManifest::Image(m)) => {
+                blobs.insert(m.config.digest.clone());
+                for l in &m.layers {
+                    blobs.insert(l.digest.clone());
+                }
+                if let Ok(cb) = self.content.read(&m.config.digest)
+                    && let Ok(c) = serde_json::from_slice::<ImageConfig>(&cb)
+                {
+                    chains.extend(berth_types::chain_ids(&c.rootfs.diff_ids));
+                }
+            }
+            Err(_) => {
+                // Not a manifest: a plain blob root (a cached layer or config).
+            }
+        }
+    }
+
+    /// Removes every blob and layer no root reaches, and leftover temporaries.
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let _x = self.exclusive_lock()?;
+        let mut blobs = BTreeSet::new();
+        let mut chains = BTreeSet::new();
+        for d in self.read_index()?.manifests {
+            self.mark(&d.digest, &mut blobs, &mut chains);
+        }
+        for r in self.extra_roots() {
+            self.mark(&r, &mut blobs, &mut chains);
+            chains.insert(r); // a root may name a layer by chain id
+        }
+        for a in self.snapshots.actives()? {
+            if let Some(p) = a.parent {
+                chains.insert(p);
+            }
+        }
+        // Parents of live layers are live (overlay lowers).
+        let layers = self.snapshots.layers()?;
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for l in &layers {
+                if chains.contains(&l.chain_id)
+                    && let Some(p) = &l.parent
+                    && chains.insert(p.clone())
+                {
+                    changed = true;
+                }
+            }
+        }
+        let mut report = GcReport::default();
+        for d in self.content.list()? {
+            if !blobs.contains(&d) {
+                report.bytes_freed += self.content.size(&d).unwrap_or(0);
+                self.content.delete(&d)?;
+                report.blobs_removed.push(d);
+            }
+        }
+        for l in layers {
+            if !chains.contains(&l.chain_id) {
+                report.bytes_freed += l.size;
+                self.snapshots.remove_layer(&l.chain_id)?;
+                report.layers_removed.push(l.chain_id);
+            }
+        }
+        for p in self
+            .content
+            .stale_ingests()
+            .into_iter()
+            .chain(self.snapshots.stale_tmp())
+        {
+            remove_any(&p)?;
+            report.temps_removed += 1;
+        }
+        Ok(report)
+    }
+
+    /// Verifies every blob, image and layer; with `repair`, removes what is broken
+    /// (and re-unpacks layers whose blobs are intact).
+    pub fn check(&self, repair: bool) -> Result<CheckReport, StoreError> {
+        let _x = self.exclusive_lock()?;
+        let mut r = CheckReport::default();
+        let mut corrupt = BTreeSet::new();
+        for d in self.content.list()? {
+            r.blobs_checked += 1;
+            match self.content.verify(&d) {
+                Ok(()) => {}
+                Err(ContentError::Corrupt { .. }) => {
+                    corrupt.insert(d.clone());
+                    r.problems.push(Problem::CorruptBlob(d));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for p in self.snapshots.broken_layers() {
+            r.problems.push(Problem::BrokenLayer(p));
+        }
+        r.layers_checked = self.snapshots.layers()?.len();
+        let idx = self.read_index()?;
+        let mut seen = BTreeSet::new();
+        let mut broken_manifests = BTreeSet::new();
+        let mut relayer = Vec::new();
+        for desc in &idx.manifests {
+            if !seen.insert(desc.digest.clone()) {
+                continue;
+            }
+            r.images_checked += 1;
+            let label = idx
+                .manifests
+                .iter()
+                .filter(|d| d.digest == desc.digest)
+                .filter_map(|d| d.annotation(berth_types::image::annotations::REF_NAME))
+                .next()
+                .map(str::to_string)
+                .unwrap_or_else(|| desc.digest.to_string());
+            let docs = if corrupt.contains(&desc.digest) {
+                Err(StoreError::invalid("manifest", "corrupt"))
+            } else {
+                self.load_image_docs(desc)
+            };
+            let (m, c) = match docs {
+                Ok(x) => x,
+                Err(e) => {
+                    broken_manifests.insert(desc.digest.clone());
+                    r.problems.push(Problem::BrokenImage {
+                        image: label,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let bad_layer = m
+                .layers
+                .iter()
+                .find(|l| corrupt.contains(&l.digest) || !self.content.exists(&l.digest));
+            if let Some(l) = bad_layer {
+                broken_manifests.insert(desc.digest.clone());
+                r.problems.push(Problem::BrokenImage {
+                    image: label,
+                    reason: format!("layer blob {} is missing or corrupt", l.digest),
+                });
+                continue;
+            }
+            for chain in berth_types::chain_ids(&c.rootfs.diff_ids) {
+                if !self.snapshots.has_layer(&chain) {
+                    r.problems.push(Problem::MissingLayer {
+                        image: label.clone(),
+                        chain_id: chain,
+                    });
+                    relayer.push((
+                        m.layers
+                            .iter()
+                            .map(|l| l.digest.clone())
+                            .collect::<Vec<_>>(),
+                        c.rootfs.diff_ids.clone(),
+                    ));
+                    break;
+                }
+            }
+        }
+        for p in self
+            .content
+            .stale_ingests()
+            .into_iter()
+            .chain(self.snapshots.stale_tmp())
+        {
+            r.problems.push(Problem::Leftover(p));
+        }
+        if !repair {
+            return Ok(r);
+        }
+        for p in &r.problems {
+            match p {
+                Problem::CorruptBlob(d) => {
+                    self.content.delete(d)?;
+                    r.repairs.push(format!("deleted corrupt blob {d}"));
+                }
+                Problem::BrokenLayer(p) | Problem::Leftover(p) => {
+                    remove_any(p)?;
+                    r.repairs.push(format!("removed {}", p.display()));
+                }
+                _ => {}
+            }
+        }
+        if !broken_manifests.is_empty() {
+            let names = self.update_index(|idx| {
+                let before: Vec<String> = idx
+                    .manifests
+                    .iter()
+                    .filter(|d| broken_manifests.contains(&d.digest))
+                    .map(|d| {
+                        d.annotation(berth_types::image::annotations::REF_NAME)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| d.digest.to_string())
+                    })
+                    .collect();
+                idx.manifests
+                    .retain(|d| !broken_manifests.contains(&d.digest));
+                Ok(before)
+            })?;
+            for n in names {
+                r.repairs.push(format!("removed broken image {n}"));
+            }
+        }
+        for (blobs, diff_ids) in relayer {
+            let top = self.unpack(&blobs, &diff_ids)?;
+            if let Some(t) = top {
+                r.repairs.push(format!("re-unpacked layers up to {t}"));
+            }
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,374 @@
+//! Images: names → manifests, kept in the content layout's `index.json` (one
+//! descriptor per name, annotated with `org.opencontainers.image.ref.name` = the
+//! full normalised reference; a descriptor without the annotation is a dangling
+//! image). Image ids are config digests, as in docker.
+//!
+//! Submodules: [`import`] (rootfs tarball → image), [`archive`] (docker-archive and
+//! oci-archive save and load), [`gc`] (garbage collection and `system check`).
+
+pub mod archive;
+pub mod gc;
+pub mod import;
+
+use std::collections::BTreeMap;
+
+use berth_types::image::annotations;
+use berth_types::{AnyManifest, Descriptor, Digest, ImageConfig, Index, Manifest, Reference};
+
+use crate::fsutil::atomic_write;
+use crate::{Store, StoreError};
+
+/// Annotation recording a registry digest (`name@sha256:…`) of a pulled image.
+pub const REPO_DIGEST_ANNOTATION: &str = "io.berth.repo-digest";
+/// Snapshot label naming the image an active snapshot was made from.
+pub const IMAGE_LABEL: &str = "io.berth.image";
+
+/// An image in the store, with its documents read and verified.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The image id (config digest).
+    pub id: Digest,
+    /// The manifest's descriptor.
+    pub manifest_desc: Descriptor,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The config.
+    pub config: ImageConfig,
+    /// Every name pointing at it, sorted.
+    pub names: Vec<Reference>,
+    /// Registry digests (`docker.io/library/busybox@sha256:…`).
+    pub repo_digests: Vec<Reference>,
+}
+
+impl Image {
+    /// Layer blob digests, base first.
+    pub fn layer_blobs(&self) -> Vec<Digest> {
+        self.manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect()
+    }
+
+    /// The top chain id (None for an image without layers).
+    pub fn top_chain(&self) -> Option<Digest> {
+        berth_types::chain_ids(&self.config.rootfs.diff_ids).pop()
+    }
+}
+
+/// What [`Store::remove_image`] did, in docker's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveEvent {
+    /// A name was removed.
+    Untagged(String),
+    /// The image (or a layer of it) was deleted.
+    Deleted(Digest),
+}
+
+impl Store {
+    fn index_path(&self) -> std::path::PathBuf {
+        self.content.root().join("index.json")
+    }
+
+    /// The current name index.
+    pub fn read_index(&self) -> Result<Index, StoreError> {
+        let p = self.index_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError::invalid(p.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::new()),
+            Err(e) => Err(crate::fsutil::PathError {
+                op: "read",
+                path: p,
+                source: e,
+            }
+            .into()),
+        }
+    }
+
+    /// Changes the index under its lock; the closure's result is written atomically.
+    pub fn update_index<T>(
+        &self,
+        f: impl FnOnce(&mut Index) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _g = self.index_lock()?;
+        let mut idx = self.read_index()?;
+        let out = f(&mut idx)?;
+        let mut bytes = serde_json::to_vec_pretty(&idx).expect("index serialises");
+        bytes.push(b'\n');
+        atomic_write(&self.index_path(), &bytes)?;
+        Ok(out)
+    }
+
+    /// Reads and verifies a manifest and its config.
+    pub fn load_image_docs(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<(Manifest, ImageConfig), StoreError> {
+        let bytes = self.content.read(&desc.digest)?;
+        let m = match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
+            Ok(AnyManifest::Image(m)) => *m,
+            Ok(AnyManifest::Index(_)) => {
+                return Err(StoreError::invalid(
+                    format!("manifest {}", desc.digest),
+                    "is an index, not an image manifest",
+                ));
+            }
+            Err(e) => {
+                return Err(StoreError::invalid(
+                    format!("manifest {}", desc.digest),
+                    e.to_string(),
+                ));
+            }
+        };
+        let cb = self.content.read(&m.config.digest)?;
+        let config: ImageConfig = serde_json::from_slice(&cb).map_err(|e| {
+            StoreError::invalid(format!("image config {}", m.config.digest), e.to_string())
+        })?;
+        Ok((m, config))
+    }
+
+    /// Every image, grouped by manifest, with its names. Sorted newest first.
+    pub fn images(&self) -> Result<Vec<Image>, StoreError> {
+        let idx = self.read_index()?;
+        let mut by_manifest: BTreeMap<Digest, (Descriptor, Vec<Reference>, Vec<Reference>)> =
+            BTreeMap::new();
+        for d in &idx.manifests {
+            let e = by_manifest
+                .entry(d.digest.clone())
+                .or_insert_with(|| (d.clone(), Vec::new(), Vec::new()));
+            if let Some(n) = d.annotation(annotations::REF_NAME)
+                && let Ok(r) = Reference::parse(n)
+            {
+                e.1.push(r);
+            }
+            if let Some(n) = d.annotation(REPO_DIGEST_ANNOTATION)
+                && let Ok(r) = Reference::parse(n)
+                && !e.2.contains(&r)
+            {
+                e.2.push(r);
+            }
+        }
+        let mut out = Vec::new();
+        for (_, (desc, mut names, repo_digests)) in by_manifest {
+            let (manifest, config) = self.load_image_docs(&desc)?;
+            names.sort();
+            out.push(Image {
+                id: manifest.config.digest.clone(),
+                manifest_desc: strip(&desc),
+                manifest,
+                config,
+                names,
+                repo_digests,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.config
+                .created
+                .cmp(&a.config.created)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    /// Finds an image the way docker does: a full or `sha256:` id, then a name
+    /// (`busybox` means `docker.io/library/busybox:latest`), `name@digest`, then a
+    /// unique short id.
+    pub fn resolve(&self, s: &str) -> Result<Image, StoreError> {
+        let images = self.images()?;
+        let hexpart = s.strip_prefix("sha256:").unwrap_or(s);
+        let is_hex = !hexpart.is_empty() && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_hex && (s.starts_with("sha256:") || hexpart.len() == 64) {
+            return unique_by_id(images, hexpart, s);
+        }
+        match Reference::parse(s) {
+            Ok(r) => {
+                let r = r.with_default_tag();
+                if let Some(d) = r.digest() {
+                    if let Some(img) = images.iter().find(|i| {
+                        i.manifest_desc.digest == *d
+                            && (i.names.iter().any(|n| n.name() == r.name())
+                                || i.repo_digests.iter().any(|n| n.name() == r.name()))
+                    }) {
+                        return Ok(img.clone());
+                    }
+                } else if let Some(img) = images.iter().find(|i| i.names.contains(&r)) {
+                    return Ok(img.clone());
+                }
+                if is_hex {
+                    return unique_by_id(images, hexpart, s);
+                }
+                Err(StoreError::ImageNotFound(s.to_string()))
+            }
+            Err(e) if is_hex => unique_by_id(images, hexpart, s).map_err(|_| e.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds (or moves) `name` to point at `image`. An image that loses its last name
+    /// this way stays, dangling, as in docker.
+    pub fn tag(&self, image: &Image, name: &Reference) -> Result<(), StoreError> {
+        let name = name.clone().with_default_tag();
+        if name.digest().is_some() {
+            return Err(StoreError::Conflict(format!(
+                "refusing to create a tag with a digest reference: {}",
+                name.familiar()
+            )));
+        }
+        let desc = image.manifest_desc.clone();
+        self.update_index(|idx| {
+            set_name(idx, &desc, &name, None);
+            Ok(())
+        })
+    }
+
+    /// Records `name` (and optionally its registry digest) for a manifest just stored.
+    pub fn add_name(
+        &self,
+        desc: &Descriptor,
+        name: Option<&Reference>,
+        repo_digest: Option<&Reference>,
+    ) -> Result<(), StoreError> {
+        let desc = strip(desc);
+        self.update_index(|idx| {
+            match name {
+                Some(n) => set_name(idx, &desc, &n.clone().with_default_tag(), repo_digest),
+                None => {
+                    if !idx.manifests.iter().any(|d| d.digest == desc.digest) {
+                        idx.manifests.push(desc.clone());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ids of images that active snapshots (containers, build steps) were made from.
+    pub fn images_in_use(&self) -> Result<BTreeMap<Digest, Vec<String>>, StoreError> {
+        let mut out: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for a in self.snapshots.actives()? {
+            if let Some(id) = a.labels.get(IMAGE_LABEL).and_then(|s| s.parse().ok()) {
+                out.entry(id).or_default().push(a.key.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// `docker rmi`: by name, untags (and deletes the image when that was its last
+    /// name); by id, deletes the image (all its names when `force`).
+    pub fn remove_image(&self, s: &str, force: bool) -> Result<Vec<RemoveEvent>, StoreError> {
+        let image = self.resolve(s)?;
+        let by_name = Reference::parse(s)
+            .ok()
+            .map(|r| r.with_default_tag())
+            .filter(|r| image.names.contains(r) || r.digest().is_some());
+        let users = self.images_in_use()?.remove(&image.id).unwrap_or_default();
+        let mut events = Vec::new();
+        let remove_all_names = match &by_name {
+            Some(r) if image.names.len() > 1 && r.digest().is_none() => {
+                self.update_index(|idx| {
+                    remove_name(idx, r);
+                    Ok(())
+                })?;
+                return Ok(vec![RemoveEvent::Untagged(r.familiar())]);
+            }
+            Some(_) => true,
+            None => {
+                if image.names.len() > 1 && !force {
+                    return Err(StoreError::Conflict(format!(
+                        "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        image.id.short()
+                    )));
+                }
+                true
+            }
+        };
+        if !users.is_empty() && !force {
+            let what = match &by_name {
+                Some(r) => format!("remove repository reference \"{}\"", r.familiar()),
+                None => format!("delete {}", image.id.short()),
+            };
+            return Err(StoreError::Conflict(format!(
+                "conflict: unable to {what} (must force) - container {} is using its referenced image {}",
+                short_key(&users[0]),
+                image.id.short()
+            )));
+        }
+        if remove_all_names {
+            let digest = image.manifest_desc.digest.clone();
+            self.update_index(|idx| {
+                idx.manifests.retain(|d| d.digest != digest);
+                Ok(())
+            })?;
+            for n in &image.names {
+                events.push(RemoveEvent::Untagged(n.familiar()));
+            }
+            for n in &image.repo_digests {
+                events.push(RemoveEvent::Untagged(n.familiar()));
+            }
+            events.push(RemoveEvent::Deleted(image.id.clone()));
+            let report = self.gc()?;
+            for l in report.layers_removed {
+                events.push(RemoveEvent::Deleted(l));
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn short_key(k: &str) -> &str {
+    &k[..k.len().min(12)]
+}
+
+fn unique_by_id(images: Vec<Image>, hexpart: &str, s: &str) -> Result<Image, StoreError> {
+    let mut m = images
+        .into_iter()
+        .filter(|i| i.id.has_hex_prefix(&hexpart.to_ascii_lowercase()));
+    match (m.next(), m.next()) {
+        (Some(i), None) => Ok(i),
+        (Some(_), Some(_)) => Err(StoreError::Ambiguous(s.to_string())),
+        _ => Err(StoreError::ImageNotFound(s.to_string())),
+    }
+}
+
+/// The manifest descriptor without per-name annotations.
+fn strip(d: &Descriptor) -> Descriptor {
+    Descriptor::new(&d.media_type, d.digest.clone(), d.size)
+}
+
+fn remove_name(idx: &mut Index, name: &Reference) {
+    let n = name.to_string();
+    idx.manifests
+        .retain(|d| d.annotation(annotations::REF_NAME) != Some(n.as_str()));
+}
+
+fn set_name(idx: &mut Index, desc: &Descriptor, name: &Reference, repo_digest: Option<&Reference>) {
+    // Who held the name before, and does it keep another entry?
+    let n = name.to_string();
+    let previous = idx
+        .manifests
+        .iter()
+        .find(|d| d.annotation(annotations::REF_NAME) == Some(n.as_str()))
+        .map(|d| (d.digest.clone(), d.media_type.clone(), d.size));
+    remove_name(idx, name);
+    if let Some((dg, mt, size)) = previous
+        && dg != desc.digest
+        && !idx.manifests.iter().any(|d| d.digest == dg)
+    {
+        idx.manifests.push(Descriptor::new(&mt, dg, size)); // now dangling
+    }
+    // A dangling entry of this image is replaced by the named one.
+    idx.manifests
+        .retain(|d| !(d.digest == desc.digest && d.annotations.is_none()));
+    let mut named = strip(desc);
+    let mut ann = BTreeMap::new();
+    ann.insert(annotations::REF_NAME.to_string(), n);
+    if let Some(rd) = repo_digest {
+        ann.insert(REPO_DIGEST_ANNOTATION.to_string(), rd.to_string());
+    }
+    named.annotations = Some(ann);
+    idx.manifests.push(named);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,279 @@
+//! Image store tests: import, names, save/load round trips, gc and check.
+
+use std::fs;
+use std::path::Path;
+
+use berth_types::{ImageConfig, Reference};
+
+use super::archive::ArchiveFormat;
+use super::import::ImportOptions;
+use super::{IMAGE_LABEL, RemoveEvent};
+use crate::Store;
+use crate::archive::diff::{WriteOptions, changes_all, write_layer};
+use crate::snapshot::Driver;
+
+fn rootfs_tar(marker: &str) -> Vec<u8> {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    fs::create_dir_all(d.join("bin")).unwrap();
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::write(d.join("etc/marker"), marker).unwrap();
+    fs::write(d.join("bin/tool"), vec![1u8; 10_000]).unwrap();
+    std::os::unix::fs::symlink("tool", d.join("bin/sh")).unwrap();
+    write_layer(
+        d,
+        &changes_all(d).unwrap(),
+        Vec::new(),
+        &WriteOptions::default(),
+    )
+    .unwrap()
+}
+
+fn store(driver: Driver) -> (tempfile::TempDir, Store) {
+    let t = tempfile::tempdir().unwrap();
+    crate::snapshot::Snapshotter::open_with(&t.path().join("snapshots"), Some(driver)).unwrap();
+    let s = Store::open(t.path()).unwrap();
+    (t, s)
+}
+
+fn import(s: &Store, name: Option<&str>, marker: &str) -> super::Image {
+    let mut cfg = ImageConfig::new_for_host();
+    cfg.config_mut().cmd = Some(vec!["/bin/sh".into()]);
+    s.import(
+        &rootfs_tar(marker)[..],
+        ImportOptions {
+            name: name.map(|n| Reference::parse(n).unwrap()),
+            config: cfg,
+            comment: "Imported from -".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn import_resolve_tag_and_remove() {
+    let (_t, s) = store(Driver::Overlay);
+    let img = import(&s, Some("busybox"), "one");
+    assert_eq!(img.config.rootfs.diff_ids.len(), 1);
+    let top = img.top_chain().unwrap();
+    assert!(s.snapshots.has_layer(&top));
+    assert_eq!(
+        fs::read_to_string(s.snapshots.layer_fs(&top).join("etc/marker")).unwrap(),
+        "one"
+    );
+    // Every way a docker user names it.
+    for q in [
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox:latest",
+        &img.id.to_string(),
+        img.id.hex(),
+        &img.id.hex()[..12],
+    ] {
+        assert_eq!(s.resolve(q).unwrap().id, img.id, "{q}");
+    }
+    let by_digest = format!("busybox@{}", img.manifest_desc.digest);
+    assert_eq!(s.resolve(&by_digest).unwrap().id, img.id);
+    assert!(matches!(
+        s.resolve("nope"),
+        Err(crate::StoreError::ImageNotFound(_))
+    ));
+
+    s.tag(&img, &Reference::parse("me/box:v1").unwrap())
+        .unwrap();
+    let img = s.resolve("busybox").unwrap();
+    assert_eq!(img.names.len(), 2);
+    // By id with two names: refused without force.
+    assert!(s.remove_image(img.id.short(), false).is_err());
+    // By name: untag only.
+    let ev = s.remove_image("me/box:v1", false).unwrap();
+    assert_eq!(ev, vec![RemoveEvent::Untagged("me/box:v1".into())]);
+    // In use by a snapshot: refused.
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert(IMAGE_LABEL.to_string(), img.id.to_string());
+    s.snapshots.prepare("ctr", Some(&top), labels).unwrap();
+    let err = s.remove_image("busybox", false).unwrap_err();
+    assert!(
+        err.to_string().contains("is using its referenced image"),
+        "{err}"
+    );
+    s.snapshots.remove_active("ctr").unwrap();
+    let ev = s.remove_image("busybox", false).unwrap();
+    assert_eq!(ev[0], RemoveEvent::Untagged("busybox:latest".into()));
+    assert!(ev.contains(&RemoveEvent::Deleted(img.id.clone())));
+    assert!(s.images().unwrap().is_empty());
+    assert!(
+        s.content.list().unwrap().is_empty(),
+        "gc removed every blob"
+    );
+    assert!(s.snapshots.layers().unwrap().is_empty());
+}
+
+#[test]
+fn retag_leaves_dangling_image() {
+    let (_t, s) = store(Driver::Copy);
+    let a = import(&s, Some("app"), "a");
+    let b = import(&s, Some("app"), "b");
+    let imgs = s.images().unwrap();
+    assert_eq!(imgs.len(), 2);
+    let old = imgs.iter().find(|i| i.id == a.id).unwrap();
+    assert!(old.names.is_empty(), "old image is dangling");
+    assert_eq!(s.resolve("app").unwrap().id, b.id);
+}
+
+#[test]
+fn same_input_gives_same_image() {
+    let (_t, s) = store(Driver::Overlay);
+    let a = import(&s, Some("x"), "same");
+    let b = import(&s, Some("y"), "same");
+    assert_eq!(a.id, b.id);
+    assert_eq!(s.images().unwrap().len(), 1);
+}
+
+fn save_load(format: ArchiveFormat) {
+    let (_t, s) = store(Driver::Overlay);
+    let img = import(&s, Some("localhost:5000/team/app:1.0"), "saved");
+    let names = img.names.clone();
+    let bytes = s.save(&[(img.clone(), names)], format, Vec::new()).unwrap();
+    let (_t2, s2) = store(Driver::Overlay);
+    let loaded = s2.load(&bytes[..]).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].id, img.id, "config digest kept");
+    let back = s2.resolve("localhost:5000/team/app:1.0").unwrap();
+    assert_eq!(back.config.rootfs.diff_ids, img.config.rootfs.diff_ids);
+    if format == ArchiveFormat::Oci {
+        assert_eq!(
+            back.manifest_desc.digest, img.manifest_desc.digest,
+            "manifest kept"
+        );
+    }
+    let top = back.top_chain().unwrap();
+    assert_eq!(
+        fs::read_to_string(s2.snapshots.layer_fs(&top).join("etc/marker")).unwrap(),
+        "saved"
+    );
+    // Gzipped archives load too.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &bytes).unwrap();
+    let (_t3, s3) = store(Driver::Copy);
+    s3.load(&gz.finish().unwrap()[..]).unwrap();
+    assert_eq!(
+        s3.resolve("localhost:5000/team/app:1.0").unwrap().id,
+        img.id
+    );
+}
+
+#[test]
+fn docker_archive_round_trip() {
+    save_load(ArchiveFormat::Docker);
+}
+
+#[test]
+fn oci_archive_round_trip() {
+    save_load(ArchiveFormat::Oci);
+}
+
+#[test]
+fn bad_archives_leave_no_names() {
+    let (_t, s) = store(Driver::Overlay);
+    let img = import(&s, Some("a"), "x");
+    let bytes = s
+        .save(
+            &[(img.clone(), img.names.clone())],
+            ArchiveFormat::Docker,
+            Vec::new(),
+        )
+        .unwrap();
+    let (_t2, s2) = store(Driver::Overlay);
+    // Truncated.
+    assert!(s2.load(&bytes[..bytes.len() / 2]).is_err());
+    // Not a tar.
+    let err = s2.load(&b"hello world"[..]).unwrap_err();
+    assert!(err.to_string().contains("archive"), "{err}");
+    // A blob whose name lies.
+    let mut tampered = bytes.clone();
+    let pos = find(&tampered, b"ID=")
+        .or_else(|| find(&tampered, b"saved"))
+        .or_else(|| find(&tampered, &[1u8; 64]));
+    let p = pos.expect("layer content visible in the plain tar");
+    tampered[p] ^= 0xff;
+    let err = s2.load(&tampered[..]).unwrap_err();
+    assert!(
+        err.to_string().contains("not sha256:") || err.to_string().contains("content is"),
+        "{err}"
+    );
+    assert!(s2.images().unwrap().is_empty());
+    let rep = s2.check(false).unwrap();
+    assert!(
+        rep.problems.iter().all(|p| !p.is_error()),
+        "{:?}",
+        rep.problems
+    );
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+#[test]
+fn check_finds_and_repairs_corruption() {
+    let (_t, s) = store(Driver::Overlay);
+    let img = import(&s, Some("victim"), "v");
+    let keep = import(&s, Some("keeper"), "k");
+    assert!(s.check(false).unwrap().problems.is_empty());
+    // Corrupt the victim's layer blob and drop the keeper's unpacked layer.
+    let blob = &img.manifest.layers[0].digest;
+    let p = s.content.path(blob);
+    let mut b = fs::read(&p).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 1;
+    fs::write(&p, b).unwrap();
+    s.snapshots
+        .remove_layer(&keep.top_chain().unwrap())
+        .unwrap();
+    fs::write(s.content.root().join("ingest/leftover"), "x").unwrap();
+    let rep = s.check(false).unwrap();
+    let errs: Vec<String> = rep
+        .problems
+        .iter()
+        .filter(|p| p.is_error())
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(errs.len(), 3, "{errs:?}"); // corrupt blob, broken image, missing layer
+    let rep = s.check(true).unwrap();
+    assert!(!rep.repairs.is_empty());
+    let rep = s.check(false).unwrap();
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert!(s.resolve("victim").is_err());
+    assert!(s.snapshots.has_layer(&keep.top_chain().unwrap()));
+}
+
+#[test]
+fn concurrent_imports_and_tags_are_safe() {
+    let (_t, s) = store(Driver::Overlay);
+    let root = s.root().to_path_buf();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let s = Store::open(&root).unwrap();
+                let img = import(&s, Some(&format!("img{i}")), &format!("m{}", i % 3));
+                s.tag(&img, &Reference::parse(&format!("shared:t{i}")).unwrap())
+                    .unwrap();
+                if i % 2 == 0 {
+                    s.gc().unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let imgs = s.images().unwrap();
+    assert_eq!(imgs.len(), 3);
+    let names: usize = imgs.iter().map(|i| i.names.len()).sum();
+    assert_eq!(names, 16);
+    assert!(s.check(false).unwrap().problems.is_empty());
+    let _ = Path::new("");
+}
