@@ -307,7 +307,7 @@ pub enum AnyManifest {
     /// A single-platform image.
     Image(Box<Manifest>),
     /// A multi-platform index.
-    Index(Index),
+    Index(Box<Index>),
 }
 
 /// Why a manifest document was refused.
@@ -352,7 +352,7 @@ impl AnyManifest {
                 Ok(AnyManifest::Image(Box::new(serde_json::from_slice(bytes)?)))
             }
             Some(m) if media_types::is_index(m) => {
-                Ok(AnyManifest::Index(serde_json::from_slice(bytes)?))
+                Ok(AnyManifest::Index(Box::new(serde_json::from_slice(bytes)?)))
             }
             Some(m)
                 if m == media_types::DOCKER_MANIFEST_V1
@@ -365,7 +365,7 @@ impl AnyManifest {
                 media_types::DOCKER_MANIFEST_V1.to_string(),
             )),
             None if probe.manifests.is_some() => {
-                Ok(AnyManifest::Index(serde_json::from_slice(bytes)?))
+                Ok(AnyManifest::Index(Box::new(serde_json::from_slice(bytes)?)))
             }
             None => Ok(AnyManifest::Image(Box::new(serde_json::from_slice(bytes)?))),
         }

@@ -1,0 +1,632 @@
+//! Image commands: `images`, `tag`, `rmi`, `history`, `image inspect`, `import`,
+//! `save`, `load`, `image prune`. Thin: parsing and printing around berth-store.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use berth_store::image::archive::ArchiveFormat;
+use berth_store::image::import::ImportOptions;
+use berth_store::image::{Image, RemoveEvent};
+use berth_store::Store;
+use berth_types::{ImageConfig, Platform, Reference};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::output::{Format, Table, created_at, ellipsis, human_size, print_items, since};
+
+/// `images` / `image ls`.
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only images of this repository (and tag).
+    pub reference: Option<String>,
+    /// Show all images (intermediate ones too).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Only show image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter: `dangling=true|false`, `reference=PATTERN`.
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// `table`, `json`, or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+/// Total unpacked size of an image's layers (docker's SIZE).
+pub fn image_size(store: &Store, img: &Image) -> u64 {
+    berth_types::chain_ids(&img.config.rootfs.diff_ids)
+        .iter()
+        .filter_map(|c| store.snapshots.layer(c).ok().flatten())
+        .map(|m| m.size)
+        .sum()
+}
+
+fn short_id(img: &Image, no_trunc: bool) -> String {
+    if no_trunc {
+        img.id.to_string()
+    } else {
+        img.id.short().to_string()
+    }
+}
+
+/// `*` and `?` glob on strings (docker's reference filter uses path.Match).
+fn glob(pattern: &str, s: &str) -> bool {
+    fn m(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && m(p, &s[1..])),
+            (Some(b'?'), Some(c)) if *c != b'/' => m(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => m(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), s.as_bytes())
+}
+
+pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
+    let format = Format::parse(a.format.as_deref())?;
+    let mut dangling: Option<bool> = None;
+    let mut refs: Vec<String> = a.reference.iter().cloned().collect();
+    for f in &a.filter {
+        match f.split_once('=') {
+            Some(("dangling", v)) => dangling = Some(v == "true" || v == "1"),
+            Some(("reference", v)) => refs.push(v.to_string()),
+            _ => bail!("invalid filter '{f}'"),
+        }
+    }
+    let mut items = Vec::new();
+    for img in store.images()? {
+        let size = human_size(image_size(store, &img));
+        let mut rows: Vec<(String, String, Option<&Reference>)> = img
+            .names
+            .iter()
+            .map(|n| (n.familiar_name(), n.tag().unwrap_or("<none>").to_string(), Some(n)))
+            .collect();
+        if rows.is_empty() {
+            rows.push(("<none>".into(), "<none>".into(), None));
+        }
+        for (repo, tag, name) in rows {
+            let is_dangling = name.is_none();
+            if dangling.is_some_and(|d| d != is_dangling) {
+                continue;
+            }
+            if !refs.is_empty() {
+                let Some(n) = name else { continue };
+                let ok = refs.iter().any(|r| {
+                    let full = n.familiar();
+                    glob(r, &full)
+                        || glob(r, &n.familiar_name())
+                        || Reference::parse(r).is_ok_and(|p| {
+                            p.name() == n.name() && p.tag().is_none_or(|t| Some(t) == n.tag())
+                        })
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            let digest = img
+                .repo_digests
+                .iter()
+                .find(|d| name.is_none_or(|n| d.name() == n.name()))
+                .and_then(|d| d.digest())
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "<none>".into());
+            items.push(json!({
+                "Containers": "N/A",
+                "CreatedAt": created_at(img.config.created.as_deref()),
+                "CreatedSince": since(img.config.created.as_deref()),
+                "Digest": digest,
+                "ID": short_id(&img, a.no_trunc),
+                "Repository": repo,
+                "SharedSize": "N/A",
+                "Size": size,
+                "Tag": tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": size,
+            }));
+        }
+    }
+    if a.quiet {
+        for i in &items {
+            println!("{}", i["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    print_items(&format, &items, |items| {
+        let mut headers = vec!["REPOSITORY", "TAG"];
+        if a.digests {
+            headers.push("DIGEST");
+        }
+        headers.extend(["IMAGE ID", "CREATED", "SIZE"]);
+        let mut t = Table::new(&headers);
+        for i in items {
+            let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+            let mut row = vec![s("Repository"), s("Tag")];
+            if a.digests {
+                row.push(s("Digest"));
+            }
+            row.extend([s("ID"), s("CreatedSince"), s("Size")]);
+            t.row(row);
+        }
+        t
+    })
+}
+
+/// `tag SOURCE TARGET`.
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// Source image.
+    pub source: String,
+    /// New name.
+    pub target: String,
+}
+
+pub fn tag(store: &Store, a: TagArgs) -> anyhow::Result<()> {
+    let target = Reference::parse(&a.target)?;
+    let img = store.resolve(&a.source)?;
+    store.tag(&img, &target)?;
+    Ok(())
+}
+
+/// `rmi` / `image rm`.
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Images to remove.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Force removal.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Do not delete untagged parents (accepted; berth has no parent images).
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+pub fn rmi(store: &Store, a: RmiArgs) -> anyhow::Result<()> {
+    let mut failed = false;
+    for i in &a.images {
+        match store.remove_image(i, a.force) {
+            Ok(events) => print_remove_events(&events, "Untagged", "Deleted"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_remove_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
+    for e in events {
+        match e {
+            RemoveEvent::Untagged(n) => println!("{untagged}: {n}"),
+            RemoveEvent::Deleted(d) => println!("{deleted}: {d}"),
+        }
+    }
+}
+
+/// `history`.
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The image.
+    pub image: String,
+    /// Print sizes and dates in human readable format.
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// `table`, `json`, or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+pub fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<()> {
+    let img = store.resolve(&a.image)?;
+    let format = Format::parse(a.format.as_deref())?;
+    let all = store.images()?;
+    let chains = berth_types::chain_ids(&img.config.rootfs.diff_ids);
+    let mut layer_i = 0usize;
+    let mut rows = Vec::new();
+    let n = img.config.history.len();
+    for (i, h) in img.config.history.iter().enumerate() {
+        let size = if h.empty_layer {
+            0
+        } else {
+            let s = chains
+                .get(layer_i)
+                .and_then(|c| store.snapshots.layer(c).ok().flatten())
+                .map(|m| m.size)
+                .unwrap_or(0);
+            layer_i += 1;
+            s
+        };
+        // The id of a local image whose history is exactly this prefix (the
+        // top row is the image itself), else <missing>, as docker shows.
+        let id = if i + 1 == n {
+            Some(img.id.clone())
+        } else {
+            all.iter()
+                .find(|o| {
+                    o.config.history.len() == i + 1
+                        && o.config.history[..] == img.config.history[..=i]
+                        && o.config.rootfs.diff_ids[..] == img.config.rootfs.diff_ids[..layer_i.min(img.config.rootfs.diff_ids.len())]
+                })
+                .map(|o| o.id.clone())
+        };
+        let id_s = match (&id, a.no_trunc) {
+            (Some(d), true) => d.to_string(),
+            (Some(d), false) => d.short().to_string(),
+            (None, _) => "<missing>".to_string(),
+        };
+        let created_by = h.created_by.clone().unwrap_or_default().replace('\t', " ");
+        rows.push(json!({
+            "Comment": h.comment.clone().unwrap_or_default(),
+            "CreatedAt": h.created.clone().unwrap_or_default(),
+            "CreatedBy": if a.no_trunc { created_by.clone() } else { ellipsis(&created_by, 45) },
+            "CreatedSince": since(h.created.as_deref()),
+            "ID": id_s,
+            "Size": if a.human { human_size(size) } else { size.to_string() },
+        }));
+    }
+    if rows.is_empty() {
+        // An image without history still has its layers.
+        rows.push(json!({"Comment":"","CreatedAt":"","CreatedBy":"","CreatedSince":since(img.config.created.as_deref()),"ID":img.id.short(),"Size":human_size(image_size(store, &img))}));
+    }
+    rows.reverse();
+    if a.quiet {
+        for r in &rows {
+            println!("{}", r["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    print_items(&format, &rows, |rows| {
+        let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
+        for r in rows {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            t.row(vec![s("ID"), s("CreatedSince"), s("CreatedBy"), s("Size"), s("Comment")]);
+        }
+        t
+    })
+}
+
+/// `image inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Go template.
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+/// Docker's `ImageInspect` JSON for an image.
+pub fn inspect_json(store: &Store, img: &Image) -> Value {
+    let cfg = img.config.config.clone().unwrap_or_default();
+    let or_null = |v: Option<Value>| v.unwrap_or(Value::Null);
+    let config = json!({
+        "Hostname": "",
+        "Domainname": "",
+        "User": cfg.user.clone().unwrap_or_default(),
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "ExposedPorts": or_null(cfg.exposed_ports.as_ref().map(|p| json!(p))),
+        "Tty": false,
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": or_null(cfg.env.as_ref().map(|e| json!(e))),
+        "Cmd": or_null(cfg.cmd.as_ref().map(|e| json!(e))),
+        "Healthcheck": or_null(cfg.healthcheck.as_ref().map(|e| json!(e))),
+        "ArgsEscaped": cfg.args_escaped.unwrap_or(false),
+        "Image": "",
+        "Volumes": or_null(cfg.volumes.as_ref().map(|e| json!(e))),
+        "WorkingDir": cfg.working_dir.clone().unwrap_or_default(),
+        "Entrypoint": or_null(cfg.entrypoint.as_ref().map(|e| json!(e))),
+        "OnBuild": or_null(cfg.on_build.as_ref().map(|e| json!(e))),
+        "Labels": or_null(cfg.labels.as_ref().map(|e| json!(e))),
+        "StopSignal": or_null(cfg.stop_signal.as_ref().map(|e| json!(e))),
+        "Shell": or_null(cfg.shell.as_ref().map(|e| json!(e))),
+    });
+    let graph = match img.top_chain() {
+        Some(top) => {
+            let lowers = store
+                .snapshots
+                .lower_dirs(&top)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            json!({"Data": {"LowerDir": lowers}, "Name": store.snapshots.driver().name()})
+        }
+        None => json!({"Data": null, "Name": store.snapshots.driver().name()}),
+    };
+    let comment = img
+        .config
+        .extra
+        .get("comment")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| img.config.history.last().and_then(|h| h.comment.clone()))
+        .unwrap_or_default();
+    json!({
+        "Id": img.id.to_string(),
+        "RepoTags": img.names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
+        "RepoDigests": img.repo_digests.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
+        "Parent": "",
+        "Comment": comment,
+        "Created": img.config.created.clone().unwrap_or_default(),
+        "DockerVersion": img.config.extra.get("docker_version").cloned().unwrap_or(json!("")),
+        "Author": img.config.author.clone().unwrap_or_default(),
+        "Config": config,
+        "Architecture": img.config.architecture,
+        "Variant": img.config.variant,
+        "Os": img.config.os,
+        "Size": image_size(store, img),
+        "GraphDriver": graph,
+        "RootFS": {
+            "Type": "layers",
+            "Layers": img.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        },
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "Descriptor": {
+            "mediaType": img.manifest_desc.media_type,
+            "digest": img.manifest_desc.digest.to_string(),
+            "size": img.manifest_desc.size,
+        },
+    })
+}
+
+/// Prints inspect results as docker does: a JSON array, or one template line each.
+pub fn print_inspect(values: Vec<Value>, format: Option<&str>) -> anyhow::Result<()> {
+    match format {
+        None | Some("") | Some("json") => {
+            // docker indents inspect output with four spaces.
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            serde::Serialize::serialize(&values, &mut ser)?;
+            println!("{}", String::from_utf8_lossy(&buf));
+        }
+        Some(f) => {
+            let t = crate::output::template::Template::parse(f)?;
+            for v in &values {
+                println!("{}", t.render(v)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn inspect(store: &Store, a: InspectArgs) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for i in &a.images {
+        match store.resolve(i) {
+            Ok(img) => out.push(inspect_json(store, &img)),
+            Err(berth_store::StoreError::ImageNotFound(_)) => missing.push(i.clone()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !out.is_empty() || a.format.is_none() {
+        print_inspect(out, a.format.as_deref())?;
+    }
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("Error: No such image: {m}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A rootfs tarball (plain, gzip or zstd), or `-` for stdin.
+    pub file: String,
+    /// The name to give the image.
+    pub reference: Option<String>,
+    /// Apply a Dockerfile instruction to the image config (`CMD ["sh"]`, `ENV K=V`).
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Commit message for the imported image.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Platform of the image (`linux/amd64`).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
+    let name = a.reference.as_deref().map(Reference::parse).transpose()?;
+    let mut config = ImageConfig::new_for_host();
+    if let Some(p) = &a.platform {
+        let p = Platform::parse(p).map_err(anyhow::Error::msg)?;
+        config.architecture = p.architecture;
+        config.os = p.os;
+        config.variant = p.variant;
+    }
+    for c in &a.change {
+        crate::changes::apply_change(&mut config, c)?;
+    }
+    let input: Box<dyn Read> = if a.file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        if a.file.starts_with("http://") || a.file.starts_with("https://") {
+            bail!("importing from a URL is not supported yet: download {} first and import the file", a.file);
+        }
+        Box::new(std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file))?)
+    };
+    let comment = a.message.clone().unwrap_or_else(|| format!("Imported from {}", a.file));
+    let img = store.import(
+        input,
+        ImportOptions {
+            name,
+            config,
+            comment,
+            created: jiff::Timestamp::now().to_string(),
+        },
+    ).with_context(|| format!("importing {}", a.file))?;
+    println!("{}", img.id);
+    Ok(())
+}
+
+/// `save`.
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Images to save.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Write to a file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// `docker-archive` (default) or `oci-archive`.
+    #[arg(long, default_value = "docker-archive")]
+    pub format: String,
+}
+
+pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
+    let format = match a.format.as_str() {
+        "docker-archive" | "docker" => ArchiveFormat::Docker,
+        "oci-archive" | "oci" => ArchiveFormat::Oci,
+        other => bail!("unknown archive format {other:?}: use docker-archive or oci-archive"),
+    };
+    let mut sel: Vec<(Image, Vec<Reference>)> = Vec::new();
+    for i in &a.images {
+        let img = store.resolve(i)?;
+        // A name saves that name; an id saves every name of the image, as docker does.
+        let names: Vec<Reference> = match Reference::parse(i) {
+            Ok(r) if img.names.contains(&r.clone().with_default_tag()) => vec![r.with_default_tag()],
+            _ => img.names.clone(),
+        };
+        match sel.iter_mut().find(|(s, _)| s.id == img.id) {
+            Some((_, n)) => n.extend(names.into_iter().filter(|x| !n.contains(x))),
+            None => sel.push((img, names)),
+        }
+    }
+    match &a.output {
+        Some(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+            store.save(&sel, format, std::io::BufWriter::new(tmp.as_file_mut()))?.flush()?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path).with_context(|| format!("write {}", path.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            let out = std::io::stdout().lock();
+            store.save(&sel, format, std::io::BufWriter::new(out))?.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `load`.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a file instead of stdin.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<()> {
+    let input: Box<dyn Read> = match &a.input {
+        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is empty");
+            }
+            Box::new(std::io::stdin().lock())
+        }
+    };
+    let loaded = store.load(input)?;
+    if !a.quiet {
+        for l in loaded {
+            if l.names.is_empty() {
+                println!("Loaded image ID: {}", l.id);
+            }
+            for n in l.names {
+                println!("Loaded image: {}", n.familiar());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `image prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Asks docker's y/N question on the terminal.
+pub fn confirm(warning: &str) -> bool {
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    matches!(line.trim(), "y" | "Y" | "yes" | "Yes")
+}
+
+pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<()> {
+    let warning = if a.all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !a.force && !confirm(warning) {
+        return Ok(());
+    }
+    let (events, freed) = prune_images(store, a.all)?;
+    if !events.is_empty() {
+        println!("Deleted Images:");
+        print_remove_events(&events, "untagged", "deleted");
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(freed));
+    Ok(())
+}
+
+/// Removes dangling (or, with `all`, all unused) images; returns what happened
+/// and the bytes freed.
+pub fn prune_images(store: &Store, all: bool) -> anyhow::Result<(Vec<RemoveEvent>, u64)> {
+    let in_use = store.images_in_use()?;
+    let before = berth_store::fsutil::du(store.root());
+    let mut events = Vec::new();
+    for img in store.images()? {
+        if in_use.contains_key(&img.id) || (!all && !img.names.is_empty()) {
+            continue;
+        }
+        events.extend(store.remove_image(&img.id.to_string(), true)?);
+    }
+    let after = berth_store::fsutil::du(store.root());
+    Ok((events, before.saturating_sub(after)))
+}

@@ -1,0 +1,4 @@
+//! One module per command family; each takes parsed arguments and an open store.
+
+pub mod image;
+pub mod system;
