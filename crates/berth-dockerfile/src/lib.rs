@@ -4,5 +4,6 @@
 //! flags, errors with `file:line`) and [`shell`] (word expansion).
 #![deny(missing_docs)]
 
+pub mod instructions;
 pub mod parser;
 pub mod shell;

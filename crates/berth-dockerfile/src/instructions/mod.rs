@@ -1,0 +1,817 @@
+//! Typed instructions: the syntax tree turned into one enum, with flags checked
+//! per instruction, stages split at FROM, and errors that carry `file:line`.
+//!
+//! Words are kept as written; [`Instruction::expand`] expands the ones Docker
+//! expands (FROM, ENV, LABEL, ARG defaults, COPY/ADD paths and flags, EXPOSE,
+//! USER, WORKDIR, VOLUME, STOPSIGNAL) with the environment of the moment, which
+//! only the builder knows. RUN, CMD, ENTRYPOINT and SHELL are left to the shell.
+
+mod flags;
+mod suggest;
+
+use std::fmt;
+
+use crate::parser::{self, Heredoc, Node, Warning};
+use crate::shell::{Lex, ShellError};
+use flags::Flags;
+
+/// An error in a Dockerfile, located: `Dockerfile:7: unknown instruction: RUNN`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct DockerfileError {
+    /// The file name as the user gave it.
+    pub file: String,
+    /// First line (1-based).
+    pub line: usize,
+    /// Last line.
+    pub end_line: usize,
+    /// The message.
+    pub msg: String,
+}
+
+impl fmt::Display for DockerfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.msg)
+    }
+}
+
+/// A command in exec (`["a","b"]`) or shell (`a b`) form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The words (one string in shell form).
+    pub args: Vec<String>,
+    /// True in shell form: the stage's SHELL runs it.
+    pub prepend_shell: bool,
+}
+
+impl Command {
+    fn from_node(n: &Node) -> Self {
+        Command {
+            args: n.args.clone(),
+            prepend_shell: !n.json,
+        }
+    }
+
+    /// The argv to run, given the shell (`["/bin/sh","-c"]`).
+    pub fn argv(&self, shell: &[String]) -> Vec<String> {
+        if self.prepend_shell {
+            let mut v = shell.to_vec();
+            v.push(self.args.join(" "));
+            v
+        } else {
+            self.args.clone()
+        }
+    }
+}
+
+/// `key=value` from ENV or LABEL (value unexpanded until [`Instruction::expand`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The name.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+/// One ARG declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgDecl {
+    /// The name.
+    pub name: String,
+    /// The default, if given.
+    pub default: Option<String>,
+}
+
+/// COPY and ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CopyArgs {
+    /// Sources (paths, globs, URLs for ADD, `<<EOF` for heredocs).
+    pub sources: Vec<String>,
+    /// Destination.
+    pub dest: String,
+    /// `--from=stage|image|index`.
+    pub from: Option<String>,
+    /// `--chown=user:group`.
+    pub chown: Option<String>,
+    /// `--chmod=0755`.
+    pub chmod: Option<String>,
+    /// `--link`.
+    pub link: bool,
+    /// `--parents`.
+    pub parents: bool,
+    /// `--exclude=pattern`.
+    pub exclude: Vec<String>,
+    /// ADD `--checksum=sha256:…`.
+    pub checksum: Option<String>,
+    /// ADD `--keep-git-dir`.
+    pub keep_git_dir: bool,
+    /// ADD `--unpack`.
+    pub unpack: Option<bool>,
+    /// Heredoc sources.
+    pub heredocs: Vec<Heredoc>,
+    /// Written in JSON form.
+    pub json: bool,
+}
+
+/// RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    /// The command.
+    pub cmd: Command,
+    /// `--mount=type=cache,target=/x` values, as written.
+    pub mounts: Vec<String>,
+    /// `--network=default|none|host`.
+    pub network: Option<String>,
+    /// `--security=sandbox|insecure`.
+    pub security: Option<String>,
+    /// Heredocs.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// HEALTHCHECK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Healthcheck {
+    /// `HEALTHCHECK NONE`.
+    None,
+    /// `HEALTHCHECK [opts] CMD …`.
+    Cmd {
+        /// `["CMD", …]` or `["CMD-SHELL", "…"]`.
+        test: Vec<String>,
+        /// Nanoseconds.
+        interval: Option<i64>,
+        /// Nanoseconds.
+        timeout: Option<i64>,
+        /// Nanoseconds.
+        start_period: Option<i64>,
+        /// Nanoseconds.
+        start_interval: Option<i64>,
+        /// Retries.
+        retries: Option<i64>,
+    },
+}
+
+/// Every Dockerfile instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Instruction {
+    /// FROM image [AS name].
+    From {
+        /// Base image (or `scratch`, or a stage).
+        image: String,
+        /// Stage name, lower-cased.
+        name: Option<String>,
+        /// `--platform`.
+        platform: Option<String>,
+    },
+    /// RUN.
+    Run(RunArgs),
+    /// CMD.
+    Cmd(Command),
+    /// ENTRYPOINT.
+    Entrypoint(Command),
+    /// SHELL (JSON only).
+    Shell(Vec<String>),
+    /// ENV.
+    Env(Vec<KeyValue>),
+    /// LABEL.
+    Label(Vec<KeyValue>),
+    /// ARG.
+    Arg(Vec<ArgDecl>),
+    /// EXPOSE.
+    Expose(Vec<String>),
+    /// USER.
+    User(String),
+    /// WORKDIR.
+    Workdir(String),
+    /// VOLUME.
+    Volume(Vec<String>),
+    /// STOPSIGNAL.
+    StopSignal(String),
+    /// MAINTAINER (deprecated).
+    Maintainer(String),
+    /// COPY.
+    Copy(CopyArgs),
+    /// ADD.
+    Add(CopyArgs),
+    /// ONBUILD trigger (the instruction text).
+    Onbuild(String),
+    /// HEALTHCHECK.
+    Healthcheck(Healthcheck),
+}
+
+impl Instruction {
+    /// The instruction's name in upper case.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Instruction::From { .. } => "FROM",
+            Instruction::Run(_) => "RUN",
+            Instruction::Cmd(_) => "CMD",
+            Instruction::Entrypoint(_) => "ENTRYPOINT",
+            Instruction::Shell(_) => "SHELL",
+            Instruction::Env(_) => "ENV",
+            Instruction::Label(_) => "LABEL",
+            Instruction::Arg(_) => "ARG",
+            Instruction::Expose(_) => "EXPOSE",
+            Instruction::User(_) => "USER",
+            Instruction::Workdir(_) => "WORKDIR",
+            Instruction::Volume(_) => "VOLUME",
+            Instruction::StopSignal(_) => "STOPSIGNAL",
+            Instruction::Maintainer(_) => "MAINTAINER",
+            Instruction::Copy(_) => "COPY",
+            Instruction::Add(_) => "ADD",
+            Instruction::Onbuild(_) => "ONBUILD",
+            Instruction::Healthcheck(_) => "HEALTHCHECK",
+        }
+    }
+
+    /// Expands the words Docker expands, with `env`; returns the variables used
+    /// (for cache keys).
+    pub fn expand(
+        &mut self,
+        lex: &Lex,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, ShellError> {
+        let mut used = Vec::new();
+        let mut word = |w: &mut String| -> Result<(), ShellError> {
+            let e = lex.process(w, env)?;
+            used.extend(e.matched);
+            *w = e.result;
+            Ok(())
+        };
+        match self {
+            Instruction::From {
+                image, platform, ..
+            } => {
+                word(image)?;
+                if let Some(p) = platform {
+                    word(p)?;
+                }
+            }
+            Instruction::Env(kvs) | Instruction::Label(kvs) => {
+                for kv in kvs {
+                    word(&mut kv.key)?;
+                    word(&mut kv.value)?;
+                }
+            }
+            Instruction::Arg(decls) => {
+                for d in decls {
+                    if let Some(v) = &mut d.default {
+                        word(v)?;
+                    }
+                }
+            }
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                if !c.json {
+                    for s in &mut c.sources {
+                        if !s.starts_with("<<") {
+                            word(s)?;
+                        }
+                    }
+                    word(&mut c.dest)?;
+                } else {
+                    for s in c.sources.iter_mut().chain(std::iter::once(&mut c.dest)) {
+                        word(s)?;
+                    }
+                }
+                for f in [&mut c.chown, &mut c.chmod, &mut c.from, &mut c.checksum]
+                    .into_iter()
+                    .flatten()
+                {
+                    word(f)?;
+                }
+            }
+            Instruction::Expose(ports) | Instruction::Volume(ports) => {
+                let mut out = Vec::new();
+                for p in ports.iter() {
+                    let e = lex.process(p, env)?;
+                    used.extend(e.matched);
+                    out.extend(e.words);
+                }
+                *ports = out;
+            }
+            Instruction::User(s) | Instruction::Workdir(s) | Instruction::StopSignal(s) => word(s)?,
+            _ => {}
+        }
+        Ok(used)
+    }
+}
+
+/// An instruction with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The instruction.
+    pub inst: Instruction,
+    /// Its syntax node (original text, lines).
+    pub node: Node,
+}
+
+impl Located {
+    /// `file:line`-located error about this instruction.
+    pub fn error(&self, file: &str, msg: impl Into<String>) -> DockerfileError {
+        DockerfileError {
+            file: file.to_string(),
+            line: self.node.start_line,
+            end_line: self.node.end_line,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// A build stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Stage name (`AS name`), lower-cased.
+    pub name: Option<String>,
+    /// The base image as written (expand with the meta ARGs).
+    pub base: String,
+    /// `--platform`.
+    pub platform: Option<String>,
+    /// The FROM instruction.
+    pub from: Located,
+    /// The instructions after FROM.
+    pub commands: Vec<Located>,
+}
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone)]
+pub struct Dockerfile {
+    /// ARGs before the first FROM.
+    pub meta_args: Vec<Located>,
+    /// The stages.
+    pub stages: Vec<Stage>,
+    /// The escape character.
+    pub escape: char,
+    /// Warnings, with Docker's rule names.
+    pub warnings: Vec<Warning>,
+    /// The syntax tree.
+    pub ast: parser::Ast,
+}
+
+const ALL: &[&str] = &[
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Parses a Dockerfile (`file` names it in errors).
+pub fn parse(src: &str, file: &str) -> Result<Dockerfile, DockerfileError> {
+    let ast = parser::parse(src).map_err(|e| DockerfileError {
+        file: file.to_string(),
+        line: e.start_line,
+        end_line: e.end_line,
+        msg: e.msg,
+    })?;
+    let mut warnings = ast.warnings.clone();
+    let mut meta_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for node in &ast.children {
+        let loc = |msg: String| DockerfileError {
+            file: file.to_string(),
+            line: node.start_line,
+            end_line: node.end_line,
+            msg,
+        };
+        let inst = from_node(node, &mut warnings).map_err(loc)?;
+        let located = Located {
+            inst,
+            node: node.clone(),
+        };
+        match &located.inst {
+            Instruction::From {
+                image,
+                name,
+                platform,
+            } => {
+                if let Some(n) = name
+                    && stages.iter().any(|s| s.name.as_deref() == Some(n))
+                {
+                    warnings.push(Warning {
+                        rule: "DuplicateStageName",
+                        msg: format!("Duplicate stage name {n:?}, stage names should be unique"),
+                        line: node.start_line,
+                    });
+                }
+                stages.push(Stage {
+                    name: name.clone(),
+                    base: image.clone(),
+                    platform: platform.clone(),
+                    from: located.clone(),
+                    commands: Vec::new(),
+                });
+            }
+            Instruction::Arg(_) if stages.is_empty() => meta_args.push(located),
+            other => match stages.last_mut() {
+                Some(s) => s.commands.push(located),
+                None => {
+                    return Err(loc(format!(
+                        "{} instruction before the first FROM: no build stage in current context",
+                        other.name()
+                    )));
+                }
+            },
+        }
+    }
+    if stages.is_empty() {
+        return Err(DockerfileError {
+            file: file.to_string(),
+            line: ast.children.last().map_or(1, |n| n.end_line),
+            end_line: ast.children.last().map_or(1, |n| n.end_line),
+            msg: "no build stage in current context: a Dockerfile needs a FROM".into(),
+        });
+    }
+    casing_warnings(&ast, &mut warnings);
+    Ok(Dockerfile {
+        meta_args,
+        stages,
+        escape: ast.escape,
+        warnings,
+        ast,
+    })
+}
+
+/// Parses one instruction (`--change 'CMD ["sh"]'`, ONBUILD triggers).
+pub fn parse_instruction(line: &str) -> Result<Located, DockerfileError> {
+    let err = |msg: String| DockerfileError {
+        file: "change".into(),
+        line: 1,
+        end_line: 1,
+        msg,
+    };
+    let ast = parser::parse(line).map_err(|e| err(e.msg))?;
+    let [node] = ast.children.as_slice() else {
+        return Err(err(format!("expected one instruction, got {:?}", line)));
+    };
+    let mut w = Vec::new();
+    let inst = from_node(node, &mut w).map_err(err)?;
+    Ok(Located {
+        inst,
+        node: node.clone(),
+    })
+}
+
+fn casing_warnings(ast: &parser::Ast, warnings: &mut Vec<Warning>) {
+    let (mut upper, mut lower) = (0, 0);
+    for n in &ast.children {
+        if n.cmd == n.cmd.to_ascii_uppercase() {
+            upper += 1;
+        } else if n.cmd == n.cmd.to_ascii_lowercase() {
+            lower += 1;
+        }
+    }
+    let majority_upper = upper >= lower;
+    for n in &ast.children {
+        let ok = if majority_upper {
+            n.cmd == n.cmd.to_ascii_uppercase()
+        } else {
+            n.cmd == n.cmd.to_ascii_lowercase()
+        };
+        if !ok {
+            warnings.push(Warning {
+                rule: "ConsistentInstructionCasing",
+                msg: format!(
+                    "Command '{}' should match the case of the command majority ({})",
+                    n.cmd,
+                    if majority_upper {
+                        "uppercase"
+                    } else {
+                        "lowercase"
+                    }
+                ),
+                line: n.start_line,
+            });
+        }
+    }
+}
+
+fn valid_stage_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next().is_some_and(|f| f.is_ascii_lowercase())
+        && c.all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || matches!(x, '-' | '_' | '.'))
+}
+
+fn key_values(n: &Node, what: &str) -> Result<Vec<KeyValue>, String> {
+    if n.args.is_empty() {
+        return Err(format!("{what} requires at least one argument"));
+    }
+    let mut out = Vec::new();
+    for c in n.args.chunks(3) {
+        let [k, v, _sep] = c else {
+            return Err(format!("{what} requires at least one argument"));
+        };
+        if k.is_empty() {
+            return Err(format!("{what} names can not be blank"));
+        }
+        out.push(KeyValue {
+            key: k.clone(),
+            value: v.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn exactly_one(n: &Node, what: &str) -> Result<String, String> {
+    match n.args.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("{what} requires exactly one argument")),
+    }
+}
+
+/// Converts a syntax node into an instruction.
+fn from_node(n: &Node, warnings: &mut Vec<Warning>) -> Result<Instruction, String> {
+    let name = n.name();
+    let upper = name.to_ascii_uppercase();
+    let allowed: &[(&str, flags::Kind)] = match name.as_str() {
+        "from" => &[("platform", flags::Kind::Str)],
+        "run" => &[
+            ("mount", flags::Kind::Multi),
+            ("network", flags::Kind::Str),
+            ("security", flags::Kind::Str),
+            ("device", flags::Kind::Multi),
+        ],
+        "copy" => &[
+            ("from", flags::Kind::Str),
+            ("chown", flags::Kind::Str),
+            ("chmod", flags::Kind::Str),
+            ("link", flags::Kind::Bool),
+            ("parents", flags::Kind::Bool),
+            ("exclude", flags::Kind::Multi),
+        ],
+        "add" => &[
+            ("chown", flags::Kind::Str),
+            ("chmod", flags::Kind::Str),
+            ("link", flags::Kind::Bool),
+            ("checksum", flags::Kind::Str),
+            ("keep-git-dir", flags::Kind::Bool),
+            ("exclude", flags::Kind::Multi),
+            ("unpack", flags::Kind::Bool),
+        ],
+        "healthcheck" => &[
+            ("interval", flags::Kind::Str),
+            ("timeout", flags::Kind::Str),
+            ("start-period", flags::Kind::Str),
+            ("start-interval", flags::Kind::Str),
+            ("retries", flags::Kind::Str),
+        ],
+        _ => &[],
+    };
+    if !ALL.contains(&upper.as_str()) {
+        return Err(match suggest::closest(&upper, ALL) {
+            Some(s) => format!("unknown instruction: {} (did you mean {s}?)", n.cmd),
+            None => format!("unknown instruction: {}", n.cmd),
+        });
+    }
+    let f = Flags::parse(&n.flags, allowed, &upper)?;
+    Ok(match name.as_str() {
+        "from" => {
+            let (image, stage) = match n.args.as_slice() {
+                [img] => (img.clone(), None),
+                [img, kw, st] if kw.eq_ignore_ascii_case("as") => {
+                    let from_upper = n.cmd == n.cmd.to_ascii_uppercase();
+                    if from_upper != (*kw == kw.to_ascii_uppercase()) {
+                        warnings.push(Warning {
+                            rule: "FromAsCasing",
+                            msg: format!("'{kw}' and '{}' keywords' casing do not match", n.cmd),
+                            line: n.start_line,
+                        });
+                    }
+                    if st != &st.to_ascii_lowercase() {
+                        warnings.push(Warning {
+                            rule: "StageNameCasing",
+                            msg: format!("Stage name '{st}' should be lowercase"),
+                            line: n.start_line,
+                        });
+                    }
+                    let s = st.to_ascii_lowercase();
+                    if !valid_stage_name(&s) {
+                        return Err(format!(
+                            "invalid name for build stage: {st:?}, name can't start with a number or contain symbols"
+                        ));
+                    }
+                    (img.clone(), Some(s))
+                }
+                _ => return Err("FROM requires either one or three arguments".into()),
+            };
+            Instruction::From {
+                image,
+                name: stage,
+                platform: f.str("platform"),
+            }
+        }
+        "run" => {
+            if n.args.is_empty() {
+                return Err("RUN requires at least one argument".into());
+            }
+            Instruction::Run(RunArgs {
+                cmd: Command::from_node(n),
+                mounts: f.multi("mount"),
+                network: f.str("network"),
+                security: f.str("security"),
+                heredocs: n.heredocs.clone(),
+            })
+        }
+        "cmd" | "entrypoint" => {
+            if !n.json && !n.args.is_empty() {
+                warnings.push(Warning {
+                    rule: "JSONArgsRecommended",
+                    msg: format!(
+                        "JSON arguments recommended for {upper} to prevent unintended behavior related to OS signals"
+                    ),
+                    line: n.start_line,
+                });
+            }
+            let c = Command::from_node(n);
+            if name == "cmd" {
+                Instruction::Cmd(c)
+            } else {
+                Instruction::Entrypoint(c)
+            }
+        }
+        "shell" => {
+            if !n.json {
+                return Err("SHELL requires the arguments to be in JSON form".into());
+            }
+            if n.args.is_empty() {
+                return Err("SHELL requires at least one argument".into());
+            }
+            Instruction::Shell(n.args.clone())
+        }
+        "env" => {
+            if n.args.len() == 3 && n.args[2].is_empty() {
+                warnings.push(Warning {
+                    rule: "LegacyKeyValueFormat",
+                    msg: "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format".into(),
+                    line: n.start_line,
+                });
+            }
+            Instruction::Env(key_values(n, "ENV")?)
+        }
+        "label" => Instruction::Label(key_values(n, "LABEL")?),
+        "arg" => {
+            if n.args.is_empty() {
+                return Err("ARG requires at least one argument".into());
+            }
+            let mut decls = Vec::new();
+            for w in &n.args {
+                let (name, default) = match w.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (w.clone(), None),
+                };
+                if name.is_empty() {
+                    return Err("ARG names can not be blank".into());
+                }
+                decls.push(ArgDecl { name, default });
+            }
+            Instruction::Arg(decls)
+        }
+        "expose" => {
+            if n.args.is_empty() {
+                return Err("EXPOSE requires at least one argument".into());
+            }
+            Instruction::Expose(n.args.clone())
+        }
+        "user" => Instruction::User(exactly_one(n, "USER")?),
+        "workdir" => Instruction::Workdir(exactly_one(n, "WORKDIR")?),
+        "stopsignal" => Instruction::StopSignal(exactly_one(n, "STOPSIGNAL")?),
+        "maintainer" => {
+            warnings.push(Warning {
+                rule: "MaintainerDeprecated",
+                msg: "Maintainer instruction is deprecated in favor of using label".into(),
+                line: n.start_line,
+            });
+            Instruction::Maintainer(exactly_one(n, "MAINTAINER")?)
+        }
+        "volume" => {
+            if n.args.is_empty() {
+                return Err("VOLUME requires at least one argument".into());
+            }
+            if n.args.iter().any(|v| v.trim().is_empty()) {
+                return Err("VOLUME specified can not be an empty string".into());
+            }
+            Instruction::Volume(n.args.clone())
+        }
+        "copy" | "add" => {
+            let heredoc_sources = n.heredocs.len();
+            if n.args.len() < 2 && heredoc_sources == 0 {
+                return Err(format!(
+                    "{upper} requires at least two arguments, but only one was provided. Destination could not be determined"
+                ));
+            }
+            let (dest, sources) = n.args.split_last().expect("non-empty");
+            if sources.is_empty() {
+                return Err(format!(
+                    "{upper} requires at least two arguments, but only one was provided. Destination could not be determined"
+                ));
+            }
+            let args = CopyArgs {
+                sources: sources.to_vec(),
+                dest: dest.clone(),
+                from: f.str("from"),
+                chown: f.str("chown"),
+                chmod: f.str("chmod"),
+                link: f.bool("link"),
+                parents: f.bool("parents"),
+                exclude: f.multi("exclude"),
+                checksum: f.str("checksum"),
+                keep_git_dir: f.bool("keep-git-dir"),
+                unpack: f.opt_bool("unpack"),
+                heredocs: n.heredocs.clone(),
+                json: n.json,
+            };
+            if name == "copy" {
+                Instruction::Copy(args)
+            } else {
+                Instruction::Add(args)
+            }
+        }
+        "onbuild" => {
+            let Some(sub) = &n.sub else {
+                return Err("ONBUILD requires at least one argument".into());
+            };
+            match sub.name().as_str() {
+                "onbuild" => {
+                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into());
+                }
+                "from" => return Err("FROM isn't allowed as an ONBUILD trigger".into()),
+                "maintainer" => return Err("MAINTAINER isn't allowed as an ONBUILD trigger".into()),
+                _ => {}
+            }
+            // The trigger is validated now and stored as text, as docker stores it.
+            from_node(sub, &mut Vec::new())?;
+            let text = n.original.trim();
+            let rest = text[n.cmd.len()..].trim_start();
+            Instruction::Onbuild(rest.to_string())
+        }
+        "healthcheck" => {
+            let Some(typ) = n.args.first() else {
+                return Err("HEALTHCHECK requires an argument".into());
+            };
+            match typ.to_ascii_uppercase().as_str() {
+                "NONE" => {
+                    if n.args.len() > 1 {
+                        return Err("HEALTHCHECK NONE takes no arguments".into());
+                    }
+                    Instruction::Healthcheck(Healthcheck::None)
+                }
+                "CMD" => {
+                    let cmd = &n.args[1..];
+                    if cmd.is_empty() {
+                        return Err("Missing command after HEALTHCHECK CMD".into());
+                    }
+                    let mut test = vec![if n.json { "CMD" } else { "CMD-SHELL" }.to_string()];
+                    test.extend(cmd.iter().cloned());
+                    let dur = |k: &str| -> Result<Option<i64>, String> {
+                        match f.str(k) {
+                            None => Ok(None),
+                            Some(v) => {
+                                let d = flags::parse_duration(&v)
+                                    .ok_or_else(|| format!("time: invalid duration {v:?}"))?;
+                                if d < 0 {
+                                    return Err(format!("--{k} cannot be negative"));
+                                }
+                                Ok(Some(d))
+                            }
+                        }
+                    };
+                    let retries = match f.str("retries") {
+                        None => None,
+                        Some(r) => {
+                            let v: i64 = r
+                                .parse()
+                                .map_err(|_| format!("--retries must be a number, not {r:?}"))?;
+                            if v < 0 {
+                                return Err("--retries cannot be negative".into());
+                            }
+                            Some(v)
+                        }
+                    };
+                    Instruction::Healthcheck(Healthcheck::Cmd {
+                        test,
+                        interval: dur("interval")?,
+                        timeout: dur("timeout")?,
+                        start_period: dur("start-period")?,
+                        start_interval: dur("start-interval")?,
+                        retries,
+                    })
+                }
+                other => return Err(format!("Unknown type {other:?} in HEALTHCHECK (try CMD)")),
+            }
+        }
+        _ => unreachable!("checked against ALL"),
+    })
+}
+
+#[cfg(test)]
+mod tests;
