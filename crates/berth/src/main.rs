@@ -18,10 +18,20 @@ use commands::system::{CheckArgs, DfArgs};
 
 /// berth: build, run and share containers — docker's commands, without a daemon.
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, disable_help_subcommand = true, max_term_width = 100)]
+#[command(
+    name = "berth",
+    version,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Where berth keeps images and containers.
-    #[arg(long, env = "BERTH_ROOT", default_value = "/var/lib/berth", global = true)]
+    #[arg(
+        long,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth",
+        global = true
+    )]
     root: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,

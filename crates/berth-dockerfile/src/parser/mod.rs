@@ -514,13 +514,13 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
 enum Json {
     Strings(Vec<String>),
     NotStrings,
-    NotJson,
+    Invalid,
 }
 
 fn parse_json(rest: &str) -> Json {
     let r = rest.trim_start();
     if !r.starts_with('[') {
-        return Json::NotJson;
+        return Json::Invalid;
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(r) {
         Ok(v) => {
@@ -533,7 +533,7 @@ fn parse_json(rest: &str) -> Json {
             }
             Json::Strings(out)
         }
-        Err(_) => Json::NotJson,
+        Err(_) => Json::Invalid,
     }
 }
 
@@ -546,7 +546,7 @@ fn maybe_json(rest: &str) -> Result<(Vec<String>, bool), String> {
     match parse_json(rest) {
         Json::Strings(v) => Ok((v, true)),
         Json::NotStrings => Err(NOT_STRINGS.into()),
-        Json::NotJson => Ok((vec![rest.to_string()], false)),
+        Json::Invalid => Ok((vec![rest.to_string()], false)),
     }
 }
 
@@ -554,7 +554,7 @@ fn maybe_json_list(rest: &str) -> Result<(Vec<String>, bool), String> {
     match parse_json(rest) {
         Json::Strings(v) => Ok((v, true)),
         Json::NotStrings => Err(NOT_STRINGS.into()),
-        Json::NotJson => Ok((words::split_ws(rest), false)),
+        Json::Invalid => Ok((words::split_ws(rest), false)),
     }
 }
 

@@ -134,6 +134,7 @@ impl Store {
         let name = name.map(|n| n.clone().with_default_tag());
         Ok(Image {
             id: manifest.config.digest.clone(),
+            manifests: vec![desc.digest.clone()],
             manifest_desc: desc,
             manifest,
             config,

@@ -30,6 +30,9 @@ pub struct Image {
     pub id: Digest,
     /// The manifest's descriptor.
     pub manifest_desc: Descriptor,
+    /// Every stored manifest with this config (the same image loaded from a
+    /// docker-archive and an OCI archive has two); includes `manifest_desc`.
+    pub manifests: Vec<Digest>,
     /// The manifest.
     pub manifest: Manifest,
     /// The config.
@@ -128,39 +131,47 @@ impl Store {
         Ok((m, config))
     }
 
-    /// Every image, grouped by manifest, with its names. Sorted newest first.
+    /// Every image, grouped by image id (config digest) as docker groups them,
+    /// with its names. Sorted newest first.
     pub fn images(&self) -> Result<Vec<Image>, StoreError> {
         let idx = self.read_index()?;
-        let mut by_manifest: BTreeMap<Digest, (Descriptor, Vec<Reference>, Vec<Reference>)> =
-            BTreeMap::new();
+        let mut by_id: BTreeMap<Digest, Image> = BTreeMap::new();
+        let mut docs: BTreeMap<Digest, (Manifest, ImageConfig)> = BTreeMap::new();
         for d in &idx.manifests {
-            let e = by_manifest
-                .entry(d.digest.clone())
-                .or_insert_with(|| (d.clone(), Vec::new(), Vec::new()));
+            if !docs.contains_key(&d.digest) {
+                docs.insert(d.digest.clone(), self.load_image_docs(d)?);
+            }
+            let (manifest, config) = &docs[&d.digest];
+            let img = by_id
+                .entry(manifest.config.digest.clone())
+                .or_insert_with(|| Image {
+                    id: manifest.config.digest.clone(),
+                    manifest_desc: strip(d),
+                    manifests: Vec::new(),
+                    manifest: manifest.clone(),
+                    config: config.clone(),
+                    names: Vec::new(),
+                    repo_digests: Vec::new(),
+                });
+            if !img.manifests.contains(&d.digest) {
+                img.manifests.push(d.digest.clone());
+            }
             if let Some(n) = d.annotation(annotations::REF_NAME)
                 && let Ok(r) = Reference::parse(n)
+                && !img.names.contains(&r)
             {
-                e.1.push(r);
+                img.names.push(r);
             }
             if let Some(n) = d.annotation(REPO_DIGEST_ANNOTATION)
                 && let Ok(r) = Reference::parse(n)
-                && !e.2.contains(&r)
+                && !img.repo_digests.contains(&r)
             {
-                e.2.push(r);
+                img.repo_digests.push(r);
             }
         }
-        let mut out = Vec::new();
-        for (_, (desc, mut names, repo_digests)) in by_manifest {
-            let (manifest, config) = self.load_image_docs(&desc)?;
-            names.sort();
-            out.push(Image {
-                id: manifest.config.digest.clone(),
-                manifest_desc: strip(&desc),
-                manifest,
-                config,
-                names,
-                repo_digests,
-            });
+        let mut out: Vec<Image> = by_id.into_values().collect();
+        for i in &mut out {
+            i.names.sort();
         }
         out.sort_by(|a, b| {
             b.config
@@ -186,7 +197,7 @@ impl Store {
                 let r = r.with_default_tag();
                 if let Some(d) = r.digest() {
                     if let Some(img) = images.iter().find(|i| {
-                        i.manifest_desc.digest == *d
+                        i.manifests.contains(d)
                             && (i.names.iter().any(|n| n.name() == r.name())
                                 || i.repo_digests.iter().any(|n| n.name() == r.name()))
                     }) {
@@ -295,9 +306,9 @@ impl Store {
             )));
         }
         if remove_all_names {
-            let digest = image.manifest_desc.digest.clone();
+            let digests = image.manifests.clone();
             self.update_index(|idx| {
-                idx.manifests.retain(|d| d.digest != digest);
+                idx.manifests.retain(|d| !digests.contains(&d.digest));
                 Ok(())
             })?;
             for n in &image.names {

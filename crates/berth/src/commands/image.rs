@@ -5,10 +5,10 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use berth_store::Store;
 use berth_store::image::archive::ArchiveFormat;
 use berth_store::image::import::ImportOptions;
 use berth_store::image::{Image, RemoveEvent};
-use berth_store::Store;
 use berth_types::{ImageConfig, Platform, Reference};
 use clap::Args;
 use serde_json::{Value, json};
@@ -88,7 +88,13 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
         let mut rows: Vec<(String, String, Option<&Reference>)> = img
             .names
             .iter()
-            .map(|n| (n.familiar_name(), n.tag().unwrap_or("<none>").to_string(), Some(n)))
+            .map(|n| {
+                (
+                    n.familiar_name(),
+                    n.tag().unwrap_or("<none>").to_string(),
+                    Some(n),
+                )
+            })
             .collect();
         if rows.is_empty() {
             rows.push(("<none>".into(), "<none>".into(), None));
@@ -264,7 +270,9 @@ pub fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<()> {
                 .find(|o| {
                     o.config.history.len() == i + 1
                         && o.config.history[..] == img.config.history[..=i]
-                        && o.config.rootfs.diff_ids[..] == img.config.rootfs.diff_ids[..layer_i.min(img.config.rootfs.diff_ids.len())]
+                        && o.config.rootfs.diff_ids[..]
+                            == img.config.rootfs.diff_ids
+                                [..layer_i.min(img.config.rootfs.diff_ids.len())]
                 })
                 .map(|o| o.id.clone())
         };
@@ -298,7 +306,13 @@ pub fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<()> {
         let mut t = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
         for r in rows {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            t.row(vec![s("ID"), s("CreatedSince"), s("CreatedBy"), s("Size"), s("Comment")]);
+            t.row(vec![
+                s("ID"),
+                s("CreatedSince"),
+                s("CreatedBy"),
+                s("Size"),
+                s("Comment"),
+            ]);
         }
         t
     })
@@ -470,20 +484,28 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
         Box::new(std::io::stdin().lock())
     } else {
         if a.file.starts_with("http://") || a.file.starts_with("https://") {
-            bail!("importing from a URL is not supported yet: download {} first and import the file", a.file);
+            bail!(
+                "importing from a URL is not supported yet: download {} first and import the file",
+                a.file
+            );
         }
         Box::new(std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file))?)
     };
-    let comment = a.message.clone().unwrap_or_else(|| format!("Imported from {}", a.file));
-    let img = store.import(
-        input,
-        ImportOptions {
-            name,
-            config,
-            comment,
-            created: jiff::Timestamp::now().to_string(),
-        },
-    ).with_context(|| format!("importing {}", a.file))?;
+    let comment = a
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Imported from {}", a.file));
+    let img = store
+        .import(
+            input,
+            ImportOptions {
+                name,
+                config,
+                comment,
+                created: jiff::Timestamp::now().to_string(),
+            },
+        )
+        .with_context(|| format!("importing {}", a.file))?;
     println!("{}", img.id);
     Ok(())
 }
@@ -513,29 +535,50 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
         let img = store.resolve(i)?;
         // A name saves that name; an id saves every name of the image, as docker does.
         let names: Vec<Reference> = match Reference::parse(i) {
-            Ok(r) if img.names.contains(&r.clone().with_default_tag()) => vec![r.with_default_tag()],
+            Ok(r) if img.names.contains(&r.clone().with_default_tag()) => {
+                vec![r.with_default_tag()]
+            }
             _ => img.names.clone(),
         };
         match sel.iter_mut().find(|(s, _)| s.id == img.id) {
-            Some((_, n)) => n.extend(names.into_iter().filter(|x| !n.contains(x))),
+            Some((_, n)) => {
+                for x in names {
+                    if !n.contains(&x) {
+                        n.push(x);
+                    }
+                }
+            }
             None => sel.push((img, names)),
         }
     }
     match &a.output {
         Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-            store.save(&sel, format, std::io::BufWriter::new(tmp.as_file_mut()))?.flush()?;
+            store
+                .save(&sel, format, std::io::BufWriter::new(tmp.as_file_mut()))?
+                .flush()?;
             tmp.as_file().sync_all()?;
-            tmp.persist(path).with_context(|| format!("write {}", path.display()))?;
+            // Readable like any file the user creates (tempfile makes 0600).
+            std::fs::set_permissions(
+                tmp.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )?;
+            tmp.persist(path)
+                .with_context(|| format!("write {}", path.display()))?;
         }
         None => {
             if std::io::stdout().is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
             let out = std::io::stdout().lock();
-            store.save(&sel, format, std::io::BufWriter::new(out))?.flush()?;
+            store
+                .save(&sel, format, std::io::BufWriter::new(out))?
+                .flush()?;
         }
     }
     Ok(())
@@ -554,7 +597,9 @@ pub struct LoadArgs {
 
 pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<()> {
     let input: Box<dyn Read> = match &a.input {
-        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
+        Some(p) => {
+            Box::new(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?)
+        }
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("requested load from stdin, but stdin is empty");

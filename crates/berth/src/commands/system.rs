@@ -68,7 +68,12 @@ pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
         }
     }
     let active = images.iter().filter(|i| in_use.contains_key(&i.id)).count();
-    let pct = |r: u64, t: u64| if t == 0 { String::new() } else { format!(" ({}%)", r * 100 / t) };
+    let pct = |r: u64, t: u64| {
+        (r * 100)
+            .checked_div(t)
+            .map(|p| format!(" ({p}%)"))
+            .unwrap_or_default()
+    };
     let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
     t.row(vec![
         "Images".into(),
@@ -78,7 +83,13 @@ pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
         format!("{}{}", human_size(reclaimable), pct(reclaimable, total)),
     ]);
     for kind in ["Containers", "Local Volumes", "Build Cache"] {
-        t.row(vec![kind.into(), "0".into(), "0".into(), "0B".into(), "0B".into()]);
+        t.row(vec![
+            kind.into(),
+            "0".into(),
+            "0".into(),
+            "0B".into(),
+            "0B".into(),
+        ]);
     }
     t.print()?;
     if a.verbose {
@@ -87,10 +98,20 @@ pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
         for img in &images {
             let size = human_size(image_size(store, img));
             if img.names.is_empty() {
-                t.row(vec!["<none>".into(), "<none>".into(), img.id.short().into(), size.clone()]);
+                t.row(vec![
+                    "<none>".into(),
+                    "<none>".into(),
+                    img.id.short().into(),
+                    size.clone(),
+                ]);
             }
             for n in &img.names {
-                t.row(vec![n.familiar_name(), n.tag().unwrap_or("<none>").into(), img.id.short().into(), size.clone()]);
+                t.row(vec![
+                    n.familiar_name(),
+                    n.tag().unwrap_or("<none>").into(),
+                    img.id.short().into(),
+                    size.clone(),
+                ]);
             }
         }
         t.print()?;

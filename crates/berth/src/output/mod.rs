@@ -31,7 +31,7 @@ impl Table {
     /// Prints to stdout.
     pub fn print(&self) -> std::io::Result<()> {
         let mut tw = tabwriter::TabWriter::new(std::io::stdout().lock())
-            .minwidth(10)
+            .minwidth(7) // Go's minwidth 10 includes the padding; this crate adds it after
             .padding(3);
         for r in &self.rows {
             writeln!(tw, "{}", r.join("\t"))?;
@@ -60,13 +60,12 @@ impl Format {
             Some("json") => Format::Json,
             Some(t) if t.starts_with("table ") => {
                 let body = t["table ".len()..].replace("\\t", "\t");
-                let headers = body
-                    .split('\t')
-                    .map(|c| header_of(c.trim()))
-                    .collect();
+                let headers = body.split('\t').map(|c| header_of(c.trim())).collect();
                 Format::CustomTable(Template::parse(&body)?, headers)
             }
-            Some(t) => Format::Template(Template::parse(&t.replace("\\t", "\t").replace("\\n", "\n"))?),
+            Some(t) => Format::Template(Template::parse(
+                &t.replace("\\t", "\t").replace("\\n", "\n"),
+            )?),
         })
     }
 }

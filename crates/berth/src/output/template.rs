@@ -114,7 +114,9 @@ fn parse_nodes(toks: &mut Vec<Tok>) -> Result<(Vec<Node>, Option<String>), Templ
                 if a.starts_with("/*") {
                     continue;
                 }
-                let (kw, rest) = a.split_once(char::is_whitespace).unwrap_or((a.as_str(), ""));
+                let (kw, rest) = a
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((a.as_str(), ""));
                 match kw {
                     "end" | "else" => return Ok((nodes, Some(a))),
                     "if" | "range" | "with" => {
@@ -245,7 +247,10 @@ fn split_words(s: &str) -> Result<Vec<String>, TemplateError> {
 
 fn parse_arg(w: &str) -> Result<Arg, TemplateError> {
     let path = |s: &str| -> Vec<String> {
-        s.split('.').filter(|p| !p.is_empty()).map(str::to_string).collect()
+        s.split('.')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     Ok(if w.starts_with('.') {
         Arg::Field(path(w))
@@ -310,7 +315,10 @@ fn exec(nodes: &[Node], dot: &Value, root: &Value, out: &mut String) -> Result<(
                     Value::Object(o) => o.values().cloned().collect(),
                     Value::Null => Vec::new(),
                     other => {
-                        return Err(TemplateError(format!("range can't iterate over {}", go_print(other))));
+                        return Err(TemplateError(format!(
+                            "range can't iterate over {}",
+                            go_print(other)
+                        )));
                     }
                 };
                 if items.is_empty() {
@@ -370,7 +378,12 @@ fn eval_arg(a: &Arg, dot: &Value, root: &Value) -> Result<Value, TemplateError> 
     })
 }
 
-fn eval_command(c: &Command, dot: &Value, root: &Value, piped: Option<Value>) -> Result<Value, TemplateError> {
+fn eval_command(
+    c: &Command,
+    dot: &Value,
+    root: &Value,
+    piped: Option<Value>,
+) -> Result<Value, TemplateError> {
     let (head, rest) = c.0.split_first().expect("non-empty command");
     let Arg::Ident(f) = head else {
         if !rest.is_empty() {
@@ -393,7 +406,11 @@ fn eval_command(c: &Command, dot: &Value, root: &Value, piped: Option<Value>) ->
         "title" => {
             let t = s(0);
             let mut c = t.chars();
-            Value::String(c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default())
+            Value::String(
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default(),
+            )
         }
         "println" => Value::String(args.iter().map(go_print).collect::<Vec<_>>().join(" ") + "\n"),
         "print" => Value::String(args.iter().map(go_print).collect::<Vec<_>>().join("")),
@@ -425,7 +442,9 @@ fn eval_command(c: &Command, dot: &Value, root: &Value, piped: Option<Value>) ->
         "join" => {
             let sep = s(1);
             match args.first() {
-                Some(Value::Array(a)) => Value::String(a.iter().map(go_print).collect::<Vec<_>>().join(&sep)),
+                Some(Value::Array(a)) => {
+                    Value::String(a.iter().map(go_print).collect::<Vec<_>>().join(&sep))
+                }
                 Some(other) => Value::String(go_print(other)),
                 None => Value::String(String::new()),
             }
@@ -435,7 +454,9 @@ fn eval_command(c: &Command, dot: &Value, root: &Value, piped: Option<Value>) ->
             let mut cur = args.first().cloned().unwrap_or(Value::Null);
             for k in &args[1.min(args.len())..] {
                 cur = match (&cur, k) {
-                    (Value::Object(o), Value::String(k)) => o.get(k).cloned().unwrap_or(Value::Null),
+                    (Value::Object(o), Value::String(k)) => {
+                        o.get(k).cloned().unwrap_or(Value::Null)
+                    }
                     (Value::Array(a), Value::Number(n)) => a
                         .get(n.as_f64().unwrap_or(-1.0) as usize)
                         .cloned()
@@ -448,13 +469,27 @@ fn eval_command(c: &Command, dot: &Value, root: &Value, piped: Option<Value>) ->
         "eq" => Value::Bool(args.len() >= 2 && args[1..].iter().any(|a| *a == args[0])),
         "ne" => Value::Bool(args.len() >= 2 && args[0] != args[1]),
         "not" => Value::Bool(!truthy(args.first().unwrap_or(&Value::Null))),
-        "and" => args.iter().find(|a| !truthy(a)).or(args.last()).cloned().unwrap_or(Value::Null),
-        "or" => args.iter().find(|a| truthy(a)).or(args.last()).cloned().unwrap_or(Value::Null),
+        "and" => args
+            .iter()
+            .find(|a| !truthy(a))
+            .or(args.last())
+            .cloned()
+            .unwrap_or(Value::Null),
+        "or" => args
+            .iter()
+            .find(|a| truthy(a))
+            .or(args.last())
+            .cloned()
+            .unwrap_or(Value::Null),
         "truncate" => {
             let n = args.get(1).and_then(Value::as_f64).unwrap_or(0.0) as usize;
             Value::String(s(0).chars().take(n).collect())
         }
-        "pad" => Value::String(format!("{}{}", " ".repeat(args.get(1).and_then(Value::as_u64).unwrap_or(0) as usize), s(0))),
+        "pad" => Value::String(format!(
+            "{}{}",
+            " ".repeat(args.get(1).and_then(Value::as_u64).unwrap_or(0) as usize),
+            s(0)
+        )),
         other => return Err(TemplateError(format!("function {other:?} not defined"))),
     })
 }
@@ -527,6 +562,11 @@ mod tests {
         assert!(Template::parse("{{if .X}}").is_err());
         let t = Template::parse("{{.Nope}}").unwrap();
         assert!(t.render(&json!({"Id":1})).is_err());
-        assert!(Template::parse("{{nofunc .X}}").unwrap().render(&json!({"X":1})).is_err());
+        assert!(
+            Template::parse("{{nofunc .X}}")
+                .unwrap()
+                .render(&json!({"X":1}))
+                .is_err()
+        );
     }
 }
