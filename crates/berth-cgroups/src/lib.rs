@@ -1,0 +1,207 @@
+//! cgroups for containers: v1 (one hierarchy per controller), v2 (unified) and the
+//! hybrid layout (v1 controllers with an empty v2 hierarchy at
+//! `/sys/fs/cgroup/unified`, which crun refuses and berth treats as v1).
+//!
+//! A [`Manager`] creates a container's cgroup, moves processes into it, applies
+//! the OCI `linux.resources`, freezes and thaws, reads stats and removes it. Every
+//! file operation's error names the file. The layout is chosen at run time from
+//! `/proc/self/mountinfo`; tests point a manager at a fake tree instead.
+
+mod fsutil;
+pub mod v1;
+pub mod v2;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+use serde::Serialize;
+
+pub use fsutil::CgroupError;
+
+/// Which cgroup layout the machine has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Controllers on v1 hierarchies (possibly with an empty v2 mounted too).
+    V1,
+    /// Everything on the unified hierarchy.
+    V2,
+}
+
+/// Detects the layout from the mount table: v2 when `/sys/fs/cgroup` itself is
+/// cgroup2; otherwise v1, even when a v2 hierarchy is mounted beside (hybrid).
+pub fn detect_layout() -> Layout {
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(mi) => {
+            for line in mi.lines() {
+                let Some((pre, post)) = line.split_once(" - ") else {
+                    continue;
+                };
+                let fields: Vec<&str> = pre.split(' ').collect();
+                let fstype = post.split(' ').next().unwrap_or("");
+                if fields.get(4) == Some(&"/sys/fs/cgroup") && fstype == "cgroup2" {
+                    return Layout::V2;
+                }
+            }
+            Layout::V1
+        }
+        Err(_) => Layout::V1,
+    }
+}
+
+/// Freezer states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezerState {
+    /// Running.
+    Thawed,
+    /// Paused.
+    Frozen,
+}
+
+/// Resource usage of a cgroup (the subset `stats` and `events --stats` show).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use, bytes (page cache excluded where the kernel tells it apart).
+    pub memory_usage: u64,
+    /// Memory limit, bytes (0 = none).
+    pub memory_limit: u64,
+    /// Peak memory, bytes, when known.
+    pub memory_max_usage: u64,
+    /// Page cache, bytes.
+    pub memory_cache: u64,
+    /// Number of tasks.
+    pub pids_current: u64,
+    /// pids limit (0 = none).
+    pub pids_limit: u64,
+    /// Bytes read from block devices.
+    pub io_read_bytes: u64,
+    /// Bytes written to block devices.
+    pub io_write_bytes: u64,
+    /// How many times the OOM killer ran in this cgroup.
+    pub oom_kills: u64,
+}
+
+/// A container's cgroup.
+#[derive(Debug, Clone)]
+pub enum Manager {
+    /// v1 hierarchies.
+    V1(v1::V1Manager),
+    /// The unified hierarchy.
+    V2(v2::V2Manager),
+}
+
+impl Manager {
+    /// A manager for `path` (absolute, or relative to this process's cgroup) on
+    /// the machine's layout.
+    pub fn new(path: &str) -> Result<Manager, CgroupError> {
+        Ok(match detect_layout() {
+            Layout::V1 => Manager::V1(v1::V1Manager::new(path)?),
+            Layout::V2 => Manager::V2(v2::V2Manager::new(Path::new("/sys/fs/cgroup"), path)?),
+        })
+    }
+
+    /// The layout this manager drives.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Manager::V1(_) => Layout::V1,
+            Manager::V2(_) => Layout::V2,
+        }
+    }
+
+    /// Creates the cgroup (all hierarchies).
+    pub fn create(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.create(),
+            Manager::V2(m) => m.create(),
+        }
+    }
+
+    /// Moves `pid` into the cgroup.
+    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.add_pid(pid),
+            Manager::V2(m) => m.add_pid(pid),
+        }
+    }
+
+    /// Applies limits.
+    pub fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.apply(r),
+            Manager::V2(m) => m.apply(r),
+        }
+    }
+
+    /// Freezes or thaws every process, waiting until the kernel reports it done.
+    pub fn freeze(&self, s: FreezerState) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.freeze(s),
+            Manager::V2(m) => m.freeze(s),
+        }
+    }
+
+    /// Whether the cgroup is frozen.
+    pub fn frozen(&self) -> bool {
+        match self {
+            Manager::V1(m) => m.frozen(),
+            Manager::V2(m) => m.frozen(),
+        }
+    }
+
+    /// Processes in the cgroup.
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        match self {
+            Manager::V1(m) => m.pids(),
+            Manager::V2(m) => m.pids(),
+        }
+    }
+
+    /// Usage numbers.
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        match self {
+            Manager::V1(m) => m.stats(),
+            Manager::V2(m) => m.stats(),
+        }
+    }
+
+    /// Removes the cgroup (it must have no processes left).
+    pub fn destroy(&self) -> Result<(), CgroupError> {
+        match self {
+            Manager::V1(m) => m.destroy(),
+            Manager::V2(m) => m.destroy(),
+        }
+    }
+
+    /// The directories that make up this cgroup (for `inspect` and tests).
+    pub fn paths(&self) -> Vec<(String, PathBuf)> {
+        match self {
+            Manager::V1(m) => m.paths(),
+            Manager::V2(m) => vec![(String::new(), m.path().to_path_buf())],
+        }
+    }
+}
+
+/// Kills every process in the cgroup with SIGKILL and waits (up to ~2 s) for it
+/// to be empty.
+pub fn kill_all(m: &Manager) -> Result<(), CgroupError> {
+    for _ in 0..200 {
+        let pids = m.pids()?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for p in pids {
+            // SAFETY: plain kill(2) on a pid read from the cgroup.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+            }
+        }
+        // Frozen processes only die once thawed.
+        if m.frozen() {
+            m.freeze(FreezerState::Thawed)?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
+}
