@@ -292,7 +292,7 @@ mod tests {
             std::fs::read_to_string(t.path().join("cgroup.subtree_control")).unwrap(),
             "+cpuset +cpu +io +memory +pids"
         );
-        m.apply(&res(r#"{"memory":{"limit":67108864,"swap":134217728,"reservation":-1},"cpu":{"shares":1024,"quota":50000,"period":100000,"cpus":"0-1"},"pids":{"limit":0},"blockIO":{"weight":500,"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":100}],"throttleWriteIopsDevice":[{"major":8,"minor":0,"rate":7}]},"unified":{"memory.high":"50000000"}}"#)).unwrap();
+        m.apply(&res(r#"{"memory":{"limit":67108864,"swap":134217728,"reservation":-1},"cpu":{"shares":1024,"quota":50000,"period":100000,"cpus":"0-1"},"pids":{"limit":0},"blockIO":{"weight":500,"throttleReadBpsDevice":[{"major":8,"minor":0,"rate":100}],"throttleWriteIOPSDevice":[{"major":8,"minor":0,"rate":7}]},"unified":{"memory.high":"50000000"}}"#)).unwrap();
         let r = |f: &str| std::fs::read_to_string(m.path().join(f)).unwrap();
         assert_eq!(r("memory.max"), "67108864");
         assert_eq!(r("memory.swap.max"), "67108864");
