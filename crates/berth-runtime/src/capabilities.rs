@@ -1,0 +1,94 @@
+//! Capability sets of the container process: the bounding set dropped to what
+//! the spec lists, then (after the user switch, with keep-caps) the effective,
+//! permitted, inheritable and ambient sets set exactly. Capabilities the kernel
+//! does not know are skipped, as runc skips them.
+
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use oci_spec::runtime::LinuxCapabilities;
+
+use crate::error::{Result, RuntimeError};
+
+fn to_set(list: Option<&oci_spec::runtime::Capabilities>) -> CapsHashSet {
+    let supported = caps::runtime::thread_all_supported();
+    list.into_iter()
+        .flatten()
+        .filter_map(|c| Capability::from_str(&format!("CAP_{c}")).ok())
+        .filter(|c| supported.contains(c))
+        .collect()
+}
+
+fn err(what: &str, e: caps::errors::CapsError) -> RuntimeError {
+    RuntimeError::sys("capset", what, std::io::Error::other(e.to_string()))
+}
+
+/// Drops every capability not in the spec's bounding set.
+pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<()> {
+    let keep = to_set(c.and_then(|c| c.bounding().as_ref()));
+    for cap in caps::runtime::thread_all_supported() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| err("bounding set", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the effective, permitted, inheritable and ambient sets.
+pub fn apply(c: Option<&LinuxCapabilities>) -> Result<()> {
+    let eff = to_set(c.and_then(|c| c.effective().as_ref()));
+    let perm = to_set(c.and_then(|c| c.permitted().as_ref()));
+    let inh = to_set(c.and_then(|c| c.inheritable().as_ref()));
+    let amb = to_set(c.and_then(|c| c.ambient().as_ref()));
+    caps::set(None, CapSet::Inheritable, &inh).map_err(|e| err("inheritable set", e))?;
+    // Effective must stay within permitted: widen permitted first if needed.
+    let cur_perm = caps::read(None, CapSet::Permitted).map_err(|e| err("permitted set", e))?;
+    let union: CapsHashSet = cur_perm.union(&perm).cloned().collect();
+    let _ = caps::set(None, CapSet::Permitted, &union);
+    caps::set(None, CapSet::Effective, &eff).map_err(|e| err("effective set", e))?;
+    caps::set(None, CapSet::Permitted, &perm).map_err(|e| err("permitted set", e))?;
+    if !amb.is_empty() {
+        caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient set", e))?;
+        for a in amb {
+            caps::raise(None, CapSet::Ambient, a).map_err(|e| err("ambient set", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The hex mask docker users compare against (`00000000a80425fb`).
+pub fn mask(list: &[String]) -> u64 {
+    list.iter()
+        .filter_map(|c| Capability::from_str(c).ok())
+        .map(|c| 1u64 << c.index())
+        .fold(0, |a, b| a | b)
+}
+
+/// Docker's default capability set.
+pub const DOCKER_DEFAULT: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_default_mask() {
+        let v: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
+        assert_eq!(format!("{:016x}", mask(&v)), "00000000a80425fb");
+    }
+}

@@ -1,0 +1,270 @@
+//! `create`: the container's cgroup, its init process in new namespaces (parked
+//! on the exec fifo), ID mappings written by the parent, hooks, state. On any
+//! failure everything made so far is removed (process, cgroup, state directory).
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxIdMapping, Spec};
+
+use super::Runtime;
+use crate::error::{Result, RuntimeError, SysContext};
+use crate::namespaces;
+use crate::process::channel::{self, ToChild, ToParent};
+use crate::process::init::{InitArgs, container_init};
+use crate::process::{Forked, clone_process};
+use crate::state::{ContainerState, proc_stat};
+
+/// Options of `create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Unix socket to send the terminal master to.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the init's pid.
+    pub pid_file: Option<PathBuf>,
+    /// MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Pass descriptors 3..3+n to the process.
+    pub preserve_fds: u32,
+}
+
+/// Removes what a failed create made.
+struct Cleanup {
+    dir: PathBuf,
+    cgroup: Option<berth_cgroups::Manager>,
+    pid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            // SAFETY: kill/waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = berth_cgroups::kill_all(cg);
+            let _ = cg.destroy();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write_mappings(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let body: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
+    let p = format!("/proc/{pid}/{file}");
+    std::fs::write(&p, body).sys("write", &p)
+}
+
+/// The OCI state document handed to hooks.
+pub fn hook_state(
+    spec: &Spec,
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": spec.version(),
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": spec.annotations().clone().unwrap_or_default(),
+    })
+}
+
+impl Runtime {
+    /// Creates container `id` from the bundle; returns the init's pid.
+    pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<i32> {
+        let console = match &opts.console_socket {
+            Some(p) => Some(crate::tty::connect(p)?),
+            None => None,
+        };
+        self.create_with_console(id, bundle, opts, console)
+    }
+
+    /// [`Runtime::create`] with an already connected console socket (one end of a
+    /// socketpair the caller reads the terminal master from).
+    pub fn create_with_console(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOptions,
+        console: Option<std::os::fd::OwnedFd>,
+    ) -> Result<i32> {
+        super::validate_id(id)?;
+        let bundle = std::fs::canonicalize(bundle)
+            .map_err(|e| RuntimeError::Spec(format!("bundle {}: {e}", bundle.display())))?;
+        let spec = crate::spec::load(&bundle)?;
+        crate::spec::validate(&spec, &bundle)?;
+        let rootfs = crate::spec::rootfs(&spec, &bundle)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
+            .sys("mkdir", self.root.display())?;
+        let dir = self.dir(id);
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::Exists(id.to_string()));
+            }
+            Err(e) => return Err(e).sys("mkdir", dir.display()),
+        }
+        let mut cleanup = Cleanup {
+            dir: dir.clone(),
+            cgroup: None,
+            pid: None,
+            armed: true,
+        };
+        let lock = self.lock(id)?;
+        let linux = spec.linux().as_ref().expect("validated");
+        let plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]));
+        let cgroup_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("/berth/{id}"));
+        let cg = berth_cgroups::Manager::new(&cgroup_path)?;
+        cg.create()?;
+        cleanup.cgroup = Some(cg.clone());
+        if let Some(r) = linux.resources() {
+            cg.apply(r)?;
+        }
+        let fifo = dir.join("exec.fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o622),
+        )
+        .sys("mkfifo", fifo.display())?;
+        // The fifo mode is filtered by the umask; make it writable by the
+        // container's user as intended.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .sys("chmod", fifo.display())?;
+        let (parent, child) = channel::pair()?;
+        let state_for_hooks = hook_state(&spec, id, "creating", 0, &bundle);
+        if plan.join_pid {
+            // The init is a grandchild then: make it ours to reap.
+            // SAFETY: prctl with constant arguments.
+            unsafe {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            }
+        }
+        let forked = clone_process(plan.new_flags).sys("clone", format!("container {id}"))?;
+        let pid = match forked {
+            Forked::Child => {
+                drop(parent);
+                // flock locks belong to the open file: the child's copy must go, or
+                // the lock outlives create until the container starts.
+                drop(lock);
+                container_init(
+                    InitArgs {
+                        spec: &spec,
+                        rootfs: &rootfs,
+                        plan: &plan,
+                        fifo: &fifo,
+                        console,
+                        no_pivot: opts.no_pivot,
+                        cgroup_paths: cg.paths(),
+                        preserve_fds: opts.preserve_fds,
+                        state: state_for_hooks,
+                    },
+                    child,
+                );
+            }
+            Forked::Parent(pid) => pid,
+        };
+        drop(child);
+        drop(console);
+        cleanup.pid = Some(pid);
+        if plan.new_flags & libc::CLONE_NEWUSER != 0 {
+            write_mappings(
+                pid,
+                "uid_map",
+                linux.uid_mappings().as_deref().unwrap_or(&[]),
+            )?;
+            write_mappings(
+                pid,
+                "gid_map",
+                linux.gid_mappings().as_deref().unwrap_or(&[]),
+            )?;
+        }
+        cg.add_pid(pid)?;
+        parent.send(&ToChild::Go)?;
+        let mut init_pid = pid;
+        loop {
+            match parent.recv::<ToParent>()? {
+                Some(ToParent::Pid(p)) => {
+                    // SAFETY: reap the intermediate process, our child.
+                    unsafe {
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                    }
+                    init_pid = p;
+                    cleanup.pid = Some(p);
+                }
+                Some(ToParent::RunCreateHooks) => {
+                    let st = hook_state(&spec, id, "created", init_pid, &bundle);
+                    if let Some(h) = spec.hooks() {
+                        crate::hooks::run("prestart", h.prestart().as_deref().unwrap_or(&[]), &st)?;
+                        crate::hooks::run(
+                            "createRuntime",
+                            h.create_runtime().as_deref().unwrap_or(&[]),
+                            &st,
+                        )?;
+                    }
+                    parent.send(&ToChild::HooksDone)?;
+                }
+                Some(ToParent::Ready) => break,
+                Some(ToParent::Error(e)) => return Err(e.into()),
+                None => {
+                    return Err(RuntimeError::Init(
+                        "the container's init exited before it was ready".into(),
+                    ));
+                }
+            }
+        }
+        let pid_start = proc_stat(init_pid).map(|(_, s)| s).ok_or_else(|| {
+            RuntimeError::Init("the container's init exited before it was ready".into())
+        })?;
+        let state = ContainerState {
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            rootfs,
+            pid: init_pid,
+            pid_start,
+            created: jiff::Timestamp::now().to_string(),
+            cgroup_path,
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            owner: "root".into(),
+            started: false,
+        };
+        state.save(&dir)?;
+        if let Some(pf) = &opts.pid_file {
+            write_pid_file(pf, init_pid)?;
+        }
+        cleanup.armed = false;
+        drop(lock);
+        Ok(init_pid)
+    }
+}
+
+/// Writes a pid file atomically (as containerd and conmon read it).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, pid.to_string()).sys("write", tmp.display())?;
+    std::fs::rename(&tmp, path).sys("rename", path.display())
+}

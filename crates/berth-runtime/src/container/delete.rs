@@ -1,0 +1,45 @@
+//! `delete`: removes a stopped (or, with force, any) container: processes killed,
+//! cgroup removed, poststop hooks run, state directory gone.
+
+use super::Runtime;
+use crate::error::{Result, RuntimeError};
+use crate::state::Status;
+
+impl Runtime {
+    /// Deletes container `id`.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let dir = self.dir(id);
+        let _lock = self.lock(id)?;
+        let st = match self.load(id) {
+            Ok(st) => st,
+            Err(RuntimeError::NotFound(_)) => {
+                // A create that died before writing its state: just the directory.
+                let _ = std::fs::remove_dir_all(&dir);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let status = self.status(&st);
+        if !status.can_delete() && !force {
+            return Err(RuntimeError::State(format!(
+                "cannot delete container {id} that is not stopped: {}",
+                status.as_str()
+            )));
+        }
+        let cg = self.cgroup(&st)?;
+        if status != Status::Stopped {
+            berth_cgroups::kill_all(&cg)?;
+        }
+        cg.destroy()?;
+        if let Ok(spec) = crate::spec::load(&st.bundle)
+            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
+        {
+            let state = super::create::hook_state(&spec, id, "stopped", st.pid, &st.bundle);
+            if let Err(e) = crate::hooks::run("poststop", h, &state) {
+                eprintln!("warning: {e}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::sys("remove", dir.display(), e))?;
+        Ok(())
+    }
+}

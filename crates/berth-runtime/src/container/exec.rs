@@ -1,0 +1,129 @@
+//! `exec`: a new process in a running container: into its cgroup, through its
+//! namespaces (a second fork enters its pid namespace), with the container's
+//! seccomp profile unless the process brings its own settings.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::Process;
+
+use super::Runtime;
+use crate::error::{Result, RuntimeError, SysContext};
+use crate::process::channel::{self, ToChild, ToParent};
+use crate::process::init::exec_child;
+use crate::process::{Forked, clone_process};
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Unix socket to send the terminal master to.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the process's pid.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A started exec'd process.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecResult {
+    /// Its host pid (a child of the caller, which is made a subreaper).
+    pub pid: i32,
+}
+
+impl Runtime {
+    /// Starts `process` in container `id`.
+    pub fn exec(&self, id: &str, process: &Process, opts: &ExecOptions) -> Result<ExecResult> {
+        let console = match &opts.console_socket {
+            Some(p) => Some(crate::tty::connect(p)?),
+            None => None,
+        };
+        self.exec_with_console(id, process, opts, console)
+    }
+
+    /// [`Runtime::exec`] with an already connected console socket.
+    pub fn exec_with_console(
+        &self,
+        id: &str,
+        process: &Process,
+        opts: &ExecOptions,
+        console: Option<std::os::fd::OwnedFd>,
+    ) -> Result<ExecResult> {
+        let st = self.load(id)?;
+        if !self.status(&st).can_exec() {
+            return Err(RuntimeError::State(
+                "cannot exec in a stopped container".into(),
+            ));
+        }
+        let spec = crate::spec::load(&st.bundle)?;
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let cg = self.cgroup(&st)?;
+        let (parent, child) = channel::pair()?;
+        // The exec'd process is a grandchild: become its reaper.
+        // SAFETY: prctl with constant arguments.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let mid = match clone_process(0).sys("fork", format!("exec in {id}"))? {
+            Forked::Child => {
+                drop(parent);
+                exec_child(st.pid, process, seccomp.as_ref(), console, child);
+            }
+            Forked::Parent(p) => p,
+        };
+        drop(child);
+        drop(console);
+        let reap_mid = || {
+            // SAFETY: waitpid on our child.
+            unsafe {
+                libc::waitpid(mid, std::ptr::null_mut(), 0);
+            }
+        };
+        if let Err(e) = cg.add_pid(mid) {
+            // SAFETY: kill our child.
+            unsafe {
+                libc::kill(mid, libc::SIGKILL);
+            }
+            reap_mid();
+            return Err(e.into());
+        }
+        parent.send(&ToChild::Go)?;
+        let mut pid = None;
+        loop {
+            match parent.recv::<ToParent>()? {
+                Some(ToParent::Pid(p)) => {
+                    reap_mid();
+                    pid = Some(p);
+                }
+                Some(ToParent::Ready) => break,
+                Some(ToParent::Error(e)) => {
+                    if pid.is_none() {
+                        reap_mid();
+                    }
+                    if let Some(p) = pid {
+                        // SAFETY: reap the failed grandchild.
+                        unsafe {
+                            libc::waitpid(p, std::ptr::null_mut(), 0);
+                        }
+                    }
+                    return Err(e.into());
+                }
+                Some(other) => {
+                    return Err(RuntimeError::Init(format!(
+                        "unexpected message from exec: {other:?}"
+                    )));
+                }
+                None => {
+                    if pid.is_none() {
+                        reap_mid();
+                    }
+                    return Err(RuntimeError::Init(
+                        "the exec'd process exited before it was ready".into(),
+                    ));
+                }
+            }
+        }
+        let pid = pid.ok_or_else(|| RuntimeError::Init("exec: no pid reported".into()))?;
+        if let Some(pf) = &opts.pid_file {
+            super::create::write_pid_file(pf, pid)?;
+        }
+        Ok(ExecResult { pid })
+    }
+}

@@ -1,0 +1,75 @@
+//! OCI hooks: each runs with the container's state JSON on stdin, its own args
+//! and env, and an optional timeout; a failing hook fails the operation (except
+//! poststart and poststop, whose failures are only reported, per the spec).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Hook;
+
+use crate::error::{Result, RuntimeError};
+
+/// Runs `hooks` of kind `kind` (for messages) with `state` on stdin.
+pub fn run(kind: &'static str, hooks: &[Hook], state: &serde_json::Value) -> Result<()> {
+    for h in hooks {
+        run_one(kind, h, state)?;
+    }
+    Ok(())
+}
+
+fn run_one(kind: &'static str, h: &Hook, state: &serde_json::Value) -> Result<()> {
+    let path = h.path().display().to_string();
+    let fail = |msg: String| RuntimeError::Hook {
+        kind,
+        path: path.clone(),
+        msg,
+    };
+    let mut cmd = Command::new(h.path());
+    if let Some(args) = h.args()
+        && let Some((argv0, rest)) = args.split_first()
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.arg0(argv0);
+        cmd.args(rest);
+    }
+    cmd.env_clear();
+    for e in h.env().iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(state.to_string().as_bytes());
+    }
+    let deadline = h
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t.max(0) as u64));
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+            if st.success() {
+                return Ok(());
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(fail(format!("{st}: {}", err.trim())));
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!(
+                "timed out after {}s",
+                h.timeout().unwrap_or(0)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,27 @@
+//! berth's OCI runtime library. It sees only a bundle (config.json + rootfs):
+//! namespaces, cgroups (through berth-cgroups), the rootfs and its mounts,
+//! devices, pivot_root, capabilities, rlimits, seccomp, terminals and hooks, and
+//! the lifecycle verbs over per-container state directories.
+//!
+//! Process rule: [`Runtime::create`] and [`Runtime::exec`] fork; call them from a
+//! single-threaded process (the `berth` and `berth-runtime` binaries are; the
+//! engine's monitor is).
+#![deny(missing_docs)]
+
+pub mod capabilities;
+pub mod container;
+pub mod error;
+pub mod hooks;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod tty;
+pub mod wait;
+
+pub use container::kill::parse_signal;
+pub use container::{CreateOptions, ExecOptions, Runtime};
+pub use error::{Result, RuntimeError};
+pub use state::Status;

@@ -1,0 +1,336 @@
+//! The child side: a container's init (namespaces joined, hostname, rootfs,
+//! pivot_root, terminal, credentials, seccomp, then waiting on the exec fifo
+//! until `start`) and an `exec`'d process (namespaces of a running container
+//! joined, then the same last steps). Every failure goes back to the runtime as
+//! a message; nothing here returns.
+
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use rustix::fs::{Mode, OFlags};
+
+use super::channel::{Channel, InitError, ToChild, ToParent};
+use super::{prepare_exec, reset_signals, set_rlimits, set_user};
+use crate::capabilities;
+use crate::error::RuntimeError;
+use crate::namespaces::{self, Plan};
+use crate::rootfs::{self, RootfsContext};
+use crate::seccomp;
+
+/// What the container's init needs.
+pub struct InitArgs<'a> {
+    /// The spec.
+    pub spec: &'a Spec,
+    /// The rootfs (host path).
+    pub rootfs: &'a Path,
+    /// Namespaces to create and join.
+    pub plan: &'a Plan,
+    /// The exec fifo (host path).
+    pub fifo: &'a Path,
+    /// The console socket, connected, when the process has a terminal.
+    pub console: Option<OwnedFd>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// The container's cgroup directories.
+    pub cgroup_paths: Vec<(String, PathBuf)>,
+    /// Descriptors 3..3+n stay open for the process.
+    pub preserve_fds: u32,
+    /// The state JSON handed to in-container hooks.
+    pub state: serde_json::Value,
+}
+
+fn other(e: RuntimeError) -> InitError {
+    match e {
+        RuntimeError::ExecNotFound(p) => InitError::NotFound(p),
+        RuntimeError::ExecPermission(p) => InitError::Permission(p),
+        e => InitError::Other(e.to_string()),
+    }
+}
+
+fn wait_go(chan: &Channel) -> Result<(), InitError> {
+    match chan.recv::<ToChild>().map_err(other)? {
+        Some(ToChild::Go) => Ok(()),
+        other => Err(InitError::Other(format!(
+            "runtime sent {other:?} instead of Go"
+        ))),
+    }
+}
+
+/// Runs the container's init. Never returns.
+pub fn container_init(a: InitArgs, chan: Channel) -> ! {
+    match run(a, &chan) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let _ = chan.send(&ToParent::Error(e));
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
+    wait_go(chan)?;
+    let spec = a.spec;
+    let linux = spec.linux().as_ref();
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Other("process: missing".into()))?;
+
+    if a.plan.user {
+        // Become root of the new user namespace (the mappings are written).
+        // SAFETY: credential syscalls.
+        unsafe {
+            libc::setresgid(0, 0, 0);
+            libc::setresuid(0, 0, 0);
+        }
+    }
+    for (t, path) in &a.plan.join {
+        if *t == LinuxNamespaceType::User {
+            namespaces::join(*t, path).map_err(other)?;
+        }
+    }
+    for (t, path) in &a.plan.join {
+        if *t != LinuxNamespaceType::User && *t != LinuxNamespaceType::Mount {
+            namespaces::join(*t, path).map_err(other)?;
+        }
+    }
+    if a.plan.join_pid {
+        // A joined pid namespace applies to children: the next fork is init.
+        match super::clone_process(0)
+            .map_err(|e| InitError::Other(format!("fork into the pid namespace: {e}")))?
+        {
+            super::Forked::Parent(pid) => {
+                chan.send(&ToParent::Pid(pid)).map_err(other)?;
+                // SAFETY: the intermediate process is done; the runtime is its subreaper.
+                unsafe { libc::_exit(0) }
+            }
+            super::Forked::Child => {}
+        }
+    }
+    for (t, path) in &a.plan.join {
+        if *t == LinuxNamespaceType::Mount {
+            namespaces::join(*t, path).map_err(other)?;
+        }
+    }
+    // SAFETY: setsid in the fresh process; it is not a group leader.
+    unsafe {
+        libc::setsid();
+    }
+    let has_ns = |t: LinuxNamespaceType| {
+        linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
+    };
+    if has_ns(LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname() {
+            rustix::system::sethostname(h.as_bytes())
+                .map_err(|e| InitError::Other(format!("sethostname {h:?}: {e}")))?;
+        }
+        if let Some(d) = spec.domainname() {
+            rustix::system::setdomainname(d.as_bytes())
+                .map_err(|e| InitError::Other(format!("setdomainname {d:?}: {e}")))?;
+        }
+    }
+    if !a.plan.mount {
+        return Err(InitError::Other(
+            "linux.namespaces: a mount namespace is required".into(),
+        ));
+    }
+    rootfs::prepare(
+        spec,
+        &RootfsContext {
+            rootfs: a.rootfs,
+            userns: a.plan.user,
+            cgroupns: has_ns(LinuxNamespaceType::Cgroup),
+            cgroup_paths: &a.cgroup_paths,
+        },
+    )
+    .map_err(other)?;
+    // Hooks in the runtime's namespaces, then in ours, both before pivot_root.
+    chan.send(&ToParent::RunCreateHooks).map_err(other)?;
+    match chan.recv::<ToChild>().map_err(other)? {
+        Some(ToChild::HooksDone) => {}
+        other_msg => {
+            return Err(InitError::Other(format!(
+                "runtime sent {other_msg:?} instead of HooksDone"
+            )));
+        }
+    }
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+    {
+        crate::hooks::run("createContainer", h, &a.state).map_err(other)?;
+    }
+    // The fifo lives on the host: hold it by an O_PATH descriptor across pivot_root.
+    let fifo = rustix::fs::open(a.fifo, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| InitError::Other(format!("open {}: {e}", a.fifo.display())))?;
+    rootfs::pivot(a.rootfs, a.no_pivot).map_err(other)?;
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let p = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&p, v).map_err(|e| InitError::Other(format!("write {p}: {e}")))?;
+        }
+    }
+    rootfs::finish(spec).map_err(other)?;
+    if process.terminal() == Some(true) {
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let master = crate::tty::setup_in_container(size).map_err(other)?;
+        let sock = a.console.as_ref().ok_or_else(|| {
+            InitError::Other("process.terminal is set but no console socket was given".into())
+        })?;
+        crate::tty::send_fd(sock, &master, "/dev/pts/ptmx").map_err(other)?;
+    }
+    drop(a.console);
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())
+            .map_err(|e| InitError::Other(format!("write /proc/self/oom_score_adj: {e}")))?;
+    }
+    let filters = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => seccomp::compile(s).map_err(other)?,
+        None => Vec::new(),
+    };
+    let exec = finish_process(process, &filters)?;
+    super::cloexec_from(3 + a.preserve_fds);
+    chan.send(&ToParent::Ready).map_err(other)?;
+    // Block until `start` opens the fifo for reading.
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let w = rustix::fs::open(
+        path.as_str(),
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InitError::Other(format!("open exec fifo: {e}")))?;
+    rustix::io::write(&w, b"0").map_err(|e| InitError::Other(format!("write exec fifo: {e}")))?;
+    drop(w);
+    drop(fifo);
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().as_ref())
+    {
+        crate::hooks::run("startContainer", h, &a.state).map_err(other)?;
+    }
+    if process.no_new_privileges() == Some(true) {
+        seccomp::install(&filters).map_err(other)?;
+    }
+    let e = super::execve(&exec);
+    // The runtime has gone by now: say it where the user will see it.
+    eprintln!("berth-runtime: {}", RuntimeError::from(e));
+    // SAFETY: leaving the failed child.
+    unsafe { libc::_exit(127) }
+}
+
+/// rlimits, cwd, no_new_privs, seccomp (early when no_new_privs is not set, as
+/// it then needs CAP_SYS_ADMIN), bounding set, user, capabilities, signals, and
+/// the executable resolved as the final user.
+pub fn finish_process(
+    process: &Process,
+    filters: &[seccompiler::BpfProgram],
+) -> Result<super::Exec, InitError> {
+    set_rlimits(process)?;
+    std::env::set_current_dir(process.cwd())
+        .map_err(|e| InitError::Other(format!("chdir {}: {e}", process.cwd().display())))?;
+    let nnp = process.no_new_privileges() == Some(true);
+    if nnp {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(InitError::Other(format!(
+                "prctl(PR_SET_NO_NEW_PRIVS): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    let caps = process.capabilities().as_ref();
+    capabilities::drop_bounding(caps).map_err(other)?;
+    if !nnp {
+        seccomp::install(filters).map_err(other)?;
+    }
+    set_user(process)?;
+    capabilities::apply(caps).map_err(other)?;
+    reset_signals();
+    prepare_exec(process)
+}
+
+/// The `exec`'d process (already in the container's cgroup): joins the
+/// namespaces of `pid`, forks into its pid namespace and runs. Never returns.
+pub fn exec_child(
+    pid: i32,
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    console: Option<OwnedFd>,
+    chan: Channel,
+) -> ! {
+    let r = (|| -> Result<Infallible, InitError> {
+        wait_go(&chan)?;
+        let own = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).ok();
+        let theirs = |n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).ok();
+        for t in [
+            LinuxNamespaceType::User,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Time,
+            LinuxNamespaceType::Mount,
+        ] {
+            let n = namespaces::proc_name(t);
+            if theirs(n).is_some() && theirs(n) != own(n) {
+                namespaces::join(t, Path::new(&format!("/proc/{pid}/ns/{n}"))).map_err(other)?;
+            }
+        }
+        match super::clone_process(0)
+            .map_err(|e| InitError::Other(format!("fork into the container: {e}")))?
+        {
+            super::Forked::Parent(child) => {
+                chan.send(&ToParent::Pid(child)).map_err(other)?;
+                // SAFETY: the intermediate is done; the runtime is the subreaper.
+                unsafe { libc::_exit(0) }
+            }
+            super::Forked::Child => {}
+        }
+        // SAFETY: setsid in the new process.
+        unsafe {
+            libc::setsid();
+        }
+        if process.terminal() == Some(true) {
+            let size = process
+                .console_size()
+                .as_ref()
+                .map(|b| (b.height() as u16, b.width() as u16));
+            let master = crate::tty::setup_in_container(size).map_err(other)?;
+            let sock = console.as_ref().ok_or_else(|| {
+                InitError::Other("process.terminal is set but no console socket was given".into())
+            })?;
+            crate::tty::send_fd(sock, &master, "/dev/pts/ptmx").map_err(other)?;
+        }
+        drop(console);
+        let filters = match seccomp {
+            Some(s) => crate::seccomp::compile(s).map_err(other)?,
+            None => Vec::new(),
+        };
+        let exec = finish_process(process, &filters)?;
+        super::cloexec_from(3);
+        if process.no_new_privileges() == Some(true) {
+            crate::seccomp::install(&filters).map_err(other)?;
+        }
+        // The channel is close-on-exec: the runtime sees it close when exec succeeds.
+        chan.send(&ToParent::Ready).map_err(other)?;
+        let e = super::execve(&exec);
+        eprintln!("berth-runtime: {}", RuntimeError::from(e));
+        // SAFETY: leaving the failed child.
+        unsafe { libc::_exit(127) }
+    })();
+    let Err(e) = r;
+    let _ = chan.send(&ToParent::Error(e));
+    // SAFETY: leaving the child.
+    unsafe { libc::_exit(1) }
+}

@@ -1,0 +1,295 @@
+//! Process creation and the last steps before exec, shared by a container's
+//! init and by `exec`: clone3 (falling back to clone) from a single-threaded
+//! caller, rlimits within the hard limits the caller has, oom_score_adj, user and
+//! groups, capabilities, no_new_privs, seccomp, executable lookup, and execve.
+
+pub mod channel;
+pub mod init;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use channel::InitError;
+
+/// The result of [`clone_process`].
+pub enum Forked {
+    /// In the child.
+    Child,
+    /// In the parent, with the child's pid.
+    Parent(i32),
+}
+
+/// Forks with `flags` (CLONE_NEW*), via clone3 or clone. The caller must be
+/// single-threaded: the child continues on a copy of the caller's stack.
+pub fn clone_process(flags: libc::c_int) -> std::io::Result<Forked> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let args = CloneArgs {
+        flags: flags as u32 as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without a new stack behaves like fork; the caller is
+    // single-threaded, so the child may run arbitrary code.
+    let mut r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        // SAFETY: raw clone with a null stack, same semantics as above.
+        r = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+    }
+    match r {
+        r if r < 0 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// What execve needs, resolved before the process is reported ready.
+pub struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn cstr(s: &str) -> Result<CString, InitError> {
+    CString::new(s).map_err(|_| InitError::Other(format!("{s:?} contains a NUL byte")))
+}
+
+fn executable(p: &Path) -> Result<(), InitError> {
+    let shown = p.display().to_string();
+    let md = std::fs::metadata(p).map_err(|_| InitError::NotFound(shown.clone()))?;
+    if md.is_dir() {
+        return Err(InitError::Permission(shown));
+    }
+    let c =
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| InitError::NotFound(shown.clone()))?;
+    // SAFETY: access(2) on a valid path, with the process's final credentials.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        return Err(InitError::Permission(shown));
+    }
+    Ok(())
+}
+
+/// Resolves the executable the way Go's exec.LookPath (and so runc) does.
+pub fn prepare_exec(p: &Process) -> Result<Exec, InitError> {
+    let args = p.args().clone().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        return Err(InitError::Other("process.args is empty".into()));
+    };
+    let env = p.env().clone().unwrap_or_default();
+    let path = if arg0.contains('/') {
+        executable(Path::new(arg0))?;
+        PathBuf::from(arg0)
+    } else {
+        let search = env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        let mut found = None;
+        let mut denied = None;
+        for dir in search.split(':') {
+            let cand = Path::new(if dir.is_empty() { "." } else { dir }).join(arg0);
+            match executable(&cand) {
+                Ok(()) => {
+                    found = Some(cand);
+                    break;
+                }
+                Err(InitError::Permission(_)) if cand.exists() => denied = Some(cand),
+                Err(_) => {}
+            }
+        }
+        match (found, denied) {
+            (Some(f), _) => f,
+            (None, Some(_)) | (None, None) => return Err(InitError::NotFound(arg0.clone())),
+        }
+    };
+    Ok(Exec {
+        path: CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| InitError::NotFound(arg0.clone()))?,
+        argv: args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+        envp: env.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// execve; returns only on failure.
+pub fn execve(e: &Exec) -> InitError {
+    let argv: Vec<*const libc::c_char> = e
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = e
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: NULL-terminated arrays of valid C strings.
+    unsafe {
+        libc::execve(e.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    let err = std::io::Error::last_os_error();
+    let p = e.path.to_string_lossy().into_owned();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => InitError::NotFound(p),
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ENOEXEC) => InitError::Permission(p),
+        _ => InitError::Other(format!("exec {p}: {err}")),
+    }
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    match t {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+/// Sets rlimits. Without CAP_SYS_RESOURCE a hard limit cannot be raised above
+/// the current one: such limits are clamped to it instead of failing (podman
+/// fails here; docker users expect the container to start).
+pub fn set_rlimits(p: &Process) -> Result<(), InitError> {
+    for r in p.rlimits().iter().flatten() {
+        let res = rlimit_resource(r.typ());
+        let want = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: setrlimit/getrlimit with valid structs.
+        unsafe {
+            if libc::setrlimit(res, &want) == 0 {
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EPERM) {
+                return Err(InitError::Other(format!("setrlimit {:?}: {err}", r.typ())));
+            }
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(res, &mut cur);
+            let clamped = libc::rlimit {
+                rlim_max: want.rlim_max.min(cur.rlim_max),
+                rlim_cur: want.rlim_cur.min(cur.rlim_max),
+            };
+            if libc::setrlimit(res, &clamped) != 0 {
+                return Err(InitError::Other(format!(
+                    "setrlimit {:?}: {}",
+                    r.typ(),
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Switches to the spec's user: supplementary groups, gid, uid — keeping the
+/// permitted capabilities so they can be set afterwards.
+pub fn set_user(p: &Process) -> Result<(), InitError> {
+    let u = p.user();
+    let sys = |what: &str, r: libc::c_int| -> Result<(), InitError> {
+        if r != 0 {
+            return Err(InitError::Other(format!(
+                "{what}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    };
+    // SAFETY: credential syscalls with plain integer arguments.
+    unsafe {
+        sys(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+        )?;
+        let groups: Vec<libc::gid_t> = u.additional_gids().clone().unwrap_or_default();
+        let r = libc::setgroups(groups.len(), groups.as_ptr());
+        // setgroups is denied in user namespaces with setgroups=deny; only fatal
+        // when groups were asked for.
+        if r != 0 && !groups.is_empty() {
+            sys("setgroups", r)?;
+        }
+        sys("setresgid", libc::setresgid(u.gid(), u.gid(), u.gid()))?;
+        sys("setresuid", libc::setresuid(u.uid(), u.uid(), u.uid()))?;
+        if let Some(m) = u.umask() {
+            libc::umask(m as libc::mode_t);
+        } else {
+            libc::umask(0o022);
+        }
+    }
+    Ok(())
+}
+
+/// Makes every descriptor above `keep_upto` close on exec.
+pub fn cloexec_from(first: u32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// Unblocks every signal and restores the default disposition of SIGPIPE, so the
+/// user process starts as a shell would start it.
+pub fn reset_signals() {
+    // SAFETY: sigprocmask/signal with valid arguments.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

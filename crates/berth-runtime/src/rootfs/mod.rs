@@ -1,0 +1,363 @@
+//! The container's filesystem view, built inside its mount namespace: propagation,
+//! the rootfs bind, config.json's mounts (cgroup mounts expanded per hierarchy),
+//! device nodes and /dev links, pivot_root (or MS_MOVE + chroot for ramfs roots),
+//! then masked and read-only paths and a read-only root.
+
+pub mod devices;
+pub mod mount;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Result, RuntimeError, SysContext};
+use mount::{existing_flags, mount_at, open_target, parse_options, propagation_flag, sys_mount};
+
+/// What rootfs setup needs besides the spec.
+pub struct RootfsContext<'a> {
+    /// The rootfs directory (host path).
+    pub rootfs: &'a Path,
+    /// The container has its own user namespace.
+    pub userns: bool,
+    /// The container has its own cgroup namespace.
+    pub cgroupns: bool,
+    /// The container's cgroup directories, by v1 controller (empty name on v2).
+    pub cgroup_paths: &'a [(String, std::path::PathBuf)],
+}
+
+/// Everything before pivot_root.
+pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let prop = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flag)
+        .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+    sys_mount(None, "/", None, prop, None).sys("mount", "/ (propagation)")?;
+    let rootfs = ctx
+        .rootfs
+        .to_str()
+        .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
+    sys_mount(
+        Some(rootfs),
+        rootfs,
+        Some("bind"),
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .sys("mount", format!("{rootfs} (rootfs bind)"))?;
+    let rootfd = rustix::fs::open(
+        ctx.rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .sys("open", rootfs)?;
+    for m in spec.mounts().iter().flatten() {
+        let typ = m.typ().as_deref().unwrap_or("");
+        let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+        let dest = m.destination();
+        if typ == "cgroup" || typ == "cgroup2" {
+            mount_cgroup(&rootfd, dest, &opts, ctx)?;
+            continue;
+        }
+        let is_bind = opts.flags & libc::MS_BIND != 0 || typ == "bind";
+        let source = m.source().as_ref().map(|s| s.display().to_string());
+        let file_target = is_bind
+            && source
+                .as_deref()
+                .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+        if is_bind
+            && let Some(s) = &source
+            && std::fs::symlink_metadata(s).is_err()
+        {
+            return Err(RuntimeError::sys(
+                "mount",
+                format!("{s} on {}", dest.display()),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
+        let target = open_target(&rootfd, dest, file_target)?;
+        if is_bind {
+            mount_at(
+                source.as_deref(),
+                &target,
+                None,
+                opts.flags & (libc::MS_BIND | libc::MS_REC),
+                None,
+                dest,
+            )?;
+            // A bind takes its flags only on remount, of the new mount (re-resolved:
+            // the descriptor we mounted on still names the directory beneath).
+            let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
+            if extra != 0 {
+                let top = open_target(&rootfd, dest, file_target)?;
+                let keep = existing_flags(&mount::fd_path(&top)) & !opts.clear;
+                mount_at(
+                    None,
+                    &top,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | extra | keep,
+                    None,
+                    dest,
+                )?;
+            }
+        } else {
+            let flags = opts.flags;
+            let res = mount_at(
+                source.as_deref(),
+                &target,
+                Some(typ),
+                flags,
+                Some(&opts.data),
+                dest,
+            );
+            if let Err(e) = res {
+                // sysfs cannot be mounted in a user namespace without its own netns:
+                // bind the host's, read-only, as runc does.
+                if typ == "sysfs" && ctx.userns {
+                    mount_at(
+                        Some("/sys"),
+                        &target,
+                        None,
+                        libc::MS_BIND | libc::MS_REC,
+                        None,
+                        dest,
+                    )?;
+                    let top = open_target(&rootfd, dest, false)?;
+                    mount_at(
+                        None,
+                        &top,
+                        None,
+                        libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | existing_flags(&mount::fd_path(&top)),
+                        None,
+                        dest,
+                    )?;
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        if !opts.propagation.is_empty() {
+            let top = open_target(&rootfd, dest, file_target)?;
+            for p in &opts.propagation {
+                mount_at(None, &top, None, *p, None, dest)?;
+            }
+        }
+    }
+    devices::create(spec, &rootfd, ctx.userns)?;
+    Ok(())
+}
+
+/// cgroup mounts: a cgroup2 mount, or for v1 a tmpfs with one mount per
+/// hierarchy (the container's own cgroup as its root when it has a cgroup
+/// namespace, else a bind of its directory).
+fn mount_cgroup(
+    rootfd: &OwnedFd,
+    dest: &Path,
+    opts: &mount::Options,
+    ctx: &RootfsContext,
+) -> Result<()> {
+    let base_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let ro = opts.flags & libc::MS_RDONLY;
+    let target = open_target(rootfd, dest, false)?;
+    let v2 = ctx.cgroup_paths.len() == 1 && ctx.cgroup_paths[0].0.is_empty();
+    if v2 {
+        if ctx.cgroupns {
+            return mount_at(
+                Some("cgroup2"),
+                &target,
+                Some("cgroup2"),
+                base_flags | ro,
+                None,
+                dest,
+            );
+        }
+        let src = ctx.cgroup_paths[0].1.display().to_string();
+        mount_at(
+            Some(&src),
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+            dest,
+        )?;
+        let top = open_target(rootfd, dest, false)?;
+        return mount_at(
+            None,
+            &top,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | base_flags | ro,
+            None,
+            dest,
+        );
+    }
+    mount_at(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        base_flags,
+        Some("mode=755"),
+        dest,
+    )?;
+    // Group controllers by hierarchy directory name as mounted on the host.
+    let mut done = std::collections::BTreeSet::new();
+    for h in berth_cgroups::v1::hierarchies() {
+        let name = h
+            .mountpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        let sub = dest.join(&name);
+        let t = open_target(rootfd, &sub, false)?;
+        if ctx.cgroupns {
+            mount_at(
+                Some("cgroup"),
+                &t,
+                Some("cgroup"),
+                base_flags | ro,
+                Some(&h.controllers.join(",")),
+                &sub,
+            )?;
+        } else {
+            let dir = ctx
+                .cgroup_paths
+                .iter()
+                .find(|(c, _)| h.controllers.contains(c))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| h.mountpoint.clone());
+            mount_at(
+                Some(&dir.display().to_string()),
+                &t,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+                &sub,
+            )?;
+            let top = open_target(rootfd, &sub, false)?;
+            mount_at(
+                None,
+                &top,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | base_flags | ro,
+                None,
+                &sub,
+            )?;
+        }
+        // cpu,cpuacct mounted together: also reachable as cpu and cpuacct.
+        if h.controllers.len() > 1 {
+            let parent = open_target(rootfd, dest, false)?;
+            let dirfd = rustix::fs::openat(
+                &parent,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .sys("open", dest.display())?;
+            for c in h.controllers.iter().filter(|c| **c != name) {
+                let _ = rustix::fs::symlinkat(name.as_str(), &dirfd, c.as_str());
+            }
+        }
+    }
+    if ro != 0 {
+        let top = open_target(rootfd, dest, false)?;
+        mount_at(
+            None,
+            &top,
+            None,
+            libc::MS_REMOUNT | base_flags | libc::MS_RDONLY,
+            Some("mode=755"),
+            dest,
+        )?;
+    }
+    Ok(())
+}
+
+/// pivot_root into `rootfs` and detach the old root; `no_pivot` moves the root
+/// mount and chroots instead (for roots on ramfs, where pivot_root fails).
+pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    let r = rootfs.display();
+    std::env::set_current_dir(rootfs).sys("chdir", &r)?;
+    if no_pivot {
+        sys_mount(Some("."), "/", None, libc::MS_MOVE, None)
+            .sys("mount", format!("{r} (MS_MOVE to /)"))?;
+        rustix::process::chroot(".").sys("chroot", &r)?;
+        return std::env::set_current_dir("/").sys("chdir", "/");
+    }
+    rustix::process::pivot_root(".", ".").sys("pivot_root", &r)?;
+    // The old root is stacked under the new one at "."; make it private to us
+    // before detaching so the unmount does not propagate to the host.
+    sys_mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
+        .sys("mount", "old root (slave)")?;
+    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).sys("umount2", "old root")?;
+    std::env::set_current_dir("/").sys("chdir", "/")
+}
+
+/// After pivot_root: masked and read-only paths, then the read-only root.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match sys_mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => {
+                return Err(RuntimeError::sys(
+                    "mount",
+                    format!("{p} (readonly bind)"),
+                    e,
+                ));
+            }
+        }
+        let keep = existing_flags(p);
+        sys_mount(
+            None,
+            p,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | keep,
+            None,
+        )
+        .sys("mount", format!("{p} (readonly remount)"))?;
+    }
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let md = match std::fs::metadata(p) {
+            Ok(md) => md,
+            Err(_) => continue,
+        };
+        let r = if md.is_dir() {
+            sys_mount(Some("tmpfs"), p, Some("tmpfs"), libc::MS_RDONLY, None)
+        } else {
+            sys_mount(Some("/dev/null"), p, None, libc::MS_BIND, None)
+        };
+        r.sys("mount", format!("{p} (masked)"))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        let keep = existing_flags("/");
+        sys_mount(
+            None,
+            "/",
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep,
+            None,
+        )
+        .sys("mount", "/ (read-only root)")?;
+    }
+    Ok(())
+}

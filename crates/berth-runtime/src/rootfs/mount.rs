@@ -1,0 +1,258 @@
+//! Mount entries of config.json: option parsing into flags, propagation and data,
+//! mount points resolved inside the rootfs (never through a symlink out of it),
+//! and the mount itself through `/proc/self/fd/N` of the resolved target.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::AsFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Result, RuntimeError};
+
+/// Parsed mount options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// MS_* flags.
+    pub flags: libc::c_ulong,
+    /// Flags to clear (from `rw`, `suid`, …) when remounting.
+    pub clear: libc::c_ulong,
+    /// Propagation flags (applied with a separate mount call).
+    pub propagation: Vec<libc::c_ulong>,
+    /// Filesystem-specific data (`mode=755,size=65536k`).
+    pub data: String,
+}
+
+/// Parses an OCI options list.
+pub fn parse_options(opts: &[String]) -> Options {
+    let mut o = Options::default();
+    let mut data = Vec::new();
+    for opt in opts {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match opt.as_str() {
+            "ro" | "rdonly" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            "remount" => (libc::MS_REMOUNT, 0),
+            "mand" => (libc::MS_MANDLOCK, 0),
+            "nomand" => (0, libc::MS_MANDLOCK),
+            "atime" => (0, libc::MS_NOATIME),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "norelatime" => (0, libc::MS_RELATIME),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "nostrictatime" => (0, libc::MS_STRICTATIME),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                o.propagation.push(propagation_flag(opt).expect("listed"));
+                continue;
+            }
+            "defaults" => continue,
+            _ => {
+                data.push(opt.clone());
+                continue;
+            }
+        };
+        o.flags |= set;
+        o.flags &= !clear;
+        o.clear |= clear;
+    }
+    o.data = data.join(",");
+    o
+}
+
+/// MS_* for a propagation name.
+pub fn propagation_flag(name: &str) -> Option<libc::c_ulong> {
+    Some(match name {
+        "private" => libc::MS_PRIVATE,
+        "rprivate" => libc::MS_PRIVATE | libc::MS_REC,
+        "shared" => libc::MS_SHARED,
+        "rshared" => libc::MS_SHARED | libc::MS_REC,
+        "slave" => libc::MS_SLAVE,
+        "rslave" => libc::MS_SLAVE | libc::MS_REC,
+        "unbindable" => libc::MS_UNBINDABLE,
+        "runbindable" => libc::MS_UNBINDABLE | libc::MS_REC,
+        _ => return None,
+    })
+}
+
+/// mount(2) with C strings; paths may be `/proc/self/fd/N`.
+pub fn sys_mount(
+    source: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> std::io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let src = source.map(c).transpose()?;
+    let tgt = c(target)?;
+    let typ = fstype.map(c).transpose()?;
+    let dat = data.filter(|d| !d.is_empty()).map(c).transpose()?;
+    // SAFETY: all pointers are valid NUL-terminated strings or null.
+    let r = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            tgt.as_ptr(),
+            typ.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            dat.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The `/proc/self/fd/N` path of an open descriptor.
+pub fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens (creating when missing) `dest` inside `root` as a descriptor to mount
+/// on: a directory, or an empty file when `file` (for bind mounts of files).
+/// Resolution stays inside the rootfs (libpathrs, `openat2(RESOLVE_IN_ROOT)`);
+/// a path through a dangling symlink is refused rather than created, as runc does.
+pub fn open_target(root: &OwnedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    let r = pathrs::RootRef::from_fd(root.as_fd());
+    let err = |e: pathrs::error::Error| {
+        RuntimeError::sys("open", dest.display(), std::io::Error::other(e.to_string()))
+    };
+    if let Ok(h) = r.resolve(dest) {
+        return Ok(h.into());
+    }
+    if file {
+        let parent = dest.parent().unwrap_or(Path::new("/"));
+        r.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
+            .map_err(err)?;
+        r.create_file(
+            dest,
+            pathrs::flags::OpenFlags::O_WRONLY,
+            &std::fs::Permissions::from_mode(0o644),
+        )
+        .map_err(err)?;
+        return r.resolve(dest).map(Into::into).map_err(err);
+    }
+    r.mkdir_all(dest, &std::fs::Permissions::from_mode(0o755))
+        .map(Into::into)
+        .map_err(err)
+}
+
+/// Mounts `source` (a host path, or a filesystem name) on `target_fd`.
+pub fn mount_at(
+    source: Option<&str>,
+    target: &OwnedFd,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+    shown: &Path,
+) -> Result<()> {
+    sys_mount(source, &fd_path(target), fstype, flags, data).map_err(|e| {
+        RuntimeError::sys(
+            "mount",
+            format!("{} on {}", source.unwrap_or("none"), shown.display()),
+            e,
+        )
+    })
+}
+
+/// The flags a mount already has (statvfs), so a read-only remount keeps its
+/// locked flags (nosuid, nodev, noexec) and does not fail with EPERM.
+pub fn existing_flags(path: &str) -> libc::c_ulong {
+    let c = match CString::new(path) {
+        Ok(c) => c,
+        Err(_) => return 0,
+    };
+    // SAFETY: statvfs on a valid path into a zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let mut f = 0;
+    let map = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+    ];
+    for (st_flag, ms) in map {
+        if st.f_flag & st_flag != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+/// Lets an `&OsStr` be used where bytes are wanted.
+pub fn os_bytes(s: &OsStr) -> &[u8] {
+    s.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse_options(&[
+            "nosuid".into(),
+            "strictatime".into(),
+            "mode=755".into(),
+            "size=65536k".into(),
+            "rprivate".into(),
+        ]);
+        assert_eq!(o.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(o.data, "mode=755,size=65536k");
+        assert_eq!(o.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
+        let o = parse_options(&["rbind".into(), "ro".into()]);
+        assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
+        let o = parse_options(&["ro".into(), "rw".into()]);
+        assert_eq!(o.flags & libc::MS_RDONLY, 0);
+    }
+
+    #[test]
+    fn targets_resolve_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        let rfd = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        // Through a symlink that points out of the root: refused, nothing created outside.
+        assert!(open_target(&rfd, Path::new("/evil/sub"), false).is_err());
+        assert!(!outside.join("sub").exists(), "nothing created outside");
+        let inside = root.join(outside.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        open_target(&rfd, Path::new("/evil/sub"), false).unwrap();
+        assert!(
+            !outside.join("sub").exists(),
+            "the symlink resolved inside the root"
+        );
+        assert!(inside.join("sub").is_dir());
+        open_target(&rfd, Path::new("/etc/hosts"), true).unwrap();
+        assert!(root.join("etc/hosts").is_file());
+    }
+}
