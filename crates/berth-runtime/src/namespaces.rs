@@ -49,6 +49,9 @@ pub struct Plan {
     pub mount: bool,
     /// Whether a pid namespace is joined (needs a second fork).
     pub join_pid: bool,
+    /// A new cgroup namespace, unshared by init once it is in its cgroup (so the
+    /// namespace's root is the container's cgroup), not at clone time.
+    pub new_cgroup: bool,
 }
 
 const ORDER: [LinuxNamespaceType; 8] = [
@@ -76,6 +79,7 @@ pub fn plan(list: &[LinuxNamespace]) -> Plan {
                     p.join_pid = true;
                 }
             }
+            None if t == LinuxNamespaceType::Cgroup => p.new_cgroup = true,
             None => p.new_flags |= clone_flag(t),
         }
         if t == LinuxNamespaceType::User {

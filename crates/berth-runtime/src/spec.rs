@@ -12,7 +12,19 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     let p = bundle.join("config.json");
     let data = std::fs::read(&p)
         .map_err(|e| RuntimeError::Spec(format!("cannot read {}: {e}", p.display())))?;
-    let spec: Spec = serde_json::from_slice(&data)
+    let raw: serde_json::Value = serde_json::from_slice(&data)
+        .map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))?;
+    if raw
+        .get("ociVersion")
+        .and_then(|v| v.as_str())
+        .is_none_or(str::is_empty)
+    {
+        return Err(RuntimeError::Spec(format!(
+            "{}: ociVersion: missing",
+            p.display()
+        )));
+    }
+    let spec: Spec = serde_json::from_value(raw)
         .map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))?;
     Ok(spec)
 }

@@ -97,6 +97,16 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
             namespaces::join(*t, path).map_err(other)?;
         }
     }
+    if a.plan.new_cgroup {
+        // Now that the runtime has moved us into the container's cgroup.
+        // SAFETY: unshare with a constant flag.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(InitError::Other(format!(
+                "unshare(CLONE_NEWCGROUP): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
     if a.plan.join_pid {
         // A joined pid namespace applies to children: the next fork is init.
         match super::clone_process(0)

@@ -113,6 +113,7 @@ enum Cmd {
         /// Container id.
         id: String,
         /// The command (when --process is not given).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
         /// A process.json.
         #[arg(short, long)]

@@ -1,0 +1,434 @@
+//! End to end: the `berth-runtime` binary (runc's CLI) on busybox bundles —
+//! isolation, limits, lifecycle, exec, terminals, seccomp and bad configs.
+//! Each test has its own state root and container id, and deletes its
+//! container when it ends, even on failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{busybox_tar, tool};
+use serde_json::{Value, json};
+
+fn runtime_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth-runtime")
+}
+
+/// A bundle with a busybox rootfs, a state root, and a container id; the
+/// container is force-deleted on drop.
+struct Bundle {
+    dir: tempfile::TempDir,
+    id: String,
+}
+
+impl Bundle {
+    fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-rt-")
+            .tempdir()
+            .unwrap();
+        let rootfs = dir.path().join("bundle/rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        tool(
+            "tar",
+            &[
+                "-C",
+                rootfs.to_str().unwrap(),
+                "-xf",
+                busybox_tar().to_str().unwrap(),
+            ],
+        );
+        let b = Bundle {
+            id: format!(
+                "t{}-{}",
+                std::process::id(),
+                dir.path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('.', "")
+            ),
+            dir,
+        };
+        let out = Command::new(runtime_bin())
+            .args(["spec", "--bundle"])
+            .arg(b.bundle())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        b.edit(|c| {
+            c["process"]["terminal"] = json!(false);
+            c["process"]["args"] = json!(args);
+            c["root"]["readonly"] = json!(false);
+        });
+        b
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut Value)) {
+        let p = self.bundle().join("config.json");
+        let mut c: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut c);
+        std::fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(runtime_bin());
+        c.arg("--root").arg(self.root()).args(args);
+        c
+    }
+
+    fn rt(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// For `create` and `run -d`: the container keeps the stdio it is given, so
+    /// give it files instead of the pipes `output()` would wait on.
+    fn rt_detached(&self, args: &[&str]) -> Output {
+        let log = self.dir.path().join("detached.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let st = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .status()
+            .unwrap();
+        Output {
+            status: st,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&log).unwrap_or_default(),
+        }
+    }
+
+    /// `run` in the foreground: (exit code, stdout, stderr).
+    fn run(&self) -> (i32, String, String) {
+        let o = self.rt(&["run", "-b", self.bundle().to_str().unwrap(), &self.id]);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd(&["delete", "--force", &self.id])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn isolation_basics() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+         test -e /host-marker && echo LEAK || echo no-leak; \
+         mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED || echo mount-denied; \
+         (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null && echo SYSCTL || echo sysctl-ro; \
+         wc -c < /proc/timer_list",
+    ]);
+    std::fs::write("/tmp/host-marker-unused", "x").ok();
+    b.edit(|c| c["hostname"] = json!("boxhost"));
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1", "the user process is PID 1");
+    assert_eq!(lines[1], "boxhost");
+    assert!(
+        lines[2].trim().parse::<u32>().unwrap() <= 3,
+        "host processes invisible: {}",
+        lines[2]
+    );
+    assert!(lines[3].starts_with("sh -c"));
+    assert_eq!(lines[4], "no-leak");
+    assert_eq!(lines[5], "mount-denied", "no CAP_SYS_ADMIN");
+    assert_eq!(lines[6], "sysctl-ro");
+    assert_eq!(lines[7].trim(), "0", "masked /proc/timer_list reads empty");
+    assert!(
+        !std::fs::read_to_string("/proc/timer_list")
+            .unwrap()
+            .is_empty(),
+        "the host's is not"
+    );
+    assert_ne!(tool("hostname", &[]).trim(), "boxhost");
+}
+
+fn wait_status(b: &Bundle, want: &str) {
+    for _ in 0..500 {
+        let o = b.rt(&["state", &b.id]);
+        if o.status.success() {
+            let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+            if st["status"] == want {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("container {} never reached {want}", b.id);
+}
+
+#[test]
+fn exit_codes_propagate() {
+    let b = Bundle::new(&["sh", "-c", "exit 7"]);
+    assert_eq!(b.run().0, 7);
+    // Killed from outside (PID 1 ignores its own SIGKILL): 128 + 9, as docker reports.
+    let b = Bundle::new(&["sleep", "100"]);
+    let mut child = b
+        .cmd(&["run", "-b", b.bundle().to_str().unwrap(), &b.id])
+        .spawn()
+        .unwrap();
+    wait_status(&b, "running");
+    ok(&b.rt(&["kill", &b.id, "KILL"]));
+    assert_eq!(child.wait().unwrap().code(), Some(137), "128 + SIGKILL");
+    let b = Bundle::new(&["/nonexistent"]);
+    let (code, _, err) = b.run();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("executable file not found") || err.contains("/nonexistent"),
+        "{err}"
+    );
+    assert!(
+        !b.root().join(&b.id).exists(),
+        "failed create leaves no state"
+    );
+}
+
+#[test]
+fn memory_limit_kills_the_hog() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    b.edit(|c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
+    });
+    let (code, out, _) = b.run();
+    assert_eq!(code, 137, "OOM-killed: {out}");
+    assert!(!out.contains("survived"));
+    assert_eq!(tool("sh", &["-c", "echo host-fine"]).trim(), "host-fine");
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    // Builtins only after the loop: forking is what the limit stops.
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "sh -c 'i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done'; \
+         read n < /sys/fs/cgroup/pids/pids.current; echo $n; exit 0",
+    ]);
+    b.edit(|c| c["linux"]["resources"]["pids"] = json!({"limit": 10}));
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("can't fork"), "the bomb hit the limit: {err}");
+    let n: u32 = out.trim().lines().last().unwrap().trim().parse().unwrap();
+    assert!(
+        (2..=10).contains(&n),
+        "the cgroup never held more than 10 tasks (40 were tried): {n}"
+    );
+}
+
+#[test]
+fn lifecycle_create_start_state_kill_delete() {
+    let b = Bundle::new(&["sleep", "100"]);
+    let bundle = b.bundle();
+    let pidfile = b.dir.path().join("pid");
+    ok(&b.rt_detached(&[
+        "create",
+        "-b",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &b.id,
+    ]));
+    let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+    assert_eq!(st["status"], "created");
+    assert_eq!(
+        st["pid"].as_i64().unwrap().to_string(),
+        std::fs::read_to_string(&pidfile).unwrap()
+    );
+    // The process has not exec'd yet: it is still berth-runtime's init.
+    ok(&b.rt(&["start", &b.id]));
+    let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+    assert_eq!(st["status"], "running");
+    let list = ok(&b.rt(&["list"]));
+    assert!(list.contains(&b.id) && list.contains("running"), "{list}");
+    let err = b.rt(&["delete", &b.id]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("not stopped"));
+    ok(&b.rt(&["pause", &b.id]));
+    let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+    assert_eq!(st["status"], "paused");
+    ok(&b.rt(&["resume", &b.id]));
+    let ps: Vec<i32> =
+        serde_json::from_str(&ok(&b.rt(&["ps", "--format", "json", &b.id]))).unwrap();
+    assert_eq!(ps.len(), 1);
+    ok(&b.rt(&["kill", &b.id, "KILL"]));
+    for _ in 0..100 {
+        let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+        if st["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ok(&b.rt(&["delete", &b.id]));
+    assert!(!b.root().join(&b.id).exists());
+    assert!(!b.rt(&["state", &b.id]).status.success());
+}
+
+#[test]
+fn exec_joins_the_namespaces() {
+    let b = Bundle::new(&["sleep", "100"]);
+    b.edit(|c| c["hostname"] = json!("exechost"));
+    ok(&b.rt_detached(&["run", "-d", "-b", b.bundle().to_str().unwrap(), &b.id]));
+    let out = ok(&b.rt(&[
+        "exec",
+        &b.id,
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "exechost");
+    assert_eq!(lines[1].trim(), "sleep 100");
+    let o = b.rt(&["exec", &b.id, "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    let o = b.rt(&["exec", &b.id, "nope-not-here"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
+}
+
+#[test]
+fn user_namespace_maps_root() {
+    let b = Bundle::new(&["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 1"]);
+    let rootfs = b.bundle().join("rootfs");
+    tool("chown", &["-R", "100000:100000", rootfs.to_str().unwrap()]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        // sysfs and cgroups cannot be mounted from a user namespace without a netns of its own.
+        let m = c["mounts"].as_array_mut().unwrap();
+        m.retain(|x| x["type"] != "cgroup");
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "root inside");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        map,
+        vec!["0", "100000", "65536"],
+        "mapped to host uid 100000"
+    );
+}
+
+#[test]
+fn seccomp_profiles_are_enforced() {
+    let b = Bundle::new(&["sh", "-c", "mkdir /x 2>&1; echo done"]);
+    b.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // Docker's default profile: the container runs, unshare is refused.
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -n true 2>/dev/null && echo UNSHARED || echo unshare-denied",
+    ]);
+    let caps: Vec<String> = ["CAP_CHOWN", "CAP_KILL", "CAP_SETUID", "CAP_SETGID"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let profile = berth_runtime::seccomp::docker_default(&caps);
+    b.edit(|c| c["linux"]["seccomp"] = profile);
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Seccomp:\t2"), "filter mode: {out}");
+    assert!(out.contains("unshare-denied"), "{out}");
+}
+
+#[test]
+fn terminal_through_run() {
+    let b = Bundle::new(&["sh", "-c", "tty; test -t 0 && echo is-a-tty"]);
+    b.edit(|c| c["process"]["terminal"] = json!(true));
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("is-a-tty"));
+}
+
+#[test]
+fn bad_configs_fail_cleanly() {
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            Box::new(|c: &mut Value| c["process"]["args"] = json!([])),
+            "process.args",
+        ),
+        (
+            Box::new(|c: &mut Value| c["root"]["path"] = json!("missing-rootfs")),
+            "root.path",
+        ),
+        (
+            Box::new(|c: &mut Value| c["linux"]["namespaces"] = json!([{"type": "bogus"}])),
+            "bogus",
+        ),
+        (
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("ociVersion");
+            }),
+            "ociVersion",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let b = Bundle::new(&["true"]);
+        b.edit(edit);
+        let (code, _, err) = b.run();
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(needle), "error names {needle:?}: {err}");
+        assert!(!b.root().join(&b.id).exists(), "no state left");
+        assert!(
+            !Path::new(&format!("/sys/fs/cgroup/memory/berth/{}", b.id)).exists(),
+            "no cgroup left"
+        );
+    }
+    let b = Bundle::new(&["true"]);
+    std::fs::write(b.bundle().join("config.json"), "{ not json").unwrap();
+    let (code, _, err) = b.run();
+    assert_eq!(code, 1);
+    assert!(err.contains("config.json"), "{err}");
+}
