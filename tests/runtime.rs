@@ -394,7 +394,8 @@ fn terminal_through_run() {
 
 #[test]
 fn bad_configs_fail_cleanly() {
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|c: &mut Value| c["process"]["args"] = json!([])),
             "process.args",
