@@ -475,7 +475,11 @@ pub fn device_rule(r: &LinuxDeviceCgroup) -> String {
     if typ == "a" && r.major().is_none() && r.minor().is_none() {
         return "a".into();
     }
-    let num = |n: Option<i64>| n.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
+    let num = |n: Option<i64>| {
+        n.filter(|v| *v >= 0)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "*".into())
+    };
     let access = r.access().clone().unwrap_or_else(|| "rwm".into());
     format!("{typ} {}:{} {access}", num(r.major()), num(r.minor()))
 }

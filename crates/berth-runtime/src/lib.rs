@@ -21,6 +21,7 @@ pub mod state;
 pub mod tty;
 pub mod wait;
 
+pub use berth_cgroups::Stats;
 pub use container::kill::parse_signal;
 pub use container::{CreateOptions, ExecOptions, Runtime};
 pub use error::{Result, RuntimeError};

@@ -4,7 +4,7 @@
 //! container's pty master with window-size changes passed on, and the exit
 //! status comes back docker-style (`128 + signal` when killed).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::event::{PollFd, PollFlags, poll};
 
@@ -45,13 +45,15 @@ pub fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
-struct RawMode {
+/// Puts a terminal in raw mode until dropped (for attached `-t` sessions).
+pub struct RawMode {
     fd: i32,
     saved: Option<libc::termios>,
 }
 
 impl RawMode {
-    fn enter(fd: i32) -> RawMode {
+    /// Raw mode on `fd` when it is a terminal; a no-op otherwise.
+    pub fn enter(fd: i32) -> RawMode {
         // SAFETY: termios calls on a descriptor we were given.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
@@ -91,106 +93,199 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> bool {
     true
 }
 
-/// Waits for `pid` (a child of this process), forwarding signals and proxying
-/// `master` when given; returns the docker-style exit code. Signals must have
-/// been blocked with [`block_signals`] before `pid` was created.
-pub fn wait_forwarding(pid: i32, master: Option<OwnedFd>) -> i32 {
-    // SAFETY: signalfd over the signals block_signals blocked.
-    let sfd = unsafe {
+/// How a waited-on process's stdio reaches the waiter.
+pub enum Stdio {
+    /// The process shares our stdio: nothing to copy.
+    Inherited,
+    /// A terminal: the pty master.
+    Tty {
+        /// The master.
+        master: OwnedFd,
+        /// Copy our stdin into it.
+        stdin: bool,
+    },
+    /// Pipes.
+    Pipes {
+        /// The process's stdout (read end).
+        out: OwnedFd,
+        /// Its stderr (read end).
+        err: OwnedFd,
+        /// Its stdin (write end), when ours is forwarded.
+        input: Option<OwnedFd>,
+    },
+}
+
+/// Waits for `pid` (a child, or a grandchild with us as subreaper): copies its
+/// output to `on_output` (and to our stdout/stderr when `attached`), our stdin
+/// to it when asked, forwards the signals [`block_signals`] blocked, and returns
+/// the docker-style exit code once it exited and its output is drained.
+pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool, &[u8])) -> i32 {
+    // SAFETY: a signalfd over the signals block_signals blocked.
+    let sfd: Option<OwnedFd> = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
             libc::sigaddset(&mut set, *s);
         }
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC)
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        (fd >= 0).then(|| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd))
     };
-    // SAFETY: signalfd returned a new descriptor (or -1, checked below).
-    let sfd: Option<OwnedFd> =
-        (sfd >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sfd) });
-    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-    let stdout = unsafe { BorrowedFd::borrow_raw(1) };
-    let _raw = master.as_ref().map(|_| RawMode::enter(0));
-    if let Some(m) = &master {
+    // SAFETY: the standard descriptors outlive this function.
+    let (stdin, stdout, stderr) = unsafe {
+        (
+            BorrowedFd::borrow_raw(0),
+            BorrowedFd::borrow_raw(1),
+            BorrowedFd::borrow_raw(2),
+        )
+    };
+    let (master, out, err, mut input, want_stdin) = match io {
+        Stdio::Inherited => (None, None, None, None, false),
+        Stdio::Tty { master, stdin } => (Some(master), None, None, None, stdin),
+        Stdio::Pipes { out, err, input } => {
+            let w = input.is_some();
+            (None, Some(out), Some(err), input, w)
+        }
+    };
+    let _raw = (master.is_some() && attached).then(|| RawMode::enter(0));
+    if let Some(m) = &master
+        && attached
+    {
         crate::tty::copy_winsize(stdin, m);
     }
-    let mut stdin_open = master.is_some();
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut out_open = master.is_some() || out.is_some();
+    let mut err_open = err.is_some();
+    let mut stdin_open = want_stdin && attached;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut exit: Option<i32> = None;
     loop {
-        // Reap first: the exit may already have happened.
-        let mut st = 0;
-        // SAFETY: waitpid on our child without blocking.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        if r == pid {
-            // Drain what the terminal still holds.
-            if let Some(m) = &master {
-                while let Ok(n) = rustix::io::read(m, &mut buf) {
-                    if n == 0 || !write_all(stdout, &buf[..n]) {
-                        break;
-                    }
-                }
+        if exit.is_none() {
+            let mut st = 0;
+            // SAFETY: waitpid without blocking.
+            let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+            if r == pid {
+                exit = Some(exit_code(st));
+            } else if r < 0 {
+                exit = Some(255);
             }
-            return exit_code(st);
         }
-        if r < 0 {
-            return 255;
+        if exit.is_some() && !out_open && !err_open {
+            break;
         }
+        let outfd = master
+            .as_ref()
+            .map(|m| m.as_fd())
+            .or(out.as_ref().map(|o| o.as_fd()));
         let mut fds: Vec<PollFd> = Vec::new();
+        let mut kinds = Vec::new();
+        if out_open && let Some(o) = &outfd {
+            fds.push(PollFd::new(o, PollFlags::IN));
+            kinds.push(0);
+        }
+        if err_open && let Some(e) = &err {
+            fds.push(PollFd::new(e, PollFlags::IN));
+            kinds.push(1);
+        }
         if let Some(s) = &sfd {
             fds.push(PollFd::new(s, PollFlags::IN));
+            kinds.push(2);
         }
-        if let Some(m) = &master {
-            fds.push(PollFd::new(m, PollFlags::IN));
-            if stdin_open {
-                fds.push(PollFd::new(&stdin, PollFlags::IN));
-            }
+        if stdin_open && exit.is_none() {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+            kinds.push(3);
         }
+        let ns = if exit.is_some() {
+            20_000_000
+        } else {
+            200_000_000
+        };
         let timeout = rustix::event::Timespec {
             tv_sec: 0,
-            tv_nsec: 200_000_000,
+            tv_nsec: ns,
         };
-        let _ = poll(&mut fds, Some(&timeout));
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        let mut i = 0;
-        if let Some(s) = &sfd {
-            if ready[i] {
-                let mut info = [0u8; 128];
-                if let Ok(n) = rustix::io::read(s, &mut info)
-                    && n >= 4
-                {
-                    let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
-                    if signo == libc::SIGWINCH {
-                        if let Some(m) = &master {
-                            crate::tty::copy_winsize(stdin, m);
-                        }
-                    } else if signo != libc::SIGCHLD {
-                        // SAFETY: forwarding a signal to our container process.
-                        unsafe {
-                            libc::kill(pid, signo);
-                        }
-                    }
-                }
-            }
-            i += 1;
+        let n = poll(&mut fds, Some(&timeout)).unwrap_or(0);
+        if n == 0 && exit.is_some() {
+            break;
         }
-        if let Some(m) = &master {
-            if ready[i] {
-                match rustix::io::read(m, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        write_all(stdout, &buf[..n]);
-                    }
-                    _ => {}
-                }
+        let ready: Vec<(i32, bool)> = fds
+            .iter()
+            .zip(&kinds)
+            .map(|(f, k)| (*k, !f.revents().is_empty()))
+            .collect();
+        for (kind, is_ready) in ready {
+            if !is_ready {
+                continue;
             }
-            i += 1;
-            if stdin_open && ready.get(i).copied().unwrap_or(false) {
-                match rustix::io::read(stdin, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        write_all(m.as_fd(), &buf[..n]);
+            match kind {
+                0 | 1 => {
+                    let fd = if kind == 0 {
+                        outfd.expect("polled")
+                    } else {
+                        err.as_ref().expect("polled").as_fd()
+                    };
+                    match rustix::io::read(fd, &mut buf) {
+                        Ok(n) if n > 0 => {
+                            on_output(kind == 1, &buf[..n]);
+                            if attached {
+                                write_all(if kind == 0 { stdout } else { stderr }, &buf[..n]);
+                            }
+                        }
+                        _ => {
+                            if kind == 0 {
+                                out_open = false;
+                            } else {
+                                err_open = false;
+                            }
+                        }
                     }
-                    _ => stdin_open = false,
                 }
+                2 => {
+                    let mut info = [0u8; 128];
+                    if let Ok(n) = rustix::io::read(sfd.as_ref().expect("polled"), &mut info)
+                        && n >= 4
+                    {
+                        let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
+                        if signo == libc::SIGWINCH {
+                            if let Some(m) = &master {
+                                crate::tty::copy_winsize(stdin, m);
+                            }
+                        } else if signo != libc::SIGCHLD && exit.is_none() {
+                            // SAFETY: forwarding a signal to the process we wait for.
+                            unsafe {
+                                libc::kill(pid, signo);
+                            }
+                        }
+                    }
+                }
+                _ => match rustix::io::read(stdin, &mut buf) {
+                    Ok(n) if n > 0 => {
+                        let target = master
+                            .as_ref()
+                            .map(|m| m.as_fd())
+                            .or(input.as_ref().map(|i| i.as_fd()));
+                        if let Some(t) = target {
+                            write_all(t, &buf[..n]);
+                        }
+                    }
+                    _ => {
+                        stdin_open = false;
+                        // Our EOF closes the process's stdin (pipes).
+                        input = None;
+                    }
+                },
             }
         }
-        let _ = stdout.as_raw_fd();
     }
+    exit.unwrap_or(255)
+}
+
+/// Waits for `pid` with our stdio inherited or a terminal proxied; see [`proxy`].
+pub fn wait_forwarding(pid: i32, master: Option<OwnedFd>) -> i32 {
+    let io = match master {
+        Some(master) => Stdio::Tty {
+            master,
+            stdin: true,
+        },
+        None => Stdio::Inherited,
+    };
+    proxy(pid, io, true, &mut |_, _| {})
 }

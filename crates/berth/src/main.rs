@@ -10,11 +10,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use commands::container::{
+    CommitArgs, ContainersArgs, CreateArgs, ExecArgs, ExportArgs, KillArgs, LogsArgs, OneArgs,
+    PsArgs, RenameArgs, RmArgs, RunArgs, StartArgs, StatsArgs, StopArgs, TopArgs, VolumeCmd,
+    WaitArgs,
+};
 use commands::image::{
     HistoryArgs, ImagesArgs, ImportArgs, InspectArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
     TagArgs,
 };
-use commands::system::{CheckArgs, DfArgs};
+use commands::system::{CheckArgs, DfArgs, SystemPruneArgs};
 
 /// berth: build, run and share containers — docker's commands, without a daemon.
 #[derive(Parser, Debug)]
@@ -39,6 +44,55 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Create and run a new container from an image.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a new container.
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// List containers.
+    #[command(alias = "ls")]
+    Ps(PsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(WaitArgs),
+    /// Display the running processes of a container.
+    Top(TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers.
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(ContainersArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(OneArgs),
+    /// Create a new image from a container's changes.
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// List port mappings of a container.
+    Port(OneArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// List images.
     Images(ImagesArgs),
     /// Manage images.
@@ -56,7 +110,7 @@ enum Cmd {
     Save(SaveArgs),
     /// Load images from a tar archive or stdin.
     Load(LoadArgs),
-    /// Return low-level information on images.
+    /// Return low-level information on containers and images.
     Inspect(InspectArgs),
     /// Manage berth.
     #[command(subcommand)]
@@ -88,29 +142,155 @@ enum ImageCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// List containers.
+    #[command(visible_alias = "list")]
+    Ls(PsArgs),
+    /// Create and run a new container.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a new container.
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Start containers.
+    Start(StartArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Kill containers.
+    Kill(KillArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Remove containers.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Fetch logs.
+    Logs(LogsArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Wait for containers to stop.
+    Wait(WaitArgs),
+    /// Display detailed information on containers.
+    Inspect(InspectArgs),
+    /// Display running processes.
+    Top(TopArgs),
+    /// Resource usage statistics.
+    Stats(StatsArgs),
+    /// Pause containers.
+    Pause(ContainersArgs),
+    /// Unpause containers.
+    Unpause(ContainersArgs),
+    /// Filesystem changes.
+    Diff(OneArgs),
+    /// Create an image from a container.
+    Commit(CommitArgs),
+    /// Export a container's filesystem.
+    Export(ExportArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Port mappings.
+    Port(OneArgs),
+    /// Remove all stopped containers.
+    Prune(commands::container::PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
 enum SystemCmd {
     /// Show disk usage.
     Df(DfArgs),
     /// Verify every blob, image and layer in the store.
     Check(CheckArgs),
+    /// Remove unused data.
+    Prune(SystemPruneArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    use commands::{image, system};
-    let store = berth_store::Store::open(&cli.root)?;
+    use commands::{container as ct, image, system};
+    let engine = berth_engine::Engine::open(&cli.root)?;
+    let store = &engine.store;
     match cli.cmd {
-        Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image::images(&store, a),
-        Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => image::tag(&store, a),
-        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => image::rmi(&store, a),
-        Cmd::History(a) | Cmd::Image(ImageCmd::History(a)) => image::history(&store, a),
-        Cmd::Import(a) | Cmd::Image(ImageCmd::Import(a)) => image::import(&store, a),
-        Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image::save(&store, a),
-        Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(&store, a),
-        Cmd::Inspect(a) | Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(&store, a),
-        Cmd::Image(ImageCmd::Prune(a)) => image::prune(&store, a),
-        Cmd::System(SystemCmd::Df(a)) => system::df(&store, a),
-        Cmd::System(SystemCmd::Check(a)) => system::check(&store, a),
+        Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => ct::run(&engine, a),
+        Cmd::Create(a) | Cmd::Container(ContainerCmd::Create(a)) => ct::create(&engine, a),
+        Cmd::Start(a) | Cmd::Container(ContainerCmd::Start(a)) => ct::start(&engine, a),
+        Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => ct::ps(&engine, a),
+        Cmd::Stop(a) | Cmd::Container(ContainerCmd::Stop(a)) => ct::stop(&engine, a),
+        Cmd::Kill(a) | Cmd::Container(ContainerCmd::Kill(a)) => ct::kill(&engine, a),
+        Cmd::Restart(a) | Cmd::Container(ContainerCmd::Restart(a)) => ct::restart(&engine, a),
+        Cmd::Rm(a) | Cmd::Container(ContainerCmd::Rm(a)) => ct::rm(&engine, a),
+        Cmd::Logs(a) | Cmd::Container(ContainerCmd::Logs(a)) => ct::logs(&engine, a),
+        Cmd::Exec(a) | Cmd::Container(ContainerCmd::Exec(a)) => ct::exec(&engine, a),
+        Cmd::Wait(a) | Cmd::Container(ContainerCmd::Wait(a)) => ct::wait(&engine, a),
+        Cmd::Top(a) | Cmd::Container(ContainerCmd::Top(a)) => ct::top(&engine, a),
+        Cmd::Stats(a) | Cmd::Container(ContainerCmd::Stats(a)) => ct::stats(&engine, a),
+        Cmd::Pause(a) | Cmd::Container(ContainerCmd::Pause(a)) => ct::pause(&engine, a),
+        Cmd::Unpause(a) | Cmd::Container(ContainerCmd::Unpause(a)) => ct::unpause(&engine, a),
+        Cmd::Diff(a) | Cmd::Container(ContainerCmd::Diff(a)) => ct::diff(&engine, a),
+        Cmd::Commit(a) | Cmd::Container(ContainerCmd::Commit(a)) => ct::commit(&engine, a),
+        Cmd::Export(a) | Cmd::Container(ContainerCmd::Export(a)) => ct::export(&engine, a),
+        Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => ct::rename(&engine, a),
+        Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => ct::port(&engine, a),
+        Cmd::Container(ContainerCmd::Prune(a)) => ct::prune(&engine, a),
+        Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
+        Cmd::Volume(c) => ct::volume(&engine, c),
+        Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image::images(store, a),
+        Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => image::tag(store, a),
+        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => image::rmi(store, a),
+        Cmd::History(a) | Cmd::Image(ImageCmd::History(a)) => image::history(store, a),
+        Cmd::Import(a) | Cmd::Image(ImageCmd::Import(a)) => image::import(store, a),
+        Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image::save(store, a),
+        Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(store, a),
+        Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(store, a),
+        Cmd::Inspect(a) => inspect_any(&engine, a),
+        Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),
+        Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
+        Cmd::System(SystemCmd::Check(a)) => system::check(store, a),
+        Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
     }
+}
+
+/// `inspect`: containers first, then images, as docker looks them up.
+fn inspect_any(engine: &berth_engine::Engine, a: InspectArgs) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for q in &a.images {
+        if let Some(v) = commands::container::inspect_value(engine, q) {
+            out.push(v);
+        } else if let Ok(img) = engine.store.resolve(q) {
+            out.push(commands::image::inspect_json(&engine.store, &img));
+        } else {
+            missing.push(q.clone());
+        }
+    }
+    print_and_fail(out, missing, a.format.as_deref(), "object")
+}
+
+fn inspect_containers(engine: &berth_engine::Engine, a: InspectArgs) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for q in &a.images {
+        match commands::container::inspect_value(engine, q) {
+            Some(v) => out.push(v),
+            None => missing.push(q.clone()),
+        }
+    }
+    print_and_fail(out, missing, a.format.as_deref(), "container")
+}
+
+fn print_and_fail(
+    out: Vec<serde_json::Value>,
+    missing: Vec<String>,
+    format: Option<&str>,
+    what: &str,
+) -> anyhow::Result<()> {
+    if !out.is_empty() || format.is_none() {
+        commands::image::print_inspect(out, format)?;
+    }
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("Error: No such {what}: {m}");
+        }
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -142,10 +322,18 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {}", chain(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<commands::container::ExitError>() {
+            Some(x) => {
+                if !x.msg.is_empty() {
+                    eprintln!("berth: {}", x.msg);
+                }
+                ExitCode::from(x.code)
+            }
+            None => {
+                eprintln!("Error: {}", chain(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -159,4 +347,13 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -26,6 +26,16 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Pass descriptors 3..3+n to the process.
     pub preserve_fds: u32,
+    /// Filesystems to mount on the rootfs directory inside the container's mount
+    /// namespace before anything else (an engine's overlay of image layers), so
+    /// no mount is ever made in the caller's namespace.
+    pub rootfs_mounts: Vec<crate::rootfs::RootfsMount>,
+    /// Keep a reaper as PID 1 (`docker run --init`): it forwards signals to the
+    /// process and reaps orphaned zombies.
+    pub reaper: bool,
+    /// Descriptors (in the caller) to become the process's stdin, stdout and
+    /// stderr; the caller's own stdio otherwise.
+    pub stdio: Option<[i32; 3]>,
 }
 
 /// Removes what a failed create made.
@@ -168,6 +178,14 @@ impl Runtime {
         let pid = match forked {
             Forked::Child => {
                 drop(parent);
+                if let Some(fds) = opts.stdio {
+                    for (target, fd) in fds.iter().enumerate() {
+                        // SAFETY: dup2 of descriptors the caller keeps open.
+                        unsafe {
+                            libc::dup2(*fd, target as i32);
+                        }
+                    }
+                }
                 // flock locks belong to the open file: the child's copy must go, or
                 // the lock outlives create until the container starts.
                 drop(lock);
@@ -181,6 +199,8 @@ impl Runtime {
                         no_pivot: opts.no_pivot,
                         cgroup_paths: cg.paths(),
                         preserve_fds: opts.preserve_fds,
+                        rootfs_mounts: &opts.rootfs_mounts,
+                        reaper: opts.reaper,
                         state: state_for_hooks,
                     },
                     child,

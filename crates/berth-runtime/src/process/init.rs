@@ -39,6 +39,10 @@ pub struct InitArgs<'a> {
     pub preserve_fds: u32,
     /// The state JSON handed to in-container hooks.
     pub state: serde_json::Value,
+    /// Mounted on the rootfs first.
+    pub rootfs_mounts: &'a [crate::rootfs::RootfsMount],
+    /// Stay as a reaping PID 1.
+    pub reaper: bool,
 }
 
 fn other(e: RuntimeError) -> InitError {
@@ -129,6 +133,9 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     unsafe {
         libc::setsid();
     }
+    if a.plan.new_flags & libc::CLONE_NEWNET != 0 {
+        loopback_up().map_err(|e| InitError::Other(format!("bring up lo: {e}")))?;
+    }
     let has_ns = |t: LinuxNamespaceType| {
         linux
             .and_then(|l| l.namespaces().as_ref())
@@ -152,6 +159,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     rootfs::prepare(
         spec,
         &RootfsContext {
+            rootfs_mounts: a.rootfs_mounts,
             rootfs: a.rootfs,
             userns: a.plan.user,
             cgroupns: has_ns(LinuxNamespaceType::Cgroup),
@@ -187,6 +195,11 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
         }
     }
     rootfs::finish(spec).map_err(other)?;
+    // docker creates a missing working directory.
+    if !process.cwd().exists() {
+        std::fs::create_dir_all(process.cwd())
+            .map_err(|e| InitError::Other(format!("mkdir {}: {e}", process.cwd().display())))?;
+    }
     if process.terminal() == Some(true) {
         let size = process
             .console_size()
@@ -228,6 +241,9 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     {
         crate::hooks::run("startContainer", h, &a.state).map_err(other)?;
     }
+    if a.reaper {
+        reap_as_init(&exec, process.no_new_privileges() == Some(true), &filters);
+    }
     if process.no_new_privileges() == Some(true) {
         seccomp::install(&filters).map_err(other)?;
     }
@@ -236,6 +252,69 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     eprintln!("berth-runtime: {}", RuntimeError::from(e));
     // SAFETY: leaving the failed child.
     unsafe { libc::_exit(127) }
+}
+
+/// A new network namespace starts with `lo` down; containers expect it up.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: an ioctl on a datagram socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let r = if libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &ifr)
+        } else {
+            -1
+        };
+        let e = std::io::Error::last_os_error();
+        libc::close(s);
+        if r != 0 { Err(e) } else { Ok(()) }
+    }
+}
+
+/// `--init`: stay as PID 1, run the process as a child, forward every signal to
+/// it, reap whatever exits, and exit with the process's status. Never returns.
+fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[seccompiler::BpfProgram]) -> ! {
+    // SAFETY: signal mask and fork in a single-threaded process; the child only
+    // resets its mask and execs.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        let child = libc::fork();
+        if child == 0 {
+            reset_signals();
+            if nnp && seccomp::install(filters).is_err() {
+                libc::_exit(127);
+            }
+            let e = super::execve(exec);
+            eprintln!("berth-runtime: {}", RuntimeError::from(e));
+            libc::_exit(127);
+        }
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&all, &mut info);
+            if sig == libc::SIGCHLD {
+                loop {
+                    let mut st = 0;
+                    let p = libc::waitpid(-1, &mut st, libc::WNOHANG);
+                    if p <= 0 {
+                        break;
+                    }
+                    if p == child {
+                        libc::_exit(crate::wait::exit_code(st));
+                    }
+                }
+            } else if sig > 0 {
+                libc::kill(child, sig);
+            }
+        }
+    }
 }
 
 /// rlimits, cwd, no_new_privs, seccomp (early when no_new_privs is not set, as

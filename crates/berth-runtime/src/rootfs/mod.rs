@@ -15,8 +15,21 @@ use rustix::fs::{Mode, OFlags};
 use crate::error::{Result, RuntimeError, SysContext};
 use mount::{existing_flags, mount_at, open_target, parse_options, propagation_flag, sys_mount};
 
+/// A filesystem an engine mounts on the rootfs directory (overlay of layers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootfsMount {
+    /// Filesystem type (`overlay`, `bind`).
+    pub typ: String,
+    /// Source (`overlay`, or a directory for `bind`).
+    pub source: String,
+    /// Options (`lowerdir=…`, `rbind`, `ro`).
+    pub options: Vec<String>,
+}
+
 /// What rootfs setup needs besides the spec.
 pub struct RootfsContext<'a> {
+    /// Mounted on the rootfs directory first.
+    pub rootfs_mounts: &'a [RootfsMount],
     /// The rootfs directory (host path).
     pub rootfs: &'a Path,
     /// The container has its own user namespace.
@@ -39,6 +52,16 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         .rootfs
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
+    for m in ctx.rootfs_mounts {
+        let o = parse_options(&m.options);
+        let (typ, flags) = if m.typ == "bind" || o.flags & libc::MS_BIND != 0 {
+            (None, o.flags | libc::MS_BIND)
+        } else {
+            (Some(m.typ.as_str()), o.flags)
+        };
+        sys_mount(Some(&m.source), rootfs, typ, flags, Some(&o.data))
+            .sys("mount", format!("{} {} on {rootfs}", m.typ, m.source))?;
+    }
     sys_mount(
         Some(rootfs),
         rootfs,

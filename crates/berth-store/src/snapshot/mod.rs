@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_types::Digest;
@@ -377,6 +378,38 @@ impl Snapshotter {
             };
         }
         Ok(out)
+    }
+
+    /// Reads a regular file as the merged view of the layers up to `top` shows it
+    /// (for /etc/passwd and /etc/group before a container runs); `None` when it
+    /// is absent, deleted by a whiteout, or not a regular file.
+    pub fn read_file(&self, top: &Digest, path: &str) -> Option<Vec<u8>> {
+        let rel = path.trim_start_matches('/');
+        for dir in self.lower_dirs(top).ok()? {
+            let p = dir.join(rel);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => return fs::read(&p).ok(),
+                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
+                Ok(_) => return None,
+                Err(_) => {
+                    // An opaque directory on the way hides the layers below.
+                    let mut cur = dir.clone();
+                    for comp in std::path::Path::new(rel)
+                        .parent()
+                        .into_iter()
+                        .flat_map(|p| p.components())
+                    {
+                        cur.push(comp);
+                        let mut buf = [0u8; 2];
+                        if matches!(rustix::fs::lgetxattr(&cur, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
+                        {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Creates a writable snapshot `key` on top of layer `parent`.

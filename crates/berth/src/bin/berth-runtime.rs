@@ -475,6 +475,7 @@ fn opts(c: &CreateArgs) -> CreateOptions {
         pid_file: c.pid_file.clone(),
         no_pivot: c.no_pivot,
         preserve_fds: c.preserve_fds,
+        ..Default::default()
     }
 }
 

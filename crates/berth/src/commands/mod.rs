@@ -1,4 +1,5 @@
 //! One module per command family; each takes parsed arguments and an open store.
 
+pub mod container;
 pub mod image;
 pub mod system;

@@ -1,5 +1,6 @@
 //! `system df` and `system check`.
 
+use berth_engine::{Engine, Status};
 use berth_store::Store;
 use clap::Args;
 
@@ -49,7 +50,8 @@ pub struct DfArgs {
     pub verbose: bool,
 }
 
-pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
+pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
+    let store = &engine.store;
     let images = store.images()?;
     let in_use = store.images_in_use()?;
     // Layers shared between images count once, as docker's SIZE column does.
@@ -82,15 +84,54 @@ pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
         human_size(total),
         format!("{}{}", human_size(reclaimable), pct(reclaimable, total)),
     ]);
-    for kind in ["Containers", "Local Volumes", "Build Cache"] {
-        t.row(vec![
-            kind.into(),
-            "0".into(),
-            "0".into(),
-            "0B".into(),
-            "0B".into(),
-        ]);
+    let containers = engine.containers()?;
+    let live =
+        |c: &&berth_engine::Container| matches!(c.state.status, Status::Running | Status::Paused);
+    let running = containers.iter().filter(live).count();
+    let (mut csize, mut creclaim) = (0u64, 0u64);
+    for c in &containers {
+        let s = berth_store::fsutil::du(&store.snapshots.upper_dir(&c.id));
+        csize += s;
+        if !live(&c) {
+            creclaim += s;
+        }
     }
+    t.row(vec![
+        "Containers".into(),
+        containers.len().to_string(),
+        running.to_string(),
+        human_size(csize),
+        format!("{}{}", human_size(creclaim), pct(creclaim, csize)),
+    ]);
+    let vols = engine.volumes()?;
+    let used: Vec<String> = engine
+        .volumes_in_use()?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let (mut vsize, mut vreclaim) = (0u64, 0u64);
+    for v in &vols {
+        let s = berth_store::fsutil::du(std::path::Path::new(&v.mountpoint));
+        vsize += s;
+        if !used.contains(&v.name) {
+            vreclaim += s;
+        }
+    }
+    let vactive = vols.iter().filter(|v| used.contains(&v.name)).count();
+    t.row(vec![
+        "Local Volumes".into(),
+        vols.len().to_string(),
+        vactive.to_string(),
+        human_size(vsize),
+        format!("{}{}", human_size(vreclaim), pct(vreclaim, vsize)),
+    ]);
+    t.row(vec![
+        "Build Cache".into(),
+        "0".into(),
+        "0".into(),
+        "0B".into(),
+        "0B".into(),
+    ]);
     t.print()?;
     if a.verbose {
         println!("\nImages space usage:\n");
@@ -116,5 +157,76 @@ pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<()> {
         }
         t.print()?;
     }
+    Ok(())
+}
+
+/// `system prune`.
+#[derive(Args, Debug)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// `system prune`: stopped containers, dangling (or all unused) images, and
+/// with `--volumes` unused anonymous volumes.
+pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
+    if !a.force {
+        let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+        if a.volumes {
+            w.push_str("  - all anonymous volumes not used by at least one container\n");
+        }
+        w.push_str(if a.all {
+            "  - all images without at least one container associated to them\n"
+        } else {
+            "  - all dangling images\n"
+        });
+        w.push_str("  - unused build cache\n");
+        if !crate::commands::image::confirm(&w) {
+            return Ok(());
+        }
+    }
+    let before = berth_store::fsutil::du(engine.root());
+    let ids = engine.prune()?;
+    if !ids.is_empty() {
+        println!("Deleted Containers:");
+        for id in &ids {
+            println!("{id}");
+        }
+        println!();
+    }
+    if a.volumes {
+        let v = engine.volume_prune(false)?;
+        if !v.is_empty() {
+            println!("Deleted Volumes:");
+            for n in &v {
+                println!("{n}");
+            }
+            println!();
+        }
+    }
+    let (events, _) = crate::commands::image::prune_images(&engine.store, a.all)?;
+    if !events.is_empty() {
+        println!("Deleted Images:");
+        for e in &events {
+            match e {
+                berth_store::image::RemoveEvent::Untagged(n) => println!("untagged: {n}"),
+                berth_store::image::RemoveEvent::Deleted(d) => println!("deleted: {d}"),
+            }
+        }
+        println!();
+    }
+    engine.store.gc()?;
+    let after = berth_store::fsutil::du(engine.root());
+    println!(
+        "Total reclaimed space: {}",
+        human_size(before.saturating_sub(after))
+    );
     Ok(())
 }

@@ -1,0 +1,584 @@
+//! The other container verbs: stop, kill, restart, rm, wait, exec, pause,
+//! unpause, rename, top, stats, diff, export, commit, prune, and docker's
+//! inspect JSON.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use berth_store::archive::diff::{Change, WriteOptions, write_layer};
+use berth_types::{Descriptor, History, ImageConfig, Reference, media_types};
+use serde_json::{Value, json};
+
+use crate::container::{self, Container, Status};
+use crate::{Engine, EngineError, Result, now};
+
+/// What `exec` runs.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// argv.
+    pub cmd: Vec<String>,
+    /// `-e`.
+    pub env: Vec<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-d`.
+    pub detach: bool,
+    /// `--privileged`.
+    pub privileged: bool,
+}
+
+impl Engine {
+    /// `kill`: a signal to the container's process.
+    pub fn kill(&self, q: &str, signal: i32) -> Result<Container> {
+        let c = self.find(q)?;
+        if !matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Err(EngineError::Conflict(format!(
+                "Cannot kill container: {}: container {} is not running",
+                q, c.id
+            )));
+        }
+        self.mark_stopped_by_user(&c.id)?;
+        self.runtime.kill(&c.id, signal, false)?;
+        if signal == libc::SIGKILL && c.state.status == Status::Paused {
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+        }
+        Ok(c)
+    }
+
+    fn mark_stopped_by_user(&self, id: &str) -> Result<()> {
+        let _l = container::lock(&self.dir(id))?;
+        let mut c = container::load(&self.dir(id))?;
+        c.state.stopped_by_user = true;
+        container::save(&self.dir(id), &c)
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after `timeout` seconds.
+    pub fn stop(&self, q: &str, timeout: Option<i64>) -> Result<Container> {
+        let c = self.find(q)?;
+        if !matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(c);
+        }
+        self.mark_stopped_by_user(&c.id)?;
+        let sig = c
+            .config
+            .stop_signal
+            .as_deref()
+            .and_then(berth_runtime::parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        if c.state.status == Status::Paused {
+            let _ = self.runtime.resume(&c.id);
+        }
+        let _ = self.runtime.kill(&c.id, sig, false);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(timeout.max(0) as u64);
+        loop {
+            let now_c = self.find(&c.id)?;
+            if !matches!(
+                now_c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                return Ok(now_c);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+                return self.wait(&c.id);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `wait`: blocks until the container is not running; returns it.
+    pub fn wait(&self, q: &str) -> Result<Container> {
+        let id = self.find(q)?.id;
+        loop {
+            let c = self.find(&id)?;
+            if !matches!(
+                c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                return Ok(c);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `rm`: removes a stopped container (running ones with `force`).
+    pub fn remove(&self, q: &str, force: bool, volumes: bool) -> Result<String> {
+        let c = self.find(q)?;
+        if matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.name
+                )));
+            }
+            self.mark_stopped_by_user(&c.id)?;
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+            self.wait(&c.id)?;
+        }
+        let _ = self.runtime.delete(&c.id, true);
+        match self.store.snapshots.remove_active(&c.id) {
+            Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if volumes {
+            for m in &c.mounts {
+                if m.typ == "volume" && m.name.len() == 64 {
+                    let _ = self.volume_remove(&m.name, true);
+                }
+            }
+        }
+        let dir = self.dir(&c.id);
+        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", &dir, e))?;
+        Ok(c.id)
+    }
+
+    /// `pause`.
+    pub fn pause(&self, q: &str) -> Result<()> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        self.runtime.pause(&c.id)?;
+        Ok(())
+    }
+
+    /// `unpause`.
+    pub fn unpause(&self, q: &str) -> Result<()> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not paused",
+                c.id
+            )));
+        }
+        self.runtime.resume(&c.id)?;
+        Ok(())
+    }
+
+    /// `rename`.
+    pub fn rename(&self, q: &str, new: &str) -> Result<()> {
+        let c = self.find(q)?;
+        let new = new.trim_start_matches('/');
+        if !container::valid_name(new) {
+            return Err(EngineError::Invalid(format!(
+                "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let _names = container::lock(&self.root().join("containers"))?;
+        if let Ok(other) = self.find(new)
+            && other.name == new
+        {
+            return Err(EngineError::NameInUse {
+                name: new.to_string(),
+                id: other.id,
+            });
+        }
+        let _l = container::lock(&self.dir(&c.id))?;
+        let mut fresh = container::load(&self.dir(&c.id))?;
+        fresh.name = new.to_string();
+        container::save(&self.dir(&c.id), &fresh)
+    }
+
+    /// `top`: the container's processes as `ps -ef` columns.
+    pub fn top(&self, q: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Running && c.state.status != Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        let pids = self.runtime.ps(&c.id)?;
+        let titles = vec!["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut rows = Vec::new();
+        for p in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim().to_string())
+                .unwrap_or_default();
+            let f: Vec<&str> = rest.split(' ').collect();
+            let ppid = f.get(1).copied().unwrap_or("0").to_string();
+            let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            let secs = ticks / 100;
+            let uid = std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+                })
+                .unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            rows.push(vec![
+                if uid == "0" { "root".into() } else { uid },
+                p.to_string(),
+                ppid,
+                "0".into(),
+                "-".into(),
+                "?".into(),
+                format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+                cmd,
+            ]);
+        }
+        Ok((titles, rows))
+    }
+
+    /// `stats`: cgroup usage of a running container.
+    pub fn stats(&self, q: &str) -> Result<(Container, berth_runtime::Stats)> {
+        let c = self.find(q)?;
+        let s = if matches!(c.state.status, Status::Running | Status::Paused) {
+            self.runtime.stats(&c.id)?
+        } else {
+            Default::default()
+        };
+        Ok((c, s))
+    }
+
+    /// `exec`: runs a process in a running container; returns its exit code
+    /// (0 at once when detached).
+    pub fn exec(&self, q: &str, r: &ExecRequest) -> Result<i32> {
+        let c = self.find(q)?;
+        if c.state.status == Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is paused, unpause the container before exec",
+                c.id
+            )));
+        }
+        if c.state.status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        let dir = self.dir(&c.id);
+        let spec: Value = serde_json::from_slice(
+            &std::fs::read(dir.join("config.json"))
+                .map_err(|e| EngineError::io("read", &dir.join("config.json"), e))?,
+        )
+        .map_err(|e| EngineError::Corrupt(e.to_string()))?;
+        let mut p = spec["process"].clone();
+        p["args"] = json!(r.cmd);
+        p["terminal"] = json!(r.tty);
+        let mut env: Vec<String> = serde_json::from_value(p["env"].clone()).unwrap_or_default();
+        if r.tty {
+            crate::spec::env_set(&mut env, "TERM=xterm");
+        }
+        for e in &r.env {
+            crate::spec::env_set(&mut env, e);
+        }
+        p["env"] = json!(env);
+        if let Some(w) = &r.workdir {
+            p["cwd"] = json!(w);
+        }
+        if let Some(u) = &r.user {
+            let image = self.store.resolve(&c.image_id)?;
+            let top = image.top_chain();
+            let read = |f: &str| {
+                top.as_ref()
+                    .and_then(|t| self.store.snapshots.read_file(t, f))
+            };
+            let usr = crate::user::resolve(
+                u,
+                read("/etc/passwd").as_deref(),
+                read("/etc/group").as_deref(),
+            )?;
+            p["user"] =
+                json!({"uid": usr.uid, "gid": usr.gid, "additionalGids": usr.additional_gids});
+            if !env.iter().any(|e| e.starts_with("HOME=")) || r.user.is_some() {
+                crate::spec::env_set(&mut env, &format!("HOME={}", usr.home));
+                p["env"] = json!(env);
+            }
+        }
+        if r.privileged {
+            let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+            p["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
+        }
+        let process: oci_spec::runtime::Process = serde_json::from_value(p)
+            .map_err(|e| EngineError::Invalid(format!("exec process: {e}")))?;
+        if !r.detach {
+            berth_runtime::wait::block_signals();
+        }
+        let (ours, theirs) = if r.tty {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| EngineError::io("socketpair", Path::new("console"), e.into()))?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        // Without -i the process gets no stdin, as docker gives it.
+        let devnull = std::fs::File::open("/dev/null")
+            .map_err(|e| EngineError::io("open", Path::new("/dev/null"), e))?;
+        let saved_stdin = if !r.interactive && !r.tty {
+            // SAFETY: swap our stdin for /dev/null around the fork, then restore.
+            let saved = unsafe { libc::dup(0) };
+            unsafe { libc::dup2(devnull.as_raw_fd(), 0) };
+            Some(saved)
+        } else {
+            None
+        };
+        let res = self.runtime.exec_with_console(
+            &c.id,
+            &process,
+            &berth_runtime::ExecOptions::default(),
+            theirs,
+        );
+        if let Some(saved) = saved_stdin {
+            // SAFETY: restoring our stdin.
+            unsafe {
+                libc::dup2(saved, 0);
+                libc::close(saved);
+            }
+        }
+        let res = res?;
+        if r.detach {
+            return Ok(0);
+        }
+        let io = match ours {
+            Some(s) => berth_runtime::wait::Stdio::Tty {
+                master: berth_runtime::tty::recv_fd(&s)?,
+                stdin: r.interactive,
+            },
+            None => berth_runtime::wait::Stdio::Inherited,
+        };
+        Ok(berth_runtime::wait::proxy(
+            res.pid,
+            io,
+            true,
+            &mut |_, _| {},
+        ))
+    }
+
+    /// `diff`: changes of the container's filesystem (`A`, `C`, `D` as docker prints them).
+    pub fn diff(&self, q: &str) -> Result<Vec<(char, String)>> {
+        let c = self.find(q)?;
+        let image = self.store.resolve(&c.image_id)?;
+        let top = image.top_chain();
+        let changes = self.store.snapshots.changes(&c.id)?;
+        let mut out = Vec::new();
+        for ch in changes {
+            match ch {
+                Change::Upsert(p) => {
+                    let path = format!("/{}", String::from_utf8_lossy(&p));
+                    let existed = top.as_ref().is_some_and(|t| {
+                        self.store
+                            .snapshots
+                            .lower_dirs(t)
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|d| {
+                                d.join(String::from_utf8_lossy(&p).as_ref())
+                                    .symlink_metadata()
+                                    .is_ok()
+                            })
+                    });
+                    out.push((if existed { 'C' } else { 'A' }, path));
+                }
+                Change::Delete(p) => out.push(('D', format!("/{}", String::from_utf8_lossy(&p)))),
+                Change::Opaque(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// `export`: the container's full filesystem as a tar stream.
+    pub fn export(&self, q: &str, w: &mut dyn Write) -> Result<()> {
+        let c = self.find(q)?;
+        let image = self.store.resolve(&c.image_id)?;
+        // Flatten: every layer, then the container's changes, applied in a temp dir.
+        let tmp = tempdir_in(&self.root().join("containers"))?;
+        let flat = tmp.join("fs");
+        std::fs::create_dir_all(&flat).map_err(|e| EngineError::io("mkdir", &flat, e))?;
+        for l in &image.manifest.layers {
+            let r = self.store.content.open(&l.digest)?;
+            let (_, plain) = berth_store::archive::decompress(r)
+                .map_err(|e| EngineError::io("read", Path::new("layer"), e))?;
+            berth_store::archive::apply::apply(&flat, plain, &Default::default())?;
+        }
+        let changes = self.store.snapshots.changes(&c.id)?;
+        let layer = write_layer(
+            &self.store.snapshots.upper_dir(&c.id),
+            &changes,
+            Vec::new(),
+            &WriteOptions::default(),
+        )?;
+        berth_store::archive::apply::apply(&flat, &layer[..], &Default::default())?;
+        let all = berth_store::archive::diff::changes_all(&flat)?;
+        write_layer(&flat, &all, w, &WriteOptions::default())?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        Ok(())
+    }
+
+    /// `commit`: the container's changes as a new layer on its image.
+    pub fn commit(
+        &self,
+        q: &str,
+        name: Option<&Reference>,
+        message: &str,
+        author: &str,
+        changes: &[ImageConfig],
+    ) -> Result<berth_store::image::Image> {
+        let c = self.find(q)?;
+        let paused = c.state.status == Status::Running;
+        if paused {
+            let _ = self.runtime.pause(&c.id);
+        }
+        let result = (|| {
+            let _w = self.store.write_lock()?;
+            let image = self.store.resolve(&c.image_id)?;
+            let ch = self.store.snapshots.changes(&c.id)?;
+            let tar = write_layer(
+                &self.store.snapshots.upper_dir(&c.id),
+                &ch,
+                Vec::new(),
+                &WriteOptions::default(),
+            )?;
+            let diff_id = berth_types::Digest::sha256_of(&tar);
+            let mut gz = flate2_encoder(self.store.content.writer()?);
+            gz.write_all(&tar)
+                .map_err(|e| EngineError::io("compress", Path::new("layer"), e))?;
+            let blob_w = gz
+                .finish()
+                .map_err(|e| EngineError::io("compress", Path::new("layer"), e))?;
+            let size = blob_w.len();
+            let blob = blob_w
+                .commit(None, None)
+                .map_err(berth_store::StoreError::from)?;
+            // Keep the new layer unpacked too.
+            let (_, plain) = berth_store::archive::decompress(&tar[..])
+                .map_err(|e| EngineError::io("read", Path::new("layer"), e))?;
+            let top = image.top_chain();
+            let ex = self.store.snapshots.extract(top.as_ref(), plain)?;
+            self.store.snapshots.commit_extracted(ex, Some(&diff_id))?;
+            let mut cfg = changes
+                .last()
+                .cloned()
+                .unwrap_or_else(|| image.config.clone());
+            cfg.created = Some(now());
+            cfg.rootfs.diff_ids.push(diff_id);
+            if !author.is_empty() {
+                cfg.author = Some(author.to_string());
+            }
+            cfg.history.push(History {
+                created: cfg.created.clone(),
+                author: (!author.is_empty()).then(|| author.to_string()),
+                created_by: Some(format!("{} {}", c.path, c.args.join(" "))),
+                comment: (!message.is_empty()).then(|| message.to_string()),
+                empty_layer: false,
+            });
+            let mut layers = image.manifest.layers.clone();
+            layers.push(Descriptor::new(media_types::OCI_LAYER_GZIP, blob, size));
+            Ok(self.store.put_image(&cfg, layers, name)?)
+        })();
+        if paused {
+            let _ = self.runtime.resume(&c.id);
+        }
+        result
+    }
+
+    /// `container prune`: removes every stopped container; returns their ids.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for c in self.containers()? {
+            if matches!(
+                c.state.status,
+                Status::Exited | Status::Created | Status::Dead
+            ) {
+                out.push(self.remove(&c.id, false, false)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// docker's `ContainerJSON`.
+    pub fn inspect_json(&self, c: &Container) -> Value {
+        let mut state = serde_json::to_value(&c.state).unwrap_or(Value::Null);
+        if let Some(o) = state.as_object_mut() {
+            o.remove("PidStart");
+            o.remove("MonitorPid");
+            o.remove("StoppedByUser");
+            o.insert(
+                "Running".into(),
+                json!(matches!(c.state.status, Status::Running | Status::Paused)),
+            );
+            o.insert("Paused".into(), json!(c.state.status == Status::Paused));
+            o.insert(
+                "Restarting".into(),
+                json!(c.state.status == Status::Restarting),
+            );
+            o.insert("Dead".into(), json!(c.state.status == Status::Dead));
+        }
+        json!({
+            "Id": c.id,
+            "Created": c.created,
+            "Path": c.path,
+            "Args": c.args,
+            "State": state,
+            "Image": c.image_id,
+            "ResolvConfPath": self.dir(&c.id).join("resolv.conf"),
+            "HostnamePath": self.dir(&c.id).join("hostname"),
+            "HostsPath": self.dir(&c.id).join("hosts"),
+            "LogPath": self.dir(&c.id).join(format!("{}-json.log", c.id)),
+            "Name": format!("/{}", c.name),
+            "RestartCount": c.state.restart_count,
+            "Driver": self.store.snapshots.driver().name(),
+            "Platform": "linux",
+            "HostConfig": c.host_config,
+            "Mounts": c.mounts,
+            "Config": c.config,
+            "GraphDriver": {"Name": self.store.snapshots.driver().name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},
+            "NetworkSettings": {"Networks": {c.host_config.network_mode.clone(): {}}},
+        })
+    }
+}
+
+fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {
+    let p = parent.join(format!(
+        ".export-{}-{}",
+        std::process::id(),
+        container::new_id()
+    ));
+    std::fs::create_dir_all(&p).map_err(|e| EngineError::io("mkdir", &p, e))?;
+    Ok(p)
+}
+
+fn flate2_encoder<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
+    flate2::write::GzEncoder::new(w, berth_store::image::import::gzip_level())
+}

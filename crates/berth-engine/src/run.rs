@@ -1,0 +1,640 @@
+//! Creating and running containers: the record and snapshot (`create`), the
+//! launch through the runtime library with the overlay mounted inside the
+//! container, and the two ways of watching it — attached (this process proxies
+//! stdio, logs it, forwards signals and waits) and detached (a forked monitor
+//! does the same without a terminal and applies the restart policy).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use berth_runtime::CreateOptions;
+use berth_runtime::rootfs::RootfsMount;
+use berth_runtime::wait::Stdio as Io;
+use berth_types::Reference;
+
+use crate::container::{self, Config, Container, HostConfig, MountPoint, State, Status};
+use crate::logs;
+use crate::spec;
+use crate::{Engine, EngineError, Result, now};
+
+/// What `create` / `run` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// The image as the user wrote it.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// Arguments after the image (replace CMD).
+    pub cmd: Vec<String>,
+    /// `--entrypoint` (replaces ENTRYPOINT and clears CMD).
+    pub entrypoint: Option<String>,
+    /// `-e` and `--env-file` entries, in order.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-h`.
+    pub hostname: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-v`.
+    pub volumes: Vec<String>,
+    /// `--mount`.
+    pub mounts: Vec<String>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<String>,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`.
+    pub stop_timeout: Option<i64>,
+    /// Host settings.
+    pub host: HostConfig,
+}
+
+/// The runtime's state root for engine containers.
+fn exit_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("exit")
+}
+
+/// The exit code a monitor recorded, if any.
+pub fn read_exit_file(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(exit_file(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_file(p: &Path, data: &str) -> Result<()> {
+    std::fs::write(p, data).map_err(|e| EngineError::io("write", p, e))
+}
+
+impl Engine {
+    /// Creates a container from an image in the store.
+    pub fn create(&self, req: &CreateRequest) -> Result<Container> {
+        let image = self.store.resolve(&req.image)?;
+        let names_lock = container::lock(&self.root().join("containers"))?;
+        let id = container::new_id();
+        let name = match &req.name {
+            Some(n) => {
+                let n = n.trim_start_matches('/').to_string();
+                if !container::valid_name(&n) {
+                    return Err(EngineError::Invalid(format!(
+                        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                n
+            }
+            None => container::random_name(&id),
+        };
+        for d in container::all_dirs(&self.root().join("containers")) {
+            if let Ok(other) = container::load(&d)
+                && other.name == name
+            {
+                return Err(EngineError::NameInUse { name, id: other.id });
+            }
+        }
+        let ic = image.config.config.clone().unwrap_or_default();
+        let (entrypoint, cmd) = match &req.entrypoint {
+            Some(e) if e.is_empty() => (None, Some(req.cmd.clone()).filter(|c| !c.is_empty())),
+            Some(e) => (
+                Some(vec![e.clone()]),
+                Some(req.cmd.clone()).filter(|c| !c.is_empty()),
+            ),
+            None => (
+                ic.entrypoint.clone(),
+                if req.cmd.is_empty() {
+                    ic.cmd.clone()
+                } else {
+                    Some(req.cmd.clone())
+                },
+            ),
+        };
+        let command = spec::command(entrypoint.as_deref(), cmd.as_deref());
+        if command.is_empty() {
+            return Err(EngineError::Invalid("No command specified".into()));
+        }
+        let mut env = ic.env.clone().unwrap_or_default();
+        for e in &req.env {
+            if e.contains('=') {
+                spec::env_set(&mut env, e);
+            } else if let Ok(v) = std::env::var(e) {
+                // `-e NAME` takes the value from berth's own environment, as docker does.
+                spec::env_set(&mut env, &format!("{e}={v}"));
+            }
+        }
+        let mut labels = ic.labels.clone().unwrap_or_default();
+        labels.extend(req.labels.clone());
+        let mut mounts: Vec<MountPoint> = Vec::new();
+        for v in &req.volumes {
+            mounts.push(self.parse_bind(v)?);
+        }
+        for m in &req.mounts {
+            mounts.push(self.parse_mount(m)?);
+        }
+        for t in &req.tmpfs {
+            let (dst, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            mounts.push(MountPoint {
+                typ: "tmpfs".into(),
+                name: String::new(),
+                source: "tmpfs".into(),
+                destination: dst.to_string(),
+                rw: true,
+                options: opts
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+        // VOLUME directives of the image get anonymous volumes, unless mounted over.
+        for v in ic.volumes.clone().unwrap_or_default().keys() {
+            if !mounts.iter().any(|m| m.destination == *v) {
+                mounts.push(self.parse_bind(v)?);
+            }
+        }
+        let mut host = req.host.clone();
+        if host.network_mode.is_empty() {
+            host.network_mode = "host".into();
+        }
+        let c = Container {
+            id: id.clone(),
+            name,
+            created: now(),
+            image_id: image.id.to_string(),
+            path: command[0].clone(),
+            args: command[1..].to_vec(),
+            config: Config {
+                hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+                domainname: String::new(),
+                user: req.user.clone().or(ic.user.clone()).unwrap_or_default(),
+                tty: req.tty,
+                open_stdin: req.interactive,
+                env,
+                cmd,
+                image: req.image.clone(),
+                working_dir: req
+                    .workdir
+                    .clone()
+                    .or(ic.working_dir.clone())
+                    .unwrap_or_default(),
+                entrypoint,
+                labels,
+                stop_signal: req.stop_signal.clone().or(ic.stop_signal.clone()),
+                stop_timeout: req.stop_timeout,
+                exposed_ports: ic.exposed_ports.clone().unwrap_or_default(),
+            },
+            host_config: host,
+            mounts,
+            state: State {
+                status: Status::Created,
+                pid: 0,
+                pid_start: 0,
+                monitor_pid: 0,
+                exit_code: 0,
+                error: String::new(),
+                started_at: "0001-01-01T00:00:00Z".into(),
+                finished_at: "0001-01-01T00:00:00Z".into(),
+                oom_killed: false,
+                restart_count: 0,
+                stopped_by_user: false,
+            },
+        };
+        let dir = self.dir(&id);
+        std::fs::create_dir_all(dir.join("rootfs"))
+            .map_err(|e| EngineError::io("mkdir", &dir, e))?;
+        let result = (|| -> Result<()> {
+            let mut labels = BTreeMap::new();
+            labels.insert(
+                berth_store::image::IMAGE_LABEL.to_string(),
+                image.id.to_string(),
+            );
+            labels.insert("io.berth.container".to_string(), id.clone());
+            self.store
+                .snapshots
+                .prepare(&id, image.top_chain().as_ref(), labels)?;
+            self.write_etc_files(&c)?;
+            container::save(&dir, &c)
+        })();
+        drop(names_lock);
+        if let Err(e) = result {
+            let _ = self.store.snapshots.remove_active(&id);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn write_etc_files(&self, c: &Container) -> Result<()> {
+        let dir = self.dir(&c.id);
+        let mut hosts = String::from(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        );
+        for h in &c.host_config.extra_hosts {
+            if let Some((name, ip)) = h.split_once(':') {
+                hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        hosts.push_str(&format!("127.0.1.1\t{} {}\n", c.config.hostname, c.name));
+        write_file(&dir.join("hosts"), &hosts)?;
+        write_file(&dir.join("hostname"), &format!("{}\n", c.config.hostname))?;
+        let resolv = if c.host_config.dns.is_empty() {
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            c.host_config
+                .dns
+                .iter()
+                .map(|d| format!("nameserver {d}\n"))
+                .collect()
+        };
+        write_file(&dir.join("resolv.conf"), &resolv)
+    }
+
+    /// Writes config.json and creates + starts the container in the runtime;
+    /// returns its pid. `stdio` are descriptors for the process's 0/1/2.
+    fn launch(
+        &self,
+        c: &mut Container,
+        stdio: Option<[i32; 3]>,
+        console: Option<OwnedFd>,
+    ) -> Result<i32> {
+        let dir = self.dir(&c.id);
+        let image_id: berth_types::Digest = c
+            .image_id
+            .parse()
+            .map_err(|_| EngineError::Corrupt(format!("image id {}", c.image_id)))?;
+        let image = self.store.resolve(&image_id.to_string())?;
+        let top = image.top_chain();
+        let read = |p: &str| {
+            top.as_ref()
+                .and_then(|t| self.store.snapshots.read_file(t, p))
+        };
+        let user = crate::user::resolve(
+            &c.config.user,
+            read("/etc/passwd").as_deref(),
+            read("/etc/group").as_deref(),
+        )?;
+        let s = spec::generate(&spec::Input {
+            c,
+            user: &user,
+            rootfs: "rootfs",
+            files: spec::Files {
+                hosts: &dir.join("hosts").display().to_string(),
+                hostname: &dir.join("hostname").display().to_string(),
+                resolv: &dir.join("resolv.conf").display().to_string(),
+            },
+            cgroup_v2: berth_cgroups_layout_is_v2(),
+        })?;
+        write_file(
+            &dir.join("config.json"),
+            &serde_json::to_string_pretty(&s).expect("spec serialises"),
+        )?;
+        let rootfs_mounts = self
+            .store
+            .snapshots
+            .mounts(&c.id)?
+            .into_iter()
+            .map(|m| RootfsMount {
+                typ: m.typ,
+                source: m.source,
+                options: m.options,
+            })
+            .collect();
+        // A leftover runtime record from an earlier run of this container.
+        let _ = self.runtime.delete(&c.id, true);
+        let _ = std::fs::remove_file(exit_file(&dir));
+        let opts = CreateOptions {
+            rootfs_mounts,
+            reaper: c.host_config.init,
+            stdio,
+            ..Default::default()
+        };
+        let pid = self
+            .runtime
+            .create_with_console(&c.id, &dir, &opts, console)?;
+        self.runtime.start(&c.id)?;
+        c.state.status = Status::Running;
+        c.state.pid = pid;
+        c.state.pid_start = berth_runtime::state::proc_stat(pid)
+            .map(|(_, s)| s)
+            .unwrap_or(0);
+        c.state.started_at = now();
+        c.state.finished_at = "0001-01-01T00:00:00Z".into();
+        c.state.error.clear();
+        Ok(pid)
+    }
+
+    /// Records an exit and releases the runtime record.
+    fn record_exit(&self, c: &mut Container, code: i32) -> Result<()> {
+        let oom = self
+            .runtime
+            .stats(&c.id)
+            .map(|s| s.oom_kills > 0)
+            .unwrap_or(false);
+        let _ = std::fs::write(exit_file(&self.dir(&c.id)), code.to_string());
+        let _ = self.runtime.delete(&c.id, true);
+        let _l = container::lock(&self.dir(&c.id))?;
+        let mut fresh = container::load(&self.dir(&c.id))?;
+        fresh.state.status = Status::Exited;
+        fresh.state.exit_code = code;
+        fresh.state.pid = 0;
+        fresh.state.monitor_pid = 0;
+        fresh.state.oom_killed = oom;
+        fresh.state.finished_at = now();
+        fresh.state.restart_count = c.state.restart_count;
+        container::save(&self.dir(&c.id), &fresh)?;
+        *c = fresh;
+        Ok(())
+    }
+
+    fn save_state(&self, c: &Container) -> Result<()> {
+        let _l = container::lock(&self.dir(&c.id))?;
+        let mut fresh = container::load(&self.dir(&c.id))?;
+        fresh.state = c.state.clone();
+        container::save(&self.dir(&c.id), &fresh)
+    }
+
+    /// Starts a container and stays attached: stdio proxied (and logged), signals
+    /// forwarded. Returns the container's exit code.
+    pub fn start_attached(&self, id: &str, stdin: bool) -> Result<i32> {
+        let mut c = self.find(id)?;
+        if c.state.status == Status::Running || c.state.status == Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "container {} is already running",
+                c.short_id()
+            )));
+        }
+        let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
+        berth_runtime::wait::block_signals();
+        let (pid, io) = if c.config.tty {
+            let (ours, theirs) = socketpair()?;
+            let pid = self.launch(&mut c, None, Some(theirs))?;
+            let master = berth_runtime::tty::recv_fd(&ours)?;
+            (pid, Io::Tty { master, stdin })
+        } else {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let (in_r, in_w) = if stdin {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            } else {
+                (None, None)
+            };
+            let devnull = std::fs::File::open("/dev/null")
+                .map_err(|e| EngineError::io("open", Path::new("/dev/null"), e))?;
+            let in_fd = in_r.as_ref().map_or(devnull.as_raw_fd(), |r| r.as_raw_fd());
+            let pid = self.launch(
+                &mut c,
+                Some([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()]),
+                None,
+            )?;
+            drop((out_w, err_w, in_r, devnull));
+            (
+                pid,
+                Io::Pipes {
+                    out: out_r,
+                    err: err_r,
+                    input: in_w,
+                },
+            )
+        };
+        self.save_state(&c)?;
+        let code = io_loop(pid, io, &log_path, true);
+        self.record_exit(&mut c, code)?;
+        if c.host_config.auto_remove {
+            self.remove(&c.id, true, false)?;
+        }
+        Ok(code)
+    }
+
+    /// Starts a container under a detached monitor; returns once it runs (or
+    /// failed to start, with the error).
+    pub fn start_detached(&self, id: &str) -> Result<()> {
+        let c = self.find(id)?;
+        if c.state.status == Status::Running || c.state.status == Status::Paused {
+            return Ok(()); // docker start of a running container is a no-op
+        }
+        let (r, w) = pipe()?;
+        // SAFETY: fork from the single-threaded CLI; the child becomes the monitor.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(EngineError::io(
+                "fork",
+                Path::new("monitor"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            drop(r);
+            // SAFETY: setsid + second fork so the monitor is not our child.
+            unsafe {
+                libc::setsid();
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+            }
+            let code = self.monitor(&c.id, w);
+            // SAFETY: the monitor ends here.
+            unsafe { libc::_exit(code) }
+        }
+        drop(w);
+        let mut st = 0;
+        // SAFETY: reap the intermediate child.
+        unsafe {
+            libc::waitpid(pid, &mut st, 0);
+        }
+        let mut msg = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut msg)
+            .map_err(|e| EngineError::io("read", Path::new("monitor pipe"), e))?;
+        let msg = String::from_utf8_lossy(&msg);
+        match msg.strip_prefix("ok") {
+            Some(_) => Ok(()),
+            None => {
+                let e: serde_json::Value = serde_json::from_str(msg.trim())
+                    .unwrap_or(serde_json::json!({"code": 125, "msg": msg.trim()}));
+                let text = e["msg"]
+                    .as_str()
+                    .unwrap_or("the container's monitor failed")
+                    .to_string();
+                Err(match e["code"].as_i64() {
+                    Some(127) => {
+                        EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(text))
+                    }
+                    Some(126) => {
+                        EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(text))
+                    }
+                    _ => EngineError::Invalid(text),
+                })
+            }
+        }
+    }
+
+    /// The monitor of a detached container: launches it with its output going
+    /// to the log, waits, records the exit, restarts by policy. Reports the first
+    /// start through `ready`.
+    fn monitor(&self, id: &str, ready: OwnedFd) -> i32 {
+        // SAFETY: detach from the terminal: stdio to /dev/null.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        let mut ready = Some(std::fs::File::from(ready));
+        let mut delay_ms = 100u64;
+        loop {
+            let mut c = match self.find(id) {
+                Ok(c) => c,
+                Err(_) => return 1,
+            };
+            let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
+            berth_runtime::wait::block_signals();
+            let launched = (|| -> Result<(i32, Io)> {
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                if c.config.tty {
+                    let (ours, theirs) = socketpair()?;
+                    let pid = self.launch(&mut c, None, Some(theirs))?;
+                    let master = berth_runtime::tty::recv_fd(&ours)?;
+                    return Ok((
+                        pid,
+                        Io::Tty {
+                            master,
+                            stdin: false,
+                        },
+                    ));
+                }
+                let pid = self.launch(
+                    &mut c,
+                    Some([0, out_w.as_raw_fd(), err_w.as_raw_fd()]),
+                    None,
+                )?;
+                drop((out_w, err_w));
+                Ok((
+                    pid,
+                    Io::Pipes {
+                        out: out_r,
+                        err: err_r,
+                        input: None,
+                    },
+                ))
+            })();
+            let (pid, io) = match launched {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(mut r) = ready.take() {
+                        let msg =
+                            serde_json::json!({"code": e.run_exit_code(), "msg": e.to_string()});
+                        let _ = std::io::Write::write_all(&mut r, msg.to_string().as_bytes());
+                    }
+                    c.state.status = Status::Exited;
+                    c.state.error = e.to_string();
+                    c.state.exit_code = e.run_exit_code();
+                    let _ = self.save_state(&c);
+                    return 1;
+                }
+            };
+            c.state.monitor_pid = std::process::id() as i32;
+            let _ = self.save_state(&c);
+            if let Some(mut r) = ready.take() {
+                let _ = std::io::Write::write_all(&mut r, b"ok");
+            }
+            let started = std::time::Instant::now();
+            let code = io_loop(pid, io, &log_path, false);
+            if self.record_exit(&mut c, code).is_err() {
+                return 1;
+            }
+            let policy = c.host_config.restart_policy.name.as_str();
+            let restart = !c.state.stopped_by_user
+                && match policy {
+                    "always" | "unless-stopped" => true,
+                    "on-failure" => {
+                        code != 0
+                            && (c.host_config.restart_policy.max_retries == 0
+                                || c.state.restart_count < c.host_config.restart_policy.max_retries)
+                    }
+                    _ => false,
+                };
+            if !restart {
+                if c.host_config.auto_remove {
+                    let _ = self.remove(&c.id, true, false);
+                }
+                return 0;
+            }
+            // docker's backoff: doubling from 100 ms, reset after 10 s of running.
+            if started.elapsed().as_secs() >= 10 {
+                delay_ms = 100;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            delay_ms = (delay_ms * 2).min(60_000);
+            let _l = container::lock(&self.dir(&c.id));
+            if let Ok(mut fresh) = container::load(&self.dir(&c.id)) {
+                if fresh.state.stopped_by_user {
+                    return 0;
+                }
+                fresh.state.restart_count += 1;
+                fresh.state.status = Status::Restarting;
+                let _ = container::save(&self.dir(&c.id), &fresh);
+            }
+        }
+    }
+}
+
+fn berth_cgroups_layout_is_v2() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|mi| {
+            mi.lines()
+                .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
+        })
+        .unwrap_or(false)
+}
+
+/// A pipe (read, write), close-on-exec.
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| EngineError::io("pipe", Path::new("stdio"), e.into()))
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| EngineError::io("socketpair", Path::new("console"), e.into()))
+}
+
+/// Waits for the container, logging its output (and showing it when attached).
+fn io_loop(pid: i32, io: Io, log_path: &Path, attached: bool) -> i32 {
+    let mut out_log = logs::Writer::open(log_path, "stdout").ok();
+    let mut err_log = logs::Writer::open(log_path, "stderr").ok();
+    let code = berth_runtime::wait::proxy(pid, io, attached, &mut |is_err, data| {
+        let l = if is_err { &mut err_log } else { &mut out_log };
+        if let Some(l) = l {
+            l.feed(data);
+        }
+    });
+    for l in [&mut out_log, &mut err_log].into_iter().flatten() {
+        l.flush_partial();
+    }
+    code
+}
+
+/// Parses `IMAGE` for `run`: a missing tag means `latest`.
+pub fn normalize_image(s: &str) -> Result<String> {
+    Ok(Reference::parse(s)
+        .map_err(|e| EngineError::Invalid(e.to_string()))?
+        .with_default_tag()
+        .to_string())
+}

@@ -1,0 +1,422 @@
+//! The OCI spec of a container, from its image config and run options, as
+//! docker generates it: ENTRYPOINT + CMD, environment (PATH, HOSTNAME, TERM,
+//! then image and `-e`, HOME from the user), working directory, user, docker's
+//! default mounts, capabilities (`00000000a80425fb`), seccomp profile, masked
+//! and read-only /proc paths, device rules, resources, namespaces.
+
+use berth_runtime::capabilities::DOCKER_DEFAULT;
+use serde_json::{Value, json};
+
+use crate::container::{Container, MountPoint};
+use crate::user::User;
+use crate::{EngineError, Result};
+
+/// docker's default PATH.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// docker's masked paths.
+pub const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// docker's read-only paths.
+pub const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// ENTRYPOINT + CMD as docker composes them.
+pub fn command(entrypoint: Option<&[String]>, cmd: Option<&[String]>) -> Vec<String> {
+    let mut v: Vec<String> = entrypoint.unwrap_or(&[]).to_vec();
+    v.extend(cmd.unwrap_or(&[]).iter().cloned());
+    v
+}
+
+/// Sets `KEY=value` in `env`, replacing an earlier entry of the same key.
+pub fn env_set(env: &mut Vec<String>, kv: &str) {
+    let key = kv.split('=').next().unwrap_or(kv);
+    match env.iter_mut().find(|e| e.split('=').next() == Some(key)) {
+        Some(e) => *e = kv.to_string(),
+        None => env.push(kv.to_string()),
+    }
+}
+
+/// The process environment docker gives a container.
+pub fn environment(c: &Container, user: &User) -> Vec<String> {
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={}", c.config.hostname),
+    ];
+    if c.config.tty {
+        env.push("TERM=xterm".into());
+    }
+    for e in &c.config.env {
+        env_set(&mut env, e);
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    env
+}
+
+/// The capability list after `--cap-add`, `--cap-drop` and `--privileged`.
+pub fn capabilities(c: &Container) -> Vec<String> {
+    let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    if c.host_config.privileged {
+        let mut a = all;
+        a.sort();
+        return a;
+    }
+    let norm = |s: &String| {
+        let u = s.to_ascii_uppercase();
+        if u.starts_with("CAP_") || u == "ALL" {
+            u
+        } else {
+            format!("CAP_{u}")
+        }
+    };
+    let mut set: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
+    for d in c.host_config.cap_drop.iter().map(norm) {
+        if d == "ALL" {
+            set.clear();
+        } else {
+            set.retain(|x| *x != d);
+        }
+    }
+    for a in c.host_config.cap_add.iter().map(norm) {
+        if a == "ALL" {
+            set = all.clone();
+        } else if !set.contains(&a) {
+            set.push(a);
+        }
+    }
+    set
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
+    json!({"destination": dest, "type": typ, "source": source, "options": options})
+}
+
+/// Files the engine writes for a container and binds in.
+pub struct Files<'a> {
+    /// /etc/hosts.
+    pub hosts: &'a str,
+    /// /etc/hostname.
+    pub hostname: &'a str,
+    /// /etc/resolv.conf.
+    pub resolv: &'a str,
+}
+
+/// Everything the spec needs.
+pub struct Input<'a> {
+    /// The container.
+    pub c: &'a Container,
+    /// The resolved user.
+    pub user: &'a User,
+    /// The rootfs directory.
+    pub rootfs: &'a str,
+    /// Files to bind.
+    pub files: Files<'a>,
+    /// Whether the machine is on cgroup v2.
+    pub cgroup_v2: bool,
+}
+
+fn bytes_from_seccomp_opt(c: &Container) -> Result<Option<Value>> {
+    for o in &c.host_config.security_opt {
+        let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
+        if k == "seccomp" {
+            if v == "unconfined" {
+                return Ok(None);
+            }
+            let data = std::fs::read(v).map_err(|e| {
+                EngineError::Invalid(format!("opening seccomp profile ({v}) failed: {e}"))
+            })?;
+            let p: Value = serde_json::from_slice(&data).map_err(|e| {
+                EngineError::Invalid(format!("decoding seccomp profile ({v}) failed: {e}"))
+            })?;
+            return Ok(Some(p));
+        }
+    }
+    Ok(Some(berth_runtime::seccomp::docker_default(&capabilities(
+        c,
+    ))))
+}
+
+/// `--security-opt no-new-privileges[:true|=true]`.
+pub fn no_new_privileges(c: &Container) -> bool {
+    c.host_config.security_opt.iter().any(|o| {
+        matches!(
+            o.as_str(),
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
+        )
+    })
+}
+
+/// Builds the config.json of a container.
+pub fn generate(i: &Input) -> Result<Value> {
+    let c = i.c;
+    let hc = &c.host_config;
+    let caps = capabilities(c);
+    let mut args = vec![c.path.clone()];
+    args.extend(c.args.iter().cloned());
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                if hc.privileged { "rw" } else { "ro" },
+            ],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
+        ),
+        mount(
+            "/etc/resolv.conf",
+            "bind",
+            i.files.resolv,
+            &["rbind", "rprivate"],
+        ),
+        mount(
+            "/etc/hostname",
+            "bind",
+            i.files.hostname,
+            &["rbind", "rprivate"],
+        ),
+        mount("/etc/hosts", "bind", i.files.hosts, &["rbind", "rprivate"]),
+    ];
+    for m in &c.mounts {
+        mounts.push(user_mount(m));
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    match hc.network_mode.as_str() {
+        "host" => {}
+        "none" | "" => namespaces.push(json!({"type": "network"})),
+        other if other.starts_with("container:") => {
+            return Err(EngineError::Invalid(format!(
+                "--network {other}: joining another container's network is not supported yet"
+            )));
+        }
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "--network {other}: bridge and user-defined networks are not implemented yet; use --network host or --network none"
+            )));
+        }
+    }
+    if i.cgroup_v2 {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    if hc.privileged {
+        devices = vec![json!({"allow": true, "access": "rwm"})];
+    } else {
+        for t in ["c", "b"] {
+            devices.push(json!({"allow": true, "type": t, "access": "m"}));
+        }
+        for (ma, mi) in [
+            (1, 3),
+            (1, 5),
+            (1, 7),
+            (5, 0),
+            (1, 8),
+            (1, 9),
+            (5, 2),
+            (10, 200),
+        ] {
+            devices.push(
+                json!({"allow": true, "type": "c", "major": ma, "minor": mi, "access": "rwm"}),
+            );
+        }
+        devices.push(json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
+    }
+    let mut resources = json!({"devices": devices});
+    if hc.memory > 0 {
+        let swap = match hc.memory_swap {
+            0 => hc.memory * 2,
+            s => s,
+        };
+        resources["memory"] = json!({"limit": hc.memory, "swap": swap});
+    }
+    let mut cpu = serde_json::Map::new();
+    if hc.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(hc.cpu_shares));
+    }
+    if hc.nano_cpus > 0 {
+        cpu.insert("period".into(), json!(100_000));
+        cpu.insert(
+            "quota".into(),
+            json!(hc.nano_cpus * 100_000 / 1_000_000_000),
+        );
+    }
+    if !hc.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(hc.cpuset_cpus));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(p) = hc.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    let rlimits: Vec<Value> = hc
+        .ulimits
+        .iter()
+        .map(|u| json!({"type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()), "soft": u.soft, "hard": u.hard}))
+        .collect();
+    let mut linux = json!({
+        "resources": resources,
+        "cgroupsPath": format!("/berth/{}", c.id),
+        "namespaces": namespaces,
+    });
+    if !hc.privileged {
+        linux["maskedPaths"] = json!(MASKED);
+        linux["readonlyPaths"] = json!(READONLY);
+        if let Some(p) = bytes_from_seccomp_opt(c)? {
+            linux["seccomp"] = p;
+        }
+    }
+    let cwd = if c.config.working_dir.is_empty() {
+        "/".to_string()
+    } else {
+        c.config.working_dir.clone()
+    };
+    let mut process = json!({
+        "terminal": c.config.tty,
+        "user": {"uid": i.user.uid, "gid": i.user.gid, "additionalGids": i.user.additional_gids},
+        "args": args,
+        "env": environment(c, i.user),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": no_new_privileges(c),
+    });
+    if !rlimits.is_empty() {
+        process["rlimits"] = json!(rlimits);
+    }
+    Ok(json!({
+        "ociVersion": "1.2.0",
+        "process": process,
+        "root": {"path": i.rootfs, "readonly": hc.readonly_rootfs},
+        "hostname": c.config.hostname,
+        "mounts": mounts,
+        "linux": linux,
+    }))
+}
+
+fn user_mount(m: &MountPoint) -> Value {
+    match m.typ.as_str() {
+        "tmpfs" => {
+            let mut opts = vec![
+                "nosuid".to_string(),
+                "nodev".to_string(),
+                "noexec".to_string(),
+            ];
+            opts.extend(m.options.iter().cloned());
+            json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts})
+        }
+        _ => {
+            let mut opts = vec![
+                "rbind".to_string(),
+                if m.rw { "rw" } else { "ro" }.to_string(),
+                "rprivate".to_string(),
+            ];
+            opts.extend(m.options.iter().cloned());
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": opts})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn entrypoint_and_cmd() {
+        assert_eq!(
+            command(Some(&s(&["/bin/echo", "Hello"])), Some(&s(&["world"]))),
+            s(&["/bin/echo", "Hello", "world"])
+        );
+        assert_eq!(command(None, Some(&s(&["sh"]))), s(&["sh"]));
+    }
+
+    #[test]
+    fn default_caps_match_docker() {
+        let c: Container = serde_json::from_value(json!({
+            "Id": "0".repeat(64), "Name": "x", "Created": "", "ImageId": "", "Path": "sh", "Args": [],
+            "Config": {"Hostname":"h","Domainname":"","User":"","Tty":false,"OpenStdin":false,"Env":[],"Cmd":null,"Image":"","WorkingDir":"","Entrypoint":null,"Labels":{},"StopSignal":null,"StopTimeout":null},
+            "HostConfig": {"Binds":[],"NetworkMode":"","RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":false,"CapAdd":["NET_ADMIN"],"CapDrop":["MKNOD"],"Privileged":false,"ReadonlyRootfs":false,"SecurityOpt":[],"Tmpfs":{},"Init":false,"Memory":0,"MemorySwap":0,"NanoCpus":0,"CpuShares":0,"CpusetCpus":"","PidsLimit":null,"Ulimits":[],"ExtraHosts":[],"Dns":[]},
+            "Mounts": [], "State": {"Status":"created","Pid":0,"ExitCode":0,"Error":"","StartedAt":"","FinishedAt":"","OOMKilled":false,"RestartCount":0}
+        })).unwrap();
+        let caps = capabilities(&c);
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_MKNOD".to_string()));
+        let mut plain = c.clone();
+        plain.host_config.cap_add.clear();
+        plain.host_config.cap_drop.clear();
+        assert_eq!(
+            format!(
+                "{:016x}",
+                berth_runtime::capabilities::mask(&capabilities(&plain))
+            ),
+            "00000000a80425fb"
+        );
+    }
+}

@@ -1,0 +1,1255 @@
+//! Container commands: `run`, `create`, `start`, `ps`, `stop`, `kill`, `restart`,
+//! `rm`, `logs`, `exec`, `wait`, `top`, `stats`, `pause`, `unpause`, `diff`,
+//! `commit`, `export`, `rename`, `port`, `container prune`, `volume …`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use berth_engine::container::{HostConfig, RestartPolicy, Ulimit};
+use berth_engine::run::CreateRequest;
+use berth_engine::{Container, Engine, EngineError, Status};
+use berth_types::Reference;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::output::{
+    Format, Table, created_at, ellipsis, human_duration, human_size, print_items, since,
+};
+
+/// An error that ends the process with a docker exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct ExitError {
+    /// The exit code.
+    pub code: u8,
+    /// What to print.
+    pub msg: String,
+}
+
+fn exit_err(code: i32, msg: impl Into<String>) -> anyhow::Error {
+    ExitError {
+        code: code.clamp(0, 255) as u8,
+        msg: msg.into(),
+    }
+    .into()
+}
+
+/// Options shared by `run` and `create`.
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Assign a name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    pub env_file: Vec<String>,
+    /// Bind mount a volume (`/host:/ctr[:ro]`, `name:/ctr`, `/ctr`).
+    #[arg(short, long)]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount (`type=bind,source=…,target=…`).
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs (`/path[:opts]`).
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (`name|uid[:group|gid]`).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Keep STDIN open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Network: `host` or `none` (bridge networks are not implemented yet).
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Memory limit (`64m`, `1g`).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (`0-3`, `0,1`).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Tune the container pids limit (-1 for unlimited).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options (`no-new-privileges`, `seccomp=unconfined|profile.json`).
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Ulimit options (`nofile=1024:2048`).
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Restart policy (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Set meta data on a container.
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long)]
+    pub stop_timeout: Option<i64>,
+    /// Add a custom host-to-IP mapping (`host:ip`).
+    #[arg(long)]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Pull image before running (`always`, `missing`, `never`).
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Automatically remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run container in background and print container ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub c: CreateArgs,
+}
+
+/// docker's `RAMInBytes`: `64m`, `1g`, `512k`, `1024`, `2GB`.
+pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix('b')
+        .filter(|x| x.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        Some('b') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid size: '{s}'"))?;
+    Ok((n * mult as f64) as i64)
+}
+
+fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
+    let (name, vals) = s
+        .split_once('=')
+        .with_context(|| format!("invalid ulimit argument: {s}"))?;
+    let (soft, hard) = match vals.split_once(':') {
+        Some((a, b)) => (a.parse()?, b.parse()?),
+        None => {
+            let v = vals.parse()?;
+            (v, v)
+        }
+    };
+    if soft > hard {
+        bail!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}");
+    }
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+fn env_file_entries(path: &str) -> anyhow::Result<Vec<String>> {
+    let data = std::fs::read_to_string(path).with_context(|| format!("open {path}"))?;
+    Ok(data
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Turns the flags into a create request.
+pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(env_file_entries(f)?);
+    }
+    env.extend(a.env.iter().cloned());
+    let restart = match a.restart.split_once(':') {
+        Some(("on-failure", n)) => RestartPolicy {
+            name: "on-failure".into(),
+            max_retries: n.parse().context("invalid restart policy count")?,
+        },
+        None if matches!(
+            a.restart.as_str(),
+            "no" | "always" | "unless-stopped" | "on-failure"
+        ) =>
+        {
+            RestartPolicy {
+                name: a.restart.clone(),
+                max_retries: 0,
+            }
+        }
+        _ => bail!("invalid restart policy '{}'", a.restart),
+    };
+    if restart.name != "no" && a.rm {
+        bail!("Conflicting options: --restart and --rm");
+    }
+    let mut labels = BTreeMap::new();
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let memory = a
+        .memory
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()?
+        .unwrap_or(0);
+    let memory_swap = match a.memory_swap.as_deref() {
+        Some("-1") => -1,
+        Some(s) => parse_bytes(s)?,
+        None => 0,
+    };
+    if memory > 0 && memory < 6 * 1024 * 1024 {
+        bail!("Minimum memory limit allowed is 6MB");
+    }
+    if memory_swap > 0 && memory_swap < memory {
+        bail!("Minimum memoryswap limit should be larger than memory limit, see usage");
+    }
+    Ok(CreateRequest {
+        image: a.image.clone(),
+        name: a.name.clone(),
+        cmd: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        volumes: a.volume.clone(),
+        mounts: a.mount.clone(),
+        tmpfs: a.tmpfs.clone(),
+        labels,
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
+        host: HostConfig {
+            network_mode: a.network.clone().unwrap_or_default(),
+            restart_policy: restart,
+            auto_remove: a.rm,
+            cap_add: a.cap_add.clone(),
+            cap_drop: a.cap_drop.clone(),
+            privileged: a.privileged,
+            readonly_rootfs: a.read_only,
+            security_opt: a.security_opt.clone(),
+            init: a.init,
+            memory,
+            memory_swap,
+            nano_cpus: a.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            cpu_shares: a.cpu_shares.unwrap_or(0),
+            cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
+            pids_limit: a.pids_limit,
+            ulimits: a
+                .ulimit
+                .iter()
+                .map(|u| parse_ulimit(u))
+                .collect::<anyhow::Result<_>>()?,
+            extra_hosts: a.add_host.clone(),
+            dns: a.dns.clone(),
+            ..Default::default()
+        },
+    })
+}
+
+/// Makes sure the image is in the store (docker's "Unable to find image" path).
+fn ensure_image(engine: &Engine, image: &str, pull: &str) -> anyhow::Result<()> {
+    let normalized = Reference::parse(image)
+        .map(|r| r.with_default_tag().familiar())
+        .unwrap_or(image.to_string());
+    let present = engine.store.resolve(image).is_ok();
+    if present && pull != "always" {
+        return Ok(());
+    }
+    if pull == "never" {
+        return Err(exit_err(125, format!("No such image: {normalized}")));
+    }
+    if !present {
+        eprintln!("Unable to find image '{normalized}' locally");
+    }
+    Err(exit_err(
+        125,
+        format!(
+            "pulling {normalized}: berth cannot pull from registries yet; import, load or build the image first"
+        ),
+    ))
+}
+
+fn engine_err(e: EngineError) -> anyhow::Error {
+    let code = e.run_exit_code();
+    exit_err(code, e.to_string())
+}
+
+/// `create`.
+pub fn create(engine: &Engine, a: CreateArgs) -> anyhow::Result<()> {
+    ensure_image(engine, &a.image, &a.pull)?;
+    let req = request(&a).map_err(|e| exit_err(125, e.to_string()))?;
+    let c = engine.create(&req).map_err(engine_err)?;
+    println!("{}", c.id);
+    Ok(())
+}
+
+/// `run`.
+pub fn run(engine: &Engine, a: RunArgs) -> anyhow::Result<()> {
+    ensure_image(engine, &a.c.image, &a.c.pull)?;
+    let req = request(&a.c).map_err(|e| exit_err(125, e.to_string()))?;
+    if a.c.tty && !a.detach && !std::io::stdin().is_terminal() && a.c.interactive {
+        return Err(exit_err(1, "the input device is not a TTY"));
+    }
+    let c = engine.create(&req).map_err(engine_err)?;
+    if a.detach {
+        if let Err(e) = engine.start_detached(&c.id) {
+            let code = e.run_exit_code();
+            if a.c.rm {
+                let _ = engine.remove(&c.id, true, true);
+            }
+            return Err(exit_err(code, e.to_string()));
+        }
+        println!("{}", c.id);
+        return Ok(());
+    }
+    match engine.start_attached(&c.id, a.c.interactive) {
+        Ok(code) => {
+            if code != 0 {
+                return Err(exit_err(code, String::new()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.run_exit_code();
+            if a.c.rm {
+                let _ = engine.remove(&c.id, true, true);
+            }
+            Err(exit_err(code, e.to_string()))
+        }
+    }
+}
+
+/// `start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals.
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach container's STDIN.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `start`.
+pub fn start(engine: &Engine, a: StartArgs) -> anyhow::Result<()> {
+    let mut failed = false;
+    for q in &a.containers {
+        if a.attach || a.interactive {
+            let code = engine
+                .start_attached(q, a.interactive)
+                .map_err(engine_err)?;
+            if code != 0 {
+                return Err(exit_err(code, String::new()));
+            }
+            continue;
+        }
+        match engine.start_detached(q) {
+            Ok(()) => println!("{q}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(exit_err(1, "Error: failed to start containers"));
+    }
+    Ok(())
+}
+
+fn status_text(c: &Container) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    let ago = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .map(|t| now - t.as_second())
+            .unwrap_or(0)
+    };
+    match c.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(ago(&c.state.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(ago(&c.state.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            c.state.exit_code,
+            human_duration(ago(&c.state.finished_at))
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            c.state.exit_code,
+            human_duration(ago(&c.state.finished_at))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// `ps`.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only display container IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show the latest created container.
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Filter output (`status=`, `name=`, `id=`, `label=`, `ancestor=`).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// `table`, `json` or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+fn ps_item(engine: &Engine, c: &Container, no_trunc: bool) -> Value {
+    let mut cmd = c.path.clone();
+    for a in &c.args {
+        cmd.push(' ');
+        cmd.push_str(a);
+    }
+    let command = if no_trunc {
+        format!("\"{cmd}\"")
+    } else {
+        format!("\"{}\"", ellipsis(&cmd, 20))
+    };
+    let image = c.config.image.clone();
+    let _ = engine;
+    json!({
+        "Command": command,
+        "CreatedAt": created_at(Some(&c.created)),
+        "ID": if no_trunc { c.id.clone() } else { c.short_id().to_string() },
+        "Image": image,
+        "Labels": c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "LocalVolumes": c.mounts.iter().filter(|m| m.typ == "volume").count().to_string(),
+        "Mounts": c.mounts.iter().map(|m| if m.name.is_empty() { m.source.clone() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
+        "Names": c.name,
+        "Networks": c.host_config.network_mode,
+        "Ports": "",
+        "RunningFor": since(Some(&c.created)),
+        "Size": "",
+        "State": c.state.status.as_str(),
+        "Status": status_text(c),
+    })
+}
+
+fn matches_filters(c: &Container, filters: &[String]) -> anyhow::Result<bool> {
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
+        let ok = match k {
+            "status" => c.state.status.as_str() == v,
+            "name" => c.name.contains(v),
+            "id" => c.id.starts_with(v),
+            "label" => match v.split_once('=') {
+                Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+                None => c.config.labels.contains_key(v),
+            },
+            "ancestor" => c.config.image == v || c.image_id.contains(v),
+            "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == v,
+            _ => bail!("invalid filter '{k}'"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `ps`.
+pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
+    let format = Format::parse(a.format.as_deref())?;
+    let mut list = engine.containers()?;
+    if a.latest {
+        list.truncate(1);
+    }
+    let mut items = Vec::new();
+    for c in &list {
+        let running = matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
+        if !a.all && !a.latest && !running && !a.filter.iter().any(|f| f.starts_with("status=")) {
+            continue;
+        }
+        if !matches_filters(c, &a.filter)? {
+            continue;
+        }
+        items.push(ps_item(engine, c, a.no_trunc));
+    }
+    if a.quiet {
+        for i in &items {
+            println!("{}", i["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    print_items(&format, &items, |items| {
+        let mut t = Table::new(&[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ]);
+        for i in items {
+            let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+            t.row(vec![
+                s("ID"),
+                s("Image"),
+                s("Command"),
+                s("RunningFor"),
+                s("Status"),
+                s("Ports"),
+                s("Names"),
+            ]);
+        }
+        t
+    })
+}
+
+/// `stop` / `restart`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short, long)]
+    pub time: Option<i64>,
+    /// Signal to send to the container.
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+fn each(
+    containers: &[String],
+    mut f: impl FnMut(&str) -> Result<(), EngineError>,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    for q in containers {
+        match f(q) {
+            Ok(()) => println!("{q}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(exit_err(1, String::new()));
+    }
+    Ok(())
+}
+
+/// `stop`.
+pub fn stop(engine: &Engine, a: StopArgs) -> anyhow::Result<()> {
+    each(&a.containers, |q| {
+        if let Some(s) = &a.signal {
+            let sig = berth_runtime::parse_signal(s)
+                .ok_or_else(|| EngineError::Invalid(format!("Invalid signal: {s}")))?;
+            engine.kill(q, sig)?;
+            return Ok(());
+        }
+        engine.stop(q, a.time).map(drop)
+    })
+}
+
+/// `restart`.
+pub fn restart(engine: &Engine, a: StopArgs) -> anyhow::Result<()> {
+    each(&a.containers, |q| {
+        engine.stop(q, a.time)?;
+        engine.start_detached(q)
+    })
+}
+
+/// `kill`.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `kill`.
+pub fn kill(engine: &Engine, a: KillArgs) -> anyhow::Result<()> {
+    let sig = berth_runtime::parse_signal(&a.signal)
+        .ok_or_else(|| exit_err(1, format!("Invalid signal: {}", a.signal)))?;
+    each(&a.containers, |q| engine.kill(q, sig).map(drop))
+}
+
+/// `rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short, long)]
+    pub volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `rm`.
+pub fn rm(engine: &Engine, a: RmArgs) -> anyhow::Result<()> {
+    each(&a.containers, |q| {
+        engine.remove(q, a.force, a.volumes).map(drop)
+    })
+}
+
+/// `logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs (`all`).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since timestamp or relative (`10m`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The container.
+    pub container: String,
+}
+
+/// `logs`.
+pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
+    let c = engine.find(&a.container)?;
+    let path = engine.dir(&c.id).join(format!("{}-json.log", c.id));
+    let opts = berth_engine::logs::ReadOptions {
+        tail: if a.tail == "all" {
+            None
+        } else {
+            Some(a.tail.parse().context("invalid --tail")?)
+        },
+        since: a
+            .since
+            .as_deref()
+            .map(|s| {
+                berth_engine::logs::parse_since(s).with_context(|| format!("invalid --since {s}"))
+            })
+            .transpose()?,
+        until: a
+            .until
+            .as_deref()
+            .map(|s| {
+                berth_engine::logs::parse_since(s).with_context(|| format!("invalid --until {s}"))
+            })
+            .transpose()?,
+        timestamps: a.timestamps,
+    };
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let offset = berth_engine::logs::read(&path, &opts, &mut out, &mut err)?;
+    if a.follow {
+        let id = c.id.clone();
+        let follow_opts = berth_engine::logs::ReadOptions { tail: None, ..opts };
+        berth_engine::logs::follow(&path, offset, &follow_opts, &mut out, &mut err, &|| {
+            engine
+                .find(&id)
+                .map(|c| {
+                    !matches!(
+                        c.state.status,
+                        Status::Running | Status::Paused | Status::Restarting
+                    )
+                })
+                .unwrap_or(true)
+        })?;
+    }
+    Ok(())
+}
+
+/// `exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set environment variables.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Keep STDIN open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Username or UID.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Give extended privileges to the command.
+    #[arg(long)]
+    pub privileged: bool,
+    /// The container.
+    pub container: String,
+    /// The command.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `exec`.
+pub fn exec(engine: &Engine, a: ExecArgs) -> anyhow::Result<()> {
+    let r = berth_engine::ops::ExecRequest {
+        cmd: a.command,
+        env: a.env,
+        user: a.user,
+        workdir: a.workdir,
+        tty: a.tty,
+        interactive: a.interactive,
+        detach: a.detach,
+        privileged: a.privileged,
+    };
+    let code = engine.exec(&a.container, &r).map_err(|e| match e {
+        EngineError::NotFound(_) | EngineError::Conflict(_) => {
+            exit_err(1, format!("Error response from daemon: {e}"))
+        }
+        e => engine_err(e),
+    })?;
+    if code != 0 {
+        return Err(exit_err(code, String::new()));
+    }
+    Ok(())
+}
+
+/// `wait`.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `wait`.
+pub fn wait(engine: &Engine, a: WaitArgs) -> anyhow::Result<()> {
+    for q in &a.containers {
+        let c = engine
+            .wait(q)
+            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+        println!("{}", c.state.exit_code);
+    }
+    Ok(())
+}
+
+/// A container's inspect JSON, for the shared `inspect` command.
+pub fn inspect_value(engine: &Engine, q: &str) -> Option<Value> {
+    engine.find(q).ok().map(|c| engine.inspect_json(&c))
+}
+
+/// `top`.
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// The container.
+    pub container: String,
+}
+
+/// `top`.
+pub fn top(engine: &Engine, a: TopArgs) -> anyhow::Result<()> {
+    let (titles, rows) = engine.top(&a.container)?;
+    let mut t = Table::new(&titles.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in rows {
+        t.row(r);
+    }
+    t.print()?;
+    Ok(())
+}
+
+/// `stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// `table`, `json` or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Containers (default: all running).
+    pub containers: Vec<String>,
+}
+
+/// `stats`.
+pub fn stats(engine: &Engine, a: StatsArgs) -> anyhow::Result<()> {
+    let format = Format::parse(a.format.as_deref())?;
+    loop {
+        let ids: Vec<String> = if a.containers.is_empty() {
+            engine
+                .containers()?
+                .into_iter()
+                .filter(|c| a.all || c.state.status == Status::Running)
+                .map(|c| c.id)
+                .collect()
+        } else {
+            a.containers.clone()
+        };
+        let first: Vec<(String, u64)> = ids
+            .iter()
+            .map(|q| {
+                (
+                    q.clone(),
+                    engine.stats(q).map(|(_, s)| s.cpu_usage_ns).unwrap_or(0),
+                )
+            })
+            .collect();
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let elapsed = t0.elapsed().as_nanos() as f64;
+        let mut items = Vec::new();
+        for (q, cpu0) in first {
+            let (c, s) = engine.stats(&q)?;
+            let cpu = (s.cpu_usage_ns.saturating_sub(cpu0)) as f64 / elapsed * 100.0;
+            let limit = if s.memory_limit == 0 {
+                total_memory()
+            } else {
+                s.memory_limit
+            };
+            let used = s.memory_usage.saturating_sub(s.memory_cache);
+            items.push(json!({
+                "Container": c.short_id(),
+                "ID": c.short_id(),
+                "Name": c.name,
+                "CPUPerc": format!("{cpu:.2}%"),
+                "MemUsage": format!("{} / {}", iec(used), iec(limit)),
+                "MemPerc": format!("{:.2}%", used as f64 / limit.max(1) as f64 * 100.0),
+                "NetIO": "0B / 0B",
+                "BlockIO": format!("{} / {}", human_size(s.io_read_bytes), human_size(s.io_write_bytes)),
+                "PIDs": s.pids_current.to_string(),
+            }));
+        }
+        print_items(&format, &items, |items| {
+            let mut t = Table::new(&[
+                "CONTAINER ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "NET I/O",
+                "BLOCK I/O",
+                "PIDS",
+            ]);
+            for i in items {
+                let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
+                t.row(vec![
+                    s("ID"),
+                    s("Name"),
+                    s("CPUPerc"),
+                    s("MemUsage"),
+                    s("MemPerc"),
+                    s("NetIO"),
+                    s("BlockIO"),
+                    s("PIDs"),
+                ]);
+            }
+            t
+        })?;
+        if a.no_stream {
+            return Ok(());
+        }
+    }
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Binary units as docker's stats shows them (`1.5MiB`).
+fn iec(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", U[i]).replace(".000", "")
+    }
+}
+
+/// `pause` / `unpause`.
+#[derive(Args, Debug)]
+pub struct ContainersArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `pause`.
+pub fn pause(engine: &Engine, a: ContainersArgs) -> anyhow::Result<()> {
+    each(&a.containers, |q| engine.pause(q))
+}
+
+/// `unpause`.
+pub fn unpause(engine: &Engine, a: ContainersArgs) -> anyhow::Result<()> {
+    each(&a.containers, |q| engine.unpause(q))
+}
+
+/// `diff`.
+#[derive(Args, Debug)]
+pub struct OneArgs {
+    /// The container.
+    pub container: String,
+}
+
+/// `diff`.
+pub fn diff(engine: &Engine, a: OneArgs) -> anyhow::Result<()> {
+    for (k, p) in engine.diff(&a.container)? {
+        println!("{k} {p}");
+    }
+    Ok(())
+}
+
+/// `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    /// The container.
+    pub container: String,
+}
+
+/// `export`.
+pub fn export(engine: &Engine, a: ExportArgs) -> anyhow::Result<()> {
+    match &a.output {
+        Some(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            engine.export(
+                &a.container,
+                &mut std::io::BufWriter::new(tmp.as_file_mut()),
+            )?;
+            tmp.as_file().sync_all()?;
+            std::fs::set_permissions(
+                tmp.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )?;
+            tmp.persist(p)?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            engine.export(&a.container, &mut out)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// `commit`.
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author.
+    #[arg(short, long, default_value = "")]
+    pub author: String,
+    /// Commit message.
+    #[arg(short, long, default_value = "")]
+    pub message: String,
+    /// Apply Dockerfile instruction to the created image.
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// The container.
+    pub container: String,
+    /// REPOSITORY[:TAG].
+    pub reference: Option<String>,
+}
+
+/// `commit`.
+pub fn commit(engine: &Engine, a: CommitArgs) -> anyhow::Result<()> {
+    let c = engine.find(&a.container)?;
+    let image = engine.store.resolve(&c.image_id)?;
+    let mut cfg = image.config.clone();
+    // The container's own run settings become the image's, as docker commits them.
+    {
+        let cc = cfg.config_mut();
+        cc.env = Some(c.config.env.clone());
+        cc.cmd = c.config.cmd.clone();
+        cc.entrypoint = c.config.entrypoint.clone();
+        if !c.config.working_dir.is_empty() {
+            cc.working_dir = Some(c.config.working_dir.clone());
+        }
+        if !c.config.user.is_empty() {
+            cc.user = Some(c.config.user.clone());
+        }
+    }
+    for ch in &a.change {
+        crate::changes::apply_change(&mut cfg, ch)?;
+    }
+    let name = a.reference.as_deref().map(Reference::parse).transpose()?;
+    let img = engine.commit(&a.container, name.as_ref(), &a.message, &a.author, &[cfg])?;
+    println!("{}", img.id);
+    Ok(())
+}
+
+/// `rename`.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// The container.
+    pub container: String,
+    /// The new name.
+    pub new_name: String,
+}
+
+/// `rename`.
+pub fn rename(engine: &Engine, a: RenameArgs) -> anyhow::Result<()> {
+    engine
+        .rename(&a.container, &a.new_name)
+        .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))
+}
+
+/// `port`: published ports (none until networking lands; host networking
+/// publishes nothing).
+pub fn port(engine: &Engine, a: OneArgs) -> anyhow::Result<()> {
+    engine.find(&a.container)?;
+    Ok(())
+}
+
+/// `container prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `container prune`.
+pub fn prune(engine: &Engine, a: PruneArgs) -> anyhow::Result<()> {
+    if !a.force
+        && !crate::commands::image::confirm("WARNING! This will remove all stopped containers.")
+    {
+        return Ok(());
+    }
+    let before = berth_store::fsutil::du(&engine.root().join("snapshots"));
+    let ids = engine.prune()?;
+    if !ids.is_empty() {
+        println!("Deleted Containers:");
+        for id in &ids {
+            println!("{id}");
+        }
+        println!();
+    }
+    let after = berth_store::fsutil::du(&engine.root().join("snapshots"));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(before.saturating_sub(after))
+    );
+    Ok(())
+}
+
+/// `volume` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        /// The name (random when omitted).
+        name: Option<String>,
+    },
+    /// List volumes.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only display volume names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `table`, `json` or a Go template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on volumes.
+    Inspect {
+        /// Volumes.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Go template.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Remove volumes.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Force the removal.
+        #[arg(short, long)]
+        force: bool,
+        /// Volumes.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove unused volumes.
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// `volume …`.
+pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
+    match cmd {
+        VolumeCmd::Create { name } => {
+            let n = name.unwrap_or_else(berth_engine::container::new_id);
+            println!("{}", engine.volume_create(&n)?.name);
+        }
+        VolumeCmd::Ls { quiet, format } => {
+            let vols = engine.volumes()?;
+            if quiet {
+                for v in &vols {
+                    println!("{}", v.name);
+                }
+                return Ok(());
+            }
+            let items: Vec<Value> = vols.iter().map(|v| json!({"Driver": v.driver, "Name": v.name, "Mountpoint": v.mountpoint, "Scope": v.scope})).collect();
+            print_items(&Format::parse(format.as_deref())?, &items, |items| {
+                let mut t = Table::new(&["DRIVER", "VOLUME NAME"]);
+                for i in items {
+                    t.row(vec![
+                        i["Driver"].as_str().unwrap_or_default().into(),
+                        i["Name"].as_str().unwrap_or_default().into(),
+                    ]);
+                }
+                t
+            })?;
+        }
+        VolumeCmd::Inspect { volumes, format } => {
+            let mut out = Vec::new();
+            for v in &volumes {
+                out.push(serde_json::to_value(engine.volume_inspect(v).map_err(
+                    |_| exit_err(1, format!("Error: No such volume: {v}")),
+                )?)?);
+            }
+            crate::commands::image::print_inspect(out, format.as_deref())?;
+        }
+        VolumeCmd::Rm { force, volumes } => {
+            let mut failed = false;
+            for v in &volumes {
+                match engine.volume_remove(v, force) {
+                    Ok(()) => println!("{v}"),
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Err(exit_err(1, String::new()));
+            }
+        }
+        VolumeCmd::Prune { all, force } => {
+            if !force
+                && !crate::commands::image::confirm(
+                    "WARNING! This will remove anonymous local volumes not used by at least one container.",
+                )
+            {
+                return Ok(());
+            }
+            let removed = engine.volume_prune(all)?;
+            if !removed.is_empty() {
+                println!("Deleted Volumes:");
+                for r in &removed {
+                    println!("{r}");
+                }
+                println!();
+            }
+            println!("Total reclaimed space: 0B");
+        }
+    }
+    Ok(())
+}
