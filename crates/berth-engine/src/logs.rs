@@ -89,9 +89,10 @@ pub struct ReadOptions {
 
 fn emit(e: &Entry, opts: &ReadOptions, out: &mut dyn Write, err: &mut dyn Write) -> bool {
     if let Ok(t) = e.time.parse::<jiff::Timestamp>()
-        && (opts.since.is_some_and(|s| t < s) || opts.until.is_some_and(|u| t >= u)) {
-            return true;
-        }
+        && (opts.since.is_some_and(|s| t < s) || opts.until.is_some_and(|u| t >= u))
+    {
+        return true;
+    }
     let w: &mut dyn Write = if e.stream == "stderr" { err } else { out };
     let r = if opts.timestamps {
         write!(w, "{} {}", e.time, e.log)

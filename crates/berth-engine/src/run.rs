@@ -233,15 +233,17 @@ impl Engine {
 
     fn write_etc_files(&self, c: &Container) -> Result<()> {
         let dir = self.dir(&c.id);
-        let mut hosts = String::from(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
-        );
-        for h in &c.host_config.extra_hosts {
-            if let Some((name, ip)) = h.split_once(':') {
-                hosts.push_str(&format!("{ip}\t{name}\n"));
-            }
-        }
-        hosts.push_str(&format!("127.0.1.1\t{} {}\n", c.config.hostname, c.name));
+        let extra: Vec<(String, String)> = c
+            .host_config
+            .extra_hosts
+            .iter()
+            .filter_map(|h| {
+                h.split_once(':')
+                    .map(|(n, ip)| (n.to_string(), ip.to_string()))
+            })
+            .collect();
+        let hosts =
+            berth_runtime::defaults::hosts_file(&c.config.hostname, &[c.name.as_str()], &extra);
         write_file(&dir.join("hosts"), &hosts)?;
         write_file(&dir.join("hostname"), &format!("{}\n", c.config.hostname))?;
         let resolv = if c.host_config.dns.is_empty() {

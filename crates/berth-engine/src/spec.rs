@@ -14,30 +14,6 @@ use crate::{EngineError, Result};
 /// docker's default PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// docker's masked paths.
-pub const MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// docker's read-only paths.
-pub const READONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// ENTRYPOINT + CMD as docker composes them.
 pub fn command(entrypoint: Option<&[String]>, cmd: Option<&[String]>) -> Vec<String> {
     let mut v: Vec<String> = entrypoint.unwrap_or(&[]).to_vec();
@@ -106,10 +82,6 @@ pub fn capabilities(c: &Container) -> Vec<String> {
     set
 }
 
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
-    json!({"destination": dest, "type": typ, "source": source, "options": options})
-}
-
 /// Files the engine writes for a container and binds in.
 pub struct Files<'a> {
     /// /etc/hosts.
@@ -172,70 +144,12 @@ pub fn generate(i: &Input) -> Result<Value> {
     let caps = capabilities(c);
     let mut args = vec![c.path.clone()];
     args.extend(c.args.iter().cloned());
-    let mut mounts = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &[
-                "nosuid",
-                "noexec",
-                "nodev",
-                if hc.privileged { "rw" } else { "ro" },
-            ],
-        ),
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["ro", "nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
-        ),
-        mount(
-            "/etc/resolv.conf",
-            "bind",
-            i.files.resolv,
-            &["rbind", "rprivate"],
-        ),
-        mount(
-            "/etc/hostname",
-            "bind",
-            i.files.hostname,
-            &["rbind", "rprivate"],
-        ),
-        mount("/etc/hosts", "bind", i.files.hosts, &["rbind", "rprivate"]),
-    ];
+    let mut mounts = berth_runtime::defaults::mounts(
+        hc.privileged,
+        i.files.resolv,
+        i.files.hostname,
+        i.files.hosts,
+    );
     for m in &c.mounts {
         mounts.push(user_mount(m));
     }
@@ -262,29 +176,7 @@ pub fn generate(i: &Input) -> Result<Value> {
     if i.cgroup_v2 {
         namespaces.push(json!({"type": "cgroup"}));
     }
-    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
-    if hc.privileged {
-        devices = vec![json!({"allow": true, "access": "rwm"})];
-    } else {
-        for t in ["c", "b"] {
-            devices.push(json!({"allow": true, "type": t, "access": "m"}));
-        }
-        for (ma, mi) in [
-            (1, 3),
-            (1, 5),
-            (1, 7),
-            (5, 0),
-            (1, 8),
-            (1, 9),
-            (5, 2),
-            (10, 200),
-        ] {
-            devices.push(
-                json!({"allow": true, "type": "c", "major": ma, "minor": mi, "access": "rwm"}),
-            );
-        }
-        devices.push(json!({"allow": true, "type": "c", "major": 136, "access": "rwm"}));
-    }
+    let devices = berth_runtime::defaults::device_rules(hc.privileged);
     let mut resources = json!({"devices": devices});
     if hc.memory > 0 {
         let swap = match hc.memory_swap {
@@ -324,8 +216,8 @@ pub fn generate(i: &Input) -> Result<Value> {
         "namespaces": namespaces,
     });
     if !hc.privileged {
-        linux["maskedPaths"] = json!(MASKED);
-        linux["readonlyPaths"] = json!(READONLY);
+        linux["maskedPaths"] = json!(berth_runtime::defaults::MASKED_PATHS);
+        linux["readonlyPaths"] = json!(berth_runtime::defaults::READONLY_PATHS);
         if let Some(p) = bytes_from_seccomp_opt(c)? {
             linux["seccomp"] = p;
         }

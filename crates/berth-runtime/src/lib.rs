@@ -10,6 +10,7 @@
 
 pub mod capabilities;
 pub mod container;
+pub mod defaults;
 pub mod error;
 pub mod hooks;
 pub mod namespaces;

@@ -93,6 +93,11 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Build an image from a Dockerfile.
+    Build(commands::build::BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(BuilderCmd),
     /// List images.
     Images(ImagesArgs),
     /// Manage images.
@@ -139,6 +144,12 @@ enum ImageCmd {
     Inspect(InspectArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum BuilderCmd {
+    /// Remove build cache.
+    Prune(commands::build::BuilderPruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +242,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Container(ContainerCmd::Prune(a)) => ct::prune(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
+        Cmd::Build(a) => commands::build::build(&engine, a),
+        Cmd::Builder(BuilderCmd::Prune(a)) => commands::build::prune(&engine, a),
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image::images(store, a),
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => image::tag(store, a),
         Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => image::rmi(store, a),

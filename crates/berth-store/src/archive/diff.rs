@@ -189,6 +189,78 @@ fn meta_differs(a: &Metadata, b: &Metadata, ap: &Path, bp: &Path) -> bool {
     false
 }
 
+/// Owner and mode to force on entries (COPY --chown / --chmod).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// Owner uid.
+    pub uid: Option<u32>,
+    /// Owner gid.
+    pub gid: Option<u32>,
+    /// Permission bits (not applied to symlinks).
+    pub mode: Option<u32>,
+}
+
+/// One entry of [`write_mapped`].
+#[derive(Debug, Clone)]
+pub enum Mapped {
+    /// A file, directory, symlink… from disk, stored under `name`.
+    Path {
+        /// Where it is.
+        src: PathBuf,
+        /// Its name in the archive (relative, no leading `/`).
+        name: Vec<u8>,
+    },
+    /// A regular file with this content.
+    Data {
+        /// Its name in the archive.
+        name: Vec<u8>,
+        /// Content.
+        data: Vec<u8>,
+        /// Mode.
+        mode: u32,
+        /// Modification time.
+        mtime: i64,
+    },
+}
+
+/// Writes entries under names of the caller's choosing (COPY and ADD sources
+/// mapped to their destinations), in the given order, with `ov` applied.
+pub fn write_mapped<W: Write>(
+    items: &[Mapped],
+    ov: &Overrides,
+    w: W,
+    opts: &WriteOptions,
+) -> Result<W, ArchiveError> {
+    let mut tw = TarWriter {
+        b: tar::Builder::new(w),
+        links: HashMap::new(),
+        opts: opts.clone(),
+        src: PathBuf::new(),
+    };
+    for it in items {
+        match it {
+            Mapped::Path { src, name } => tw.node_from(src, name, ov)?,
+            Mapped::Data {
+                name,
+                data,
+                mode,
+                mtime,
+            } => {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(ov.mode.unwrap_or(*mode));
+                h.set_uid(ov.uid.unwrap_or(0) as u64);
+                h.set_gid(ov.gid.unwrap_or(0) as u64);
+                h.set_mtime(tw.mtime(*mtime));
+                h.set_size(data.len() as u64);
+                tw.append(h, name, None, &[], &data[..])?;
+            }
+        }
+    }
+    tw.b.finish().map_err(ArchiveError::Tar)?;
+    tw.b.into_inner().map_err(ArchiveError::Tar)
+}
+
 /// Options for [`write_layer`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -295,12 +367,21 @@ impl<W: Write> TarWriter<W> {
 
     fn node(&mut self, rel: &[u8]) -> Result<(), ArchiveError> {
         let path = self.src.join(std::ffi::OsStr::from_bytes(rel));
+        self.node_from(&path, rel, &Overrides::default())
+    }
+
+    fn node_from(&mut self, path: &Path, rel: &[u8], ov: &Overrides) -> Result<(), ArchiveError> {
+        let path = path.to_path_buf();
         let m = fs::symlink_metadata(&path).ctx("stat", &path)?;
         let ft = m.file_type();
         let mut h = tar::Header::new_ustar();
-        h.set_mode(m.mode() & 0o7777);
-        h.set_uid(m.uid() as u64);
-        h.set_gid(m.gid() as u64);
+        h.set_mode(
+            ov.mode
+                .filter(|_| !ft.is_symlink())
+                .unwrap_or(m.mode() & 0o7777),
+        );
+        h.set_uid(ov.uid.unwrap_or(m.uid()) as u64);
+        h.set_gid(ov.gid.unwrap_or(m.gid()) as u64);
         h.set_mtime(self.mtime(m.mtime()));
         h.set_size(0);
         let xattrs = read_xattrs(&path);

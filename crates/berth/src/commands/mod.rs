@@ -1,5 +1,6 @@
 //! One module per command family; each takes parsed arguments and an open store.
 
+pub mod build;
 pub mod container;
 pub mod image;
 pub mod system;

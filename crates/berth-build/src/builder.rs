@@ -1,0 +1,1568 @@
+//! The build: stages planned from the target, each instruction dispatched (RUN
+//! in a container through the runtime library, COPY/ADD through the snapshot of
+//! the stage mounted in the builder's private mount namespace, metadata through
+//! [`crate::dispatch`]), each filesystem change committed as a layer, each step
+//! looked up in and stored to the cache, and BuildKit's plain progress printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use berth_dockerfile::instructions::{
+    self, CopyArgs, Dockerfile, Instruction, Located, RunArgs, Stage,
+};
+use berth_dockerfile::shell::Lex;
+use berth_runtime::rootfs::RootfsMount;
+use berth_runtime::{CreateOptions, Runtime};
+use berth_store::Store;
+use berth_store::archive::diff::{Mapped, Overrides, WriteOptions, write_layer, write_mapped};
+use berth_store::image::Image;
+use berth_types::digest::Hasher;
+use berth_types::{Descriptor, Digest, History, ImageConfig, Platform, Reference, media_types};
+use serde_json::json;
+
+use crate::cache::{self, Cache, Inputs, Record};
+use crate::context::Context;
+use crate::dispatch::{self, StageState};
+
+/// What went wrong in a build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile.
+    #[error(transparent)]
+    Dockerfile(#[from] instructions::DockerfileError),
+    /// A step, located in the Dockerfile.
+    #[error("{file}:{line}: {msg}")]
+    Step {
+        /// Dockerfile name.
+        file: String,
+        /// Line.
+        line: usize,
+        /// What failed.
+        msg: String,
+    },
+    /// A RUN step that exited non-zero.
+    #[error("{file}:{line}: process \"{cmd}\" did not complete successfully: exit code: {code}")]
+    Run {
+        /// Dockerfile name.
+        file: String,
+        /// Line.
+        line: usize,
+        /// The command.
+        cmd: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BuildError {
+    /// The exit code `build` should end with (a failing RUN's own code).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Run { code, .. } => *code,
+            _ => 1,
+        }
+    }
+}
+
+/// Build options.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Context directory.
+    pub context: PathBuf,
+    /// Dockerfile path (default `<context>/Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// Dockerfile content given directly (`-f -`).
+    pub dockerfile_content: Option<String>,
+    /// Names.
+    pub tags: Vec<Reference>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--network`: `default`, `host`, `none`.
+    pub network: String,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// Print only errors (and the id at the end, by the caller).
+    pub quiet: bool,
+}
+
+/// The builder.
+pub struct Builder<'a> {
+    store: &'a Store,
+    runtime: Runtime,
+    work: PathBuf,
+    cache: Cache,
+    out: Box<dyn Write + 'a>,
+    vertex: usize,
+    mounts_made: usize,
+}
+
+/// The state of a stage while it is built.
+#[derive(Clone)]
+struct StageImage {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    key: String,
+}
+
+impl StageImage {
+    fn top_chain(&self) -> Option<Digest> {
+        berth_types::chain_ids(&self.config.rootfs.diff_ids).pop()
+    }
+}
+
+const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn platform_args() -> BTreeMap<String, String> {
+    let p = Platform::host();
+    let plat = p.to_string();
+    let mut m = BTreeMap::new();
+    for pre in ["TARGET", "BUILD"] {
+        m.insert(format!("{pre}PLATFORM"), plat.clone());
+        m.insert(format!("{pre}OS"), p.os.clone());
+        m.insert(format!("{pre}ARCH"), p.architecture.clone());
+        m.insert(
+            format!("{pre}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    m
+}
+
+/// Enters a mount namespace of our own, so the overlays the build mounts for
+/// COPY are private to this process and vanish with it.
+fn private_mounts() -> Result<(), BuildError> {
+    // SAFETY: unshare and a propagation change in the single-threaded CLI.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(BuildError::Other(format!(
+                "unshare(CLONE_NEWNS): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(BuildError::Other(format!(
+                "make / private: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn mount_snapshot(
+    mounts: &[berth_store::snapshot::Mount],
+    target: &Path,
+) -> Result<(), BuildError> {
+    let m = mounts
+        .first()
+        .ok_or_else(|| BuildError::Other("snapshot has no mounts".into()))?;
+    let tgt = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| BuildError::Other(e.to_string()))?;
+    let (src, typ, flags, data) = if m.typ == "bind" {
+        let ro = m.options.iter().any(|o| o == "ro");
+        (
+            m.source.clone(),
+            None,
+            libc::MS_BIND | libc::MS_REC | if ro { libc::MS_RDONLY } else { 0 },
+            String::new(),
+        )
+    } else {
+        (
+            m.source.clone(),
+            Some(m.typ.clone()),
+            0,
+            m.options.join(","),
+        )
+    };
+    let csrc = std::ffi::CString::new(src).map_err(|e| BuildError::Other(e.to_string()))?;
+    let ctyp = typ.map(|t| std::ffi::CString::new(t).expect("fs type"));
+    let cdata = std::ffi::CString::new(data).map_err(|e| BuildError::Other(e.to_string()))?;
+    // SAFETY: mount with valid C strings.
+    let r = unsafe {
+        libc::mount(
+            csrc.as_ptr(),
+            tgt.as_ptr(),
+            ctyp.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            flags,
+            cdata.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(BuildError::Other(format!(
+            "mount {} on {}: {}",
+            m.typ,
+            target.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path) {
+    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+}
+
+fn other<E: std::fmt::Display>(e: E) -> BuildError {
+    BuildError::Other(e.to_string())
+}
+
+/// The timestamp written into configs and history.
+fn created(opts: &BuildOptions) -> String {
+    match opts.source_date_epoch {
+        Some(s) => jiff::Timestamp::from_second(s)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        None => jiff::Timestamp::now().to_string(),
+    }
+}
+
+impl<'a> Builder<'a> {
+    /// A builder over the store, with runtime state and build scratch space under `root`.
+    pub fn new(
+        store: &'a Store,
+        root: &Path,
+        out: Box<dyn Write + 'a>,
+    ) -> Result<Self, BuildError> {
+        let work = root.join("builds").join(format!(
+            "b{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&work).map_err(other)?;
+        Ok(Builder {
+            store,
+            runtime: Runtime::new(root.join("runtime")),
+            work,
+            cache: Cache::open(&root.join("buildcache")).map_err(other)?,
+            out,
+            vertex: 0,
+            mounts_made: 0,
+        })
+    }
+
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.out, "{s}");
+        let _ = self.out.flush();
+    }
+
+    fn vertex(&mut self, name: &str) -> (usize, Instant) {
+        self.vertex += 1;
+        let v = self.vertex;
+        self.line(&format!("#{v} {name}"));
+        (v, Instant::now())
+    }
+
+    fn done(&mut self, v: usize, t: Instant) {
+        self.line(&format!("#{v} DONE {:.1}s", t.elapsed().as_secs_f64()));
+    }
+
+    /// Builds; returns the image (tagged).
+    pub fn build(&mut self, opts: &BuildOptions) -> Result<Image, BuildError> {
+        let df_path = opts
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| opts.context.join("Dockerfile"));
+        let file = df_path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into());
+        let (v, t) = self.vertex(&format!("[internal] load build definition from {file}"));
+        let src = match &opts.dockerfile_content {
+            Some(c) => c.clone(),
+            None => std::fs::read_to_string(&df_path).map_err(|e| {
+                BuildError::Other(format!(
+                    "failed to read dockerfile: open {}: {e}",
+                    df_path.display()
+                ))
+            })?,
+        };
+        let df = instructions::parse(&src, &file)?;
+        for w in &df.warnings {
+            self.line(&format!(" {} warning: {} (line {})", w.rule, w.msg, w.line));
+        }
+        self.done(v, t);
+        let ctx = Context::open(&opts.context, opts.dockerfile.as_deref()).map_err(|e| {
+            BuildError::Other(format!(
+                "unable to prepare context: path {:?} not found: {e}",
+                opts.context.display().to_string()
+            ))
+        })?;
+        private_mounts()?;
+        let res = self.build_stages(&df, &file, &ctx, opts);
+        let _ = std::fs::remove_dir_all(&self.work);
+        let _ = self.store.set_roots("buildcache", &self.cache.referenced());
+        res
+    }
+
+    fn build_stages(
+        &mut self,
+        df: &Dockerfile,
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+    ) -> Result<Image, BuildError> {
+        // Global scope: ARGs before FROM, build args, automatic platform args.
+        let mut meta: BTreeMap<String, String> = platform_args();
+        for a in &df.meta_args {
+            if let Instruction::Arg(decls) = &a.inst {
+                for d in decls {
+                    let v = opts.build_args.get(&d.name).cloned().or_else(|| {
+                        d.default.as_ref().map(|def| {
+                            let env: Vec<String> =
+                                meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            Lex::new(df.escape)
+                                .process_word(def, &berth_dockerfile::shell::env_lookup(&env))
+                                .unwrap_or_default()
+                        })
+                    });
+                    if let Some(v) = v {
+                        meta.insert(d.name.clone(), v);
+                    }
+                }
+            }
+        }
+        let target = match &opts.target {
+            Some(t) => df
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| {
+                    BuildError::Other(format!("target stage \"{t}\" could not be found"))
+                })?,
+            None => df.stages.len() - 1,
+        };
+        let needed = needed_stages(df, target);
+        let total_steps: usize = needed
+            .iter()
+            .map(|i| {
+                1 + df.stages[*i]
+                    .commands
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.inst,
+                            Instruction::Run(_)
+                                | Instruction::Copy(_)
+                                | Instruction::Add(_)
+                                | Instruction::Workdir(_)
+                        )
+                    })
+                    .count()
+            })
+            .sum();
+        let mut results: BTreeMap<usize, StageImage> = BTreeMap::new();
+        let mut step_no = 0usize;
+        let mut used_args = BTreeSet::new();
+        for i in needed {
+            let img = self.build_stage(
+                df,
+                i,
+                file,
+                ctx,
+                opts,
+                &meta,
+                &results,
+                &mut step_no,
+                total_steps,
+                &mut used_args,
+            )?;
+            results.insert(i, img);
+        }
+        let unused: Vec<&String> = opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !used_args.contains(*k)
+                    && !meta.contains_key(*k)
+                    && !PREDEFINED_ARGS.contains(&k.as_str())
+            })
+            .collect();
+        if !unused.is_empty() {
+            self.line(&format!(
+                "[Warning] One or more build-args {unused:?} were not consumed"
+            ));
+        }
+        let mut fin = results.remove(&target).expect("target built");
+        if !opts.labels.is_empty() {
+            let labels = fin
+                .config
+                .config_mut()
+                .labels
+                .get_or_insert_with(BTreeMap::new);
+            labels.extend(opts.labels.clone());
+        }
+        let (v, t) = self.vertex("exporting to image");
+        let _w = self.store.write_lock().map_err(other)?;
+        let first = opts.tags.first();
+        let image = self
+            .store
+            .put_image(&fin.config, fin.layers.clone(), first)
+            .map_err(other)?;
+        for tag in opts.tags.iter().skip(1) {
+            self.store.tag(&image, tag).map_err(other)?;
+        }
+        self.line(&format!("#{v} writing image {}", image.id));
+        for tag in &opts.tags {
+            self.line(&format!(
+                "#{v} naming to {}",
+                tag.clone().with_default_tag()
+            ));
+        }
+        self.done(v, t);
+        Ok(image)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_stage(
+        &mut self,
+        df: &Dockerfile,
+        idx: usize,
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+        meta: &BTreeMap<String, String>,
+        done: &BTreeMap<usize, StageImage>,
+        step_no: &mut usize,
+        total: usize,
+        used_args: &mut BTreeSet<String>,
+    ) -> Result<StageImage, BuildError> {
+        let stage: &Stage = &df.stages[idx];
+        let lex = Lex::new(df.escape);
+        let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut from = stage.from.inst.clone();
+        from.expand(&lex, &berth_dockerfile::shell::env_lookup(&meta_env))
+            .map_err(|e| step_err(file, &stage.from, e))?;
+        let Instruction::From { image: base, .. } = &from else {
+            unreachable!("stage starts with FROM")
+        };
+        *step_no += 1;
+        let (v, t) = self.vertex(&format!(
+            "[{}{}/{}] FROM {}",
+            stage
+                .name
+                .as_ref()
+                .map(|n| format!("{n} "))
+                .unwrap_or_default(),
+            step_no,
+            total,
+            base
+        ));
+        let mut st = if base == "scratch" {
+            StageImage {
+                config: ImageConfig::new_for_host(),
+                layers: Vec::new(),
+                key: Digest::sha256_of(b"scratch").hex().to_string(),
+            }
+        } else if let Some((j, _)) = df.stages.iter().enumerate().find(|(j, s)| {
+            *j < idx && s.name.as_deref() == Some(base.to_ascii_lowercase().as_str())
+        }) {
+            done.get(&j)
+                .cloned()
+                .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
+        } else {
+            let img = self.store.resolve(base).map_err(|_| {
+                step_err(file, &stage.from, format!("base image {base}: not found in the local store (berth cannot pull yet: import, load or build it first)"))
+            })?;
+            // The base's history stays; its created time is its own.
+            StageImage {
+                config: img.config.clone(),
+                layers: img.manifest.layers.clone(),
+                key: Digest::sha256_of(format!("FROM {}", img.id).as_bytes())
+                    .hex()
+                    .to_string(),
+            }
+        };
+        self.done(v, t);
+        let mut state = StageState::default();
+        // ARGs in scope for this stage, with values.
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let shell_default = || dispatch::default_shell();
+        // ONBUILD triggers of the base run first.
+        let triggers: Vec<String> = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.on_build.clone())
+            .unwrap_or_default();
+        if let Some(c) = st.config.config.as_mut() {
+            c.on_build = None;
+        }
+        let mut commands: Vec<Located> = Vec::new();
+        for tr in triggers {
+            commands.push(
+                instructions::parse_instruction(&tr)
+                    .map_err(|e| BuildError::Other(format!("ONBUILD trigger {tr:?}: {e}")))?,
+            );
+        }
+        commands.extend(stage.commands.iter().cloned());
+        for cmd in &commands {
+            // The environment words expand with: build args in scope, then ENV.
+            let mut env: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            env.extend(
+                st.config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.env.clone())
+                    .unwrap_or_default(),
+            );
+            let mut inst = cmd.inst.clone();
+            let used = inst
+                .expand(&lex, &berth_dockerfile::shell::env_lookup(&env))
+                .map_err(|e| step_err(file, cmd, e))?;
+            used_args.extend(used.iter().filter(|u| args.contains_key(*u)).cloned());
+            let text = cmd.node.original.trim().to_string();
+            match &inst {
+                Instruction::Arg(decls) => {
+                    for d in decls {
+                        let val = opts
+                            .build_args
+                            .get(&d.name)
+                            .cloned()
+                            .or_else(|| d.default.clone())
+                            .or_else(|| meta.get(&d.name).cloned());
+                        used_args.insert(d.name.clone());
+                        match val {
+                            Some(v) => {
+                                args.insert(d.name.clone(), v);
+                            }
+                            None => {
+                                args.remove(&d.name);
+                            }
+                        }
+                    }
+                }
+                Instruction::Run(r) => {
+                    *step_no += 1;
+                    st = self.run_step(
+                        file,
+                        cmd,
+                        r,
+                        &text,
+                        st,
+                        &args,
+                        opts,
+                        *step_no,
+                        total,
+                        &shell_default(),
+                    )?;
+                }
+                Instruction::Copy(c) | Instruction::Add(c) => {
+                    *step_no += 1;
+                    let is_add = matches!(inst, Instruction::Add(_));
+                    st = self.copy_step(
+                        file, cmd, c, is_add, &text, st, ctx, df, idx, done, opts, *step_no, total,
+                    )?;
+                }
+                Instruction::Workdir(w) => {
+                    *step_no += 1;
+                    let base_dir = st
+                        .config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.working_dir.clone())
+                        .unwrap_or_else(|| "/".into());
+                    let dir = dispatch::resolve_workdir(&base_dir, w);
+                    st = self.workdir_step(file, cmd, &dir, &text, st, opts, *step_no, total)?;
+                    dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?;
+                }
+                Instruction::From { .. } => unreachable!("FROM starts stages"),
+                _ => {
+                    let created_by = dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?
+                        .unwrap_or_default();
+                    st.config.history.push(History {
+                        created: Some(created(opts)),
+                        created_by: Some(created_by.clone()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
+                    st.key = cache::key(&st.key, &created_by, &Inputs::default());
+                }
+            }
+        }
+        st.config.created = Some(created(opts));
+        Ok(st)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_step(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        r: &RunArgs,
+        text: &str,
+        st: StageImage,
+        args: &BTreeMap<String, String>,
+        opts: &BuildOptions,
+        n: usize,
+        total: usize,
+        default_shell: &[String],
+    ) -> Result<StageImage, BuildError> {
+        let shell = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| default_shell.to_vec());
+        let mut argv = r.cmd.argv(&shell);
+        if !r.heredocs.is_empty() && r.cmd.prepend_shell {
+            // The shell reads the heredocs itself: hand it the whole script.
+            let mut script = r.cmd.args.join(" ");
+            for h in &r.heredocs {
+                script.push('\n');
+                script.push_str(&h.content);
+                script.push_str(&h.name);
+            }
+            argv = shell.clone();
+            argv.push(script);
+        }
+        let shown = argv.join(" ");
+        // ARGs are in the environment of RUN (and in its cache key).
+        let mut inputs = Inputs::default();
+        for (k, v) in args {
+            inputs.items.insert(format!("arg:{k}"), v.clone());
+        }
+        let step_id = cache::step_id(text);
+        let key = cache::key(&st.key, &format!("RUN {shown}"), &inputs);
+        let (v, t) = self.vertex(&format!("[{n}/{total}] RUN {}", r.cmd.args.join(" ")));
+        if !opts.no_cache
+            && let Some(rec) = self.cached(&key)
+        {
+            self.line(&format!("#{v} CACHED"));
+            return Ok(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key,
+            });
+        }
+        if !opts.no_cache {
+            let why = self.cache.explain(&step_id, &st.key, &inputs);
+            self.line(&format!("#{v} cache miss: {why}"));
+        }
+        let top = st.top_chain();
+        self.ensure_unpacked(&st)?;
+        let snap = format!(
+            "build-{}",
+            berth_types::Digest::sha256_of(format!("{}{}{n}", self.work.display(), key).as_bytes())
+                .short()
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, top.as_ref(), Default::default())
+            .map_err(other)?;
+        let result = self.run_container(
+            &snap,
+            &mounts,
+            &st,
+            &argv,
+            args,
+            opts,
+            r.network.as_deref(),
+            v,
+            t,
+        );
+        let code = match result {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.store.snapshots.remove_active(&snap);
+                return Err(step_err(file, cmd, e));
+            }
+        };
+        if code != 0 {
+            let _ = self.store.snapshots.remove_active(&snap);
+            return Err(BuildError::Run {
+                file: file.into(),
+                line: cmd.node.start_line,
+                cmd: shown,
+                code,
+            });
+        }
+        // History reads as docker's classic builder wrote it: the command itself.
+        let parent_key = st.key.clone();
+        let mut next = self.commit_snapshot(&snap, st, &shown, opts)?;
+        next.key = key.clone();
+        self.cache
+            .put(
+                &key,
+                &step_id,
+                &parent_key,
+                &Record {
+                    config: next.config.clone(),
+                    layers: next.layers.clone(),
+                },
+                &inputs,
+            )
+            .map_err(other)?;
+        self.done(v, t);
+        Ok(next)
+    }
+
+    fn cached(&self, key: &str) -> Option<Record> {
+        let rec = self.cache.get(key)?;
+        // Only usable if every blob and layer is still there.
+        let chains = berth_types::chain_ids(&rec.config.rootfs.diff_ids);
+        let ok = rec
+            .layers
+            .iter()
+            .all(|l| self.store.content.exists(&l.digest))
+            && chains.iter().all(|c| self.store.snapshots.has_layer(c));
+        ok.then_some(rec)
+    }
+
+    fn ensure_unpacked(&self, st: &StageImage) -> Result<(), BuildError> {
+        let blobs: Vec<Digest> = st.layers.iter().map(|l| l.digest.clone()).collect();
+        self.store
+            .unpack(&blobs, &st.config.rootfs.diff_ids)
+            .map_err(other)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_container(
+        &mut self,
+        snap: &str,
+        mounts: &[berth_store::snapshot::Mount],
+        st: &StageImage,
+        argv: &[String],
+        args: &BTreeMap<String, String>,
+        opts: &BuildOptions,
+        network: Option<&str>,
+        v: usize,
+        t: Instant,
+    ) -> Result<i32, String> {
+        let bundle = self.work.join(snap);
+        std::fs::create_dir_all(bundle.join("rootfs")).map_err(|e| e.to_string())?;
+        let cfg = st.config.config.clone().unwrap_or_default();
+        let top = st.top_chain();
+        let read = |p: &str| {
+            top.as_ref()
+                .and_then(|t| self.store.snapshots.read_file(t, p))
+        };
+        let (uid, gid, groups, home) = resolve_user(
+            cfg.user.as_deref().unwrap_or(""),
+            read("/etc/passwd").as_deref(),
+            read("/etc/group").as_deref(),
+        )?;
+        let mut env: Vec<String> = vec![format!(
+            "PATH={}",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )];
+        for (k, val) in args {
+            set_env(&mut env, &format!("{k}={val}"));
+        }
+        for e in cfg.env.clone().unwrap_or_default() {
+            set_env(&mut env, &e);
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={home}"));
+        }
+        let hostname = "buildkitsandbox";
+        std::fs::write(
+            bundle.join("hosts"),
+            berth_runtime::defaults::hosts_file(hostname, &[], &[]),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            bundle.join("resolv.conf"),
+            std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let caps: Vec<String> = berth_runtime::capabilities::DOCKER_DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut namespaces = vec![
+            json!({"type": "pid"}),
+            json!({"type": "ipc"}),
+            json!({"type": "uts"}),
+            json!({"type": "mount"}),
+        ];
+        let net = network
+            .map(str::to_string)
+            .unwrap_or_else(|| opts.network.clone());
+        match net.as_str() {
+            "" | "default" | "host" => {}
+            "none" => namespaces.push(json!({"type": "network"})),
+            other => {
+                return Err(format!(
+                    "network mode {other:?} not supported (default, host, none)"
+                ));
+            }
+        }
+        let spec = json!({
+            "ociVersion": "1.2.0",
+            "process": {
+                "terminal": false,
+                "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+                "args": argv,
+                "env": env,
+                "cwd": cfg.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            },
+            "root": {"path": "rootfs", "readonly": false},
+            "hostname": hostname,
+            "mounts": berth_runtime::defaults::mounts(false, &bundle.join("resolv.conf").display().to_string(), &bundle.join("hostname").display().to_string(), &bundle.join("hosts").display().to_string()),
+            "linux": {
+                "resources": {"devices": berth_runtime::defaults::device_rules(false)},
+                "cgroupsPath": format!("/berth/{snap}"),
+                "namespaces": namespaces,
+                "maskedPaths": berth_runtime::defaults::MASKED_PATHS,
+                "readonlyPaths": berth_runtime::defaults::READONLY_PATHS,
+                "seccomp": berth_runtime::seccomp::docker_default(&caps),
+            },
+        });
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&spec).expect("spec"),
+        )
+        .map_err(|e| e.to_string())?;
+        let (out_r, out_w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        use std::os::fd::AsRawFd;
+        let copts = CreateOptions {
+            rootfs_mounts: mounts
+                .iter()
+                .map(|m| RootfsMount {
+                    typ: m.typ.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+            stdio: Some([devnull.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()]),
+            ..Default::default()
+        };
+        berth_runtime::wait::block_signals();
+        let _ = self.runtime.delete(snap, true);
+        let pid = self
+            .runtime
+            .create(snap, &bundle, &copts)
+            .map_err(|e| e.to_string())?;
+        drop(out_w);
+        self.runtime.start(snap).map_err(|e| e.to_string())?;
+        let io = berth_runtime::wait::Stdio::Pipes {
+            out: out_r,
+            err: rustix::io::dup(&devnull).map_err(|e| e.to_string())?,
+            input: None,
+        };
+        let mut partial: Vec<u8> = Vec::new();
+        let mut lines: Vec<String> = Vec::new();
+        let code = berth_runtime::wait::proxy(pid, io, false, &mut |_, data| {
+            partial.extend_from_slice(data);
+            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = partial.drain(..=i).collect();
+                lines.push(format!(
+                    "#{v} {:.3} {}",
+                    t.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&l[..l.len() - 1])
+                ));
+            }
+        });
+        if !partial.is_empty() {
+            lines.push(format!(
+                "#{v} {:.3} {}",
+                t.elapsed().as_secs_f64(),
+                String::from_utf8_lossy(&partial)
+            ));
+        }
+        for l in &lines {
+            self.line(l);
+        }
+        let _ = self.runtime.delete(snap, true);
+        let _ = std::fs::remove_dir_all(&bundle);
+        Ok(code)
+    }
+
+    /// Diffs an active snapshot into a layer (gzip blob + committed snapshot) and
+    /// appends it, with history, to the state.
+    fn commit_snapshot(
+        &mut self,
+        snap: &str,
+        mut st: StageImage,
+        created_by: &str,
+        opts: &BuildOptions,
+    ) -> Result<StageImage, BuildError> {
+        let changes = self.store.snapshots.changes(snap).map_err(other)?;
+        let upper = self.store.snapshots.upper_dir(snap);
+        if changes.is_empty() {
+            self.store.snapshots.remove_active(snap).map_err(other)?;
+            st.config.history.push(History {
+                created: Some(created(opts)),
+                created_by: Some(created_by.into()),
+                empty_layer: true,
+                ..Default::default()
+            });
+            return Ok(st);
+        }
+        let _w = self.store.write_lock().map_err(other)?;
+        let writer = self.store.content.writer().map_err(other)?;
+        let gz = flate2::write::GzEncoder::new(writer, berth_store::image::import::gzip_level());
+        let tee = HashTee {
+            h: Hasher::new(),
+            w: gz,
+        };
+        let wopts = WriteOptions {
+            clamp_mtime: opts.source_date_epoch,
+        };
+        let tee = write_layer(&upper, &changes, tee, &wopts).map_err(other)?;
+        let diff_id = tee.h.finish();
+        let blob_w = tee.w.finish().map_err(other)?;
+        let size = blob_w.len();
+        let blob = blob_w.commit(None, None).map_err(other)?;
+        self.store
+            .snapshots
+            .commit_active(snap, &diff_id)
+            .map_err(other)?;
+        st.config.rootfs.diff_ids.push(diff_id);
+        st.layers
+            .push(Descriptor::new(media_types::OCI_LAYER_GZIP, blob, size));
+        st.config.history.push(History {
+            created: Some(created(opts)),
+            created_by: Some(created_by.into()),
+            ..Default::default()
+        });
+        Ok(st)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn workdir_step(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        dir: &str,
+        text: &str,
+        st: StageImage,
+        opts: &BuildOptions,
+        n: usize,
+        total: usize,
+    ) -> Result<StageImage, BuildError> {
+        let key = cache::key(&st.key, &format!("WORKDIR {dir}"), &Inputs::default());
+        let (v, t) = self.vertex(&format!("[{n}/{total}] WORKDIR {dir}"));
+        if !opts.no_cache
+            && let Some(rec) = self.cached(&key)
+        {
+            self.line(&format!("#{v} CACHED"));
+            return Ok(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key,
+            });
+        }
+        let _ = text;
+        self.ensure_unpacked(&st)?;
+        let snap = format!(
+            "build-{}",
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short()
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, st.top_chain().as_ref(), Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+        let r = pathrs::Root::open(&mnt).and_then(|root| {
+            use std::os::unix::fs::PermissionsExt;
+            root.mkdir_all(dir, &std::fs::Permissions::from_mode(0o755))
+                .map(drop)
+        });
+        unmount(&mnt);
+        r.map_err(|e| step_err(file, cmd, format!("mkdir {dir}: {e}")))?;
+        let parent_key = st.key.clone();
+        let mut next = self.commit_snapshot(&snap, st, &format!("WORKDIR {dir}"), opts)?;
+        // A WORKDIR that created nothing is metadata only: drop the history row
+        // commit_snapshot added; dispatch adds the WORKDIR one.
+        next.config.history.pop();
+        next.key = key.clone();
+        self.cache
+            .put(
+                &key,
+                &cache::step_id(&format!("WORKDIR {dir}")),
+                &parent_key,
+                &Record {
+                    config: next.config.clone(),
+                    layers: next.layers.clone(),
+                },
+                &Inputs::default(),
+            )
+            .map_err(other)?;
+        self.done(v, t);
+        Ok(next)
+    }
+
+    fn mountpoint(&mut self) -> Result<PathBuf, BuildError> {
+        self.mounts_made += 1;
+        let p = self.work.join(format!("mnt{}", self.mounts_made));
+        std::fs::create_dir_all(&p).map_err(other)?;
+        Ok(p)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_step(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        c: &CopyArgs,
+        is_add: bool,
+        text: &str,
+        st: StageImage,
+        ctx: &Context,
+        df: &Dockerfile,
+        idx: usize,
+        done: &BTreeMap<usize, StageImage>,
+        opts: &BuildOptions,
+        n: usize,
+        total: usize,
+    ) -> Result<StageImage, BuildError> {
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let (v, t) = self.vertex(&format!(
+            "[{n}/{total}] {verb} {}",
+            cmd.node.original.trim()[verb.len()..].trim()
+        ));
+        let workdir = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .unwrap_or_else(|| "/".into());
+        let dest = dispatch::resolve_workdir(&workdir, &c.dest);
+        let dest_is_dir =
+            c.dest.ends_with('/') || c.dest == "." || c.sources.len() + c.heredocs.len() > 1;
+        if c.sources.len() > 1 && !(c.dest.ends_with('/') || c.dest == ".") {
+            return Err(step_err(
+                file,
+                cmd,
+                format!(
+                    "When using {verb} with more than one source file, the destination must be a directory and end with a /"
+                ),
+            ));
+        }
+        // Where sources come from: the context, an earlier stage, or an image.
+        let mut from_mount: Option<PathBuf> = None;
+        let mut from_snap: Option<String> = None;
+        let src_root: PathBuf = match &c.from {
+            None => ctx.root.clone(),
+            Some(f) => {
+                let fl = f.to_ascii_lowercase();
+                let stage = df
+                    .stages
+                    .iter()
+                    .enumerate()
+                    .find(|(j, s)| {
+                        *j < idx && (s.name.as_deref() == Some(fl.as_str()) || j.to_string() == fl)
+                    })
+                    .map(|(j, _)| j);
+                let src_state = match stage {
+                    Some(j) => done
+                        .get(&j)
+                        .cloned()
+                        .ok_or_else(|| step_err(file, cmd, format!("stage {f} was not built")))?,
+                    None => {
+                        let img = self.store.resolve(f).map_err(|_| {
+                            step_err(
+                                file,
+                                cmd,
+                                format!("--from={f}: no such stage or image in the local store"),
+                            )
+                        })?;
+                        StageImage {
+                            config: img.config.clone(),
+                            layers: img.manifest.layers.clone(),
+                            key: String::new(),
+                        }
+                    }
+                };
+                self.ensure_unpacked(&src_state)?;
+                let top = src_state.top_chain().ok_or_else(|| {
+                    step_err(file, cmd, format!("--from={f}: the stage has no files"))
+                })?;
+                let key = format!(
+                    "build-from-{}",
+                    Digest::sha256_of(format!("{}{}{n}", self.work.display(), top).as_bytes())
+                        .short()
+                );
+                let mounts = self
+                    .store
+                    .snapshots
+                    .view(&key, &top, Default::default())
+                    .map_err(other)?;
+                let mnt = self.mountpoint()?;
+                mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+                from_mount = Some(mnt.clone());
+                from_snap = Some(key);
+                mnt
+            }
+        };
+        let result = self.copy_from(
+            file,
+            cmd,
+            c,
+            is_add,
+            text,
+            st,
+            &src_root,
+            &dest,
+            dest_is_dir,
+            opts,
+            v,
+            t,
+            from_mount.is_none().then_some(ctx),
+        );
+        if let Some(m) = from_mount {
+            unmount(&m);
+        }
+        if let Some(k) = from_snap {
+            let _ = self.store.snapshots.remove_active(&k);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_from(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        c: &CopyArgs,
+        is_add: bool,
+        text: &str,
+        st: StageImage,
+        src_root: &Path,
+        dest: &str,
+        dest_is_dir: bool,
+        opts: &BuildOptions,
+        v: usize,
+        t: Instant,
+        ctx: Option<&Context>,
+    ) -> Result<StageImage, BuildError> {
+        // Resolve sources and hash them for the cache.
+        let mut items: Vec<(PathBuf, String)> = Vec::new(); // (source path, destination path in image)
+        let mut archives: Vec<(PathBuf, String)> = Vec::new();
+        let mut inputs = Inputs::default();
+        for s in &c.sources {
+            if s.starts_with("<<") {
+                continue;
+            }
+            if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") {
+                return Err(step_err(
+                    file,
+                    cmd,
+                    format!("{s}: ADD from URLs and git is not supported yet"),
+                ));
+            }
+            let matches = match ctx {
+                Some(cx) => cx.resolve(s),
+                None => {
+                    let p = src_root.join(s.trim_start_matches('/'));
+                    if p.symlink_metadata().is_ok() {
+                        vec![s.trim_start_matches('/').to_string()]
+                    } else {
+                        vec![]
+                    }
+                }
+            };
+            if matches.is_empty() {
+                return Err(step_err(
+                    file,
+                    cmd,
+                    format!(
+                        "failed to calculate checksum: \"/{}\": not found",
+                        s.trim_start_matches("./").trim_start_matches('/')
+                    ),
+                ));
+            }
+            for rel in matches {
+                let abs = src_root.join(&rel);
+                let md = std::fs::metadata(&abs)
+                    .map_err(|e| step_err(file, cmd, format!("{rel}: {e}")))?;
+                let name = Path::new(&rel)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if md.is_dir() {
+                    // A directory's contents go into the destination.
+                    walk(&abs, dest, &mut items, ctx, &rel).map_err(|e| step_err(file, cmd, e))?;
+                } else if is_add && is_archive(&abs) {
+                    archives.push((abs.clone(), dest.to_string()));
+                } else {
+                    let target = if dest_is_dir {
+                        format!("{}/{name}", dest.trim_end_matches('/'))
+                    } else {
+                        dest.to_string()
+                    };
+                    items.push((abs.clone(), target));
+                }
+            }
+        }
+        for (p, d) in items.iter().chain(archives.iter()) {
+            inputs.items.insert(format!("file:{d}"), file_hash(p));
+        }
+        for h in &c.heredocs {
+            inputs.items.insert(
+                format!("heredoc:{}", h.name),
+                Digest::sha256_of(h.content.as_bytes()).hex().to_string(),
+            );
+        }
+        for (k, val) in [("chown", &c.chown), ("chmod", &c.chmod)] {
+            if let Some(x) = val {
+                inputs.items.insert(format!("flag:{k}"), x.clone());
+            }
+        }
+        let step_id = cache::step_id(text);
+        let key = cache::key(&st.key, text, &inputs);
+        if !opts.no_cache
+            && let Some(rec) = self.cached(&key)
+        {
+            self.line(&format!("#{v} CACHED"));
+            return Ok(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key,
+            });
+        }
+        if !opts.no_cache {
+            let why = self.cache.explain(&step_id, &st.key, &inputs);
+            self.line(&format!("#{v} cache miss: {why}"));
+        }
+        self.ensure_unpacked(&st)?;
+        let snap = format!(
+            "build-{}",
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short()
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, st.top_chain().as_ref(), Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+        let applied = (|| -> Result<(), String> {
+            let (uid, gid) = match &c.chown {
+                Some(ch) => {
+                    let pw = std::fs::read(mnt.join("etc/passwd")).ok();
+                    let gr = std::fs::read(mnt.join("etc/group")).ok();
+                    let (u, g, _, _) = resolve_user(ch, pw.as_deref(), gr.as_deref())?;
+                    (Some(u), Some(g))
+                }
+                None => (Some(0), Some(0)),
+            };
+            let mode = c
+                .chmod
+                .as_deref()
+                .map(|m| u32::from_str_radix(m, 8).map_err(|_| format!("invalid chmod {m:?}")))
+                .transpose()?;
+            let ov = Overrides { uid, gid, mode };
+            let mut mapped: Vec<Mapped> = items
+                .iter()
+                .map(|(src, d)| Mapped::Path {
+                    src: src.clone(),
+                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                })
+                .collect();
+            for h in &c.heredocs {
+                let content = if h.chomp {
+                    berth_dockerfile::parser::chomp_heredoc(&h.content)
+                } else {
+                    h.content.clone()
+                };
+                let d = if dest_is_dir {
+                    format!("{}/{}", dest.trim_end_matches('/'), h.name)
+                } else {
+                    dest.to_string()
+                };
+                mapped.push(Mapped::Data {
+                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                    data: content.into_bytes(),
+                    mode: 0o644,
+                    mtime: opts.source_date_epoch.unwrap_or(0),
+                });
+            }
+            let tar = write_mapped(
+                &mapped,
+                &ov,
+                Vec::new(),
+                &WriteOptions {
+                    clamp_mtime: opts.source_date_epoch,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            berth_store::archive::apply::apply(&mnt, &tar[..], &Default::default())
+                .map_err(|e| e.to_string())?;
+            for (a, d) in &archives {
+                use std::os::unix::fs::PermissionsExt;
+                let root = pathrs::Root::open(&mnt).map_err(|e| e.to_string())?;
+                let h = root
+                    .mkdir_all(d, &std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+                let fd: std::os::fd::OwnedFd = h.into();
+                let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let f = std::fs::File::open(a).map_err(|e| e.to_string())?;
+                let (_, plain) = berth_store::archive::decompress(f).map_err(|e| e.to_string())?;
+                berth_store::archive::apply::apply(Path::new(&target), plain, &Default::default())
+                    .map_err(|e| format!("extracting {}: {e}", a.display()))?;
+            }
+            Ok(())
+        })();
+        unmount(&mnt);
+        if let Err(e) = applied {
+            let _ = self.store.snapshots.remove_active(&snap);
+            return Err(step_err(file, cmd, e));
+        }
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let shown = cmd.node.original.trim()[verb.len()..].trim().to_string();
+        let parent_key = st.key.clone();
+        let mut next = self.commit_snapshot(
+            &snap,
+            st,
+            &format!("/bin/sh -c #(nop) {verb} {shown}"),
+            opts,
+        )?;
+        next.key = key.clone();
+        self.cache
+            .put(
+                &key,
+                &step_id,
+                &parent_key,
+                &Record {
+                    config: next.config.clone(),
+                    layers: next.layers.clone(),
+                },
+                &inputs,
+            )
+            .map_err(other)?;
+        self.done(v, t);
+        Ok(next)
+    }
+}
+
+/// Adds a directory's contents (sorted, parents first) mapped under `dest`.
+fn walk(
+    dir: &Path,
+    dest: &str,
+    out: &mut Vec<(PathBuf, String)>,
+    ctx: Option<&Context>,
+    rel: &str,
+) -> Result<(), String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let name = n.to_string_lossy().into_owned();
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if let Some(cx) = ctx
+            && cx.ignore.excluded(&child_rel)
+            && !cx.ignore.may_include_under(&child_rel)
+        {
+            continue;
+        }
+        let p = dir.join(&n);
+        let d = format!("{}/{name}", dest.trim_end_matches('/'));
+        let md = p
+            .symlink_metadata()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let excluded = ctx.is_some_and(|cx| cx.ignore.excluded(&child_rel));
+        if !excluded {
+            out.push((p.clone(), d.clone()));
+        }
+        if md.is_dir() {
+            walk(&p, &d, out, ctx, &child_rel)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_archive(p: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let c = berth_store::archive::Compression::detect(&head[..n]);
+    c != berth_store::archive::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// Content, mode and owner of a file (or a directory's names), for cache keys.
+fn file_hash(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = p.symlink_metadata() else {
+        return "missing".into();
+    };
+    let mut h = Hasher::new();
+    h.update(format!("{:o}:{}:{}", md.mode(), md.uid(), md.gid()).as_bytes());
+    if md.is_file() {
+        if let Ok(mut f) = std::fs::File::open(p) {
+            let _ = std::io::copy(&mut f, &mut h);
+        }
+    } else if md.file_type().is_symlink() {
+        h.update(
+            std::fs::read_link(p)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    h.finish().hex()[..16].to_string()
+}
+
+fn set_env(env: &mut Vec<String>, kv: &str) {
+    let k = kv.split('=').next().unwrap_or(kv);
+    match env.iter_mut().find(|e| e.split('=').next() == Some(k)) {
+        Some(e) => *e = kv.to_string(),
+        None => env.push(kv.to_string()),
+    }
+}
+
+/// USER / --chown resolution against passwd and group content: (uid, gid, groups, home).
+fn resolve_user(
+    spec: &str,
+    passwd: Option<&[u8]>,
+    group: Option<&[u8]>,
+) -> Result<(u32, u32, Vec<u32>, String), String> {
+    let lines = |d: Option<&[u8]>| -> Vec<Vec<String>> {
+        d.map(|d| {
+            String::from_utf8_lossy(d)
+                .lines()
+                .map(|l| l.split(':').map(str::to_string).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let pw = lines(passwd);
+    let gr = lines(group);
+    let (u, g) = spec
+        .split_once(':')
+        .map(|(a, b)| (a, Some(b)))
+        .unwrap_or((spec, None));
+    let u = if u.is_empty() { "0" } else { u };
+    let entry = pw.iter().find(|e| e.len() >= 4 && (e[0] == u || e[2] == u));
+    let uid: u32 = match u.parse() {
+        Ok(n) => n,
+        Err(_) => entry.and_then(|e| e[2].parse().ok()).ok_or_else(|| {
+            format!("unable to find user {u}: no matching entries in passwd file")
+        })?,
+    };
+    let gid: u32 = match g {
+        Some(g) => match g.parse() {
+            Ok(n) => n,
+            Err(_) => gr
+                .iter()
+                .find(|e| e.len() >= 3 && e[0] == g)
+                .and_then(|e| e[2].parse().ok())
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+        None => entry.and_then(|e| e[3].parse().ok()).unwrap_or(0),
+    };
+    let home = entry
+        .and_then(|e| e.get(5).cloned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() });
+    let mut groups: Vec<u32> = vec![gid];
+    if let Some(e) = entry {
+        for gline in &gr {
+            if gline.len() >= 4
+                && gline[3].split(',').any(|m| m == e[0])
+                && let Ok(x) = gline[2].parse()
+            {
+                groups.push(x);
+            }
+        }
+    }
+    groups.sort();
+    groups.dedup();
+    Ok((uid, gid, groups, home))
+}
+
+fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {
+    BuildError::Step {
+        file: file.to_string(),
+        line: l.node.start_line,
+        msg: msg.to_string(),
+    }
+}
+
+/// Stages the target needs (FROM <stage> and COPY --from=<stage>), in order.
+fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
+    let mut need = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !need.insert(i) {
+            continue;
+        }
+        let st = &df.stages[i];
+        let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
+        for c in &st.commands {
+            if let Instruction::Copy(a) | Instruction::Add(a) = &c.inst
+                && let Some(f) = &a.from
+            {
+                refs.push(f.to_ascii_lowercase());
+            }
+        }
+        for r in refs {
+            for (j, s) in df.stages.iter().enumerate().take(i) {
+                if s.name.as_deref() == Some(r.as_str()) || j.to_string() == r {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    need.into_iter().collect()
+}
+
+/// A writer that hashes what passes through (the layer's diff id) on its way
+/// to the compressor.
+struct HashTee<W: Write> {
+    h: Hasher,
+    w: W,
+}
+
+impl<W: Write> Write for HashTee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}

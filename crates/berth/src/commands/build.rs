@@ -1,0 +1,204 @@
+//! `build` and `builder prune`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use berth_build::{BuildOptions, Builder};
+use berth_engine::Engine;
+use berth_types::Reference;
+use clap::Args;
+
+use crate::commands::container::ExitError;
+
+/// `build`.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`).
+    #[arg(short, long)]
+    pub tag: Vec<String>,
+    /// Name of the Dockerfile (`-` reads it from stdin).
+    #[arg(short, long)]
+    pub file: Option<String>,
+    /// Set build-time variables.
+    #[arg(long)]
+    pub build_arg: Vec<String>,
+    /// Set the target build stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always attempt to pull a newer version of the image (needs a registry client).
+    #[arg(long)]
+    pub pull: bool,
+    /// Networking mode for the RUN instructions (`default`, `host`, `none`).
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Set target platform for build (only the host's is supported).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Set metadata for an image.
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Write the image ID to the file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Set type of progress output (`auto`, `plain`, `tty`, `quiet`).
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Suppress the build output and print image ID on success.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Build context: a directory, or `-` for a tar archive on stdin.
+    pub context: String,
+}
+
+fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for a in list {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                m.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                // `--build-arg NAME` takes the value from the environment, as docker does.
+                if what == "build-arg" {
+                    if let Ok(v) = std::env::var(a) {
+                        m.insert(a.clone(), v);
+                    }
+                } else {
+                    m.insert(a.clone(), String::new());
+                }
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// `build`.
+pub fn build(engine: &Engine, a: BuildArgs) -> anyhow::Result<()> {
+    if let Some(p) = &a.platform {
+        let want = berth_types::Platform::parse(p).map_err(anyhow::Error::msg)?;
+        if !berth_types::Platform::host().matches(&want) {
+            bail!(
+                "--platform {p}: only the host platform ({}) can be built",
+                berth_types::Platform::host()
+            );
+        }
+    }
+    if a.pull {
+        bail!("--pull: berth cannot pull from registries yet");
+    }
+    let tags = a
+        .tag
+        .iter()
+        .map(|t| Reference::parse(t).map(|r| r.with_default_tag()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let quiet = a.quiet || a.progress == "quiet";
+    // A tar context on stdin is unpacked (safely) into scratch space first.
+    let mut _scratch: Option<tempfile::TempDir> = None;
+    let mut dockerfile_content = None;
+    let context = if a.context == "-" {
+        let dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(engine.root())?;
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data)?;
+        let (_, plain) = berth_store::archive::decompress(&data[..])?;
+        berth_store::archive::apply::apply(dir.path(), plain, &Default::default())
+            .context("reading the build context from stdin")?;
+        let p = dir.path().to_path_buf();
+        _scratch = Some(dir);
+        p
+    } else {
+        PathBuf::from(&a.context)
+    };
+    if !context.is_dir() {
+        bail!("unable to prepare context: path {:?} not found", a.context);
+    }
+    let dockerfile = match a.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            if a.context != "-" {
+                std::io::stdin().read_to_string(&mut s)?;
+            }
+            dockerfile_content = Some(s);
+            None
+        }
+        Some(f) => Some(PathBuf::from(f)),
+        None => None,
+    };
+    let opts = BuildOptions {
+        context,
+        dockerfile,
+        dockerfile_content,
+        tags,
+        build_args: kv(&a.build_arg, "build-arg")?,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        labels: kv(&a.label, "label")?,
+        network: a.network.clone(),
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.parse().ok()),
+        quiet,
+    };
+    let out: Box<dyn std::io::Write> = if quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let mut b = Builder::new(&engine.store, engine.root(), out)?;
+    match b.build(&opts) {
+        Ok(img) => {
+            if let Some(p) = &a.iidfile {
+                std::fs::write(p, img.id.to_string())
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
+            if quiet {
+                println!("{}", img.id);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            Err(ExitError {
+                code: code.clamp(1, 255) as u8,
+                msg: format!("ERROR: {e}"),
+            }
+            .into())
+        }
+    }
+}
+
+/// `builder prune`.
+#[derive(Args, Debug)]
+pub struct BuilderPruneArgs {
+    /// Remove all build cache (there is one kind).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `builder prune`: drops the layer cache and collects what only it kept.
+pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
+    if !a.force
+        && !crate::commands::image::confirm("WARNING! This will remove all dangling build cache.")
+    {
+        return Ok(());
+    }
+    let cache = berth_build::cache::Cache::open(&engine.root().join("buildcache"))?;
+    let n = cache.clear()?;
+    engine.store.set_roots("buildcache", &[])?;
+    let report = engine.store.gc()?;
+    println!("Deleted build cache objects: {n}");
+    println!(
+        "Total reclaimed space: {}",
+        crate::output::human_size(report.bytes_freed)
+    );
+    Ok(())
+}
