@@ -579,8 +579,19 @@ impl<'a> Builder<'a> {
                 Instruction::Copy(c) | Instruction::Add(c) => {
                     *step_no += 1;
                     let is_add = matches!(inst, Instruction::Add(_));
+                    // Unquoted heredoc delimiters expand their body, quotes kept.
+                    let mut c = c.clone();
+                    let hlex = Lex {
+                        skip_process_quotes: true,
+                        ..lex
+                    };
+                    for h in c.heredocs.iter_mut().filter(|h| h.expand) {
+                        h.content = hlex
+                            .process_word(&h.content, &berth_dockerfile::shell::env_lookup(&env))
+                            .map_err(|e| step_err(file, cmd, e))?;
+                    }
                     st = self.copy_step(
-                        file, cmd, c, is_add, &text, st, ctx, df, idx, done, opts, *step_no, total,
+                        file, cmd, &c, is_add, &text, st, ctx, df, idx, done, opts, *step_no, total,
                     )?;
                 }
                 Instruction::Workdir(w) => {
@@ -636,7 +647,22 @@ impl<'a> Builder<'a> {
             .and_then(|c| c.shell.clone())
             .unwrap_or_else(|| default_shell.to_vec());
         let mut argv = r.cmd.argv(&shell);
-        if !r.heredocs.is_empty() && r.cmd.prepend_shell {
+        let only_heredoc = r.heredocs.len() == 1
+            && berth_dockerfile::parser::parse_heredoc(r.cmd.args.join(" ").trim())
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.name == r.heredocs[0].name);
+        if only_heredoc && r.cmd.prepend_shell {
+            // `RUN <<EOF …`: the heredoc is the script.
+            let h = &r.heredocs[0];
+            let body = if h.chomp {
+                berth_dockerfile::parser::chomp_heredoc(&h.content)
+            } else {
+                h.content.clone()
+            };
+            argv = shell.clone();
+            argv.push(body);
+        } else if !r.heredocs.is_empty() && r.cmd.prepend_shell {
             // The shell reads the heredocs itself: hand it the whole script.
             let mut script = r.cmd.args.join(" ");
             for h in &r.heredocs {
@@ -1060,9 +1086,10 @@ impl<'a> Builder<'a> {
             .and_then(|c| c.working_dir.clone())
             .unwrap_or_else(|| "/".into());
         let dest = dispatch::resolve_workdir(&workdir, &c.dest);
-        let dest_is_dir =
-            c.dest.ends_with('/') || c.dest == "." || c.sources.len() + c.heredocs.len() > 1;
-        if c.sources.len() > 1 && !(c.dest.ends_with('/') || c.dest == ".") {
+        let n_sources =
+            c.sources.iter().filter(|s| !s.starts_with("<<")).count() + c.heredocs.len();
+        let dest_is_dir = c.dest.ends_with('/') || c.dest == "." || n_sources > 1;
+        if n_sources > 1 && !(c.dest.ends_with('/') || c.dest == ".") {
             return Err(step_err(
                 file,
                 cmd,

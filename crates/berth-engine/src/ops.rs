@@ -582,3 +582,237 @@ fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {
 fn flate2_encoder<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
     flate2::write::GzEncoder::new(w, berth_store::image::import::gzip_level())
 }
+
+/// A filesystem root to copy from or into: `/proc/<pid>/root` of a running
+/// container, or its snapshot mounted in this process's private mount namespace.
+struct CpRoot {
+    path: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl CpRoot {
+    /// The root as a libpathrs root (opened through /proc/<pid>/root's magic link).
+    fn open(&self) -> Result<pathrs::Root> {
+        let fd = rustix::fs::open(
+            &self.path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| EngineError::io("open", &self.path, e.into()))?;
+        Ok(pathrs::Root::from_fd(fd))
+    }
+}
+
+impl Drop for CpRoot {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+impl Engine {
+    fn cp_root(&self, c: &Container) -> Result<CpRoot> {
+        if matches!(c.state.status, Status::Running | Status::Paused) && c.state.pid > 0 {
+            return Ok(CpRoot {
+                path: format!("/proc/{}/root", c.state.pid).into(),
+                mounted: false,
+            });
+        }
+        // SAFETY: unshare and a propagation change in the single-threaded CLI.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(EngineError::io(
+                    "unshare",
+                    Path::new("mount namespace"),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        let mnt = self.dir(&c.id).join(format!(".cp{}", std::process::id()));
+        std::fs::create_dir_all(&mnt).map_err(|e| EngineError::io("mkdir", &mnt, e))?;
+        let m = self.store.snapshots.mounts(&c.id)?;
+        let m = m
+            .first()
+            .ok_or_else(|| EngineError::Corrupt("snapshot without mounts".into()))?;
+        let opts = m.options.join(",");
+        let (typ, flags, data) = if m.typ == "bind" {
+            (None, libc::MS_BIND | libc::MS_REC, String::new())
+        } else {
+            (Some(m.typ.as_str()), 0, opts)
+        };
+        berth_runtime::rootfs::mount::sys_mount(
+            Some(&m.source),
+            &mnt.display().to_string(),
+            typ,
+            flags,
+            Some(&data),
+        )
+        .map_err(|e| EngineError::io("mount", &mnt, e))?;
+        Ok(CpRoot {
+            path: mnt,
+            mounted: true,
+        })
+    }
+
+    /// `cp CONTAINER:SRC DEST` — everything resolved inside the container's root
+    /// (a symlink pointing out of it leads back inside, never to the host).
+    pub fn cp_from(&self, q: &str, src: &str, dest: &Path) -> Result<()> {
+        let c = self.find(q)?;
+        let root = self.cp_root(&c)?;
+        let r = root.open()?;
+        let h = r.resolve(src).map_err(|_| {
+            EngineError::Invalid(format!("Could not find the file {src} in container {q}"))
+        })?;
+        let fd: std::os::fd::OwnedFd = h.into();
+        let handle_path = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let src_is_dir = std::fs::metadata(&handle_path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let base = Path::new(src)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
+        // docker cp: into an existing directory the source keeps its name.
+        let (out_dir, name) = if dest.is_dir() {
+            (dest.to_path_buf(), base)
+        } else {
+            (
+                dest.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+                dest.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or(base),
+            )
+        };
+        // The handle is a magic link: name the directory through it (`/.`), or
+        // read the file through it, never store the link itself.
+        let mut items = Vec::new();
+        if src_is_dir {
+            let dir = handle_path.join(".");
+            items.push(berth_store::archive::diff::Mapped::Path {
+                src: dir.clone(),
+                name: name.as_bytes().to_vec(),
+            });
+            collect(&dir, &name, &mut items)?;
+        } else {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(&handle_path)
+                .map_err(|e| EngineError::io("stat", Path::new(src), e))?;
+            let data = std::fs::read(&handle_path)
+                .map_err(|e| EngineError::io("read", Path::new(src), e))?;
+            items.push(berth_store::archive::diff::Mapped::Data {
+                name: name.as_bytes().to_vec(),
+                data,
+                mode: md.mode() & 0o7777,
+                mtime: md.mtime(),
+            });
+        }
+        let tar = berth_store::archive::diff::write_mapped(
+            &items,
+            &Default::default(),
+            Vec::new(),
+            &WriteOptions::default(),
+        )?;
+        std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io("mkdir", &out_dir, e))?;
+        berth_store::archive::apply::apply(&out_dir, &tar[..], &Default::default())?;
+        Ok(())
+    }
+
+    /// `cp SRC CONTAINER:DEST`, written inside the container's root.
+    pub fn cp_into(&self, src: &Path, q: &str, dest: &str) -> Result<()> {
+        let c = self.find(q)?;
+        let md = std::fs::symlink_metadata(src).map_err(|e| EngineError::io("stat", src, e))?;
+        let root = self.cp_root(&c)?;
+        let r = root.open()?;
+        let base = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "src".into());
+        let existing_dir = r.resolve(dest).ok().map(|h| {
+            let fd: std::os::fd::OwnedFd = h.into();
+            std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+        });
+        let (dir, name) = match existing_dir {
+            Some(true) => (dest.to_string(), base),
+            _ => {
+                let p = Path::new(dest);
+                (
+                    p.parent()
+                        .map(|x| x.display().to_string())
+                        .filter(|x| !x.is_empty())
+                        .unwrap_or_else(|| "/".into()),
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or(base),
+                )
+            }
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let h = r
+            .mkdir_all(&dir, &std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| {
+                EngineError::Invalid(format!(
+                    "Could not find the file {dir} in container {q}: {e}"
+                ))
+            })?;
+        let fd: std::os::fd::OwnedFd = h.into();
+        let target = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let mut items = vec![berth_store::archive::diff::Mapped::Path {
+            src: src.to_path_buf(),
+            name: name.as_bytes().to_vec(),
+        }];
+        if md.is_dir() {
+            collect(src, &name, &mut items)?;
+        }
+        let tar = berth_store::archive::diff::write_mapped(
+            &items,
+            &Default::default(),
+            Vec::new(),
+            &WriteOptions::default(),
+        )?;
+        berth_store::archive::apply::apply(&target, &tar[..], &Default::default())?;
+        Ok(())
+    }
+}
+
+fn collect(
+    dir: &Path,
+    name: &str,
+    out: &mut Vec<berth_store::archive::diff::Mapped>,
+) -> Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| EngineError::io("readdir", dir, e))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let child = format!("{name}/{}", n.to_string_lossy());
+        out.push(berth_store::archive::diff::Mapped::Path {
+            src: p.clone(),
+            name: child.as_bytes().to_vec(),
+        });
+        if std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            collect(&p, &child, out)?;
+        }
+    }
+    Ok(())
+}

@@ -87,6 +87,8 @@ enum Cmd {
     Rename(RenameArgs),
     /// List port mappings of a container.
     Port(OneArgs),
+    /// Copy files between a container and the local filesystem.
+    Cp(commands::container::CpArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCmd),
@@ -202,6 +204,8 @@ enum ContainerCmd {
     Port(OneArgs),
     /// Remove all stopped containers.
     Prune(commands::container::PruneArgs),
+    /// Copy files between a container and the local filesystem.
+    Cp(commands::container::CpArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => ct::rename(&engine, a),
         Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => ct::port(&engine, a),
         Cmd::Container(ContainerCmd::Prune(a)) => ct::prune(&engine, a),
+        Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => ct::cp(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
         Cmd::Build(a) => commands::build::build(&engine, a),

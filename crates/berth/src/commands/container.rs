@@ -1253,3 +1253,32 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `cp`.
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// `CONTAINER:SRC_PATH` or a local path.
+    pub src: String,
+    /// `CONTAINER:DEST_PATH` or a local path.
+    pub dest: String,
+}
+
+fn split_container_path(s: &str) -> Option<(&str, &str)> {
+    // A local path may contain ':' only after a '/' (docker's rule).
+    let (c, p) = s.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+/// `cp`.
+pub fn cp(engine: &Engine, a: CpArgs) -> anyhow::Result<()> {
+    match (split_container_path(&a.src), split_container_path(&a.dest)) {
+        (Some((c, p)), None) => engine
+            .cp_from(c, p, std::path::Path::new(&a.dest))
+            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
+        (None, Some((c, p))) => engine
+            .cp_into(std::path::Path::new(&a.src), c, p)
+            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
+        (Some(_), Some(_)) => Err(exit_err(1, "copying between containers is not supported")),
+        (None, None) => Err(exit_err(1, "must specify at least one container source")),
+    }
+}

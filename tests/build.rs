@@ -1,0 +1,268 @@
+//! End to end: `berth build` through the real binary on the busybox base.
+
+mod common;
+
+use std::path::Path;
+
+use common::Berth;
+use serde_json::Value;
+
+fn ctx(b: &Berth, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let d = b.path(name);
+    for (f, content) in files {
+        let p = d.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    d
+}
+
+fn build(b: &Berth, dir: &Path, extra: &[&str]) -> common::Run {
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    b.run(&args)
+}
+
+#[test]
+fn the_lectures_hello_world_cmd() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "hello",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo updated > /etc/motd\nENTRYPOINT [\"/bin/echo\", \"Hello\"]\nCMD [\"world\"]\n",
+        )],
+    );
+    let r = b.run(&[
+        "build",
+        "-t",
+        "hello_world_cmd",
+        "-f",
+        d.join("Dockerfile").to_str().unwrap(),
+        d.to_str().unwrap(),
+    ]);
+    r.ok();
+    let progress = r.stderr();
+    assert!(
+        progress.contains("[2/2] RUN echo updated > /etc/motd"),
+        "{progress}"
+    );
+    assert!(progress.contains("naming to docker.io/library/hello_world_cmd:latest"));
+    assert_eq!(
+        b.run(&["run", "-i", "--rm", "hello_world_cmd"]).ok(),
+        "Hello world\n"
+    );
+    assert_eq!(
+        b.run(&["run", "--rm", "hello_world_cmd", "Pavlos"]).ok(),
+        "Hello Pavlos\n"
+    );
+    let hist = b.run(&["image", "history", "hello_world_cmd"]).ok();
+    let rows: Vec<&str> = hist.lines().collect();
+    assert_eq!(
+        rows.len(),
+        5,
+        "header + CMD + ENTRYPOINT + RUN + import: {hist}"
+    );
+    assert!(
+        rows[1].contains("/bin/sh -c #(nop)  CMD [\"world\"]") && rows[1].contains("0B"),
+        "{hist}"
+    );
+    assert!(
+        rows[2].contains("/bin/sh -c #(nop)  ENTRYPOINT [\"/bin/echo\" \"…"),
+        "{hist}"
+    );
+    assert!(
+        rows[3].contains("/bin/sh -c echo updated > /etc/motd"),
+        "{hist}"
+    );
+    // A rebuild is fully cached.
+    let again = build(&b, &d, &["-t", "hello_world_cmd"]);
+    again.ok();
+    assert!(again.stderr().contains("CACHED"), "{}", again.stderr());
+    assert!(!again.stderr().contains("cache miss"), "{}", again.stderr());
+}
+
+#[test]
+fn copy_cache_dockerignore_multistage() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "app",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS build\nWORKDIR /src\nCOPY app/ ./\nRUN cat *.txt > /src/all.out\nFROM busybox\nCOPY --from=build /src/all.out /out/\nCOPY extra.txt /out/\nCMD [\"cat\", \"/out/all.out\", \"/out/extra.txt\"]\n",
+            ),
+            ("app/a.txt", "a\n"),
+            ("app/b.txt", "b\n"),
+            ("app/secret.txt", "SECRET\n"),
+            ("extra.txt", "extra\n"),
+            (".dockerignore", "app/secret.txt\n"),
+        ],
+    );
+    build(&b, &d, &["-t", "app"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "app"]).ok(),
+        "a\nb\nextra\n",
+        ".dockerignore kept the secret out"
+    );
+    // Touching a file copied late reruns only that step.
+    std::fs::write(d.join("extra.txt"), "extra2\n").unwrap();
+    let r = build(&b, &d, &["-t", "app"]);
+    r.ok();
+    let log = r.stderr();
+    assert!(
+        log.contains("cache miss: file /out/extra.txt changed"),
+        "the miss says why: {log}"
+    );
+    assert_eq!(log.matches("CACHED").count(), 4, "{log}");
+    assert_eq!(b.run(&["run", "--rm", "app"]).ok(), "a\nb\nextra2\n");
+    // Changing a source of the first stage reruns its tail and the copy from it.
+    std::fs::write(d.join("app/a.txt"), "A\n").unwrap();
+    let log = build(&b, &d, &["-t", "app"]).stderr();
+    assert!(log.contains("file /src/a.txt changed"), "{log}");
+    assert!(log.contains("an earlier step changed"), "{log}");
+    assert_eq!(b.run(&["run", "--rm", "app"]).ok(), "A\nb\nextra2\n");
+}
+
+#[test]
+fn config_fields_and_heredocs() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "cfg",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG VERSION=1.0\nENV APP_VERSION=${VERSION} PATH=/app/bin:$PATH\nLABEL org.example.name=\"demo app\" version=$VERSION\nEXPOSE 8080 53/udp\nVOLUME [\"/data\"]\nWORKDIR /app\nRUN <<EOF\nmkdir -p bin\necho \"#!/bin/sh\" > bin/hello\necho 'echo hello from $APP_VERSION' >> bin/hello\nchmod +x bin/hello\nEOF\nCOPY <<EOF /app/note.txt\nnote for ${VERSION}\nEOF\nUSER www-data\nSTOPSIGNAL SIGINT\nCMD [\"hello\"]\n",
+        )],
+    );
+    build(&b, &d, &["-t", "cfg", "--build-arg", "VERSION=2.5"]).ok();
+    let cfg: Value = serde_json::from_str(
+        &b.run(&["image", "inspect", "--format", "{{json .Config}}", "cfg"])
+            .ok(),
+    )
+    .unwrap();
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "APP_VERSION=2.5"),
+        "{cfg}"
+    );
+    assert_eq!(cfg["Cmd"][0], "hello");
+    assert_eq!(cfg["WorkingDir"], "/app");
+    assert_eq!(cfg["User"], "www-data");
+    assert!(
+        cfg["ExposedPorts"].get("8080/tcp").is_some()
+            && cfg["ExposedPorts"].get("53/udp").is_some(),
+        "{cfg}"
+    );
+    assert!(cfg["Volumes"].get("/data").is_some());
+    assert_eq!(cfg["Labels"]["org.example.name"], "demo app");
+    assert_eq!(cfg["Labels"]["version"], "2.5");
+    assert_eq!(cfg["StopSignal"], "SIGINT");
+    assert_eq!(b.run(&["run", "--rm", "cfg"]).ok(), "hello from 2.5\n");
+    assert_eq!(
+        b.run(&["run", "--rm", "cfg", "cat", "note.txt"]).ok(),
+        "note for 2.5\n"
+    );
+}
+
+#[test]
+fn errors_stop_the_build_cleanly() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let before = b.run(&["images", "-q"]).ok();
+    let d = ctx(
+        &b,
+        "bad",
+        &[("Dockerfile", "FROM busybox\nRUN echo one\nRUNN echo two\n")],
+    );
+    let err = build(&b, &d, &["-t", "bad"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)"),
+        "{err}"
+    );
+    let d = ctx(
+        &b,
+        "fails",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo output-before-failure; exit 7\n",
+        )],
+    );
+    let r = build(&b, &d, &["-t", "fails"]);
+    let err = r.fails(7);
+    assert!(err.contains("process \"/bin/sh -c echo output-before-failure; exit 7\" did not complete successfully: exit code: 7"), "{err}");
+    assert!(
+        err.contains("output-before-failure"),
+        "the step's output is shown: {err}"
+    );
+    let d = ctx(
+        &b,
+        "missing",
+        &[("Dockerfile", "FROM busybox\nCOPY nothere.txt /\n")],
+    );
+    let err = build(&b, &d, &[]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("nothere.txt") && err.contains("not found"),
+        "{err}"
+    );
+    let d = ctx(&b, "nobase", &[("Dockerfile", "FROM never-imported:1\n")]);
+    let err = build(&b, &d, &[]).fails(1);
+    assert!(err.contains("never-imported:1"), "{err}");
+    assert_eq!(b.run(&["images", "-q"]).ok(), before, "no image made");
+    assert!(b.run(&["ps", "-aq"]).ok().is_empty());
+    b.run(&["system", "check"]).ok();
+    assert_eq!(
+        std::fs::read_dir(b.root().join("snapshots/active"))
+            .unwrap()
+            .count(),
+        0,
+        "no build snapshot left"
+    );
+}
+
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "repro",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY f.txt /f.txt\nCMD [\"cat\", \"/f.txt\"]\n",
+            ),
+            ("f.txt", "same\n"),
+        ],
+    );
+    let id = |b: &Berth| {
+        let mut c = b.command(&["build", "-q", "--no-cache", d.to_str().unwrap()]);
+        c.env("SOURCE_DATE_EPOCH", "1700000000");
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = id(&b);
+    let second = id(&b);
+    assert!(first.starts_with("sha256:"));
+    assert_eq!(
+        first, second,
+        "same Dockerfile and context, same image digest"
+    );
+    let iid = b.path("iid");
+    build(&b, &d, &["-q", "--iidfile", iid.to_str().unwrap()]).ok();
+    assert!(std::fs::read_to_string(iid).unwrap().starts_with("sha256:"));
+}

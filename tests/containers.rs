@@ -1,0 +1,481 @@
+//! End to end: `berth run` and the container lifecycle through the real binary,
+//! on the busybox image made offline. Docker's behaviour is the reference for
+//! outputs and exit codes (noted where it matters).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+
+use common::{Berth, tool};
+
+fn with_busybox() -> Berth {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b
+}
+
+#[test]
+fn run_applies_docker_defaults() {
+    let b = with_busybox();
+    let out = b
+        .run(&["run", "--rm", "busybox", "sh", "-c", "hostname; id; echo $HOME; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; cat /etc/hosts | grep -c localhost; wc -c < /proc/keys"])
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].len(), 12, "hostname is the short id: {out}");
+    assert_eq!(
+        lines[1], "uid=0(root) gid=0(root) groups=0(root),10(wheel)",
+        "as docker shows it"
+    );
+    assert_eq!(lines[2], "/root");
+    assert!(
+        out.contains("CapEff:\t00000000a80425fb"),
+        "docker's default capabilities: {out}"
+    );
+    assert!(out.contains("CapBnd:\t00000000a80425fb"));
+    assert!(out.contains("NoNewPrivs:\t0"));
+    assert!(out.contains("Seccomp:\t2"), "seccomp in filter mode");
+    assert!(lines[lines.len() - 2].parse::<u32>().unwrap() >= 2);
+    assert_eq!(lines.last().unwrap().trim(), "0", "/proc/keys is masked");
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            "no-new-privileges",
+            "busybox",
+            "grep",
+            "NoNewPrivs",
+            "/proc/self/status",
+        ])
+        .ok();
+    assert!(out.contains("NoNewPrivs:\t1"));
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "--rm removed them");
+}
+
+#[test]
+fn entrypoint_cmd_env_workdir_user() {
+    let b = with_busybox();
+    // The lecture's image, without a build: ENTRYPOINT + CMD composition.
+    b.run(&[
+        "import",
+        "--change",
+        "ENTRYPOINT [\"/bin/echo\",\"Hello\"]",
+        "--change",
+        "CMD [\"world\"]",
+        common::busybox_tar().to_str().unwrap(),
+        "hello",
+    ])
+    .ok();
+    assert_eq!(b.run(&["run", "--rm", "hello"]).ok(), "Hello world\n");
+    assert_eq!(
+        b.run(&["run", "--rm", "hello", "Pavlos"]).ok(),
+        "Hello Pavlos\n"
+    );
+    assert_eq!(
+        b.run(&["run", "--rm", "--entrypoint", "/bin/echo", "hello", "x"])
+            .ok(),
+        "x\n",
+        "--entrypoint clears CMD"
+    );
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "PATH=/bin",
+            "-w",
+            "/made/here",
+            "-u",
+            "33:33",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A $PATH; pwd; id -u; id -g",
+        ])
+        .ok();
+    assert_eq!(
+        out, "1 /bin\n/made/here\n33\n33\n",
+        "workdir created if missing"
+    );
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "-u",
+            "www-data",
+            "busybox",
+            "sh",
+            "-c",
+            "id -un; echo $HOME",
+        ])
+        .ok();
+    assert_eq!(
+        out, "www-data\n/var/www\n",
+        "user name resolved from the image's /etc/passwd"
+    );
+    let err = b
+        .run(&["run", "--rm", "-u", "nobody-here", "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("unable to find user nobody-here"), "{err}");
+}
+
+#[test]
+fn exit_codes_like_docker() {
+    let b = with_busybox();
+    assert_eq!(
+        b.run(&["run", "--rm", "busybox", "sh", "-c", "exit 3"])
+            .code(),
+        3
+    );
+    let err = b
+        .run(&["run", "--rm", "busybox", "nope-not-here"])
+        .fails(127);
+    assert!(err.contains("executable file not found"), "{err}");
+    let err = b.run(&["run", "--rm", "busybox", "/etc/passwd"]).fails(126);
+    assert!(err.contains("permission denied"), "{err}");
+    let err = b.run(&["run", "--rm", "no-such-image"]).fails(125);
+    assert!(
+        err.contains("Unable to find image 'no-such-image:latest' locally"),
+        "{err}"
+    );
+    b.run(&["run", "--bogus-flag", "busybox"]).fails(125);
+    b.run(&["create", "--name", "taken", "busybox", "true"])
+        .ok();
+    let err = b
+        .run(&["create", "--name", "taken", "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("is already in use"), "{err}");
+    let err = b
+        .run(&[
+            "run",
+            "--rm",
+            "--mount",
+            "type=bind,source=/no/such/dir,target=/x",
+            "busybox",
+            "true",
+        ])
+        .fails(125);
+    assert!(err.contains("bind source path does not exist"), "{err}");
+    assert_eq!(
+        b.run(&["ps", "-aq"]).ok().lines().count(),
+        1,
+        "nothing created for the bad mount"
+    );
+    // -v creates a missing host directory, as docker does.
+    let host = b.path("made-by-v");
+    b.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/data", host.display()),
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /data/f",
+    ])
+    .ok();
+    assert_eq!(std::fs::read_to_string(host.join("f")).unwrap(), "hi\n");
+}
+
+#[test]
+fn detached_logs_stop_rm() {
+    let b = with_busybox();
+    let id = b.run(&["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "trap 'echo got-term; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"]).ok();
+    assert_eq!(id.trim().len(), 64);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let ps = b.run(&["ps"]).ok();
+    assert!(ps.contains("ticker") && ps.contains("Up "), "{ps}");
+    let logs = b.run(&["logs", "--tail", "2", "ticker"]).ok();
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    // logs -f follows until the container stops.
+    let mut follow = b
+        .command(&["logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.run(&["stop", "ticker"]).ok();
+    let mut followed = String::new();
+    follow
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut followed)
+        .unwrap();
+    assert!(follow.wait().unwrap().success());
+    assert!(
+        followed.contains("tick 0") && followed.contains("got-term"),
+        "{followed}"
+    );
+    let st = b
+        .run(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "ticker",
+        ])
+        .ok();
+    assert_eq!(st.trim(), "exited 0", "the TERM trap ran");
+    let log_file: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(
+            b.root()
+                .join("containers")
+                .join(id.trim())
+                .join(format!("{}-json.log", id.trim())),
+        )
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(log_file["stream"], "stdout");
+    assert_eq!(log_file["log"], "tick 0\n");
+    b.run(&["rm", "ticker"]).ok();
+    assert_eq!(b.run(&["ps", "-a", "-q"]).ok(), "");
+}
+
+#[test]
+fn limits_are_in_the_cgroup() {
+    let b = with_busybox();
+    let out = b
+        .run(&["run", "--rm", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5", "--cpu-shares", "512", "busybox", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares"])
+        .ok();
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["67108864", "50", "50000", "512"]
+    );
+    // A memory hog is OOM-killed: 137, and inspect says so.
+    let out = b.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a)",
+    ]);
+    assert_eq!(out.code(), 137);
+    let st = b
+        .run(&[
+            "inspect",
+            "--format",
+            "{{.State.OOMKilled}} {{.State.ExitCode}}",
+            "hog",
+        ])
+        .ok();
+    assert_eq!(st.trim(), "true 137");
+}
+
+#[test]
+fn exec_cp_pause_top_diff_commit() {
+    let b = with_busybox();
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "-h",
+        "boxhost",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /data.txt; ln -s / /escape; sleep 60",
+    ])
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = b
+        .run(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+        ])
+        .ok();
+    assert!(
+        out.starts_with("boxhost\n") && out.contains("sleep 60"),
+        "exec joins the namespaces: {out}"
+    );
+    assert_eq!(
+        b.run(&[
+            "exec",
+            "-e",
+            "X=7",
+            "-u",
+            "33",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
+            "echo $X; id -u; pwd"
+        ])
+        .ok(),
+        "7\n33\n/tmp\n"
+    );
+    assert_eq!(b.run(&["exec", "box", "sh", "-c", "exit 4"]).code(), 4);
+    // cp resolves inside the container: /escape/etc/hostname is the container's.
+    let dst = b.path("out");
+    std::fs::create_dir(&dst).unwrap();
+    b.run(&[
+        "cp",
+        "box:/escape/etc/hostname",
+        dst.join("h").to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(std::fs::read_to_string(dst.join("h")).unwrap(), "boxhost\n");
+    b.run(&["cp", "box:/data.txt", dst.to_str().unwrap()]).ok();
+    assert_eq!(
+        std::fs::read_to_string(dst.join("data.txt")).unwrap(),
+        "data\n"
+    );
+    let src = b.path("in.txt");
+    std::fs::write(&src, "from host").unwrap();
+    b.run(&["cp", src.to_str().unwrap(), "box:/tmp/"]).ok();
+    assert_eq!(
+        b.run(&["exec", "box", "cat", "/tmp/in.txt"]).ok(),
+        "from host"
+    );
+    let top = b.run(&["top", "box"]).ok();
+    assert!(top.contains("sleep 60"), "{top}");
+    b.run(&["pause", "box"]).ok();
+    assert!(b.run(&["ps"]).ok().contains("(Paused)"));
+    b.run(&["unpause", "box"]).ok();
+    let diff = b.run(&["diff", "box"]).ok();
+    assert!(diff.contains("A /data.txt"), "{diff}");
+    b.run(&["commit", "box", "snapshot:v1"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "snapshot:v1", "cat", "/data.txt"])
+            .ok(),
+        "data\n"
+    );
+    b.run(&["rm", "-f", "box"]).ok();
+}
+
+#[test]
+fn interactive_tty_shell() {
+    let b = with_busybox();
+    let pty =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&pty).unwrap();
+    rustix::pty::unlockpt(&pty).unwrap();
+    let name = rustix::pty::ptsname(&pty, Vec::new()).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let mut child = b
+        .command(&["run", "--rm", "-it", "busybox", "sh"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    master
+        .write_all(b"tty; echo got-$((20+22)); exit 5\n")
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains("got-42") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let st = child.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert!(out.contains("/dev/pts/0"), "a real terminal inside: {out}");
+    assert!(out.contains("got-42"), "{out}");
+    assert_eq!(st.code(), Some(5));
+}
+
+#[test]
+fn fifty_concurrent_runs() {
+    let b = with_busybox();
+    let kids: Vec<_> = (0..50)
+        .map(|i| {
+            b.command(&[
+                "run",
+                "--rm",
+                "busybox",
+                "sh",
+                "-c",
+                &format!("echo run-{i}"),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let out = k.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("run-{i}\n"));
+    }
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    b.run(&["system", "check"]).ok();
+}
+
+#[test]
+fn volumes_and_prune() {
+    let b = with_busybox();
+    b.run(&["volume", "create", "data"]).ok();
+    b.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    ])
+    .ok();
+    assert_eq!(
+        b.run(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data:ro",
+            "busybox",
+            "cat",
+            "/data/f"
+        ])
+        .ok(),
+        "persisted\n"
+    );
+    assert!(b.run(&["volume", "ls"]).ok().contains("data"));
+    b.run(&[
+        "create", "--name", "user", "-v", "data:/d", "busybox", "true",
+    ])
+    .ok();
+    let err = b.run(&["volume", "rm", "data"]).fails(1);
+    assert!(err.contains("volume is in use"), "{err}");
+    b.run(&["run", "--name", "done", "busybox", "true"]).ok();
+    let out = b.run(&["system", "prune", "-f", "--volumes"]).ok();
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    let df = b.run(&["system", "df"]).ok();
+    assert!(df.contains("Containers      0"), "{df}");
+    let _ = tool("true", &[]);
+}
