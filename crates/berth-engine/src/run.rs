@@ -91,15 +91,31 @@ impl Engine {
                 }
                 n
             }
-            None => container::random_name(&id),
+            None => String::new(),
         };
-        for d in container::all_dirs(&self.root().join("containers")) {
-            if let Ok(other) = container::load(&d)
-                && other.name == name
-            {
-                return Err(EngineError::NameInUse { name, id: other.id });
+        let taken: Vec<(String, String)> = container::all_dirs(&self.root().join("containers"))
+            .iter()
+            .filter_map(|d| container::load(d).ok())
+            .map(|c| (c.name, c.id))
+            .collect();
+        let name = if name.is_empty() {
+            // docker's generator retries, then adds a number.
+            let mut n = container::random_name(&id);
+            let mut i = 1;
+            while taken.iter().any(|(t, _)| *t == n) {
+                n = format!("{}{i}", container::random_name(&container::new_id()));
+                i += 1;
             }
-        }
+            n
+        } else {
+            if let Some((_, other)) = taken.iter().find(|(t, _)| *t == name) {
+                return Err(EngineError::NameInUse {
+                    name,
+                    id: other.clone(),
+                });
+            }
+            name
+        };
         let ic = image.config.config.clone().unwrap_or_default();
         let (entrypoint, cmd) = match &req.entrypoint {
             Some(e) if e.is_empty() => (None, Some(req.cmd.clone()).filter(|c| !c.is_empty())),

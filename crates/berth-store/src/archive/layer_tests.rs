@@ -392,10 +392,11 @@ fn diff_then_apply_round_trips() {
 fn diff_of_two_trees_gives_whiteouts() {
     let t = tempfile::tempdir().unwrap();
     let (lower, upper, out) = (t.path().join("l"), t.path().join("u"), t.path().join("o"));
-    for d in [&lower, &upper] {
-        fs::create_dir(d).unwrap();
-        build_tree(d);
-    }
+    fs::create_dir(&lower).unwrap();
+    build_tree(&lower);
+    // The upper tree starts as an exact copy (same times) of the lower one.
+    fs::create_dir(&upper).unwrap();
+    copy_via_layer(&lower, &upper);
     fs::remove_file(upper.join("pw")).unwrap();
     fs::remove_dir_all(upper.join("etc/deep")).unwrap();
     fs::write(upper.join("new"), "n").unwrap();
