@@ -122,6 +122,9 @@ enum Cmd {
     /// Manage berth.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Run and manage a registry server.
+    #[command(subcommand)]
+    Registry(commands::registry::RegistryCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -220,9 +223,13 @@ enum SystemCmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::{container as ct, image, system};
+    let cmd = match cli.cmd {
+        Cmd::Registry(c) => return commands::registry::run(c),
+        c => c,
+    };
     let engine = berth_engine::Engine::open(&cli.root)?;
     let store = &engine.store;
-    match cli.cmd {
+    match cmd {
         Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => ct::run(&engine, a),
         Cmd::Create(a) | Cmd::Container(ContainerCmd::Create(a)) => ct::create(&engine, a),
         Cmd::Start(a) | Cmd::Container(ContainerCmd::Start(a)) => ct::start(&engine, a),
@@ -258,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(store, a),
         Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(store, a),
         Cmd::Inspect(a) => inspect_any(&engine, a),
+        Cmd::Registry(_) => unreachable!("handled before the engine opens"),
         Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),
         Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
         Cmd::System(SystemCmd::Check(a)) => system::check(store, a),

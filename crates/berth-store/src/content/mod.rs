@@ -130,6 +130,47 @@ impl ContentStore {
         w.commit(Some(&actual), None)
     }
 
+    /// Moves a finished file (on the same filesystem, e.g. a registry upload) into
+    /// the store as a blob, after checking it against `expected`. `hashed` is the
+    /// digest the caller computed while writing it, if it did (saving a re-read);
+    /// otherwise the file is hashed here. The file is consumed either way.
+    pub fn commit_file(
+        &self,
+        file: &Path,
+        expected: &Digest,
+        hashed: Option<&Digest>,
+    ) -> Result<Digest, ContentError> {
+        if expected.algorithm() != Algorithm::Sha256 {
+            let _ = fs::remove_file(file);
+            return Err(ContentError::Algorithm(expected.clone()));
+        }
+        let f = File::open(file).ctx("open", file)?;
+        let actual = match hashed {
+            Some(d) => d.clone(),
+            None => {
+                let mut h = Hasher::new();
+                io::copy(&mut &f, &mut h).ctx("read", file)?;
+                h.finish()
+            }
+        };
+        if actual != *expected {
+            let _ = fs::remove_file(file);
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let dest = self.path(&actual);
+        if dest.exists() {
+            let _ = fs::remove_file(file);
+            return Ok(actual);
+        }
+        f.sync_all().ctx("fsync", file)?;
+        fs::rename(file, &dest).ctx("rename", &dest)?;
+        sync_dir(dest.parent().expect("blob path has a parent"))?;
+        Ok(actual)
+    }
+
     /// Opens a blob for reading; the reader fails at EOF if the content is corrupt.
     pub fn open(&self, d: &Digest) -> Result<VerifyingReader<File>, ContentError> {
         if d.algorithm() != Algorithm::Sha256 {

@@ -3,4 +3,5 @@
 pub mod build;
 pub mod container;
 pub mod image;
+pub mod registry;
 pub mod system;

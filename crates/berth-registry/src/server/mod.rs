@@ -1,0 +1,1501 @@
+//! `berth registry serve`: an OCI distribution-spec v1.1 registry.
+//!
+//! One axum fallback handler routes every `/v2/` request by hand, because
+//! repository names contain slashes and the spec's routes are told apart by the
+//! path's tail (`…/manifests/<ref>`, `…/blobs/uploads/<id>`), which a route
+//! table cannot express. Storage is [`storage::Storage`]; access control is
+//! [`auth::AuthStore`] with the bearer-token flow Docker Hub uses. Request
+//! bodies are streamed to disk and hashed as they arrive; blobs are streamed
+//! back from disk, with HTTP ranges.
+
+pub mod auth;
+pub mod storage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_types::Digest;
+use berth_types::digest::Hasher;
+use berth_types::image::Index;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use auth::{Action, AuthStore, Principal};
+use storage::{PutManifestError, Storage, valid_name, valid_tag, valid_upload_id};
+
+/// Server settings (flags, or a TOML file with the same keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen address.
+    pub addr: String,
+    /// Storage directory.
+    pub storage: PathBuf,
+    /// Anonymous pull of every repository.
+    pub public: bool,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Token endpoint URL to announce (default: this server's `/token`).
+    pub realm: Option<String>,
+    /// Lifetime of bearer tokens, seconds.
+    pub token_ttl: i64,
+    /// Largest manifest accepted, bytes.
+    pub max_manifest_size: usize,
+    /// Idle uploads are removed after this many seconds.
+    pub upload_expiry: u64,
+    /// Whether DELETE is allowed.
+    pub delete_enabled: bool,
+    /// Log requests to stderr.
+    pub log_requests: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:5000".into(),
+            storage: PathBuf::from("/var/lib/berth-registry"),
+            public: false,
+            tls_cert: None,
+            tls_key: None,
+            realm: None,
+            token_ttl: 300,
+            max_manifest_size: 4 << 20,
+            upload_expiry: 24 * 3600,
+            delete_enabled: true,
+            log_requests: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// An upload session's hashing state (lost on restart; then the file is hashed).
+struct UploadState {
+    hasher: Hasher,
+}
+
+struct App {
+    config: Config,
+    storage: Storage,
+    auth: AuthStore,
+    uploads: Mutex<HashMap<String, UploadState>>,
+}
+
+/// A registry error in the spec's shape.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+    fn with(mut self, h: header::HeaderName, v: impl Into<String>) -> Self {
+        self.headers.push((h, v.into()));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"errors": [{"code": self.code, "message": self.message, "detail": null}]})
+            .to_string();
+        let mut r = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
+}
+
+/// Where a `/v2/` path leads.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Base,
+    Catalog,
+    Tags(String),
+    Manifest(String, String),
+    Blob(String, String),
+    UploadStart(String),
+    Upload(String, String),
+    Referrers(String, String),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/v2")?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Some(Route::Base);
+    }
+    if rest == "_catalog" {
+        return Some(Route::Catalog);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name = |k: usize| segs[..n - k].join("/");
+    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+        return Some(Route::Tags(name(2)));
+    }
+    if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+        return Some(Route::UploadStart(name(2)));
+    }
+    if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+        return Some(if segs[n - 1].is_empty() {
+            Route::UploadStart(name(3))
+        } else {
+            Route::Upload(name(3), segs[n - 1].into())
+        });
+    }
+    if n >= 3 {
+        let last = segs[n - 1].to_string();
+        match segs[n - 2] {
+            "manifests" => return Some(Route::Manifest(name(2), last)),
+            "blobs" => return Some(Route::Blob(name(2), last)),
+            "referrers" => return Some(Route::Referrers(name(2), last)),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn query(req: &Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn header_str(h: &HeaderMap, k: header::HeaderName) -> Option<&str> {
+    h.get(k).and_then(|v| v.to_str().ok())
+}
+
+/// Who is asking, and what they may do.
+struct Caller {
+    who: Principal,
+    /// For logs.
+    user: String,
+}
+
+impl App {
+    fn realm(&self, headers: &HeaderMap) -> (String, String) {
+        let host = header_str(headers, header::HOST)
+            .unwrap_or("localhost")
+            .to_string();
+        let scheme = if self.config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let realm = self
+            .config
+            .realm
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{host}/token"));
+        (realm, host)
+    }
+
+    fn challenge(&self, headers: &HeaderMap, scope: Option<&str>, message: &str) -> ApiError {
+        let (realm, service) = self.realm(headers);
+        let mut v = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
+        if let Some(s) = scope {
+            v.push_str(&format!(",scope=\"{s}\""));
+        }
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+            .with(header::WWW_AUTHENTICATE, v)
+    }
+
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if !self.auth.enabled() {
+            return Ok(Caller {
+                who: Principal::Anonymous,
+                user: "-".into(),
+            });
+        }
+        let Some(h) = header_str(headers, header::AUTHORIZATION) else {
+            return Ok(Caller {
+                who: Principal::Anonymous,
+                user: "-".into(),
+            });
+        };
+        let who = if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
+            self.auth.check_bearer(h)
+        } else {
+            self.auth.check_basic(h)
+        };
+        match who {
+            Some(w) => {
+                let user = match &w {
+                    Principal::User { name, .. } | Principal::Granted { name, .. } => name.clone(),
+                    Principal::Anonymous => "-".into(),
+                };
+                Ok(Caller { who: w, user })
+            }
+            None => Err(self.challenge(headers, None, "authentication required")),
+        }
+    }
+
+    /// Checks `action` on `repo`; a 401 challenge asks for the needed scope.
+    fn require(
+        &self,
+        headers: &HeaderMap,
+        c: &Caller,
+        repo: &str,
+        action: Action,
+    ) -> Result<(), ApiError> {
+        if self
+            .auth
+            .allowed(&c.who, repo, self.config.public)
+            .contains(&action)
+        {
+            return Ok(());
+        }
+        let actions = match action {
+            Action::Pull => "pull",
+            Action::Push => "pull,push",
+            Action::Delete => "delete",
+        };
+        let scope = format!("repository:{repo}:{actions}");
+        match &c.who {
+            Principal::User { .. } => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!("requested access to the resource is denied: {repo} ({actions})"),
+            )),
+            _ => Err(self.challenge(headers, Some(&scope), "authentication required")),
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT (finishing requests in flight).
+pub fn serve(config: Config) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(serve_async(config))
+}
+
+async fn serve_async(config: Config) -> Result<(), String> {
+    let storage = Storage::open(&config.storage)
+        .map_err(|e| format!("opening storage {}: {e}", config.storage.display()))?;
+    let auth = AuthStore::open(&config.storage)
+        .map_err(|e| format!("opening auth in {}: {e}", config.storage.display()))?;
+    let addr: SocketAddr = config
+        .addr
+        .parse()
+        .map_err(|e| format!("invalid listen address {:?}: {e}", config.addr))?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let app = Arc::new(App {
+        config: config.clone(),
+        storage,
+        auth,
+        uploads: Mutex::new(HashMap::new()),
+    });
+    // Expire abandoned uploads now and every ten minutes.
+    {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    a.storage
+                        .expire_uploads(Duration::from_secs(a.config.upload_expiry))
+                })
+                .await;
+            }
+        });
+    }
+    let router = axum::Router::new()
+        .fallback(handle)
+        .with_state(app.clone())
+        .into_make_service_with_connect_info::<PeerAddr>();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listening on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "berth registry listening on {scheme}://{local} (storage {}, {})",
+        config.storage.display(),
+        if app.auth.enabled() {
+            "accounts enabled"
+        } else {
+            "open: no users yet"
+        }
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        eprintln!("berth registry: shutting down, finishing requests in flight");
+    };
+    match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            axum::serve(tls::TlsListener::new(listener, acceptor), router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+    .map_err(|e| format!("serving: {e}"))
+}
+
+mod tls {
+    //! TLS for `serve --tls-cert/--tls-key`: a listener that completes the
+    //! handshake of each connection on its own task, so a slow client cannot
+    //! hold up accepting others.
+
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::server::TlsStream;
+
+    pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| format!("{}: {e}", cert.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate: {e}"))?;
+        Ok(TlsAcceptor::from(Arc::new(cfg)))
+    }
+
+    pub struct TlsListener {
+        rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+        local: SocketAddr,
+    }
+
+    impl TlsListener {
+        pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> Self {
+            let local = listener.local_addr().expect("bound listener");
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, peer)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let hs = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(tcp),
+                        )
+                        .await;
+                        if let Ok(Ok(s)) = hs {
+                            let _ = tx.send((s, peer)).await;
+                        }
+                    });
+                }
+            });
+            TlsListener { rx, local }
+        }
+    }
+
+    impl axum::serve::Listener for TlsListener {
+        type Io = TlsStream<TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            match self.rx.recv().await {
+                Some(x) => x,
+                None => std::future::pending().await,
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            Ok(self.local)
+        }
+    }
+}
+
+/// The client's address, for logs.
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*s.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        PeerAddr(*s.remote_addr())
+    }
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    req: Request,
+) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut user = "-".to_string();
+    let resp = match dispatch(&app, req, &mut user).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if app.config.log_requests {
+        use axum::body::HttpBody as _;
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .or_else(|| resp.body().size_hint().exact())
+            .unwrap_or(0);
+        eprintln!(
+            "time={} method={method} path={path} status={} bytes={bytes} duration_ms={:.1} user={user} remote={peer}",
+            jiff::Timestamp::now(),
+            resp.status().as_u16(),
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    resp
+}
+
+async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult {
+    let path = req.uri().path().to_string();
+    if path == "/token" {
+        return token(app, req).await;
+    }
+    let Some(r) = route(&path) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no such endpoint: {path}"),
+        ));
+    };
+    let headers = req.headers().clone();
+    let caller = app.caller(&headers)?;
+    *user = caller.user.clone();
+    let check_name = |n: &str| -> Result<(), ApiError> {
+        if valid_name(n) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                format!("invalid repository name {n:?}"),
+            ))
+        }
+    };
+    let method = req.method().clone();
+    let action = match method {
+        Method::GET | Method::HEAD => Action::Pull,
+        Method::DELETE => Action::Delete,
+        _ => Action::Push,
+    };
+    match r {
+        Route::Base => {
+            if app.auth.enabled() && caller.who == Principal::Anonymous {
+                return Err(app.challenge(&headers, None, "authentication required"));
+            }
+            Ok((
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (
+                        header::HeaderName::from_static("docker-distribution-api-version"),
+                        "registry/2.0",
+                    ),
+                ],
+                "{}",
+            )
+                .into_response())
+        }
+        Route::Catalog => {
+            if app.auth.enabled() && caller.who == Principal::Anonymous && !app.config.public {
+                return Err(app.challenge(
+                    &headers,
+                    Some("registry:catalog:*"),
+                    "authentication required",
+                ));
+            }
+            let who = match &caller.who {
+                Principal::Granted { name, .. } => app.auth.principal_of(name),
+                w => w.clone(),
+            };
+            let all: Vec<String> = app
+                .storage
+                .catalog()
+                .into_iter()
+                .filter(|r| {
+                    app.auth
+                        .allowed(&who, r, app.config.public)
+                        .contains(&Action::Pull)
+                })
+                .collect();
+            let q = query(&req);
+            paginate(
+                &q,
+                all,
+                "/v2/_catalog",
+                |page| serde_json::json!({ "repositories": page }),
+            )
+        }
+        Route::Tags(name) => {
+            check_name(&name)?;
+            app.require(&headers, &caller, &name, Action::Pull)?;
+            if !app.storage.repo_exists(&name) {
+                return Err(name_unknown(&name));
+            }
+            let q = query(&req);
+            let tags = app.storage.tags(&name);
+            paginate(
+                &q,
+                tags,
+                &format!("/v2/{name}/tags/list"),
+                |page| serde_json::json!({ "name": name, "tags": page }),
+            )
+        }
+        Route::Manifest(name, reference) => {
+            check_name(&name)?;
+            app.require(&headers, &caller, &name, action)?;
+            if !reference.contains(':') && !valid_tag(&reference) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "TAG_INVALID",
+                    format!("invalid tag {reference:?}"),
+                ));
+            }
+            if reference.contains(':') && reference.parse::<Digest>().is_err() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    format!("invalid digest {reference:?}"),
+                ));
+            }
+            match method {
+                Method::GET | Method::HEAD => {
+                    get_manifest(app, &headers, &name, &reference, method == Method::HEAD)
+                }
+                Method::PUT => put_manifest(app, req, &name, &reference).await,
+                Method::DELETE => {
+                    if !app.config.delete_enabled {
+                        return Err(unsupported("deletes are disabled on this registry"));
+                    }
+                    match app.storage.delete_manifest(&name, &reference) {
+                        Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
+                        Ok(false) => Err(manifest_unknown(&name, &reference)),
+                        Err(e) => Err(internal(e)),
+                    }
+                }
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::Blob(name, digest) => {
+            check_name(&name)?;
+            app.require(&headers, &caller, &name, action)?;
+            let d = parse_digest(&digest)?;
+            match method {
+                Method::GET | Method::HEAD => {
+                    get_blob(app, &headers, &name, &d, method == Method::HEAD).await
+                }
+                Method::DELETE => {
+                    if !app.config.delete_enabled {
+                        return Err(unsupported("deletes are disabled on this registry"));
+                    }
+                    match app.storage.unlink_blob(&name, &d) {
+                        Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
+                        Ok(false) => Err(blob_unknown(&d)),
+                        Err(e) => Err(internal(e)),
+                    }
+                }
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::UploadStart(name) => {
+            check_name(&name)?;
+            if method != Method::POST {
+                return Err(method_not_allowed());
+            }
+            app.require(&headers, &caller, &name, Action::Push)?;
+            start_upload(app, req, &caller, &name).await
+        }
+        Route::Upload(name, id) => {
+            check_name(&name)?;
+            app.require(&headers, &caller, &name, Action::Push)?;
+            if !valid_upload_id(&id)
+                || app.storage.upload_repo(&id).as_deref() != Some(name.as_str())
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UPLOAD_UNKNOWN",
+                    format!("no upload {id} in {name}"),
+                ));
+            }
+            match method {
+                Method::GET => {
+                    let size = std::fs::metadata(app.storage.upload_path(&id))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
+                }
+                Method::PATCH => patch_upload(app, req, &name, &id).await,
+                Method::PUT => finish_upload(app, req, &name, &id).await,
+                Method::DELETE => {
+                    app.uploads.lock().expect("uploads").remove(&id);
+                    app.storage.end_upload(&id);
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::Referrers(name, digest) => {
+            check_name(&name)?;
+            app.require(&headers, &caller, &name, Action::Pull)?;
+            let d = parse_digest(&digest)?;
+            let q = query(&req);
+            let filter = param(&q, "artifactType");
+            let mut list = app.storage.referrers(&name, &d);
+            if let Some(f) = filter {
+                list.retain(|x| x.artifact_type.as_deref() == Some(f));
+            }
+            let mut ix = Index::new();
+            ix.media_type = Some(berth_types::image::media_types::OCI_INDEX.into());
+            ix.manifests = list;
+            let mut r = (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    berth_types::image::media_types::OCI_INDEX,
+                )],
+                serde_json::to_vec(&ix).expect("index"),
+            )
+                .into_response();
+            if filter.is_some() {
+                r.headers_mut().insert(
+                    "oci-filters-applied",
+                    HeaderValue::from_static("artifactType"),
+                );
+            }
+            Ok(r)
+        }
+    }
+}
+
+fn name_unknown(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NAME_UNKNOWN",
+        format!("repository name not known to registry: {name}"),
+    )
+}
+
+fn manifest_unknown(name: &str, reference: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MANIFEST_UNKNOWN",
+        format!("manifest unknown: {name}:{reference}"),
+    )
+}
+
+fn blob_unknown(d: &Digest) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "BLOB_UNKNOWN",
+        format!("blob unknown to registry: {d}"),
+    )
+}
+
+fn unsupported(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        "the operation is unsupported",
+    )
+}
+
+fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    let d: Digest = s.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("invalid digest {s:?}"),
+        )
+    })?;
+    if d.algorithm() != berth_types::digest::Algorithm::Sha256 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("unsupported digest algorithm in {s}: this registry stores sha256 blobs"),
+        ));
+    }
+    Ok(d)
+}
+
+fn paginate(
+    q: &[(String, String)],
+    all: Vec<String>,
+    base: &str,
+    body: impl Fn(&[String]) -> serde_json::Value,
+) -> ApiResult {
+    let last = param(q, "last");
+    let n: Option<usize> = match param(q, "n") {
+        Some(s) => Some(s.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "PAGINATION_NUMBER_INVALID",
+                format!("invalid number of results requested: {s:?}"),
+            )
+        })?),
+        None => None,
+    };
+    let rest: Vec<String> = all
+        .into_iter()
+        .filter(|t| last.is_none_or(|l| t.as_str() > l))
+        .collect();
+    let (page, more) = match n {
+        Some(n) if n < rest.len() => (&rest[..n], true),
+        _ => (&rest[..], false),
+    };
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body(page).to_string(),
+    )
+        .into_response();
+    if more && let (Some(n), Some(l)) = (n, page.last()) {
+        let link = format!(
+            "<{base}?n={n}&last={}>; rel=\"next\"",
+            form_urlencoded::byte_serialize(l.as_bytes()).collect::<String>()
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(r)
+}
+
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .filter(|v| !v.is_empty())
+        .collect();
+    accept.is_empty()
+        || accept.iter().any(|a| {
+            *a == media_type || *a == "*/*" || *a == "application/*" || *a == "application/json"
+        })
+}
+
+fn get_manifest(
+    app: &App,
+    headers: &HeaderMap,
+    name: &str,
+    reference: &str,
+    head: bool,
+) -> ApiResult {
+    let Some(m) = app.storage.manifest(name, reference) else {
+        if !app.storage.repo_exists(name) {
+            return Err(name_unknown(name));
+        }
+        return Err(manifest_unknown(name, reference));
+    };
+    if !accepts(headers, &m.media_type) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!(
+                "{name}:{reference} is a {} but the request's Accept header does not include it",
+                m.media_type
+            ),
+        ));
+    }
+    let len = m.bytes.len();
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(m.bytes)
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&m.media_type).map_err(internal)?,
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&m.digest.to_string()).map_err(internal)?,
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{}\"", m.digest)).map_err(internal)?,
+    );
+    Ok(r)
+}
+
+async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut s = req.into_body().into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "UNKNOWN",
+                format!("reading the request: {e}"),
+            )
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "SIZE_INVALID",
+                format!("manifest larger than the limit of {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn put_manifest(app: &Arc<App>, req: Request, name: &str, reference: &str) -> ApiResult {
+    let ct = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+    let bytes = read_limited(req, app.config.max_manifest_size).await?;
+    let a = app.clone();
+    let (n, r) = (name.to_string(), reference.to_string());
+    let res =
+        tokio::task::spawn_blocking(move || a.storage.put_manifest(&n, &r, ct.as_deref(), &bytes))
+            .await
+            .map_err(internal)?;
+    match res {
+        Ok((digest, subject)) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::CREATED;
+            let h = r.headers_mut();
+            h.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&format!("/v2/{name}/manifests/{digest}"))
+                    .map_err(internal)?,
+            );
+            h.insert(
+                "docker-content-digest",
+                HeaderValue::from_str(&digest.to_string()).map_err(internal)?,
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            if let Some(s) = subject {
+                h.insert(
+                    "oci-subject",
+                    HeaderValue::from_str(&s.to_string()).map_err(internal)?,
+                );
+            }
+            Ok(r)
+        }
+        Err(PutManifestError::Invalid(m)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            m,
+        )),
+        Err(PutManifestError::BlobUnknown(d)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            format!("manifest references {d}, which is not in {name}: push it first"),
+        )),
+        Err(PutManifestError::DigestMismatch(d)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("the manifest's content does not match the digest {d} it was pushed as"),
+        )),
+        Err(PutManifestError::Io(e)) => Err(internal(e)),
+    }
+}
+
+fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = h.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        (size.saturating_sub(n), size.checked_sub(1)?)
+    } else {
+        let s: u64 = a.parse().ok()?;
+        let e = if b.is_empty() {
+            size.checked_sub(1)?
+        } else {
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?)
+        };
+        (s, e)
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+async fn get_blob(app: &App, headers: &HeaderMap, name: &str, d: &Digest, head: bool) -> ApiResult {
+    let Some((path, size)) = app.storage.blob(name, d) else {
+        return Err(blob_unknown(d));
+    };
+    if head {
+        // A client checking before it pushes keeps the blob young for GC.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+    let range = match header_str(headers, header::RANGE) {
+        Some(r) => match parse_range(r, size) {
+            Some(x) => Some(x),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UNKNOWN",
+                    format!("invalid range {r:?} for {size} bytes"),
+                )
+                .with(header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+        },
+        None => None,
+    };
+    let (start, len) = range.map_or((0, size), |(s, e)| (s, e - s + 1));
+    let body = if head {
+        Body::empty()
+    } else {
+        let mut f = tokio::fs::File::open(&path).await.map_err(internal)?;
+        if start > 0 {
+            f.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(internal)?;
+        }
+        use tokio::io::AsyncReadExt;
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            f.take(len),
+            256 * 1024,
+        ))
+    };
+    let mut r = Response::new(body);
+    if range.is_some() {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        r.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+                .map_err(internal)?,
+        );
+    }
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&d.to_string()).map_err(internal)?,
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{d}\"")).map_err(internal)?,
+    );
+    Ok(r)
+}
+
+fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(
+        header::RANGE,
+        HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1))).expect("range"),
+    );
+    h.insert(
+        "docker-upload-uuid",
+        HeaderValue::from_str(id).expect("uuid"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+fn blob_created(name: &str, d: &Digest) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::CREATED;
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v2/{name}/blobs/{d}")) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&d.to_string()).expect("digest"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+/// Appends the request body to upload `id`, hashing as it goes.
+async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
+    let path = app.storage.upload_path(id);
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "BLOB_UPLOAD_UNKNOWN",
+                format!("no upload {id}"),
+            )
+        })?;
+    let size = file.metadata().await.map_err(internal)?.len();
+    let mut state = app.uploads.lock().expect("uploads").remove(id);
+    if state.as_ref().is_some_and(|s| s.hasher.len() != size) {
+        state = None; // out of step (another process, a failed write): hash the file at the end
+    }
+    if state.is_none() && size == 0 {
+        state = Some(UploadState {
+            hasher: Hasher::new(),
+        });
+    }
+    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut s = req.into_body().into_data_stream();
+    let mut written = size;
+    let mut failure = None;
+    while let Some(chunk) = s.next().await {
+        match chunk {
+            Ok(c) => {
+                if let Err(e) = w.write_all(&c).await {
+                    failure = Some(internal(e));
+                    break;
+                }
+                if let Some(st) = state.as_mut() {
+                    st.hasher.update(&c);
+                }
+                written += c.len() as u64;
+            }
+            Err(e) => {
+                failure = Some(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("reading the request: {e}"),
+                ));
+                break;
+            }
+        }
+    }
+    let flushed = w.flush().await;
+    if failure.is_none()
+        && let Err(e) = flushed
+    {
+        failure = Some(internal(e));
+    }
+    if failure.is_none()
+        && let Some(st) = state
+    {
+        app.uploads
+            .lock()
+            .expect("uploads")
+            .insert(id.to_string(), st);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}
+
+/// Checks a `Content-Range: <start>-<end>` against the upload's current size.
+fn check_content_range(req: &Request, app: &App, name: &str, id: &str) -> Result<(), ApiError> {
+    let Some(cr) = header_str(req.headers(), header::CONTENT_RANGE) else {
+        return Ok(());
+    };
+    let size = std::fs::metadata(app.storage.upload_path(id))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let spec = cr
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches('=')
+        .trim();
+    let start = spec
+        .split(['-', '/'])
+        .next()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if start != Some(size) {
+        let mut e = ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("chunk {cr:?} does not continue the upload at byte {size}"),
+        )
+        .with(header::LOCATION, format!("/v2/{name}/blobs/uploads/{id}"))
+        .with(header::RANGE, format!("0-{}", size.saturating_sub(1)));
+        e.headers.push((
+            header::HeaderName::from_static("docker-upload-uuid"),
+            id.to_string(),
+        ));
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn commit(app: &Arc<App>, name: &str, id: &str, d: &Digest) -> ApiResult {
+    let hashed = app
+        .uploads
+        .lock()
+        .expect("uploads")
+        .remove(id)
+        .map(|s| s.hasher.finish());
+    let a = app.clone();
+    let (n, i, dd) = (name.to_string(), id.to_string(), d.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        let r = a
+            .storage
+            .commit_upload(&n, &a.storage.upload_path(&i), &dd, hashed.as_ref());
+        a.storage.end_upload(&i);
+        r
+    })
+    .await
+    .map_err(internal)?;
+    match res {
+        Ok(()) => Ok(blob_created(name, d)),
+        Err(berth_store::content::ContentError::DigestMismatch { expected, actual }) => {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                format!("uploaded content has digest {actual}, not {expected}"),
+            ))
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn start_upload(app: &Arc<App>, req: Request, caller: &Caller, name: &str) -> ApiResult {
+    let q = query(&req);
+    if let Some(m) = param(&q, "mount") {
+        let d = parse_digest(m)?;
+        let from = param(&q, "from");
+        let mountable = match from {
+            Some(f) => {
+                valid_name(f)
+                    && app
+                        .auth
+                        .allowed(&caller.who, f, app.config.public)
+                        .contains(&Action::Pull)
+                    && app.storage.blob(f, &d).is_some()
+            }
+            // Without `from`, only an open registry may reveal blobs of other repositories.
+            None => !app.auth.enabled() && app.storage.blob_anywhere(&d),
+        };
+        if mountable {
+            app.storage.link_blob(name, &d).map_err(internal)?;
+            return Ok(blob_created(name, &d));
+        }
+    }
+    let id = app.storage.new_upload(name).map_err(internal)?;
+    if let Some(ds) = param(&q, "digest") {
+        let d = match parse_digest(ds) {
+            Ok(d) => d,
+            Err(e) => {
+                app.storage.end_upload(&id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = append(app, req, &id).await {
+            app.uploads.lock().expect("uploads").remove(&id);
+            app.storage.end_upload(&id);
+            return Err(e);
+        }
+        return commit(app, name, &id, &d).await;
+    }
+    Ok(upload_accepted(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+async fn patch_upload(app: &Arc<App>, req: Request, name: &str, id: &str) -> ApiResult {
+    check_content_range(&req, app, name, id)?;
+    let size = append(app, req, id).await?;
+    Ok(upload_accepted(StatusCode::ACCEPTED, name, id, size))
+}
+
+async fn finish_upload(app: &Arc<App>, req: Request, name: &str, id: &str) -> ApiResult {
+    let q = query(&req);
+    let Some(ds) = param(&q, "digest") else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "the digest parameter is required to finish an upload",
+        ));
+    };
+    let d = parse_digest(ds)?;
+    check_content_range(&req, app, name, id)?;
+    append(app, req, id).await?;
+    commit(app, name, id, &d).await
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    grant_type: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    refresh_token: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// The token endpoint: `GET /token?service=…&scope=…` with optional basic
+/// credentials (docker, skopeo), or the OAuth2 `POST` form (containerd).
+async fn token(app: &Arc<App>, req: Request) -> ApiResult {
+    let mut scopes: Vec<String> = query(&req)
+        .into_iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v)
+        .collect();
+    let is_post = req.method() == Method::POST;
+    let basic = header_str(req.headers(), header::AUTHORIZATION).map(str::to_string);
+    let who = if is_post {
+        let body = read_limited(req, 64 << 10).await?;
+        let f: TokenForm = serde_urlencoded_like(&body);
+        scopes.extend(
+            f.scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        let (user, pass) = match f.grant_type.as_str() {
+            "password" => (f.username, f.password),
+            "refresh_token" => (String::new(), f.refresh_token),
+            g => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "UNSUPPORTED",
+                    format!("unsupported grant_type {g:?}"),
+                ));
+            }
+        };
+        let hdr = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{user}:{pass}")
+            )
+        );
+        match app.auth.check_basic(&hdr) {
+            Some(w) => w,
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "incorrect username or password",
+                ));
+            }
+        }
+    } else {
+        match basic {
+            Some(h) => match app.auth.check_basic(&h) {
+                Some(w) => w,
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "incorrect username or password",
+                    ));
+                }
+            },
+            None => Principal::Anonymous,
+        }
+    };
+    let mut access: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in &scopes {
+        let Some((typ, rest)) = s.split_once(':') else {
+            continue;
+        };
+        let Some((name, actions)) = rest.rsplit_once(':') else {
+            continue;
+        };
+        if typ != "repository" || !valid_name(name) {
+            continue;
+        }
+        let allowed = app.auth.allowed(&who, name, app.config.public);
+        let mut granted: Vec<String> = Vec::new();
+        for a in actions.split(',') {
+            for act in [Action::Pull, Action::Push, Action::Delete] {
+                if (a == act.as_str() || a == "*")
+                    && allowed.contains(&act)
+                    && !granted.iter().any(|g| g == act.as_str())
+                {
+                    granted.push(act.as_str().to_string());
+                }
+            }
+        }
+        access.entry(name.to_string()).or_default().extend(granted);
+    }
+    let sub = match &who {
+        Principal::User { name, .. } | Principal::Granted { name, .. } => name.clone(),
+        Principal::Anonymous => String::new(),
+    };
+    let ttl = app.config.token_ttl;
+    let tok = app.auth.issue(&sub, &access, ttl);
+    let body = serde_json::json!({
+        "token": tok,
+        "access_token": tok,
+        "expires_in": ttl,
+        "issued_at": jiff::Timestamp::now().to_string(),
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+fn serde_urlencoded_like(body: &[u8]) -> TokenForm {
+    let mut f = TokenForm {
+        grant_type: String::new(),
+        username: String::new(),
+        password: String::new(),
+        refresh_token: String::new(),
+        scope: String::new(),
+    };
+    for (k, v) in form_urlencoded::parse(body) {
+        let v = v.into_owned();
+        match k.as_ref() {
+            "grant_type" => f.grant_type = v,
+            "username" => f.username = v,
+            "password" => f.password = v,
+            "refresh_token" => f.refresh_token = v,
+            "scope" => {
+                f.scope = if f.scope.is_empty() {
+                    v
+                } else {
+                    format!("{} {v}", f.scope)
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_the_path_tail() {
+        assert_eq!(route("/v2/"), Some(Route::Base));
+        assert_eq!(route("/v2"), Some(Route::Base));
+        assert_eq!(route("/v2/_catalog"), Some(Route::Catalog));
+        assert_eq!(route("/v2/a/b/tags/list"), Some(Route::Tags("a/b".into())));
+        assert_eq!(
+            route("/v2/a/manifests/x/manifests/v1"),
+            Some(Route::Manifest("a/manifests/x".into(), "v1".into()))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/"),
+            Some(Route::UploadStart("a".into()))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads"),
+            Some(Route::UploadStart("a".into()))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/123"),
+            Some(Route::Upload("a".into(), "123".into()))
+        );
+        assert_eq!(
+            route("/v2/a/b/blobs/sha256:00"),
+            Some(Route::Blob("a/b".into(), "sha256:00".into()))
+        );
+        assert_eq!(
+            route("/v2/a/referrers/sha256:00"),
+            Some(Route::Referrers("a".into(), "sha256:00".into()))
+        );
+        assert_eq!(route("/v2/a"), None);
+        assert_eq!(route("/other"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+    }
+}
