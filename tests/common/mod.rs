@@ -80,6 +80,7 @@ impl Berth {
         let mut c = Command::new(berth_bin());
         c.args(args)
             .env("BERTH_ROOT", self.root())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .stdin(Stdio::null());
         c
     }
@@ -162,4 +163,117 @@ pub fn tool(cmd: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `berth registry serve` on a free loopback port, stopped (SIGTERM) when dropped.
+pub struct RegistryServer {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub storage: PathBuf,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl RegistryServer {
+    /// Starts a server on `storage` with extra flags.
+    pub fn start(storage: &Path, extra: &[&str]) -> RegistryServer {
+        use std::io::BufRead;
+        let mut child = Command::new(berth_bin())
+            .args(["registry", "serve", "--addr", "127.0.0.1:0", "--storage"])
+            .arg(storage)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth registry serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let first = lines
+            .next()
+            .expect("registry printed nothing")
+            .expect("read");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .or_else(|| first.split("https://").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut g = l2.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        RegistryServer {
+            child,
+            addr,
+            storage: storage.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid"),
+            rustix::process::Signal::TERM,
+        );
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl -s -i` (headers and body), with extra args.
+pub fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl is not installed; .ci/run installs it");
+    let raw = out.stdout;
+    // Skip interim responses (100 Continue).
+    let mut rest: &[u8] = &raw;
+    loop {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("http response")
+            + 4;
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if status == 100 {
+            rest = &rest[end..];
+            continue;
+        }
+        return (status, head, rest[end..].to_vec());
+    }
+}
+
+/// A header's value from `curl -i` output.
+pub fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }

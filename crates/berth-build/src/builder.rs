@@ -94,7 +94,13 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Print only errors (and the id at the end, by the caller).
     pub quiet: bool,
+    /// `--pull`: fetch every base image anew, even when it is in the store.
+    pub pull: bool,
 }
+
+/// Fetches a base image into the store (a registry pull); `always` asks for a
+/// fresh copy even when one is present.
+pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + 'a>;
 
 /// The builder.
 pub struct Builder<'a> {
@@ -105,6 +111,8 @@ pub struct Builder<'a> {
     out: Box<dyn Write + 'a>,
     vertex: usize,
     mounts_made: usize,
+    fetch: Option<Fetcher<'a>>,
+    pull_always: bool,
 }
 
 /// The state of a stage while it is built.
@@ -267,7 +275,16 @@ impl<'a> Builder<'a> {
             out,
             vertex: 0,
             mounts_made: 0,
+            fetch: None,
+            pull_always: false,
         })
+    }
+
+    /// How base images missing from the store are fetched (without one, a
+    /// missing base is an error).
+    pub fn with_fetcher(mut self, f: Fetcher<'a>) -> Self {
+        self.fetch = Some(f);
+        self
     }
 
     fn line(&mut self, s: &str) {
@@ -288,6 +305,7 @@ impl<'a> Builder<'a> {
 
     /// Builds; returns the image (tagged).
     pub fn build(&mut self, opts: &BuildOptions) -> Result<Image, BuildError> {
+        self.pull_always = opts.pull;
         let df_path = opts
             .dockerfile
             .clone()
@@ -490,8 +508,15 @@ impl<'a> Builder<'a> {
                 .cloned()
                 .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
         } else {
+            let present = self.store.resolve(base).is_ok();
+            if (!present || self.pull_always)
+                && let Some(f) = self.fetch.as_mut()
+            {
+                f(base, self.pull_always)
+                    .map_err(|e| step_err(file, &stage.from, format!("base image {base}: {e}")))?;
+            }
             let img = self.store.resolve(base).map_err(|_| {
-                step_err(file, &stage.from, format!("base image {base}: not found in the local store (berth cannot pull yet: import, load or build it first)"))
+                step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
             })?;
             // The base's history stays; its created time is its own.
             StageImage {

@@ -38,6 +38,9 @@ struct Cli {
         global = true
     )]
     root: PathBuf,
+    /// Location of client config files (docker's: credentials in config.json).
+    #[arg(long, value_name = "DIR")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -122,6 +125,14 @@ enum Cmd {
     /// Manage berth.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Log in to a registry.
+    Login(commands::distribution::LoginArgs),
+    /// Log out from a registry.
+    Logout(commands::distribution::LogoutArgs),
+    /// Download an image from a registry.
+    Pull(commands::distribution::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::distribution::PushArgs),
     /// Run and manage a registry server.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCmd),
@@ -149,6 +160,10 @@ enum ImageCmd {
     Inspect(InspectArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Download an image from a registry.
+    Pull(commands::distribution::PullArgs),
+    /// Upload an image to a registry.
+    Push(commands::distribution::PushArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,15 +238,20 @@ enum SystemCmd {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::{container as ct, image, system};
+    let config_dir = cli.config.as_deref();
     let cmd = match cli.cmd {
         Cmd::Registry(c) => return commands::registry::run(c),
+        Cmd::Login(a) => return commands::distribution::login(config_dir, a),
+        Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
     let engine = berth_engine::Engine::open(&cli.root)?;
     let store = &engine.store;
     match cmd {
-        Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => ct::run(&engine, a),
-        Cmd::Create(a) | Cmd::Container(ContainerCmd::Create(a)) => ct::create(&engine, a),
+        Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => ct::run(&engine, a, config_dir),
+        Cmd::Create(a) | Cmd::Container(ContainerCmd::Create(a)) => {
+            ct::create(&engine, a, config_dir)
+        }
         Cmd::Start(a) | Cmd::Container(ContainerCmd::Start(a)) => ct::start(&engine, a),
         Cmd::Ps(a) | Cmd::Container(ContainerCmd::Ls(a)) => ct::ps(&engine, a),
         Cmd::Stop(a) | Cmd::Container(ContainerCmd::Stop(a)) => ct::stop(&engine, a),
@@ -254,7 +274,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => ct::cp(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
-        Cmd::Build(a) => commands::build::build(&engine, a),
+        Cmd::Build(a) => commands::build::build(&engine, a, config_dir),
+        Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
+            commands::distribution::pull(store, config_dir, a)
+        }
+        Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => {
+            commands::distribution::push(store, config_dir, a)
+        }
         Cmd::Builder(BuilderCmd::Prune(a)) => commands::build::prune(&engine, a),
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image::images(store, a),
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => image::tag(store, a),
@@ -265,7 +291,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(store, a),
         Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(store, a),
         Cmd::Inspect(a) => inspect_any(&engine, a),
-        Cmd::Registry(_) => unreachable!("handled before the engine opens"),
+        Cmd::Registry(_) | Cmd::Login(_) | Cmd::Logout(_) => {
+            unreachable!("handled before the engine opens")
+        }
         Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),
         Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
         Cmd::System(SystemCmd::Check(a)) => system::check(store, a),

@@ -265,8 +265,12 @@ impl App {
         match who {
             Some(w) => {
                 let user = match &w {
-                    Principal::User { name, .. } | Principal::Granted { name, .. } => name.clone(),
-                    Principal::Anonymous => "-".into(),
+                    Principal::User { name, .. } | Principal::Granted { name, .. }
+                        if !name.is_empty() =>
+                    {
+                        name.clone()
+                    }
+                    _ => "-".into(),
                 };
                 Ok(Caller { who: w, user })
             }
@@ -299,8 +303,26 @@ impl App {
             Principal::User { .. } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "DENIED",
-                format!("requested access to the resource is denied: {repo} ({actions})"),
+                "requested access to the resource is denied",
             )),
+            // An authenticated token without the scope: Docker Hub's
+            // `insufficient_scope`, so clients may ask again with a wider one.
+            Principal::Granted { name, .. } if !name.is_empty() => {
+                let mut e = self.challenge(
+                    headers,
+                    Some(&scope),
+                    "requested access to the resource is denied",
+                );
+                e.code = "DENIED";
+                if let Some((_, v)) = e
+                    .headers
+                    .iter_mut()
+                    .find(|(k, _)| k == header::WWW_AUTHENTICATE)
+                {
+                    v.push_str(",error=\"insufficient_scope\"");
+                }
+                Err(e)
+            }
             _ => Err(self.challenge(headers, Some(&scope), "authentication required")),
         }
     }

@@ -197,9 +197,11 @@ impl Store {
                 let r = r.with_default_tag();
                 if let Some(d) = r.digest() {
                     if let Some(img) = images.iter().find(|i| {
-                        i.manifests.contains(d)
+                        (i.manifests.contains(d)
                             && (i.names.iter().any(|n| n.name() == r.name())
-                                || i.repo_digests.iter().any(|n| n.name() == r.name()))
+                                || i.repo_digests.iter().any(|n| n.name() == r.name())))
+                            // A pulled index's digest names its platform's image.
+                            || i.repo_digests.iter().any(|n| n.name() == r.name() && n.digest() == Some(d))
                     }) {
                         return Ok(img.clone());
                     }

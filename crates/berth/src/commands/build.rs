@@ -30,7 +30,7 @@ pub struct BuildArgs {
     /// Do not use cache when building the image.
     #[arg(long)]
     pub no_cache: bool,
-    /// Always attempt to pull a newer version of the image (needs a registry client).
+    /// Always attempt to pull a newer version of the base images.
     #[arg(long)]
     pub pull: bool,
     /// Networking mode for the RUN instructions (`default`, `host`, `none`).
@@ -78,7 +78,11 @@ fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// `build`.
-pub fn build(engine: &Engine, a: BuildArgs) -> anyhow::Result<()> {
+pub fn build(
+    engine: &Engine,
+    a: BuildArgs,
+    config_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     if let Some(p) = &a.platform {
         let want = berth_types::Platform::parse(p).map_err(anyhow::Error::msg)?;
         if !berth_types::Platform::host().matches(&want) {
@@ -87,9 +91,6 @@ pub fn build(engine: &Engine, a: BuildArgs) -> anyhow::Result<()> {
                 berth_types::Platform::host()
             );
         }
-    }
-    if a.pull {
-        bail!("--pull: berth cannot pull from registries yet");
     }
     let tags = a
         .tag
@@ -144,13 +145,22 @@ pub fn build(engine: &Engine, a: BuildArgs) -> anyhow::Result<()> {
             .ok()
             .and_then(|s| s.parse().ok()),
         quiet,
+        pull: a.pull,
     };
     let out: Box<dyn std::io::Write> = if quiet {
         Box::new(std::io::sink())
     } else {
         Box::new(std::io::stderr())
     };
-    let mut b = Builder::new(&engine.store, engine.root(), out)?;
+    let store = &engine.store;
+    let platform = a.platform.clone();
+    let fetch = move |base: &str, always: bool| -> Result<(), String> {
+        let policy = if always { "always" } else { "missing" };
+        crate::commands::distribution::ensure(store, config_dir, base, policy, platform.as_deref())
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    };
+    let mut b = Builder::new(&engine.store, engine.root(), out)?.with_fetcher(Box::new(fetch));
     match b.build(&opts) {
         Ok(img) => {
             if let Some(p) = &a.iidfile {

@@ -304,26 +304,20 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
 }
 
 /// Makes sure the image is in the store (docker's "Unable to find image" path).
-fn ensure_image(engine: &Engine, image: &str, pull: &str) -> anyhow::Result<()> {
+fn ensure_image(
+    engine: &Engine,
+    image: &str,
+    pull: &str,
+    config_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let normalized = Reference::parse(image)
         .map(|r| r.with_default_tag().familiar())
         .unwrap_or(image.to_string());
-    let present = engine.store.resolve(image).is_ok();
-    if present && pull != "always" {
-        return Ok(());
+    match crate::commands::distribution::ensure(&engine.store, config_dir, image, pull, None) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(exit_err(125, format!("No such image: {normalized}"))),
+        Err(e) => Err(exit_err(125, format!("{e:#}"))),
     }
-    if pull == "never" {
-        return Err(exit_err(125, format!("No such image: {normalized}")));
-    }
-    if !present {
-        eprintln!("Unable to find image '{normalized}' locally");
-    }
-    Err(exit_err(
-        125,
-        format!(
-            "pulling {normalized}: berth cannot pull from registries yet; import, load or build the image first"
-        ),
-    ))
 }
 
 fn engine_err(e: EngineError) -> anyhow::Error {
@@ -332,8 +326,12 @@ fn engine_err(e: EngineError) -> anyhow::Error {
 }
 
 /// `create`.
-pub fn create(engine: &Engine, a: CreateArgs) -> anyhow::Result<()> {
-    ensure_image(engine, &a.image, &a.pull)?;
+pub fn create(
+    engine: &Engine,
+    a: CreateArgs,
+    config_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    ensure_image(engine, &a.image, &a.pull, config_dir)?;
     let req = request(&a).map_err(|e| exit_err(125, e.to_string()))?;
     let c = engine.create(&req).map_err(engine_err)?;
     println!("{}", c.id);
@@ -341,8 +339,12 @@ pub fn create(engine: &Engine, a: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// `run`.
-pub fn run(engine: &Engine, a: RunArgs) -> anyhow::Result<()> {
-    ensure_image(engine, &a.c.image, &a.c.pull)?;
+pub fn run(
+    engine: &Engine,
+    a: RunArgs,
+    config_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    ensure_image(engine, &a.c.image, &a.c.pull, config_dir)?;
     let req = request(&a.c).map_err(|e| exit_err(125, e.to_string()))?;
     if a.c.tty && !a.detach && !std::io::stdin().is_terminal() && a.c.interactive {
         return Err(exit_err(1, "the input device is not a TTY"));

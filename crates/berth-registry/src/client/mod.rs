@@ -1,0 +1,813 @@
+//! The registry client: one [`Registry`] per registry host, speaking the OCI
+//! distribution spec over blocking HTTP (ureq with rustls), so pulls made by
+//! `berth run` need no async runtime.
+//!
+//! It handles the auth flows Docker Hub style registries use: anonymous, HTTP
+//! basic, and the bearer-token challenge (`WWW-Authenticate: Bearer realm=…`)
+//! with tokens cached per scope until they expire. Idempotent requests are
+//! retried on connection errors, 5xx and 429 (honouring `Retry-After`).
+
+pub mod config;
+pub mod progress;
+pub mod pull;
+pub mod push;
+pub mod sources;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ureq::http::{Method, Response};
+
+pub use config::{AuthConfig, CredentialStore};
+pub use progress::{Progress, Quiet};
+
+/// Largest manifest accepted (docker's limit too).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// Manifest types berth asks for, best first.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.5";
+
+/// What went wrong talking to a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 401: no or wrong credentials.
+    Unauthorized,
+    /// 403.
+    Denied,
+    /// 404 or NAME_UNKNOWN/MANIFEST_UNKNOWN/BLOB_UNKNOWN.
+    NotFound,
+    /// 429 after retries.
+    TooManyRequests,
+    /// Could not connect, TLS, dropped connections after retries.
+    Transport,
+    /// Content did not verify, bad documents, anything else.
+    Other,
+}
+
+/// A registry error with docker's wording.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{msg}")]
+pub struct Error {
+    /// The category.
+    pub kind: ErrorKind,
+    /// The message.
+    pub msg: String,
+}
+
+impl Error {
+    /// A new error.
+    pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
+        Error {
+            kind,
+            msg: msg.into(),
+        }
+    }
+    /// A category-less error.
+    pub fn other(msg: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Other, msg)
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Verify TLS certificates (`--tls-verify=false` turns it off and allows HTTP).
+    pub tls_verify: bool,
+    /// Parallel blob transfers.
+    pub max_concurrent: usize,
+    /// Push uploads in chunks of this size (None: one request per blob).
+    pub chunk_size: Option<u64>,
+    /// Retries of a failed transfer.
+    pub retries: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls_verify: true,
+            max_concurrent: 3,
+            chunk_size: None,
+            retries: 4,
+        }
+    }
+}
+
+/// Credentials for a registry: a password or an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or access token.
+    pub secret: String,
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=…`.
+    Basic,
+    /// `Bearer realm=…,service=…,scope=…`.
+    Bearer {
+        /// Token endpoint.
+        realm: String,
+        /// Service to ask for.
+        service: Option<String>,
+        /// Scope the registry asked for.
+        scope: Option<String>,
+    },
+}
+
+/// Parses a `WWW-Authenticate` header value.
+pub fn parse_challenge(h: &str) -> Option<Challenge> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params: HashMap<String, String> = HashMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((k, after)) = s.split_once('=') else {
+            break;
+        };
+        let k = k.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(k, v);
+        s = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(Challenge::Bearer {
+        realm: params.remove("realm")?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
+}
+
+/// The host berth talks to for a reference's domain.
+pub fn api_host(domain: &str) -> &str {
+    match domain {
+        "docker.io" | "index.docker.io" => "registry-1.docker.io",
+        d => d,
+    }
+}
+
+/// Whether `host` (with an optional port) is a loopback or localhost address,
+/// which Docker treats as an insecure registry (plain HTTP allowed).
+pub fn is_local(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    h == "localhost"
+        || h == "::1"
+        || h.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    let mut out = Vec::new();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    if let Ok(f) = std::env::var("SSL_CERT_FILE") {
+        files.push(f.into());
+    }
+    for f in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ] {
+        files.push(f.into());
+    }
+    for f in files {
+        if let Ok(pem) = std::fs::read(&f) {
+            for item in ureq::tls::parse_pem(&pem).flatten() {
+                if let ureq::tls::PemItem::Certificate(c) = item {
+                    out.push(c);
+                }
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Extra CAs for one registry, where docker looks for them:
+/// `/etc/docker/certs.d/<host>/*.crt` (and berth's own `/etc/berth/certs.d`).
+fn registry_cas(host: &str) -> Vec<ureq::tls::Certificate<'static>> {
+    let mut out = Vec::new();
+    for base in [
+        "/etc/berth/certs.d",
+        "/etc/docker/certs.d",
+        "/etc/containers/certs.d",
+    ] {
+        let dir = std::path::Path::new(base).join(host);
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "crt")
+                && let Ok(pem) = std::fs::read(e.path())
+            {
+                for item in ureq::tls::parse_pem(&pem).flatten() {
+                    if let ureq::tls::PemItem::Certificate(c) = item {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn agent(host: &str, verify: bool) -> ureq::Agent {
+    let mut roots = system_roots();
+    roots.extend(registry_cas(host));
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(if roots.is_empty() {
+            ureq::tls::RootCerts::WebPki
+        } else {
+            roots.into()
+        })
+        .disable_verification(!verify)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .accept_encoding("identity")
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections_per_host(16)
+        .build()
+        .into()
+}
+
+/// A connection to one registry.
+pub struct Registry {
+    agent: ureq::Agent,
+    /// `https://host` or `http://host`.
+    base: String,
+    /// The registry as the user named it (`docker.io`, `localhost:5000`).
+    pub domain: String,
+    creds: Option<Credentials>,
+    /// The registry's challenge, learnt from `/v2/` (or a later 401).
+    challenge: Mutex<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Settings.
+    pub opts: Options,
+}
+
+/// A response body.
+pub type Body = ureq::Body;
+
+/// Makes a request body (a reader and its length) afresh for each attempt.
+pub type BodySource<'b> = dyn FnMut() -> Result<(Box<dyn Read + Send + 'b>, Option<u64>)> + 'b;
+
+fn transport(e: ureq::Error, url: &str) -> Error {
+    Error::new(ErrorKind::Transport, format!("Get \"{url}\": {e}"))
+}
+
+fn retryable(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+fn retry_after(resp: &Response<Body>, attempt: u32) -> Duration {
+    let backoff = Duration::from_millis(250 << attempt.min(6));
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(60)))
+        .unwrap_or(backoff)
+}
+
+/// Turns a registry's error response into docker's wording.
+pub fn response_error(resp: &mut Response<Body>, what: &str) -> Error {
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 10)
+        .read_to_string()
+        .unwrap_or_default();
+    let mut code = String::new();
+    let mut message = String::new();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+        if let Some(e) = v["errors"].as_array().and_then(|a| a.first()) {
+            code = e["code"].as_str().unwrap_or("").to_string();
+            message = e["message"].as_str().unwrap_or("").to_string();
+        } else if let Some(d) = v["details"].as_str().or(v["detail"].as_str()) {
+            message = d.to_string();
+        }
+    } else if ct.starts_with("text/html") {
+        message =
+            "the registry answered with an HTML page (a captive portal or a proxy in the way?)"
+                .into();
+    }
+    let kind = match status {
+        _ if code == "DENIED" => ErrorKind::Denied,
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Denied,
+        404 => ErrorKind::NotFound,
+        429 => ErrorKind::TooManyRequests,
+        _ => ErrorKind::Other,
+    };
+    let text = match (code.as_str(), message.as_str()) {
+        ("", "") => match status {
+            401 => "unauthorized: authentication required".to_string(),
+            403 => "denied: requested access to the resource is denied".to_string(),
+            404 => "not found".to_string(),
+            429 => "toomanyrequests: too many requests, try again later".to_string(),
+            s => format!("unexpected status {s}"),
+        },
+        ("", m) => m.to_string(),
+        (c, "") => c.to_ascii_lowercase(),
+        (c, m) => format!("{}: {m}", c.to_ascii_lowercase()),
+    };
+    Error::new(kind, format!("{what}: {text}"))
+}
+
+impl Registry {
+    /// Connects to the registry serving `domain` (`docker.io`, `host:port`),
+    /// learning its scheme and auth challenge from `GET /v2/`.
+    pub fn connect(domain: &str, creds: Option<Credentials>, opts: Options) -> Result<Registry> {
+        let host = api_host(domain).to_string();
+        let insecure = !opts.tls_verify || is_local(&host);
+        let secure_agent = agent(&host, opts.tls_verify && !is_local(&host));
+        let mut reg = Registry {
+            agent: secure_agent,
+            base: format!("https://{host}"),
+            domain: domain.to_string(),
+            creds,
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            opts,
+        };
+        let first = reg.ping(insecure);
+        let resp = match first {
+            Ok(r) => r,
+            Err(e) if insecure && e.kind == ErrorKind::Transport => {
+                // Docker's insecure-registry rule: try HTTPS, then plain HTTP.
+                reg.base = format!("http://{host}");
+                reg.ping(false)?
+            }
+            Err(e) => return Err(e),
+        };
+        if resp.status() == 401 {
+            *reg.challenge.get_mut().expect("challenge") = resp
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(parse_challenge)
+                .max_by_key(|c| matches!(c, Challenge::Bearer { .. }));
+        }
+        Ok(reg)
+    }
+
+    /// `GET /v2/`. A `probe` (HTTPS tried first on an insecure registry) gets
+    /// one short attempt, so a plain-HTTP server that never answers a TLS
+    /// hello does not stall the fallback.
+    fn ping(&self, probe: bool) -> Result<Response<Body>> {
+        let url = format!("{}/v2/", self.base);
+        let mut last = None;
+        let attempts = if probe { 0 } else { self.opts.retries.min(2) };
+        for attempt in 0..=attempts {
+            let req = self.agent.get(&url);
+            let req = if probe {
+                req.config()
+                    .timeout_global(Some(Duration::from_secs(3)))
+                    .build()
+            } else {
+                req
+            };
+            match req.call() {
+                Ok(r) if retryable(r.status().as_u16()) && attempt < 2 => {
+                    std::thread::sleep(retry_after(&r, attempt));
+                }
+                Ok(mut r) => {
+                    let ct = r
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if r.status() == 200 && ct.starts_with("text/html") {
+                        return Err(Error::other(format!(
+                            "{url} answered with an HTML page, not a registry (a captive portal or a proxy in the way?)"
+                        )));
+                    }
+                    if !matches!(r.status().as_u16(), 200 | 401) {
+                        return Err(response_error(&mut r, &format!("Get \"{url}\"")));
+                    }
+                    return Ok(r);
+                }
+                Err(e) => {
+                    last = Some(transport(e, &url));
+                    if attempt >= 1 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::new(ErrorKind::Transport, format!("Get \"{url}\": no response"))
+        }))
+    }
+
+    /// The base URL (`https://host`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Checks the credentials as `login` does: a token (bearer) or `/v2/` (basic).
+    pub fn check_login(&self) -> Result<()> {
+        match &self.challenge() {
+            None => Ok(()),
+            Some(Challenge::Basic) => {
+                let url = format!("{}/v2/", self.base);
+                let mut r = self
+                    .agent
+                    .get(&url)
+                    .header("authorization", self.basic().unwrap_or_default())
+                    .call()
+                    .map_err(|e| transport(e, &url))?;
+                if r.status() == 200 {
+                    Ok(())
+                } else {
+                    Err(response_error(&mut r, &format!("Get \"{url}\"")))
+                }
+            }
+            Some(Challenge::Bearer { .. }) => self.token(&[]).map(|_| ()),
+        }
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.creds.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.secret))
+            )
+        })
+    }
+
+    /// A bearer token for `scopes` (cached until it expires).
+    fn challenge(&self) -> Option<Challenge> {
+        self.challenge.lock().expect("challenge").clone()
+    }
+
+    fn token(&self, scopes: &[String]) -> Result<String> {
+        let Some(Challenge::Bearer { realm, service, .. }) = &self.challenge() else {
+            return Err(Error::other("the registry did not ask for a bearer token"));
+        };
+        let key = scopes.join(" ");
+        if let Some((t, exp)) = self.tokens.lock().expect("tokens").get(&key)
+            && *exp > Instant::now()
+        {
+            return Ok(t.clone());
+        }
+        let mut q: Vec<(String, String)> = Vec::new();
+        if let Some(s) = service {
+            q.push(("service".into(), s.clone()));
+        }
+        for s in scopes {
+            q.push(("scope".into(), s.clone()));
+        }
+        if let Some(c) = &self.creds {
+            q.push(("account".into(), c.username.clone()));
+        }
+        let qs: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(q)
+            .finish();
+        let url = if qs.is_empty() {
+            realm.clone()
+        } else if realm.contains('?') {
+            format!("{realm}&{qs}")
+        } else {
+            format!("{realm}?{qs}")
+        };
+        let mut attempt = 0;
+        let mut resp = loop {
+            let mut req = self.agent.get(&url);
+            if let Some(b) = self.basic() {
+                req = req.header("authorization", b);
+            }
+            match req.call() {
+                Ok(r) if retryable(r.status().as_u16()) && attempt < self.opts.retries => {
+                    std::thread::sleep(retry_after(&r, attempt));
+                }
+                Ok(r) => break r,
+                Err(e) if attempt < self.opts.retries => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(250 << attempt));
+                }
+                Err(e) => return Err(transport(e, &url)),
+            }
+            attempt += 1;
+        };
+        if resp.status() != 200 {
+            let mut e = response_error(&mut resp, &format!("Get \"{}\"", realm));
+            if resp.status() == 401 {
+                e = Error::new(
+                    ErrorKind::Unauthorized,
+                    if self.creds.is_some() {
+                        format!(
+                            "Get \"{}/v2/\": unauthorized: incorrect username or password",
+                            self.base
+                        )
+                    } else {
+                        format!(
+                            "Get \"{}/v2/\": unauthorized: authentication required",
+                            self.base
+                        )
+                    },
+                );
+            }
+            return Err(e);
+        }
+        let raw = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| Error::other(format!("reading the token from {realm}: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| Error::other(format!("reading the token from {realm}: {e}")))?;
+        let tok = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| Error::other(format!("{realm} returned no token")))?
+            .to_string();
+        let ttl = v["expires_in"].as_u64().unwrap_or(60).max(10);
+        // Refresh a little early so a token never expires mid-request.
+        let exp = Instant::now() + Duration::from_secs(ttl.saturating_sub(5));
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .insert(key, (tok.clone(), exp));
+        Ok(tok)
+    }
+
+    fn auth_header(&self, scopes: &[String]) -> Result<Option<String>> {
+        match &self.challenge() {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.basic()),
+            Some(Challenge::Bearer { .. }) => Ok(Some(format!("Bearer {}", self.token(scopes)?))),
+        }
+    }
+
+    /// Sends a request with auth for `scopes`; retries idempotent requests on
+    /// transport errors, 5xx and 429; re-authenticates once on a 401.
+    /// `body` is called anew for each attempt.
+    pub fn send<'b>(
+        &self,
+        method: Method,
+        url: &str,
+        scopes: &[String],
+        headers: &[(&str, String)],
+        mut body: Option<&mut BodySource<'b>>,
+    ) -> Result<Response<Body>> {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        );
+        let mut attempt = 0u32;
+        let mut reauthed = false;
+        loop {
+            let auth = self.auth_header(scopes)?;
+            let mut b = ureq::http::Request::builder()
+                .method(method.clone())
+                .uri(url);
+            if let Some(a) = &auth {
+                b = b.header("authorization", a);
+            }
+            for (k, v) in headers {
+                b = b.header(*k, v);
+            }
+            let result = match body.as_mut() {
+                Some(f) => {
+                    let (mut reader, len) = f()?;
+                    if let Some(n) = len {
+                        b = b.header("content-length", n.to_string());
+                    }
+                    let req = b
+                        .body(ureq::SendBody::from_reader(&mut reader))
+                        .map_err(|e| Error::other(e.to_string()))?;
+                    self.agent.run(req)
+                }
+                None => {
+                    let req = b.body(()).map_err(|e| Error::other(e.to_string()))?;
+                    self.agent.run(req)
+                }
+            };
+            match result {
+                Ok(r) if r.status() == 401 && !reauthed => {
+                    // The token may have expired, or the registry wants a wider scope.
+                    reauthed = true;
+                    self.tokens.lock().expect("tokens").clear();
+                    let fresh = r
+                        .headers()
+                        .get_all("www-authenticate")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .filter_map(parse_challenge)
+                        .max_by_key(|c| matches!(c, Challenge::Bearer { .. }));
+                    match fresh {
+                        // Registries that challenge only on repositories, or moved their realm.
+                        Some(c) => *self.challenge.lock().expect("challenge") = Some(c),
+                        None if self.challenge().is_none() => return Ok(r),
+                        None => {}
+                    }
+                }
+                Ok(r)
+                    if retryable(r.status().as_u16())
+                        && idempotent
+                        && attempt < self.opts.retries =>
+                {
+                    std::thread::sleep(retry_after(&r, attempt));
+                    attempt += 1;
+                }
+                Ok(r) => return Ok(r),
+                Err(e) if idempotent && attempt < self.opts.retries => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(250 << attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(transport(e, url)),
+            }
+        }
+    }
+
+    /// `GET` or `HEAD` without a body.
+    pub fn get(
+        &self,
+        url: &str,
+        scopes: &[String],
+        headers: &[(&str, String)],
+    ) -> Result<Response<Body>> {
+        self.send(Method::GET, url, scopes, headers, None)
+    }
+
+    /// Full URL of a `/v2/` path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base)
+    }
+
+    /// Resolves a `Location` header against the registry.
+    pub fn location(&self, loc: &str) -> String {
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc.to_string()
+        } else if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            format!("{}/{loc}", self.base)
+        }
+    }
+
+    /// Fetches a manifest by tag or digest: (bytes, media type, digest).
+    pub fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        scopes: &[String],
+    ) -> Result<(Vec<u8>, String, berth_types::Digest)> {
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        let mut r = self.get(&url, scopes, &[("accept", MANIFEST_ACCEPT.to_string())])?;
+        if r.status() != 200 {
+            return Err(response_error(&mut r, &format!("{repo}:{reference}")));
+        }
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if ct.starts_with("text/html") {
+            return Err(Error::other(format!(
+                "{repo}:{reference}: the registry answered with an HTML page, not a manifest (a captive portal or a proxy in the way?)"
+            )));
+        }
+        if let Some(n) = r.body().content_length()
+            && n > MAX_MANIFEST_SIZE
+        {
+            return Err(Error::other(format!(
+                "{repo}:{reference}: manifest of {n} bytes is larger than the limit of {MAX_MANIFEST_SIZE}"
+            )));
+        }
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST_SIZE)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Error::other(format!(
+                    "{repo}:{reference}: manifest larger than the limit of {MAX_MANIFEST_SIZE} bytes"
+                )),
+                e => Error::new(ErrorKind::Transport, format!("reading manifest {repo}:{reference}: {e}")),
+            })?;
+        let digest = berth_types::Digest::sha256_of(&bytes);
+        if let Ok(want) = reference.parse::<berth_types::Digest>()
+            && want != digest
+        {
+            return Err(Error::other(format!(
+                "manifest verification failed for digest {want}: the registry sent content with digest {digest}"
+            )));
+        }
+        if let Some(h) = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            && let Ok(hd) = h.parse::<berth_types::Digest>()
+            && hd.algorithm() == berth_types::digest::Algorithm::Sha256
+            && hd != digest
+        {
+            return Err(Error::other(format!(
+                "manifest verification failed for {repo}:{reference}: the registry says {hd} but sent content with digest {digest}"
+            )));
+        }
+        Ok((bytes, ct, digest))
+    }
+}
+
+/// `repository:<repo>:<actions>`.
+pub fn scope(repo: &str, actions: &str) -> String {
+    format!("repository:{repo}:{actions}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/busybox:pull".into()),
+            })
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(
+            parse_challenge("Bearer realm=http://x/token,service=x"),
+            Some(Challenge::Bearer {
+                realm: "http://x/token".into(),
+                service: Some("x".into()),
+                scope: None
+            })
+        );
+        assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("index.docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("quay.io"), "quay.io");
+        for l in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_local(l), "{l}");
+        }
+        for r in ["docker.io", "10.0.0.1:5000", "example.com:443"] {
+            assert!(!is_local(r), "{r}");
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! `pull`: manifest (index → the platform's manifest), config, then layers on
+//! `max_concurrent` threads, each streamed into the content store and verified
+//! against its digest as it arrives, resumed with a `Range` request when the
+//! connection drops. Layers are unpacked in order as soon as they and the ones
+//! below them are in, while later ones still download. The image gets its name
+//! only once everything is stored, so a failed pull leaves no half image.
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use berth_store::Store;
+use berth_store::content::ContentError;
+use berth_types::image::{AnyManifest, Descriptor, ImageConfig, Platform, media_types};
+use berth_types::{Digest, Reference};
+
+use super::{Error, ErrorKind, Progress, Registry, Result, response_error, scope};
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Platform to pick from an index.
+    pub platform: Platform,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The reference pulled (with its tag or digest).
+    pub reference: Reference,
+    /// The digest the registry knows it by (the index's, for multi-arch images).
+    pub digest: Digest,
+    /// The image id.
+    pub id: Digest,
+    /// Whether anything new was stored (docker's "Downloaded newer image").
+    pub downloaded: bool,
+}
+
+fn store_err(e: impl std::fmt::Display) -> Error {
+    Error::other(e.to_string())
+}
+
+/// Docker's message for a repository that is missing or private.
+pub fn access_denied(r: &Reference, e: &Error) -> Error {
+    let denied = |detail: &str| {
+        format!(
+            "pull access denied for {}, repository does not exist or may require 'berth login': {detail}",
+            r.familiar_name()
+        )
+    };
+    match e.kind {
+        ErrorKind::Unauthorized => Error::new(
+            e.kind.clone(),
+            denied("unauthorized: authentication required"),
+        ),
+        ErrorKind::Denied => Error::new(
+            e.kind.clone(),
+            denied("denied: requested access to the resource is denied"),
+        ),
+        ErrorKind::NotFound if e.msg.contains("name_unknown") => Error::new(
+            ErrorKind::NotFound,
+            denied("name unknown: repository name not known to registry"),
+        ),
+        ErrorKind::NotFound => Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "manifest for {} not found: manifest unknown: manifest unknown",
+                r.familiar()
+            ),
+        ),
+        _ => e.clone(),
+    }
+}
+
+/// Pulls `r` into `store`.
+pub fn pull(
+    store: &Store,
+    reg: &Registry,
+    r: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let repo = r.path().to_string();
+    let scopes = vec![scope(&repo, "pull")];
+    let reference = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let (bytes, ct, top_digest) = reg
+        .manifest(&repo, &reference, &scopes)
+        .map_err(|e| access_denied(r, &e))?;
+    let label = r
+        .tag()
+        .map(str::to_string)
+        .unwrap_or_else(|| reference.clone());
+    progress.message(&format!("{label}: Pulling from {}", r.path()));
+    let (manifest_bytes, manifest_type, manifest_digest) =
+        match AnyManifest::parse(&bytes, Some(&ct)).map_err(store_err)? {
+            AnyManifest::Index(ix) => {
+                let d = ix.select(&opts.platform).ok_or_else(|| {
+                let have: Vec<String> = ix
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(|p| {
+                        format!(
+                            "{}/{}{}",
+                            p.os,
+                            p.architecture,
+                            p.variant
+                                .as_ref()
+                                .map(|v| format!("/{v}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no matching manifest for {}/{} in the manifest list entries (it has: {})",
+                        opts.platform.os,
+                        opts.platform.architecture,
+                        have.join(", ")
+                    ),
+                )
+            })?;
+                let (b, t, dg) = reg.manifest(&repo, &d.digest.to_string(), &scopes)?;
+                (
+                    b,
+                    if t.is_empty() {
+                        d.media_type.clone()
+                    } else {
+                        t
+                    },
+                    dg,
+                )
+            }
+            AnyManifest::Image(_) => (bytes.clone(), ct.clone(), top_digest.clone()),
+        };
+    let manifest =
+        match AnyManifest::parse(&manifest_bytes, Some(&manifest_type)).map_err(store_err)? {
+            AnyManifest::Image(m) => *m,
+            AnyManifest::Index(_) => {
+                return Err(Error::other(format!(
+                    "{}: an index inside an index is not supported",
+                    r.familiar()
+                )));
+            }
+        };
+    for l in &manifest.layers {
+        if !media_types::is_layer(&l.media_type)
+            && l.media_type != media_types::DOCKER_LAYER_FOREIGN
+        {
+            return Err(Error::other(format!(
+                "{}: layer {} has media type {:?}, which is not an image layer (is this an artifact, not an image?)",
+                r.familiar(),
+                l.digest,
+                l.media_type
+            )));
+        }
+    }
+    let _lock = store.write_lock().map_err(store_err)?;
+    // The config.
+    let mut downloaded = false;
+    if !store.content.exists(&manifest.config.digest) {
+        fetch_blob(store, reg, &repo, &scopes, &manifest.config, None)?;
+        downloaded = true;
+    }
+    let config_bytes = store
+        .content
+        .read(&manifest.config.digest)
+        .map_err(store_err)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::other(format!("image config {}: {e}", manifest.config.digest)))?;
+    let diff_ids = config.rootfs.diff_ids.clone();
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(Error::other(format!(
+            "{}: the manifest has {} layers but its config lists {} diff ids",
+            r.familiar(),
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    // Layers: missing ones download on a pool; the main thread unpacks in order.
+    let blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+    let chains = berth_types::chain_ids(&diff_ids);
+    let mut ready: Vec<bool> = Vec::with_capacity(blobs.len());
+    let mut todo: Vec<usize> = Vec::new();
+    for (i, l) in manifest.layers.iter().enumerate() {
+        let have = store.content.exists(&l.digest);
+        if have {
+            progress.done(&l.digest, "Already exists");
+        } else {
+            progress.start(&l.digest, l.size, "Waiting");
+            todo.push(i);
+        }
+        ready.push(have);
+    }
+    downloaded |= !todo.is_empty();
+    let queue = Mutex::new(todo.into_iter());
+    let (tx, rx) = mpsc::channel::<(usize, Result<()>)>();
+    let mut first_err: Option<Error> = None;
+    std::thread::scope(|s| {
+        for _ in 0..reg.opts.max_concurrent.max(1) {
+            let tx = tx.clone();
+            let queue = &queue;
+            let layers = &manifest.layers;
+            let scopes = &scopes;
+            let repo = &repo;
+            s.spawn(move || {
+                loop {
+                    let next = queue.lock().expect("queue").next();
+                    let Some(i) = next else { break };
+                    let res = fetch_blob(store, reg, repo, scopes, &layers[i], Some(progress));
+                    let failed = res.is_err();
+                    if tx.send((i, res)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut unpacked = 0;
+        let total = blobs.len();
+        // Unpack what is already there below the first missing layer.
+        while unpacked < total && ready[unpacked] && first_err.is_none() {
+            if let Err(e) = store.unpack(&blobs[..=unpacked], &diff_ids[..=unpacked]) {
+                first_err = Some(store_err(e));
+            }
+            unpacked += 1;
+        }
+        for (i, res) in rx.iter() {
+            match res {
+                Ok(()) => ready[i] = true,
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                    // Stop handing out work; threads finish their current blob.
+                    queue.lock().expect("queue").by_ref().for_each(drop);
+                }
+            }
+            while first_err.is_none() && unpacked < total && ready[unpacked] {
+                let done_before = store.snapshots.has_layer(&chains[unpacked]);
+                if let Err(e) = store.unpack(&blobs[..=unpacked], &diff_ids[..=unpacked]) {
+                    first_err = Some(store_err(e));
+                    queue.lock().expect("queue").by_ref().for_each(drop);
+                    break;
+                }
+                if !done_before {
+                    progress.done(&blobs[unpacked], "Pull complete");
+                }
+                unpacked += 1;
+            }
+        }
+    });
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    store.unpack(&blobs, &diff_ids).map_err(store_err)?;
+    // The manifest last, then the name.
+    store
+        .content
+        .put(&manifest_bytes, Some(&manifest_digest))
+        .map_err(store_err)?;
+    let mt = manifest
+        .media_type
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            if manifest_type.is_empty() {
+                media_types::OCI_MANIFEST.to_string()
+            } else {
+                manifest_type.clone()
+            }
+        });
+    let desc = Descriptor::new(&mt, manifest_digest.clone(), manifest_bytes.len() as u64);
+    let repo_digest = r.with_digest(top_digest.clone());
+    let name = if r.digest().is_some() {
+        repo_digest.clone()
+    } else {
+        r.clone().with_default_tag()
+    };
+    let before = store
+        .resolve(&name.to_string())
+        .ok()
+        .map(|i| i.manifest_desc.digest);
+    downloaded |= before.as_ref() != Some(&manifest_digest);
+    store
+        .add_name(&desc, Some(&name), Some(&repo_digest))
+        .map_err(store_err)?;
+    super::sources::record(
+        store.root(),
+        &reg.domain,
+        &repo,
+        manifest.layers.iter().map(|l| &l.digest),
+    );
+    Ok(Pulled {
+        reference: name,
+        digest: top_digest,
+        id: manifest.config.digest.clone(),
+        downloaded,
+    })
+}
+
+/// Downloads one blob into the store, verifying it, resuming after drops.
+pub fn fetch_blob(
+    store: &Store,
+    reg: &Registry,
+    repo: &str,
+    scopes: &[String],
+    desc: &Descriptor,
+    progress: Option<&dyn Progress>,
+) -> Result<()> {
+    let url = reg.url(&format!("{repo}/blobs/{}", desc.digest));
+    let mut attempts = 0u32;
+    let mut w = store.content.writer().map_err(store_err)?;
+    if let Some(p) = progress {
+        p.start(&desc.digest, desc.size, "Downloading");
+    }
+    loop {
+        let have = w.len();
+        let mut headers = Vec::new();
+        if have > 0 {
+            headers.push(("range", format!("bytes={have}-")));
+        }
+        let mut resp = match reg.get(&url, scopes, &headers) {
+            Ok(r) => r,
+            Err(e) if attempts < reg.opts.retries && e.kind == ErrorKind::Transport => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(500 << attempts));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status().as_u16() {
+            200 if have > 0 => {
+                // The server ignored the range: start over.
+                w = store.content.writer().map_err(store_err)?;
+                if let Some(p) = progress {
+                    p.reset(&desc.digest, 0);
+                }
+            }
+            200 | 206 => {}
+            _ => {
+                return Err(response_error(
+                    &mut resp,
+                    &format!("fetching blob {}", desc.digest),
+                ));
+            }
+        }
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut dropped = None;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if w.len() + n as u64 > desc.size && desc.size > 0 {
+                        return Err(Error::other(format!(
+                            "blob {}: the registry sent more than the {} bytes the manifest declares",
+                            desc.digest, desc.size
+                        )));
+                    }
+                    w.write_all(&buf[..n])
+                        .map_err(|e| Error::other(format!("writing blob {}: {e}", desc.digest)))?;
+                    if let Some(p) = progress {
+                        p.advance(&desc.digest, n as u64);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    dropped = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = dropped {
+            attempts += 1;
+            if attempts > reg.opts.retries {
+                return Err(Error::new(
+                    ErrorKind::Transport,
+                    format!(
+                        "downloading blob {}: {e} (after {} attempts)",
+                        desc.digest, attempts
+                    ),
+                ));
+            }
+            if let Some(p) = progress {
+                p.reset(&desc.digest, w.len());
+            }
+            std::thread::sleep(Duration::from_millis(200 << attempts.min(5)));
+            continue;
+        }
+        if desc.size > 0 && w.len() < desc.size {
+            attempts += 1;
+            if attempts > reg.opts.retries {
+                return Err(Error::new(
+                    ErrorKind::Transport,
+                    format!(
+                        "downloading blob {}: connection closed after {} of {} bytes",
+                        desc.digest,
+                        w.len(),
+                        desc.size
+                    ),
+                ));
+            }
+            continue;
+        }
+        return match w.commit(Some(&desc.digest), (desc.size > 0).then_some(desc.size)) {
+            Ok(_) => Ok(()),
+            Err(ContentError::DigestMismatch { expected, actual }) => {
+                // Corrupted in transit: one fresh download, then give up.
+                if attempts < reg.opts.retries.min(1) {
+                    attempts += 1;
+                    w = store.content.writer().map_err(store_err)?;
+                    if let Some(p) = progress {
+                        p.reset(&desc.digest, 0);
+                    }
+                    continue;
+                }
+                Err(Error::other(format!(
+                    "filesystem layer verification failed for digest {expected}: got content with digest {actual}"
+                )))
+            }
+            Err(e) => Err(store_err(e)),
+        };
+    }
+}
