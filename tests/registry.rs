@@ -612,6 +612,29 @@ fn raw_protocol_cases() {
     let (s, _, _) = curl(&["-I", &format!("http://{addr}/v2/raw/b/blobs/{d}")]);
     assert_eq!(s, 404);
 
+    // sha512 content, and tags given as parameters of a push by digest.
+    let data = b"sha512 content";
+    let f = t.path().join("s512");
+    std::fs::write(&f, data).unwrap();
+    let out = Command::new("sha512sum").arg(&f).output().unwrap();
+    let d512 = format!(
+        "sha512:{}",
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let (s, _, _) = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", f.display()),
+        &format!("http://{addr}/v2/raw/s/blobs/uploads/?digest={d512}"),
+    ]);
+    assert_eq!(s, 201);
+    let (s, _, body) = curl(&[&format!("http://{addr}/v2/raw/s/blobs/{d512}")]);
+    assert_eq!((s, body.as_slice()), (200, &data[..]));
+
     // Names and digests are validated before they reach the disk.
     let (s, _, body) = curl(&[
         "--path-as-is",
@@ -687,6 +710,44 @@ fn raw_protocol_cases() {
         s, 404,
         "content negotiation: an OCI manifest is not served to a docker-only Accept"
     );
+
+    // Tags as parameters of a push by digest (OCI-Tag).
+    let (s, head, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &m,
+        &format!("http://{addr}/v2/raw/p/manifests/{md}?tag=one&tag=two"),
+    ]);
+    assert_eq!(s, 400, "blobs of raw/m are not in raw/p: {head}");
+    let (s, head, _) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &m,
+        &format!("http://{addr}/v2/raw/m/manifests/{md}?tag=one&tag=two"),
+    ]);
+    assert_eq!(s, 201);
+    assert!(
+        head.to_ascii_lowercase().contains("oci-tag: one")
+            && head.to_ascii_lowercase().contains("oci-tag: two"),
+        "{head}"
+    );
+    for tag in ["one", "two"] {
+        assert_eq!(
+            curl(&[
+                "-X",
+                "DELETE",
+                &format!("http://{addr}/v2/raw/m/manifests/{tag}")
+            ])
+            .0,
+            202
+        );
+    }
 
     // Tags with pagination.
     for tag in ["v2", "v3", "a"] {

@@ -815,13 +815,6 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
             format!("invalid digest {s:?}"),
         )
     })?;
-    if d.algorithm() != berth_types::digest::Algorithm::Sha256 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
-            format!("unsupported digest algorithm in {s}: this registry stores sha256 blobs"),
-        ));
-    }
     Ok(d)
 }
 
@@ -955,13 +948,19 @@ async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
 
 async fn put_manifest(app: &Arc<App>, req: Request, name: &str, reference: &str) -> ApiResult {
     let ct = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+    let tags: Vec<String> = query(&req)
+        .into_iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v)
+        .collect();
     let bytes = read_limited(req, app.config.max_manifest_size).await?;
     let a = app.clone();
-    let (n, r) = (name.to_string(), reference.to_string());
-    let res =
-        tokio::task::spawn_blocking(move || a.storage.put_manifest(&n, &r, ct.as_deref(), &bytes))
-            .await
-            .map_err(internal)?;
+    let (n, r, t) = (name.to_string(), reference.to_string(), tags.clone());
+    let res = tokio::task::spawn_blocking(move || {
+        a.storage.put_manifest(&n, &r, ct.as_deref(), &bytes, &t)
+    })
+    .await
+    .map_err(internal)?;
     match res {
         Ok((digest, subject)) => {
             let mut r = Response::new(Body::empty());
@@ -982,6 +981,9 @@ async fn put_manifest(app: &Arc<App>, req: Request, name: &str, reference: &str)
                     "oci-subject",
                     HeaderValue::from_str(&s.to_string()).map_err(internal)?,
                 );
+            }
+            for t in &tags {
+                h.append("oci-tag", HeaderValue::from_str(t).map_err(internal)?);
             }
             Ok(r)
         }

@@ -328,20 +328,26 @@ impl Storage {
         })
     }
 
-    /// Stores a manifest under `reference` (a tag or its digest). Every blob and
-    /// child manifest it references must already be in the repository.
+    /// Stores a manifest under `reference` (a tag or its digest) and `extra_tags`
+    /// (the `?tag=` parameters of a push by digest). Every blob and child
+    /// manifest it references must already be in the repository.
     pub fn put_manifest(
         &self,
         name: &str,
         reference: &str,
         content_type: Option<&str>,
         bytes: &[u8],
+        extra_tags: &[String],
     ) -> Result<(Digest, Option<Digest>), PutManifestError> {
-        let digest = Digest::sha256_of(bytes);
+        if let Some(t) = extra_tags.iter().find(|t| !valid_tag(t)) {
+            return Err(PutManifestError::Invalid(format!("invalid tag {t:?}")));
+        }
+        let mut digest = Digest::sha256_of(bytes);
         if reference.contains(':') {
             let want: Digest = reference
                 .parse()
                 .map_err(|e| PutManifestError::Invalid(format!("{e}")))?;
+            digest = Digest::of(want.algorithm(), bytes);
             if want != digest {
                 return Err(PutManifestError::DigestMismatch(want));
             }
@@ -405,8 +411,12 @@ impl Storage {
             fs::create_dir_all(link.parent().expect("referrer parent")).map_err(|e| io(&e))?;
             touch(&link).map_err(|e| io(&e))?;
         }
-        if !reference.contains(':') {
-            let tp = self.tag_path(name, reference);
+        let tags = extra_tags
+            .iter()
+            .map(String::as_str)
+            .chain((!reference.contains(':')).then_some(reference));
+        for tag in tags {
+            let tp = self.tag_path(name, tag);
             fs::create_dir_all(tp.parent().expect("tags dir")).map_err(|e| io(&e))?;
             atomic_write(&tp, digest.to_string().as_bytes()).map_err(|e| io(&e))?;
         }
@@ -504,8 +514,7 @@ impl Storage {
         let dir = self.repo(name).join("_referrers").join(subject.hex());
         let mut out = Vec::new();
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
-            else {
+            let Some(d) = digest_from_hex(&e.file_name().to_string_lossy()) else {
                 continue;
             };
             let Some(m) = self.manifest(name, &d.to_string()) else {
@@ -540,7 +549,7 @@ impl Storage {
             for e in fs::read_dir(&revs).into_iter().flatten().flatten() {
                 let hexname = e.file_name().to_string_lossy().into_owned();
                 marked.insert(hexname.clone());
-                let Ok(d) = format!("sha256:{hexname}").parse::<Digest>() else {
+                let Some(d) = digest_from_hex(&hexname) else {
                     continue;
                 };
                 let Ok(bytes) = self.content.read(&d) else {
@@ -565,7 +574,7 @@ impl Storage {
                             .filter_map(|l| l["digest"].as_str()),
                     )
                 {
-                    if let Some(h) = d.strip_prefix("sha256:") {
+                    if let Some((_, h)) = d.split_once(':') {
                         marked.insert(h.to_string());
                     }
                 }
@@ -602,7 +611,7 @@ impl Storage {
                     .flatten()
                 {
                     let h = e.file_name().to_string_lossy().into_owned();
-                    if !self.root.join("blobs/sha256").join(&h).exists() {
+                    if !digest_from_hex(&h).is_some_and(|d| self.content.exists(&d)) {
                         let _ = fs::remove_file(e.path());
                     }
                 }
@@ -636,6 +645,16 @@ impl Storage {
         walk(&self.root.join("repos"), "", &mut out);
         out
     }
+}
+
+/// The digest a link file is named for (its hex; the algorithm by its length).
+fn digest_from_hex(hex: &str) -> Option<Digest> {
+    let alg = match hex.len() {
+        64 => "sha256",
+        128 => "sha512",
+        _ => return None,
+    };
+    format!("{alg}:{hex}").parse().ok()
 }
 
 /// Upload ids are the UUIDs [`Storage::new_upload`] makes.
@@ -674,7 +693,7 @@ mod tests {
             config.len()
         );
         let err = s
-            .put_manifest("a/b", "v1", None, manifest.as_bytes())
+            .put_manifest("a/b", "v1", None, manifest.as_bytes(), &[])
             .unwrap_err();
         assert!(matches!(err, PutManifestError::BlobUnknown(d) if d == cd));
         let up = s.new_upload("a/b").unwrap();
@@ -693,7 +712,7 @@ mod tests {
             .unwrap();
         s.end_upload(&up);
         let (md, _) = s
-            .put_manifest("a/b", "v1", None, manifest.as_bytes())
+            .put_manifest("a/b", "v1", None, manifest.as_bytes(), &[])
             .unwrap();
         assert_eq!(s.manifest("a/b", "v1").unwrap().digest, md);
         assert_eq!(s.tags("a/b"), vec!["v1"]);

@@ -1,5 +1,7 @@
-//! The content store: blobs addressed by their sha256 digest, laid out as an OCI
-//! image layout (`blobs/sha256/<hex>`) so skopeo, umoci and friends can read it.
+//! The content store: blobs addressed by their digest, laid out as an OCI image
+//! layout (`blobs/sha256/<hex>`) so skopeo, umoci and friends can read it.
+//! berth writes sha256; sha512 blobs are accepted where a digest says so (a
+//! registry stores what clients push).
 //!
 //! Writes go through [`Writer`]: bytes land in `ingest/<unique>` while being hashed;
 //! [`Writer::commit`] checks the digest (and size) the caller expected, fsyncs, and
@@ -101,19 +103,24 @@ impl ContentStore {
 
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<Writer, ContentError> {
+        self.writer_for(Algorithm::Sha256)
+    }
+
+    /// Starts writing a new blob named by an `algorithm` digest.
+    pub fn writer_for(&self, algorithm: Algorithm) -> Result<Writer, ContentError> {
         let tmp = self.root.join("ingest").join(unique_name("blob-"));
         let file = File::create(&tmp).ctx("create", &tmp)?;
         Ok(Writer {
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
             tmp,
-            hasher: Hasher::new(),
+            hasher: Hasher::for_algorithm(algorithm),
             store: self.clone(),
         })
     }
 
     /// Stores `data` as a blob, checking it against `expected` when given.
     pub fn put(&self, data: &[u8], expected: Option<&Digest>) -> Result<Digest, ContentError> {
-        let actual = Digest::sha256_of(data);
+        let actual = Digest::of(expected.map_or(Algorithm::Sha256, Digest::algorithm), data);
         if let Some(e) = expected
             && *e != actual
         {
@@ -125,7 +132,7 @@ impl ContentStore {
         if self.exists(&actual) {
             return Ok(actual);
         }
-        let mut w = self.writer()?;
+        let mut w = self.writer_for(actual.algorithm())?;
         w.write_all(data).ctx("write", &w.tmp.clone())?;
         w.commit(Some(&actual), None)
     }
@@ -140,15 +147,11 @@ impl ContentStore {
         expected: &Digest,
         hashed: Option<&Digest>,
     ) -> Result<Digest, ContentError> {
-        if expected.algorithm() != Algorithm::Sha256 {
-            let _ = fs::remove_file(file);
-            return Err(ContentError::Algorithm(expected.clone()));
-        }
         let f = File::open(file).ctx("open", file)?;
-        let actual = match hashed {
+        let actual = match hashed.filter(|d| d.algorithm() == expected.algorithm()) {
             Some(d) => d.clone(),
             None => {
-                let mut h = Hasher::new();
+                let mut h = Hasher::for_algorithm(expected.algorithm());
                 io::copy(&mut &f, &mut h).ctx("read", file)?;
                 h.finish()
             }
@@ -166,6 +169,7 @@ impl ContentStore {
             return Ok(actual);
         }
         f.sync_all().ctx("fsync", file)?;
+        mkdir_all(dest.parent().expect("blob path has a parent"))?;
         fs::rename(file, &dest).ctx("rename", &dest)?;
         sync_dir(dest.parent().expect("blob path has a parent"))?;
         Ok(actual)
@@ -173,9 +177,6 @@ impl ContentStore {
 
     /// Opens a blob for reading; the reader fails at EOF if the content is corrupt.
     pub fn open(&self, d: &Digest) -> Result<VerifyingReader<File>, ContentError> {
-        if d.algorithm() != Algorithm::Sha256 {
-            return Err(ContentError::Algorithm(d.clone()));
-        }
         let p = self.path(d);
         let f = match File::open(&p) {
             Ok(f) => f,
@@ -186,7 +187,7 @@ impl ContentStore {
         };
         Ok(VerifyingReader {
             inner: f,
-            hasher: Some(Hasher::new()),
+            hasher: Some(Hasher::for_algorithm(d.algorithm())),
             expected: d.clone(),
         })
     }
@@ -221,12 +222,19 @@ impl ContentStore {
 
     /// Every blob digest in the store.
     pub fn list(&self) -> Result<Vec<Digest>, ContentError> {
-        let dir = self.root.join("blobs/sha256");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
-            let e = e.ctx("readdir", &dir)?;
-            if let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse() {
-                out.push(d);
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.root.join("blobs").join(alg.as_str());
+            if alg != Algorithm::Sha256 && !dir.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
+                let e = e.ctx("readdir", &dir)?;
+                if let Ok(d) =
+                    format!("{}:{}", alg.as_str(), e.file_name().to_string_lossy()).parse()
+                {
+                    out.push(d);
+                }
             }
         }
         out.sort();
@@ -317,6 +325,7 @@ impl Writer {
         }
         file.sync_all().ctx("fsync", &self.tmp)?;
         drop(file);
+        mkdir_all(dest.parent().expect("blob path has a parent"))?;
         fs::rename(&self.tmp, &dest).ctx("rename", &dest)?;
         sync_dir(dest.parent().expect("blob path has a parent"))?;
         Ok(actual)
