@@ -578,6 +578,55 @@ fn raw_protocol_cases() {
     let (s, _, _) = curl(&[&format!("http://{addr}/v2/raw/a/blobs/{wrong}")]);
     assert_eq!(s, 404);
 
+    // A client that disconnects halfway through a chunk: what arrived stays in
+    // the session (resumable), nothing becomes a blob.
+    let (s, head, _) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{addr}/v2/raw/d/blobs/uploads/"),
+    ]);
+    assert_eq!(s, 202);
+    let dloc = header(&head, "Location").unwrap();
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        write!(c, "PATCH {dloc} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+        c.write_all(&[7u8; 300_000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    } // dropped: the connection closes mid-body
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let full = [7u8; 1_000_000];
+    let dd = format!("sha256:{}", sha256_hex(&full));
+    let (s, _, _) = curl(&["-I", &format!("http://{addr}/v2/raw/d/blobs/{dd}")]);
+    assert_eq!(s, 404, "a broken upload is never served");
+    let (s, head, _) = curl(&[&format!("http://{addr}{dloc}")]);
+    assert_eq!(s, 204, "the session survives the disconnect");
+    let have: u64 = header(&head, "Range")
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        + 1;
+    assert!(have <= 300_000, "{have}");
+    let rest = t.path().join("rest");
+    std::fs::write(&rest, &full[have as usize..]).unwrap();
+    let (s, _, body) = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Content-Range: {have}-999999"),
+        "--data-binary",
+        &format!("@{}", rest.display()),
+        &format!("http://{addr}{dloc}?digest={dd}"),
+    ]);
+    assert_eq!(
+        s,
+        201,
+        "resumed where the data stopped: {}",
+        String::from_utf8_lossy(&body)
+    );
+
     // Blobs: ranges, HEAD, per-repository visibility, mount, delete.
     let d = put_blob(&addr, "raw/a", b"hello world", t.path());
     let (s, head, body) = curl(&[
@@ -935,6 +984,8 @@ enum Fault {
     TooMany,
     /// Answer everything with a captive portal's HTML page.
     Html,
+    /// Answer manifest requests with a 5 MiB document.
+    HugeManifest,
 }
 
 /// A one-request-per-connection HTTP proxy in front of `upstream`.
@@ -988,6 +1039,18 @@ fn fault_proxy(upstream: String, fault: Fault, layer: String) -> (String, Arc<At
                         c,
                         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
                         page.len()
+                    );
+                    return;
+                }
+                if fault == Fault::HugeManifest && first_line.contains("/manifests/") {
+                    let doc = format!(
+                        r#"{{"schemaVersion":2,"annotations":{{"x":"{}"}}}}"#,
+                        "a".repeat(5 << 20)
+                    );
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{doc}",
+                        doc.len()
                     );
                     return;
                 }
@@ -1090,6 +1153,10 @@ fn faults_are_retried_or_reported_and_never_half_stored() {
         .unwrap()
         .collect();
     assert!(ingest.is_empty(), "no temp files left");
+    let tmp: Vec<_> = std::fs::read_dir(c.root().join("snapshots/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "no half-extracted layer left: {tmp:?}");
     c.run(&["system", "check"]).ok();
 
     // 429 with Retry-After is waited out.
@@ -1097,6 +1164,15 @@ fn faults_are_retried_or_reported_and_never_half_stored() {
     let d = Berth::new();
     d.run(&["pull", &format!("{proxy}/faults/app:1")]).ok();
     assert!(hits.load(Ordering::SeqCst) >= 2);
+
+    // A manifest over docker's 4 MiB limit.
+    let (proxy, _) = fault_proxy(reg.addr.clone(), Fault::HugeManifest, layer.clone());
+    let r = Berth::new().run(&["pull", &format!("{proxy}/faults/app:1")]);
+    assert!(
+        r.fails(1).contains("larger than the limit"),
+        "{}",
+        r.stderr()
+    );
 
     // A captive portal.
     let (proxy, _) = fault_proxy(reg.addr.clone(), Fault::Html, layer);
@@ -1391,4 +1467,59 @@ fn tls_registry() {
             &format!("docker://{}/tls/app:1", reg.addr),
         ],
     );
+}
+
+#[test]
+fn podman_pushes_and_pulls() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let a = pusher(&reg.addr, "pod/app:1");
+    let archive = a.path("a.tar");
+    a.run(&["save", "-o", archive.to_str().unwrap(), "busybox:latest"])
+        .ok();
+    let (root, run) = (t.path().join("proot"), t.path().join("prun"));
+    let podman = |args: &[&str]| {
+        let mut full = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            run.to_str().unwrap(),
+            "--storage-driver",
+            "vfs",
+        ];
+        full.extend_from_slice(args);
+        tool("podman", &full)
+    };
+    podman(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    podman(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "busybox:latest",
+        &format!("docker://{}/pod/app:from-podman", reg.addr),
+    ]);
+    let b = Berth::new();
+    b.run(&["pull", &format!("{}/pod/app:from-podman", reg.addr)])
+        .ok();
+    assert_eq!(
+        b.run(&[
+            "run",
+            "--rm",
+            &format!("{}/pod/app:from-podman", reg.addr),
+            "echo",
+            "ok"
+        ])
+        .ok()
+        .trim(),
+        "ok"
+    );
+    a.run(&["push", &format!("{}/pod/app:1", reg.addr)]).ok();
+    podman(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        &format!("{}/pod/app:1", reg.addr),
+    ]);
+    let out = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(out.contains(&format!("{}/pod/app:1", reg.addr)), "{out}");
 }

@@ -185,6 +185,37 @@ pub fn is_local(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether the user declared `host` an insecure registry (HTTPS without
+/// verification, falling back to HTTP), as docker users do in
+/// `/etc/docker/daemon.json` (`insecure-registries`), or in
+/// `$BERTH_INSECURE_REGISTRIES` (comma-separated).
+pub fn is_declared_insecure(host: &str) -> bool {
+    let mut list: Vec<String> = std::env::var("BERTH_INSECURE_REGISTRIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Ok(b) = std::fs::read("/etc/docker/daemon.json")
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
+    {
+        list.extend(
+            v["insecure-registries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string)),
+        );
+    }
+    list.iter().any(|e| {
+        let e = e
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        e == host || host.split(':').next() == Some(e)
+    })
+}
+
 fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
     let mut out = Vec::new();
     let mut files: Vec<std::path::PathBuf> = Vec::new();
@@ -358,8 +389,8 @@ impl Registry {
     /// learning its scheme and auth challenge from `GET /v2/`.
     pub fn connect(domain: &str, creds: Option<Credentials>, opts: Options) -> Result<Registry> {
         let host = api_host(domain).to_string();
-        let insecure = !opts.tls_verify || is_local(&host);
-        let secure_agent = agent(&host, opts.tls_verify && !is_local(&host));
+        let insecure = !opts.tls_verify || is_local(&host) || is_declared_insecure(&host);
+        let secure_agent = agent(&host, !insecure);
         let mut reg = Registry {
             agent: secure_agent,
             base: format!("https://{host}"),

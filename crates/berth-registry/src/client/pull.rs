@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_store::Store;
 use berth_store::content::ContentError;
+use berth_store::snapshot::Extracted;
 use berth_types::image::{AnyManifest, Descriptor, ImageConfig, Platform, media_types};
 use berth_types::{Digest, Reference};
 
@@ -165,7 +166,7 @@ pub fn pull(
     // The config.
     let mut downloaded = false;
     if !store.content.exists(&manifest.config.digest) {
-        fetch_blob(store, reg, &repo, &scopes, &manifest.config, None)?;
+        fetch_blob(store, reg, &repo, &scopes, &manifest.config, None, None)?;
         downloaded = true;
     }
     let config_bytes = store
@@ -200,7 +201,10 @@ pub fn pull(
     }
     downloaded |= !todo.is_empty();
     let queue = Mutex::new(todo.into_iter());
-    let (tx, rx) = mpsc::channel::<(usize, Result<()>)>();
+    // Each finished download reports its layer, already extracted when it could
+    // be unpacked while it streamed in (overlay driver).
+    let (tx, rx) = mpsc::channel::<(usize, Result<Option<Extracted>>)>();
+    let mut extracted: Vec<Option<Extracted>> = (0..blobs.len()).map(|_| None).collect();
     let mut first_err: Option<Error> = None;
     std::thread::scope(|s| {
         for _ in 0..reg.opts.max_concurrent.max(1) {
@@ -213,7 +217,7 @@ pub fn pull(
                 loop {
                     let next = queue.lock().expect("queue").next();
                     let Some(i) = next else { break };
-                    let res = fetch_blob(store, reg, repo, scopes, &layers[i], Some(progress));
+                    let res = fetch_and_extract(store, reg, repo, scopes, &layers[i], progress);
                     let failed = res.is_err();
                     if tx.send((i, res)).is_err() || failed {
                         break;
@@ -233,7 +237,10 @@ pub fn pull(
         }
         for (i, res) in rx.iter() {
             match res {
-                Ok(()) => ready[i] = true,
+                Ok(ex) => {
+                    ready[i] = true;
+                    extracted[i] = ex;
+                }
                 Err(e) => {
                     if first_err.is_none() {
                         first_err = Some(e);
@@ -244,8 +251,20 @@ pub fn pull(
             }
             while first_err.is_none() && unpacked < total && ready[unpacked] {
                 let done_before = store.snapshots.has_layer(&chains[unpacked]);
-                if let Err(e) = store.unpack(&blobs[..=unpacked], &diff_ids[..=unpacked]) {
-                    first_err = Some(store_err(e));
+                let parent = unpacked.checked_sub(1).map(|p| &chains[p]);
+                let res = match extracted[unpacked].take() {
+                    Some(ex) if !done_before => store
+                        .snapshots
+                        .commit_extracted_onto(ex, parent, Some(&diff_ids[unpacked]))
+                        .map(|_| ())
+                        .map_err(store_err),
+                    _ => store
+                        .unpack(&blobs[..=unpacked], &diff_ids[..=unpacked])
+                        .map(|_| ())
+                        .map_err(store_err),
+                };
+                if let Err(e) = res {
+                    first_err = Some(e);
                     queue.lock().expect("queue").by_ref().for_each(drop);
                     break;
                 }
@@ -305,7 +324,75 @@ pub fn pull(
     })
 }
 
+/// Reads what a download thread sends, as one stream.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0), // the sender is done (or gave up)
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Downloads a layer and, when the snapshotter allows, extracts it on a second
+/// thread from the same bytes as they arrive. The extraction is used only if the
+/// blob verified and the stream was never restarted; else the caller unpacks
+/// from the stored blob.
+fn fetch_and_extract(
+    store: &Store,
+    reg: &Registry,
+    repo: &str,
+    scopes: &[String],
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<Option<Extracted>> {
+    if store.snapshots.driver() != berth_store::snapshot::Driver::Overlay {
+        return fetch_blob(store, reg, repo, scopes, desc, Some(progress), None).map(|_| None);
+    }
+    let (stx, srx) = mpsc::sync_channel::<Vec<u8>>(64);
+    std::thread::scope(|s| {
+        let extractor = s.spawn(move || -> Option<Extracted> {
+            let mut r = ChannelReader {
+                rx: srx,
+                buf: Vec::new(),
+                at: 0,
+            };
+            let ex = {
+                let (_, plain) = berth_store::archive::decompress(&mut r).ok()?;
+                store.snapshots.extract_detached(plain).ok()?
+            };
+            // Drain, so the sender never blocks on a full channel.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            ex
+        });
+        let res = fetch_blob(store, reg, repo, scopes, desc, Some(progress), Some(stx));
+        let ex = extractor.join().ok().flatten();
+        match res {
+            Ok(true) => Ok(ex),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
 /// Downloads one blob into the store, verifying it, resuming after drops.
+/// `tee` gets every byte in order; it is dropped (and false returned) if the
+/// stream had to restart from the beginning.
 pub fn fetch_blob(
     store: &Store,
     reg: &Registry,
@@ -313,7 +400,9 @@ pub fn fetch_blob(
     scopes: &[String],
     desc: &Descriptor,
     progress: Option<&dyn Progress>,
-) -> Result<()> {
+    mut tee: Option<mpsc::SyncSender<Vec<u8>>>,
+) -> Result<bool> {
+    let mut teed_all = tee.is_some();
     let url = reg.url(&format!("{repo}/blobs/{}", desc.digest));
     let mut attempts = 0u32;
     let mut w = store.content.writer().map_err(store_err)?;
@@ -339,6 +428,8 @@ pub fn fetch_blob(
             200 if have > 0 => {
                 // The server ignored the range: start over.
                 w = store.content.writer().map_err(store_err)?;
+                tee = None;
+                teed_all = false;
                 if let Some(p) = progress {
                     p.reset(&desc.digest, 0);
                 }
@@ -366,6 +457,12 @@ pub fn fetch_blob(
                     }
                     w.write_all(&buf[..n])
                         .map_err(|e| Error::other(format!("writing blob {}: {e}", desc.digest)))?;
+                    if let Some(t) = &tee
+                        && t.send(buf[..n].to_vec()).is_err()
+                    {
+                        tee = None; // the extractor gave up; unpack from the blob later
+                        teed_all = false;
+                    }
                     if let Some(p) = progress {
                         p.advance(&desc.digest, n as u64);
                     }
@@ -409,12 +506,14 @@ pub fn fetch_blob(
             }
             continue;
         }
+        drop(tee.take());
         return match w.commit(Some(&desc.digest), (desc.size > 0).then_some(desc.size)) {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(teed_all),
             Err(ContentError::DigestMismatch { expected, actual }) => {
                 // Corrupted in transit: one fresh download, then give up.
                 if attempts < reg.opts.retries.min(1) {
                     attempts += 1;
+                    teed_all = false;
                     w = store.content.writer().map_err(store_err)?;
                     if let Some(p) = progress {
                         p.reset(&desc.digest, 0);

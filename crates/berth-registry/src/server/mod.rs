@@ -26,7 +26,6 @@ use berth_types::digest::Hasher;
 use berth_types::image::Index;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use auth::{Action, AuthStore, Principal};
 use storage::{PutManifestError, Storage, valid_name, valid_tag, valid_upload_id};
@@ -1056,17 +1055,40 @@ async fn get_blob(app: &App, headers: &HeaderMap, name: &str, d: &Digest, head: 
     let body = if head {
         Body::empty()
     } else {
-        let mut f = tokio::fs::File::open(&path).await.map_err(internal)?;
-        if start > 0 {
-            f.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(internal)?;
-        }
-        use tokio::io::AsyncReadExt;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            f.take(len),
-            256 * 1024,
-        ))
+        // One blocking task reads the range in 1 MiB pieces into a bounded
+        // channel; the response streams from it.
+        let mut f = std::fs::File::open(&path).map_err(internal)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            if start > 0
+                && let Err(e) = f.seek(std::io::SeekFrom::Start(start))
+            {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut left = len;
+            while left > 0 {
+                let mut buf = bytes::BytesMut::zeroed(left.min(1 << 20) as usize);
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|x| (x, rx))
+        }))
     };
     let mut r = Response::new(body);
     if range.is_some() {
@@ -1132,10 +1154,9 @@ fn blob_created(name: &str, d: &Digest) -> Response {
 /// Appends the request body to upload `id`, hashing as it goes.
 async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
     let path = app.storage.upload_path(id);
-    let file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
-        .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -1143,7 +1164,7 @@ async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
                 format!("no upload {id}"),
             )
         })?;
-    let size = file.metadata().await.map_err(internal)?.len();
+    let size = file.metadata().map_err(internal)?.len();
     let mut state = app.uploads.lock().expect("uploads").remove(id);
     if state.as_ref().is_some_and(|s| s.hasher.len() != size) {
         state = None; // out of step (another process, a failed write): hash the file at the end
@@ -1153,21 +1174,41 @@ async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
             hasher: Hasher::new(),
         });
     }
-    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut s = req.into_body().into_data_stream();
-    let mut written = size;
-    let mut failure = None;
-    while let Some(chunk) = s.next().await {
-        match chunk {
-            Ok(c) => {
-                if let Err(e) = w.write_all(&c).await {
-                    failure = Some(internal(e));
-                    break;
-                }
+    // One blocking task writes and hashes the whole body, fed through a
+    // bounded channel: no per-chunk hop to the blocking pool, and hashing
+    // stays off the async workers.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    let writer =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<UploadState>)> {
+            use std::io::Write;
+            let mut file = file;
+            let mut written = size;
+            let mut written_back = size;
+            while let Some(c) = rx.blocking_recv() {
+                file.write_all(&c)?;
                 if let Some(st) = state.as_mut() {
                     st.hasher.update(&c);
                 }
                 written += c.len() as u64;
+                if written - written_back >= berth_store::fsutil::WRITEBACK_CHUNK {
+                    berth_store::fsutil::start_writeback(
+                        &file,
+                        written_back,
+                        written - written_back,
+                    );
+                    written_back = written;
+                }
+            }
+            Ok((written, state))
+        });
+    let mut s = req.into_body().into_data_stream();
+    let mut failure = None;
+    while let Some(chunk) = s.next().await {
+        match chunk {
+            Ok(c) => {
+                if tx.send(c).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
             }
             Err(e) => {
                 failure = Some(ApiError::new(
@@ -1179,12 +1220,11 @@ async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
             }
         }
     }
-    let flushed = w.flush().await;
-    if failure.is_none()
-        && let Err(e) = flushed
-    {
-        failure = Some(internal(e));
-    }
+    drop(tx);
+    let (written, state) = match writer.await.map_err(internal)? {
+        Ok(x) => x,
+        Err(e) => return Err(internal(e)),
+    };
     if failure.is_none()
         && let Some(st) = state
     {

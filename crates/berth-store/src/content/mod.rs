@@ -112,6 +112,7 @@ impl ContentStore {
         let file = File::create(&tmp).ctx("create", &tmp)?;
         Ok(Writer {
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            written_back: 0,
             tmp,
             hasher: Hasher::for_algorithm(algorithm),
             store: self.clone(),
@@ -272,6 +273,8 @@ pub fn unwrap_read_error(e: io::Error, d: &Digest, path: &Path) -> ContentError 
 /// A blob being written. Dropping it without [`Writer::commit`] discards it.
 pub struct Writer {
     file: Option<io::BufWriter<File>>,
+    /// Bytes handed to writeback so far.
+    written_back: u64,
     tmp: PathBuf,
     hasher: Hasher,
     store: ContentStore,
@@ -340,6 +343,16 @@ impl Write for Writer {
             .expect("writer not yet committed")
             .write(buf)?;
         self.hasher.update(&buf[..n]);
+        let f = self.file.as_ref().expect("writer not yet committed");
+        let on_disk = self.hasher.len() - f.buffer().len() as u64;
+        if on_disk - self.written_back >= crate::fsutil::WRITEBACK_CHUNK {
+            crate::fsutil::start_writeback(
+                f.get_ref(),
+                self.written_back,
+                on_disk - self.written_back,
+            );
+            self.written_back = on_disk;
+        }
         Ok(n)
     }
 

@@ -314,6 +314,33 @@ impl Snapshotter {
         Ok(ex)
     }
 
+    /// Extracts a layer before its parent is there (a pull unpacking layers as
+    /// they arrive, in any order). Only the overlay driver keeps layers as
+    /// independent directories; with the copy driver this returns None and the
+    /// caller extracts in order with [`Snapshotter::extract`].
+    pub fn extract_detached<R: Read>(&self, layer: R) -> Result<Option<Extracted>, SnapshotError> {
+        if self.driver != Driver::Overlay {
+            return Ok(None);
+        }
+        self.extract(None, layer).map(Some)
+    }
+
+    /// Commits a detached extraction on top of `parent` (which must exist now).
+    pub fn commit_extracted_onto(
+        &self,
+        mut ex: Extracted,
+        parent: Option<&Digest>,
+        expected: Option<&Digest>,
+    ) -> Result<Digest, SnapshotError> {
+        if let Some(p) = parent
+            && !self.has_layer(p)
+        {
+            return Err(SnapshotError::MissingParent(p.clone()));
+        }
+        ex.parent = parent.cloned();
+        self.commit_extracted(ex, expected)
+    }
+
     /// Makes an extracted layer visible under its chain id, after checking its diff
     /// id against `expected` (from the image config). Returns the chain id.
     pub fn commit_extracted(

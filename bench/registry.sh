@@ -1,0 +1,188 @@
+#!/bin/bash
+# Registry throughput, side by side on this machine (loopback, fresh storage
+# for every run, best of $RUNS):
+#
+#   server: `skopeo copy` push and pull of one image to/from berth's registry
+#           vs Debian's docker-registry (distribution 2.8);
+#   client: `berth push`/`berth pull` vs `skopeo copy` vs `podman push/pull`,
+#           all against berth's registry;
+#   idle RSS of both servers.
+#
+# Usage: bench/registry.sh [SIZE_MB (default 500)] — as root, berth built with
+# `cargo build --release`; ONLY=server stops after the server rows. Installs skopeo, docker-registry and podman from apt
+# when missing. Prints a markdown table with ratios (>1: berth is faster).
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+SIZE_MB=${1:-500}
+RUNS=${RUNS:-3}
+LAYERS=5
+berth=$(pwd)/target/release/berth
+[ -x "$berth" ] || cargo build --release --locked -p berth
+need() { command -v "$1" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+need skopeo skopeo
+need docker-registry docker-registry
+need podman podman
+need busybox busybox-static
+
+work=$(mktemp -d /tmp/berth-bench-registry.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+export BERTH_ROOT=$work/berth
+export DOCKER_CONFIG=$work/docker-config
+mkdir -p "$DOCKER_CONFIG" && echo "{}" >"$DOCKER_CONFIG/config.json"
+
+now() { date +%s.%N; }
+best() { # best of RUNS: "$@" is a function that prints its elapsed seconds
+    local b=""
+    for _ in $(seq "$RUNS"); do
+        local t
+        t=$("$@")
+        if [ -z "$b" ] || awk "BEGIN{exit !($t < $b)}"; then b=$t; fi
+    done
+    echo "$b"
+}
+
+echo "making a ${SIZE_MB} MB image of $LAYERS layers (incompressible data)..." >&2
+scripts/busybox-rootfs.sh "$work/busybox.tar" >/dev/null
+"$berth" import "$work/busybox.tar" busybox:latest >/dev/null
+mkdir -p "$work/ctx"
+{
+    echo "FROM busybox"
+    for i in $(seq $LAYERS); do
+        echo "RUN head -c $((SIZE_MB * 1024 * 1024 / LAYERS)) /dev/urandom > /data$i"
+    done
+} >"$work/ctx/Dockerfile"
+"$berth" build -q -t bench/big:latest "$work/ctx" >/dev/null
+"$berth" save --format oci-archive -o "$work/big.oci.tar" bench/big:latest
+mkdir -p "$work/oci" && tar -C "$work/oci" -xf "$work/big.oci.tar"
+ocisrc="oci:$work/oci:latest"
+bytes=$(du -sb "$work/oci/blobs" | cut -f1)
+
+start_berth_registry() {
+    rm -rf "$work/breg"
+    "$berth" registry serve --storage "$work/breg" --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
+    pids+=($!)
+    breg_pid=$!
+    for _ in $(seq 100); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done
+    breg=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/breg.log")
+}
+stop_berth_registry() { kill "$breg_pid"; wait "$breg_pid" 2>/dev/null || true; }
+start_distribution() {
+    rm -rf "$work/dreg"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$work/dreg.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/dreg
+http:
+  addr: 127.0.0.1:$port
+EOF
+    docker-registry serve "$work/dreg.yml" >/dev/null 2>&1 &
+    pids+=($!)
+    dreg_pid=$!
+    dreg=127.0.0.1:$port
+    for _ in $(seq 100); do curl -sf "http://$dreg/v2/" >/dev/null && break; sleep 0.05; done
+}
+stop_distribution() { kill "$dreg_pid"; wait "$dreg_pid" 2>/dev/null || true; }
+
+# --- server: skopeo against each registry --------------------------------------
+skopeo_push_to() { # $1 start fn, $2 stop fn, $3 var holding the address
+    $1
+    local a=${!3} t0 t1
+    t0=$(now)
+    skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$a/bench/big:latest" >/dev/null
+    t1=$(now)
+    $2
+    echo "$t1 - $t0" | bc
+}
+skopeo_pull_from() {
+    $1
+    local a=${!3} t0 t1
+    skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$a/bench/big:latest" >/dev/null
+    rm -rf "$work/pulled"
+    t0=$(now)
+    skopeo copy -q --src-tls-verify=false "docker://$a/bench/big:latest" "oci:$work/pulled:x" >/dev/null
+    t1=$(now)
+    $2
+    echo "$t1 - $t0" | bc
+}
+echo "server: skopeo push/pull, berth registry vs docker-registry..." >&2
+s_push_b=$(best skopeo_push_to start_berth_registry stop_berth_registry breg)
+s_push_d=$(best skopeo_push_to start_distribution stop_distribution dreg)
+s_pull_b=$(best skopeo_pull_from start_berth_registry stop_berth_registry breg)
+s_pull_d=$(best skopeo_pull_from start_distribution stop_distribution dreg)
+
+# --- idle RSS ---------------------------------------------------------------------
+start_berth_registry; start_distribution; sleep 1
+rss_b=$(awk '/VmRSS/{print $2}' "/proc/$breg_pid/status")
+rss_d=$(awk '/VmRSS/{print $2}' "/proc/$(pgrep -P "$dreg_pid" -f docker-registry || echo "$dreg_pid")/status")
+stop_berth_registry; stop_distribution
+
+if [ "${ONLY:-}" = server ]; then
+    echo "server push: berth ${s_push_b}s, docker-registry ${s_push_d}s; pull: berth ${s_pull_b}s, docker-registry ${s_pull_d}s"
+    exit 0
+fi
+
+# --- client: berth vs skopeo vs podman against berth's registry -----------------
+podman_root=$work/podman
+pod() { podman --root "$podman_root/root" --runroot "$podman_root/run" --storage-driver vfs "$@"; }
+pod load -q -i "$work/big.oci.tar" >/dev/null 2>&1 || pod pull -q "oci-archive:$work/big.oci.tar" >/dev/null
+podimg=$(pod images -q | head -1)
+
+client_push() { # $1: berth|skopeo|podman
+    start_berth_registry
+    local t0 t1
+    t0=$(now)
+    case $1 in
+    berth) "$berth" tag bench/big:latest "$breg/bench/big:latest" && "$berth" push -q "$breg/bench/big:latest" >/dev/null ;;
+    skopeo) skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$breg/bench/big:latest" >/dev/null ;;
+    podman) pod push -q --tls-verify=false "$podimg" "docker://$breg/bench/big:latest" >/dev/null 2>>"$work/podman.log" || { cat "$work/podman.log" >&2; exit 1; } ;;
+    esac
+    t1=$(now)
+    stop_berth_registry
+    echo "$t1 - $t0" | bc
+}
+client_pull() {
+    start_berth_registry
+    skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$breg/bench/big:latest" >/dev/null
+    rm -rf "$work/pullroot" "$work/pulled" "$work/podpull"
+    local t0 t1
+    t0=$(now)
+    case $1 in
+    berth) BERTH_ROOT=$work/pullroot "$berth" pull -q "$breg/bench/big:latest" >/dev/null ;;
+    skopeo) skopeo copy -q --src-tls-verify=false "docker://$breg/bench/big:latest" "oci:$work/pulled:x" >/dev/null ;;
+    podman) podman --root "$work/podpull/root" --runroot "$work/podpull/run" --storage-driver vfs pull -q --tls-verify=false "docker://$breg/bench/big:latest" >/dev/null 2>>"$work/podman.log" || { cat "$work/podman.log" >&2; exit 1; } ;;
+    esac
+    t1=$(now)
+    stop_berth_registry
+    echo "$t1 - $t0" | bc
+}
+echo "client: berth vs skopeo vs podman..." >&2
+c_push_berth=$(best client_push berth)
+c_push_skopeo=$(best client_push skopeo)
+c_push_podman=$(best client_push podman)
+c_pull_berth=$(best client_pull berth)
+c_pull_skopeo=$(best client_pull skopeo)
+c_pull_podman=$(best client_pull podman)
+
+mbps() { awk "BEGIN{printf \"%.0f\", $bytes/1048576/$1}"; }
+ratio() { awk "BEGIN{printf \"%.2f×\", $2/$1}"; }
+cat <<EOF
+
+Image: $((bytes / 1048576)) MB in $((LAYERS + 1)) layers (gzip), loopback, best of $RUNS, $(nproc) cores.
+
+| what | berth | other | berth MB/s | other MB/s | speed-up |
+| --- | --- | --- | --- | --- | --- |
+| server: skopeo push | ${s_push_b}s | docker-registry ${s_push_d}s | $(mbps "$s_push_b") | $(mbps "$s_push_d") | $(ratio "$s_push_b" "$s_push_d") |
+| server: skopeo pull | ${s_pull_b}s | docker-registry ${s_pull_d}s | $(mbps "$s_pull_b") | $(mbps "$s_pull_d") | $(ratio "$s_pull_b" "$s_pull_d") |
+| client: push | ${c_push_berth}s | skopeo ${c_push_skopeo}s | $(mbps "$c_push_berth") | $(mbps "$c_push_skopeo") | $(ratio "$c_push_berth" "$c_push_skopeo") |
+| client: push | ${c_push_berth}s | podman ${c_push_podman}s | $(mbps "$c_push_berth") | $(mbps "$c_push_podman") | $(ratio "$c_push_berth" "$c_push_podman") |
+| client: pull (berth and podman also unpack) | ${c_pull_berth}s | skopeo ${c_pull_skopeo}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_skopeo") | $(ratio "$c_pull_berth" "$c_pull_skopeo") |
+| client: pull (berth and podman also unpack) | ${c_pull_berth}s | podman ${c_pull_podman}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_podman") | $(ratio "$c_pull_berth" "$c_pull_podman") |
+| server idle RSS | ${rss_b} kB | docker-registry ${rss_d} kB | | | $(ratio "$rss_b" "$rss_d") smaller |
+EOF
