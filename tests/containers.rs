@@ -68,6 +68,25 @@ fn entrypoint_cmd_env_workdir_user() {
     ])
     .ok();
     assert_eq!(b.run(&["run", "--rm", "hello"]).ok(), "Hello world\n");
+    // Everything after the image belongs to the container, flags included
+    // (docker's `run --entrypoint /bin/sh img -c '…'`), even where berth has a
+    // flag of the same name (`-c` is --cpu-shares).
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "-e",
+            "X=1",
+            "--entrypoint",
+            "/bin/sh",
+            "busybox",
+            "-c",
+            "echo $X -c",
+        ])
+        .ok();
+    assert_eq!(out, "1 -c\n");
+    let out = b.run(&["run", "--rm", "hello", "-n", "--cpus"]).ok();
+    assert_eq!(out, "Hello -n --cpus\n");
     assert_eq!(
         b.run(&["run", "--rm", "hello", "Pavlos"]).ok(),
         "Hello Pavlos\n"

@@ -353,7 +353,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(stop_at_command(std::env::args().collect())) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -389,6 +389,109 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// docker stops reading its own flags at the image of `run`/`create` (and the
+/// container of `exec`): `berth run img -c x` passes `-c x` to the container.
+/// clap would take `-c` as a flag of berth's, so a `--` goes in after that
+/// positional, found by walking the flags the subcommand knows.
+fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    // Find the subcommand path, skipping global flags before it.
+    let mut cmd = &root;
+    let mut i = 1;
+    let mut found = false;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return args;
+        }
+        if a.starts_with('-') {
+            i += if takes_value(cmd, a) && !a.contains('=') {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                cmd = sub;
+                i += 1;
+                if matches!(sub.get_name(), "run" | "create" | "exec") {
+                    found = true;
+                    break;
+                }
+            }
+            None => return args,
+        }
+    }
+    if !found {
+        return args;
+    }
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return args;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            i += if takes_value(cmd, a) && !attached_value(cmd, a) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        // The image (or the container): everything after it is the command.
+        if i + 1 < args.len() && args[i + 1] != "--" {
+            args.insert(i + 1, "--".to_string());
+        }
+        return args;
+    }
+    args
+}
+
+/// Whether flag token `a` (`--name`, `-e`, `-it`) ends in a flag that takes a value.
+fn takes_value(cmd: &clap::Command, a: &str) -> bool {
+    let arg_takes = |arg: &clap::Arg| arg.get_action().takes_values();
+    if let Some(long) = a.strip_prefix("--") {
+        let long = long.split('=').next().unwrap_or(long);
+        return cmd
+            .get_arguments()
+            .find(|x| {
+                x.get_long() == Some(long)
+                    || x.get_all_aliases().is_some_and(|al| al.contains(&long))
+            })
+            .is_some_and(arg_takes);
+    }
+    // A cluster of shorts: the first that takes a value swallows the rest.
+    for c in a.trim_start_matches('-').chars() {
+        if let Some(arg) = cmd.get_arguments().find(|x| x.get_short() == Some(c)) {
+            if arg_takes(arg) {
+                return true;
+            }
+        } else {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether the value is in the same token (`--name=x`, `-ex`, `-uroot`).
+fn attached_value(cmd: &clap::Command, a: &str) -> bool {
+    if a.starts_with("--") {
+        return a.contains('=');
+    }
+    let chars: Vec<char> = a.trim_start_matches('-').chars().collect();
+    for (k, c) in chars.iter().enumerate() {
+        if let Some(arg) = cmd.get_arguments().find(|x| x.get_short() == Some(*c))
+            && arg.get_action().takes_values()
+        {
+            return k + 1 < chars.len();
+        }
+    }
+    false
 }
 
 /// `outer: inner: innermost`, skipping repeats (thiserror's transparent wrappers).
