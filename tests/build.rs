@@ -127,6 +127,24 @@ fn copy_cache_dockerignore_multistage() {
     assert!(log.contains("file /src/a.txt changed"), "{log}");
     assert!(log.contains("an earlier step changed"), "{log}");
     assert_eq!(b.run(&["run", "--rm", "app"]).ok(), "A\nb\nextra2\n");
+    // `system df` counts the cache's records; the superseded first-stage
+    // layers are kept by the cache alone, so it has bytes to reclaim.
+    let cache_row = |b: &Berth| {
+        let df = b.run(&["system", "df"]).ok();
+        df.lines()
+            .find(|l| l.starts_with("Build Cache"))
+            .unwrap()
+            .split_whitespace()
+            .skip(2)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let row = cache_row(&b);
+    assert!(row[0].parse::<u32>().unwrap() >= 5, "{row:?}");
+    assert_ne!(row[2], "0B", "{row:?}");
+    let out = b.run(&["builder", "prune", "-f"]).ok();
+    assert!(out.contains("Deleted build cache objects:"), "{out}");
+    assert_eq!(cache_row(&b), ["0", "0", "0B", "0B"]);
 }
 
 #[test]

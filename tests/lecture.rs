@@ -241,6 +241,16 @@ fn translate_built_run_pushed_pulled_and_run_again() {
         !left.contains(|c: char| c.is_ascii_hexdigit()),
         "everything pruned: {left}"
     );
+    // The build cache went too (docker's `system prune -a`), so nothing but
+    // empty rows is left and the pull below downloads every layer again.
+    let df = b.run(&["system", "df"]).ok();
+    for row in ["Images ", "Build Cache "] {
+        let line = df.lines().find(|l| l.starts_with(row)).unwrap();
+        assert!(
+            line.split_whitespace().any(|w| w == "0B") && !line.contains("MB"),
+            "{df}"
+        );
+    }
     // Pulled on the way, and the app runs again.
     shell("again", &remote);
     assert!(

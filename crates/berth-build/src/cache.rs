@@ -149,7 +149,40 @@ impl Cache {
         out
     }
 
-    /// Number of records and their directory.
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Chain ids of every layer state a record references.
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if let Ok(b) = std::fs::read(e.path())
+                    && let Ok(r) = serde_json::from_slice::<Record>(&b)
+                {
+                    out.extend(berth_types::chain_ids(&r.config.rootfs.diff_ids));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The records' directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

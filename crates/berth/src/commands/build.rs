@@ -194,6 +194,14 @@ pub struct BuilderPruneArgs {
     pub force: bool,
 }
 
+/// Drops every build cache entry and its gc roots (the caller collects).
+pub fn clear_cache(engine: &Engine) -> anyhow::Result<usize> {
+    let cache = berth_build::cache::Cache::open(&engine.root().join("buildcache"))?;
+    let n = cache.clear()?;
+    engine.store.set_roots("buildcache", &[])?;
+    Ok(n)
+}
+
 /// `builder prune`: drops the layer cache and collects what only it kept.
 pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
     if !a.force
@@ -201,9 +209,7 @@ pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let cache = berth_build::cache::Cache::open(&engine.root().join("buildcache"))?;
-    let n = cache.clear()?;
-    engine.store.set_roots("buildcache", &[])?;
+    let n = clear_cache(engine)?;
     let report = engine.store.gc()?;
     println!("Deleted build cache objects: {n}");
     println!(

@@ -125,12 +125,22 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
         human_size(vsize),
         format!("{}{}", human_size(vreclaim), pct(vreclaim, vsize)),
     ]);
+    // Build cache: its records, and the layers only the cache keeps (those
+    // shared with an image are counted there), all reclaimable by
+    // `builder prune` as with BuildKit.
+    let cache = berth_build::cache::Cache::open(&engine.root().join("buildcache"))?;
+    let mut bsize = 0u64;
+    for c in cache.chain_ids() {
+        if !seen.contains(&c) {
+            bsize += store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
+        }
+    }
     t.row(vec![
         "Build Cache".into(),
+        cache.len().to_string(),
         "0".into(),
-        "0".into(),
-        "0B".into(),
-        "0B".into(),
+        human_size(bsize),
+        human_size(bsize),
     ]);
     t.print()?;
     if a.verbose {
@@ -187,7 +197,11 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
         } else {
             "  - all dangling images\n"
         });
-        w.push_str("  - unused build cache\n");
+        w.push_str(if a.all {
+            "  - all build cache\n"
+        } else {
+            "  - unused build cache\n"
+        });
         if !crate::commands::image::confirm(&w) {
             return Ok(());
         }
@@ -221,6 +235,14 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
             }
         }
         println!();
+    }
+    if a.all {
+        // Docker's `system prune -a` empties the build cache too; without
+        // `-a` the cache stays (its layers are what makes the next build fast).
+        let n = crate::commands::build::clear_cache(engine)?;
+        if n > 0 {
+            println!("Deleted build cache objects: {n}\n");
+        }
     }
     engine.store.gc()?;
     let after = berth_store::fsutil::du(engine.root());
