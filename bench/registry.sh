@@ -4,8 +4,9 @@
 #
 #   server: `skopeo copy` push and pull of one image to/from berth's registry
 #           vs Debian's docker-registry (distribution 2.8);
-#   client: `berth push`/`berth pull` vs `skopeo copy` vs `podman push/pull`,
-#           all against berth's registry;
+#   client: `berth push`/`berth pull` vs `skopeo copy` vs `podman push/pull`
+#           (and `docker push/pull` when DOCKER_HOST names a running dockerd,
+#           as bench/run arranges), all against berth's registry;
 #   idle RSS of both servers.
 #
 # Usage: bench/registry.sh [SIZE_MB (default 500)] — as root, berth built with
@@ -133,6 +134,15 @@ podman_root=$work/podman
 pod() { podman --root "$podman_root/root" --runroot "$podman_root/run" --storage-driver vfs "$@"; }
 pod load -q -i "$work/big.oci.tar" >/dev/null 2>&1 || pod pull -q "oci-archive:$work/big.oci.tar" >/dev/null
 podimg=$(pod images -q | head -1)
+docker=""
+if [ -n "${DOCKER_HOST:-}" ] && docker version >/dev/null 2>&1; then
+    docker=docker
+    "$berth" save -o "$work/big.docker.tar" bench/big:latest
+    docker load -q -i "$work/big.docker.tar" >/dev/null
+    docker_clean() { # every tag of the image, so a pull downloads every layer
+        docker images --format '{{.Repository}}:{{.Tag}}' | grep 'bench/big' | xargs -r docker rmi -f >/dev/null
+    }
+fi
 
 client_push() { # $1: berth|skopeo|podman
     start_berth_registry
@@ -142,8 +152,10 @@ client_push() { # $1: berth|skopeo|podman
     berth) "$berth" tag bench/big:latest "$breg/bench/big:latest" && "$berth" push -q "$breg/bench/big:latest" >/dev/null ;;
     skopeo) skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$breg/bench/big:latest" >/dev/null ;;
     podman) pod push -q --tls-verify=false "$podimg" "docker://$breg/bench/big:latest" >/dev/null 2>>"$work/podman.log" || { cat "$work/podman.log" >&2; exit 1; } ;;
+    docker) docker tag bench/big:latest "$breg/bench/big:latest" && docker push -q "$breg/bench/big:latest" >/dev/null ;;
     esac
     t1=$(now)
+    [ "$1" != docker ] || docker rmi "$breg/bench/big:latest" >/dev/null
     stop_berth_registry
     echo "$t1 - $t0" | bc
 }
@@ -151,12 +163,14 @@ client_pull() {
     start_berth_registry
     skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$breg/bench/big:latest" >/dev/null
     rm -rf "$work/pullroot" "$work/pulled" "$work/podpull"
+    [ "$1" != docker ] || docker_clean
     local t0 t1
     t0=$(now)
     case $1 in
     berth) BERTH_ROOT=$work/pullroot "$berth" pull -q "$breg/bench/big:latest" >/dev/null ;;
     skopeo) skopeo copy -q --src-tls-verify=false "docker://$breg/bench/big:latest" "oci:$work/pulled:x" >/dev/null ;;
     podman) podman --root "$work/podpull/root" --runroot "$work/podpull/run" --storage-driver vfs pull -q --tls-verify=false "docker://$breg/bench/big:latest" >/dev/null 2>>"$work/podman.log" || { cat "$work/podman.log" >&2; exit 1; } ;;
+    docker) docker pull -q "$breg/bench/big:latest" >/dev/null ;;
     esac
     t1=$(now)
     stop_berth_registry
@@ -169,6 +183,10 @@ c_push_podman=$(best client_push podman)
 c_pull_berth=$(best client_pull berth)
 c_pull_skopeo=$(best client_pull skopeo)
 c_pull_podman=$(best client_pull podman)
+if [ -n "$docker" ]; then
+    c_push_docker=$(best client_push docker)
+    c_pull_docker=$(best client_pull docker)
+fi
 
 mbps() { awk "BEGIN{printf \"%.0f\", $bytes/1048576/$1}"; }
 ratio() { awk "BEGIN{printf \"%.2f×\", $2/$1}"; }
@@ -184,5 +202,6 @@ Image: $((bytes / 1048576)) MB in $((LAYERS + 1)) layers (gzip), loopback, best 
 | client: push | ${c_push_berth}s | podman ${c_push_podman}s | $(mbps "$c_push_berth") | $(mbps "$c_push_podman") | $(ratio "$c_push_berth" "$c_push_podman") |
 | client: pull (berth and podman also unpack) | ${c_pull_berth}s | skopeo ${c_pull_skopeo}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_skopeo") | $(ratio "$c_pull_berth" "$c_pull_skopeo") |
 | client: pull (berth and podman also unpack) | ${c_pull_berth}s | podman ${c_pull_podman}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_podman") | $(ratio "$c_pull_berth" "$c_pull_podman") |
+$([ -z "$docker" ] || printf '%s\n' "| client: push | ${c_push_berth}s | docker ${c_push_docker}s | $(mbps "$c_push_berth") | $(mbps "$c_push_docker") | $(ratio "$c_push_berth" "$c_push_docker") |" "| client: pull (docker also unpacks) | ${c_pull_berth}s | docker ${c_pull_docker}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_docker") | $(ratio "$c_pull_berth" "$c_pull_docker") |")
 | server idle RSS | ${rss_b} kB | docker-registry ${rss_d} kB | | | $(ratio "$rss_b" "$rss_d") smaller |
 EOF

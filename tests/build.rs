@@ -284,3 +284,25 @@ fn reproducible_with_source_date_epoch() {
     build(&b, &d, &["-q", "--iidfile", iid.to_str().unwrap()]).ok();
     assert!(std::fs::read_to_string(iid).unwrap().starts_with("sha256:"));
 }
+
+#[test]
+fn many_layers_beyond_mount_data_page() {
+    // 80 layers of ~110-byte paths overflow mount(2)'s one-page option
+    // string; Docker allows up to 125 layers, so berth must too.
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let mut df = String::from("FROM busybox\n");
+    for i in 1..=80 {
+        df.push_str(&format!("RUN echo {i} > /f{i}\n"));
+    }
+    df.push_str("CMD cat /f1 /f80\n");
+    let d = ctx(&b, "deep", &[("Dockerfile", &df)]);
+    build(&b, &d, &["-t", "deep"]).ok();
+    assert_eq!(b.run(&["run", "--rm", "deep"]).ok(), "1\n80\n");
+    assert_eq!(
+        b.run(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", "deep"])
+            .ok()
+            .trim(),
+        "81"
+    );
+}

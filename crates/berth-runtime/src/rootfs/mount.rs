@@ -95,6 +95,10 @@ pub fn sys_mount(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> std::io::Result<()> {
+    // mount(2)'s data is one page: an overlay of many layers does not fit.
+    if fstype == Some("overlay") && data.is_some_and(|d| d.len() >= 4000) {
+        return overlay_fsconfig(target, flags, data.unwrap_or_default());
+    }
     let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
     let src = source.map(c).transpose()?;
     let tgt = c(target)?;
@@ -115,6 +119,49 @@ pub fn sys_mount(
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Mounts an overlay through the new mount API, one `lowerdir+` per layer
+/// (Linux 6.8+), so the number of layers is not bounded by the page-sized
+/// data of mount(2) (Docker's overlay2 works around that with short symlink
+/// names; containerd with relative paths).
+fn overlay_fsconfig(target: &str, flags: libc::c_ulong, data: &str) -> std::io::Result<()> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for opt in data.split(',').filter(|o| !o.is_empty()) {
+        match opt.split_once('=') {
+            Some(("lowerdir", dirs)) => {
+                for d in dirs.split(':') {
+                    fsconfig_set_string(fs.as_fd(), "lowerdir+", d)?;
+                }
+            }
+            Some((k, v)) => fsconfig_set_string(fs.as_fd(), k, v)?,
+            None => fsconfig_set_flag(fs.as_fd(), opt)?,
+        }
+    }
+    fsconfig_create(fs.as_fd())?;
+    let mut attrs = MountAttrFlags::empty();
+    if flags & libc::MS_RDONLY != 0 {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    if flags & libc::MS_NOSUID != 0 {
+        attrs |= MountAttrFlags::MOUNT_ATTR_NOSUID;
+    }
+    if flags & libc::MS_NODEV != 0 {
+        attrs |= MountAttrFlags::MOUNT_ATTR_NODEV;
+    }
+    let m = fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
+    move_mount(
+        m.as_fd(),
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
 }
 
 /// The `/proc/self/fd/N` path of an open descriptor.
