@@ -95,7 +95,7 @@ impl Drop for Tmux {
 /// then a marker with its exit code, then a pause so the screen can be read.
 fn in_terminal(b: &Berth, args: &str) -> String {
     format!(
-        "cd {} && BERTH_ROOT={} DOCKER_CONFIG={} {} {args}; echo \"EXIT=$?\"; sleep 60",
+        "cd {} && BERTH_DEFAULT_NETWORK=none BERTH_ROOT={} DOCKER_CONFIG={} {} {args}; echo \"EXIT=$?\"; sleep 60",
         project_root().display(),
         b.root().display(),
         b.dir.path().join("docker-config").display(),
@@ -153,6 +153,7 @@ fn python_base(b: &Berth) {
     let st = Command::new(project_root().join("scripts/python-base.sh"))
         .arg(berth_bin())
         .env("BERTH_ROOT", b.root())
+        .env("BERTH_DEFAULT_NETWORK", "none")
         .status()
         .expect("scripts/python-base.sh");
     assert!(

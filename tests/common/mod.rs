@@ -16,9 +16,126 @@ pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A berth root of its own, removed when dropped.
+/// A berth root of its own, removed when dropped; optionally with a network
+/// namespace of its own that every command runs in (see [`Berth::with_netns`]).
 pub struct Berth {
+    pub netns: Option<NetNs>,
     pub dir: tempfile::TempDir,
+}
+
+/// A network namespace made for one test, persisted by a bind mount on a file
+/// in the test's directory. On drop every process still in it is killed and
+/// the mount goes, so the namespace with its links and nft rules vanishes.
+pub struct NetNs {
+    pub path: PathBuf,
+    fd: std::fs::File,
+}
+
+impl NetNs {
+    pub fn new(path: PathBuf) -> NetNs {
+        std::fs::write(&path, b"").expect("netns file");
+        let p = path.clone();
+        std::thread::spawn(move || {
+            // SAFETY: unshare of this thread's network namespace only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            let src = std::ffi::CString::new("/proc/thread-self/ns/net").unwrap();
+            let dst = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+            // SAFETY: valid C strings; a plain bind mount.
+            let r = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(r, 0, "bind netns: {}", std::io::Error::last_os_error());
+        })
+        .join()
+        .expect("netns thread");
+        let fd = std::fs::File::open(&path).expect("open netns");
+        let ns = NetNs { path, fd };
+        let lo = ns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(lo.success());
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: setns between fork and exec touches only this child.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+
+    /// Runs `sh -c script` inside; returns (success, stdout + stderr).
+    pub fn sh(&self, script: &str) -> (bool, String) {
+        let o = self
+            .command("sh")
+            .args(["-c", script])
+            .output()
+            .expect("sh");
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), s)
+    }
+
+    /// Pids of the processes in the namespace.
+    pub fn pids(&self) -> Vec<i32> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>()
+                && std::fs::metadata(e.path().join("ns/net")).is_ok_and(|m| m.ino() == ino)
+            {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        // Containers of a namespaced test go before the namespace does.
+        if self.netns.is_some() {
+            let ids = self.run(&["ps", "-aq"]).stdout();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.run(&args);
+            }
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            // SAFETY: these are this test's own monitors and servers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let dst = std::ffi::CString::new(self.path.to_str().unwrap()).unwrap();
+        // SAFETY: unmounting the test's own bind mount.
+        unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 /// The result of one command.
@@ -63,8 +180,12 @@ impl Run {
 }
 
 impl Berth {
+    /// A root on the host's network namespace, where containers default to
+    /// `--network none` (BERTH_DEFAULT_NETWORK) so no test adds a bridge or
+    /// NAT rules to the machine.
     pub fn new() -> Self {
         Berth {
+            netns: None,
             dir: tempfile::Builder::new()
                 .prefix("berth-e2e-")
                 .tempdir()
@@ -72,12 +193,27 @@ impl Berth {
         }
     }
 
+    /// A root whose commands all run in a network namespace made for this
+    /// test (its "host"), where the default bridge network is used.
+    pub fn with_netns() -> Self {
+        let mut b = Berth::new();
+        b.netns = Some(NetNs::new(b.dir.path().join("netns")));
+        b
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(berth_bin());
+        let mut c = match &self.netns {
+            Some(ns) => ns.command(berth_bin()),
+            None => {
+                let mut c = Command::new(berth_bin());
+                c.env("BERTH_DEFAULT_NETWORK", "none");
+                c
+            }
+        };
         c.args(args)
             .env("BERTH_ROOT", self.root())
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))

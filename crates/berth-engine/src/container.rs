@@ -158,6 +158,12 @@ pub struct HostConfig {
     pub extra_hosts: Vec<String>,
     /// `--dns`.
     pub dns: Vec<String>,
+    /// `-p`: `80/tcp` → host bindings asked for.
+    #[serde(default)]
+    pub port_bindings: BTreeMap<String, Vec<crate::network::PortBinding>>,
+    /// `-P`: every exposed port on a random host port.
+    #[serde(default)]
+    pub publish_all_ports: bool,
 }
 
 /// One `--ulimit`.
@@ -228,6 +234,9 @@ pub struct Container {
     pub mounts: Vec<MountPoint>,
     /// State.
     pub state: State,
+    /// Networks joined and ports published.
+    #[serde(default)]
+    pub network_settings: crate::network::NetworkSettings,
 }
 
 impl Container {

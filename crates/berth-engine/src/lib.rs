@@ -14,6 +14,7 @@
 
 pub mod container;
 pub mod logs;
+pub mod network;
 pub mod ops;
 pub mod run;
 pub mod spec;
@@ -216,6 +217,8 @@ impl Engine {
                         fresh.state.error =
                             "the container's monitor exited before recording its exit code".into();
                     }
+                    // What its monitor would have withdrawn (published ports).
+                    self.network_detach(&mut fresh);
                     container::save(&self.dir(&c.id), &fresh)?;
                     let _ = self.runtime.delete(&c.id, true);
                 }

@@ -145,6 +145,9 @@ impl Engine {
                 }
             }
         }
+        let mut c = c;
+        self.network_detach(&mut c);
+        self.network_release(&c)?;
         let dir = self.dir(&c.id);
         std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", &dir, e))?;
         Ok(c.id)
@@ -545,6 +548,21 @@ impl Engine {
             );
             o.insert("Dead".into(), json!(c.state.status == Status::Dead));
         }
+        let ns = &c.network_settings;
+        let first = ns.networks.values().next();
+        let networks = if ns.networks.is_empty() {
+            json!({c.host_config.network_mode.clone(): {}})
+        } else {
+            serde_json::to_value(&ns.networks).unwrap_or_default()
+        };
+        let network_settings = json!({
+            "Networks": networks,
+            "Ports": ns.ports,
+            "IPAddress": first.map(|e| e.ip_address.clone()).unwrap_or_default(),
+            "IPPrefixLen": first.map(|e| e.ip_prefix_len).unwrap_or_default(),
+            "Gateway": first.map(|e| e.gateway.clone()).unwrap_or_default(),
+            "MacAddress": first.map(|e| e.mac_address.clone()).unwrap_or_default(),
+        });
         json!({
             "Id": c.id,
             "Created": c.created,
@@ -564,7 +582,7 @@ impl Engine {
             "Mounts": c.mounts,
             "Config": c.config,
             "GraphDriver": {"Name": self.store.snapshots.driver().name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},
-            "NetworkSettings": {"Networks": {c.host_config.network_mode.clone(): {}}},
+            "NetworkSettings": network_settings,
         })
     }
 }

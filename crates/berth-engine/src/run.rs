@@ -55,6 +55,12 @@ pub struct CreateRequest {
     pub stop_timeout: Option<i64>,
     /// Host settings.
     pub host: HostConfig,
+    /// `--ip`.
+    pub ip: Option<String>,
+    /// `--network-alias`.
+    pub network_aliases: Vec<String>,
+    /// `--expose` (`80`, `53/udp`, `8000-8002`).
+    pub expose: Vec<String>,
 }
 
 /// The runtime's state root for engine containers.
@@ -176,10 +182,10 @@ impl Engine {
             }
         }
         let mut host = req.host.clone();
-        if host.network_mode.is_empty() {
-            host.network_mode = "host".into();
+        if host.network_mode.is_empty() || host.network_mode == "default" {
+            host.network_mode = default_network();
         }
-        let c = Container {
+        let mut c = Container {
             id: id.clone(),
             name,
             created: now(),
@@ -204,7 +210,22 @@ impl Engine {
                 labels,
                 stop_signal: req.stop_signal.clone().or(ic.stop_signal.clone()),
                 stop_timeout: req.stop_timeout,
-                exposed_ports: ic.exposed_ports.clone().unwrap_or_default(),
+                exposed_ports: {
+                    let mut e = ic.exposed_ports.clone().unwrap_or_default();
+                    for x in &req.expose {
+                        let (ports, proto) = x.split_once('/').unwrap_or((x.as_str(), "tcp"));
+                        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+                        let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) else {
+                            return Err(EngineError::Invalid(format!(
+                                "invalid range format for --expose: {x}"
+                            )));
+                        };
+                        for p in a..=b {
+                            e.insert(format!("{p}/{proto}"), serde_json::json!({}));
+                        }
+                    }
+                    e
+                },
             },
             host_config: host,
             mounts,
@@ -221,6 +242,7 @@ impl Engine {
                 restart_count: 0,
                 stopped_by_user: false,
             },
+            network_settings: Default::default(),
         };
         let dir = self.dir(&id);
         std::fs::create_dir_all(dir.join("rootfs"))
@@ -235,11 +257,13 @@ impl Engine {
             self.store
                 .snapshots
                 .prepare(&id, image.top_chain().as_ref(), labels)?;
+            self.network_prepare(&mut c, req.ip.as_deref(), &req.network_aliases)?;
             self.write_etc_files(&c)?;
             container::save(&dir, &c)
         })();
         drop(names_lock);
         if let Err(e) = result {
+            let _ = self.network_release(&c);
             let _ = self.store.snapshots.remove_active(&id);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
@@ -249,7 +273,7 @@ impl Engine {
 
     fn write_etc_files(&self, c: &Container) -> Result<()> {
         let dir = self.dir(&c.id);
-        let extra: Vec<(String, String)> = c
+        let mut extra: Vec<(String, String)> = c
             .host_config
             .extra_hosts
             .iter()
@@ -258,12 +282,19 @@ impl Engine {
                     .map(|(n, ip)| (n.to_string(), ip.to_string()))
             })
             .collect();
+        // docker: the container's own address under its hostname.
+        if let Some(own) = self.network_hosts_entry(c) {
+            extra.push(own);
+        }
         let hosts =
             berth_runtime::defaults::hosts_file(&c.config.hostname, &[c.name.as_str()], &extra);
         write_file(&dir.join("hosts"), &hosts)?;
         write_file(&dir.join("hostname"), &format!("{}\n", c.config.hostname))?;
         let resolv = if c.host_config.dns.is_empty() {
-            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+            self.network_resolv_conf(
+                c,
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            )
         } else {
             c.host_config
                 .dns
@@ -298,7 +329,21 @@ impl Engine {
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
         )?;
+        let join_netns = match c.host_config.network_mode.strip_prefix("container:") {
+            Some(other) => {
+                let o = self.find(other)?;
+                if o.state.status != Status::Running || o.state.pid <= 0 {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot join network of a non running container: {}",
+                        o.short_id()
+                    )));
+                }
+                Some(format!("/proc/{}/ns/net", o.state.pid))
+            }
+            None => None,
+        };
         let s = spec::generate(&spec::Input {
+            join_netns: join_netns.as_deref(),
             c,
             user: &user,
             rootfs: "rootfs",
@@ -336,7 +381,16 @@ impl Engine {
         let pid = self
             .runtime
             .create_with_console(&c.id, &dir, &opts, console)?;
-        self.runtime.start(&c.id)?;
+        // The network is ready before the process runs (runc's createRuntime
+        // hook point): on failure the created container is torn down.
+        if let Err(e) = self.network_attach(c, pid) {
+            let _ = self.runtime.delete(&c.id, true);
+            return Err(e);
+        }
+        if let Err(e) = self.runtime.start(&c.id) {
+            self.network_detach(c);
+            return Err(e.into());
+        }
         c.state.status = Status::Running;
         c.state.pid = pid;
         c.state.pid_start = berth_runtime::state::proc_stat(pid)
@@ -366,6 +420,7 @@ impl Engine {
         fresh.state.oom_killed = oom;
         fresh.state.finished_at = now();
         fresh.state.restart_count = c.state.restart_count;
+        self.network_detach(&mut fresh);
         container::save(&self.dir(&c.id), &fresh)?;
         *c = fresh;
         Ok(())
@@ -375,6 +430,7 @@ impl Engine {
         let _l = container::lock(&self.dir(&c.id))?;
         let mut fresh = container::load(&self.dir(&c.id))?;
         fresh.state = c.state.clone();
+        fresh.network_settings = c.network_settings.clone();
         container::save(&self.dir(&c.id), &fresh)
     }
 
@@ -647,6 +703,15 @@ fn io_loop(pid: i32, io: Io, log_path: &Path, attached: bool) -> i32 {
         l.flush_partial();
     }
     code
+}
+
+/// The network of containers that name none: `BERTH_DEFAULT_NETWORK` if
+/// set (`none` keeps a test suite off the host's network), else `bridge`.
+pub fn default_network() -> String {
+    std::env::var("BERTH_DEFAULT_NETWORK")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| crate::network::DEFAULT.to_string())
 }
 
 /// Parses `IMAGE` for `run`: a missing tag means `latest`.

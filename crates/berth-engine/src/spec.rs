@@ -94,6 +94,8 @@ pub struct Files<'a> {
 
 /// Everything the spec needs.
 pub struct Input<'a> {
+    /// `--network container:X`: X's `/proc/PID/ns/net`.
+    pub join_netns: Option<&'a str>,
     /// The container.
     pub c: &'a Container,
     /// The resolved user.
@@ -161,17 +163,17 @@ pub fn generate(i: &Input) -> Result<Value> {
     ];
     match hc.network_mode.as_str() {
         "host" => {}
-        "none" | "" => namespaces.push(json!({"type": "network"})),
-        other if other.starts_with("container:") => {
-            return Err(EngineError::Invalid(format!(
-                "--network {other}: joining another container's network is not supported yet"
-            )));
-        }
-        other => {
-            return Err(EngineError::Invalid(format!(
-                "--network {other}: bridge and user-defined networks are not implemented yet; use --network host or --network none"
-            )));
-        }
+        other if other.starts_with("container:") => match i.join_netns {
+            Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+            None => {
+                return Err(EngineError::Invalid(format!(
+                    "--network {other}: the container is not running"
+                )));
+            }
+        },
+        // none, bridge and user networks: a namespace of its own (the engine
+        // connects it between create and start).
+        _ => namespaces.push(json!({"type": "network"})),
     }
     if i.cgroup_v2 {
         namespaces.push(json!({"type": "cgroup"}));

@@ -89,7 +89,7 @@ enum Cmd {
     /// Rename a container.
     Rename(RenameArgs),
     /// List port mappings of a container.
-    Port(OneArgs),
+    Port(commands::container::PortArgs),
     /// Copy files between a container and the local filesystem.
     Cp(commands::container::CpArgs),
     /// Manage containers.
@@ -98,6 +98,9 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCmd),
     /// Build an image from a Dockerfile.
     Build(commands::build::BuildArgs),
     /// Manage the build cache.
@@ -219,7 +222,7 @@ enum ContainerCmd {
     /// Rename a container.
     Rename(RenameArgs),
     /// Port mappings.
-    Port(OneArgs),
+    Port(commands::container::PortArgs),
     /// Remove all stopped containers.
     Prune(commands::container::PruneArgs),
     /// Copy files between a container and the local filesystem.
@@ -274,6 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => ct::cp(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
+        Cmd::Network(c) => commands::network::network(&engine, c),
         Cmd::Build(a) => commands::build::build(&engine, a, config_dir),
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
             commands::distribution::pull(store, config_dir, a)

@@ -27,7 +27,7 @@ pub struct ExitError {
     pub msg: String,
 }
 
-fn exit_err(code: i32, msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn exit_err(code: i32, msg: impl Into<String>) -> anyhow::Error {
     ExitError {
         code: code.clamp(0, 255) as u8,
         msg: msg.into(),
@@ -74,9 +74,25 @@ pub struct CreateArgs {
     /// Keep STDIN open.
     #[arg(short, long)]
     pub interactive: bool,
-    /// Network: `host` or `none` (bridge networks are not implemented yet).
+    /// Connect a container to a network (`bridge`, `host`, `none`,
+    /// `container:NAME`, or a network from `network create`).
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// Publish a container's port(s) to the host (`[ip:][hostPort:]port[/proto]`).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// IPv4 address (e.g., 172.30.100.104).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Add network-scoped alias for the container.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
+    /// Expose a port or a range of ports.
+    #[arg(long)]
+    pub expose: Vec<String>,
     /// Memory limit (`64m`, `1g`).
     #[arg(short, long)]
     pub memory: Option<String>,
@@ -258,6 +274,17 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     if memory_swap > 0 && memory_swap < memory {
         bail!("Minimum memoryswap limit should be larger than memory limit, see usage");
     }
+    let mut port_bindings: std::collections::BTreeMap<
+        String,
+        Vec<berth_engine::network::PortBinding>,
+    > = Default::default();
+    for p in &a.publish {
+        for (k, b) in berth_engine::network::parse_publish(p)
+            .map_err(|e| exit_err(125, format!("{e}\nSee 'berth run --help'.")))?
+        {
+            port_bindings.entry(k).or_default().push(b);
+        }
+    }
     Ok(CreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
@@ -298,8 +325,13 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
                 .collect::<anyhow::Result<_>>()?,
             extra_hosts: a.add_host.clone(),
             dns: a.dns.clone(),
+            port_bindings,
+            publish_all_ports: a.publish_all,
             ..Default::default()
         },
+        ip: a.ip.clone(),
+        network_aliases: a.network_alias.clone(),
+        expose: a.expose.clone(),
     })
 }
 
@@ -491,7 +523,7 @@ fn ps_item(engine: &Engine, c: &Container, no_trunc: bool) -> Value {
         "Mounts": c.mounts.iter().map(|m| if m.name.is_empty() { m.source.clone() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
         "Names": c.name,
         "Networks": c.host_config.network_mode,
-        "Ports": "",
+        "Ports": ports_column(c),
         "RunningFor": since(Some(&c.created)),
         "Size": "",
         "State": c.state.status.as_str(),
@@ -1096,11 +1128,71 @@ pub fn rename(engine: &Engine, a: RenameArgs) -> anyhow::Result<()> {
         .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))
 }
 
-/// `port`: published ports (none until networking lands; host networking
-/// publishes nothing).
-pub fn port(engine: &Engine, a: OneArgs) -> anyhow::Result<()> {
-    engine.find(&a.container)?;
+/// `port`.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// The container.
+    pub container: String,
+    /// Only this port (`80` or `80/udp`).
+    pub port: Option<String>,
+}
+
+/// `port`: the published ports of a running container, as
+/// `80/tcp -> 0.0.0.0:8080`, or the host addresses of one port.
+pub fn port(engine: &Engine, a: PortArgs) -> anyhow::Result<()> {
+    let c = engine
+        .find(&a.container)
+        .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+    let ports = &c.network_settings.ports;
+    match &a.port {
+        None => {
+            for (k, binds) in ports {
+                for b in binds {
+                    println!("{k} -> {}:{}", b.host_ip, b.host_port);
+                }
+            }
+        }
+        Some(p) => {
+            let key = if p.contains('/') {
+                p.clone()
+            } else {
+                format!("{p}/tcp")
+            };
+            match ports.get(&key) {
+                Some(binds) if !binds.is_empty() => {
+                    for b in binds {
+                        println!("{}:{}", b.host_ip, b.host_port);
+                    }
+                }
+                _ => {
+                    return Err(exit_err(
+                        1,
+                        format!("Error: No public port '{key}' published for {}", c.name),
+                    ));
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// docker ps's PORTS column: `0.0.0.0:8080->80/tcp, 53/udp`.
+pub fn ports_column(c: &berth_engine::Container) -> String {
+    let mut out = Vec::new();
+    for (k, binds) in &c.network_settings.ports {
+        if binds.is_empty() {
+            out.push(k.clone());
+        }
+        for b in binds {
+            out.push(format!("{}:{}->{k}", b.host_ip, b.host_port));
+        }
+    }
+    if out.is_empty() {
+        for k in c.config.exposed_ports.keys() {
+            out.push(k.clone());
+        }
+    }
+    out.join(", ")
 }
 
 /// `container prune`.

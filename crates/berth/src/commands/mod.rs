@@ -4,5 +4,6 @@ pub mod build;
 pub mod container;
 pub mod distribution;
 pub mod image;
+pub mod network;
 pub mod registry;
 pub mod system;

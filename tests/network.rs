@@ -1,0 +1,371 @@
+//! Networking end to end: the default bridge, published ports (TCP and UDP,
+//! from the host's loopback and its other addresses), user networks whose
+//! containers find each other by name, `--network container:`, bad input,
+//! and cleanup. Each test runs berth in a network namespace it made itself
+//! (its "host"), so the machine's own network is never touched; docker's
+//! behaviour is the reference for outputs and errors.
+
+mod common;
+
+use common::Berth;
+
+fn setup() -> Berth {
+    let b = Berth::with_netns();
+    b.import_busybox("busybox");
+    b
+}
+
+fn ns(b: &Berth) -> &common::NetNs {
+    b.netns.as_ref().unwrap()
+}
+
+/// Links in the test's namespace.
+fn links(b: &Berth) -> String {
+    ns(b).sh("ip -o link").1
+}
+
+/// Elements of one of berth's nft maps or sets.
+fn nft_list(b: &Berth, kind: &str, name: &str) -> String {
+    ns(b).sh(&format!("nft list {kind} ip berth {name} 2>&1")).1
+}
+
+#[test]
+fn bridge_publish_tcp_udp_and_cleanup() {
+    let b = setup();
+    let www = b.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from httpd\n").unwrap();
+    let vol = format!("{}:/www:ro", www.display());
+
+    // The default network: eth0 on the bridge, a default route, outbound NAT.
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0; ip route",
+        ])
+        .ok();
+    assert!(out.contains("inet 172.17.0.2/16"), "{out}");
+    assert!(out.contains("default via 172.17.0.1"), "{out}");
+    assert!(links(&b).contains("berth0"), "{}", links(&b));
+    assert!(nft_list(&b, "set", "nets").contains("172.17.0.0/16"));
+
+    // -p 8080:80 to busybox httpd answers on the host's loopback and on
+    // another host address, and from a container through the gateway.
+    b.run(&[
+        "run", "-d", "--name", "web", "-p", "8080:80", "-v", &vol, "busybox", "httpd", "-f", "-p",
+        "80", "-h", "/www",
+    ])
+    .ok();
+    assert_eq!(b.run(&["port", "web"]).ok(), "80/tcp -> 0.0.0.0:8080\n");
+    assert_eq!(b.run(&["port", "web", "80"]).ok(), "0.0.0.0:8080\n");
+    let ps = b.run(&["ps"]).ok();
+    assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+    let (ok, page) = ns(&b).sh("curl -s --max-time 5 http://127.0.0.1:8080/");
+    assert!(ok && page == "hello from httpd\n", "{page}");
+    let (ok, page) = ns(&b)
+        .sh("ip addr add 10.123.0.5/24 dev lo && curl -s --max-time 5 http://10.123.0.5:8080/");
+    assert!(ok && page == "hello from httpd\n", "{page}");
+    let page = b
+        .run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://172.17.0.1:8080/",
+        ])
+        .ok();
+    assert_eq!(
+        page, "hello from httpd\n",
+        "a container reaches a published port"
+    );
+    let ip = b
+        .run(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"])
+        .ok();
+    let page = b
+        .run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{}/", ip.trim()),
+        ])
+        .ok();
+    assert_eq!(
+        page, "hello from httpd\n",
+        "containers on the bridge reach each other"
+    );
+
+    // And the other way: a server on the host, reached from a container.
+    let host_www = b.path("hostwww");
+    std::fs::create_dir_all(&host_www).unwrap();
+    std::fs::write(host_www.join("index.html"), "hello from the host\n").unwrap();
+    let mut server = ns(&b)
+        .command("busybox")
+        .args(["httpd", "-f", "-p", "9090", "-h"])
+        .arg(&host_www)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let page = b
+        .run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://172.17.0.1:9090/",
+        ])
+        .ok();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(page, "hello from the host\n");
+
+    // The same host port again: refused before the container starts, and
+    // nothing of it is left (docker's message and exit code 125).
+    let before = links(&b);
+    let err = b
+        .run(&[
+            "run", "-d", "--name", "web2", "-p", "8080:80", "busybox", "sleep", "60",
+        ])
+        .fails(125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    assert_eq!(links(&b), before, "no veth left by the refused container");
+
+    // UDP: a datagram to the published port reaches the container. busybox
+    // has no UDP server, so the container runs the host's python3 (with the
+    // host's /usr and /lib mounted read-only) and the host sends with it too.
+    let py = "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 53)); print(s.recvfrom(100)[0].decode(), flush=True)";
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "127.0.0.1:5353:53/udp",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/lib:/lib:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+        "busybox",
+        "/usr/bin/python3",
+        "-c",
+        py,
+    ])
+    .ok();
+    assert!(nft_list(&b, "map", "udp_addr_ports").contains("127.0.0.1 . 5353"));
+    let mut got = String::new();
+    for _ in 0..50 {
+        ns(&b).sh("python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'ping-over-udp', ('127.0.0.1', 5353))\"");
+        got = b.run(&["logs", "udp"]).ok();
+        if got.contains("ping-over-udp") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(got.contains("ping-over-udp"), "{got}");
+
+    // rm -f withdraws the ports and the veths.
+    b.run(&["rm", "-f", "web", "udp"]).ok();
+    let l = links(&b);
+    assert!(!l.contains("veth"), "{l}");
+    assert!(!nft_list(&b, "map", "tcp_ports").contains("8080"));
+    assert!(!nft_list(&b, "map", "udp_addr_ports").contains("5353"));
+    let (ok, _) = ns(&b).sh("curl -s --max-time 2 http://127.0.0.1:8080/");
+    assert!(!ok, "nothing answers once the container is gone");
+}
+
+#[test]
+fn killed_monitor_leaves_nothing_behind() {
+    let b = setup();
+    b.run(&[
+        "run", "-d", "--name", "kk", "-p", "8081:80", "-p", "9999", "busybox", "sleep", "600",
+    ])
+    .ok();
+    let ports = b.run(&["port", "kk"]).ok();
+    assert!(ports.contains("80/tcp -> 0.0.0.0:8081"), "{ports}");
+    assert!(
+        ports.contains("9999/tcp -> 0.0.0.0:"),
+        "a random host port: {ports}"
+    );
+    assert!(nft_list(&b, "map", "tcp_ports").contains("8081"));
+    // SIGKILL the monitor, then the container: the crash docker's daemon
+    // would clean up on restart; berth's next command does.
+    let pid = b.run(&["inspect", "-f", "{{.State.Pid}}", "kk"]).ok();
+    let pid: i32 = pid.trim().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let monitor: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    unsafe {
+        libc::kill(monitor, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = b.run(&["ps", "-a"]).ok();
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    assert!(
+        !nft_list(&b, "map", "tcp_ports").contains("8081"),
+        "ports withdrawn"
+    );
+    assert!(!links(&b).contains("veth"), "{}", links(&b));
+    // The port is free for another container, and rm releases the address.
+    b.run(&[
+        "run", "-d", "--name", "k2", "-p", "8081:80", "busybox", "sleep", "60",
+    ])
+    .ok();
+    b.run(&["rm", "-f", "kk", "k2"]).ok();
+}
+
+#[test]
+fn user_network_names_aliases_and_bad_input() {
+    let b = setup();
+    let id = b.run(&["network", "create", "appnet"]).ok();
+    assert_eq!(id.trim().len(), 64);
+    let ls = b.run(&["network", "ls"]).ok();
+    assert!(
+        ls.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"),
+        "{ls}"
+    );
+    for n in ["appnet", "bridge", "host", "none"] {
+        assert!(ls.contains(n), "{ls}");
+    }
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "appnet",
+        "--network-alias",
+        "database",
+        "busybox",
+        "sleep",
+        "600",
+    ])
+    .ok();
+    let out = b
+        .run(&[
+            "run", "--rm", "--network", "appnet", "busybox", "sh", "-c",
+            "ping -c1 -W3 db >/dev/null && echo by-name; ping -c1 -W3 database >/dev/null && echo by-alias; cat /etc/resolv.conf",
+        ])
+        .ok();
+    assert!(out.contains("by-name") && out.contains("by-alias"), "{out}");
+    let gw = b
+        .run(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+            "appnet",
+        ])
+        .ok();
+    assert!(out.contains(&format!("nameserver {}", gw.trim())), "{out}");
+    let insp = b.run(&["network", "inspect", "appnet"]).ok();
+    assert!(insp.contains("\"Name\": \"db\""), "{insp}");
+    // --network container:db shares db's network namespace.
+    let ip = b
+        .run(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+            "db",
+        ])
+        .ok();
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:db",
+            "busybox",
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ])
+        .ok();
+    assert!(out.contains(ip.trim()), "{out} vs {ip}");
+
+    // Bad input: docker's errors, nothing half made.
+    let err = b.run(&["network", "rm", "appnet"]).fails(1);
+    assert!(err.contains("has active endpoints"), "{err}");
+    let err = b.run(&["network", "rm", "bridge"]).fails(1);
+    assert!(err.contains("pre-defined network"), "{err}");
+    let err = b.run(&["network", "create", "appnet"]).fails(1);
+    assert!(err.contains("already exists"), "{err}");
+    b.run(&["network", "create", "--subnet", "10.50.0.0/16", "n1"])
+        .ok();
+    let err = b
+        .run(&["network", "create", "--subnet", "10.50.3.0/24", "n2"])
+        .fails(1);
+    assert!(err.contains("overlaps"), "{err}");
+    let err = b
+        .run(&["network", "create", "--subnet", "10.60.0.1/16", "n3"])
+        .fails(1);
+    assert!(err.contains("host bits"), "{err}");
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "n1",
+        "--ip",
+        "10.50.0.9",
+        "busybox",
+        "sleep",
+        "600",
+    ])
+    .ok();
+    let err = b
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "n1",
+            "--ip",
+            "10.50.0.9",
+            "busybox",
+            "true",
+        ])
+        .fails(125);
+    assert!(err.contains("Address already in use"), "{err}");
+    let err = b
+        .run(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("network nosuchnet not found"), "{err}");
+    let err = b
+        .run(&["run", "--rm", "-p", "80:80:80:80", "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("invalid publish spec"), "{err}");
+
+    // Removing the containers frees the networks; rm takes bridge and rules.
+    b.run(&["rm", "-f", "db", "fixed"]).ok();
+    b.run(&["network", "rm", "appnet", "n1"]).ok();
+    let l = links(&b);
+    assert!(!l.contains("br-"), "{l}");
+    assert!(!nft_list(&b, "set", "nets").contains("10.50.0.0/16"));
+    assert_eq!(b.run(&["network", "prune", "-f"]).ok(), "");
+}
