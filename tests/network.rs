@@ -24,6 +24,20 @@ fn links(b: &Berth) -> String {
     ns(b).sh("ip -o link").1
 }
 
+/// Waits (up to 3 s) until no veth is left: the kernel deletes a container's
+/// veth pair when it frees the container's network namespace, just after the
+/// container is gone.
+#[track_caller]
+fn assert_no_veth(b: &Berth) {
+    for _ in 0..60 {
+        if !links(b).contains("veth") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("veths left: {}", links(b));
+}
+
 /// Elements of one of berth's nft maps or sets.
 fn nft_list(b: &Berth, kind: &str, name: &str) -> String {
     ns(b).sh(&format!("nft list {kind} ip berth {name} 2>&1")).1
@@ -180,8 +194,7 @@ fn bridge_publish_tcp_udp_and_cleanup() {
 
     // rm -f withdraws the ports and the veths.
     b.run(&["rm", "-f", "web", "udp"]).ok();
-    let l = links(&b);
-    assert!(!l.contains("veth"), "{l}");
+    assert_no_veth(&b);
     assert!(!nft_list(&b, "map", "tcp_ports").contains("8080"));
     assert!(!nft_list(&b, "map", "udp_addr_ports").contains("5353"));
     let (ok, _) = ns(&b).sh("curl -s --max-time 2 http://127.0.0.1:8080/");
@@ -227,7 +240,7 @@ fn killed_monitor_leaves_nothing_behind() {
         !nft_list(&b, "map", "tcp_ports").contains("8081"),
         "ports withdrawn"
     );
-    assert!(!links(&b).contains("veth"), "{}", links(&b));
+    assert_no_veth(&b);
     // The port is free for another container, and rm releases the address.
     b.run(&[
         "run", "-d", "--name", "k2", "-p", "8081:80", "busybox", "sleep", "60",
