@@ -229,6 +229,10 @@ fn killed_monitor_leaves_nothing_behind() {
         .unwrap()
         .parse()
         .unwrap();
+    // The monitor is a fresh `berth __monitor` image, not a fork holding the
+    // starting command's memory.
+    let cmdline = std::fs::read_to_string(format!("/proc/{monitor}/cmdline")).unwrap();
+    assert!(cmdline.contains("__monitor"), "{cmdline:?}");
     unsafe {
         libc::kill(monitor, libc::SIGKILL);
         libc::kill(pid, libc::SIGKILL);

@@ -118,6 +118,11 @@ pub struct Engine {
     pub store: Store,
     /// The runtime library.
     pub runtime: berth_runtime::Runtime,
+    /// A berth binary whose hidden `__monitor ID FD` command runs
+    /// [`Engine::run_monitor`]: detached containers' monitors are re-executed
+    /// from it so they hold none of the starting command's memory. `None`:
+    /// the forked process is the monitor.
+    pub monitor_exe: Option<PathBuf>,
 }
 
 impl Engine {
@@ -132,6 +137,7 @@ impl Engine {
             root: root.to_path_buf(),
             store,
             runtime: berth_runtime::Runtime::new(root.join("runtime")),
+            monitor_exe: None,
         })
     }
 

@@ -513,6 +513,21 @@ impl Engine {
                     libc::_exit(0);
                 }
             }
+            if let Some(exe) = &self.monitor_exe {
+                // A fresh image for the long-lived monitor: only what it
+                // touches from here on stays resident. On failure, fall back
+                // to monitoring from this fork.
+                let _ = rustix::io::fcntl_setfd(&w, rustix::io::FdFlags::empty());
+                let err = std::os::unix::process::CommandExt::exec(
+                    std::process::Command::new(exe)
+                        .arg("--root")
+                        .arg(self.root())
+                        .arg("__monitor")
+                        .arg(&c.id)
+                        .arg(w.as_raw_fd().to_string()),
+                );
+                let _ = err;
+            }
             let code = self.monitor(&c.id, w);
             // SAFETY: the monitor ends here.
             unsafe { libc::_exit(code) }
@@ -547,6 +562,12 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// The entry of a re-executed monitor (see [`Engine::monitor_exe`]):
+    /// `ready` is the pipe the starting command waits on.
+    pub fn run_monitor(&self, id: &str, ready: OwnedFd) -> i32 {
+        self.monitor(id, ready)
     }
 
     /// The monitor of a detached container: launches it with its output going

@@ -47,6 +47,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// The monitor of a detached container (started by berth itself).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// The container.
+        id: String,
+        /// The readiness pipe.
+        fd: i32,
+    },
     /// Create and run a new container from an image.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
@@ -248,7 +256,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
-    let engine = berth_engine::Engine::open(&cli.root)?;
+    let mut engine = berth_engine::Engine::open(&cli.root)?;
+    engine.monitor_exe = std::env::current_exe().ok();
+    if let Cmd::Monitor { id, fd } = &cmd {
+        // SAFETY: the descriptor was passed on purpose by the starting berth.
+        let ready = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+        std::process::exit(engine.run_monitor(id, ready));
+    }
     let store = &engine.store;
     match cmd {
         Cmd::Run(a) | Cmd::Container(ContainerCmd::Run(a)) => ct::run(&engine, a, config_dir),
@@ -278,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
         Cmd::Network(c) => commands::network::network(&engine, c),
+        Cmd::Monitor { .. } => unreachable!("handled above"),
         Cmd::Build(a) => commands::build::build(&engine, a, config_dir),
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
             commands::distribution::pull(store, config_dir, a)
