@@ -42,7 +42,7 @@ best() { # best of RUNS: "$@" is a function that prints its elapsed seconds
         t=$("$@")
         if [ -z "$b" ] || awk "BEGIN{exit !($t < $b)}"; then b=$t; fi
     done
-    echo "$b"
+    printf '%.2f\n' "$b"
 }
 
 echo "making a ${SIZE_MB} MB image of $LAYERS layers (incompressible data)..." >&2
