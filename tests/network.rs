@@ -325,6 +325,38 @@ fn user_network_names_aliases_and_bad_input() {
         .ok();
     assert!(out.contains(ip.trim()), "{out} vs {ip}");
 
+    // network connect gives a running container on the default bridge an
+    // eth1 on appnet, where it is found by name; disconnect takes it away.
+    b.run(&["run", "-d", "--name", "side", "busybox", "sleep", "600"])
+        .ok();
+    b.run(&[
+        "network", "connect", "--alias", "sidekick", "appnet", "side",
+    ])
+    .ok();
+    let out = b.run(&["exec", "side", "ip", "-o", "-4", "addr"]).ok();
+    assert!(out.contains("eth0") && out.contains("eth1"), "{out}");
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "appnet",
+            "busybox",
+            "sh",
+            "-c",
+            "ping -c1 -W3 sidekick >/dev/null && echo found",
+        ])
+        .ok();
+    assert!(out.contains("found"), "{out}");
+    let err = b.run(&["network", "connect", "appnet", "side"]).fails(1);
+    assert!(err.contains("already exists in network appnet"), "{err}");
+    b.run(&["network", "disconnect", "appnet", "side"]).ok();
+    let out = b.run(&["exec", "side", "ip", "-o", "-4", "addr"]).ok();
+    assert!(!out.contains("eth1"), "{out}");
+    let err = b.run(&["network", "disconnect", "appnet", "side"]).fails(1);
+    assert!(err.contains("is not connected to network appnet"), "{err}");
+    b.run(&["rm", "-f", "side"]).ok();
+
     // Bad input: docker's errors, nothing half made.
     let err = b.run(&["network", "rm", "appnet"]).fails(1);
     assert!(err.contains("has active endpoints"), "{err}");

@@ -147,7 +147,6 @@ impl Engine {
         }
         let mut c = c;
         self.network_detach(&mut c);
-        self.network_release(&c)?;
         let dir = self.dir(&c.id);
         std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", &dir, e))?;
         Ok(c.id)
@@ -549,7 +548,7 @@ impl Engine {
             o.insert("Dead".into(), json!(c.state.status == Status::Dead));
         }
         let ns = &c.network_settings;
-        let first = ns.networks.values().next();
+        let first = ns.primary().map(|(_, e)| e);
         let networks = if ns.networks.is_empty() {
             json!({c.host_config.network_mode.clone(): {}})
         } else {

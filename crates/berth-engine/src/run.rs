@@ -257,13 +257,13 @@ impl Engine {
             self.store
                 .snapshots
                 .prepare(&id, image.top_chain().as_ref(), labels)?;
-            self.network_prepare(&mut c, req.ip.as_deref(), &req.network_aliases)?;
+            let _addresses =
+                self.network_prepare(&mut c, req.ip.as_deref(), &req.network_aliases)?;
             self.write_etc_files(&c)?;
             container::save(&dir, &c)
         })();
         drop(names_lock);
         if let Err(e) = result {
-            let _ = self.network_release(&c);
             let _ = self.store.snapshots.remove_active(&id);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);

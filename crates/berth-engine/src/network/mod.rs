@@ -2,14 +2,16 @@
 //! bridge networks (`br-<id>`), and the pseudo-networks `host` and `none`,
 //! as docker has them.
 //!
-//! Owns: network records (`networks/<id>.json`) and their address leases
-//! (`networks/<id>.leases.json`, ip → container id), both written atomically
-//! under `networks/lock`; the container's endpoint (a veth pair whose peer is
+//! Owns: network records (`networks/<id>.json`, written atomically under
+//! `networks/lock`) and address management: a container's address is part of
+//! its own record, so the records are the only lease table (an address is
+//! taken while a record holds it, free once the record is gone; allocation
+//! holds the network lock until the new record is saved); the container's endpoint (a veth pair whose peer is
 //! made straight inside the container's network namespace as `eth0`, between
 //! the runtime's create and start, so the process never sees a network that is
 //! not ready); NAT and published ports (see [`nft`]); and cleanup: the host end
 //! of a veth goes with its namespace, published ports are withdrawn when the
-//! container stops, the lease when it is removed, and [`Engine::refresh`]
+//! container stops, the address when it is removed, and [`Engine::refresh`]
 //! withdraws the ports of a container found dead with its monitor killed.
 
 pub mod dns;
@@ -161,6 +163,28 @@ pub struct Endpoint {
     /// `--network-alias` names (and the container's name and short id).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The interface inside the container (`eth0` for the network it was
+    /// created on, `eth1`… for `network connect`).
+    #[serde(default)]
+    pub interface: String,
+}
+
+impl NetworkSettings {
+    /// The network the container was created on (its `eth0`, default route
+    /// and published ports).
+    pub fn primary(&self) -> Option<(&String, &Endpoint)> {
+        self.networks
+            .iter()
+            .find(|(_, e)| e.interface == "eth0" || e.interface.is_empty())
+            .or_else(|| self.networks.iter().next())
+    }
+}
+
+/// The host end of a container's veth on a network: `veth` and 11 hex
+/// digits of a hash of both ids (15 characters, the kernel's limit).
+fn host_veth(container: &str, network: &str) -> String {
+    let d = berth_types::Digest::sha256_of(format!("{container}/{network}").as_bytes());
+    format!("veth{}", &d.hex()[..11])
 }
 
 /// One host binding of a container port (docker's PortBinding).
@@ -528,7 +552,6 @@ impl Engine {
         let _l = self.network_lock()?;
         self.network_down(&net)?;
         let d = self.networks_dir();
-        let _ = std::fs::remove_file(d.join(format!("{}.leases.json", net.id)));
         let p = d.join(format!("{}.json", net.id));
         std::fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
         Ok(net.name)
@@ -579,29 +602,63 @@ impl Engine {
         nft::add_network(&net.bridge, &net.subnet, net.internal).map_err(nft_err)
     }
 
-    /// Picks the container's network and address when it is created (the
-    /// lease lasts until it is removed, so a restart keeps its address).
+    /// Picks the container's network and address when it is created (kept
+    /// until it is removed, so a restart keeps its address). The returned
+    /// lock must be held until the container's record is saved.
     pub(crate) fn network_prepare(
         &self,
         c: &mut Container,
         ip: Option<&str>,
         aliases: &[String],
-    ) -> Result<()> {
+    ) -> Result<Option<container::Lock>> {
         let mode = c.host_config.network_mode.clone();
         if matches!(mode.as_str(), "host" | "none") || mode.starts_with("container:") {
-            return Ok(());
+            return Ok(None);
         }
         let net = self.network_find(&mode)?;
+        let l = self.network_lock()?;
+        let ep = self.lease(c, &net, ip, aliases, "eth0")?;
+        c.network_settings.networks.insert(net.name.clone(), ep);
+        Ok(Some(l))
+    }
+
+    /// Addresses on network `id` held by container records (other than
+    /// `except`'s), address → container id.
+    fn taken(&self, id: &str, except: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for e in std::fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let cid = e.file_name().to_string_lossy().to_string();
+            if cid == except {
+                continue;
+            }
+            if let Ok(c) = container::load(&e.path()) {
+                for ep in c.network_settings.networks.values() {
+                    if ep.network_id == id {
+                        out.insert(ep.ip_address.clone(), cid.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// An address on `net` for `c` (`ip` if given and free). The caller
+    /// holds the network lock until `c`'s record with it is saved.
+    fn lease(
+        &self,
+        c: &Container,
+        net: &Network,
+        ip: Option<&str>,
+        aliases: &[String],
+        interface: &str,
+    ) -> Result<Endpoint> {
         let sn = net.subnet()?;
         let gw = net.gateway()?;
-        let _l = self.network_lock()?;
-        let lp = self.networks_dir().join(format!("{}.leases.json", net.id));
-        let mut leases: BTreeMap<String, String> = std::fs::read(&lp)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        // Leases of containers that no longer exist are free again.
-        leases.retain(|_, id| self.dir(id).join("container.json").exists());
+        let leases = self.taken(&net.id, &c.id);
         let addr = match ip {
             Some(s) => {
                 let a: Ipv4Addr = s
@@ -631,50 +688,112 @@ impl Engine {
                     ))
                 })?,
         };
-        leases.insert(addr.to_string(), c.id.clone());
-        write_json(&lp, &leases)?;
         let mut names = vec![c.name.clone(), c.id[..12].to_string()];
         names.extend(aliases.iter().cloned());
-        c.network_settings.networks.insert(
-            net.name.clone(),
-            Endpoint {
-                network_id: net.id.clone(),
-                ip_address: addr.to_string(),
-                ip_prefix_len: sn.prefix,
-                gateway: gw.to_string(),
-                mac_address: String::new(),
-                aliases: names,
-            },
-        );
+        Ok(Endpoint {
+            network_id: net.id.clone(),
+            ip_address: addr.to_string(),
+            ip_prefix_len: sn.prefix,
+            gateway: gw.to_string(),
+            mac_address: String::new(),
+            aliases: names,
+            interface: interface.to_string(),
+        })
+    }
+
+    /// `network connect`: a further network for a container (an `eth1`…;
+    /// at once if it runs, else from its next start).
+    pub fn network_connect(
+        &self,
+        container: &str,
+        network: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
+        let c = self.find(container)?;
+        let net = self.network_find(network)?;
+        let mode = c.host_config.network_mode.as_str();
+        if net.predefined() && net.name != DEFAULT
+            || matches!(mode, "host" | "none")
+            || mode.starts_with("container:")
+        {
+            return Err(EngineError::Conflict(format!(
+                "container cannot be disconnected from host network or connected to host network (container network mode: {mode}, network: {})",
+                net.name
+            )));
+        }
+        let _cl = container::lock(&self.dir(&c.id))?;
+        let mut c = container::load(&self.dir(&c.id))?;
+        if c.network_settings.networks.contains_key(&net.name) {
+            return Err(EngineError::Conflict(format!(
+                "endpoint with name {} already exists in network {}",
+                c.name, net.name
+            )));
+        }
+        let used: Vec<&str> = c
+            .network_settings
+            .networks
+            .values()
+            .map(|e| e.interface.as_str())
+            .collect();
+        let iface = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(&n.as_str()))
+            .expect("a free name");
+        let nl = self.network_lock()?;
+        let mut ep = self.lease(&c, &net, ip, aliases, &iface)?;
+        c.network_settings
+            .networks
+            .insert(net.name.clone(), ep.clone());
+        container::save(&self.dir(&c.id), &c)?;
+        drop(nl);
+        if matches!(c.state.status, Status::Running | Status::Paused) && c.state.pid > 0 {
+            match self.attach_endpoint(&c, c.state.pid, &net, &ep) {
+                Ok(mac) => ep.mac_address = mac,
+                Err(e) => {
+                    c.network_settings.networks.remove(&net.name);
+                    container::save(&self.dir(&c.id), &c)?;
+                    return Err(e);
+                }
+            }
+            c.network_settings.networks.insert(net.name.clone(), ep);
+            container::save(&self.dir(&c.id), &c)?;
+        }
         Ok(())
     }
 
-    /// Frees the container's leases (on removal).
-    pub(crate) fn network_release(&self, c: &Container) -> Result<()> {
-        if c.network_settings.networks.is_empty() {
-            return Ok(());
+    /// `network disconnect`.
+    pub fn network_disconnect(&self, container: &str, network: &str) -> Result<()> {
+        let c = self.find(container)?;
+        let net = self.network_find(network)?;
+        let _cl = container::lock(&self.dir(&c.id))?;
+        let mut c = container::load(&self.dir(&c.id))?;
+        let Some(ep) = c.network_settings.networks.get(&net.name).cloned() else {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not connected to network {}",
+                c.short_id(),
+                net.name
+            )));
+        };
+        if matches!(c.state.status, Status::Running | Status::Paused) {
+            if ep.interface == "eth0" && !c.network_settings.ports.is_empty() {
+                let _ = nft::unpublish(&published_of(&c));
+                c.network_settings.ports.clear();
+            }
+            // Deleting the host end takes the container's end with it.
+            let mut nl = netlink::Netlink::open().map_err(nl_err)?;
+            nl.del_link(&host_veth(&c.id, &ep.network_id))
+                .map_err(nl_err)?;
         }
-        let _l = self.network_lock()?;
-        for ep in c.network_settings.networks.values() {
-            let lp = self
-                .networks_dir()
-                .join(format!("{}.leases.json", ep.network_id));
-            let Ok(b) = std::fs::read(&lp) else { continue };
-            let mut leases: BTreeMap<String, String> =
-                serde_json::from_slice(&b).unwrap_or_default();
-            leases.retain(|_, id| *id != c.id);
-            write_json(&lp, &leases)?;
-        }
-        Ok(())
+        c.network_settings.networks.remove(&net.name);
+        container::save(&self.dir(&c.id), &c)
     }
 
     /// The `/etc/hosts` line for the container's own address, if it has one.
     pub(crate) fn network_hosts_entry(&self, c: &Container) -> Option<(String, String)> {
         c.network_settings
-            .networks
-            .values()
-            .next()
-            .map(|ep| (c.config.hostname.clone(), ep.ip_address.clone()))
+            .primary()
+            .map(|(_, ep)| (c.config.hostname.clone(), ep.ip_address.clone()))
     }
 
     /// The resolv.conf for a container on a bridge network: the host's, minus
@@ -682,7 +801,7 @@ impl Engine {
     /// when none is left), and for a user network the network's own resolver
     /// first (it answers container names and forwards the rest).
     pub(crate) fn network_resolv_conf(&self, c: &Container, host: &str) -> String {
-        let Some((name, ep)) = c.network_settings.networks.iter().next() else {
+        let Some((name, ep)) = c.network_settings.primary() else {
             return host.to_string();
         };
         let mut out = String::new();
@@ -714,31 +833,84 @@ impl Engine {
     /// address and default route, and its ports published. On error nothing
     /// is left behind.
     pub(crate) fn network_attach(&self, c: &mut Container, pid: i32) -> Result<()> {
-        let Some((name, ep)) = c
+        let mut eps: Vec<(String, Endpoint)> = c
             .network_settings
             .networks
             .iter()
-            .next()
             .map(|(n, e)| (n.clone(), e.clone()))
-        else {
-            return Ok(());
+            .collect();
+        // eth0 first: it carries the default route.
+        eps.sort_by_key(|(_, e)| {
+            (
+                e.interface != "eth0" && !e.interface.is_empty(),
+                e.interface.clone(),
+            )
+        });
+        let mut made: Vec<String> = Vec::new();
+        let undo = |made: &[String]| {
+            if let Ok(mut nl) = netlink::Netlink::open() {
+                for v in made {
+                    let _ = nl.del_link(v);
+                }
+            }
         };
-        let net = self.network_find(&name)?;
-        if net.id != ep.network_id {
-            return Err(EngineError::NotFound(format!(
-                "network {name} (id {}) was removed; connect the container to another network",
-                &ep.network_id[..12.min(ep.network_id.len())]
-            )));
+        for (name, ep) in &eps {
+            let net = match self.network_find(name) {
+                Ok(n) if n.id == ep.network_id => n,
+                _ => {
+                    undo(&made);
+                    return Err(EngineError::NotFound(format!(
+                        "network {name} (id {}) was removed; disconnect the container from it or connect it to another network",
+                        &ep.network_id[..12.min(ep.network_id.len())]
+                    )));
+                }
+            };
+            match self.attach_endpoint(c, pid, &net, ep) {
+                Ok(mac) => {
+                    made.push(host_veth(&c.id, &net.id));
+                    if let Some(e) = c.network_settings.networks.get_mut(name) {
+                        e.mac_address = mac;
+                    }
+                }
+                Err(e) => {
+                    undo(&made);
+                    return Err(e);
+                }
+            }
         }
+        if let Some((_, ep)) = eps.first()
+            && let Err(e) = self.publish_ports(c, ep)
+        {
+            undo(&made);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// One endpoint: the network up, a veth pair with the endpoint's
+    /// interface inside, its address (and for `eth0` the default route).
+    /// Returns the interface's MAC.
+    fn attach_endpoint(
+        &self,
+        c: &Container,
+        pid: i32,
+        net: &Network,
+        ep: &Endpoint,
+    ) -> Result<String> {
         {
             let _l = self.network_lock()?;
-            self.network_up(&net)?;
+            self.network_up(net)?;
         }
         if net.name != DEFAULT {
             self.dns_ensure(net.gateway()?)?;
         }
         let ns = netns_of(pid)?;
-        let host_if = format!("veth{}", &c.id[..11]);
+        let host_if = host_veth(&c.id, &net.id);
+        let iface = if ep.interface.is_empty() {
+            "eth0"
+        } else {
+            ep.interface.as_str()
+        };
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
         // A veth left by a container whose namespace outlived its monitor.
         let _ = nl.del_link(&host_if);
@@ -746,38 +918,29 @@ impl Engine {
             .link_index(&net.bridge)
             .map_err(nl_err)?
             .ok_or_else(|| EngineError::Invalid(format!("bridge {} vanished", net.bridge)))?;
-        let v = nl.add_veth(&host_if, "eth0", &ns).map_err(nl_err)?;
+        let v = nl.add_veth(&host_if, iface, &ns).map_err(nl_err)?;
         let inside = (|| -> std::result::Result<String, netlink::NetlinkError> {
             nl.set_up(v, Some(br))?;
             let mut cn = netlink::Netlink::open_in(&ns)?;
             if let Some(lo) = cn.link_index("lo")? {
                 cn.set_up(lo, None)?;
             }
-            let eth = cn.link_index("eth0")?.unwrap_or(0);
+            let eth = cn.link_index(iface)?.unwrap_or(0);
             cn.add_address(
                 eth,
                 ep.ip_address.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
                 ep.ip_prefix_len,
             )?;
             cn.set_up(eth, None)?;
-            cn.add_default_route(ep.gateway.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+            if iface == "eth0" {
+                cn.add_default_route(ep.gateway.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+            }
             Ok(cn.mac_address(eth).unwrap_or_default())
         })();
-        let mac = match inside {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = nl.del_link(&host_if);
-                return Err(nl_err(e));
-            }
-        };
-        if let Some(e) = c.network_settings.networks.get_mut(&name) {
-            e.mac_address = mac;
-        }
-        if let Err(e) = self.publish_ports(c, &ep) {
+        inside.map_err(|e| {
             let _ = nl.del_link(&host_if);
-            return Err(e);
-        }
-        Ok(())
+            nl_err(e)
+        })
     }
 
     /// Resolves and publishes the container's port bindings (random host
@@ -891,7 +1054,7 @@ impl Engine {
 
 /// The nft entries of a container's published ports.
 fn published_of(c: &Container) -> Vec<nft::Published> {
-    let Some(ep) = c.network_settings.networks.values().next() else {
+    let Some((_, ep)) = c.network_settings.primary() else {
         return Vec::new();
     };
     let ip: Ipv4Addr = ep.ip_address.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);

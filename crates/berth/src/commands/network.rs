@@ -58,6 +58,29 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         networks: Vec<String>,
     },
+    /// Connect a container to a network.
+    Connect {
+        /// IPv4 address (e.g., 172.30.100.104).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Add network-scoped alias for the container.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Force the container to disconnect from a network.
+        #[arg(short, long)]
+        force: bool,
+        /// The network.
+        network: String,
+        /// The container.
+        container: String,
+    },
     /// Remove all unused networks.
     Prune {
         /// Do not prompt for confirmation.
@@ -204,6 +227,21 @@ pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
                 return Err(exit_err(1, String::new()));
             }
         }
+        NetworkCmd::Connect {
+            ip,
+            alias,
+            network,
+            container,
+        } => engine
+            .network_connect(&container, &network, ip.as_deref(), &alias)
+            .map_err(daemon)?,
+        NetworkCmd::Disconnect {
+            force: _,
+            network,
+            container,
+        } => engine
+            .network_disconnect(&container, &network)
+            .map_err(daemon)?,
         NetworkCmd::Prune { force } => {
             if !force
                 && !crate::commands::image::confirm(
