@@ -1202,7 +1202,7 @@ mod tests {
             "Config": {"Hostname": "h", "Domainname": "", "User": "", "Tty": false, "OpenStdin": false,
                 "Env": [], "Cmd": null, "Image": "", "WorkingDir": "", "Entrypoint": null, "Labels": {},
                 "StopSignal": null, "StopTimeout": null},
-            "HostConfig": {}, "Mounts": [],
+            "HostConfig": crate::container::HostConfig::default(), "Mounts": [],
             "State": {"Status": "created", "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": "",
                 "FinishedAt": "", "OOMKilled": false, "RestartCount": 0}
         }))
