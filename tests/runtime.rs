@@ -433,3 +433,134 @@ fn bad_configs_fail_cleanly() {
     assert_eq!(code, 1);
     assert!(err.contains("config.json"), "{err}");
 }
+
+/// podman with `--runtime berth-runtime` on a private vfs store: podman and
+/// conmon drive berth-runtime through runc's CLI (create with --pid-file and
+/// --console-socket, start, state, exec, kill, delete, pause, resume), with
+/// podman's own spec (which only denies devices and leaves the defaults to
+/// the runtime, as runc does).
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-podman-")
+            .tempdir()
+            .unwrap();
+        // This machine's quirks: no CAP_SYS_RESOURCE (no default ulimits),
+        // cgroup v1 without systemd as the manager.
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .unwrap();
+        Podman { dir }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        let d = self.dir.path();
+        Command::new("podman")
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args(["--storage-driver", "vfs", "--runtime", runtime_bin()])
+            .args(args)
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman")
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-af", "-t", "0"]);
+    }
+}
+
+#[test]
+fn podman_runs_containers_through_berth_runtime() {
+    let p = Podman::new();
+    ok(&p.cmd(&[
+        "import",
+        "-q",
+        busybox_tar().to_str().unwrap(),
+        "localhost/bb",
+    ]));
+    let out = ok(&p.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/bb",
+        "echo",
+        "hello from podman",
+    ]));
+    assert_eq!(out, "hello from podman\n");
+    let o = p.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/bb",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "exit codes propagate");
+    let out = ok(&p.cmd(&[
+        "run",
+        "--rm",
+        "-t",
+        "--network",
+        "none",
+        "localhost/bb",
+        "tty",
+    ]));
+    assert!(
+        out.contains("/dev/pts/0"),
+        "a terminal through --console-socket: {out:?}"
+    );
+    // Detached, with a memory limit, exec, pause/unpause, stop.
+    ok(&p.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "pd",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "localhost/bb",
+        "sleep",
+        "600",
+    ]));
+    assert_eq!(ok(&p.cmd(&["exec", "pd", "echo", "exec ok"])), "exec ok\n");
+    let limit = ok(&p.cmd(&[
+        "exec",
+        "pd",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]));
+    assert_eq!(limit.trim(), "67108864", "the limit podman asked for");
+    ok(&p.cmd(&["pause", "pd"]));
+    let st = ok(&p.cmd(&["inspect", "-f", "{{.State.Status}}", "pd"]));
+    assert_eq!(st.trim(), "paused");
+    ok(&p.cmd(&["unpause", "pd"]));
+    ok(&p.cmd(&["stop", "-t", "1", "pd"]));
+    let st = ok(&p.cmd(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "pd",
+    ]));
+    assert_eq!(
+        st.trim(),
+        "exited 137",
+        "SIGKILL after the timeout, as with runc"
+    );
+    ok(&p.cmd(&["rm", "pd"]));
+}

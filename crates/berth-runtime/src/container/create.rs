@@ -151,9 +151,11 @@ impl Runtime {
         let cg = berth_cgroups::Manager::new(&cgroup_path)?;
         cg.create()?;
         cleanup.cgroup = Some(cg.clone());
-        if let Some(r) = linux.resources() {
-            cg.apply(r)?;
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        if resources.devices().is_some() || linux.devices().is_some() {
+            resources.set_devices(Some(device_rules(linux)));
         }
+        cg.apply(&resources)?;
         let fifo = dir.join("exec.fifo");
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
@@ -287,4 +289,50 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, pid.to_string()).sys("write", tmp.display())?;
     std::fs::rename(&tmp, path).sys("rename", path.display())
+}
+
+/// The spec's device cgroup rules, then what runc always allows after them:
+/// mknod of any device, the default devices the runtime creates (null,
+/// zero, full, random, urandom, tty, ptmx, pts, tun), and every device of
+/// `linux.devices`. Engines such as podman send only "deny all" and rely on
+/// this; without it the default devices cannot even be created.
+fn device_rules(linux: &oci_spec::runtime::Linux) -> Vec<oci_spec::runtime::LinuxDeviceCgroup> {
+    use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+    let rule = |typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut out: Vec<LinuxDeviceCgroup> = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    out.push(rule(LinuxDeviceType::C, None, None, "m"));
+    out.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 2),
+        (10, 200),
+    ] {
+        out.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
+    }
+    out.push(rule(LinuxDeviceType::C, Some(136), None, "rwm"));
+    for d in linux.devices().iter().flatten() {
+        let typ = match d.typ() {
+            LinuxDeviceType::U => LinuxDeviceType::C,
+            t => t,
+        };
+        out.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));
+    }
+    out
 }
