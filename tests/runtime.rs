@@ -302,6 +302,9 @@ fn lifecycle_create_start_state_kill_delete() {
     ok(&b.rt(&["delete", &b.id]));
     assert!(!b.root().join(&b.id).exists());
     assert!(!b.rt(&["state", &b.id]).status.success());
+    // As runc: deleting a missing container fails, unless forced.
+    assert!(!b.rt(&["delete", &b.id]).status.success());
+    ok(&b.rt(&["delete", "--force", &b.id]));
 }
 
 #[test]
@@ -563,4 +566,134 @@ fn podman_runs_containers_through_berth_runtime() {
         "SIGKILL after the timeout, as with runc"
     );
     ok(&p.cmd(&["rm", "pd"]));
+}
+
+/// A private containerd (its own root, state and socket), killed on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-containerd-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{0}/containerd.sock\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_cgroup = true\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log")).unwrap())
+            .spawn()
+            .expect("containerd");
+        let c = Containerd { dir, child };
+        for _ in 0..100 {
+            if c.ctr(&["version"]).status.success() {
+                return c;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("containerd did not start");
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ctr")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", "cd1"]);
+        let _ = self.ctr(&["containers", "rm", "cd1"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // containerd's snapshotter and task state leave mounts under its root.
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let c = std::ffi::CString::new(m).unwrap();
+            // SAFETY: unmounting this test's own mounts.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+#[test]
+fn containerd_runs_containers_through_berth_runtime() {
+    let c = Containerd::start();
+    // An image in containerd's store: berth's own docker-archive of busybox.
+    let b = common::Berth::new();
+    b.import_busybox("bb");
+    let tar = b.path("bb.tar");
+    b.run(&["save", "-o", tar.to_str().unwrap(), "bb"]).ok();
+    ok(&c.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "docker.io/library/bb",
+        tar.to_str().unwrap(),
+    ]));
+    let img = "docker.io/library/bb:latest";
+    let rt = runtime_bin();
+    let out = ok(&c.ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        rt,
+        img,
+        "cd0",
+        "echo",
+        "hello from containerd",
+    ]));
+    assert_eq!(out, "hello from containerd\n");
+    let o = c.ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        rt,
+        img,
+        "cd2",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "exit codes propagate");
+    // A detached task: exec into it, then kill it.
+    ok(&c.ctr(&["run", "-d", "--runc-binary", rt, img, "cd1", "sleep", "600"]));
+    let out = ok(&c.ctr(&["tasks", "exec", "--exec-id", "e1", "cd1", "echo", "exec ok"]));
+    assert_eq!(out, "exec ok\n");
+    let ps = ok(&c.ctr(&["tasks", "ls"]));
+    assert!(ps.contains("cd1") && ps.contains("RUNNING"), "{ps}");
+    ok(&c.ctr(&["tasks", "kill", "-s", "SIGKILL", "cd1"]));
+    for _ in 0..100 {
+        if ok(&c.ctr(&["tasks", "ls"])).contains("STOPPED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ok(&c.ctr(&["tasks", "ls"])).contains("STOPPED"));
+    ok(&c.ctr(&["tasks", "rm", "cd1"]));
+    ok(&c.ctr(&["containers", "rm", "cd1"]));
 }

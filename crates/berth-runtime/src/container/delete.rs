@@ -9,7 +9,13 @@ impl Runtime {
     /// Deletes container `id`.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let dir = self.dir(id);
-        let _lock = self.lock(id)?;
+        let _lock = match self.lock(id) {
+            Ok(l) => l,
+            // runc: `delete --force` of a container that is already gone
+            // succeeds (containerd's shim cleans up that way).
+            Err(RuntimeError::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let st = match self.load(id) {
             Ok(st) => st,
             Err(RuntimeError::NotFound(_)) => {
