@@ -417,4 +417,9 @@ fn user_network_names_aliases_and_bad_input() {
     assert!(!l.contains("br-"), "{l}");
     assert!(!nft_list(&b, "set", "nets").contains("10.50.0.0/16"));
     assert_eq!(b.run(&["network", "prune", "-f"]).ok(), "");
+    // system prune takes unused networks too, as docker's does.
+    b.run(&["network", "create", "leftover"]).ok();
+    let out = b.run(&["system", "prune", "-f"]).ok();
+    assert!(out.contains("Deleted Networks:\nleftover\n"), "{out}");
+    assert!(!b.run(&["network", "ls"]).ok().contains("leftover"));
 }

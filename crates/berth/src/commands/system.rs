@@ -184,11 +184,13 @@ pub struct SystemPruneArgs {
     pub volumes: bool,
 }
 
-/// `system prune`: stopped containers, dangling (or all unused) images, and
-/// with `--volumes` unused anonymous volumes.
+/// `system prune`: stopped containers, unused networks, dangling (or all
+/// unused) images, and with `--volumes` unused anonymous volumes.
 pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
     if !a.force {
-        let mut w = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+        let mut w = String::from(
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n",
+        );
         if a.volumes {
             w.push_str("  - all anonymous volumes not used by at least one container\n");
         }
@@ -212,6 +214,14 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
         println!("Deleted Containers:");
         for id in &ids {
             println!("{id}");
+        }
+        println!();
+    }
+    let nets = engine.network_prune()?;
+    if !nets.is_empty() {
+        println!("Deleted Networks:");
+        for n in &nets {
+            println!("{n}");
         }
         println!();
     }
