@@ -192,6 +192,21 @@ fn bridge_publish_tcp_udp_and_cleanup() {
     }
     assert!(got.contains("ping-over-udp"), "{got}");
 
+    // -P publishes every exposed port on a random host port.
+    b.run(&[
+        "run", "-d", "--name", "webp", "--expose", "80", "-P", "-v", &vol, "busybox", "httpd",
+        "-f", "-p", "80", "-h", "/www",
+    ])
+    .ok();
+    let p = b.run(&["port", "webp", "80"]).ok();
+    let host_port = p.trim().rsplit(':').next().unwrap().to_string();
+    assert!(host_port.parse::<u16>().unwrap() > 1024, "{p}");
+    let (ok, page) = ns(&b).sh(&format!(
+        "curl -s --max-time 5 http://127.0.0.1:{host_port}/"
+    ));
+    assert!(ok && page == "hello from httpd\n", "{page}");
+    b.run(&["rm", "-f", "webp"]).ok();
+
     // rm -f withdraws the ports and the veths.
     b.run(&["rm", "-f", "web", "udp"]).ok();
     assert_no_veth(&b);
@@ -356,6 +371,49 @@ fn user_network_names_aliases_and_bad_input() {
     let err = b.run(&["network", "disconnect", "appnet", "side"]).fails(1);
     assert!(err.contains("is not connected to network appnet"), "{err}");
     b.run(&["rm", "-f", "side"]).ok();
+
+    // An internal network: its containers reach each other, nothing else.
+    ns(&b).sh("ip addr add 10.123.0.5/24 dev lo");
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ping -c1 -W3 10.123.0.5 >/dev/null && echo reached",
+        ])
+        .ok();
+    assert!(
+        out.contains("reached"),
+        "the default bridge reaches the host: {out}"
+    );
+    b.run(&["network", "create", "--internal", "inside"]).ok();
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "in1",
+        "--network",
+        "inside",
+        "busybox",
+        "sleep",
+        "600",
+    ])
+    .ok();
+    let out = b
+        .run(&[
+            "run", "--rm", "--network", "inside", "busybox", "sh", "-c",
+            "ip route; ping -c1 -W3 in1 >/dev/null && echo peer-ok; ping -c1 -W2 10.123.0.5 >/dev/null 2>&1 || echo no-way-out",
+        ])
+        .ok();
+    assert!(!out.contains("default"), "{out}");
+    assert!(
+        out.contains("peer-ok") && out.contains("no-way-out"),
+        "{out}"
+    );
+    b.run(&["rm", "-f", "in1"]).ok();
+    b.run(&["network", "rm", "inside"]).ok();
 
     // Bad input: docker's errors, nothing half made.
     let err = b.run(&["network", "rm", "appnet"]).fails(1);

@@ -932,7 +932,9 @@ impl Engine {
                 ep.ip_prefix_len,
             )?;
             cn.set_up(eth, None)?;
-            if iface == "eth0" {
+            // An internal network has no way out: no default route (and the
+            // forward chain drops what would leave its bridge).
+            if iface == "eth0" && !net.internal {
                 cn.add_default_route(ep.gateway.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))?;
             }
             Ok(cn.mac_address(eth).unwrap_or_default())
