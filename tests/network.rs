@@ -481,3 +481,52 @@ fn user_network_names_aliases_and_bad_input() {
     assert!(out.contains("Deleted Networks:\nleftover\n"), "{out}");
     assert!(!b.run(&["network", "ls"]).ok().contains("leftover"));
 }
+
+#[test]
+fn user_network_resolver_forwards_other_names() {
+    // The resolver forwards what is not a container to the host's resolvers
+    // (from /etc/resolv.conf). In the test's namespace the first of them is
+    // played by a fake DNS server on that very address, answering 192.0.2.7
+    // for anything.
+    let upstream = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .find(|s| s.parse::<std::net::Ipv4Addr>().is_ok());
+    let Some(upstream) = upstream else {
+        eprintln!("skipped: no IPv4 nameserver in /etc/resolv.conf");
+        return;
+    };
+    let b = setup();
+    if !upstream.starts_with("127.") {
+        assert!(ns(&b).sh(&format!("ip addr add {upstream}/32 dev lo")).0);
+    }
+    let fake = format!(
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{upstream}', 53))\nwhile True:\n    q, a = s.recvfrom(512)\n    end = 12 + q[12:].index(0) + 5\n    s.sendto(q[:2] + b'\\x81\\x80' + q[4:6] + b'\\x00\\x01\\x00\\x00\\x00\\x00' + q[12:end] + b'\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04' + bytes([192, 0, 2, 7]), a)\n"
+    );
+    let mut server = ns(&b)
+        .command("python3")
+        .args(["-c", &fake])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.run(&["network", "create", "fwdnet"]).ok();
+    let out = b
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "fwdnet",
+            "busybox",
+            "nslookup",
+            "example.invalid",
+        ])
+        .stdout();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.contains("192.0.2.7"),
+        "forwarded to the host's resolver: {out}"
+    );
+}
