@@ -306,3 +306,64 @@ fn many_layers_beyond_mount_data_page() {
         "81"
     );
 }
+
+#[test]
+fn run_mounts_cache_tmpfs_bind() {
+    // BuildKit's RUN --mount: a cache directory kept across builds (even
+    // --no-cache ones), a tmpfs and a read-only bind of the context, none of
+    // which ends up in the image.
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "mounts",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=cache,target=/var/cache/app sh -c 'echo run >> /var/cache/app/log; wc -l < /var/cache/app/log > /runs'\nRUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/f; mount | grep -q \" /scratch type tmpfs\" && echo tmpfs > /tmpfs-seen'\nRUN --mount=type=bind,source=data.txt,target=/data.txt cp /data.txt /copied\nCMD cat /runs /tmpfs-seen /copied\n",
+            ),
+            ("data.txt", "from the context\n"),
+        ],
+    );
+    build(&b, &d, &["-t", "m"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "m"]).ok(),
+        "1\ntmpfs\nfrom the context\n"
+    );
+    // Only the (empty) mount points stay behind.
+    let ls = b
+        .run(&[
+            "run",
+            "--rm",
+            "m",
+            "sh",
+            "-c",
+            "ls -A /var/cache/app /scratch; wc -c < /data.txt",
+        ])
+        .ok();
+    assert_eq!(ls, "/scratch:\n\n/var/cache/app:\n0\n", "{ls}");
+    // The cache directory outlives the build.
+    build(&b, &d, &["-t", "m", "--no-cache"]).ok();
+    assert!(b.run(&["run", "--rm", "m"]).ok().starts_with("2\n"));
+    // The bind's content is part of the step's key.
+    std::fs::write(d.join("data.txt"), "changed\n").unwrap();
+    let r = build(&b, &d, &["-t", "m"]);
+    r.ok();
+    assert!(
+        r.stderr().contains("cache miss: mount /data.txt changed"),
+        "{}",
+        r.stderr()
+    );
+    assert!(b.run(&["run", "--rm", "m"]).ok().ends_with("changed\n"));
+    // Unsupported kinds fail with the line, not silently.
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=x,target=/s cat /s\n",
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "m2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("type=secret"),
+        "{err}"
+    );
+}

@@ -704,8 +704,24 @@ impl<'a> Builder<'a> {
         for (k, v) in args {
             inputs.items.insert(format!("arg:{k}"), v.clone());
         }
+        // RUN --mount: parsed (errors name the line), in the key, and for a
+        // bind of the context the content of what it binds.
+        let mut run_mounts = Vec::new();
+        for m in &r.mounts {
+            let rm = crate::run_mount::parse(m).map_err(|e| step_err(file, cmd, e))?;
+            if let crate::run_mount::RunMount::Bind { target, source } = &rm {
+                let p = crate::run_mount::context_path(&opts.context, source)
+                    .map_err(|e| step_err(file, cmd, e))?;
+                inputs.items.insert(
+                    format!("mount:{target}"),
+                    crate::run_mount::content_hash(&p),
+                );
+            }
+            run_mounts.push(rm);
+        }
         let step_id = cache::step_id(text);
-        let key = cache::key(&st.key, &format!("RUN {shown}"), &inputs);
+        let mount_text: String = r.mounts.iter().map(|m| format!("--mount={m} ")).collect();
+        let key = cache::key(&st.key, &format!("RUN {mount_text}{shown}"), &inputs);
         let (v, t) = self.vertex(&format!("[{n}/{total}] RUN {}", r.cmd.args.join(" ")));
         if !opts.no_cache
             && let Some(rec) = self.cached(&key)
@@ -733,6 +749,18 @@ impl<'a> Builder<'a> {
             .snapshots
             .prepare(&snap, top.as_ref(), Default::default())
             .map_err(other)?;
+        let cache_root = self.cache.dir().join("mounts");
+        let extra: Result<Vec<serde_json::Value>, String> = run_mounts
+            .iter()
+            .map(|m| crate::run_mount::spec_mount(m, &cache_root, &opts.context))
+            .collect();
+        let extra = match extra {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.store.snapshots.remove_active(&snap);
+                return Err(step_err(file, cmd, e));
+            }
+        };
         let result = self.run_container(
             &snap,
             &mounts,
@@ -741,6 +769,7 @@ impl<'a> Builder<'a> {
             args,
             opts,
             r.network.as_deref(),
+            &extra,
             v,
             t,
         );
@@ -810,6 +839,7 @@ impl<'a> Builder<'a> {
         args: &BTreeMap<String, String>,
         opts: &BuildOptions,
         network: Option<&str>,
+        extra_mounts: &[serde_json::Value],
         v: usize,
         t: Instant,
     ) -> Result<i32, String> {
@@ -874,6 +904,13 @@ impl<'a> Builder<'a> {
                 ));
             }
         }
+        let mut spec_mounts = berth_runtime::defaults::mounts(
+            false,
+            &bundle.join("resolv.conf").display().to_string(),
+            &bundle.join("hostname").display().to_string(),
+            &bundle.join("hosts").display().to_string(),
+        );
+        spec_mounts.extend(extra_mounts.iter().cloned());
         let spec = json!({
             "ociVersion": "1.2.0",
             "process": {
@@ -886,7 +923,7 @@ impl<'a> Builder<'a> {
             },
             "root": {"path": "rootfs", "readonly": false},
             "hostname": hostname,
-            "mounts": berth_runtime::defaults::mounts(false, &bundle.join("resolv.conf").display().to_string(), &bundle.join("hostname").display().to_string(), &bundle.join("hosts").display().to_string()),
+            "mounts": spec_mounts,
             "linux": {
                 "resources": {"devices": berth_runtime::defaults::device_rules(false)},
                 "cgroupsPath": format!("/berth/{snap}"),

@@ -199,6 +199,8 @@ impl Cache {
             }
         }
         let _ = std::fs::remove_dir_all(self.dir.join("steps"));
+        // RUN --mount=type=cache directories go with the cache, as with BuildKit.
+        let _ = std::fs::remove_dir_all(self.dir.join("mounts"));
         std::fs::create_dir_all(self.dir.join("steps"))?;
         Ok(n)
     }

@@ -9,5 +9,6 @@ pub mod builder;
 pub mod cache;
 pub mod context;
 pub mod dispatch;
+pub mod run_mount;
 
 pub use builder::{BuildError, BuildOptions, Builder};
