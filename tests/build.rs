@@ -330,7 +330,7 @@ fn run_mounts_cache_tmpfs_bind() {
         b.run(&["run", "--rm", "m"]).ok(),
         "1\ntmpfs\nfrom the context\n"
     );
-    // Only the (empty) mount points stay behind.
+    // Not even the mount points the image did not have stay behind.
     let ls = b
         .run(&[
             "run",
@@ -338,10 +338,10 @@ fn run_mounts_cache_tmpfs_bind() {
             "m",
             "sh",
             "-c",
-            "ls -A /var/cache/app /scratch; wc -c < /data.txt",
+            "ls -d /var/cache /scratch /data.txt 2>&1; true",
         ])
         .ok();
-    assert_eq!(ls, "/scratch:\n\n/var/cache/app:\n0\n", "{ls}");
+    assert_eq!(ls.matches("No such file or directory").count(), 3, "{ls}");
     // The cache directory outlives the build.
     build(&b, &d, &["-t", "m", "--no-cache"]).ok();
     assert!(b.run(&["run", "--rm", "m"]).ok().starts_with("2\n"));

@@ -749,6 +749,20 @@ impl<'a> Builder<'a> {
             .snapshots
             .prepare(&snap, top.as_ref(), Default::default())
             .map_err(other)?;
+        // Mount points the image does not have: made for the mounts by the
+        // runtime, removed again before the diff (as BuildKit does).
+        let upper = self.store.snapshots.upper_dir(&snap);
+        let lowers: Vec<PathBuf> = mounts
+            .iter()
+            .flat_map(|m| m.options.iter())
+            .filter_map(|o| o.strip_prefix("lowerdir="))
+            .flat_map(|l| l.split(':').map(PathBuf::from).collect::<Vec<_>>())
+            .chain([upper.clone()])
+            .collect();
+        let stubs: Vec<(String, String)> = run_mounts
+            .iter()
+            .filter_map(|m| crate::run_mount::stub_root(m.target(), &lowers))
+            .collect();
         let cache_root = self.cache.dir().join("mounts");
         let extra: Result<Vec<serde_json::Value>, String> = run_mounts
             .iter()
@@ -788,6 +802,9 @@ impl<'a> Builder<'a> {
                 cmd: shown,
                 code,
             });
+        }
+        for (root, target) in &stubs {
+            crate::run_mount::remove_stub(&upper, root, target);
         }
         // History reads as docker's classic builder wrote it: the command itself.
         let parent_key = st.key.clone();

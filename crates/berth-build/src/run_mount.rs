@@ -1,9 +1,9 @@
 //! `RUN --mount=…` (BuildKit's syntax): `type=cache` (a directory kept
 //! between builds, the pip/apt cache pattern), `type=tmpfs`, and `type=bind`
 //! of a file or directory of the build context (read-only). What is mounted
-//! never becomes part of the layer; a mount point the image did not have
-//! stays in it as an empty directory or file (BuildKit removes such stubs;
-//! berth does not yet). Other kinds (`secret`, `ssh`, binds
+//! never becomes part of the layer, nor do the mount points the image did
+//! not have (the empty directories or files made to mount on), as with
+//! BuildKit. Other kinds (`secret`, `ssh`, binds
 //! `from=` a stage, read-write binds) are refused with a clear error rather
 //! than silently run without their mount.
 
@@ -41,6 +41,70 @@ pub enum RunMount {
         /// Relative to the context.
         source: String,
     },
+}
+
+impl RunMount {
+    /// Where it appears.
+    pub fn target(&self) -> &str {
+        match self {
+            RunMount::Cache { target, .. }
+            | RunMount::Tmpfs { target, .. }
+            | RunMount::Bind { target, .. } => target,
+        }
+    }
+}
+
+/// The first component of `target` that none of `layers` (the image's
+/// layer directories, top last) has: what mounting there will create.
+/// Returns (that path, the target), or `None` if the target exists.
+pub fn stub_root(target: &str, layers: &[PathBuf]) -> Option<(String, String)> {
+    let mut path = String::new();
+    for comp in target.split('/').filter(|c| !c.is_empty()) {
+        path.push('/');
+        path.push_str(comp);
+        let exists = layers
+            .iter()
+            .any(|l| std::fs::symlink_metadata(l.join(&path[1..])).is_ok());
+        if !exists {
+            return Some((path, target.to_string()));
+        }
+    }
+    None
+}
+
+/// Removes a mount stub from the layer being made (`upper`): `root` and the
+/// directories down to `target`, if they hold nothing but the path to an
+/// empty `target`. Whatever the step wrote beside them stays.
+pub fn remove_stub(upper: &Path, root: &str, target: &str) {
+    let t = upper.join(target.trim_start_matches('/'));
+    let empty_target = match std::fs::symlink_metadata(&t) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(&t)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false),
+        Ok(m) if m.is_file() => m.len() == 0,
+        _ => false,
+    };
+    if !empty_target {
+        return;
+    }
+    // Walk up from the target while each directory holds only its child.
+    let mut cur = t.clone();
+    let stop = upper.join(root.trim_start_matches('/'));
+    let _ = if cur.is_dir() {
+        std::fs::remove_dir(&cur)
+    } else {
+        std::fs::remove_file(&cur)
+    };
+    while cur != stop {
+        let Some(parent) = cur.parent() else { break };
+        if !parent.starts_with(&stop) {
+            break;
+        }
+        cur = parent.to_path_buf();
+        if std::fs::remove_dir(&cur).is_err() {
+            break; // not empty: the step wrote something there
+        }
+    }
 }
 
 /// Parses one `--mount` value.
@@ -272,6 +336,32 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn stubs_go_what_the_step_wrote_stays() {
+        let lower = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(lower.path().join("etc")).unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        let layers = vec![lower.path().to_path_buf(), upper.path().to_path_buf()];
+        assert_eq!(stub_root("/etc", &layers), None, "exists in the image");
+        let (root, t) = stub_root("/var/cache/app", &layers).unwrap();
+        assert_eq!(root, "/var");
+        // Only the stub: all of it goes.
+        std::fs::create_dir_all(upper.path().join("var/cache/app")).unwrap();
+        remove_stub(upper.path(), &root, &t);
+        assert!(!upper.path().join("var").exists());
+        // The step also wrote /var/cache/keep: that stays.
+        std::fs::create_dir_all(upper.path().join("var/cache/app")).unwrap();
+        std::fs::write(upper.path().join("var/cache/keep"), "x").unwrap();
+        remove_stub(upper.path(), &root, &t);
+        assert!(!upper.path().join("var/cache/app").exists());
+        assert!(upper.path().join("var/cache/keep").exists());
+        // A target the step filled is no stub.
+        std::fs::create_dir_all(upper.path().join("var/cache/app")).unwrap();
+        std::fs::write(upper.path().join("var/cache/app/f"), "x").unwrap();
+        remove_stub(upper.path(), &root, &t);
+        assert!(upper.path().join("var/cache/app/f").exists());
     }
 
     #[test]
