@@ -367,3 +367,69 @@ fn run_mounts_cache_tmpfs_bind() {
         "{err}"
     );
 }
+
+/// A one-file HTTP server on loopback for `ADD <url>`; serves `body` for
+/// every request until the test ends.
+fn http_file(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_from_a_url() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let base = http_file("downloaded content\n");
+    let url = format!("{base}/files/notes.txt");
+    let sum = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "printf 'downloaded content\\n' | sha256sum"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    let df = format!(
+        "FROM busybox\nADD {url} /dl/\nADD --checksum=sha256:{sum} {url} /named.txt\nCMD cat /dl/notes.txt /named.txt; stat -c '%a %Y' /dl/notes.txt\n"
+    );
+    let d = ctx(&b, "addurl", &[("Dockerfile", &df)]);
+    build(&b, &d, &["-t", "dl"]).ok();
+    // docker: named after the URL's last segment, mode 0600, mtime from
+    // Last-Modified (2015-10-21 07:28:00 UTC), never extracted.
+    assert_eq!(
+        b.run(&["run", "--rm", "dl"]).ok(),
+        "downloaded content\ndownloaded content\n600 1445412480\n"
+    );
+    // A wrong checksum stops the build at its line.
+    let bad = format!(
+        "FROM busybox\nADD --checksum=sha256:{} {url} /x\n",
+        "0".repeat(64)
+    );
+    std::fs::write(d.join("Dockerfile"), bad).unwrap();
+    let err = build(&b, &d, &["-t", "dl2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("digest mismatch"),
+        "{err}"
+    );
+    // COPY takes no URLs.
+    std::fs::write(
+        d.join("Dockerfile"),
+        format!("FROM busybox\nCOPY {url} /x\n"),
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "dl3"]).fails(1);
+    assert!(err.contains("source can't be a URL for COPY"), "{err}");
+}

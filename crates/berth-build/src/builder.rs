@@ -102,6 +102,9 @@ pub struct BuildOptions {
 /// fresh copy even when one is present.
 pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + 'a>;
 
+/// Downloads a URL for `ADD <url>`: (body, Last-Modified as a unix time).
+pub type Downloader<'a> = Box<dyn FnMut(&str) -> Result<(Vec<u8>, Option<i64>), String> + 'a>;
+
 /// The builder.
 pub struct Builder<'a> {
     store: &'a Store,
@@ -112,6 +115,7 @@ pub struct Builder<'a> {
     vertex: usize,
     mounts_made: usize,
     fetch: Option<Fetcher<'a>>,
+    download: Option<Downloader<'a>>,
     pull_always: bool,
 }
 
@@ -276,8 +280,15 @@ impl<'a> Builder<'a> {
             vertex: 0,
             mounts_made: 0,
             fetch: None,
+            download: None,
             pull_always: false,
         })
+    }
+
+    /// Lets `ADD <url>` download.
+    pub fn with_downloader(mut self, d: Downloader<'a>) -> Self {
+        self.download = Some(d);
+        self
     }
 
     /// How base images missing from the store are fetched (without one, a
@@ -1277,17 +1288,57 @@ impl<'a> Builder<'a> {
         // Resolve sources and hash them for the cache.
         let mut items: Vec<(PathBuf, String)> = Vec::new(); // (source path, destination path in image)
         let mut archives: Vec<(PathBuf, String)> = Vec::new();
+        let mut downloads: Vec<(String, Vec<u8>, i64)> = Vec::new();
         let mut inputs = Inputs::default();
         for s in &c.sources {
             if s.starts_with("<<") {
                 continue;
             }
             if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") {
-                return Err(step_err(
-                    file,
-                    cmd,
-                    format!("{s}: ADD from URLs and git is not supported yet"),
-                ));
+                if !is_add {
+                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
+                }
+                if s.starts_with("git@") || s.ends_with(".git") {
+                    return Err(step_err(
+                        file,
+                        cmd,
+                        format!("{s}: ADD from git is not supported yet"),
+                    ));
+                }
+                let dl = self.download.as_mut().ok_or_else(|| {
+                    step_err(file, cmd, format!("{s}: this builder cannot download"))
+                })?;
+                let (data, modified) = dl(s).map_err(|e| step_err(file, cmd, e))?;
+                let sum = Digest::sha256_of(&data);
+                if let Some(want) = &c.checksum
+                    && *want != sum.to_string()
+                {
+                    return Err(step_err(
+                        file,
+                        cmd,
+                        format!("{s}: digest mismatch: expected {want}, got {sum}"),
+                    ));
+                }
+                // docker: the last path segment names the file in a directory
+                // destination; never extracted; mode 0600.
+                let name = s
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .find(|x| !x.is_empty())
+                    .unwrap_or("index.html")
+                    .to_string();
+                let target = if dest_is_dir {
+                    format!("{}/{name}", dest.trim_end_matches('/'))
+                } else {
+                    dest.to_string()
+                };
+                inputs
+                    .items
+                    .insert(format!("url:{target}"), sum.hex().to_string());
+                downloads.push((target, data, modified.unwrap_or(0)));
+                continue;
             }
             let matches = match ctx {
                 Some(cx) => cx.resolve(s),
@@ -1398,6 +1449,14 @@ impl<'a> Builder<'a> {
                     name: d.trim_start_matches('/').as_bytes().to_vec(),
                 })
                 .collect();
+            for (d, data, mtime) in &downloads {
+                mapped.push(Mapped::Data {
+                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                    data: data.clone(),
+                    mode: 0o600,
+                    mtime: opts.source_date_epoch.unwrap_or(*mtime),
+                });
+            }
             for h in &c.heredocs {
                 let content = if h.chomp {
                     berth_dockerfile::parser::chomp_heredoc(&h.content)

@@ -293,6 +293,37 @@ fn agent(host: &str, verify: bool) -> ureq::Agent {
         .into()
 }
 
+/// Downloads `url` (http or https, the system's and /etc/docker/certs.d
+/// roots, redirects followed) for `ADD <url>`: the body and the
+/// Last-Modified header. At most `limit` bytes.
+pub fn download(url: &str, limit: u64) -> std::result::Result<(Vec<u8>, Option<String>), String> {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    let resp = agent(host, true)
+        .get(url)
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("{url}: HTTP {status}"));
+    }
+    let modified = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| format!("{url}: {e}"))?;
+    Ok((body, modified))
+}
+
 /// A connection to one registry.
 pub struct Registry {
     agent: ureq::Agent,

@@ -160,7 +160,17 @@ pub fn build(
             .map(|_| ())
             .map_err(|e| format!("{e:#}"))
     };
-    let mut b = Builder::new(&engine.store, engine.root(), out)?.with_fetcher(Box::new(fetch));
+    let download = |url: &str| -> Result<(Vec<u8>, Option<i64>), String> {
+        // ADD <url>: up to 4 GiB, mtime from Last-Modified as docker sets it.
+        let (body, modified) = berth_registry::client::download(url, 4 << 30)?;
+        let mtime = modified
+            .and_then(|m| jiff::fmt::rfc2822::parse(&m).ok())
+            .map(|z| z.timestamp().as_second());
+        Ok((body, mtime))
+    };
+    let mut b = Builder::new(&engine.store, engine.root(), out)?
+        .with_fetcher(Box::new(fetch))
+        .with_downloader(Box::new(download));
     match b.build(&opts) {
         Ok(img) => {
             if let Some(p) = &a.iidfile {
