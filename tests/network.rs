@@ -475,6 +475,24 @@ fn user_network_names_aliases_and_bad_input() {
     assert!(!l.contains("br-"), "{l}");
     assert!(!nft_list(&b, "set", "nets").contains("10.50.0.0/16"));
     assert_eq!(b.run(&["network", "prune", "-f"]).ok(), "");
+    // -p with the host's network: docker's warning, ports ignored.
+    let r = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-p",
+        "8080:80",
+        "busybox",
+        "true",
+    ]);
+    r.ok();
+    assert!(
+        r.stderr()
+            .contains("WARNING: Published ports are discarded when using host network mode"),
+        "{}",
+        r.stderr()
+    );
     // system prune takes unused networks too, as docker's does.
     b.run(&["network", "create", "leftover"]).ok();
     let out = b.run(&["system", "prune", "-f"]).ok();

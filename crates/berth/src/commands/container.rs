@@ -285,6 +285,11 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
             port_bindings.entry(k).or_default().push(b);
         }
     }
+    if a.network.as_deref() == Some("host") && (!port_bindings.is_empty() || a.publish_all) {
+        // docker's words, and like docker the ports are ignored.
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
+        port_bindings.clear();
+    }
     Ok(CreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
