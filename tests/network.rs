@@ -260,6 +260,19 @@ fn killed_monitor_leaves_nothing_behind() {
         "ports withdrawn"
     );
     assert_no_veth(&b);
+    // A DNAT no container owns (a crash between the steps of an rm): the
+    // next publish or prune withdraws it.
+    assert!(
+        ns(&b)
+            .sh("nft add element ip berth tcp_ports '{ 7777 : 172.17.0.99 . 80 }'")
+            .0
+    );
+    assert!(nft_list(&b, "map", "tcp_ports").contains("7777"));
+    b.run(&["network", "prune", "-f"]).ok();
+    assert!(
+        !nft_list(&b, "map", "tcp_ports").contains("7777"),
+        "stray withdrawn"
+    );
     // The port is free for another container, and rm releases the address.
     b.run(&[
         "run", "-d", "--name", "k2", "-p", "8081:80", "busybox", "sleep", "60",

@@ -11,8 +11,10 @@
 //! the runtime's create and start, so the process never sees a network that is
 //! not ready); NAT and published ports (see [`nft`]); and cleanup: the host end
 //! of a veth goes with its namespace, published ports are withdrawn when the
-//! container stops, the address when it is removed, and [`Engine::refresh`]
-//! withdraws the ports of a container found dead with its monitor killed.
+//! container stops, the address when it is removed, [`Engine::refresh`]
+//! withdraws the ports of a container found dead with its monitor killed,
+//! and [`Engine::network_reconcile`] any published port no running container
+//! owns.
 
 pub mod dns;
 pub mod netlink;
@@ -559,6 +561,7 @@ impl Engine {
 
     /// `network prune`: user networks no container uses.
     pub fn network_prune(&self) -> Result<Vec<String>> {
+        self.network_reconcile()?;
         let mut out = Vec::new();
         for n in self.bridge_networks() {
             if !n.predefined() && self.network_users(&n)?.is_empty() {
@@ -1017,6 +1020,35 @@ impl Engine {
         nft::publish(&rules).map_err(nft_err)?;
         c.network_settings.ports = shown;
         Ok(())
+    }
+
+    /// Withdraws published ports that lead to an address no container
+    /// record holds (left by a crash between the steps of an rm, or a root
+    /// that was wiped), so a stale DNAT never steals a port. A container
+    /// that is starting already holds its address, so this is safe beside
+    /// concurrent starts; stopped containers' ports go in [`Engine::refresh`].
+    /// Run by `network prune` and `system prune`.
+    pub fn network_reconcile(&self) -> Result<()> {
+        if !nft::table_exists() {
+            return Ok(());
+        }
+        let mut held = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(c) = container::load(&e.path()) {
+                for ep in c.network_settings.networks.values() {
+                    held.insert(ep.ip_address.clone());
+                }
+            }
+        }
+        let stray: Vec<nft::Published> = nft::published()
+            .into_iter()
+            .filter(|p| !held.contains(&p.ip.to_string()))
+            .collect();
+        nft::unpublish(&stray).map_err(nft_err)
     }
 
     /// Ports published by other running containers.

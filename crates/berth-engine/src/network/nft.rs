@@ -95,7 +95,7 @@ fn apply(what: &str, script: &str) -> Result<()> {
 }
 
 /// Whether the table exists in this network namespace.
-fn table_exists() -> bool {
+pub fn table_exists() -> bool {
     Command::new("nft")
         .args(["list", "table", "ip", "berth"])
         .stdout(Stdio::null())
@@ -231,4 +231,60 @@ pub fn delete_table() -> Result<()> {
         return Ok(());
     }
     apply("delete table ip berth", "delete table ip berth\n")
+}
+
+/// Every published port in the table, read back from nft (for reconcile).
+pub fn published() -> Vec<Published> {
+    let mut out = Vec::new();
+    for proto in ["tcp", "udp"] {
+        for (map, with_addr) in [
+            (format!("{proto}_ports"), false),
+            (format!("{proto}_addr_ports"), true),
+        ] {
+            let o = match Command::new("nft")
+                .args(["-j", "list", "map", "ip", "berth", &map])
+                .output()
+            {
+                Ok(o) if o.status.success() => o,
+                _ => continue,
+            };
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let elems = v["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["map"]["elem"].as_array())
+                .flatten();
+            for e in elems {
+                let (k, val) = (&e[0], &e[1]);
+                let target = &val["concat"];
+                let (Some(ip), Some(port)) = (
+                    target[0].as_str().and_then(|s| s.parse().ok()),
+                    target[1].as_u64(),
+                ) else {
+                    continue;
+                };
+                let (host_ip, host_port) = if with_addr {
+                    (
+                        k["concat"][0].as_str().and_then(|s| s.parse().ok()),
+                        k["concat"][1].as_u64(),
+                    )
+                } else {
+                    (None, k.as_u64())
+                };
+                let Some(host_port) = host_port else { continue };
+                if with_addr && host_ip.is_none() {
+                    continue;
+                }
+                out.push(Published {
+                    proto: proto.to_string(),
+                    host_ip,
+                    host_port: host_port as u16,
+                    ip,
+                    port: port as u16,
+                });
+            }
+        }
+    }
+    out
 }
