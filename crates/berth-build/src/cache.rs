@@ -131,18 +131,23 @@ impl Cache {
         }
     }
 
+    /// Every record that parses.
+    fn records(&self) -> Vec<Record> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok())
+            .collect()
+    }
+
     /// Every digest a record references (layer blobs), for gc roots.
     pub fn referenced(&self) -> Vec<Digest> {
         let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                if let Ok(b) = std::fs::read(e.path())
-                    && let Ok(r) = serde_json::from_slice::<Record>(&b)
-                {
-                    out.extend(r.layers.iter().map(|l| l.digest.clone()));
-                    out.extend(berth_types::chain_ids(&r.config.rootfs.diff_ids));
-                }
-            }
+        for r in self.records() {
+            out.extend(r.layers.iter().map(|l| l.digest.clone()));
+            out.extend(berth_types::chain_ids(&r.config.rootfs.diff_ids));
         }
         out.sort();
         out.dedup();
@@ -167,16 +172,11 @@ impl Cache {
 
     /// Chain ids of every layer state a record references.
     pub fn chain_ids(&self) -> Vec<Digest> {
-        let mut out = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                if let Ok(b) = std::fs::read(e.path())
-                    && let Ok(r) = serde_json::from_slice::<Record>(&b)
-                {
-                    out.extend(berth_types::chain_ids(&r.config.rootfs.diff_ids));
-                }
-            }
-        }
+        let mut out: Vec<Digest> = self
+            .records()
+            .iter()
+            .flat_map(|r| berth_types::chain_ids(&r.config.rootfs.diff_ids))
+            .collect();
         out.sort();
         out.dedup();
         out

@@ -151,13 +151,19 @@ impl Engine {
         self.root.join("containers").join(id)
     }
 
+    /// Every container record as stored (status not brought up to date).
+    pub fn records(&self) -> Vec<Container> {
+        container::all_dirs(&self.root.join("containers"))
+            .iter()
+            .filter_map(|d| container::load(d).ok())
+            .collect()
+    }
+
     /// Every container, newest first, with its status brought up to date.
     pub fn containers(&self) -> Result<Vec<Container>> {
         let mut out = Vec::new();
-        for d in container::all_dirs(&self.root.join("containers")) {
-            if let Ok(c) = container::load(&d) {
-                out.push(self.refresh(c)?);
-            }
+        for c in self.records() {
+            out.push(self.refresh(c)?);
         }
         out.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(out)
@@ -166,10 +172,7 @@ impl Engine {
     /// Finds a container by full id, unique id prefix, or name (`/name` too).
     pub fn find(&self, q: &str) -> Result<Container> {
         let name = q.trim_start_matches('/');
-        let all: Vec<Container> = container::all_dirs(&self.root.join("containers"))
-            .iter()
-            .filter_map(|d| container::load(d).ok())
-            .collect();
+        let all = self.records();
         if let Some(c) = all.iter().find(|c| c.id == q || c.name == name) {
             return self.refresh(c.clone());
         }

@@ -494,25 +494,7 @@ impl Engine {
         if c.state.status == Status::Running || c.state.status == Status::Paused {
             return Ok(()); // docker start of a running container is a no-op
         }
-        let (r, w) = pipe()?;
-        // SAFETY: fork from the single-threaded CLI; the child becomes the monitor.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(EngineError::io(
-                "fork",
-                Path::new("monitor"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        if pid == 0 {
-            drop(r);
-            // SAFETY: setsid + second fork so the monitor is not our child.
-            unsafe {
-                libc::setsid();
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
-            }
+        let r = spawn_detached("monitor", |w| {
             if let Some(exe) = &self.monitor_exe {
                 // A fresh image for the long-lived monitor: only what it
                 // touches from here on stays resident. On failure, fall back
@@ -528,16 +510,8 @@ impl Engine {
                 );
                 let _ = err;
             }
-            let code = self.monitor(&c.id, w);
-            // SAFETY: the monitor ends here.
-            unsafe { libc::_exit(code) }
-        }
-        drop(w);
-        let mut st = 0;
-        // SAFETY: reap the intermediate child.
-        unsafe {
-            libc::waitpid(pid, &mut st, 0);
-        }
+            self.monitor(&c.id, w)
+        })?;
         let mut msg = Vec::new();
         std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut msg)
             .map_err(|e| EngineError::io("read", Path::new("monitor pipe"), e))?;
@@ -699,6 +673,45 @@ fn berth_cgroups_layout_is_v2() -> bool {
                 .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
         })
         .unwrap_or(false)
+}
+
+/// Runs `body` in a process of its own that outlives the caller: forked,
+/// in a new session, forked again so init (or the nearest subreaper) adopts
+/// it, and exiting with `body`'s code. `body` gets the write end of a pipe
+/// whose read end is returned, for it to report back on. Call only from a
+/// single-threaded process (the CLI or a monitor). `what` names it in errors.
+pub(crate) fn spawn_detached(what: &str, body: impl FnOnce(OwnedFd) -> i32) -> Result<OwnedFd> {
+    let (r, w) = pipe()?;
+    // SAFETY: fork from a single-threaded process; the child only forks
+    // again and runs `body`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(EngineError::io(
+            "fork",
+            Path::new(what),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        drop(r);
+        // SAFETY: setsid + second fork so it is not the caller's child.
+        unsafe {
+            libc::setsid();
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+        }
+        let code = body(w);
+        // SAFETY: the detached process ends here.
+        unsafe { libc::_exit(code) }
+    }
+    drop(w);
+    let mut st = 0;
+    // SAFETY: reap the intermediate child.
+    unsafe {
+        libc::waitpid(pid, &mut st, 0);
+    }
+    Ok(r)
 }
 
 /// A pipe (read, write), close-on-exec.

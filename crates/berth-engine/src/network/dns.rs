@@ -62,26 +62,9 @@ impl Engine {
             }
             return Ok(());
         }
-        let (r, w) = crate::run::pipe()?;
-        // SAFETY: fork from a single-threaded berth process (the CLI or a
-        // monitor); the child only forks again and runs the server.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(EngineError::io(
-                "fork",
-                Path::new("dns server"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        if pid == 0 {
-            drop(r);
-            // SAFETY: detach: new session, second fork so init adopts it,
-            // stdio to /dev/null.
+        let r = crate::run::spawn_detached("dns server", |w| {
+            // SAFETY: stdio to /dev/null.
             unsafe {
-                libc::setsid();
-                if libc::fork() != 0 {
-                    libc::_exit(0);
-                }
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                 for fd in 0..3 {
                     libc::dup2(null, fd);
@@ -101,19 +84,11 @@ impl Engine {
                     unsafe { libc::close(fd) };
                 }
             }
-            let code = match serve(self, Some(w)) {
+            match serve(self, Some(w)) {
                 Ok(()) => 0,
                 Err(_) => 1,
-            };
-            // SAFETY: the server process ends here.
-            unsafe { libc::_exit(code) }
-        }
-        drop(w);
-        let mut st = 0;
-        // SAFETY: reap the intermediate child.
-        unsafe {
-            libc::waitpid(pid, &mut st, 0);
-        }
+            }
+        })?;
         // The server writes one byte once its sockets are bound (or closes
         // the pipe if it found another server holding the lock).
         let mut f = std::fs::File::from(r);

@@ -628,25 +628,18 @@ impl Engine {
     /// Addresses on network `id` held by container records (other than
     /// `except`'s), address → container id.
     fn taken(&self, id: &str, except: &str) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for e in std::fs::read_dir(self.root().join("containers"))
+        self.records()
             .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let cid = e.file_name().to_string_lossy().to_string();
-            if cid == except {
-                continue;
-            }
-            if let Ok(c) = container::load(&e.path()) {
-                for ep in c.network_settings.networks.values() {
-                    if ep.network_id == id {
-                        out.insert(ep.ip_address.clone(), cid.clone());
-                    }
-                }
-            }
-        }
-        out
+            .filter(|c| c.id != except)
+            .flat_map(|c| {
+                c.network_settings
+                    .networks
+                    .into_values()
+                    .filter(|ep| ep.network_id == id)
+                    .map(move |ep| (ep.ip_address, c.id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// An address on `net` for `c` (`ip` if given and free). The caller
@@ -1032,18 +1025,12 @@ impl Engine {
         if !nft::table_exists() {
             return Ok(());
         }
-        let mut held = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(self.root().join("containers"))
+        let held: std::collections::BTreeSet<String> = self
+            .records()
             .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(c) = container::load(&e.path()) {
-                for ep in c.network_settings.networks.values() {
-                    held.insert(ep.ip_address.clone());
-                }
-            }
-        }
+            .flat_map(|c| c.network_settings.networks.into_values())
+            .map(|ep| ep.ip_address)
+            .collect();
         let stray: Vec<nft::Published> = nft::published()
             .into_iter()
             .filter(|p| !held.contains(&p.ip.to_string()))

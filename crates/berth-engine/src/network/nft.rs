@@ -204,27 +204,6 @@ pub fn unpublish(ports: &[Published]) -> Result<()> {
     Ok(())
 }
 
-/// The elements of the map or set `name` (`kind` is `map` or `set`), as
-/// nft's JSON prints them (for reconcile and tests).
-pub fn elements(kind: &str, name: &str) -> Vec<String> {
-    let out = match Command::new("nft")
-        .args(["-j", "list", kind, "ip", "berth", name])
-        .output()
-    {
-        Ok(o) if o.status.success() => o,
-        _ => return Vec::new(),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o.get(kind).and_then(|s| s.get("elem")))
-        .flat_map(|e| e.as_array().cloned().unwrap_or_default())
-        .map(|e| e.to_string())
-        .collect()
-}
-
 /// Deletes the whole table (when the last network goes, and in tests).
 pub fn delete_table() -> Result<()> {
     if !table_exists() {

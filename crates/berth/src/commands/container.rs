@@ -1216,14 +1216,7 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let before = berth_store::fsutil::du(&engine.root().join("snapshots"));
-    let ids = engine.prune()?;
-    if !ids.is_empty() {
-        println!("Deleted Containers:");
-        for id in &ids {
-            println!("{id}");
-        }
-        println!();
-    }
+    crate::output::print_deleted("Containers", &engine.prune()?);
     let after = berth_store::fsutil::du(&engine.root().join("snapshots"));
     println!(
         "Total reclaimed space: {}",
@@ -1339,14 +1332,7 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
             {
                 return Ok(());
             }
-            let removed = engine.volume_prune(all)?;
-            if !removed.is_empty() {
-                println!("Deleted Volumes:");
-                for r in &removed {
-                    println!("{r}");
-                }
-                println!();
-            }
+            crate::output::print_deleted("Volumes", &engine.volume_prune(all)?);
             println!("Total reclaimed space: 0B");
         }
     }

@@ -209,31 +209,10 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
         }
     }
     let before = berth_store::fsutil::du(engine.root());
-    let ids = engine.prune()?;
-    if !ids.is_empty() {
-        println!("Deleted Containers:");
-        for id in &ids {
-            println!("{id}");
-        }
-        println!();
-    }
-    let nets = engine.network_prune()?;
-    if !nets.is_empty() {
-        println!("Deleted Networks:");
-        for n in &nets {
-            println!("{n}");
-        }
-        println!();
-    }
+    crate::output::print_deleted("Containers", &engine.prune()?);
+    crate::output::print_deleted("Networks", &engine.network_prune()?);
     if a.volumes {
-        let v = engine.volume_prune(false)?;
-        if !v.is_empty() {
-            println!("Deleted Volumes:");
-            for n in &v {
-                println!("{n}");
-            }
-            println!();
-        }
+        crate::output::print_deleted("Volumes", &engine.volume_prune(false)?);
     }
     let (events, _) = crate::commands::image::prune_images(&engine.store, a.all)?;
     if !events.is_empty() {

@@ -124,6 +124,19 @@ pub fn print_items(
     Ok(())
 }
 
+/// A prune report section as docker prints it: `Deleted Containers:`, one
+/// item a line, a blank line; nothing when there is nothing.
+pub fn print_deleted(what: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    println!("Deleted {what}:");
+    for i in items {
+        println!("{i}");
+    }
+    println!();
+}
+
 /// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
 pub fn human_size(size: u64) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
