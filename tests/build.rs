@@ -433,3 +433,146 @@ fn add_from_a_url() {
     let err = build(&b, &d, &["-t", "dl3"]).fails(1);
     assert!(err.contains("source can't be a URL for COPY"), "{err}");
 }
+
+/// `build --check` lints without building (docker's output shape: rule, URL,
+/// message, `file:line`, the lines around it, a summary; exit 0 on warnings,
+/// 1 on a parse error or with `# check=error=true`); `build --print` dumps
+/// what the parser understood; `check=error=true` also stops a real build
+/// before any step runs.
+#[test]
+fn check_and_print() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "lint",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS Base\nENV API_TOKEN=x\nWORKDIR app\nCMD echo hi\n",
+        )],
+    );
+    let r = build(&b, &d, &["--check"]);
+    let out = r.ok();
+    for want in [
+        "WARNING: StageNameCasing - https://docs.docker.com/go/dockerfile/rule/stage-name-casing/",
+        "Stage name 'Base' should be lowercase\nDockerfile:1\n",
+        "Do not use ARG or ENV instructions for sensitive data (ENV \"API_TOKEN\")",
+        "Relative workdir \"app\" can have unexpected results if the base image changes",
+        "JSON arguments recommended for CMD",
+        "   4 | >>> CMD echo hi\n",
+        "Check complete, 4 warnings have been found!",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(
+        b.run(&["images", "-q"]).ok().trim(),
+        b.run(&["images", "-q", "busybox"]).ok().trim(),
+        "nothing built"
+    );
+
+    let clean = ctx(
+        &b,
+        "clean",
+        &[("Dockerfile", "FROM busybox\nCMD [\"true\"]\n")],
+    );
+    assert!(
+        build(&b, &clean, &["--check"])
+            .ok()
+            .contains("Check complete, no warnings found.")
+    );
+
+    let bad = ctx(
+        &b,
+        "bad",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCOPY --checksum=sha256:00 a /b\n",
+        )],
+    );
+    let r = build(&b, &bad, &["--check"]);
+    let err = r.fails(1);
+    assert!(
+        err.contains(
+            "Dockerfile:2: unknown flag: checksum (the --checksum flag is not allowed on COPY)"
+        ),
+        "{err}"
+    );
+    assert!(
+        r.stdout().contains("   2 | >>> COPY --checksum"),
+        "{}",
+        r.stdout()
+    );
+
+    let strict = ctx(
+        &b,
+        "strict",
+        &[(
+            "Dockerfile",
+            "# check=skip=StageNameCasing;error=true\nFROM busybox AS Base\nRUN touch /ran\nCMD echo shell form\n",
+        )],
+    );
+    let r = build(&b, &strict, &["--check"]);
+    r.fails(1);
+    assert!(
+        !r.stdout().contains("StageNameCasing"),
+        "skipped rule: {}",
+        r.stdout()
+    );
+    assert!(r.stdout().contains("JSONArgsRecommended"));
+    let err = build(&b, &strict, &["-t", "strict"]).fails(1);
+    assert!(
+        err.contains("lint violation found for rules: JSONArgsRecommended"),
+        "{err}"
+    );
+    assert!(!err.contains("RUN touch"), "no step ran: {err}");
+    b.run(&["image", "inspect", "strict"]).fails(1);
+
+    // --print: the stages and typed instructions, as JSON on stdout; `-f -` too.
+    let r = b.run_stdin(
+        &["build", "--print", "-f", "-", d.to_str().unwrap()],
+        b"ARG V=1\nFROM busybox:${V} AS build\nRUN --mount=type=cache,target=/c echo hi\nFROM scratch\nCOPY --from=build /bin/sh /sh\n",
+    );
+    let v: Value = serde_json::from_str(&r.ok()).unwrap();
+    assert_eq!(v["metaArgs"][0]["args"][0]["name"], "V");
+    assert_eq!(v["stages"][0]["name"], "build");
+    assert_eq!(v["stages"][0]["base"], "busybox:${V}");
+    let run = &v["stages"][0]["commands"][0];
+    assert_eq!(run["instruction"], "RUN");
+    assert_eq!(run["line"], 3);
+    assert_eq!(run["args"]["mounts"][0], "type=cache,target=/c");
+    assert_eq!(run["args"]["cmd"]["args"][0], "echo hi");
+    assert_eq!(v["stages"][1]["commands"][0]["args"]["from"], "build");
+}
+
+/// ARG and ENV scoping as docker has it: an ARG before FROM is visible in FROM
+/// only, unless the stage declares it again (then it has the global default);
+/// ENV wins over ARG of the same name; --build-arg overrides defaults; an ARG
+/// declared in one stage is not visible in the next.
+#[test]
+fn arg_and_env_scoping() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["tag", "busybox", "busybox:scoped"]).ok();
+    let d = ctx(
+        &b,
+        "scope",
+        &[(
+            "Dockerfile",
+            "ARG TAG=scoped\nARG GLOBAL=global-default\nFROM busybox:${TAG} AS first\nARG LOCAL=local-default\nRUN echo \"tag=[$TAG] global=[$GLOBAL] local=[$LOCAL]\" > /first\nARG GLOBAL\nARG SHADOW=from-arg\nENV SHADOW=from-env\nRUN echo \"global=[$GLOBAL] shadow=[$SHADOW]\" >> /first\n\
+             FROM first\nRUN echo \"local=[$LOCAL] shadow=[$SHADOW]\" > /second\n",
+        )],
+    );
+    build(
+        &b,
+        &d,
+        &["-t", "scoped-out", "--build-arg", "LOCAL=overridden"],
+    )
+    .ok();
+    let first = b
+        .run(&["run", "--rm", "scoped-out", "cat", "/first", "/second"])
+        .ok();
+    assert_eq!(
+        first,
+        "tag=[] global=[] local=[overridden]\nglobal=[global-default] shadow=[from-env]\nlocal=[] shadow=[from-env]\n"
+    );
+}

@@ -339,6 +339,19 @@ impl<'a> Builder<'a> {
         for w in &df.warnings {
             self.line(&format!(" {} warning: {} (line {})", w.rule, w.msg, w.line));
         }
+        if df.check.error && !df.warnings.is_empty() {
+            // `# check=error=true`: findings fail the build before any step runs.
+            let mut rules: Vec<&str> = Vec::new();
+            for w in &df.warnings {
+                if !rules.contains(&w.rule) {
+                    rules.push(w.rule);
+                }
+            }
+            return Err(BuildError::Other(format!(
+                "lint violation found for rules: {}",
+                rules.join(", ")
+            )));
+        }
         self.done(v, t);
         let ctx = Context::open(&opts.context, opts.dockerfile.as_deref()).map_err(|e| {
             BuildError::Other(format!(

@@ -15,6 +15,42 @@ pub enum Kind {
     Multi,
 }
 
+/// Every flag some instruction takes.
+const KNOWN: &[&str] = &[
+    "checksum",
+    "chmod",
+    "chown",
+    "device",
+    "exclude",
+    "from",
+    "interval",
+    "keep-git-dir",
+    "link",
+    "mount",
+    "network",
+    "parents",
+    "platform",
+    "retries",
+    "security",
+    "start-interval",
+    "start-period",
+    "timeout",
+    "unpack",
+];
+
+/// Docker's `unknown flag: x`, saying more when it can: the flag belongs to
+/// another instruction, or it is a typo of one this instruction takes.
+fn unknown(name: &str, allowed: &[(&str, Kind)], inst: &str) -> String {
+    if KNOWN.contains(&name) {
+        return format!("unknown flag: {name} (the --{name} flag is not allowed on {inst})");
+    }
+    let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+    match super::suggest::closest(name, &names) {
+        Some(s) => format!("unknown flag: {name} (did you mean --{s}?)"),
+        None => format!("unknown flag: {name}"),
+    }
+}
+
 /// Parsed flags.
 #[derive(Debug, Default)]
 pub struct Flags {
@@ -34,7 +70,7 @@ impl Flags {
                 None => (body, None),
             };
             let Some((_, kind)) = allowed.iter().find(|(n, _)| *n == name) else {
-                return Err(format!("unknown flag: {name}"));
+                return Err(unknown(name, allowed, inst));
             };
             let v = match (kind, value) {
                 (Kind::Bool, None) => "true".to_string(),

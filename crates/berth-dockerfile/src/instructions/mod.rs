@@ -7,6 +7,7 @@
 //! only the builder knows. RUN, CMD, ENTRYPOINT and SHELL are left to the shell.
 
 mod flags;
+pub mod lint;
 mod suggest;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use std::fmt;
 use crate::parser::{self, Heredoc, Node, Warning};
 use crate::shell::{Lex, ShellError};
 use flags::Flags;
+pub use lint::CheckConfig;
 
 /// An error in a Dockerfile, located: `Dockerfile:7: unknown instruction: RUNN`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +37,8 @@ impl fmt::Display for DockerfileError {
 }
 
 /// A command in exec (`["a","b"]`) or shell (`a b`) form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Command {
     /// The words (one string in shell form).
     pub args: Vec<String>,
@@ -64,7 +67,8 @@ impl Command {
 }
 
 /// `key=value` from ENV or LABEL (value unexpanded until [`Instruction::expand`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyValue {
     /// The name.
     pub key: String,
@@ -73,7 +77,8 @@ pub struct KeyValue {
 }
 
 /// One ARG declaration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ArgDecl {
     /// The name.
     pub name: String,
@@ -82,7 +87,8 @@ pub struct ArgDecl {
 }
 
 /// COPY and ADD.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CopyArgs {
     /// Sources (paths, globs, URLs for ADD, `<<EOF` for heredocs).
     pub sources: Vec<String>,
@@ -113,7 +119,8 @@ pub struct CopyArgs {
 }
 
 /// RUN.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunArgs {
     /// The command.
     pub cmd: Command,
@@ -128,7 +135,8 @@ pub struct RunArgs {
 }
 
 /// HEALTHCHECK.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE", rename_all_fields = "camelCase")]
 pub enum Healthcheck {
     /// `HEALTHCHECK NONE`.
     None,
@@ -150,7 +158,8 @@ pub enum Healthcheck {
 }
 
 /// Every Dockerfile instruction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "instruction", content = "args", rename_all = "UPPERCASE")]
 pub enum Instruction {
     /// FROM image [AS name].
     From {
@@ -339,8 +348,10 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
     /// The escape character.
     pub escape: char,
-    /// Warnings, with Docker's rule names.
+    /// Warnings, with Docker's rule names (those `# check=skip=` turns off left out).
     pub warnings: Vec<Warning>,
+    /// The `# check=` directive.
+    pub check: CheckConfig,
     /// The syntax tree.
     pub ast: parser::Ast,
 }
@@ -433,13 +444,82 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, DockerfileError> {
         });
     }
     casing_warnings(&ast, &mut warnings);
-    Ok(Dockerfile {
+    let check = match ast.directives.iter().find(|d| d.name == "check") {
+        Some(d) => CheckConfig::parse(&d.value).map_err(|msg| DockerfileError {
+            file: file.to_string(),
+            line: d.line,
+            end_line: d.line,
+            msg,
+        })?,
+        None => CheckConfig::default(),
+    };
+    let mut df = Dockerfile {
         meta_args,
         stages,
         escape: ast.escape,
-        warnings,
+        warnings: Vec::new(),
+        check,
         ast,
-    })
+    };
+    lint::check(&df, &mut warnings);
+    warnings.retain(|w| df.check.enabled(w.rule));
+    warnings.sort_by_key(|w| w.line);
+    df.warnings = warnings;
+    Ok(df)
+}
+
+impl Located {
+    /// The JSON form `build --print` shows: lines, the original text, the
+    /// instruction and its arguments.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "line": self.node.start_line,
+            "endLine": self.node.end_line,
+            "original": self.node.original.trim(),
+        });
+        if let (serde_json::Value::Object(m), Ok(serde_json::Value::Object(i))) =
+            (&mut v, serde_json::to_value(&self.inst))
+        {
+            m.extend(i);
+        }
+        v
+    }
+}
+
+impl Dockerfile {
+    /// What the parser understood, as `build --print` shows it: directives,
+    /// the ARGs before the first FROM, every stage with its instructions, and
+    /// the warnings.
+    pub fn to_json(&self) -> serde_json::Value {
+        let directives: serde_json::Map<String, serde_json::Value> = self
+            .ast
+            .directives
+            .iter()
+            .map(|d| (d.name.clone(), d.value.clone().into()))
+            .collect();
+        let stages: Vec<serde_json::Value> = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::json!({
+                    "index": i,
+                    "name": s.name,
+                    "base": s.base,
+                    "platform": s.platform,
+                    "line": s.from.node.start_line,
+                    "commands": s.commands.iter().map(Located::to_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "directives": directives,
+            "escape": self.escape.to_string(),
+            "metaArgs": self.meta_args.iter().map(Located::to_json).collect::<Vec<_>>(),
+            "stages": stages,
+            "warnings": self.warnings,
+        })
+    }
 }
 
 /// Parses one instruction (`--change 'CMD ["sh"]'`, ONBUILD triggers).

@@ -20,7 +20,7 @@ pub fn closest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
     let w = word.to_ascii_uppercase();
     options
         .iter()
-        .map(|o| (distance(&w, o), *o))
+        .map(|o| (distance(&w, &o.to_ascii_uppercase()), *o))
         .filter(|(d, o)| *d <= 2.max(o.len() / 3) && *d < o.len())
         .min()
         .map(|(_, o)| o)

@@ -36,7 +36,7 @@ fn err<T>(start_line: usize, end_line: usize, msg: impl Into<String>) -> Result<
 }
 
 /// A heredoc attached to an instruction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heredoc {
     /// The delimiter word.
     pub name: String,
@@ -62,7 +62,7 @@ pub struct Directive {
 }
 
 /// A non-fatal finding of the parser.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     /// Docker's rule name.
     pub rule: &'static str,

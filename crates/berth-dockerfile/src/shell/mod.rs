@@ -441,6 +441,11 @@ impl Word<'_> {
             }
         }
         let Some(op) = ch.filter(|c| matches!(c, '+' | '-' | '?' | '#' | '%')) else {
+            if ch.is_none() {
+                // BuildKit says "unsupported modifier (\u{fffd})" here; the end
+                // of the word is what went wrong.
+                return Err("syntax error: missing '}'".into());
+            }
             return Err(format!("unsupported modifier ({chs}) in substitution"));
         };
         let raw = op == '#' || op == '%';

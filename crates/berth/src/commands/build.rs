@@ -51,6 +51,12 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Check the Dockerfile (parse errors and build-check warnings) without building.
+    #[arg(long, conflicts_with = "print")]
+    pub check: bool,
+    /// Print what the parser understood (directives, stages, instructions, warnings) as JSON, without building.
+    #[arg(long)]
+    pub print: bool,
     /// Build context: a directory, or `-` for a tar archive on stdin.
     pub context: String,
 }
@@ -131,6 +137,26 @@ pub fn build(
         Some(f) => Some(PathBuf::from(f)),
         None => None,
     };
+    if a.check || a.print {
+        let (name, src) = match (&dockerfile, &dockerfile_content) {
+            (_, Some(s)) => ("Dockerfile".to_string(), s.clone()),
+            (Some(p), None) => (display_name(p), read_dockerfile(p)?),
+            (None, None) => {
+                let p = context.join("Dockerfile");
+                ("Dockerfile".to_string(), read_dockerfile(&p)?)
+            }
+        };
+        return if a.check {
+            check(&name, &src)
+        } else {
+            let df = berth_dockerfile::instructions::parse(&src, &name).map_err(|e| ExitError {
+                code: 1,
+                msg: format!("ERROR: {e}"),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&df.to_json())?);
+            Ok(())
+        };
+    }
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -191,6 +217,82 @@ pub fn build(
             .into())
         }
     }
+}
+
+fn display_name(p: &std::path::Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into())
+}
+
+fn read_dockerfile(p: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).map_err(|e| {
+        ExitError {
+            code: 1,
+            msg: format!(
+                "ERROR: failed to read dockerfile: open {}: {e}",
+                p.display()
+            ),
+        }
+        .into()
+    })
+}
+
+/// The lines around `line..=end` with `>>>` on the ones meant, as docker
+/// prints a finding.
+fn snippet(src: &str, line: usize, end: usize) -> String {
+    let lines: Vec<&str> = src.lines().collect();
+    let from = line.saturating_sub(2).max(1);
+    let to = (end + 2).min(lines.len().max(1));
+    let mut out = String::from("--------------------\n");
+    for n in from..=to {
+        let text = lines.get(n - 1).copied().unwrap_or("");
+        let mark = if (line..=end).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
+        out.push_str(&format!(" {n:>3} | {mark} {text}\n"));
+    }
+    out.push_str("--------------------\n");
+    out
+}
+
+/// `build --check`: parse and lint only. Exits 1 on a parse error, or on any
+/// finding when the Dockerfile says `# check=error=true`; 0 otherwise.
+fn check(name: &str, src: &str) -> anyhow::Result<()> {
+    use berth_dockerfile::instructions::{self, lint};
+    let df = match instructions::parse(src, name) {
+        Ok(df) => df,
+        Err(e) => {
+            print!("{}", snippet(src, e.line, e.end_line));
+            return Err(ExitError {
+                code: 1,
+                msg: format!("ERROR: {e}"),
+            }
+            .into());
+        }
+    };
+    for w in &df.warnings {
+        println!("WARNING: {} - {}", w.rule, lint::rule_url(w.rule));
+        println!("{}", w.msg);
+        println!("{name}:{}", w.line);
+        print!("{}", snippet(src, w.line, w.line));
+        println!();
+    }
+    match df.warnings.len() {
+        0 => println!("Check complete, no warnings found."),
+        1 => println!("Check complete, 1 warning has been found!"),
+        n => println!("Check complete, {n} warnings have been found!"),
+    }
+    if df.check.error && !df.warnings.is_empty() {
+        return Err(ExitError {
+            code: 1,
+            msg: "ERROR: lint violation found (check=error=true)".into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `builder prune`.
