@@ -16,24 +16,29 @@ mod docker_default;
 pub use docker_default::docker_default;
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
-use seccompiler::{BpfProgram, TargetArch};
-use serde_json::{Value, json};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use crate::error::{Result, RuntimeError};
 
-fn action_json(a: LinuxSeccompAction, errno: Option<u32>) -> Result<Value> {
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> {
     Ok(match a {
-        LinuxSeccompAction::ScmpActAllow => json!("allow"),
-        LinuxSeccompAction::ScmpActErrno => json!({"errno": errno.unwrap_or(libc::EPERM as u32)}),
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            json!("kill_thread")
+        LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
+        LinuxSeccompAction::ScmpActErrno => {
+            SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32))
         }
-        LinuxSeccompAction::ScmpActKillProcess => json!("kill_process"),
-        LinuxSeccompAction::ScmpActTrap => json!("trap"),
-        LinuxSeccompAction::ScmpActTrace => json!({"trace": errno.unwrap_or(0)}),
-        LinuxSeccompAction::ScmpActLog => json!("log"),
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            SeccompAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
+        LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
+        LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
         other => {
             return Err(RuntimeError::Spec(format!(
                 "linux.seccomp: action {other:?} is not supported"
@@ -53,102 +58,102 @@ fn target_arch() -> Result<TargetArch> {
     }
 }
 
-/// One syscall entry: conditions (empty = unconditional).
-type Conds = Vec<Value>;
+fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Spec(format!("linux.seccomp: {e}"))
+}
+
+/// Per syscall number, the condition sets that match it (OR of ANDs; an
+/// empty set matches unconditionally).
+type Rules = BTreeMap<i64, Vec<Vec<SeccompCondition>>>;
 
 /// Compiles the profile into filters in installation order.
+///
+/// Syscall names are resolved with the `syscalls` crate's table for the host
+/// architecture; names of other architectures (`_llseek`, `ugetrlimit`) are
+/// skipped, as libseccomp skips them.
 pub fn compile(s: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
-    let default = action_json(s.default_action(), s.default_errno_ret())?;
-    // Group rules by action; per syscall, the list of condition sets (OR).
-    let mut groups: BTreeMap<String, (Value, BTreeMap<String, Vec<Conds>>)> = BTreeMap::new();
-    let mut all: BTreeMap<String, Vec<Conds>> = BTreeMap::new();
+    let default = action(s.default_action(), s.default_errno_ret())?;
+    // Rules grouped by action, and all of them together.
+    let mut groups: Vec<(SeccompAction, Rules)> = Vec::new();
+    let mut all = Rules::new();
     for sc in s.syscalls().iter().flatten() {
-        let act = action_json(sc.action(), sc.errno_ret())?;
+        let act = action(sc.action(), sc.errno_ret())?;
         if act == default {
             continue;
         }
         let mut conds = Vec::new();
         for a in sc.args().iter().flatten() {
-            let (op, val) = match a.op() {
-                LinuxSeccompOperator::ScmpCmpNe => (json!("ne"), a.value()),
-                LinuxSeccompOperator::ScmpCmpLt => (json!("lt"), a.value()),
-                LinuxSeccompOperator::ScmpCmpLe => (json!("le"), a.value()),
-                LinuxSeccompOperator::ScmpCmpEq => (json!("eq"), a.value()),
-                LinuxSeccompOperator::ScmpCmpGe => (json!("ge"), a.value()),
-                LinuxSeccompOperator::ScmpCmpGt => (json!("gt"), a.value()),
-                LinuxSeccompOperator::ScmpCmpMaskedEq => {
-                    (json!({"masked_eq": a.value()}), a.value_two().unwrap_or(0))
-                }
+            let op = match a.op() {
+                LinuxSeccompOperator::ScmpCmpNe => SeccompCmpOp::Ne,
+                LinuxSeccompOperator::ScmpCmpLt => SeccompCmpOp::Lt,
+                LinuxSeccompOperator::ScmpCmpLe => SeccompCmpOp::Le,
+                LinuxSeccompOperator::ScmpCmpEq => SeccompCmpOp::Eq,
+                LinuxSeccompOperator::ScmpCmpGe => SeccompCmpOp::Ge,
+                LinuxSeccompOperator::ScmpCmpGt => SeccompCmpOp::Gt,
+                LinuxSeccompOperator::ScmpCmpMaskedEq => SeccompCmpOp::MaskedEq(a.value()),
             };
-            if a.index() > 5 {
-                return Err(RuntimeError::Spec(format!(
-                    "linux.seccomp: argument index {} out of range",
-                    a.index()
-                )));
-            }
-            conds.push(json!({"index": a.index(), "type": "qword", "op": op, "val": val}));
+            let val = match a.op() {
+                LinuxSeccompOperator::ScmpCmpMaskedEq => a.value_two().unwrap_or(0),
+                _ => a.value(),
+            };
+            let index = u8::try_from(a.index())
+                .ok()
+                .filter(|i| *i <= 5)
+                .ok_or_else(|| spec_err(format!("argument index {} out of range", a.index())))?;
+            conds.push(
+                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, val).map_err(spec_err)?,
+            );
         }
-        let key = act.to_string();
-        let g = groups
-            .entry(key)
-            .or_insert_with(|| (act.clone(), BTreeMap::new()));
+        let g = match groups.iter().position(|(a, _)| *a == act) {
+            Some(i) => &mut groups[i].1,
+            None => {
+                groups.push((act, Rules::new()));
+                &mut groups.last_mut().expect("just pushed").1
+            }
+        };
         for name in sc.names() {
-            g.1.entry(name.clone()).or_default().push(conds.clone());
-            all.entry(name.clone()).or_default().push(conds.clone());
+            let Ok(nr) = syscalls::Sysno::from_str(name) else {
+                continue;
+            };
+            let nr = i64::from(nr.id());
+            g.entry(nr).or_default().push(conds.clone());
+            all.entry(nr).or_default().push(conds.clone());
         }
     }
     let arch = target_arch()?;
     let mut filters = Vec::new();
-    if default != json!("allow") {
-        filters.push(build(&all, json!("allow"), default.clone(), arch)?);
+    if default != SeccompAction::Allow {
+        filters.push(build(all, SeccompAction::Allow, default.clone(), arch)?);
     }
-    for (_, (act, rules)) in groups {
-        if act == json!("allow") {
+    for (act, rules) in groups {
+        if act == SeccompAction::Allow {
             continue;
         }
-        filters.push(build(&rules, act, json!("allow"), arch)?);
+        filters.push(build(rules, act, SeccompAction::Allow, arch)?);
     }
     Ok(filters)
 }
 
 fn build(
-    rules: &BTreeMap<String, Vec<Conds>>,
-    matched: Value,
-    mismatched: Value,
+    rules: Rules,
+    matched: SeccompAction,
+    mismatched: SeccompAction,
     arch: TargetArch,
 ) -> Result<BpfProgram> {
-    let mut names: Vec<&String> = rules.keys().collect();
-    loop {
-        let mut filter = Vec::new();
-        for n in &names {
-            let sets = &rules[*n];
-            if sets.iter().any(Vec::is_empty) {
-                filter.push(json!({"syscall": n}));
-            } else {
-                for c in sets {
-                    filter.push(json!({"syscall": n, "args": c}));
-                }
-            }
-        }
-        let doc = json!({"f": {"mismatch_action": mismatched, "match_action": matched, "filter": filter}});
-        match seccompiler::compile_from_json(doc.to_string().as_bytes(), arch) {
-            Ok(mut m) => return Ok(m.remove("f").unwrap_or_default()),
-            // Names of other architectures (`_llseek`, `ugetrlimit`) are dropped,
-            // as libseccomp ignores them. seccompiler does not export its error
-            // type for this, so the name is read from the message.
-            Err(e) => {
-                let msg = e.to_string();
-                let unknown = msg
-                    .strip_prefix("Json Frontend error: Invalid syscall name: ")
-                    .and_then(|r| r.split(' ').next())
-                    .map(str::to_string);
-                match unknown {
-                    Some(n) if names.iter().any(|x| **x == n) => names.retain(|x| **x != n),
-                    _ => return Err(RuntimeError::Spec(format!("linux.seccomp: {msg}"))),
-                }
-            }
-        }
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for (nr, sets) in rules {
+        let r = if sets.iter().any(Vec::is_empty) {
+            Vec::new()
+        } else {
+            sets.into_iter()
+                .map(SeccompRule::new)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(spec_err)?
+        };
+        map.insert(nr, r);
     }
+    let f = SeccompFilter::new(map, mismatched, matched, arch).map_err(spec_err)?;
+    BpfProgram::try_from(f).map_err(spec_err)
 }
 
 /// Installs compiled filters on the calling thread, in order.
@@ -201,7 +206,7 @@ mod tests {
     #[test]
     fn enforced_in_a_child() {
         // A child process installs "getpid → EPERM-like errno 42" and reports what it sees.
-        let s: LinuxSeccomp = serde_json::from_value(json!({
+        let s: LinuxSeccomp = serde_json::from_value(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 42}]
         }))
