@@ -189,6 +189,21 @@ impl V1Manager {
         Ok(())
     }
 
+    /// Opens every hierarchy's `tasks` file for [`crate::SelfJoin`].
+    pub fn open_tasks(&self) -> Result<Vec<(PathBuf, std::fs::File)>, CgroupError> {
+        self.paths
+            .values()
+            .map(|p| {
+                let t = p.join("tasks");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&t)
+                    .map(|f| (t.clone(), f))
+                    .map_err(|e| crate::fsutil::io("open", &t, e))
+            })
+            .collect()
+    }
+
     /// Moves `pid` into every hierarchy.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         for p in self.paths.values() {

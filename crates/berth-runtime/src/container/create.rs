@@ -176,6 +176,14 @@ impl Runtime {
                 libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             }
         }
+        // Without a user namespace the init moves itself into the cgroup,
+        // which avoids the kernel's global migration lock (see SelfJoin); in
+        // one, the cgroup files are not its to write, so we move it.
+        let self_join = if plan.new_flags & libc::CLONE_NEWUSER == 0 {
+            berth_cgroups::SelfJoin::open(&cg)?
+        } else {
+            None
+        };
         let forked = clone_process(plan.new_flags).sys("clone", format!("container {id}"))?;
         let pid = match forked {
             Forked::Child => {
@@ -204,6 +212,7 @@ impl Runtime {
                         rootfs_mounts: &opts.rootfs_mounts,
                         reaper: opts.reaper,
                         state: state_for_hooks,
+                        cgroup_join: self_join.as_ref(),
                     },
                     child,
                 );
@@ -225,7 +234,10 @@ impl Runtime {
                 linux.gid_mappings().as_deref().unwrap_or(&[]),
             )?;
         }
-        cg.add_pid(pid)?;
+        if self_join.is_none() {
+            cg.add_pid(pid)?;
+        }
+        drop(self_join);
         parent.send(&ToChild::Go)?;
         let mut init_pid = pid;
         loop {

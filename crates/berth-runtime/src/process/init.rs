@@ -43,6 +43,8 @@ pub struct InitArgs<'a> {
     pub rootfs_mounts: &'a [crate::rootfs::RootfsMount],
     /// Stay as a reaping PID 1.
     pub reaper: bool,
+    /// When set, the init moves itself into the cgroup (the runtime did not).
+    pub cgroup_join: Option<&'a berth_cgroups::SelfJoin>,
 }
 
 fn other(e: RuntimeError) -> InitError {
@@ -76,6 +78,11 @@ pub fn container_init(a: InitArgs, chan: Channel) -> ! {
 
 fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     wait_go(chan)?;
+    if let Some(j) = a.cgroup_join {
+        // Still single-threaded, before anything is forked or allocated much.
+        j.join()
+            .map_err(|e| InitError::Other(format!("join the container's cgroup: {e}")))?;
+    }
     let spec = a.spec;
     let linux = spec.linux().as_ref();
     let process = spec
@@ -279,7 +286,7 @@ fn loopback_up() -> std::io::Result<()> {
 
 /// `--init`: stay as PID 1, run the process as a child, forward every signal to
 /// it, reap whatever exits, and exit with the process's status. Never returns.
-fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[seccompiler::BpfProgram]) -> ! {
+fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[crate::seccomp::BpfProgram]) -> ! {
     // SAFETY: signal mask and fork in a single-threaded process; the child only
     // resets its mask and execs.
     unsafe {
@@ -322,7 +329,7 @@ fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[seccompiler::BpfProgra
 /// the executable resolved as the final user.
 pub fn finish_process(
     process: &Process,
-    filters: &[seccompiler::BpfProgram],
+    filters: &[crate::seccomp::BpfProgram],
 ) -> Result<super::Exec, InitError> {
     set_rlimits(process)?;
     std::env::set_current_dir(process.cwd())
