@@ -1,8 +1,8 @@
-//! The OCI `linux.seccomp` section compiled to BPF with seccompiler (pure Rust),
-//! and installed with seccomp(2) directly (seccompiler's own installer would set
-//! no_new_privs, which only the spec may ask for).
+//! The OCI `linux.seccomp` section compiled to BPF ([`bpf`]: a balanced tree),
+//! and installed with seccomp(2) directly, without no_new_privs unless the spec
+//! asks for it.
 //!
-//! seccompiler gives one match action per filter, so a profile with several
+//! A filter has one match action, so a profile with several
 //! actions becomes a stack: first a filter that lets every listed syscall through
 //! and applies the default action to the rest, then one filter per other action
 //! that applies it to its syscalls. The kernel takes the most severe verdict and,
@@ -11,34 +11,30 @@
 //!
 //! [`docker_default`] builds Docker's default profile for a capability set.
 
+mod bpf;
 mod docker_default;
 
 pub use docker_default::docker_default;
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
 
 use crate::error::{Result, RuntimeError};
+use bpf::{Cond, Op, Rules, ret};
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> {
+/// A compiled filter.
+pub type BpfProgram = bpf::Program;
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32> {
     Ok(match a {
-        LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
-        LinuxSeccompAction::ScmpActErrno => {
-            SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32))
-        }
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
-            SeccompAction::KillThread
-        }
-        LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
-        LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
-        LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
-        LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ret::ALLOW,
+        LinuxSeccompAction::ScmpActErrno => ret::errno(errno.unwrap_or(libc::EPERM as u32)),
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ret::KILL_THREAD,
+        LinuxSeccompAction::ScmpActKillProcess => ret::KILL_PROCESS,
+        LinuxSeccompAction::ScmpActTrap => ret::TRAP,
+        LinuxSeccompAction::ScmpActTrace => ret::trace(errno.unwrap_or(0)),
+        LinuxSeccompAction::ScmpActLog => ret::LOG,
         other => {
             return Err(RuntimeError::Spec(format!(
                 "linux.seccomp: action {other:?} is not supported"
@@ -47,11 +43,12 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<SeccompAction> {
     })
 }
 
-fn target_arch() -> Result<TargetArch> {
+/// The host's `AUDIT_ARCH_*`.
+fn audit_arch() -> Result<u32> {
     match std::env::consts::ARCH {
-        "x86_64" => Ok(TargetArch::x86_64),
-        "aarch64" => Ok(TargetArch::aarch64),
-        "riscv64" => Ok(TargetArch::riscv64),
+        "x86_64" => Ok(0xc000_003e),
+        "aarch64" => Ok(0xc000_00b7),
+        "riscv64" => Ok(0xc000_00f3),
         a => Err(RuntimeError::Spec(format!(
             "linux.seccomp: architecture {a} is not supported"
         ))),
@@ -62,10 +59,6 @@ fn spec_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Spec(format!("linux.seccomp: {e}"))
 }
 
-/// Per syscall number, the condition sets that match it (OR of ANDs; an
-/// empty set matches unconditionally).
-type Rules = BTreeMap<i64, Vec<Vec<SeccompCondition>>>;
-
 /// Compiles the profile into filters in installation order.
 ///
 /// Syscall names are resolved with the `syscalls` crate's table for the host
@@ -74,7 +67,7 @@ type Rules = BTreeMap<i64, Vec<Vec<SeccompCondition>>>;
 pub fn compile(s: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     let default = action(s.default_action(), s.default_errno_ret())?;
     // Rules grouped by action, and all of them together.
-    let mut groups: Vec<(SeccompAction, Rules)> = Vec::new();
+    let mut groups: Vec<(u32, Rules)> = Vec::new();
     let mut all = Rules::new();
     for sc in s.syscalls().iter().flatten() {
         let act = action(sc.action(), sc.errno_ret())?;
@@ -84,15 +77,15 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
         let mut conds = Vec::new();
         for a in sc.args().iter().flatten() {
             let op = match a.op() {
-                LinuxSeccompOperator::ScmpCmpNe => SeccompCmpOp::Ne,
-                LinuxSeccompOperator::ScmpCmpLt => SeccompCmpOp::Lt,
-                LinuxSeccompOperator::ScmpCmpLe => SeccompCmpOp::Le,
-                LinuxSeccompOperator::ScmpCmpEq => SeccompCmpOp::Eq,
-                LinuxSeccompOperator::ScmpCmpGe => SeccompCmpOp::Ge,
-                LinuxSeccompOperator::ScmpCmpGt => SeccompCmpOp::Gt,
-                LinuxSeccompOperator::ScmpCmpMaskedEq => SeccompCmpOp::MaskedEq(a.value()),
+                LinuxSeccompOperator::ScmpCmpNe => Op::Ne,
+                LinuxSeccompOperator::ScmpCmpLt => Op::Lt,
+                LinuxSeccompOperator::ScmpCmpLe => Op::Le,
+                LinuxSeccompOperator::ScmpCmpEq => Op::Eq,
+                LinuxSeccompOperator::ScmpCmpGe => Op::Ge,
+                LinuxSeccompOperator::ScmpCmpGt => Op::Gt,
+                LinuxSeccompOperator::ScmpCmpMaskedEq => Op::MaskedEq(a.value()),
             };
-            let val = match a.op() {
+            let value = match a.op() {
                 LinuxSeccompOperator::ScmpCmpMaskedEq => a.value_two().unwrap_or(0),
                 _ => a.value(),
             };
@@ -100,9 +93,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
                 .ok()
                 .filter(|i| *i <= 5)
                 .ok_or_else(|| spec_err(format!("argument index {} out of range", a.index())))?;
-            conds.push(
-                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, val).map_err(spec_err)?,
-            );
+            conds.push(Cond { index, op, value });
         }
         let g = match groups.iter().position(|(a, _)| *a == act) {
             Some(i) => &mut groups[i].1,
@@ -115,45 +106,23 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
             let Ok(nr) = syscalls::Sysno::from_str(name) else {
                 continue;
             };
-            let nr = i64::from(nr.id());
+            let nr = nr.id() as u32;
             g.entry(nr).or_default().push(conds.clone());
             all.entry(nr).or_default().push(conds.clone());
         }
     }
-    let arch = target_arch()?;
+    let arch = audit_arch()?;
     let mut filters = Vec::new();
-    if default != SeccompAction::Allow {
-        filters.push(build(all, SeccompAction::Allow, default.clone(), arch)?);
+    if default != ret::ALLOW {
+        filters.push(bpf::compile(&all, ret::ALLOW, default, arch).map_err(spec_err)?);
     }
     for (act, rules) in groups {
-        if act == SeccompAction::Allow {
+        if act == ret::ALLOW {
             continue;
         }
-        filters.push(build(rules, act, SeccompAction::Allow, arch)?);
+        filters.push(bpf::compile(&rules, act, ret::ALLOW, arch).map_err(spec_err)?);
     }
     Ok(filters)
-}
-
-fn build(
-    rules: Rules,
-    matched: SeccompAction,
-    mismatched: SeccompAction,
-    arch: TargetArch,
-) -> Result<BpfProgram> {
-    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (nr, sets) in rules {
-        let r = if sets.iter().any(Vec::is_empty) {
-            Vec::new()
-        } else {
-            sets.into_iter()
-                .map(SeccompRule::new)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(spec_err)?
-        };
-        map.insert(nr, r);
-    }
-    let f = SeccompFilter::new(map, mismatched, matched, arch).map_err(spec_err)?;
-    BpfProgram::try_from(f).map_err(spec_err)
 }
 
 /// Installs compiled filters on the calling thread, in order.
@@ -201,6 +170,65 @@ mod tests {
         let f = compile(&profile).unwrap();
         assert_eq!(f.len(), 2, "allow-list filter plus clone3 → ENOSYS");
         assert!(f[0].len() > 100);
+    }
+
+    /// The kernel's verdict over a stack of filters: the most severe action
+    /// wins (kill, trap, errno, trace, log, allow).
+    fn verdict(filters: &[BpfProgram], nr: u32, args: [u64; 6]) -> u32 {
+        let rank = |r: u32| match r & 0xffff_0000 {
+            0x8000_0000 => 0,
+            0 => 1,
+            0x0003_0000 => 2,
+            0x0005_0000 => 3,
+            0x7ff0_0000 => 4,
+            0x7ffc_0000 => 5,
+            _ => 6,
+        };
+        filters
+            .iter()
+            .map(|f| bpf::emulate(f, audit_arch().unwrap(), nr, args))
+            .min_by_key(|r| rank(*r))
+            .unwrap()
+    }
+
+    #[test]
+    fn docker_default_means_what_docker_s_does() {
+        use syscalls::Sysno;
+        let caps: Vec<String> = crate::capabilities::DOCKER_DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let profile: LinuxSeccomp = serde_json::from_value(docker_default(&caps)).unwrap();
+        let f = compile(&profile).unwrap();
+        let v = |s: Sysno, args: [u64; 6]| verdict(&f, s.id() as u32, args);
+        let eperm = ret::errno(libc::EPERM as u32);
+        assert_eq!(v(Sysno::read, [0; 6]), ret::ALLOW);
+        assert_eq!(v(Sysno::execve, [0; 6]), ret::ALLOW);
+        assert_eq!(v(Sysno::clone3, [0; 6]), ret::errno(libc::ENOSYS as u32));
+        assert_eq!(v(Sysno::unshare, [0; 6]), eperm);
+        assert_eq!(v(Sysno::mount, [0; 6]), eperm);
+        assert_eq!(v(Sysno::kexec_load, [0; 6]), eperm);
+        // personality: only the listed personas.
+        assert_eq!(v(Sysno::personality, [0, 0, 0, 0, 0, 0]), ret::ALLOW);
+        assert_eq!(
+            v(Sysno::personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
+            ret::ALLOW
+        );
+        assert_eq!(v(Sysno::personality, [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
+        // socket: anything but AF_VSOCK (40).
+        assert_eq!(v(Sysno::socket, [2, 1, 0, 0, 0, 0]), ret::ALLOW);
+        assert_eq!(v(Sysno::socket, [40, 1, 0, 0, 0, 0]), eperm);
+        // clone: without namespace flags only (CAP_SYS_ADMIN is not granted).
+        assert_eq!(
+            v(Sysno::clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            ret::ALLOW
+        );
+        assert_eq!(
+            v(Sysno::clone, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]),
+            eperm
+        );
+        // A syscall number no table knows.
+        assert_eq!(verdict(&f, 1000, [0; 6]), eperm);
     }
 
     #[test]
