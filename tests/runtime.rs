@@ -355,6 +355,42 @@ fn user_namespace_maps_root() {
     );
 }
 
+/// Found by the runtime-tools suite: `rootfsPropagation: shared` (pivot_root
+/// refuses a shared parent mount; the propagation is applied to the new root
+/// afterwards, as runc does), a FIFO in `linux.devices` (no device-cgroup rule
+/// for it), and the init joining its cgroups itself (SelfJoin).
+#[test]
+fn shared_root_propagation_fifo_devices_and_cgroup_membership() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "awk '$5 == \"/\"' /proc/self/mountinfo; test -p /dev/myfifo && echo fifo; cat /proc/self/cgroup",
+    ]);
+    b.edit(|c| {
+        c["linux"]["rootfsPropagation"] = json!("shared");
+        // Without a cgroup namespace /proc/self/cgroup shows the real paths.
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "cgroup");
+        c["linux"]["devices"] =
+            json!([{"path": "/dev/myfifo", "type": "p", "major": 8, "minor": 666, "fileMode": 432}]);
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let root = out.lines().next().unwrap_or_default();
+    assert!(root.contains(" shared:"), "/ is shared inside: {out}");
+    assert!(out.contains("\nfifo\n"), "{out}");
+    for ctl in ["memory", "pids", "blkio", "devices", "freezer"] {
+        let line = out
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some(ctl))
+            .unwrap_or_else(|| panic!("no {ctl} line in {out}"));
+        assert!(
+            line.ends_with(&b.id),
+            "in the container's {ctl} cgroup: {line}"
+        );
+    }
+}
+
 #[test]
 fn seccomp_profiles_are_enforced() {
     let b = Bundle::new(&["sh", "-c", "mkdir /x 2>&1; echo done"]);

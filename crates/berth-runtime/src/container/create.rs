@@ -342,6 +342,8 @@ fn device_rules(linux: &oci_spec::runtime::Linux) -> Vec<oci_spec::runtime::Linu
     for d in linux.devices().iter().flatten() {
         let typ = match d.typ() {
             LinuxDeviceType::U => LinuxDeviceType::C,
+            // FIFOs are not devices to the device cgroup (it takes a, b, c).
+            LinuxDeviceType::P => continue,
             t => t,
         };
         out.push(rule(typ, Some(d.major()), Some(d.minor()), "rwm"));

@@ -52,6 +52,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         .rootfs
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
+    parent_mount_private(rootfs)?;
     for m in ctx.rootfs_mounts {
         let o = parse_options(&m.options);
         let (typ, flags) = if m.typ == "bind" || o.flags & libc::MS_BIND != 0 {
@@ -322,9 +323,44 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
     std::env::set_current_dir("/").sys("chdir", "/")
 }
 
-/// After pivot_root: masked and read-only paths, then the read-only root.
+/// pivot_root fails with EINVAL when the mount the new root sits on is
+/// shared (as with `rootfsPropagation: shared`), and a shared parent would
+/// also carry the rootfs bind out to the host: make that one mount private,
+/// as runc does. The requested propagation is applied to the new `/` after
+/// pivot_root, in [`finish`].
+fn parent_mount_private(rootfs: &str) -> Result<()> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").sys("read", "/proc/self/mountinfo")?;
+    let under = |mp: &str| {
+        mp == "/" || rootfs == mp || rootfs.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
+    };
+    let parent = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mp = f.get(4)?.replace("\\040", " ");
+            let sep = f.iter().position(|x| *x == "-")?;
+            let shared = f[6..sep].iter().any(|o| o.starts_with("shared:"));
+            under(&mp).then_some((mp, shared))
+        })
+        .max_by_key(|(mp, _)| mp.len());
+    if let Some((mp, true)) = parent {
+        sys_mount(None, &mp, None, libc::MS_PRIVATE, None)
+            .sys("mount", format!("{mp} (private, parent of the rootfs)"))?;
+    }
+    Ok(())
+}
+
+/// After pivot_root: the requested root propagation, masked and read-only
+/// paths, then the read-only root.
 pub fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
+    if let Some(prop) = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flag)
+    {
+        sys_mount(None, "/", None, prop, None).sys("mount", "/ (rootfsPropagation)")?;
+    }
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
         .into_iter()
