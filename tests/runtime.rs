@@ -307,6 +307,34 @@ fn lifecycle_create_start_state_kill_delete() {
     ok(&b.rt(&["delete", "--force", &b.id]));
 }
 
+/// Hooks that never read the state on stdin (found by youki's contest: the
+/// runtime died of SIGPIPE when one exited first): every hook of every kind
+/// runs, in order, and `start` succeeds.
+#[test]
+fn hooks_that_ignore_stdin_run_in_order() {
+    let b = Bundle::new(&["true"]);
+    let out = b.dir.path().join("hooks.out");
+    let hook = |t: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {t} >> {}", out.display())]});
+    b.edit(|c| {
+        c["hooks"] = json!({
+            "prestart": [hook("pre1"), hook("pre2")],
+            "poststart": [hook("post1"), hook("post2")],
+            "poststop": [hook("stop1"), hook("stop2")],
+        });
+    });
+    for _ in 0..5 {
+        let _ = std::fs::remove_file(&out);
+        ok(&b.rt_detached(&["create", "-b", b.bundle().to_str().unwrap(), &b.id]));
+        ok(&b.rt(&["start", &b.id]));
+        wait_status(&b, "stopped");
+        ok(&b.rt(&["delete", &b.id]));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "pre1\npre2\npost1\npost2\nstop1\nstop2\n"
+        );
+    }
+}
+
 #[test]
 fn exec_joins_the_namespaces() {
     let b = Bundle::new(&["sleep", "100"]);

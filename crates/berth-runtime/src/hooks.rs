@@ -46,7 +46,7 @@ fn run_one(kind: &'static str, h: &Hook, state: &serde_json::Value) -> Result<()
         .spawn()
         .map_err(|e| fail(format!("cannot start: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(state.to_string().as_bytes());
+        write_without_sigpipe(&mut stdin, state.to_string().as_bytes());
     }
     let deadline = h
         .timeout()
@@ -71,5 +71,30 @@ fn run_one(kind: &'static str, h: &Hook, state: &serde_json::Value) -> Result<()
             )));
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Writes the state to a hook that may not read it (`sh -c "echo …"` exits
+/// first): the binaries restore SIGPIPE's default, so a write to the closed
+/// pipe would kill the runtime. SIGPIPE is blocked in this thread for the
+/// write, and one raised by it is taken off the pending set before the mask
+/// is restored; the hook's own exit status decides the outcome.
+fn write_without_sigpipe(w: &mut impl Write, data: &[u8]) {
+    // SAFETY: signal-mask calls on a local set, for this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let r = w.write_all(data);
+        if r.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
 }
