@@ -512,7 +512,11 @@ fn check_and_print() {
         )],
     );
     let r = build(&b, &strict, &["--check"]);
-    r.fails(1);
+    let err = r.fails(1);
+    assert!(
+        err.contains("lint violation found for rules: JSONArgsRecommended"),
+        "{err}"
+    );
     assert!(
         !r.stdout().contains("StageNameCasing"),
         "skipped rule: {}",
@@ -526,6 +530,16 @@ fn check_and_print() {
     );
     assert!(!err.contains("RUN touch"), "no step ran: {err}");
     b.run(&["image", "inspect", "strict"]).fails(1);
+
+    let missing = b.path("no-such-Dockerfile");
+    let err = build(&b, &clean, &["--print", "-f", missing.to_str().unwrap()]).fails(1);
+    assert!(
+        err.contains(&format!(
+            "failed to read dockerfile: open {}",
+            missing.display()
+        )),
+        "{err}"
+    );
 
     // --print: the stages and typed instructions, as JSON on stdout; `-f -` too.
     let r = b.run_stdin(

@@ -98,6 +98,36 @@ pub struct BuildOptions {
     pub pull: bool,
 }
 
+impl BuildOptions {
+    fn dockerfile_path(&self) -> PathBuf {
+        self.dockerfile
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"))
+    }
+
+    /// The Dockerfile's name as errors and warnings cite it (`Dockerfile:7`).
+    pub fn dockerfile_name(&self) -> String {
+        self.dockerfile_path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into())
+    }
+
+    /// The Dockerfile's text: given on stdin, or read from `-f` or the context.
+    pub fn dockerfile_source(&self) -> Result<String, BuildError> {
+        if let Some(c) = &self.dockerfile_content {
+            return Ok(c.clone());
+        }
+        let p = self.dockerfile_path();
+        std::fs::read_to_string(&p).map_err(|e| {
+            BuildError::Other(format!(
+                "failed to read dockerfile: open {}: {e}",
+                p.display()
+            ))
+        })
+    }
+}
+
 /// Fetches a base image into the store (a registry pull); `always` asks for a
 /// fresh copy even when one is present.
 pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + 'a>;
@@ -317,40 +347,16 @@ impl<'a> Builder<'a> {
     /// Builds; returns the image (tagged).
     pub fn build(&mut self, opts: &BuildOptions) -> Result<Image, BuildError> {
         self.pull_always = opts.pull;
-        let df_path = opts
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| opts.context.join("Dockerfile"));
-        let file = df_path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "Dockerfile".into());
+        let file = opts.dockerfile_name();
         let (v, t) = self.vertex(&format!("[internal] load build definition from {file}"));
-        let src = match &opts.dockerfile_content {
-            Some(c) => c.clone(),
-            None => std::fs::read_to_string(&df_path).map_err(|e| {
-                BuildError::Other(format!(
-                    "failed to read dockerfile: open {}: {e}",
-                    df_path.display()
-                ))
-            })?,
-        };
+        let src = opts.dockerfile_source()?;
         let df = instructions::parse(&src, &file)?;
         for w in &df.warnings {
             self.line(&format!(" {} warning: {} (line {})", w.rule, w.msg, w.line));
         }
-        if df.check.error && !df.warnings.is_empty() {
+        if let Some(msg) = df.lint_violation() {
             // `# check=error=true`: findings fail the build before any step runs.
-            let mut rules: Vec<&str> = Vec::new();
-            for w in &df.warnings {
-                if !rules.contains(&w.rule) {
-                    rules.push(w.rule);
-                }
-            }
-            return Err(BuildError::Other(format!(
-                "lint violation found for rules: {}",
-                rules.join(", ")
-            )));
+            return Err(BuildError::Other(msg));
         }
         self.done(v, t);
         let ctx = Context::open(&opts.context, opts.dockerfile.as_deref()).map_err(|e| {

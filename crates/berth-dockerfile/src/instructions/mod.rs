@@ -487,6 +487,24 @@ impl Located {
 }
 
 impl Dockerfile {
+    /// With `# check=error=true` and findings, the error that stops a build
+    /// (and `build --check`): `lint violation found for rules: A, B`.
+    pub fn lint_violation(&self) -> Option<String> {
+        if !self.check.error || self.warnings.is_empty() {
+            return None;
+        }
+        let mut rules: Vec<&str> = Vec::new();
+        for w in &self.warnings {
+            if !rules.contains(&w.rule) {
+                rules.push(w.rule);
+            }
+        }
+        Some(format!(
+            "lint violation found for rules: {}",
+            rules.join(", ")
+        ))
+    }
+
     /// What the parser understood, as `build --print` shows it: directives,
     /// the ARGs before the first FROM, every stage with its instructions, and
     /// the warnings.

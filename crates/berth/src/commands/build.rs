@@ -137,26 +137,6 @@ pub fn build(
         Some(f) => Some(PathBuf::from(f)),
         None => None,
     };
-    if a.check || a.print {
-        let (name, src) = match (&dockerfile, &dockerfile_content) {
-            (_, Some(s)) => ("Dockerfile".to_string(), s.clone()),
-            (Some(p), None) => (display_name(p), read_dockerfile(p)?),
-            (None, None) => {
-                let p = context.join("Dockerfile");
-                ("Dockerfile".to_string(), read_dockerfile(&p)?)
-            }
-        };
-        return if a.check {
-            check(&name, &src)
-        } else {
-            let df = berth_dockerfile::instructions::parse(&src, &name).map_err(|e| ExitError {
-                code: 1,
-                msg: format!("ERROR: {e}"),
-            })?;
-            println!("{}", serde_json::to_string_pretty(&df.to_json())?);
-            Ok(())
-        };
-    }
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -173,6 +153,24 @@ pub fn build(
         quiet,
         pull: a.pull,
     };
+    if a.check || a.print {
+        let read_err = |e: berth_build::BuildError| ExitError {
+            code: 1,
+            msg: format!("ERROR: {e}"),
+        };
+        let name = opts.dockerfile_name();
+        let src = opts.dockerfile_source().map_err(read_err)?;
+        return if a.check {
+            check(&name, &src)
+        } else {
+            let df = berth_dockerfile::instructions::parse(&src, &name).map_err(|e| ExitError {
+                code: 1,
+                msg: format!("ERROR: {e}"),
+            })?;
+            println!("{}", serde_json::to_string_pretty(&df.to_json())?);
+            Ok(())
+        };
+    }
     let out: Box<dyn std::io::Write> = if quiet {
         Box::new(std::io::sink())
     } else {
@@ -217,25 +215,6 @@ pub fn build(
             .into())
         }
     }
-}
-
-fn display_name(p: &std::path::Path) -> String {
-    p.file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".into())
-}
-
-fn read_dockerfile(p: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(p).map_err(|e| {
-        ExitError {
-            code: 1,
-            msg: format!(
-                "ERROR: failed to read dockerfile: open {}: {e}",
-                p.display()
-            ),
-        }
-        .into()
-    })
 }
 
 /// The lines around `line..=end` with `>>>` on the ones meant, as docker
@@ -285,10 +264,10 @@ fn check(name: &str, src: &str) -> anyhow::Result<()> {
         1 => println!("Check complete, 1 warning has been found!"),
         n => println!("Check complete, {n} warnings have been found!"),
     }
-    if df.check.error && !df.warnings.is_empty() {
+    if let Some(msg) = df.lint_violation() {
         return Err(ExitError {
             code: 1,
-            msg: "ERROR: lint violation found (check=error=true)".into(),
+            msg: format!("ERROR: {msg}"),
         }
         .into());
     }
