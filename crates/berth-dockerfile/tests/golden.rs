@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_dockerfile::instructions;
+use berth_dockerfile::instructions::{self, Dockerfile, DockerfileError};
 use berth_dockerfile::shell::{Lex, env_lookup};
 
 fn testdata() -> PathBuf {
@@ -30,58 +30,56 @@ fn bless() -> bool {
     std::env::var_os("BERTH_BLESS").is_some()
 }
 
-#[test]
-fn parse_cases_dump_as_expected() {
+/// Every case under `dir`: `render` turns the parse of its Dockerfile into
+/// the text its `file` must hold (or says why the case failed); the text is
+/// written under BERTH_BLESS, compared otherwise.
+fn check_cases(
+    dir: &str,
+    file: &str,
+    render: impl Fn(Result<Dockerfile, DockerfileError>) -> Result<String, String>,
+) {
     let mut failures = Vec::new();
-    let all = cases("parse");
+    let all = cases(dir);
     assert!(all.len() >= 15, "{} cases", all.len());
     for case in all {
         let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
-        let got = match instructions::parse(&src, "Dockerfile") {
-            Ok(df) => serde_json::to_string_pretty(&df.to_json()).unwrap() + "\n",
-            Err(e) => {
-                failures.push(format!("{}: {e}", case.display()));
+        let got = match render(instructions::parse(&src, "Dockerfile")) {
+            Ok(got) => got,
+            Err(why) => {
+                failures.push(format!("{}: {why}", case.display()));
                 continue;
             }
         };
-        let want_path = case.join("expected.json");
+        let want_path = case.join(file);
         if bless() {
             std::fs::write(&want_path, &got).unwrap();
             continue;
         }
         let want = std::fs::read_to_string(&want_path).unwrap_or_default();
         if got != want {
-            failures.push(format!("{}:\n{got}", case.display()));
+            failures.push(format!(
+                "{}:\n--- got\n{got}--- want\n{want}",
+                case.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
+fn parse_cases_dump_as_expected() {
+    check_cases("parse", "expected.json", |r| match r {
+        Ok(df) => Ok(serde_json::to_string_pretty(&df.to_json()).unwrap() + "\n"),
+        Err(e) => Err(e.to_string()),
+    });
+}
+
+#[test]
 fn error_cases_fail_with_the_exact_text() {
-    let mut failures = Vec::new();
-    let all = cases("errors");
-    assert!(all.len() >= 15, "{} cases", all.len());
-    for case in all {
-        let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
-        let got = match instructions::parse(&src, "Dockerfile") {
-            Ok(_) => {
-                failures.push(format!("{}: parsed, should fail", case.display()));
-                continue;
-            }
-            Err(e) => format!("{e}\n"),
-        };
-        let want_path = case.join("error");
-        if bless() {
-            std::fs::write(&want_path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&want_path).unwrap_or_default();
-        if got != want {
-            failures.push(format!("{}: got {got:?}, want {want:?}", case.display()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_cases("errors", "error", |r| match r {
+        Ok(_) => Err("parsed, should fail".into()),
+        Err(e) => Ok(format!("{e}\n")),
+    });
 }
 
 #[test]

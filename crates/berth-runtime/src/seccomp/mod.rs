@@ -160,14 +160,19 @@ pub fn install(filters: &[BpfProgram]) -> Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn docker_default_compiles_into_two_filters() {
+    /// Docker's default profile for Docker's default capabilities, compiled.
+    fn docker_default_filters() -> Vec<BpfProgram> {
         let caps: Vec<String> = crate::capabilities::DOCKER_DEFAULT
             .iter()
             .map(|s| s.to_string())
             .collect();
         let profile: LinuxSeccomp = serde_json::from_value(docker_default(&caps)).unwrap();
-        let f = compile(&profile).unwrap();
+        compile(&profile).unwrap()
+    }
+
+    #[test]
+    fn docker_default_compiles_into_two_filters() {
+        let f = docker_default_filters();
         assert_eq!(f.len(), 2, "allow-list filter plus clone3 → ENOSYS");
         assert!(f[0].len() > 100);
     }
@@ -194,12 +199,7 @@ mod tests {
     #[test]
     fn docker_default_means_what_docker_s_does() {
         use syscalls::Sysno;
-        let caps: Vec<String> = crate::capabilities::DOCKER_DEFAULT
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let profile: LinuxSeccomp = serde_json::from_value(docker_default(&caps)).unwrap();
-        let f = compile(&profile).unwrap();
+        let f = docker_default_filters();
         let v = |s: Sysno, args: [u64; 6]| verdict(&f, s.id() as u32, args);
         let eperm = ret::errno(libc::EPERM as u32);
         assert_eq!(v(Sysno::read, [0; 6]), ret::ALLOW);
