@@ -52,7 +52,11 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         .rootfs
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
-    parent_mount_private(rootfs)?;
+    // After a recursive non-shared propagation nothing under / is shared;
+    // otherwise the rootfs's parent mount may be.
+    if prop & libc::MS_REC == 0 || prop & libc::MS_SHARED != 0 {
+        parent_mount_private(rootfs)?;
+    }
     for m in ctx.rootfs_mounts {
         let o = parse_options(&m.options);
         let (typ, flags) = if m.typ == "bind" || o.flags & libc::MS_BIND != 0 {
