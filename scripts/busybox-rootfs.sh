@@ -19,6 +19,7 @@ mkdir -p "$root/bin" "$root/etc" "$root/root" "$root/tmp" "$root/home" "$root/va
          "$root/usr/sbin" "$root/dev" "$root/proc" "$root/sys"
 chmod 1777 "$root/tmp"
 chmod 700 "$root/root"
+chmod 755 "$root"  # mktemp made it 0700; / is 0755 in the official image
 cp "$bb" "$root/bin/busybox"
 for applet in $("$bb" --list); do
     [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"

@@ -419,6 +419,332 @@ fn shared_root_propagation_fifo_devices_and_cgroup_membership() {
     }
 }
 
+/// A tmpfs mounted on a host directory for one test, unmounted on drop.
+struct TmpfsMount(PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &Path) -> TmpfsMount {
+        std::fs::create_dir_all(at).unwrap();
+        tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=8m",
+                "tmpfs",
+                at.to_str().unwrap(),
+            ],
+        );
+        TmpfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// runc's recursive mount options (`rro`, `rnosuid`, `rnoexec`, `rnodev`,
+/// `rnoatime`): an `rbind` of a directory with a submount gets them on the
+/// submount too (mount_setattr with AT_RECURSIVE); a plain `ro` would leave
+/// the submount writable. Found missing by youki's contest (mounts_recursive).
+#[test]
+fn recursive_mount_attributes_reach_submounts() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "awk '$5 ~ /^\\/data/ {print $5, $6}' /proc/self/mountinfo; \
+         touch /data/sub/x 2>/dev/null && echo wrote-sub; \
+         touch /data/top 2>/dev/null && echo wrote-top; \
+         /data/sub/busybox true 2>/dev/null && echo exec-sub; true",
+    ]);
+    let host = b.dir.path().join("host");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    let _sub = TmpfsMount::new(&host.join("sub"));
+    std::fs::copy(
+        b.bundle().join("rootfs/bin/busybox"),
+        host.join("sub/busybox"),
+    )
+    .unwrap();
+    let mount = |opts: &[&str]| json!([{"destination": "/data", "type": "bind", "source": host, "options": opts}]);
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.extend(
+            mount(&["rbind", "rro", "rnosuid", "rnodev", "rnoexec", "rnoatime"])
+                .as_array()
+                .unwrap()
+                .clone(),
+        );
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let sub = out
+        .lines()
+        .find(|l| l.starts_with("/data/sub "))
+        .unwrap_or_else(|| panic!("no /data/sub mount inside: {out}"));
+    for attr in ["ro", "nosuid", "nodev", "noexec", "noatime"] {
+        assert!(sub.split([' ', ',']).any(|a| a == attr), "{attr} on {sub}");
+    }
+    assert!(!out.contains("wrote-"), "read-only everywhere: {out}");
+    assert!(!out.contains("exec-sub"), "noexec on the submount: {out}");
+
+    // Without the recursive forms the submount keeps its own flags.
+    b.rt(&["delete", "--force", &b.id]);
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.pop();
+        mounts.extend(mount(&["rbind", "ro"]).as_array().unwrap().clone());
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("wrote-sub"),
+        "plain ro is not recursive: {out}"
+    );
+    assert!(!out.contains("wrote-top"), "{out}");
+}
+
+/// A seccomp agent as the runtime spec describes one: it listens on
+/// `listenerPath`, receives the container process state with the notify
+/// descriptor, and answers every notification with "continue" (counting them).
+fn seccomp_agent(
+    listener: std::os::unix::net::UnixListener,
+) -> std::thread::JoinHandle<(Value, usize)> {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let conn = std::os::fd::OwnedFd::from(conn);
+        let mut buf = vec![0u8; 64 * 1024];
+        let (n, fd) = berth_runtime::fdpass::recv_with_fd(&conn, &mut buf).unwrap();
+        let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let fd = fd.expect("the notify descriptor comes with the state");
+        let mut answered = 0;
+        loop {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid descriptor.
+            if unsafe { libc::poll(&mut p, 1, 10_000) } <= 0 || p.revents & libc::POLLHUP != 0 {
+                break;
+            }
+            // SAFETY: the notify ioctls with structs of the kernel's layout.
+            unsafe {
+                let mut req: libc::seccomp_notif = std::mem::zeroed();
+                if libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) != 0 {
+                    continue;
+                }
+                let resp = libc::seccomp_notif_resp {
+                    id: req.id,
+                    val: 0,
+                    error: 0,
+                    flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+                };
+                libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp);
+            }
+            answered += 1;
+        }
+        (state, answered)
+    })
+}
+
+/// `SCMP_ACT_NOTIFY` with `listenerPath`/`listenerMetadata`: the agent gets
+/// the container's state and the listener before the process runs, and the
+/// notified syscall waits for its answer (youki's contest: seccomp_notify).
+#[test]
+fn seccomp_notify_reaches_the_agent() {
+    let b = Bundle::new(&["sh", "-c", "cd /etc && pwd"]);
+    let sock = b.dir.path().join("agent.sock");
+    let agent = seccomp_agent(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    b.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock,
+            "listenerMetadata": "hello agent",
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    ok(&b.rt_detached(&["create", "-b", b.bundle().to_str().unwrap(), &b.id]));
+    let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+    ok(&b.rt(&["start", &b.id]));
+    wait_status(&b, "stopped");
+    let (msg, answered) = agent.join().unwrap();
+    assert_eq!(msg["fds"], json!(["seccompFd"]));
+    assert_eq!(msg["metadata"], "hello agent");
+    assert_eq!(msg["pid"], st["pid"], "{msg}");
+    assert_eq!(msg["state"]["id"], b.id.as_str());
+    assert_eq!(msg["state"]["pid"], st["pid"]);
+    assert!(answered >= 1, "busybox pwd calls getcwd: {answered}");
+    let log = std::fs::read_to_string(b.dir.path().join("detached.log")).unwrap();
+    assert!(
+        log.contains("/etc"),
+        "pwd went on after the agent's answer: {log}"
+    );
+
+    // Without a listenerPath the profile is refused, naming what is missing.
+    let b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    let (code, _, err) = b.run();
+    assert_ne!(code, 0);
+    assert!(err.contains("SCMP_ACT_NOTIFY needs listenerPath"), "{err}");
+}
+
+/// process.user: uid, gid, additionalGids (a repeated group is kept once, as
+/// runc does; youki's contest checks that) and umask, as seen inside.
+#[test]
+fn user_groups_and_umask() {
+    let b = Bundle::new(&["sh", "-c", "id -u; id -g; id -G; umask"]);
+    b.edit(|c| {
+        c["process"]["user"] = json!({
+            "uid": 10, "gid": 10, "additionalGids": [300, 200, 300, 10], "umask": 2
+        });
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "10");
+    assert_eq!(lines[1], "10");
+    let mut groups: Vec<&str> = lines[2].split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["10", "200", "300"], "{out}");
+    assert_eq!(lines[3], "0002");
+}
+
+/// Mount points of this (the host's) mount namespace under `dir`.
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|mp| mp.starts_with(&prefix))
+        .collect()
+}
+
+/// A container with no namespaces at all (youki's contest: ns_itype): it
+/// shares every namespace of the host and its root is a chroot (pivot_root
+/// would move the host's root). Its mounts can only be in the host's table:
+/// they sit under a private view of the rootfs in the runtime's state
+/// directory (never in the bundle, where runc puts them) and are gone after
+/// delete (runc leaves them behind) and after a create that fails. A read-only
+/// root and masked paths apply to that view, not to the host's filesystem.
+#[test]
+fn no_namespaces_shares_the_host_and_cleans_up_its_mounts() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "test -e /bin/busybox && echo chrooted; touch /x 2>/dev/null || echo ro-root; \
+         wc -c < /proc/meminfo; sleep 30",
+    ]);
+    b.edit(|c| {
+        c["linux"]["namespaces"] = json!([]);
+        c["linux"]["maskedPaths"] = json!(["/proc/meminfo"]);
+        c["linux"]["readonlyPaths"] = json!([]);
+        c["root"]["readonly"] = json!(true);
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    let rootfs = b.bundle().join("rootfs");
+    let view = b.root().join(&b.id).join("rootfs");
+    ok(&b.rt_detached(&["create", "-b", b.bundle().to_str().unwrap(), &b.id]));
+    let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    for ns in ["mnt", "pid", "net", "uts", "ipc", "user", "cgroup"] {
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "{ns} namespace is the host's"
+        );
+    }
+    let mounts = host_mounts_under(&view);
+    assert!(
+        mounts.iter().any(|m| m.ends_with("/rootfs/proc")),
+        "the container's mounts are under its view: {mounts:?}"
+    );
+    assert_eq!(
+        host_mounts_under(&rootfs),
+        Vec::<String>::new(),
+        "none in the bundle"
+    );
+    ok(&b.rt(&["start", &b.id]));
+    let log = b.dir.path().join("detached.log");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log).unwrap().lines().count() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["chrooted", "ro-root", "0"],
+        "{out}"
+    );
+    assert!(rootfs.join("bin/busybox").exists());
+    ok(&b.rt(&["delete", "--force", &b.id]));
+    assert_eq!(
+        host_mounts_under(&view),
+        Vec::<String>::new(),
+        "delete unmounts"
+    );
+    assert!(
+        rootfs.join("bin/busybox").exists(),
+        "the rootfs is untouched"
+    );
+    assert!(!b.root().join(&b.id).exists());
+
+    // A create that fails after mounting leaves nothing either.
+    b.edit(|c| c["process"]["args"] = json!(["/no/such/binary"]));
+    let o = b.rt_detached(&["create", "-b", b.bundle().to_str().unwrap(), &b.id]);
+    assert!(!o.status.success());
+    assert_eq!(host_mounts_under(&b.root()), Vec::<String>::new());
+    assert!(!b.root().join(&b.id).exists(), "no state left");
+    assert!(
+        rootfs.join("bin/busybox").exists(),
+        "the rootfs is untouched"
+    );
+}
+
+/// process.scheduler (sched_setattr) and process.ioPriority (ioprio_set),
+/// read back inside: /proc/self/stat's nice (19th field) and policy (41st),
+/// and busybox's ionice (youki's contest: set_scheduler_policy,
+/// set_io_priority; runc 1.1 ignores both).
+#[test]
+fn scheduler_and_io_priority() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cut -d' ' -f19,41 /proc/self/stat; ionice -p $$",
+    ]);
+    b.edit(|c| {
+        c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+        c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "5 3", "nice 5, SCHED_BATCH (3): {out}");
+    assert_eq!(lines[1], "best-effort: prio 6", "{out}");
+
+    // A value the kernel refuses names the field.
+    b.edit(|c| {
+        c["process"]["scheduler"] = json!({"policy": "SCHED_FIFO", "priority": 1000});
+    });
+    let (code, _, err) = b.run();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("process.scheduler: sched_setattr(SchedFifo)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn seccomp_profiles_are_enforced() {
     let b = Bundle::new(&["sh", "-c", "mkdir /x 2>&1; echo done"]);

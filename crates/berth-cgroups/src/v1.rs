@@ -66,7 +66,10 @@ pub fn hierarchies() -> Vec<Hierarchy> {
             .filter(|o| CONTROLLERS.contains(o))
             .map(str::to_string)
             .collect();
-        if controllers.is_empty() {
+        // A hierarchy is mounted more than once when a container shares the
+        // host's mount namespace (its /sys/fs/cgroup is in the host's table
+        // then): the first mount, the host's, is the one to use.
+        if controllers.is_empty() || out.iter().any(|h| h.controllers == controllers) {
             continue;
         }
         out.push(Hierarchy {

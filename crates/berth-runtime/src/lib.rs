@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod container;
 pub mod defaults;
 pub mod error;
+pub mod fdpass;
 pub mod hooks;
 pub mod namespaces;
 pub mod process;

@@ -90,6 +90,10 @@ pub struct ContainerState {
     /// Set once `start` released the process.
     #[serde(default)]
     pub started: bool,
+    /// The container has no mount namespace of its own: its root is the view
+    /// `<state dir>/rootfs` in the host's table, which delete detaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_mounts: bool,
 }
 
 impl ContainerState {
@@ -173,6 +177,7 @@ mod tests {
             annotations: HashMap::new(),
             owner: String::new(),
             started: false,
+            host_mounts: false,
         };
         assert!(!s.alive(), "start time differs: a reused pid");
     }

@@ -43,6 +43,8 @@ struct Cleanup {
     dir: PathBuf,
     cgroup: Option<berth_cgroups::Manager>,
     pid: Option<i32>,
+    /// The root view of a container without a mount namespace.
+    host_view: Option<PathBuf>,
     armed: bool,
 }
 
@@ -61,6 +63,12 @@ impl Drop for Cleanup {
         if let Some(cg) = &self.cgroup {
             let _ = berth_cgroups::kill_all(cg);
             let _ = cg.destroy();
+        }
+        if let Some(v) = &self.host_view
+            && crate::rootfs::detach_host_view(v).is_err()
+        {
+            // Still mounted: removing the state directory would reach the rootfs.
+            return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -138,11 +146,20 @@ impl Runtime {
             dir: dir.clone(),
             cgroup: None,
             pid: None,
+            host_view: None,
             armed: true,
         };
         let lock = self.lock(id)?;
         let linux = spec.linux().as_ref().expect("validated");
         let plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]));
+        let root_view = if plan.mount {
+            rootfs.clone()
+        } else {
+            let v = dir.join("rootfs");
+            cleanup.host_view = Some(v.clone());
+            crate::rootfs::make_host_view(&rootfs, &v)?;
+            v
+        };
         let cgroup_path = linux
             .cgroups_path()
             .as_ref()
@@ -202,7 +219,7 @@ impl Runtime {
                 container_init(
                     InitArgs {
                         spec: &spec,
-                        rootfs: &rootfs,
+                        rootfs: &root_view,
                         plan: &plan,
                         fifo: &fifo,
                         console,
@@ -241,7 +258,16 @@ impl Runtime {
         parent.send(&ToChild::Go)?;
         let mut init_pid = pid;
         loop {
-            match parent.recv::<ToParent>()? {
+            let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
+                Some((m, fd)) => (Some(m), fd),
+                None => (None, None),
+            };
+            match msg {
+                Some(ToParent::SeccompListener) => {
+                    let st = hook_state(&spec, id, "creating", init_pid, &bundle);
+                    hand_to_agent(&spec, fd, init_pid, &st)?;
+                    parent.send(&ToChild::SeccompDone)?;
+                }
                 Some(ToParent::Pid(p)) => {
                     // SAFETY: reap the intermediate process, our child.
                     unsafe {
@@ -285,6 +311,7 @@ impl Runtime {
             annotations: spec.annotations().clone().unwrap_or_default(),
             owner: "root".into(),
             started: false,
+            host_mounts: !plan.mount,
         };
         state.save(&dir)?;
         if let Some(pf) = &opts.pid_file {
@@ -294,6 +321,22 @@ impl Runtime {
         drop(lock);
         Ok(init_pid)
     }
+}
+
+/// Passes the seccomp notify listener the init sent to the profile's agent.
+pub(super) fn hand_to_agent(
+    spec: &Spec,
+    fd: Option<std::os::fd::OwnedFd>,
+    pid: i32,
+    state: &serde_json::Value,
+) -> Result<()> {
+    let fd = fd.ok_or_else(|| RuntimeError::Init("seccomp listener: no descriptor came".into()))?;
+    let s = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .ok_or_else(|| RuntimeError::Init("seccomp listener without a profile".into()))?;
+    crate::seccomp::send_listener(s, &fd, pid, state)
 }
 
 /// Writes a pid file atomically (as containerd and conmon read it).

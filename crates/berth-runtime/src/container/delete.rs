@@ -37,6 +37,9 @@ impl Runtime {
             berth_cgroups::kill_all(&cg)?;
         }
         cg.destroy()?;
+        if st.host_mounts {
+            crate::rootfs::detach_host_view(&dir.join("rootfs"))?;
+        }
         if let Ok(spec) = crate::spec::load(&st.bundle)
             && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())
         {

@@ -87,10 +87,19 @@ impl Runtime {
         parent.send(&ToChild::Go)?;
         let mut pid = None;
         loop {
-            match parent.recv::<ToParent>()? {
+            let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
+                Some((m, fd)) => (Some(m), fd),
+                None => (None, None),
+            };
+            match msg {
                 Some(ToParent::Pid(p)) => {
                     reap_mid();
                     pid = Some(p);
+                }
+                Some(ToParent::SeccompListener) => {
+                    let state = super::create::hook_state(&spec, id, "running", st.pid, &st.bundle);
+                    super::create::hand_to_agent(&spec, fd, pid.unwrap_or(st.pid), &state)?;
+                    parent.send(&ToChild::SeccompDone)?;
                 }
                 Some(ToParent::Ready) => break,
                 Some(ToParent::Error(e)) => {

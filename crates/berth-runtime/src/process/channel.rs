@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, socketpair};
+use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType, socketpair};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError, SysContext};
@@ -16,6 +16,8 @@ pub enum ToChild {
     Go,
     /// The hooks init asked for have run.
     HooksDone,
+    /// The seccomp agent has the listener.
+    SeccompDone,
 }
 
 /// Messages init sends to the runtime.
@@ -25,6 +27,9 @@ pub enum ToParent {
     Pid(i32),
     /// Run the prestart and createRuntime hooks (runtime namespace) now.
     RunCreateHooks,
+    /// The seccomp notify listener (the descriptor comes with the message):
+    /// hand it to the agent at `listenerPath`, then answer `SeccompDone`.
+    SeccompListener,
     /// Set up and waiting for `start`.
     Ready,
     /// Setup failed.
@@ -78,23 +83,31 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends a message with a descriptor.
+    pub fn send_with_fd<T: Serialize>(&self, msg: &T, fd: &OwnedFd) -> Result<()> {
+        let data = serde_json::to_string(msg).expect("message serialises");
+        crate::fdpass::send_fd(&self.fd, fd, &data)
+    }
+
     /// Receives a message; `None` when the peer closed its end.
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<Option<T>> {
+        Ok(self.recv_with_fd()?.map(|(m, _)| m))
+    }
+
+    /// Receives a message and the descriptor sent with it, if any.
+    pub fn recv_with_fd<T: for<'de> Deserialize<'de>>(
+        &self,
+    ) -> Result<Option<(T, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match rustix::net::recv(self.fd.as_fd(), &mut buf, RecvFlags::empty()) {
-                Ok((0, _)) => return Ok(None),
-                Ok((n, _)) => {
-                    return serde_json::from_slice(&buf[..n]).map(Some).map_err(|e| {
-                        RuntimeError::Init(format!(
-                            "garbled message from the container's init: {e}"
-                        ))
-                    });
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e).sys("recv", "init channel"),
-            }
+        let (n, fd) = crate::fdpass::recv_with_fd(&self.fd, &mut buf)?;
+        if n == 0 {
+            return Ok(None);
         }
+        serde_json::from_slice(&buf[..n])
+            .map(|m| Some((m, fd)))
+            .map_err(|e| {
+                RuntimeError::Init(format!("garbled message from the container's init: {e}"))
+            })
     }
 }
 
@@ -113,6 +126,16 @@ mod tests {
             a.recv::<ToParent>().unwrap(),
             Some(ToParent::Error(InitError::NotFound("x".into())))
         );
+        // A descriptor travels with its message.
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        b.send_with_fd(&ToParent::SeccompListener, &w).unwrap();
+        drop(w);
+        let (m, fd) = a.recv_with_fd::<ToParent>().unwrap().unwrap();
+        assert_eq!(m, ToParent::SeccompListener);
+        rustix::io::write(fd.unwrap(), b"x").unwrap();
+        let mut got = [0u8; 1];
+        rustix::io::read(&r, &mut got).unwrap();
+        assert_eq!(&got, b"x");
         drop(b);
         assert_eq!(a.recv::<ToParent>().unwrap(), None);
     }

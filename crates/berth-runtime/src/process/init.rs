@@ -64,6 +64,23 @@ fn wait_go(chan: &Channel) -> Result<(), InitError> {
     }
 }
 
+/// Hands the seccomp notify listener to the runtime, which passes it on to the
+/// agent, and waits until it has.
+fn hand_listener(chan: &Channel, listener: Option<OwnedFd>) -> Result<(), InitError> {
+    let Some(fd) = listener else {
+        return Ok(());
+    };
+    chan.send_with_fd(&ToParent::SeccompListener, &fd)
+        .map_err(other)?;
+    drop(fd);
+    match chan.recv::<ToChild>().map_err(other)? {
+        Some(ToChild::SeccompDone) => Ok(()),
+        other_msg => Err(InitError::Other(format!(
+            "runtime sent {other_msg:?} instead of SeccompDone"
+        ))),
+    }
+}
+
 /// Runs the container's init. Never returns.
 pub fn container_init(a: InitArgs, chan: Channel) -> ! {
     match run(a, &chan) {
@@ -158,11 +175,6 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
                 .map_err(|e| InitError::Other(format!("setdomainname {d:?}: {e}")))?;
         }
     }
-    if !a.plan.mount {
-        return Err(InitError::Other(
-            "linux.namespaces: a mount namespace is required".into(),
-        ));
-    }
     rootfs::prepare(
         spec,
         &RootfsContext {
@@ -171,6 +183,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
             userns: a.plan.user,
             cgroupns: has_ns(LinuxNamespaceType::Cgroup),
             cgroup_paths: &a.cgroup_paths,
+            host_mount_ns: !a.plan.mount,
         },
     )
     .map_err(other)?;
@@ -194,7 +207,14 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     // The fifo lives on the host: hold it by an O_PATH descriptor across pivot_root.
     let fifo = rustix::fs::open(a.fifo, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| InitError::Other(format!("open {}: {e}", a.fifo.display())))?;
-    rootfs::pivot(a.rootfs, a.no_pivot).map_err(other)?;
+    let how = if !a.plan.mount {
+        rootfs::RootChange::Chroot
+    } else if a.no_pivot {
+        rootfs::RootChange::MoveAndChroot
+    } else {
+        rootfs::RootChange::Pivot
+    };
+    rootfs::pivot(a.rootfs, how).map_err(other)?;
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         for (k, v) in sysctl {
             let p = format!("/proc/sys/{}", k.replace('.', "/"));
@@ -225,9 +245,10 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     }
     let filters = match linux.and_then(|l| l.seccomp().as_ref()) {
         Some(s) => seccomp::compile(s).map_err(other)?,
-        None => Vec::new(),
+        None => seccomp::Filters::default(),
     };
-    let exec = finish_process(process, &filters)?;
+    let (exec, listener) = finish_process(process, &filters)?;
+    hand_listener(chan, listener)?;
     super::cloexec_from(3 + a.preserve_fds);
     chan.send(&ToParent::Ready).map_err(other)?;
     // Block until `start` opens the fifo for reading.
@@ -248,10 +269,11 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     {
         crate::hooks::run("startContainer", h, &a.state).map_err(other)?;
     }
+    let late = !filters.install_early(process.no_new_privileges() == Some(true));
     if a.reaper {
-        reap_as_init(&exec, process.no_new_privileges() == Some(true), &filters);
+        reap_as_init(&exec, late, &filters);
     }
-    if process.no_new_privileges() == Some(true) {
+    if late {
         seccomp::install(&filters).map_err(other)?;
     }
     let e = super::execve(&exec);
@@ -286,7 +308,7 @@ fn loopback_up() -> std::io::Result<()> {
 
 /// `--init`: stay as PID 1, run the process as a child, forward every signal to
 /// it, reap whatever exits, and exit with the process's status. Never returns.
-fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[crate::seccomp::BpfProgram]) -> ! {
+fn reap_as_init(exec: &super::Exec, late_seccomp: bool, filters: &seccomp::Filters) -> ! {
     // SAFETY: signal mask and fork in a single-threaded process; the child only
     // resets its mask and execs.
     unsafe {
@@ -296,7 +318,7 @@ fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[crate::seccomp::BpfPro
         let child = libc::fork();
         if child == 0 {
             reset_signals();
-            if nnp && seccomp::install(filters).is_err() {
+            if late_seccomp && seccomp::install(filters).is_err() {
                 libc::_exit(127);
             }
             let e = super::execve(exec);
@@ -324,14 +346,17 @@ fn reap_as_init(exec: &super::Exec, nnp: bool, filters: &[crate::seccomp::BpfPro
     }
 }
 
-/// rlimits, cwd, no_new_privs, seccomp (early when no_new_privs is not set, as
-/// it then needs CAP_SYS_ADMIN), bounding set, user, capabilities, signals, and
-/// the executable resolved as the final user.
+/// rlimits, cwd, no_new_privs, seccomp (here when [`seccomp::Filters::install_early`]
+/// says so; then it returns the notify listener, if any), bounding set, user,
+/// capabilities, signals, and the executable resolved as the final user.
 pub fn finish_process(
     process: &Process,
-    filters: &[crate::seccomp::BpfProgram],
-) -> Result<super::Exec, InitError> {
+    filters: &seccomp::Filters,
+) -> Result<(super::Exec, Option<OwnedFd>), InitError> {
     set_rlimits(process)?;
+    // Both may need privileges (CAP_SYS_NICE, CAP_SYS_ADMIN) the user drops below.
+    super::set_scheduler(process)?;
+    super::set_io_priority(process)?;
     std::env::set_current_dir(process.cwd())
         .map_err(|e| InitError::Other(format!("chdir {}: {e}", process.cwd().display())))?;
     let nnp = process.no_new_privileges() == Some(true);
@@ -346,13 +371,15 @@ pub fn finish_process(
     }
     let caps = process.capabilities().as_ref();
     capabilities::drop_bounding(caps).map_err(other)?;
-    if !nnp {
-        seccomp::install(filters).map_err(other)?;
-    }
+    let listener = if filters.install_early(nnp) {
+        seccomp::install(filters).map_err(other)?
+    } else {
+        None
+    };
     set_user(process)?;
     capabilities::apply(caps).map_err(other)?;
     reset_signals();
-    prepare_exec(process)
+    Ok((prepare_exec(process)?, listener))
 }
 
 /// The `exec`'d process (already in the container's cgroup): joins the
@@ -411,11 +438,12 @@ pub fn exec_child(
         drop(console);
         let filters = match seccomp {
             Some(s) => crate::seccomp::compile(s).map_err(other)?,
-            None => Vec::new(),
+            None => crate::seccomp::Filters::default(),
         };
-        let exec = finish_process(process, &filters)?;
+        let (exec, listener) = finish_process(process, &filters)?;
+        hand_listener(&chan, listener)?;
         super::cloexec_from(3);
-        if process.no_new_privileges() == Some(true) {
+        if !filters.install_early(process.no_new_privileges() == Some(true)) {
             crate::seccomp::install(&filters).map_err(other)?;
         }
         // The channel is close-on-exec: the runtime sees it close when exec succeeds.

@@ -192,6 +192,109 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
+/// `process.scheduler`: sched_setattr(2) for the process (and what it forks).
+pub fn set_scheduler(p: &Process) -> Result<(), InitError> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let Some(sc) = p.scheduler() else {
+        return Ok(());
+    };
+    let policy = match sc.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let mut flags = 0u64;
+    for f in sc.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    /// The kernel's struct sched_attr (SCHED_ATTR_SIZE_VER1).
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+        util_min: u32,
+        util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice: sc.nice().unwrap_or(0),
+        priority: sc.priority().unwrap_or(0) as u32,
+        runtime: sc.runtime().unwrap_or(0),
+        deadline: sc.deadline().unwrap_or(0),
+        period: sc.period().unwrap_or(0),
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: sched_setattr on ourselves with a struct of the size we pass.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if r != 0 {
+        return Err(InitError::Other(format!(
+            "process.scheduler: sched_setattr({:?}): {}",
+            sc.policy(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// `process.ioPriority`: ioprio_set(2) for the process.
+pub fn set_io_priority(p: &Process) -> Result<(), InitError> {
+    use oci_spec::runtime::IOPriorityClass as C;
+    let Some(io) = p.io_priority() else {
+        return Ok(());
+    };
+    let class: i64 = match io.class() {
+        C::IoprioClassRt => 1,
+        C::IoprioClassBe => 2,
+        C::IoprioClassIdle => 3,
+    };
+    if !(0..=7).contains(&io.priority()) {
+        return Err(InitError::Other(format!(
+            "process.ioPriority.priority {}: must be 0 to 7",
+            io.priority()
+        )));
+    }
+    const IOPRIO_WHO_PROCESS: i64 = 1;
+    // SAFETY: ioprio_set with integer arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            (class << 13) | io.priority(),
+        )
+    };
+    if r != 0 {
+        return Err(InitError::Other(format!(
+            "process.ioPriority: ioprio_set({:?}, {}): {}",
+            io.class(),
+            io.priority(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
 /// Sets rlimits. Without CAP_SYS_RESOURCE a hard limit cannot be raised above
 /// the current one: such limits are clamped to it instead of failing (podman
 /// fails here; docker users expect the container to start).
@@ -232,6 +335,12 @@ pub fn set_rlimits(p: &Process) -> Result<(), InitError> {
     Ok(())
 }
 
+/// additionalGids without repeats, in order (runc keeps each group once too).
+fn unique_groups(gids: &[u32]) -> Vec<libc::gid_t> {
+    let mut seen = std::collections::HashSet::new();
+    gids.iter().copied().filter(|g| seen.insert(*g)).collect()
+}
+
 /// Switches to the spec's user: supplementary groups, gid, uid — keeping the
 /// permitted capabilities so they can be set afterwards.
 pub fn set_user(p: &Process) -> Result<(), InitError> {
@@ -251,7 +360,7 @@ pub fn set_user(p: &Process) -> Result<(), InitError> {
             "prctl(PR_SET_KEEPCAPS)",
             libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
         )?;
-        let groups: Vec<libc::gid_t> = u.additional_gids().clone().unwrap_or_default();
+        let groups = unique_groups(u.additional_gids().as_deref().unwrap_or(&[]));
         let r = libc::setgroups(groups.len(), groups.as_ptr());
         // setgroups is denied in user namespaces with setgroups=deny; only fatal
         // when groups were asked for.

@@ -38,24 +38,30 @@ pub struct RootfsContext<'a> {
     pub cgroupns: bool,
     /// The container's cgroup directories, by v1 controller (empty name on v2).
     pub cgroup_paths: &'a [(String, std::path::PathBuf)],
+    /// The container shares the host's mount namespace: no propagation change
+    /// of the host's mounts, and `rootfs` is already a private mount of its own
+    /// (see [`make_host_view`]).
+    pub host_mount_ns: bool,
 }
 
 /// Everything before pivot_root.
 pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
     let linux = spec.linux().as_ref();
-    let prop = linux
-        .and_then(|l| l.rootfs_propagation().as_deref())
-        .and_then(propagation_flag)
-        .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-    sys_mount(None, "/", None, prop, None).sys("mount", "/ (propagation)")?;
     let rootfs = ctx
         .rootfs
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
-    // After a recursive non-shared propagation nothing under / is shared;
-    // otherwise the rootfs's parent mount may be.
-    if prop & libc::MS_REC == 0 || prop & libc::MS_SHARED != 0 {
-        parent_mount_private(rootfs)?;
+    if !ctx.host_mount_ns {
+        let prop = linux
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .and_then(propagation_flag)
+            .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+        sys_mount(None, "/", None, prop, None).sys("mount", "/ (propagation)")?;
+        // After a recursive non-shared propagation nothing under / is shared;
+        // otherwise the rootfs's parent mount may be.
+        if prop & libc::MS_REC == 0 || prop & libc::MS_SHARED != 0 {
+            parent_mount_private(rootfs)?;
+        }
     }
     for m in ctx.rootfs_mounts {
         let o = parse_options(&m.options);
@@ -67,14 +73,18 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         sys_mount(Some(&m.source), rootfs, typ, flags, Some(&o.data))
             .sys("mount", format!("{} {} on {rootfs}", m.typ, m.source))?;
     }
-    sys_mount(
-        Some(rootfs),
-        rootfs,
-        Some("bind"),
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .sys("mount", format!("{rootfs} (rootfs bind)"))?;
+    // pivot_root and a read-only root need the root to be a mount point (the
+    // host view already is one).
+    if !ctx.host_mount_ns {
+        sys_mount(
+            Some(rootfs),
+            rootfs,
+            Some("bind"),
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .sys("mount", format!("{rootfs} (rootfs bind)"))?;
+    }
     let rootfd = rustix::fs::open(
         ctx.rootfs,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -168,6 +178,10 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
                     return Err(e);
                 }
             }
+        }
+        if opts.rec_set != 0 || opts.rec_clear != 0 {
+            let top = open_target(&rootfd, dest, file_target)?;
+            mount::set_recursive_attrs(&top, opts.rec_set, opts.rec_clear, dest)?;
         }
         if !opts.propagation.is_empty() {
             let top = open_target(&rootfd, dest, file_target)?;
@@ -307,11 +321,28 @@ fn mount_cgroup(
     Ok(())
 }
 
-/// pivot_root into `rootfs` and detach the old root; `no_pivot` moves the root
-/// mount and chroots instead (for roots on ramfs, where pivot_root fails).
-pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// How the init changes its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootChange {
+    /// pivot_root and detach the old root (the default).
+    Pivot,
+    /// Move the root mount and chroot (`--no-pivot`, for roots on ramfs, where
+    /// pivot_root fails).
+    MoveAndChroot,
+    /// chroot only: the container shares the host's mount namespace, where
+    /// pivot_root would change the root of every process.
+    Chroot,
+}
+
+/// Makes `rootfs` the process's root.
+pub fn pivot(rootfs: &Path, how: RootChange) -> Result<()> {
     let r = rootfs.display();
     std::env::set_current_dir(rootfs).sys("chdir", &r)?;
+    if how == RootChange::Chroot {
+        rustix::process::chroot(".").sys("chroot", &r)?;
+        return std::env::set_current_dir("/").sys("chdir", "/");
+    }
+    let no_pivot = how == RootChange::MoveAndChroot;
     if no_pivot {
         sys_mount(Some("."), "/", None, libc::MS_MOVE, None)
             .sys("mount", format!("{r} (MS_MOVE to /)"))?;
@@ -325,6 +356,37 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
         .sys("mount", "old root (slave)")?;
     rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).sys("umount2", "old root")?;
     std::env::set_current_dir("/").sys("chdir", "/")
+}
+
+/// For a container without a mount namespace: its root is a recursive bind
+/// of `rootfs` at `view` (a directory of the runtime's own state), made
+/// private, so that every mount of the container lands under `view` — in the
+/// host's table, but nowhere a user's mounts are — and one lazy unmount of
+/// `view` ([`detach_host_view`]) takes them all away. runc mounts into the
+/// bundle's rootfs itself there and leaves the mounts behind.
+pub fn make_host_view(rootfs: &Path, view: &Path) -> Result<()> {
+    std::fs::create_dir(view).sys("mkdir", view.display())?;
+    let (r, v) = (rootfs.display().to_string(), view.display().to_string());
+    sys_mount(Some(&r), &v, None, libc::MS_BIND | libc::MS_REC, None)
+        .sys("mount", format!("{r} on {v} (rootfs view)"))?;
+    sys_mount(None, &v, None, libc::MS_PRIVATE | libc::MS_REC, None)
+        .sys("mount", format!("{v} (private)"))
+}
+
+/// Undoes [`make_host_view`]: detaches the view and every mount beneath it,
+/// then removes the (now empty) directory. Not-mounted and missing are fine;
+/// the directory is never removed recursively, so a view that is still
+/// mounted cannot take the rootfs's files with it.
+pub fn detach_host_view(view: &Path) -> Result<()> {
+    match rustix::mount::unmount(view, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e).sys("umount2", view.display()),
+    }
+    match std::fs::remove_dir(view) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).sys("rmdir", view.display()),
+    }
 }
 
 /// pivot_root fails with EINVAL when the mount the new root sits on is

@@ -21,6 +21,41 @@ pub struct Options {
     pub propagation: Vec<libc::c_ulong>,
     /// Filesystem-specific data (`mode=755,size=65536k`).
     pub data: String,
+    /// Recursive mount attributes (`rro`, `rnosuid`, …: MOUNT_ATTR_*) to set on
+    /// the mount and every mount beneath it, with mount_setattr(2).
+    pub rec_set: u64,
+    /// Recursive mount attributes to clear (`rrw`, `rsuid`, …).
+    pub rec_clear: u64,
+}
+
+/// The MOUNT_ATTR_* change of a recursive option (runc's names): (set, clear).
+fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
+    use libc::{
+        MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
+        MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_RDONLY,
+        MOUNT_ATTR_RELATIME, MOUNT_ATTR_STRICTATIME,
+    };
+    Some(match opt {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        // The access-time mode is one field: setting a mode clears the field first.
+        "rrelatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+        // Leaving a mode: back to the kernel's default, relatime.
+        "rnorelatime" | "ratime" | "rnostrictatime" => (MOUNT_ATTR_RELATIME, 0),
+        _ => return None,
+    })
 }
 
 /// Parses an OCI options list.
@@ -58,7 +93,15 @@ pub fn parse_options(opts: &[String]) -> Options {
                 o.propagation.push(propagation_flag(opt).expect("listed"));
                 continue;
             }
+            "nosymfollow" => (libc::MS_NOSYMFOLLOW, 0),
+            "symfollow" => (0, libc::MS_NOSYMFOLLOW),
             "defaults" => continue,
+            _ if recursive_attr(opt).is_some() => {
+                let (set, clear) = recursive_attr(opt).expect("checked");
+                o.rec_set = (o.rec_set & !clear & !set) | set;
+                o.rec_clear = (o.rec_clear & !set) | clear;
+                continue;
+            }
             _ => {
                 data.push(opt.clone());
                 continue;
@@ -217,6 +260,38 @@ pub fn mount_at(
     })
 }
 
+/// Applies recursive mount attributes to the mount at `target` and every mount
+/// beneath it (mount_setattr(2) with AT_RECURSIVE; Linux 5.12+).
+pub fn set_recursive_attrs(target: &OwnedFd, set: u64, clear: u64, shown: &Path) -> Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid descriptor, an empty NUL-terminated path and a mount_attr
+    // of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(RuntimeError::sys(
+            "mount_setattr",
+            format!("{} (recursive attributes)", shown.display()),
+            std::io::Error::last_os_error(),
+        ))
+    }
+}
+
 /// The flags a mount already has (statvfs), so a read-only remount keeps its
 /// locked flags (nosuid, nodev, noexec) and does not fail with EPERM.
 pub fn existing_flags(path: &str) -> libc::c_ulong {
@@ -272,6 +347,31 @@ mod tests {
         assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY);
         let o = parse_options(&["ro".into(), "rw".into()]);
         assert_eq!(o.flags & libc::MS_RDONLY, 0);
+    }
+
+    #[test]
+    fn recursive_options() {
+        let o = parse_options(&[
+            "rbind".into(),
+            "rro".into(),
+            "rnoexec".into(),
+            "rsuid".into(),
+        ]);
+        assert_eq!(o.flags, libc::MS_BIND | libc::MS_REC);
+        assert_eq!(o.rec_set, libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOEXEC);
+        assert_eq!(o.rec_clear, libc::MOUNT_ATTR_NOSUID);
+        assert_eq!(o.data, "", "recursive options are not filesystem data");
+        // A later option wins over an earlier one.
+        let o = parse_options(&["rro".into(), "rrw".into()]);
+        assert_eq!((o.rec_set, o.rec_clear), (0, libc::MOUNT_ATTR_RDONLY));
+        // An access-time mode clears the whole field, as the kernel requires.
+        let o = parse_options(&["rnoatime".into()]);
+        assert_eq!(o.rec_set, libc::MOUNT_ATTR_NOATIME);
+        assert_eq!(o.rec_clear, libc::MOUNT_ATTR__ATIME);
+        let o = parse_options(&["rnoatime".into(), "rstrictatime".into()]);
+        assert_eq!(o.rec_set, libc::MOUNT_ATTR_STRICTATIME);
+        let o = parse_options(&["nosymfollow".into()]);
+        assert_eq!(o.flags, libc::MS_NOSYMFOLLOW);
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub mod ret {
     pub const TRAP: u32 = 0x0003_0000;
     /// Log and allow.
     pub const LOG: u32 = 0x7ffc_0000;
+    /// Ask the agent holding the listener descriptor (SECCOMP_RET_USER_NOTIF).
+    pub const USER_NOTIF: u32 = 0x7fc0_0000;
     /// Fail with an errno.
     pub fn errno(e: u32) -> u32 {
         0x0005_0000 | (e & 0xffff)
