@@ -407,6 +407,18 @@ fn shared_root_propagation_fifo_devices_and_cgroup_membership() {
     let root = out.lines().next().unwrap_or_default();
     assert!(root.contains(" shared:"), "/ is shared inside: {out}");
     assert!(out.contains("\nfifo\n"), "{out}");
+    // Unbindable (runtime-tools' linux_rootfs_propagation): the rootfs can
+    // still be bound before pivot_root, and / is unbindable inside.
+    for prop in ["unbindable", "runbindable"] {
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(prop));
+        let (code, out, err) = b.run();
+        assert_eq!(code, 0, "{prop}: {out}{err}");
+        let root = out.lines().next().unwrap_or_default();
+        assert!(
+            root.contains(" unbindable "),
+            "{prop}: / is unbindable inside: {out}"
+        );
+    }
     for ctl in ["memory", "pids", "blkio", "devices", "freezer"] {
         let line = out
             .lines()

@@ -52,14 +52,21 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
     if !ctx.host_mount_ns {
-        let prop = linux
+        let mut prop = linux
             .and_then(|l| l.rootfs_propagation().as_deref())
             .and_then(propagation_flag)
             .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+        // Unbindable mounts cannot be the source of the binds to come (the
+        // rootfs, cgroups, the spec's binds): start private, and [`finish`]
+        // makes the new root unbindable.
+        if prop & libc::MS_UNBINDABLE != 0 {
+            prop = libc::MS_PRIVATE | libc::MS_REC;
+        }
         sys_mount(None, "/", None, prop, None).sys("mount", "/ (propagation)")?;
-        // After a recursive non-shared propagation nothing under / is shared;
-        // otherwise the rootfs's parent mount may be.
-        if prop & libc::MS_REC == 0 || prop & libc::MS_SHARED != 0 {
+        // After a recursive slave or private propagation the rootfs's parent
+        // mount can be bound and is not shared; after anything else (not
+        // recursive, shared, unbindable) it may be either.
+        if prop & libc::MS_REC == 0 || prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
             parent_mount_private(rootfs)?;
         }
     }
@@ -390,9 +397,9 @@ pub fn detach_host_view(view: &Path) -> Result<()> {
 }
 
 /// pivot_root fails with EINVAL when the mount the new root sits on is
-/// shared (as with `rootfsPropagation: shared`), and a shared parent would
-/// also carry the rootfs bind out to the host: make that one mount private,
-/// as runc does. The requested propagation is applied to the new `/` after
+/// shared (as with `rootfsPropagation: shared`), a shared parent would also
+/// carry the rootfs bind out to the host, and an unbindable one cannot be
+/// bound at all: make that one mount private, as runc does. The requested propagation is applied to the new `/` after
 /// pivot_root, in [`finish`].
 fn parent_mount_private(rootfs: &str) -> Result<()> {
     let info =
@@ -406,8 +413,12 @@ fn parent_mount_private(rootfs: &str) -> Result<()> {
             let f: Vec<&str> = l.split(' ').collect();
             let mp = f.get(4)?.replace("\\040", " ");
             let sep = f.iter().position(|x| *x == "-")?;
-            let shared = f[6..sep].iter().any(|o| o.starts_with("shared:"));
-            under(&mp).then_some((mp, shared))
+            // Shared (pivot_root refuses it) or unbindable (the rootfs bind
+            // fails with EINVAL).
+            let fix = f[6..sep]
+                .iter()
+                .any(|o| o.starts_with("shared:") || *o == "unbindable");
+            under(&mp).then_some((mp, fix))
         })
         .max_by_key(|(mp, _)| mp.len());
     if let Some((mp, true)) = parent {
@@ -417,16 +428,10 @@ fn parent_mount_private(rootfs: &str) -> Result<()> {
     Ok(())
 }
 
-/// After pivot_root: the requested root propagation, masked and read-only
-/// paths, then the read-only root.
+/// After pivot_root: read-only and masked paths, the read-only root, then
+/// the requested root propagation.
 pub fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    if let Some(prop) = linux
-        .and_then(|l| l.rootfs_propagation().as_deref())
-        .and_then(propagation_flag)
-    {
-        sys_mount(None, "/", None, prop, None).sys("mount", "/ (rootfsPropagation)")?;
-    }
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
         .into_iter()
@@ -483,6 +488,13 @@ pub fn finish(spec: &Spec) -> Result<()> {
             None,
         )
         .sys("mount", "/ (read-only root)")?;
+    }
+    // Last: once unbindable, nothing here could be bound any more.
+    if let Some(prop) = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flag)
+    {
+        sys_mount(None, "/", None, prop, None).sys("mount", "/ (rootfsPropagation)")?;
     }
     Ok(())
 }
