@@ -358,14 +358,91 @@ fn run_mounts_cache_tmpfs_bind() {
     // Unsupported kinds fail with the line, not silently.
     std::fs::write(
         d.join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=secret,id=x,target=/s cat /s\n",
+        "FROM busybox\nRUN --mount=type=bind,from=builder,target=/s cat /s\n",
     )
     .unwrap();
     let err = build(&b, &d, &["-t", "m2"]).fails(1);
     assert!(
-        err.contains("Dockerfile:2") && err.contains("type=secret"),
+        err.contains("Dockerfile:2") && err.contains("from another stage"),
         "{err}"
     );
+}
+
+/// `--secret` and `RUN --mount=type=secret` (a file at /run/secrets/<id> or a
+/// chosen target, or an environment variable), `--ssh` and
+/// `RUN --mount=type=ssh` (the agent socket, with SSH_AUTH_SOCK): what the
+/// step sees, and that neither the secret nor its mount point is in the image
+/// or its history, as with docker build (BuildKit).
+#[test]
+fn secret_and_ssh_mounts() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "secrets",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN --mount=type=secret,id=pw cat /run/secrets/pw > /dev/null && stat -c '%a %u' /run/secrets/pw > /seen-file && wc -c < /run/secrets/pw >> /seen-file\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN,required test ${#TOKEN} = 5 && echo env-ok > /seen-env\n\
+             RUN --mount=type=secret,id=missing sh -c 'test ! -e /run/secrets/missing && echo absent > /seen-missing'\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /seen-ssh\n\
+             CMD cat /seen-file /seen-env /seen-missing /seen-ssh\n",
+        )],
+    );
+    let secret = b.path("pw.txt");
+    std::fs::write(&secret, "hunter2\n").unwrap();
+    let sock = b.path("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let pw = format!("id=pw,src={}", secret.display());
+    let ssh = format!("default={}", sock.display());
+    let r = b
+        .command(&[
+            "build",
+            "-t",
+            "s",
+            "--secret",
+            &pw,
+            "--secret",
+            "id=tok,env=BERTH_TEST_TOKEN",
+            "--ssh",
+            &ssh,
+            d.to_str().unwrap(),
+        ])
+        .env("BERTH_TEST_TOKEN", "t0k3n")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        b.run(&["run", "--rm", "s"]).ok(),
+        "400 0\n8\nenv-ok\nabsent\n/run/buildkit/ssh_agent.0\n"
+    );
+    // Nothing of the secrets in the image: no mount points, no content.
+    let ls = b
+        .run(&["run", "--rm", "s", "sh", "-c", "ls -d /run 2>&1; grep -rl hunter2 /etc /root /tmp /home /var /seen-file /seen-env /seen-missing /seen-ssh; true"])
+        .ok();
+    assert_eq!(ls, "ls: /run: No such file or directory\n");
+    let history = b.run(&["history", "--no-trunc", "s"]).ok();
+    assert!(
+        !history.contains("hunter2") && !history.contains("t0k3n"),
+        "{history}"
+    );
+    // A required secret the build was not given: the step's line and its id.
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=pw,required true\n",
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "s2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("secret pw is required"),
+        "{err}"
+    );
+    // Bad flags are refused before anything runs.
+    let err = build(&b, &d, &["--secret", "id=x,src=/no/such/file"]).fails(1);
+    assert!(err.contains("/no/such/file"), "{err}");
+    let err = build(&b, &d, &["--ssh", "default=/etc/hostname"]).fails(1);
+    assert!(err.contains("not an agent socket"), "{err}");
 }
 
 /// A one-file HTTP server on loopback for `ADD <url>`; serves `body` for

@@ -96,6 +96,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// `--pull`: fetch every base image anew, even when it is in the store.
     pub pull: bool,
+    /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
+    pub provided: crate::run_mount::Provided,
 }
 
 impl BuildOptions {
@@ -789,22 +791,25 @@ impl<'a> Builder<'a> {
             .flat_map(|l| l.split(':').map(PathBuf::from).collect::<Vec<_>>())
             .chain([upper.clone()])
             .collect();
-        let stubs: Vec<(String, String)> = run_mounts
-            .iter()
-            .filter_map(|m| crate::run_mount::stub_root(m.target(), &lowers))
-            .collect();
         let cache_root = self.cache.dir().join("mounts");
-        let extra: Result<Vec<serde_json::Value>, String> = run_mounts
-            .iter()
-            .map(|m| crate::run_mount::spec_mount(m, &cache_root, &opts.context))
-            .collect();
-        let extra = match extra {
+        let extra = match crate::run_mount::step_mounts(
+            &run_mounts,
+            &cache_root,
+            &opts.context,
+            &opts.provided,
+            &self.work,
+        ) {
             Ok(x) => x,
             Err(e) => {
                 let _ = self.store.snapshots.remove_active(&snap);
                 return Err(step_err(file, cmd, e));
             }
         };
+        let stubs: Vec<(String, String)> = extra
+            .targets
+            .iter()
+            .filter_map(|t| crate::run_mount::stub_root(t, &lowers))
+            .collect();
         let result = self.run_container(
             &snap,
             &mounts,
@@ -886,7 +891,7 @@ impl<'a> Builder<'a> {
         args: &BTreeMap<String, String>,
         opts: &BuildOptions,
         network: Option<&str>,
-        extra_mounts: &[serde_json::Value],
+        extra: &crate::run_mount::StepMounts,
         v: usize,
         t: Instant,
     ) -> Result<i32, String> {
@@ -915,6 +920,9 @@ impl<'a> Builder<'a> {
         }
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={home}"));
+        }
+        for e in &extra.env {
+            set_env(&mut env, e);
         }
         let hostname = "buildkitsandbox";
         std::fs::write(
@@ -957,7 +965,7 @@ impl<'a> Builder<'a> {
             &bundle.join("hostname").display().to_string(),
             &bundle.join("hosts").display().to_string(),
         );
-        spec_mounts.extend(extra_mounts.iter().cloned());
+        spec_mounts.extend(extra.mounts.iter().cloned());
         let spec = json!({
             "ociVersion": "1.2.0",
             "process": {

@@ -1,11 +1,15 @@
 //! `RUN --mount=…` (BuildKit's syntax): `type=cache` (a directory kept
-//! between builds, the pip/apt cache pattern), `type=tmpfs`, and `type=bind`
-//! of a file or directory of the build context (read-only). What is mounted
-//! never becomes part of the layer, nor do the mount points the image did
-//! not have (the empty directories or files made to mount on), as with
-//! BuildKit. Other kinds (`secret`, `ssh`, binds
-//! `from=` a stage, read-write binds) are refused with a clear error rather
-//! than silently run without their mount.
+//! between builds, the pip/apt cache pattern), `type=tmpfs`, `type=bind` of a
+//! file or directory of the build context (read-only), `type=secret` (a
+//! `--secret` given to the build, as a file — written to a private directory
+//! on tmpfs (`/dev/shm`) for the step only, so not to disk where that exists —
+//! or as an environment variable) and `type=ssh` (the `--ssh` agent socket,
+//! with `SSH_AUTH_SOCK` pointing at it). What is mounted never becomes part of
+//! the layer, nor do the mount points the image did not have (the empty
+//! directories or files made to mount on), as with BuildKit; secrets are not
+//! part of the cache key, as with BuildKit. Binds `from=` a stage and
+//! read-write binds are refused with a clear error rather than silently run
+//! without their mount.
 
 use std::path::{Path, PathBuf};
 
@@ -41,17 +45,153 @@ pub enum RunMount {
         /// Relative to the context.
         source: String,
     },
+    /// A `--secret`.
+    Secret {
+        /// Which secret.
+        id: String,
+        /// Where its file appears (`/run/secrets/<id>` unless only `env=`).
+        target: Option<String>,
+        /// An environment variable to hold it instead of (or besides) a file.
+        env: Option<String>,
+        /// Fail when the build was not given it.
+        required: bool,
+        /// Owner of the file.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Mode (0400 by default).
+        mode: u32,
+    },
+    /// The `--ssh` agent socket (bound as it is: its owner and mode are the
+    /// host's, so `uid`, `gid` and `mode` are refused rather than ignored).
+    Ssh {
+        /// Which agent (`default`).
+        id: String,
+        /// Where the socket appears.
+        target: String,
+        /// Fail when the build was not given it.
+        required: bool,
+    },
 }
 
 impl RunMount {
-    /// Where it appears.
-    pub fn target(&self) -> &str {
+    /// Where it appears in the filesystem (an env-only secret appears nowhere).
+    pub fn target(&self) -> Option<&str> {
         match self {
             RunMount::Cache { target, .. }
             | RunMount::Tmpfs { target, .. }
-            | RunMount::Bind { target, .. } => target,
+            | RunMount::Bind { target, .. }
+            | RunMount::Ssh { target, .. } => Some(target),
+            RunMount::Secret { target, .. } => target.as_deref(),
         }
     }
+}
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the build host.
+    File(PathBuf),
+    /// An environment variable of the build command.
+    Env(String),
+}
+
+impl SecretSource {
+    /// Parses `docker build --secret`'s value: `id=X[,src=PATH|,env=VAR]`
+    /// (`source=`, `type=file|env` too); with neither, the variable named `id`
+    /// if it is set, as buildx does.
+    pub fn parse(s: &str) -> Result<(String, SecretSource), String> {
+        let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+        for field in s.split(',').filter(|f| !f.is_empty()) {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| format!("--secret {s}: expected key=value, got {field:?}"))?;
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => typ = Some(v.to_string()),
+                other => return Err(format!("--secret {s}: unexpected key {other:?}")),
+            }
+        }
+        let id = id
+            .or_else(|| {
+                src.as_deref()
+                    .and_then(|p| Path::new(p).file_name())
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .ok_or_else(|| format!("--secret {s}: id is required"))?;
+        let source = match (typ.as_deref(), src, env) {
+            (Some("env"), Some(v), _) | (_, None, Some(v)) => SecretSource::Env(v),
+            (Some("file") | None, Some(p), None) => SecretSource::File(PathBuf::from(p)),
+            (None, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+            (Some(t), _, _) if t != "file" && t != "env" => {
+                return Err(format!("--secret {s}: type must be file or env, not {t:?}"));
+            }
+            _ => return Err(format!("--secret {s}: give src=PATH or env=VAR")),
+        };
+        Ok((id, source))
+    }
+
+    /// The secret's bytes.
+    pub fn read(&self, id: &str) -> Result<Vec<u8>, String> {
+        match self {
+            SecretSource::File(p) => {
+                std::fs::read(p).map_err(|e| format!("secret {id}: {}: {e}", p.display()))
+            }
+            SecretSource::Env(v) => std::env::var_os(v)
+                .map(|x| std::os::unix::ffi::OsStrExt::as_bytes(x.as_os_str()).to_vec())
+                .ok_or_else(|| format!("secret {id}: environment variable {v} is not set")),
+        }
+    }
+}
+
+/// Parses `docker build --ssh`'s value: `ID[=SOCKET]` (`default` is
+/// `$SSH_AUTH_SOCK`). Only agent sockets are forwarded; key files are refused
+/// (load them into an agent).
+pub fn parse_ssh(s: &str) -> Result<(String, PathBuf), String> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        None => {
+            let p = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                format!("--ssh {s}: SSH_AUTH_SOCK is not set (give {s}=/path/to/agent.sock)")
+            })?;
+            (s.to_string(), PathBuf::from(p))
+        }
+    };
+    if path.as_os_str().to_string_lossy().contains(',') {
+        return Err(format!("--ssh {s}: one agent socket per id"));
+    }
+    let md = std::fs::metadata(&path).map_err(|e| format!("--ssh {s}: {}: {e}", path.display()))?;
+    if !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
+        return Err(format!(
+            "--ssh {s}: {} is not an agent socket (load keys into ssh-agent and pass its socket)",
+            path.display()
+        ));
+    }
+    Ok((id, path))
+}
+
+/// What a build was given for `type=secret` and `type=ssh` mounts.
+#[derive(Debug, Clone, Default)]
+pub struct Provided {
+    /// `--secret`: id → source.
+    pub secrets: std::collections::BTreeMap<String, SecretSource>,
+    /// `--ssh`: id → agent socket.
+    pub ssh: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// The mounts and environment of one RUN step, ready for its container. The
+/// secret files live in a private directory removed when this is dropped.
+#[derive(Debug, Default)]
+pub struct StepMounts {
+    /// OCI mounts.
+    pub mounts: Vec<Value>,
+    /// `KEY=VALUE` for the process (secrets with `env=`, `SSH_AUTH_SOCK`).
+    pub env: Vec<String>,
+    /// The targets mounted (for the stubs to remove afterwards).
+    pub targets: Vec<String>,
+    secrets: Option<tempfile::TempDir>,
 }
 
 /// The first component of `target` that none of `layers` (the image's
@@ -113,7 +253,9 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
     let mut target = None;
     let mut source = String::new();
     let mut id = None;
-    let (mut uid, mut gid, mut mode) = (0u32, 0u32, 0o755u32);
+    let mut env = None;
+    let mut required = false;
+    let (mut uid, mut gid, mut mode) = (0u32, 0u32, None);
     let mut size = None;
     for field in s.split(',').filter(|f| !f.is_empty()) {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
@@ -122,6 +264,7 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             "target" | "dst" | "destination" => target = Some(v.to_string()),
             "source" | "src" => source = v.to_string(),
             "id" => id = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
             "uid" => {
                 uid = v
                     .parse()
@@ -133,13 +276,18 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
                     .map_err(|_| format!("--mount {s}: invalid gid {v}"))?
             }
             "mode" => {
-                mode = u32::from_str_radix(v, 8)
-                    .map_err(|_| format!("--mount {s}: invalid mode {v}"))?
+                mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .map_err(|_| format!("--mount {s}: invalid mode {v}"))?,
+                )
             }
             "size" => {
                 size = Some(parse_size(v).ok_or_else(|| format!("--mount {s}: invalid size {v}"))?)
             }
-            "sharing" | "readonly" | "ro" | "required" => {}
+            "required" => {
+                required = matches!(v, "" | "true" | "1");
+            }
+            "sharing" | "readonly" | "ro" => {}
             "rw" | "readwrite" if typ == "bind" => {
                 return Err(format!(
                     "--mount {s}: read-write bind mounts are not supported yet"
@@ -153,21 +301,62 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             other => return Err(format!("--mount {s}: unexpected key '{other}'")),
         }
     }
-    let target = target
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| format!("--mount {s}: target is required"))?;
-    let target = if target.starts_with('/') {
-        target
-    } else {
-        format!("/{target}")
+    let absolute = |t: String| {
+        if t.starts_with('/') {
+            t
+        } else {
+            format!("/{t}")
+        }
     };
+    let target = target.filter(|t| !t.is_empty()).map(absolute);
+    match typ.as_str() {
+        "secret" => {
+            // BuildKit: the id defaults to the target's file name.
+            let id = id
+                .or_else(|| {
+                    target
+                        .as_deref()
+                        .and_then(|t| Path::new(t).file_name())
+                        .map(|f| f.to_string_lossy().into_owned())
+                })
+                .ok_or_else(|| format!("--mount {s}: id is required"))?;
+            let target = match (target, &env) {
+                (Some(t), _) => Some(t),
+                (None, Some(_)) => None,
+                (None, None) => Some(format!("/run/secrets/{id}")),
+            };
+            return Ok(RunMount::Secret {
+                id,
+                target,
+                env,
+                required,
+                uid,
+                gid,
+                mode: mode.unwrap_or(0o400),
+            });
+        }
+        "ssh" => {
+            if uid != 0 || gid != 0 || mode.is_some() {
+                return Err(format!(
+                    "--mount {s}: uid, gid and mode are not supported on type=ssh (the agent socket is bound with the host's owner and mode)"
+                ));
+            }
+            return Ok(RunMount::Ssh {
+                id: id.unwrap_or_else(|| "default".into()),
+                target: target.unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into()),
+                required,
+            });
+        }
+        _ => {}
+    }
+    let target = target.ok_or_else(|| format!("--mount {s}: target is required"))?;
     match typ.as_str() {
         "cache" => Ok(RunMount::Cache {
             id: id.unwrap_or_else(|| target.clone()),
             target,
             uid,
             gid,
-            mode,
+            mode: mode.unwrap_or(0o755),
         }),
         "tmpfs" => Ok(RunMount::Tmpfs { target, size }),
         "bind" => Ok(RunMount::Bind {
@@ -179,7 +368,7 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             },
         }),
         other => Err(format!(
-            "--mount {s}: type={other} is not supported yet (cache, tmpfs and bind are)"
+            "--mount {s}: type={other} is not supported (bind, cache, tmpfs, secret and ssh are)"
         )),
     }
 }
@@ -246,9 +435,10 @@ pub fn content_hash(p: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// The OCI mount of a parsed `--mount`; cache directories live under
-/// `cache_root`, made on first use with the asked owner and mode.
-pub fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, String> {
+/// The OCI mount of a parsed cache, tmpfs or bind `--mount`; cache
+/// directories live under `cache_root`, made on first use with the asked owner
+/// and mode.
+fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, String> {
     match m {
         RunMount::Cache {
             target,
@@ -283,7 +473,131 @@ pub fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Val
                 json!({"destination": target, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
             )
         }
+        RunMount::Secret { .. } | RunMount::Ssh { .. } => {
+            unreachable!("secrets and ssh are prepared by step_mounts")
+        }
     }
+}
+
+/// Where secret files are written for a step: `/dev/shm` when it is a tmpfs
+/// (the secret never reaches a disk), else `fallback` (the builder's scratch
+/// space). The directory is private (0700) and goes when the step is over.
+fn secret_dir(fallback: &Path) -> Result<tempfile::TempDir, String> {
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = rustix::fs::statfs(shm).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC);
+    let base = if on_tmpfs { shm } else { fallback };
+    tempfile::Builder::new()
+        .prefix("berth-secrets-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(base)
+        .map_err(|e| format!("secrets directory in {}: {e}", base.display()))
+}
+
+/// Writes secret `id` into `dir`, owned and moded as asked; returns its path.
+fn secret_file(
+    dir: &Path,
+    id: &str,
+    data: &[u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |what: &str, e: std::io::Error| format!("secret {id}: {what}: {e}");
+    // One file per mount (the same secret may be mounted twice, moded apart).
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let p = dir.join(n.to_string());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| err("create", e))?;
+    f.write_all(data).map_err(|e| err("write", e))?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| err("chown", e))?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| err("chmod", e))?;
+    Ok(p)
+}
+
+/// Everything the step's `--mount`s need: OCI mounts (cache directories made
+/// under `cache_root`), secret files (see [`secret_dir`]; `scratch` is the
+/// builder's own space) and environment, the ssh agent socket. A secret or
+/// agent the build was not given is left out, unless `required`.
+pub fn step_mounts(
+    run_mounts: &[RunMount],
+    cache_root: &Path,
+    context: &Path,
+    provided: &Provided,
+    scratch: &Path,
+) -> Result<StepMounts, String> {
+    let mut out = StepMounts::default();
+    for m in run_mounts {
+        match m {
+            RunMount::Secret {
+                id,
+                target,
+                env,
+                required,
+                uid,
+                gid,
+                mode,
+            } => {
+                let Some(src) = provided.secrets.get(id) else {
+                    if *required {
+                        return Err(format!(
+                            "secret {id} is required but was not given (--secret id={id},src=…)"
+                        ));
+                    }
+                    continue;
+                };
+                let data = src.read(id)?;
+                if let Some(var) = env {
+                    let value = String::from_utf8(data.clone())
+                        .map_err(|_| format!("secret {id}: not UTF-8, cannot be env {var}"))?;
+                    out.env.push(format!("{var}={value}"));
+                }
+                if let Some(t) = target {
+                    if out.secrets.is_none() {
+                        out.secrets = Some(secret_dir(scratch)?);
+                    }
+                    let dir = out.secrets.as_ref().expect("made above").path();
+                    let path = secret_file(dir, id, &data, *uid, *gid, *mode)?;
+                    out.mounts
+                        .push(json!({"destination": t, "type": "bind", "source": path,
+                        "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}));
+                    out.targets.push(t.clone());
+                }
+            }
+            RunMount::Ssh {
+                id,
+                target,
+                required,
+            } => {
+                let Some(sock) = provided.ssh.get(id) else {
+                    if *required {
+                        return Err(format!(
+                            "ssh agent {id} is required but was not given (--ssh {id})"
+                        ));
+                    }
+                    continue;
+                };
+                out.mounts.push(
+                    json!({"destination": target, "type": "bind", "source": sock,
+                    "options": ["bind", "nosuid", "nodev", "noexec"]}),
+                );
+                out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                out.targets.push(target.clone());
+            }
+            other => {
+                out.mounts.push(spec_mount(other, cache_root, context)?);
+                out.targets
+                    .push(other.target().expect("has a target").to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -327,8 +641,45 @@ mod tests {
                 source: "app".into()
             }
         );
+        assert_eq!(
+            parse("type=secret,id=aws").unwrap(),
+            RunMount::Secret {
+                id: "aws".into(),
+                target: Some("/run/secrets/aws".into()),
+                env: None,
+                required: false,
+                uid: 0,
+                gid: 0,
+                mode: 0o400
+            }
+        );
+        assert_eq!(
+            parse("type=secret,target=/root/.npmrc,required,mode=0440,uid=1000").unwrap(),
+            RunMount::Secret {
+                id: ".npmrc".into(),
+                target: Some("/root/.npmrc".into()),
+                env: None,
+                required: true,
+                uid: 1000,
+                gid: 0,
+                mode: 0o440
+            }
+        );
+        assert!(matches!(
+            parse("type=secret,id=tok,env=TOKEN").unwrap(),
+            RunMount::Secret { target: None, env: Some(e), .. } if e == "TOKEN"
+        ));
+        assert_eq!(
+            parse("type=ssh").unwrap(),
+            RunMount::Ssh {
+                id: "default".into(),
+                target: "/run/buildkit/ssh_agent.0".into(),
+                required: false
+            }
+        );
         for bad in [
-            "type=secret,id=x,target=/s",
+            "type=secret",
+            "type=ssh,mode=0666",
             "type=cache",
             "type=bind,target=/x,from=builder",
             "type=bind,target=/x,rw",
@@ -375,5 +726,80 @@ mod tests {
         let h1 = content_hash(&d.path().join("a"));
         std::fs::write(d.path().join("a"), "y").unwrap();
         assert_ne!(h1, content_hash(&d.path().join("a")));
+    }
+
+    #[test]
+    fn secret_flags_parse_as_docker_s() {
+        let (id, src) = SecretSource::parse("id=npm,src=/tmp/npmrc").unwrap();
+        assert_eq!(
+            (id.as_str(), src),
+            ("npm", SecretSource::File("/tmp/npmrc".into()))
+        );
+        let (id, src) = SecretSource::parse("id=tok,env=GITHUB_TOKEN").unwrap();
+        assert_eq!(
+            (id.as_str(), src),
+            ("tok", SecretSource::Env("GITHUB_TOKEN".into()))
+        );
+        let (id, _) = SecretSource::parse("source=/etc/key.pem").unwrap();
+        assert_eq!(id, "key.pem");
+        assert!(SecretSource::parse("src=/x,bogus=1").is_err());
+        assert!(SecretSource::parse("id=berth-no-such-variable-xyz").is_err());
+    }
+
+    #[test]
+    fn secrets_become_files_and_env_and_stay_out_of_sight() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        std::fs::write(&f, "hunter2").unwrap();
+        let mut provided = Provided::default();
+        provided.secrets.insert("pw".into(), SecretSource::File(f));
+        let mounts = vec![
+            parse("type=secret,id=pw,mode=0440,gid=5").unwrap(),
+            parse("type=secret,id=pw,env=PW,target=/x/pw").unwrap(),
+            parse("type=secret,id=absent").unwrap(),
+        ];
+        let sm = step_mounts(&mounts, d.path(), d.path(), &provided, d.path()).unwrap();
+        assert_eq!(sm.targets, ["/run/secrets/pw", "/x/pw"]);
+        assert_eq!(sm.env, ["PW=hunter2"]);
+        let src = sm.mounts[0]["source"].as_str().unwrap();
+        assert!(
+            src.starts_with("/dev/shm/berth-secrets-"),
+            "on tmpfs: {src}"
+        );
+        assert_eq!(std::fs::read_to_string(src).unwrap(), "hunter2");
+        let dir = Path::new(src).parent().unwrap().to_path_buf();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let md = std::fs::metadata(src).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((md.mode() & 0o777, md.gid()), (0o440, 5));
+        assert_eq!(
+            sm.mounts[0]["options"],
+            json!(["bind", "ro", "nosuid", "nodev", "noexec"])
+        );
+        drop(sm);
+        assert!(!dir.exists(), "gone with the step");
+        // Required and not given: an error naming it.
+        let e = step_mounts(
+            &[parse("type=secret,id=absent,required").unwrap()],
+            d.path(),
+            d.path(),
+            &provided,
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("secret absent is required"), "{e}");
+        let e = step_mounts(
+            &[parse("type=ssh,required=true").unwrap()],
+            d.path(),
+            d.path(),
+            &provided,
+            d.path(),
+        )
+        .unwrap_err();
+        assert!(e.contains("ssh agent default is required"), "{e}");
     }
 }

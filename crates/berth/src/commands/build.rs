@@ -45,6 +45,12 @@ pub struct BuildArgs {
     /// Write the image ID to the file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Secret to expose to the build (`id=mysecret[,src=/local/secret]` or `id=X,env=VAR`).
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// SSH agent socket to expose to the build (`default|<id>[=<socket>]`).
+    #[arg(long)]
+    pub ssh: Vec<String>,
     /// Set type of progress output (`auto`, `plain`, `tty`, `quiet`).
     #[arg(long, default_value = "auto")]
     pub progress: String,
@@ -81,6 +87,29 @@ fn kv(list: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
         }
     }
     Ok(m)
+}
+
+/// `--secret` and `--ssh`, checked before the build starts.
+fn provided(
+    secrets: &[String],
+    ssh: &[String],
+) -> anyhow::Result<berth_build::run_mount::Provided> {
+    use berth_build::run_mount::{SecretSource, parse_ssh};
+    let mut p = berth_build::run_mount::Provided::default();
+    for s in secrets {
+        let (id, src) = SecretSource::parse(s).map_err(anyhow::Error::msg)?;
+        if let SecretSource::File(f) = &src
+            && !f.is_file()
+        {
+            bail!("--secret {s}: {}: no such file", f.display());
+        }
+        p.secrets.insert(id, src);
+    }
+    for s in ssh {
+        let (id, sock) = parse_ssh(s).map_err(anyhow::Error::msg)?;
+        p.ssh.insert(id, sock);
+    }
+    Ok(p)
 }
 
 /// `build`.
@@ -152,6 +181,7 @@ pub fn build(
             .and_then(|s| s.parse().ok()),
         quiet,
         pull: a.pull,
+        provided: provided(&a.secret, &a.ssh)?,
     };
     if a.check || a.print {
         let read_err = |e: berth_build::BuildError| ExitError {
