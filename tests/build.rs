@@ -667,3 +667,172 @@ fn arg_and_env_scoping() {
         "tag=[] global=[] local=[overridden]\nglobal=[global-default] shadow=[from-env]\nlocal=[] shadow=[from-env]\n"
     );
 }
+
+/// A git repository served by `git daemon` on loopback for `ADD <git URL>`;
+/// the daemon is killed on drop.
+struct GitServer {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitServer {
+    fn start(dir: &Path) -> GitServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // git-daemon itself, not `git daemon` (which would leave it orphaned
+        // when killed).
+        let exec_path = common::tool("git", &["--exec-path"]);
+        let child = std::process::Command::new(format!("{}/git-daemon", exec_path.trim()))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", dir.display()))
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = GitServer {
+            dir: dir.to_path_buf(),
+            child,
+            port,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// Commits `files` to `work` (a clone) and pushes to its origin.
+    fn commit(&self, work: &Path, files: &[(&str, &str)], msg: &str) {
+        for (f, content) in files {
+            let p = work.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let git =
+            |args: &[&str]| common::tool("git", &[&["-C", work.to_str().unwrap()], args].concat());
+        git(&["add", "-A"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "commit",
+            "-qm",
+            msg,
+        ]);
+        git(&["push", "-q", "origin", "HEAD:main", "--tags"]);
+        let _ = &self.dir;
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ADD <git URL>#ref:subdir` as BuildKit does it: the repository's files
+/// (without .git unless `--keep-git-dir`), a tag and a branch's subdirectory;
+/// the cache follows the commit the reference names (a rebuild is CACHED, a
+/// push to the branch reruns only that step, saying why); COPY refuses git
+/// sources; a missing reference fails at its line. Served by `git daemon` on
+/// loopback.
+#[test]
+fn add_from_git() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let srv_root = b.path("git");
+    let bare = srv_root.join("repo.git");
+    common::tool(
+        "git",
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    let work = b.path("git-work");
+    common::tool(
+        "git",
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let srv = GitServer::start(&srv_root);
+    srv.commit(
+        &work,
+        &[("README", "v1 readme\n"), ("docs/guide.txt", "guide v1\n")],
+        "one",
+    );
+    common::tool("git", &["-C", work.to_str().unwrap(), "tag", "v1"]);
+    common::tool(
+        "git",
+        &["-C", work.to_str().unwrap(), "push", "-q", "origin", "v1"],
+    );
+    let url = srv.url("repo.git");
+    let df = format!(
+        "FROM busybox\nADD {url}#v1 /src\nADD {url}#main:docs /docs\nCMD cat /src/README /docs/guide.txt; ls -A /src /docs\n"
+    );
+    let d = ctx(&b, "gitctx", &[("Dockerfile", &df)]);
+    build(&b, &d, &["-t", "g"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "g"]).ok(),
+        "v1 readme\nguide v1\n/docs:\nguide.txt\n\n/src:\nREADME\ndocs\n"
+    );
+    // Nothing moved: fully cached (the references are resolved, not fetched).
+    let r = build(&b, &d, &["-t", "g", "--progress", "plain"]);
+    assert_eq!(r.stderr().matches("CACHED").count(), 2, "{}", r.stderr());
+    // main moves on: the tag's step stays cached, the branch's reruns.
+    srv.commit(&work, &[("docs/guide.txt", "guide v2\n")], "two");
+    let r = build(&b, &d, &["-t", "g", "--progress", "plain"]);
+    let out = r.stderr();
+    assert_eq!(out.matches("CACHED").count(), 1, "{out}");
+    assert!(
+        out.contains(&format!("cache miss: git {url}#main:docs changed")),
+        "{out}"
+    );
+    assert!(
+        b.run(&["run", "--rm", "g"])
+            .ok()
+            .starts_with("v1 readme\nguide v2\n")
+    );
+    // --keep-git-dir keeps the repository's .git.
+    std::fs::write(
+        d.join("Dockerfile"),
+        format!("FROM busybox\nADD --keep-git-dir=true {url}#v1 /src\n"),
+    )
+    .unwrap();
+    build(&b, &d, &["-t", "g2"]).ok();
+    b.run(&["run", "--rm", "g2", "test", "-f", "/src/.git/HEAD"])
+        .ok();
+    // COPY takes no git source; a reference that does not exist names itself.
+    std::fs::write(
+        d.join("Dockerfile"),
+        format!("FROM busybox\nCOPY {url} /x\n"),
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "g3"]).fails(1);
+    assert!(err.contains("source can't be a URL for COPY"), "{err}");
+    std::fs::write(
+        d.join("Dockerfile"),
+        format!("FROM busybox\nADD {url}#nope /x\n"),
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "g3"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("nope") && err.contains("no such reference"),
+        "{err}"
+    );
+}

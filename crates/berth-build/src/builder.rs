@@ -1316,21 +1316,26 @@ impl<'a> Builder<'a> {
         let mut items: Vec<(PathBuf, String)> = Vec::new(); // (source path, destination path in image)
         let mut archives: Vec<(PathBuf, String)> = Vec::new();
         let mut downloads: Vec<(String, Vec<u8>, i64)> = Vec::new();
+        // (repository, commit it names now, destination)
+        let mut repos: Vec<(crate::git::GitSource, String, String)> = Vec::new();
         let mut inputs = Inputs::default();
         for s in &c.sources {
             if s.starts_with("<<") {
                 continue;
             }
-            if s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@") {
+            if crate::git::is_git(s) {
                 if !is_add {
                     return Err(step_err(file, cmd, "source can't be a URL for COPY"));
                 }
-                if s.starts_with("git@") || s.ends_with(".git") {
-                    return Err(step_err(
-                        file,
-                        cmd,
-                        format!("{s}: ADD from git is not supported yet"),
-                    ));
+                let g = crate::git::GitSource::parse(s).map_err(|e| step_err(file, cmd, e))?;
+                let commit = g.resolve().map_err(|e| step_err(file, cmd, e))?;
+                inputs.items.insert(format!("git:{s}"), commit.clone());
+                repos.push((g, commit, dest.to_string()));
+                continue;
+            }
+            if s.starts_with("http://") || s.starts_with("https://") {
+                if !is_add {
+                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
                 }
                 let dl = self.download.as_mut().ok_or_else(|| {
                     step_err(file, cmd, format!("{s}: this builder cannot download"))
@@ -1440,6 +1445,41 @@ impl<'a> Builder<'a> {
         if !opts.no_cache {
             let why = self.cache.explain(&step_id, &st.key, &inputs);
             self.line(&format!("#{v} cache miss: {why}"));
+        }
+        // Repositories: fetched now that the step runs; their files go into
+        // the destination as a directory's contents do.
+        let mut _checkouts = Vec::new();
+        for (g, commit, d) in &repos {
+            let tmp = tempfile::Builder::new()
+                .prefix("git-")
+                .tempdir_in(&self.work)
+                .map_err(|e| step_err(file, cmd, format!("scratch space: {e}")))?;
+            g.checkout(commit, tmp.path(), c.keep_git_dir)
+                .map_err(|e| step_err(file, cmd, e))?;
+            let root = match &g.subdir {
+                Some(sd) => tmp.path().join(sd),
+                None => tmp.path().to_path_buf(),
+            };
+            let base = tmp
+                .path()
+                .canonicalize()
+                .map_err(|e| step_err(file, cmd, e.to_string()))?;
+            let inside = root
+                .canonicalize()
+                .is_ok_and(|r| r.starts_with(&base) && r.is_dir());
+            if !inside {
+                return Err(step_err(
+                    file,
+                    cmd,
+                    format!(
+                        "{}: no directory {:?} in the repository at {commit}",
+                        g.remote,
+                        g.subdir.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            walk(&root, d, &mut items, None, "").map_err(|e| step_err(file, cmd, e))?;
+            _checkouts.push(tmp);
         }
         self.ensure_unpacked(&st)?;
         let snap = format!(

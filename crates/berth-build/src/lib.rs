@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cache;
 pub mod context;
 pub mod dispatch;
+pub mod git;
 pub mod run_mount;
 
 pub use builder::{BuildError, BuildOptions, Builder};
