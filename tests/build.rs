@@ -358,12 +358,23 @@ fn run_mounts_cache_tmpfs_bind() {
     // Unsupported kinds fail with the line, not silently.
     std::fs::write(
         d.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,target=/s,rw cat /s\n",
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "m2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("read-write bind mounts are not supported"),
+        "{err}"
+    );
+    // A stage or image that does not exist is named.
+    std::fs::write(
+        d.join("Dockerfile"),
         "FROM busybox\nRUN --mount=type=bind,from=builder,target=/s cat /s\n",
     )
     .unwrap();
     let err = build(&b, &d, &["-t", "m2"]).fails(1);
     assert!(
-        err.contains("Dockerfile:2") && err.contains("from another stage"),
+        err.contains("Dockerfile:2") && err.contains("--from=builder: no such stage or image"),
         "{err}"
     );
 }
@@ -835,4 +846,52 @@ fn add_from_git() {
         err.contains("Dockerfile:2") && err.contains("nope") && err.contains("no such reference"),
         "{err}"
     );
+}
+
+/// `RUN --mount=type=bind,from=<stage|image>`: a path of an earlier stage
+/// (built because of the mount alone) or of an image in the store, read-only
+/// for the step and not in the layer; the stage's content is in the step's
+/// cache key; a source that leaves the stage through a symlink is refused.
+#[test]
+fn run_mount_bind_from_a_stage() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let df = "FROM busybox AS tools\n\
+              RUN mkdir -p /out && echo v1 > /out/tool.txt && ln -s /etc /out/evil\n\
+              FROM busybox\n\
+              RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools cat /mnt/tools/tool.txt > /got && (touch /mnt/tools/x 2>/dev/null || echo ro >> /got)\n\
+              RUN --mount=type=bind,from=busybox,source=/bin/busybox,target=/mnt/busybox /mnt/busybox true && echo image-ok > /got2\n\
+              CMD cat /got /got2; ls -d /mnt 2>&1; true\n";
+    let d = ctx(&b, "bindfrom", &[("Dockerfile", df)]);
+    build(&b, &d, &["-t", "bf"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "bf"]).ok(),
+        "v1\nro\nimage-ok\nls: /mnt: No such file or directory\n"
+    );
+    // What the mounted stage holds is part of the key.
+    let r = build(&b, &d, &["-t", "bf", "--progress", "plain"]);
+    assert!(!r.stderr().contains("cache miss"), "{}", r.stderr());
+    std::fs::write(d.join("Dockerfile"), df.replace("echo v1", "echo v2")).unwrap();
+    let r = build(&b, &d, &["-t", "bf", "--progress", "plain"]);
+    assert!(
+        r.stderr().contains("cache miss: mount /mnt/tools changed"),
+        "{}",
+        r.stderr()
+    );
+    assert!(b.run(&["run", "--rm", "bf"]).ok().starts_with("v2\n"));
+    // Out of the stage through its absolute symlink: refused at the line.
+    std::fs::write(
+        d.join("Dockerfile"),
+        df.replace(
+            "source=/out,target=/mnt/tools",
+            "source=/out/evil,target=/mnt/tools",
+        ),
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "bf2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("outside the stage"),
+        "{err}"
+    );
+    assert!(!err.contains("cat:"), "the step did not run: {err}");
 }

@@ -223,6 +223,16 @@ fn private_mounts() -> Result<(), BuildError> {
     Ok(())
 }
 
+/// An earlier stage's or an image's filesystem, mounted for one step.
+struct FromMount {
+    /// Where it is mounted.
+    dir: PathBuf,
+    /// The view snapshot behind it.
+    snapshot: String,
+    /// Its top chain id: what it holds, for cache keys.
+    content: String,
+}
+
 fn mount_snapshot(
     mounts: &[berth_store::snapshot::Mount],
     target: &Path,
@@ -628,9 +638,9 @@ impl<'a> Builder<'a> {
                         st,
                         &args,
                         opts,
-                        *step_no,
-                        total,
+                        (*step_no, total),
                         &shell_default(),
+                        (df, idx, done),
                     )?;
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
@@ -693,9 +703,9 @@ impl<'a> Builder<'a> {
         st: StageImage,
         args: &BTreeMap<String, String>,
         opts: &BuildOptions,
-        n: usize,
-        total: usize,
+        (n, total): (usize, usize),
         default_shell: &[String],
+        (df, idx, done): (&Dockerfile, usize, &BTreeMap<usize, StageImage>),
     ) -> Result<StageImage, BuildError> {
         let shell = st
             .config
@@ -736,21 +746,101 @@ impl<'a> Builder<'a> {
         for (k, v) in args {
             inputs.items.insert(format!("arg:{k}"), v.clone());
         }
-        // RUN --mount: parsed (errors name the line), in the key, and for a
-        // bind of the context the content of what it binds.
+        // Binds from a stage or an image are mounted for this step and
+        // unmounted after it, whatever happens.
+        let mut froms: Vec<FromMount> = Vec::new();
+        let prepared = self.prepare_run_mounts(
+            r,
+            opts,
+            (df, idx, done),
+            file,
+            cmd,
+            n,
+            &mut inputs,
+            &mut froms,
+        );
+        let result = match prepared {
+            Ok(run_mounts) => self.run_step_inner(
+                file,
+                cmd,
+                r,
+                text,
+                st,
+                args,
+                opts,
+                (n, total),
+                (argv, shown),
+                inputs,
+                run_mounts,
+            ),
+            Err(e) => Err(e),
+        };
+        for m in froms {
+            self.unmount_from(m);
+        }
+        result
+    }
+
+    /// RUN --mount: parsed (errors name the line), in the key, and for a bind
+    /// the content of what it binds (context files, or a stage's chain id).
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_run_mounts(
+        &mut self,
+        r: &RunArgs,
+        opts: &BuildOptions,
+        (df, idx, done): (&Dockerfile, usize, &BTreeMap<usize, StageImage>),
+        file: &str,
+        cmd: &Located,
+        n: usize,
+        inputs: &mut Inputs,
+        froms: &mut Vec<FromMount>,
+    ) -> Result<Vec<crate::run_mount::RunMount>, BuildError> {
         let mut run_mounts = Vec::new();
         for m in &r.mounts {
-            let rm = crate::run_mount::parse(m).map_err(|e| step_err(file, cmd, e))?;
-            if let crate::run_mount::RunMount::Bind { target, source } = &rm {
-                let p = crate::run_mount::context_path(&opts.context, source)
-                    .map_err(|e| step_err(file, cmd, e))?;
-                inputs.items.insert(
-                    format!("mount:{target}"),
-                    crate::run_mount::content_hash(&p),
-                );
+            let mut rm = crate::run_mount::parse(m).map_err(|e| step_err(file, cmd, e))?;
+            if let crate::run_mount::RunMount::Bind {
+                target,
+                source,
+                from,
+            } = &mut rm
+            {
+                let content = match from.take() {
+                    None => {
+                        let p = crate::run_mount::context_path(&opts.context, source)
+                            .map_err(|e| step_err(file, cmd, e))?;
+                        crate::run_mount::content_hash(&p)
+                    }
+                    Some(f) => {
+                        let fm = self.mount_from(&f, df, idx, done, file, cmd, n)?;
+                        let c = format!("{f} {}:{source}", fm.content);
+                        *from = Some(fm.dir.display().to_string());
+                        froms.push(fm);
+                        c
+                    }
+                };
+                inputs.items.insert(format!("mount:{target}"), content);
             }
             run_mounts.push(rm);
         }
+        Ok(run_mounts)
+    }
+
+    /// The rest of a RUN step: cache, container, commit.
+    #[allow(clippy::too_many_arguments)]
+    fn run_step_inner(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        r: &RunArgs,
+        text: &str,
+        st: StageImage,
+        args: &BTreeMap<String, String>,
+        opts: &BuildOptions,
+        (n, total): (usize, usize),
+        (argv, shown): (Vec<String>, String),
+        inputs: Inputs,
+        run_mounts: Vec<crate::run_mount::RunMount>,
+    ) -> Result<StageImage, BuildError> {
         let step_id = cache::step_id(text);
         let mount_text: String = r.mounts.iter().map(|m| format!("--mount={m} ")).collect();
         let key = cache::key(&st.key, &format!("RUN {mount_text}{shown}"), &inputs);
@@ -1216,60 +1306,13 @@ impl<'a> Builder<'a> {
             ));
         }
         // Where sources come from: the context, an earlier stage, or an image.
-        let mut from_mount: Option<PathBuf> = None;
-        let mut from_snap: Option<String> = None;
-        let src_root: PathBuf = match &c.from {
+        let from = match &c.from {
+            None => None,
+            Some(f) => Some(self.mount_from(f, df, idx, done, file, cmd, n)?),
+        };
+        let src_root: PathBuf = match &from {
             None => ctx.root.clone(),
-            Some(f) => {
-                let fl = f.to_ascii_lowercase();
-                let stage = df
-                    .stages
-                    .iter()
-                    .enumerate()
-                    .find(|(j, s)| {
-                        *j < idx && (s.name.as_deref() == Some(fl.as_str()) || j.to_string() == fl)
-                    })
-                    .map(|(j, _)| j);
-                let src_state = match stage {
-                    Some(j) => done
-                        .get(&j)
-                        .cloned()
-                        .ok_or_else(|| step_err(file, cmd, format!("stage {f} was not built")))?,
-                    None => {
-                        let img = self.store.resolve(f).map_err(|_| {
-                            step_err(
-                                file,
-                                cmd,
-                                format!("--from={f}: no such stage or image in the local store"),
-                            )
-                        })?;
-                        StageImage {
-                            config: img.config.clone(),
-                            layers: img.manifest.layers.clone(),
-                            key: String::new(),
-                        }
-                    }
-                };
-                self.ensure_unpacked(&src_state)?;
-                let top = src_state.top_chain().ok_or_else(|| {
-                    step_err(file, cmd, format!("--from={f}: the stage has no files"))
-                })?;
-                let key = format!(
-                    "build-from-{}",
-                    Digest::sha256_of(format!("{}{}{n}", self.work.display(), top).as_bytes())
-                        .short()
-                );
-                let mounts = self
-                    .store
-                    .snapshots
-                    .view(&key, &top, Default::default())
-                    .map_err(other)?;
-                let mnt = self.mountpoint()?;
-                mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
-                from_mount = Some(mnt.clone());
-                from_snap = Some(key);
-                mnt
-            }
+            Some(m) => m.dir.clone(),
         };
         let result = self.copy_from(
             file,
@@ -1284,15 +1327,87 @@ impl<'a> Builder<'a> {
             opts,
             v,
             t,
-            from_mount.is_none().then_some(ctx),
+            from.is_none().then_some(ctx),
         );
-        if let Some(m) = from_mount {
-            unmount(&m);
-        }
-        if let Some(k) = from_snap {
-            let _ = self.store.snapshots.remove_active(&k);
+        if let Some(m) = from {
+            self.unmount_from(m);
         }
         result
+    }
+
+    /// The filesystem of an earlier stage or of an image in the store (`--from`
+    /// of COPY, `from=` of a RUN bind mount), mounted read-only for one step.
+    #[allow(clippy::too_many_arguments)]
+    fn mount_from(
+        &mut self,
+        f: &str,
+        df: &Dockerfile,
+        idx: usize,
+        done: &BTreeMap<usize, StageImage>,
+        file: &str,
+        cmd: &Located,
+        n: usize,
+    ) -> Result<FromMount, BuildError> {
+        let fl = f.to_ascii_lowercase();
+        let stage = df
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(j, s)| {
+                *j < idx && (s.name.as_deref() == Some(fl.as_str()) || j.to_string() == fl)
+            })
+            .map(|(j, _)| j);
+        let src_state = match stage {
+            Some(j) => done
+                .get(&j)
+                .cloned()
+                .ok_or_else(|| step_err(file, cmd, format!("stage {f} was not built")))?,
+            None => {
+                let img = self.store.resolve(f).map_err(|_| {
+                    step_err(
+                        file,
+                        cmd,
+                        format!("--from={f}: no such stage or image in the local store"),
+                    )
+                })?;
+                StageImage {
+                    config: img.config.clone(),
+                    layers: img.manifest.layers.clone(),
+                    key: String::new(),
+                }
+            }
+        };
+        self.ensure_unpacked(&src_state)?;
+        let top = src_state
+            .top_chain()
+            .ok_or_else(|| step_err(file, cmd, format!("--from={f}: the stage has no files")))?;
+        let key = format!(
+            "build-from-{}",
+            Digest::sha256_of(
+                format!("{}{}{n}{}", self.work.display(), top, self.mounts_made).as_bytes()
+            )
+            .short()
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .view(&key, &top, Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        if let Err(e) = mount_snapshot(&mounts, &mnt) {
+            let _ = self.store.snapshots.remove_active(&key);
+            return Err(step_err(file, cmd, e));
+        }
+        Ok(FromMount {
+            dir: mnt,
+            snapshot: key,
+            content: top.to_string(),
+        })
+    }
+
+    fn unmount_from(&mut self, m: FromMount) {
+        unmount(&m.dir);
+        let _ = self.store.snapshots.remove_active(&m.snapshot);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1753,7 +1868,8 @@ fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError 
     }
 }
 
-/// Stages the target needs (FROM <stage> and COPY --from=<stage>), in order.
+/// Stages the target needs (FROM <stage>, COPY --from=<stage>, RUN
+/// --mount=from=<stage>), in order.
 fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
     let mut need = BTreeSet::new();
     let mut todo = vec![target];
@@ -1764,10 +1880,22 @@ fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
         let st = &df.stages[i];
         let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
         for c in &st.commands {
-            if let Instruction::Copy(a) | Instruction::Add(a) = &c.inst
-                && let Some(f) = &a.from
-            {
-                refs.push(f.to_ascii_lowercase());
+            match &c.inst {
+                Instruction::Copy(a) | Instruction::Add(a) => {
+                    if let Some(f) = &a.from {
+                        refs.push(f.to_ascii_lowercase());
+                    }
+                }
+                Instruction::Run(r) => {
+                    for m in &r.mounts {
+                        if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
+                            crate::run_mount::parse(m)
+                        {
+                            refs.push(f.to_ascii_lowercase());
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         for r in refs {

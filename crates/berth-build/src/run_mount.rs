@@ -7,9 +7,10 @@
 //! with `SSH_AUTH_SOCK` pointing at it). What is mounted never becomes part of
 //! the layer, nor do the mount points the image did not have (the empty
 //! directories or files made to mount on), as with BuildKit; secrets are not
-//! part of the cache key, as with BuildKit. Binds `from=` a stage and
-//! read-write binds are refused with a clear error rather than silently run
-//! without their mount.
+//! part of the cache key, as with BuildKit. A bind may come `from=` an earlier
+//! stage or an image (the builder mounts it for the step). Read-write binds
+//! and `from=` on caches are refused with a clear error rather than silently
+//! run without their mount.
 
 use std::path::{Path, PathBuf};
 
@@ -38,12 +39,16 @@ pub enum RunMount {
         /// `size=` in bytes, if given.
         size: Option<u64>,
     },
-    /// A context path, read-only.
+    /// A path of the context, or of an earlier stage or an image (`from=`),
+    /// read-only.
     Bind {
         /// Where it appears.
         target: String,
-        /// Relative to the context.
+        /// Relative to the context or to the root of `from`.
         source: String,
+        /// As parsed, the stage or image; once the builder has mounted it, the
+        /// host directory it is mounted on.
+        from: Option<String>,
     },
     /// A `--secret`.
     Secret {
@@ -254,6 +259,7 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
     let mut source = String::new();
     let mut id = None;
     let mut env = None;
+    let mut from = None;
     let mut required = false;
     let (mut uid, mut gid, mut mode) = (0u32, 0u32, None);
     let mut size = None;
@@ -293,13 +299,14 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
                     "--mount {s}: read-write bind mounts are not supported yet"
                 ));
             }
-            "from" => {
-                return Err(format!(
-                    "--mount {s}: mounts from another stage or image are not supported yet"
-                ));
-            }
+            "from" => from = Some(v.to_string()),
             other => return Err(format!("--mount {s}: unexpected key '{other}'")),
         }
+    }
+    if from.is_some() && typ != "bind" {
+        return Err(format!(
+            "--mount {s}: from= is supported on type=bind only (not type={typ})"
+        ));
     }
     let absolute = |t: String| {
         if t.starts_with('/') {
@@ -366,6 +373,7 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             } else {
                 source
             },
+            from,
         }),
         other => Err(format!(
             "--mount {s}: type={other} is not supported (bind, cache, tmpfs, secret and ssh are)"
@@ -467,8 +475,16 @@ fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, 
             }
             Ok(json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": opts}))
         }
-        RunMount::Bind { target, source } => {
-            let p = context_path(context, source)?;
+        RunMount::Bind {
+            target,
+            source,
+            from,
+        } => {
+            let p = match from {
+                Some(dir) => context_path(Path::new(dir), source)
+                    .map_err(|e| e.replace("the build context", "the stage"))?,
+                None => context_path(context, source)?,
+            };
             Ok(
                 json!({"destination": target, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
             )
@@ -638,7 +654,8 @@ mod tests {
             parse("target=/src,source=app").unwrap(),
             RunMount::Bind {
                 target: "/src".into(),
-                source: "app".into()
+                source: "app".into(),
+                from: None
             }
         );
         assert_eq!(
@@ -681,7 +698,7 @@ mod tests {
             "type=secret",
             "type=ssh,mode=0666",
             "type=cache",
-            "type=bind,target=/x,from=builder",
+            "type=cache,target=/x,from=builder",
             "type=bind,target=/x,rw",
             "type=cache,target=/x,bogus=1",
         ] {
