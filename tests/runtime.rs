@@ -939,6 +939,8 @@ fn podman_runs_containers_through_berth_runtime() {
         "none",
         "-m",
         "64m",
+        "--pids-limit",
+        "42",
         "localhost/bb",
         "sleep",
         "600",
@@ -951,6 +953,8 @@ fn podman_runs_containers_through_berth_runtime() {
         "/sys/fs/cgroup/memory/memory.limit_in_bytes",
     ]));
     assert_eq!(limit.trim(), "67108864", "the limit podman asked for");
+    let pids = ok(&p.cmd(&["exec", "pd", "cat", "/sys/fs/cgroup/pids/pids.max"]));
+    assert_eq!(pids.trim(), "42", "--pids-limit reaches the cgroup");
     ok(&p.cmd(&["pause", "pd"]));
     let st = ok(&p.cmd(&["inspect", "-f", "{{.State.Status}}", "pd"]));
     assert_eq!(st.trim(), "paused");
