@@ -895,3 +895,58 @@ fn run_mount_bind_from_a_stage() {
     );
     assert!(!err.contains("cat:"), "the step did not run: {err}");
 }
+
+/// Independent stages are built at the same time (BuildKit does too): two
+/// stages meet through a shared cache mount — each marks that it started and
+/// waits (up to 10 s) for the other's mark, which only works if both run at
+/// once — and a third copies from both. A failing stage among parallel ones
+/// fails the build at its own line.
+#[test]
+fn independent_stages_build_in_parallel() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let meet = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meet,target=/meet sh -c 'touch /meet/{me}; i=0; while [ ! -e /meet/{other} ]; do sleep 0.05; i=$((i+1)); [ $i -lt 200 ] || exit 7; done; echo {me} met {other} > /{me}.txt'"
+        )
+    };
+    let df = format!(
+        "FROM busybox AS a\n{}\nFROM busybox AS b\n{}\nFROM busybox\nCOPY --from=a /a.txt /\nCOPY --from=b /b.txt /\nCMD cat /a.txt /b.txt\n",
+        meet("a", "b"),
+        meet("b", "a")
+    );
+    let d = ctx(&b, "parallel", &[("Dockerfile", &df)]);
+    let r = build(&b, &d, &["-t", "par", "--progress", "plain"]);
+    r.ok();
+    assert_eq!(b.run(&["run", "--rm", "par"]).ok(), "a met b\nb met a\n");
+    // Every vertex number is given out once.
+    let log = r.stderr();
+    let mut starts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" [") && l.starts_with('#'))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let n = starts.len();
+    starts.sort();
+    starts.dedup();
+    assert_eq!(starts.len(), n, "{log}");
+    // One of two parallel stages fails: its line and code, nothing left running.
+    let bad = df.replace(&meet("b", "a"), "RUN exit 3");
+    std::fs::write(d.join("Dockerfile"), bad).unwrap();
+    let err = build(&b, &d, &["-t", "par2", "--no-cache"]).fails(3);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("exit code: 3"),
+        "{err}"
+    );
+    let rt = std::path::Path::new(common::berth_bin()).with_file_name("berth-runtime");
+    let left = common::tool(
+        rt.to_str().unwrap(),
+        &[
+            "--root",
+            b.root().join("runtime").to_str().unwrap(),
+            "list",
+            "-q",
+        ],
+    );
+    assert_eq!(left, "", "no build container left");
+}

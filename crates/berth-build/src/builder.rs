@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
 use berth_dockerfile::instructions::{
@@ -132,10 +134,11 @@ impl BuildOptions {
 
 /// Fetches a base image into the store (a registry pull); `always` asks for a
 /// fresh copy even when one is present.
-pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + 'a>;
+pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + Send + 'a>;
 
 /// Downloads a URL for `ADD <url>`: (body, Last-Modified as a unix time).
-pub type Downloader<'a> = Box<dyn FnMut(&str) -> Result<(Vec<u8>, Option<i64>), String> + 'a>;
+pub type Downloader<'a> =
+    Box<dyn FnMut(&str) -> Result<(Vec<u8>, Option<i64>), String> + Send + 'a>;
 
 /// The builder.
 pub struct Builder<'a> {
@@ -143,12 +146,24 @@ pub struct Builder<'a> {
     runtime: Runtime,
     work: PathBuf,
     cache: Cache,
-    out: Box<dyn Write + 'a>,
-    vertex: usize,
+    out: Out<'a>,
+    /// The last vertex number given out (shared with the stage workers).
+    vertex: Arc<AtomicUsize>,
     mounts_made: usize,
     fetch: Option<Fetcher<'a>>,
-    download: Option<Downloader<'a>>,
+    download: Option<Arc<Mutex<Downloader<'a>>>>,
     pull_always: bool,
+    /// Set on a stage worker thread: RUN steps run through this `berth-runtime`
+    /// binary as a child process (fork and exec are safe from a threaded
+    /// process; the runtime library's in-process clone is not).
+    exec_runtime: Option<PathBuf>,
+}
+
+/// Where progress lines go: the build's writer, or (for a stage built on a
+/// worker thread) a channel the main thread writes them from.
+enum Out<'a> {
+    Direct(Box<dyn Write + Send + 'a>),
+    Lines(mpsc::Sender<String>),
 }
 
 /// The state of a stage while it is built.
@@ -305,7 +320,7 @@ impl<'a> Builder<'a> {
     pub fn new(
         store: &'a Store,
         root: &Path,
-        out: Box<dyn Write + 'a>,
+        out: Box<dyn Write + Send + 'a>,
     ) -> Result<Self, BuildError> {
         let work = root.join("builds").join(format!(
             "b{}-{}",
@@ -318,18 +333,19 @@ impl<'a> Builder<'a> {
             runtime: Runtime::new(root.join("runtime")),
             work,
             cache: Cache::open(&root.join("buildcache")).map_err(other)?,
-            out,
-            vertex: 0,
+            out: Out::Direct(out),
+            vertex: Arc::new(AtomicUsize::new(0)),
             mounts_made: 0,
             fetch: None,
             download: None,
             pull_always: false,
+            exec_runtime: None,
         })
     }
 
     /// Lets `ADD <url>` download.
     pub fn with_downloader(mut self, d: Downloader<'a>) -> Self {
-        self.download = Some(d);
+        self.download = Some(Arc::new(Mutex::new(d)));
         self
     }
 
@@ -341,13 +357,19 @@ impl<'a> Builder<'a> {
     }
 
     fn line(&mut self, s: &str) {
-        let _ = writeln!(self.out, "{s}");
-        let _ = self.out.flush();
+        match &mut self.out {
+            Out::Direct(w) => {
+                let _ = writeln!(w, "{s}");
+                let _ = w.flush();
+            }
+            Out::Lines(tx) => {
+                let _ = tx.send(s.to_string());
+            }
+        }
     }
 
     fn vertex(&mut self, name: &str) -> (usize, Instant) {
-        self.vertex += 1;
-        let v = self.vertex;
+        let v = self.vertex.fetch_add(1, Ordering::Relaxed) + 1;
         self.line(&format!("#{v} {name}"));
         (v, Instant::now())
     }
@@ -441,22 +463,47 @@ impl<'a> Builder<'a> {
             })
             .sum();
         let mut results: BTreeMap<usize, StageImage> = BTreeMap::new();
-        let mut step_no = 0usize;
+        let step_no = AtomicUsize::new(0);
         let mut used_args = BTreeSet::new();
-        for i in needed {
-            let img = self.build_stage(
+        // Base images first (pulled if missing, or all with --pull), so that
+        // stages can then be built on worker threads, which do not pull.
+        self.fetch_bases(df, &needed, &meta, file)?;
+        // Stages that do not depend on each other are built at once (their
+        // RUN steps go through the berth-runtime binary; without it, in turn).
+        for level in stage_levels(df, &needed) {
+            if level.len() == 1 || runtime_binary().is_none() {
+                for &i in &level {
+                    let img = self.build_stage(
+                        df,
+                        i,
+                        file,
+                        ctx,
+                        opts,
+                        &meta,
+                        &results,
+                        &step_no,
+                        total_steps,
+                        &mut used_args,
+                    )?;
+                    results.insert(i, img);
+                }
+                continue;
+            }
+            let built = self.build_in_parallel(
                 df,
-                i,
+                &level,
                 file,
                 ctx,
                 opts,
                 &meta,
                 &results,
-                &mut step_no,
+                &step_no,
                 total_steps,
-                &mut used_args,
             )?;
-            results.insert(i, img);
+            for (i, img, used) in built {
+                results.insert(i, img);
+                used_args.extend(used);
+            }
         }
         let unused: Vec<&String> = opts
             .build_args
@@ -502,6 +549,134 @@ impl<'a> Builder<'a> {
         Ok(image)
     }
 
+    /// The base image a stage's FROM names, with the meta ARGs expanded, if
+    /// it is an image (not `scratch`, not an earlier stage).
+    fn stage_base_image(
+        df: &Dockerfile,
+        idx: usize,
+        meta: &BTreeMap<String, String>,
+        file: &str,
+    ) -> Result<Option<String>, BuildError> {
+        let stage: &Stage = &df.stages[idx];
+        let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut from = stage.from.inst.clone();
+        from.expand(
+            &Lex::new(df.escape),
+            &berth_dockerfile::shell::env_lookup(&meta_env),
+        )
+        .map_err(|e| step_err(file, &stage.from, e))?;
+        let Instruction::From { image: base, .. } = &from else {
+            unreachable!("stage starts with FROM")
+        };
+        let is_stage =
+            df.stages.iter().enumerate().any(|(j, s)| {
+                j < idx && s.name.as_deref() == Some(base.to_ascii_lowercase().as_str())
+            });
+        Ok((base != "scratch" && !is_stage).then(|| base.clone()))
+    }
+
+    /// Pulls the base images of the stages to build that are missing (all of
+    /// them with `--pull`), before any stage starts.
+    fn fetch_bases(
+        &mut self,
+        df: &Dockerfile,
+        needed: &[usize],
+        meta: &BTreeMap<String, String>,
+        file: &str,
+    ) -> Result<(), BuildError> {
+        let mut seen = BTreeSet::new();
+        for &i in needed {
+            let Some(base) = Self::stage_base_image(df, i, meta, file)? else {
+                continue;
+            };
+            if !seen.insert(base.clone()) {
+                continue;
+            }
+            let present = self.store.resolve(&base).is_ok();
+            if (!present || self.pull_always)
+                && let Some(f) = self.fetch.as_mut()
+            {
+                f(&base, self.pull_always).map_err(|e| {
+                    step_err(file, &df.stages[i].from, format!("base image {base}: {e}"))
+                })?;
+            }
+        }
+        // Pulled once: the stages take what is in the store now.
+        self.pull_always = false;
+        Ok(())
+    }
+
+    /// Builds independent stages each on its own thread, with a builder of
+    /// its own (scratch space, mount points) sharing the store, the cache,
+    /// the vertex numbers and the downloader; their progress lines come here
+    /// to be written as they arrive. The first failure in stage order is the
+    /// build's.
+    #[allow(clippy::too_many_arguments)]
+    fn build_in_parallel(
+        &mut self,
+        df: &Dockerfile,
+        level: &[usize],
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+        meta: &BTreeMap<String, String>,
+        done: &BTreeMap<usize, StageImage>,
+        step_no: &AtomicUsize,
+        total: usize,
+    ) -> Result<Vec<(usize, StageImage, BTreeSet<String>)>, BuildError> {
+        let runtime_bin = runtime_binary().ok_or_else(|| {
+            BuildError::Other("berth-runtime is not installed beside berth".into())
+        })?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let mut workers = Vec::new();
+        for &i in level {
+            let work = self.work.join(format!("stage{i}"));
+            std::fs::create_dir_all(&work).map_err(other)?;
+            workers.push((
+                i,
+                Builder {
+                    store: self.store,
+                    runtime: self.runtime.clone(),
+                    work,
+                    cache: self.cache.clone(),
+                    out: Out::Lines(tx.clone()),
+                    vertex: self.vertex.clone(),
+                    mounts_made: 0,
+                    fetch: None,
+                    download: self.download.clone(),
+                    pull_always: false,
+                    exec_runtime: Some(runtime_bin.clone()),
+                },
+            ));
+        }
+        drop(tx);
+        let outcomes = std::thread::scope(|sc| {
+            let handles: Vec<_> = workers
+                .into_iter()
+                .map(|(i, mut w)| {
+                    sc.spawn(move || {
+                        let mut used = BTreeSet::new();
+                        let r = w.build_stage(
+                            df, i, file, ctx, opts, meta, done, step_no, total, &mut used,
+                        );
+                        (i, r, used)
+                    })
+                })
+                .collect();
+            for l in rx {
+                self.line(&l);
+            }
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        });
+        let mut built = Vec::new();
+        for o in outcomes {
+            let (i, r, used) =
+                o.map_err(|_| BuildError::Other("a stage's build thread panicked".into()))?;
+            built.push((i, r?, used));
+        }
+        Ok(built)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn build_stage(
         &mut self,
@@ -512,7 +687,7 @@ impl<'a> Builder<'a> {
         opts: &BuildOptions,
         meta: &BTreeMap<String, String>,
         done: &BTreeMap<usize, StageImage>,
-        step_no: &mut usize,
+        step_no: &AtomicUsize,
         total: usize,
         used_args: &mut BTreeSet<String>,
     ) -> Result<StageImage, BuildError> {
@@ -525,7 +700,7 @@ impl<'a> Builder<'a> {
         let Instruction::From { image: base, .. } = &from else {
             unreachable!("stage starts with FROM")
         };
-        *step_no += 1;
+        let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
         let (v, t) = self.vertex(&format!(
             "[{}{}/{}] FROM {}",
             stage
@@ -533,7 +708,7 @@ impl<'a> Builder<'a> {
                 .as_ref()
                 .map(|n| format!("{n} "))
                 .unwrap_or_default(),
-            step_no,
+            n_step,
             total,
             base
         ));
@@ -629,7 +804,7 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Instruction::Run(r) => {
-                    *step_no += 1;
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
                     st = self.run_step(
                         file,
                         cmd,
@@ -638,13 +813,13 @@ impl<'a> Builder<'a> {
                         st,
                         &args,
                         opts,
-                        (*step_no, total),
+                        (n_step, total),
                         &shell_default(),
                         (df, idx, done),
                     )?;
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
-                    *step_no += 1;
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
                     let is_add = matches!(inst, Instruction::Add(_));
                     // Unquoted heredoc delimiters expand their body, quotes kept.
                     let mut c = c.clone();
@@ -658,11 +833,11 @@ impl<'a> Builder<'a> {
                             .map_err(|e| step_err(file, cmd, e))?;
                     }
                     st = self.copy_step(
-                        file, cmd, &c, is_add, &text, st, ctx, df, idx, done, opts, *step_no, total,
+                        file, cmd, &c, is_add, &text, st, ctx, df, idx, done, opts, n_step, total,
                     )?;
                 }
                 Instruction::Workdir(w) => {
-                    *step_no += 1;
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
                     let base_dir = st
                         .config
                         .config
@@ -670,7 +845,7 @@ impl<'a> Builder<'a> {
                         .and_then(|c| c.working_dir.clone())
                         .unwrap_or_else(|| "/".into());
                     let dir = dispatch::resolve_workdir(&base_dir, w);
-                    st = self.workdir_step(file, cmd, &dir, &text, st, opts, *step_no, total)?;
+                    st = self.workdir_step(file, cmd, &dir, &text, st, opts, n_step, total)?;
                     dispatch::apply_metadata(&mut st.config, &mut state, &inst)
                         .map_err(|e| step_err(file, cmd, e))?;
                 }
@@ -1083,6 +1258,9 @@ impl<'a> Builder<'a> {
             serde_json::to_vec_pretty(&spec).expect("spec"),
         )
         .map_err(|e| e.to_string())?;
+        if let Some(bin) = self.exec_runtime.clone() {
+            return self.run_bundle_exec(&bin, snap, &bundle, mounts, v, t);
+        }
         let (out_r, out_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
         let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
@@ -1138,6 +1316,69 @@ impl<'a> Builder<'a> {
         let _ = self.runtime.delete(snap, true);
         let _ = std::fs::remove_dir_all(&bundle);
         Ok(code)
+    }
+
+    /// [`Builder::run_container`] on a stage worker thread: the step's
+    /// snapshot is mounted where config.json's root points, and the bundle
+    /// runs through the `berth-runtime` binary, its output read line by line.
+    fn run_bundle_exec(
+        &mut self,
+        bin: &Path,
+        snap: &str,
+        bundle: &Path,
+        mounts: &[berth_store::snapshot::Mount],
+        v: usize,
+        t: Instant,
+    ) -> Result<i32, String> {
+        use std::io::BufRead;
+        let rootfs = bundle.join("rootfs");
+        mount_snapshot(mounts, &rootfs).map_err(|e| e.to_string())?;
+        let run = (|| -> Result<i32, String> {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| e.to_string())?;
+            let w2 = w.try_clone().map_err(|e| e.to_string())?;
+            let root = self.runtime.root().to_path_buf();
+            let _ = std::process::Command::new(bin)
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", snap])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let mut child = std::process::Command::new(bin)
+                .arg("--root")
+                .arg(&root)
+                .args(["run", "--bundle"])
+                .arg(bundle)
+                .arg(snap)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::from(w))
+                .stderr(std::process::Stdio::from(w2))
+                .spawn()
+                .map_err(|e| format!("{}: {e}", bin.display()))?;
+            let reader = std::io::BufReader::new(std::fs::File::from(r));
+            for l in reader.split(b'\n') {
+                let l = l.map_err(|e| e.to_string())?;
+                self.line(&format!(
+                    "#{v} {:.3} {}",
+                    t.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&l)
+                ));
+            }
+            let st = child.wait().map_err(|e| e.to_string())?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        })();
+        let _ = std::process::Command::new(bin)
+            .arg("--root")
+            .arg(self.runtime.root())
+            .args(["delete", "--force", snap])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        unmount(&rootfs);
+        let _ = std::fs::remove_dir_all(bundle);
+        run
     }
 
     /// Diffs an active snapshot into a layer (gzip blob + committed snapshot) and
@@ -1452,10 +1693,11 @@ impl<'a> Builder<'a> {
                 if !is_add {
                     return Err(step_err(file, cmd, "source can't be a URL for COPY"));
                 }
-                let dl = self.download.as_mut().ok_or_else(|| {
+                let dl = self.download.clone().ok_or_else(|| {
                     step_err(file, cmd, format!("{s}: this builder cannot download"))
                 })?;
-                let (data, modified) = dl(s).map_err(|e| step_err(file, cmd, e))?;
+                let (data, modified) = (dl.lock().unwrap_or_else(|p| p.into_inner()))(s)
+                    .map_err(|e| step_err(file, cmd, e))?;
                 let sum = Digest::sha256_of(&data);
                 if let Some(want) = &c.checksum
                     && *want != sum.to_string()
@@ -1868,45 +2110,83 @@ fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError 
     }
 }
 
-/// Stages the target needs (FROM <stage>, COPY --from=<stage>, RUN
-/// --mount=from=<stage>), in order.
+/// The `berth-runtime` binary beside the running program, which stage worker
+/// threads run their containers through.
+fn runtime_binary() -> Option<PathBuf> {
+    let p = std::env::current_exe()
+        .ok()?
+        .with_file_name("berth-runtime");
+    p.is_file().then_some(p)
+}
+
+/// The earlier stages stage `i` uses: its FROM, COPY --from, RUN --mount
+/// from=.
+fn stage_refs(df: &Dockerfile, i: usize) -> Vec<usize> {
+    let st = &df.stages[i];
+    let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
+    for c in &st.commands {
+        match &c.inst {
+            Instruction::Copy(a) | Instruction::Add(a) => {
+                if let Some(f) = &a.from {
+                    refs.push(f.to_ascii_lowercase());
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
+                        crate::run_mount::parse(m)
+                    {
+                        refs.push(f.to_ascii_lowercase());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in refs {
+        for (j, s) in df.stages.iter().enumerate().take(i) {
+            if (s.name.as_deref() == Some(r.as_str()) || j.to_string() == r) && !out.contains(&j) {
+                out.push(j);
+            }
+        }
+    }
+    out
+}
+
+/// Stages the target needs, in order.
 fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
     let mut need = BTreeSet::new();
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
-        if !need.insert(i) {
-            continue;
-        }
-        let st = &df.stages[i];
-        let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
-        for c in &st.commands {
-            match &c.inst {
-                Instruction::Copy(a) | Instruction::Add(a) => {
-                    if let Some(f) = &a.from {
-                        refs.push(f.to_ascii_lowercase());
-                    }
-                }
-                Instruction::Run(r) => {
-                    for m in &r.mounts {
-                        if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
-                            crate::run_mount::parse(m)
-                        {
-                            refs.push(f.to_ascii_lowercase());
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        for r in refs {
-            for (j, s) in df.stages.iter().enumerate().take(i) {
-                if s.name.as_deref() == Some(r.as_str()) || j.to_string() == r {
-                    todo.push(j);
-                }
-            }
+        if need.insert(i) {
+            todo.extend(stage_refs(df, i));
         }
     }
     need.into_iter().collect()
+}
+
+/// The needed stages grouped so that each group depends only on earlier
+/// groups: the stages of a group can be built at the same time.
+fn stage_levels(df: &Dockerfile, needed: &[usize]) -> Vec<Vec<usize>> {
+    let mut level: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in needed {
+        let l = stage_refs(df, i)
+            .iter()
+            .filter_map(|j| level.get(j))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(i, l);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, l) in level {
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(i);
+    }
+    out
 }
 
 /// A writer that hashes what passes through (the layer's diff id) on its way

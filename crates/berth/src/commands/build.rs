@@ -201,7 +201,7 @@ pub fn build(
             Ok(())
         };
     }
-    let out: Box<dyn std::io::Write> = if quiet {
+    let out: Box<dyn std::io::Write + Send> = if quiet {
         Box::new(std::io::sink())
     } else {
         Box::new(std::io::stderr())
