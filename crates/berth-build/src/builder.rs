@@ -1404,7 +1404,9 @@ impl<'a> Builder<'a> {
         }
         let _w = self.store.write_lock().map_err(other)?;
         let writer = self.store.content.writer().map_err(other)?;
-        let gz = flate2::write::GzEncoder::new(writer, berth_store::image::import::gzip_level());
+        let gz =
+            berth_store::pgzip::ParGzEncoder::new(writer, berth_store::image::import::gzip_level())
+                .map_err(other)?;
         let tee = HashTee {
             h: Hasher::new(),
             w: gz,

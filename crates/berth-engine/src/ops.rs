@@ -473,7 +473,11 @@ impl Engine {
                 &WriteOptions::default(),
             )?;
             let diff_id = berth_types::Digest::sha256_of(&tar);
-            let mut gz = flate2_encoder(self.store.content.writer()?);
+            let mut gz = berth_store::pgzip::ParGzEncoder::new(
+                self.store.content.writer()?,
+                berth_store::image::import::gzip_level(),
+            )
+            .map_err(|e| EngineError::io("compress", Path::new("layer"), e))?;
             gz.write_all(&tar)
                 .map_err(|e| EngineError::io("compress", Path::new("layer"), e))?;
             let blob_w = gz
@@ -594,10 +598,6 @@ fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&p).map_err(|e| EngineError::io("mkdir", &p, e))?;
     Ok(p)
-}
-
-fn flate2_encoder<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
-    flate2::write::GzEncoder::new(w, berth_store::image::import::gzip_level())
 }
 
 /// A filesystem root to copy from or into: `/proc/<pid>/root` of a running

@@ -9,7 +9,6 @@ use std::io::{self, Read, Write};
 
 use berth_types::media_types;
 use berth_types::{Descriptor, Digest, History, ImageConfig, Manifest, Reference};
-use flate2::write::GzEncoder;
 
 use super::Image;
 use crate::archive::{ArchiveError, decompress};
@@ -60,7 +59,8 @@ impl Store {
     pub fn import<R: Read>(&self, input: R, opts: ImportOptions) -> Result<Image, StoreError> {
         let _w = self.write_lock()?;
         let (_, plain) = decompress(input).map_err(ArchiveError::Tar)?;
-        let gz = GzEncoder::new(self.content.writer()?, gzip_level());
+        let gz = crate::pgzip::ParGzEncoder::new(self.content.writer()?, gzip_level())
+            .map_err(ArchiveError::Tar)?;
         let mut tee = Tee { r: plain, w: gz };
         let ex = self.snapshots.extract(None, &mut tee)?;
         let blob_writer: Writer = tee
