@@ -153,6 +153,8 @@ pub struct Builder<'a> {
     fetch: Option<Fetcher<'a>>,
     download: Option<Arc<Mutex<Downloader<'a>>>>,
     pull_always: bool,
+    /// Context files' hashes by identity (shared with the stage workers).
+    hashes: Arc<Mutex<crate::cache::HashCache>>,
     /// Set on a stage worker thread: RUN steps run through this `berth-runtime`
     /// binary as a child process (fork and exec are safe from a threaded
     /// process; the runtime library's in-process clone is not).
@@ -339,6 +341,9 @@ impl<'a> Builder<'a> {
             fetch: None,
             download: None,
             pull_always: false,
+            hashes: Arc::new(Mutex::new(crate::cache::HashCache::load(
+                &root.join("buildcache"),
+            ))),
             exec_runtime: None,
         })
     }
@@ -401,6 +406,7 @@ impl<'a> Builder<'a> {
         })?;
         private_mounts()?;
         let res = self.build_stages(&df, &file, &ctx, opts);
+        self.hashes.lock().unwrap_or_else(|p| p.into_inner()).save();
         let _ = std::fs::remove_dir_all(&self.work);
         let _ = self.store.set_roots("buildcache", &self.cache.referenced());
         res
@@ -645,6 +651,7 @@ impl<'a> Builder<'a> {
                     fetch: None,
                     download: self.download.clone(),
                     pull_always: false,
+                    hashes: self.hashes.clone(),
                     exec_runtime: Some(runtime_bin.clone()),
                 },
             ));
@@ -1775,8 +1782,13 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (p, d) in items.iter().chain(archives.iter()) {
-            inputs.items.insert(format!("file:{d}"), file_hash(p));
+        {
+            let mut known = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            for (p, d) in items.iter().chain(archives.iter()) {
+                inputs
+                    .items
+                    .insert(format!("file:{d}"), file_hash(p, &mut known));
+            }
         }
         for h in &c.heredocs {
             inputs.items.insert(
@@ -2012,18 +2024,28 @@ fn is_archive(p: &Path) -> bool {
 }
 
 /// Content, mode and owner of a file (or a directory's names), for cache keys.
-fn file_hash(p: &Path) -> String {
+/// The cache identity of a source file: mode, owner and content (a
+/// symlink's target); regular files' hashes come from `known` when their
+/// identity is unchanged since they were last read.
+fn file_hash(p: &Path, known: &mut crate::cache::HashCache) -> String {
     use std::os::unix::fs::MetadataExt;
     let Ok(md) = p.symlink_metadata() else {
         return "missing".into();
     };
+    if md.is_file() {
+        return known.get(&md, || {
+            let mut h = Hasher::new();
+            h.update(format!("{:o}:{}:{}", md.mode(), md.uid(), md.gid()).as_bytes());
+            if let Ok(f) = std::fs::File::open(p) {
+                let mut r = std::io::BufReader::with_capacity(256 << 10, f);
+                let _ = std::io::copy(&mut r, &mut h);
+            }
+            h.finish().hex()[..16].to_string()
+        });
+    }
     let mut h = Hasher::new();
     h.update(format!("{:o}:{}:{}", md.mode(), md.uid(), md.gid()).as_bytes());
-    if md.is_file() {
-        if let Ok(mut f) = std::fs::File::open(p) {
-            let _ = std::io::copy(&mut f, &mut h);
-        }
-    } else if md.file_type().is_symlink() {
+    if md.file_type().is_symlink() {
         h.update(
             std::fs::read_link(p)
                 .map(|t| t.display().to_string())

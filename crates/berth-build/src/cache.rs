@@ -194,7 +194,10 @@ impl Cache {
             for e in rd.flatten() {
                 if e.path().extension().is_some_and(|x| x == "json") {
                     std::fs::remove_file(e.path())?;
-                    n += 1;
+                    // The file-hash memo is not a cache record.
+                    if e.file_name() != "filehashes.json" {
+                        n += 1;
+                    }
                 }
             }
         }
@@ -203,5 +206,124 @@ impl Cache {
         let _ = std::fs::remove_dir_all(self.dir.join("mounts"));
         std::fs::create_dir_all(self.dir.join("steps"))?;
         Ok(n)
+    }
+}
+
+/// Content hashes of context files, remembered by their identity (device,
+/// inode, size, modification and change times to the nanosecond), as git's
+/// index and BuildKit's content-hash cache do, so a rebuild does not read
+/// every copied file again. A file changed within two seconds of being hashed
+/// is not remembered (its times could repeat after a later change: git's
+/// "racy" case).
+#[derive(Debug, Default)]
+pub struct HashCache {
+    path: PathBuf,
+    map: std::collections::HashMap<String, String>,
+    dirty: bool,
+}
+
+impl HashCache {
+    /// The remembered hashes of the cache at `dir` (none if it cannot be read).
+    pub fn load(dir: &Path) -> HashCache {
+        let path = dir.join("filehashes.json");
+        let map = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        HashCache {
+            path,
+            map,
+            dirty: false,
+        }
+    }
+
+    fn identity(md: &std::fs::Metadata) -> String {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "{}:{}:{}:{}.{}:{}.{}:{:o}:{}:{}",
+            md.dev(),
+            md.ino(),
+            md.size(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+            md.mode(),
+            md.uid(),
+            md.gid()
+        )
+    }
+
+    /// The hash of the file with metadata `md`: remembered, or `compute`d and
+    /// remembered when the file has been still for two seconds.
+    pub fn get(&mut self, md: &std::fs::Metadata, compute: impl FnOnce() -> String) -> String {
+        let id = Self::identity(md);
+        if let Some(h) = self.map.get(&id) {
+            return h.clone();
+        }
+        let h = compute();
+        let now = std::time::SystemTime::now();
+        let still = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d.as_secs() >= 2)
+        };
+        use std::os::unix::fs::MetadataExt;
+        let ctime = std::time::UNIX_EPOCH
+            + std::time::Duration::new(md.ctime().max(0) as u64, md.ctime_nsec() as u32);
+        if still(md.modified()) && still(Ok(ctime)) {
+            self.map.insert(id, h.clone());
+            self.dirty = true;
+        }
+        h
+    }
+
+    /// Writes what was learnt (best effort; at most 100 000 entries, the
+    /// newest learnt kept).
+    pub fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        if self.map.len() > 100_000 {
+            self.map.clear();
+        }
+        if let Ok(b) = serde_json::to_vec(&self.map) {
+            let _ = write_atomic(&self.path, &b);
+        }
+        self.dirty = false;
+    }
+}
+
+#[cfg(test)]
+mod hash_cache_tests {
+    use super::*;
+
+    #[test]
+    fn remembers_still_files_by_identity_only() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "one").unwrap();
+        // Two seconds in the past: not racy.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let mut c = HashCache::load(d.path());
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(c.get(&md, || "h1".into()), "h1");
+        assert_eq!(c.get(&md, || panic!("remembered")), "h1");
+        c.save();
+        let mut c = HashCache::load(d.path());
+        assert_eq!(c.get(&md, || panic!("remembered across builds")), "h1");
+        // Any change of the file changes its identity.
+        std::fs::write(&f, "two").unwrap();
+        let md2 = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(c.get(&md2, || "h2".into()), "h2");
+        // ...and a file changed just now is not remembered (racy).
+        assert_eq!(c.get(&md2, || "h3".into()), "h3");
     }
 }
