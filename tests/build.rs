@@ -78,11 +78,22 @@ fn the_lectures_hello_world_cmd() {
         rows[3].contains("/bin/sh -c echo updated > /etc/motd"),
         "{hist}"
     );
-    // A rebuild is fully cached.
+    // A rebuild is fully cached, and gives the very same image (docker's
+    // behaviour: no new dangling image per rebuild).
+    let id = |b: &Berth| {
+        b.run(&["image", "inspect", "-f", "{{.Id}}", "hello_world_cmd"])
+            .ok()
+    };
+    let first = id(&b);
     let again = build(&b, &d, &["-t", "hello_world_cmd"]);
     again.ok();
     assert!(again.stderr().contains("CACHED"), "{}", again.stderr());
     assert!(!again.stderr().contains("cache miss"), "{}", again.stderr());
+    assert_eq!(id(&b), first);
+    assert_eq!(b.run(&["images", "-q", "-f", "dangling=true"]).ok(), "");
+    // --no-cache makes a new one.
+    build(&b, &d, &["-t", "hello_world_cmd", "--no-cache"]).ok();
+    assert_ne!(id(&b), first);
 }
 
 #[test]

@@ -872,6 +872,18 @@ impl<'a> Builder<'a> {
             }
         }
         st.config.created = Some(created(opts));
+        // The same chain of steps as before (all cached, same metadata): the
+        // same config, times included, so the same image id, as with docker.
+        if !opts.no_cache && opts.source_date_epoch.is_none() {
+            match self.cache.get_stage(&st.key) {
+                Some(prev) if prev.rootfs.diff_ids == st.config.rootfs.diff_ids => {
+                    st.config = prev;
+                }
+                _ => {
+                    let _ = self.cache.put_stage(&st.key, &st.config);
+                }
+            }
+        }
         Ok(st)
     }
 

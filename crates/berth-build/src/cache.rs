@@ -76,6 +76,22 @@ impl Cache {
         serde_json::from_slice(&b).ok()
     }
 
+    /// The finished config of a stage whose whole chain of steps had key
+    /// `key` before (so a fully cached rebuild gives the same image, created
+    /// times included, as docker's does).
+    pub fn get_stage(&self, key: &str) -> Option<berth_types::ImageConfig> {
+        let b = std::fs::read(self.dir.join("stages").join(format!("{key}.json"))).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    /// Remembers the finished config of the stage with chain key `key`.
+    pub fn put_stage(&self, key: &str, config: &berth_types::ImageConfig) -> std::io::Result<()> {
+        let dir = self.dir.join("stages");
+        std::fs::create_dir_all(&dir)?;
+        let b = serde_json::to_vec(config).map_err(std::io::Error::other)?;
+        write_atomic(&dir.join(format!("{key}.json")), &b)
+    }
+
     /// Stores a record and the inputs (and parent) of its step.
     pub fn put(
         &self,
@@ -202,6 +218,7 @@ impl Cache {
             }
         }
         let _ = std::fs::remove_dir_all(self.dir.join("steps"));
+        let _ = std::fs::remove_dir_all(self.dir.join("stages"));
         // RUN --mount=type=cache directories go with the cache, as with BuildKit.
         let _ = std::fs::remove_dir_all(self.dir.join("mounts"));
         std::fs::create_dir_all(self.dir.join("steps"))?;
