@@ -563,22 +563,8 @@ impl<'a> Builder<'a> {
         meta: &BTreeMap<String, String>,
         file: &str,
     ) -> Result<Option<String>, BuildError> {
-        let stage: &Stage = &df.stages[idx];
-        let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut from = stage.from.inst.clone();
-        from.expand(
-            &Lex::new(df.escape),
-            &berth_dockerfile::shell::env_lookup(&meta_env),
-        )
-        .map_err(|e| step_err(file, &stage.from, e))?;
-        let Instruction::From { image: base, .. } = &from else {
-            unreachable!("stage starts with FROM")
-        };
-        let is_stage =
-            df.stages.iter().enumerate().any(|(j, s)| {
-                j < idx && s.name.as_deref() == Some(base.to_ascii_lowercase().as_str())
-            });
-        Ok((base != "scratch" && !is_stage).then(|| base.clone()))
+        let base = stage_base(df, idx, meta, file)?;
+        Ok((base != "scratch" && earlier_stage(df, idx, &base).is_none()).then_some(base))
     }
 
     /// Pulls the base images of the stages to build that are missing (all of
@@ -700,13 +686,7 @@ impl<'a> Builder<'a> {
     ) -> Result<StageImage, BuildError> {
         let stage: &Stage = &df.stages[idx];
         let lex = Lex::new(df.escape);
-        let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut from = stage.from.inst.clone();
-        from.expand(&lex, &berth_dockerfile::shell::env_lookup(&meta_env))
-            .map_err(|e| step_err(file, &stage.from, e))?;
-        let Instruction::From { image: base, .. } = &from else {
-            unreachable!("stage starts with FROM")
-        };
+        let base = &stage_base(df, idx, meta, file)?;
         let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
         let (v, t) = self.vertex(&format!(
             "[{}{}/{}] FROM {}",
@@ -725,20 +705,12 @@ impl<'a> Builder<'a> {
                 layers: Vec::new(),
                 key: Digest::sha256_of(b"scratch").hex().to_string(),
             }
-        } else if let Some((j, _)) = df.stages.iter().enumerate().find(|(j, s)| {
-            *j < idx && s.name.as_deref() == Some(base.to_ascii_lowercase().as_str())
-        }) {
+        } else if let Some(j) = earlier_stage(df, idx, base) {
             done.get(&j)
                 .cloned()
                 .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
         } else {
-            let present = self.store.resolve(base).is_ok();
-            if (!present || self.pull_always)
-                && let Some(f) = self.fetch.as_mut()
-            {
-                f(base, self.pull_always)
-                    .map_err(|e| step_err(file, &stage.from, format!("base image {base}: {e}")))?;
-            }
+            // fetch_bases pulled it already, if it could be pulled.
             let img = self.store.resolve(base).map_err(|_| {
                 step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
             })?;
@@ -1352,11 +1324,9 @@ impl<'a> Builder<'a> {
         use std::io::BufRead;
         let rootfs = bundle.join("rootfs");
         mount_snapshot(mounts, &rootfs).map_err(|e| e.to_string())?;
-        let run = (|| -> Result<i32, String> {
-            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| e.to_string())?;
-            let w2 = w.try_clone().map_err(|e| e.to_string())?;
-            let root = self.runtime.root().to_path_buf();
+        let root = self.runtime.root().to_path_buf();
+        // A leftover of the same name first, and the container after.
+        let delete = || {
             let _ = std::process::Command::new(bin)
                 .arg("--root")
                 .arg(&root)
@@ -1364,6 +1334,12 @@ impl<'a> Builder<'a> {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
+        };
+        delete();
+        let run = (|| -> Result<i32, String> {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| e.to_string())?;
+            let w2 = w.try_clone().map_err(|e| e.to_string())?;
             let mut child = std::process::Command::new(bin)
                 .arg("--root")
                 .arg(&root)
@@ -1388,13 +1364,7 @@ impl<'a> Builder<'a> {
             use std::os::unix::process::ExitStatusExt;
             Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
         })();
-        let _ = std::process::Command::new(bin)
-            .arg("--root")
-            .arg(self.runtime.root())
-            .args(["delete", "--force", snap])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        delete();
         unmount(&rootfs);
         let _ = std::fs::remove_dir_all(bundle);
         run
@@ -2144,6 +2114,37 @@ fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError 
         line: l.node.start_line,
         msg: msg.to_string(),
     }
+}
+
+/// The image (or stage name, or `scratch`) stage `idx`'s FROM names, with the
+/// meta ARGs expanded.
+fn stage_base(
+    df: &Dockerfile,
+    idx: usize,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<String, BuildError> {
+    let stage: &Stage = &df.stages[idx];
+    let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut from = stage.from.inst.clone();
+    from.expand(
+        &Lex::new(df.escape),
+        &berth_dockerfile::shell::env_lookup(&meta_env),
+    )
+    .map_err(|e| step_err(file, &stage.from, e))?;
+    let Instruction::From { image: base, .. } = from else {
+        unreachable!("stage starts with FROM")
+    };
+    Ok(base)
+}
+
+/// The earlier stage (before `idx`) named `name`, if there is one.
+fn earlier_stage(df: &Dockerfile, idx: usize, name: &str) -> Option<usize> {
+    let name = name.to_ascii_lowercase();
+    df.stages
+        .iter()
+        .take(idx)
+        .position(|s| s.name.as_deref() == Some(name.as_str()))
 }
 
 /// The `berth-runtime` binary beside the running program, which stage worker

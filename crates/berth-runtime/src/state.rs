@@ -91,7 +91,7 @@ pub struct ContainerState {
     #[serde(default)]
     pub started: bool,
     /// The container has no mount namespace of its own: its root is the view
-    /// `<state dir>/rootfs` in the host's table, which delete detaches.
+    /// [`crate::rootfs::host_view`] in the host's table, which delete detaches.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_mounts: bool,
 }

@@ -29,7 +29,6 @@ type Job = (u64, Vec<u8>, bool);
 /// writer.
 pub struct ParGzEncoder<W: Write> {
     inner: Option<W>,
-    level: Compression,
     buf: Vec<u8>,
     crc: crc32fast::Hasher,
     total: u64,
@@ -72,7 +71,6 @@ impl<W: Write> ParGzEncoder<W> {
         inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
         Ok(ParGzEncoder {
             inner: Some(inner),
-            level,
             buf: Vec::with_capacity(BLOCK),
             crc: crc32fast::Hasher::new(),
             total: 0,
@@ -133,7 +131,6 @@ impl<W: Write> ParGzEncoder<W> {
         let crc = std::mem::take(&mut self.crc).finalize();
         w.write_all(&crc.to_le_bytes())?;
         w.write_all(&(self.total as u32).to_le_bytes())?;
-        let _ = self.level;
         Ok(w)
     }
 }

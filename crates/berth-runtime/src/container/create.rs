@@ -155,7 +155,7 @@ impl Runtime {
         let root_view = if plan.mount {
             rootfs.clone()
         } else {
-            let v = dir.join("rootfs");
+            let v = crate::rootfs::host_view(&dir);
             cleanup.host_view = Some(v.clone());
             crate::rootfs::make_host_view(&rootfs, &v)?;
             v

@@ -38,7 +38,7 @@ impl Runtime {
         }
         cg.destroy()?;
         if st.host_mounts {
-            crate::rootfs::detach_host_view(&dir.join("rootfs"))?;
+            crate::rootfs::detach_host_view(&crate::rootfs::host_view(&dir))?;
         }
         if let Ok(spec) = crate::spec::load(&st.bundle)
             && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().as_ref())

@@ -365,6 +365,12 @@ pub fn pivot(rootfs: &Path, how: RootChange) -> Result<()> {
     std::env::set_current_dir("/").sys("chdir", "/")
 }
 
+/// Where [`make_host_view`] puts the root of the container whose state
+/// directory is `state_dir`.
+pub fn host_view(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("rootfs")
+}
+
 /// For a container without a mount namespace: its root is a recursive bind
 /// of `rootfs` at `view` (a directory of the runtime's own state), made
 /// private, so that every mount of the container lands under `view` — in the
