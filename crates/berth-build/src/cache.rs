@@ -55,10 +55,16 @@ pub fn key(parent: &str, text: &str, inputs: &Inputs) -> String {
     Digest::sha256_of(s.as_bytes()).hex().to_string()
 }
 
+/// Temp file and rename (no fsync: a record lost or torn in a crash reads as
+/// absent, a cache miss). The temp name is unique per write, not just per
+/// process: stages built at once may record the same step together.
 fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(berth_store::fsutil::unique_name(".tmp-"));
     std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, p)
+    std::fs::rename(&tmp, p).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 impl Cache {
@@ -342,5 +348,31 @@ mod hash_cache_tests {
         assert_eq!(c.get(&md2, || "h2".into()), "h2");
         // ...and a file changed just now is not remembered (racy).
         assert_eq!(c.get(&md2, || "h3".into()), "h3");
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    /// Two stages built at once may write the same record: every write is
+    /// whole, and no temp file stays.
+    #[test]
+    fn concurrent_writes_of_one_record_stay_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k.json");
+        std::thread::scope(|s| {
+            for t in 0..2u8 {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        write_atomic(p, &vec![b'a' + t; 64 << 10]).unwrap();
+                    }
+                });
+            }
+        });
+        let b = std::fs::read(&p).unwrap();
+        assert!(b.len() == 64 << 10 && b.iter().all(|x| *x == b[0]));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }
