@@ -3,7 +3,10 @@
 # for every run, best of $RUNS):
 #
 #   server: `skopeo copy` push and pull of one image to/from berth's registry
-#           vs Debian's docker-registry (distribution 2.8);
+#           vs Debian's docker-registry (distribution 2.8), with skopeo's own
+#           CPU time (on 2 cores skopeo itself is most of the work), and the same blobs pushed and pulled with
+#           curl (one monolithic upload per blob, downloads to /dev/null), a
+#           client that costs next to nothing, so the servers' own speed shows;
 #   client: `berth push`/`berth pull` vs `skopeo copy` vs `podman push/pull`
 #           (and `docker push/pull` when DOCKER_HOST names a running dockerd,
 #           as bench/run arranges), all against berth's registry;
@@ -25,6 +28,7 @@ need skopeo skopeo
 need docker-registry docker-registry
 need podman podman
 need busybox busybox-static
+need /usr/bin/time time
 
 work=$(mktemp -d /tmp/berth-bench-registry.XXXXXX)
 pids=()
@@ -92,11 +96,17 @@ EOF
 stop_distribution() { kill "$dreg_pid"; wait "$dreg_pid" 2>/dev/null || true; }
 
 # --- server: skopeo against each registry --------------------------------------
+cpu_of() { # $1: a label; runs the rest, keeps the lowest user+sys seconds in $work/cpu.$1
+    /usr/bin/time -o "$work/cpu.now" -f '%U %S' "${@:2}"
+    local c
+    c=$(awk '{printf "%.2f", $1 + $2}' "$work/cpu.now")
+    if [ ! -s "$work/cpu.$1" ] || awk "BEGIN{exit !($c < $(cat "$work/cpu.$1"))}"; then echo "$c" >"$work/cpu.$1"; fi
+}
 skopeo_push_to() { # $1 start fn, $2 stop fn, $3 var holding the address
     $1
     local a=${!3} t0 t1
     t0=$(now)
-    skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$a/bench/big:latest" >/dev/null
+    cpu_of "push.$3" skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$a/bench/big:latest" >/dev/null
     t1=$(now)
     $2
     echo "$t1 - $t0" | bc
@@ -107,7 +117,44 @@ skopeo_pull_from() {
     skopeo copy -q --dest-tls-verify=false "$ocisrc" "docker://$a/bench/big:latest" >/dev/null
     rm -rf "$work/pulled"
     t0=$(now)
-    skopeo copy -q --src-tls-verify=false "docker://$a/bench/big:latest" "oci:$work/pulled:x" >/dev/null
+    cpu_of "pull.$3" skopeo copy -q --src-tls-verify=false "docker://$a/bench/big:latest" "oci:$work/pulled:x" >/dev/null
+    t1=$(now)
+    $2
+    echo "$t1 - $t0" | bc
+}
+curl_push_blobs() { # $1: address; every blob of the image, one monolithic upload each
+    local f d loc code
+    for f in "$work"/oci/blobs/sha256/*; do
+        d=sha256:$(basename "$f")
+        loc=$(curl -sf -D - -o /dev/null -X POST "http://$1/v2/bench/big/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+        case $loc in http*) ;; *) loc=http://$1$loc ;; esac
+        case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$f" "$loc")
+        [ "$code" = 201 ] || { echo "curl push of $d: HTTP $code" >&2; exit 1; }
+    done
+}
+curl_pull_blobs() {
+    local f
+    for f in "$work"/oci/blobs/sha256/*; do
+        curl -sf -o /dev/null "http://$1/v2/bench/big/blobs/sha256:$(basename "$f")" || { echo "curl pull of $f failed" >&2; exit 1; }
+    done
+}
+curl_push_to() { # $1 start fn, $2 stop fn, $3 var holding the address
+    $1
+    local a=${!3} t0 t1
+    sync
+    t0=$(now)
+    curl_push_blobs "$a"
+    t1=$(now)
+    $2
+    echo "$t1 - $t0" | bc
+}
+curl_pull_from() {
+    $1
+    local a=${!3} t0 t1
+    curl_push_blobs "$a"
+    t0=$(now)
+    curl_pull_blobs "$a"
     t1=$(now)
     $2
     echo "$t1 - $t0" | bc
@@ -117,6 +164,11 @@ s_push_b=$(best skopeo_push_to start_berth_registry stop_berth_registry breg)
 s_push_d=$(best skopeo_push_to start_distribution stop_distribution dreg)
 s_pull_b=$(best skopeo_pull_from start_berth_registry stop_berth_registry breg)
 s_pull_d=$(best skopeo_pull_from start_distribution stop_distribution dreg)
+echo "server: curl push/pull (raw protocol), berth registry vs docker-registry..." >&2
+r_push_b=$(best curl_push_to start_berth_registry stop_berth_registry breg)
+r_push_d=$(best curl_push_to start_distribution stop_distribution dreg)
+r_pull_b=$(best curl_pull_from start_berth_registry stop_berth_registry breg)
+r_pull_d=$(best curl_pull_from start_distribution stop_distribution dreg)
 
 # --- idle RSS ---------------------------------------------------------------------
 start_berth_registry; start_distribution; sleep 1
@@ -126,6 +178,8 @@ stop_berth_registry; stop_distribution
 
 if [ "${ONLY:-}" = server ]; then
     echo "server push: berth ${s_push_b}s, docker-registry ${s_push_d}s; pull: berth ${s_pull_b}s, docker-registry ${s_pull_d}s"
+    echo "skopeo CPU: push $(cat "$work/cpu.push.breg")/$(cat "$work/cpu.push.dreg")s, pull $(cat "$work/cpu.pull.breg")/$(cat "$work/cpu.pull.dreg")s"
+    echo "curl push: berth ${r_push_b}s, docker-registry ${r_push_d}s; pull: berth ${r_pull_b}s, docker-registry ${r_pull_d}s"
     exit 0
 fi
 
@@ -198,10 +252,16 @@ Image: $((bytes / 1048576)) MB in $((LAYERS + 1)) layers (gzip), loopback, best 
 | --- | --- | --- | --- | --- | --- |
 | server: skopeo push | ${s_push_b}s | docker-registry ${s_push_d}s | $(mbps "$s_push_b") | $(mbps "$s_push_d") | $(ratio "$s_push_b" "$s_push_d") |
 | server: skopeo pull | ${s_pull_b}s | docker-registry ${s_pull_d}s | $(mbps "$s_pull_b") | $(mbps "$s_pull_d") | $(ratio "$s_pull_b" "$s_pull_d") |
+| server: curl push (raw protocol) | ${r_push_b}s | docker-registry ${r_push_d}s | $(mbps "$r_push_b") | $(mbps "$r_push_d") | $(ratio "$r_push_b" "$r_push_d") |
+| server: curl pull (raw protocol) | ${r_pull_b}s | docker-registry ${r_pull_d}s | $(mbps "$r_pull_b") | $(mbps "$r_pull_d") | $(ratio "$r_pull_b" "$r_pull_d") |
 | client: push | ${c_push_berth}s | skopeo ${c_push_skopeo}s | $(mbps "$c_push_berth") | $(mbps "$c_push_skopeo") | $(ratio "$c_push_berth" "$c_push_skopeo") |
 | client: push | ${c_push_berth}s | podman ${c_push_podman}s | $(mbps "$c_push_berth") | $(mbps "$c_push_podman") | $(ratio "$c_push_berth" "$c_push_podman") |
 | client: pull (berth and podman also unpack) | ${c_pull_berth}s | skopeo ${c_pull_skopeo}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_skopeo") | $(ratio "$c_pull_berth" "$c_pull_skopeo") |
 | client: pull (berth and podman also unpack) | ${c_pull_berth}s | podman ${c_pull_podman}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_podman") | $(ratio "$c_pull_berth" "$c_pull_podman") |
 $([ -z "$docker" ] || printf '%s\n' "| client: push | ${c_push_berth}s | docker ${c_push_docker}s | $(mbps "$c_push_berth") | $(mbps "$c_push_docker") | $(ratio "$c_push_berth" "$c_push_docker") |" "| client: pull (docker also unpacks) | ${c_pull_berth}s | docker ${c_pull_docker}s | $(mbps "$c_pull_berth") | $(mbps "$c_pull_docker") | $(ratio "$c_pull_berth" "$c_pull_docker") |")
 | server idle RSS | ${rss_b} kB | docker-registry ${rss_d} kB | | | $(ratio "$rss_b" "$rss_d") smaller |
+
+skopeo's own CPU time (user + sys, lowest run) in the skopeo rows: push
+$(cat "$work/cpu.push.breg") s to berth / $(cat "$work/cpu.push.dreg") s to docker-registry, pull $(cat "$work/cpu.pull.breg") s / $(cat "$work/cpu.pull.dreg") s, on
+$(nproc) cores: the client is the bound there, whatever the server does.
 EOF

@@ -639,6 +639,33 @@ fn raw_protocol_cases() {
         header(&head, "Content-Range").as_deref(),
         Some("bytes 6-10/11")
     );
+    // A blob of several of the server's 4 MiB send pieces, whole and from an
+    // offset that is neither page- nor piece-aligned across a piece boundary.
+    let big: Vec<u8> = (0..9_437_189u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let bd = put_blob(&addr, "raw/a", &big, t.path());
+    let (s, _, body) = curl(&[&format!("http://{addr}/v2/raw/a/blobs/{bd}")]);
+    assert!(
+        s == 200 && body == big,
+        "whole big blob: {s}, {} bytes",
+        body.len()
+    );
+    let (from, to) = (4_194_000usize, 8_400_123usize);
+    let (s, head, body) = curl(&[
+        "-H",
+        &format!("Range: bytes={from}-{to}"),
+        &format!("http://{addr}/v2/raw/a/blobs/{bd}"),
+    ]);
+    assert!(
+        s == 206 && body == big[from..=to],
+        "range of the big blob: {s}, {} bytes",
+        body.len()
+    );
+    assert_eq!(
+        header(&head, "Content-Range"),
+        Some(format!("bytes {from}-{to}/{}", big.len()))
+    );
     let (s, head, _) = curl(&["-I", &format!("http://{addr}/v2/raw/a/blobs/{d}")]);
     assert_eq!(
         (s, header(&head, "Content-Length").as_deref()),

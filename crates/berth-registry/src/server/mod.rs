@@ -1055,40 +1055,7 @@ async fn get_blob(app: &App, headers: &HeaderMap, name: &str, d: &Digest, head: 
     let body = if head {
         Body::empty()
     } else {
-        // One blocking task reads the range in 1 MiB pieces into a bounded
-        // channel; the response streams from it.
-        let mut f = std::fs::File::open(&path).map_err(internal)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-        tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Seek};
-            if start > 0
-                && let Err(e) = f.seek(std::io::SeekFrom::Start(start))
-            {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            let mut left = len;
-            while left > 0 {
-                let mut buf = bytes::BytesMut::zeroed(left.min(1 << 20) as usize);
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        left -= n as u64;
-                        if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                            return; // the client went away
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
-        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|x| (x, rx))
-        }))
+        blob_body(&path, start, len).map_err(internal)?
     };
     let mut r = Response::new(body);
     if range.is_some() {
@@ -1115,6 +1082,64 @@ async fn get_blob(app: &App, headers: &HeaderMap, name: &str, d: &Digest, head: 
         HeaderValue::from_str(&format!("\"{d}\"")).map_err(internal)?,
     );
     Ok(r)
+}
+
+/// Pieces a blob body is handed to hyper in: big enough that each is one
+/// `writev` to the socket, small enough to keep back-pressure.
+const BLOB_PIECE: usize = 4 << 20;
+
+/// Streams `len` bytes of the blob at `path` from `start`.
+///
+/// The file is mapped and the response is slices of the mapping, so the bytes
+/// go from the page cache to the socket in one copy (a `read` into a buffer
+/// first would make it two, plus the buffer's zeroing). A blocking task pages
+/// each slice in (`MADV_POPULATE_READ`) before handing it over, so disk waits
+/// happen there and never fault an async worker. Blobs are never changed in
+/// place — they appear by rename and go by unlink, both of which leave an
+/// existing mapping intact — so the mapping cannot shrink under the response.
+fn blob_body(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
+    if len == 0 {
+        return Ok(Body::empty());
+    }
+    let f = std::fs::File::open(path)?;
+    // SAFETY: the mapping is read-only and blobs are immutable once stored
+    // (see above); nothing in this process writes through it.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(start)
+            .len(len as usize)
+            .map(&f)?
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let map = Arc::new(map);
+    let all = bytes::Bytes::from_owner(SharedMap(map.clone()));
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut at = 0;
+        while at < all.len() {
+            let n = BLOB_PIECE.min(all.len() - at);
+            // Before 5.14 (no MADV_POPULATE_READ) the socket write faults the
+            // pages in instead.
+            let _ = map.advise_range(memmap2::Advice::PopulateRead, at, n);
+            if tx.blocking_send(Ok(all.slice(at..at + n))).is_err() {
+                return; // the client went away
+            }
+            at += n;
+        }
+    });
+    Ok(Body::from_stream(futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+    )))
+}
+
+/// A file mapping shared by the response's slices and the task paging it in.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
