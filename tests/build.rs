@@ -366,15 +366,15 @@ fn run_mounts_cache_tmpfs_bind() {
         r.stderr()
     );
     assert!(b.run(&["run", "--rm", "m"]).ok().ends_with("changed\n"));
-    // Unsupported kinds fail with the line, not silently.
+    // A bad value fails with the line, not silently.
     std::fs::write(
         d.join("Dockerfile"),
-        "FROM busybox\nRUN --mount=type=bind,target=/s,rw cat /s\n",
+        "FROM busybox\nRUN --mount=type=bind,target=/s,rw=maybe cat /s\n",
     )
     .unwrap();
     let err = build(&b, &d, &["-t", "m2"]).fails(1);
     assert!(
-        err.contains("Dockerfile:2") && err.contains("read-write bind mounts are not supported"),
+        err.contains("Dockerfile:2") && err.contains("rw takes true or false"),
         "{err}"
     );
     // A stage or image that does not exist is named.
@@ -388,6 +388,79 @@ fn run_mounts_cache_tmpfs_bind() {
         err.contains("Dockerfile:2") && err.contains("--from=builder: no such stage or image"),
         "{err}"
     );
+}
+
+/// `RUN --mount=type=bind,rw` (BuildKit): the step may write to the bound
+/// directory or file, and what it writes is thrown away — neither the context
+/// nor the image keeps it; a source overlay's options cannot name (`:` in the
+/// path) is copied instead. `type=cache,ro` is read-only.
+#[test]
+fn run_mount_bind_rw_and_cache_ro() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = ctx(
+        &b,
+        "rwbind",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --mount=type=bind,source=src,target=/s,rw sh -c 'echo changed > /s/a.txt; echo new > /s/new; rm /s/gone; mkdir /s/d; cat /s/a.txt /s/new > /dir-seen; mount | grep -q \" /s type overlay \" && echo overlay >> /dir-seen; ls /s > /dir-ls'\n\
+                 RUN --mount=type=bind,source=data.txt,target=/data.txt,rw sh -c 'echo appended >> /data.txt; cat /data.txt > /file-seen'\n\
+                 RUN --mount=type=bind,source=odd:dir,target=/o,rw sh -c 'echo w > /o/f2; cat /o/f /o/f2 > /odd-seen'\n\
+                 RUN --mount=type=cache,target=/c sh -c 'echo kept > /c/k'\n\
+                 RUN --mount=type=cache,target=/c,ro sh -c 'cat /c/k > /cache-seen; touch /c/x 2>/dev/null || echo read-only >> /cache-seen'\n\
+                 CMD cat /dir-seen /dir-ls /file-seen /odd-seen /cache-seen; ls -d /s /o /c 2>&1; true\n",
+            ),
+            ("src/a.txt", "original\n"),
+            ("src/gone", "still here\n"),
+            ("data.txt", "line\n"),
+            ("odd:dir/f", "odd\n"),
+        ],
+    );
+    build(&b, &d, &["-t", "rw"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "rw"]).ok(),
+        "changed\nnew\noverlay\na.txt\nd\nnew\nline\nappended\nodd\nw\nkept\nread-only\n\
+         ls: /s: No such file or directory\nls: /o: No such file or directory\nls: /c: No such file or directory\n"
+    );
+    // The context is as it was.
+    assert_eq!(
+        std::fs::read_to_string(d.join("src/a.txt")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("src/gone")).unwrap(),
+        "still here\n"
+    );
+    assert!(!d.join("src/new").exists() && !d.join("src/d").exists());
+    assert_eq!(
+        std::fs::read_to_string(d.join("data.txt")).unwrap(),
+        "line\n"
+    );
+    assert!(!d.join("odd:dir/f2").exists());
+    // Nothing is left in the builder's scratch space.
+    let left: Vec<_> = walk_names(&b.root())
+        .into_iter()
+        .filter(|n| n.contains("berth-rwbind-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Every path under `dir` (recursively, as strings).
+fn walk_names(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            let path = e.path();
+            out.push(path.display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// `--secret` and `RUN --mount=type=secret` (a file at /run/secrets/<id> or a

@@ -968,6 +968,7 @@ impl<'a> Builder<'a> {
                 target,
                 source,
                 from,
+                ..
             } = &mut rm
             {
                 let content = match from.take() {

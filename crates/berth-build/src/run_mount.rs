@@ -8,9 +8,13 @@
 //! the layer, nor do the mount points the image did not have (the empty
 //! directories or files made to mount on), as with BuildKit; secrets are not
 //! part of the cache key, as with BuildKit. A bind may come `from=` an earlier
-//! stage or an image (the builder mounts it for the step). Read-write binds
-//! and `from=` on caches are refused with a clear error rather than silently
-//! run without their mount.
+//! stage or an image (the builder mounts it for the step). A bind with `rw`
+//! can be written by the step and what it writes is thrown away afterwards,
+//! as BuildKit does: an overlay with a scratch upper directory over the
+//! source, or a scratch copy of it where overlay's option syntax cannot name
+//! the source (a path with `,` or `:`) or it is a single file. A cache with
+//! `ro` is mounted read-only. `from=` on caches is refused with a clear error
+//! rather than silently run without its mount.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +35,8 @@ pub enum RunMount {
         gid: u32,
         /// Mode.
         mode: u32,
+        /// `ro`: mounted read-only.
+        readonly: bool,
     },
     /// A tmpfs.
     Tmpfs {
@@ -40,7 +46,7 @@ pub enum RunMount {
         size: Option<u64>,
     },
     /// A path of the context, or of an earlier stage or an image (`from=`),
-    /// read-only.
+    /// read-only unless `rw`.
     Bind {
         /// Where it appears.
         target: String,
@@ -49,6 +55,8 @@ pub enum RunMount {
         /// As parsed, the stage or image; once the builder has mounted it, the
         /// host directory it is mounted on.
         from: Option<String>,
+        /// `rw`: the step may write to it; what it writes is discarded.
+        rw: bool,
     },
     /// A `--secret`.
     Secret {
@@ -197,6 +205,9 @@ pub struct StepMounts {
     /// The targets mounted (for the stubs to remove afterwards).
     pub targets: Vec<String>,
     secrets: Option<tempfile::TempDir>,
+    /// Scratch space of `rw` binds, removed when this is dropped (after the
+    /// step's container, and with it the overlay, is gone).
+    scratch: Vec<tempfile::TempDir>,
 }
 
 /// The first component of `target` that none of `layers` (the image's
@@ -261,11 +272,14 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
     let mut env = None;
     let mut from = None;
     let mut required = false;
+    // `rw`/`ro` as said (each type has its own default).
+    let mut writable: Option<bool> = None;
     let (mut uid, mut gid, mut mode) = (0u32, 0u32, None);
     let mut size = None;
     for field in s.split(',').filter(|f| !f.is_empty()) {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
-        match k.to_ascii_lowercase().as_str() {
+        let key = k.to_ascii_lowercase();
+        match key.as_str() {
             "type" => typ = v.to_string(),
             "target" | "dst" | "destination" => target = Some(v.to_string()),
             "source" | "src" => source = v.to_string(),
@@ -293,11 +307,14 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             "required" => {
                 required = matches!(v, "" | "true" | "1");
             }
-            "sharing" | "readonly" | "ro" => {}
-            "rw" | "readwrite" if typ == "bind" => {
-                return Err(format!(
-                    "--mount {s}: read-write bind mounts are not supported yet"
-                ));
+            "sharing" => {}
+            "readonly" | "ro" | "rw" | "readwrite" => {
+                let on = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(format!("--mount {s}: {k} takes true or false, not {v:?}")),
+                };
+                writable = Some(on == matches!(key.as_str(), "rw" | "readwrite"));
             }
             "from" => from = Some(v.to_string()),
             other => return Err(format!("--mount {s}: unexpected key '{other}'")),
@@ -364,6 +381,8 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             uid,
             gid,
             mode: mode.unwrap_or(0o755),
+            // BuildKit: caches are writable unless `ro`.
+            readonly: writable == Some(false),
         }),
         "tmpfs" => Ok(RunMount::Tmpfs { target, size }),
         "bind" => Ok(RunMount::Bind {
@@ -374,6 +393,8 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
                 source
             },
             from,
+            // BuildKit: binds are read-only unless `rw`.
+            rw: writable == Some(true),
         }),
         other => Err(format!(
             "--mount {s}: type={other} is not supported (bind, cache, tmpfs, secret and ssh are)"
@@ -445,8 +466,15 @@ pub fn content_hash(p: &Path) -> String {
 
 /// The OCI mount of a parsed cache, tmpfs or bind `--mount`; cache
 /// directories live under `cache_root`, made on first use with the asked owner
-/// and mode.
-fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, String> {
+/// and mode; an `rw` bind's scratch space is made in `scratch` and kept in
+/// `keep` for as long as the step runs.
+fn spec_mount(
+    m: &RunMount,
+    cache_root: &Path,
+    context: &Path,
+    scratch: &Path,
+    keep: &mut Vec<tempfile::TempDir>,
+) -> Result<Value, String> {
     match m {
         RunMount::Cache {
             target,
@@ -454,6 +482,7 @@ fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, 
             uid,
             gid,
             mode,
+            readonly,
         } => {
             use sha2::Digest as _;
             let dir = cache_root.join(hex::encode(sha2::Sha256::digest(id.as_bytes())));
@@ -464,8 +493,9 @@ fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, 
                 std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(*mode))
                     .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
             }
+            let access = if *readonly { "ro" } else { "rw" };
             Ok(
-                json!({"destination": target, "type": "bind", "source": dir, "options": ["rbind", "rw"]}),
+                json!({"destination": target, "type": "bind", "source": dir, "options": ["rbind", access]}),
             )
         }
         RunMount::Tmpfs { target, size } => {
@@ -479,20 +509,57 @@ fn spec_mount(m: &RunMount, cache_root: &Path, context: &Path) -> Result<Value, 
             target,
             source,
             from,
+            rw,
         } => {
             let p = match from {
                 Some(dir) => context_path(Path::new(dir), source)
                     .map_err(|e| e.replace("the build context", "the stage"))?,
                 None => context_path(context, source)?,
             };
-            Ok(
-                json!({"destination": target, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
-            )
+            if !*rw {
+                return Ok(
+                    json!({"destination": target, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
+                );
+            }
+            let tmp = tempfile::Builder::new()
+                .prefix("berth-rwbind-")
+                .tempdir_in(scratch)
+                .map_err(|e| format!("scratch space in {}: {e}", scratch.display()))?;
+            let (upper, work, copy) = (
+                tmp.path().join("upper"),
+                tmp.path().join("work"),
+                tmp.path().join("copy"),
+            );
+            let spec = if p.is_dir() && overlay_can_name(&p) && overlay_can_name(tmp.path()) {
+                for d in [&upper, &work] {
+                    std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
+                }
+                json!({"destination": target, "type": "overlay", "source": "overlay",
+                    "options": [format!("lowerdir={}", p.display()),
+                        format!("upperdir={}", upper.display()),
+                        format!("workdir={}", work.display())]})
+            } else {
+                if p.is_dir() {
+                    berth_store::snapshot::copy_tree(&p, &copy).map_err(|e| e.to_string())?;
+                } else {
+                    std::fs::copy(&p, &copy)
+                        .map_err(|e| format!("copying {}: {e}", p.display()))?;
+                }
+                json!({"destination": target, "type": "bind", "source": copy, "options": ["rbind", "rw"]})
+            };
+            keep.push(tmp);
+            Ok(spec)
         }
         RunMount::Secret { .. } | RunMount::Ssh { .. } => {
             unreachable!("secrets and ssh are prepared by step_mounts")
         }
     }
+}
+
+/// Whether `p` can be given in overlay's mount options, which are split at
+/// `,` and its lower directories at `:`.
+fn overlay_can_name(p: &Path) -> bool {
+    !p.to_string_lossy().contains([',', ':', '\\'])
 }
 
 /// Where secret files are written for a step: `/dev/shm` when it is a tmpfs
@@ -607,7 +674,13 @@ pub fn step_mounts(
                 out.targets.push(target.clone());
             }
             other => {
-                out.mounts.push(spec_mount(other, cache_root, context)?);
+                out.mounts.push(spec_mount(
+                    other,
+                    cache_root,
+                    context,
+                    scratch,
+                    &mut out.scratch,
+                )?);
                 out.targets
                     .push(other.target().expect("has a target").to_string());
             }
@@ -629,7 +702,8 @@ mod tests {
                 id: "/root/.cache/pip".into(),
                 uid: 0,
                 gid: 0,
-                mode: 0o755
+                mode: 0o755,
+                readonly: false
             }
         );
         assert_eq!(
@@ -640,9 +714,21 @@ mod tests {
                 id: "apt".into(),
                 uid: 1000,
                 gid: 0,
-                mode: 0o700
+                mode: 0o700,
+                readonly: false
             }
         );
+        assert!(matches!(
+            parse("type=cache,target=/c,ro").unwrap(),
+            RunMount::Cache { readonly: true, .. }
+        ));
+        assert!(matches!(
+            parse("type=cache,target=/c,readonly=false").unwrap(),
+            RunMount::Cache {
+                readonly: false,
+                ..
+            }
+        ));
         assert_eq!(
             parse("type=tmpfs,target=/t,size=1m").unwrap(),
             RunMount::Tmpfs {
@@ -655,9 +741,28 @@ mod tests {
             RunMount::Bind {
                 target: "/src".into(),
                 source: "app".into(),
-                from: None
+                from: None,
+                rw: false
             }
         );
+        for rw in ["rw", "readwrite", "RW=true", "readwrite=1", "ro=false"] {
+            assert!(
+                matches!(
+                    parse(&format!("target=/x,{rw}")).unwrap(),
+                    RunMount::Bind { rw: true, .. }
+                ),
+                "{rw}"
+            );
+        }
+        for ro in ["ro", "readonly=true", "rw=false"] {
+            assert!(
+                matches!(
+                    parse(&format!("target=/x,{ro}")).unwrap(),
+                    RunMount::Bind { rw: false, .. }
+                ),
+                "{ro}"
+            );
+        }
         assert_eq!(
             parse("type=secret,id=aws").unwrap(),
             RunMount::Secret {
@@ -699,7 +804,7 @@ mod tests {
             "type=ssh,mode=0666",
             "type=cache",
             "type=cache,target=/x,from=builder",
-            "type=bind,target=/x,rw",
+            "type=bind,target=/x,rw=maybe",
             "type=cache,target=/x,bogus=1",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
