@@ -84,6 +84,9 @@ pub struct Store {
     pub content: ContentStore,
     /// Unpacked layers and active snapshots.
     pub snapshots: Snapshotter,
+    /// Manifests and configs already read and verified by this process
+    /// (shared by clones): content-addressed, so never stale.
+    docs: std::sync::Arc<std::sync::Mutex<image::DocMemo>>,
 }
 
 impl Store {
@@ -94,6 +97,7 @@ impl Store {
             root: root.to_path_buf(),
             content: ContentStore::open_at(&root.join("content"))?,
             snapshots: Snapshotter::open_at(&root.join("snapshots"))?,
+            docs: Default::default(),
         })
     }
 

@@ -59,6 +59,13 @@ impl Image {
     }
 }
 
+/// Manifests and configs read by this process, by digest.
+#[derive(Debug, Default)]
+pub(crate) struct DocMemo {
+    manifests: std::collections::HashMap<Digest, std::sync::Arc<Manifest>>,
+    configs: std::collections::HashMap<Digest, std::sync::Arc<ImageConfig>>,
+}
+
 /// What [`Store::remove_image`] did, in docker's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveEvent {
@@ -135,24 +142,35 @@ impl Store {
     /// with its names. Sorted newest first.
     pub fn images(&self) -> Result<Vec<Image>, StoreError> {
         let idx = self.read_index()?;
+        self.images_of(&idx, |_| true)
+    }
+
+    /// The images of `idx` whose id `keep` accepts. Only their configs are
+    /// read; every manifest is (for its config digest, which groups names by
+    /// image) — both once per process.
+    fn images_of(
+        &self,
+        idx: &Index,
+        keep: impl Fn(&Digest) -> bool,
+    ) -> Result<Vec<Image>, StoreError> {
         let mut by_id: BTreeMap<Digest, Image> = BTreeMap::new();
-        let mut docs: BTreeMap<Digest, (Manifest, ImageConfig)> = BTreeMap::new();
         for d in &idx.manifests {
-            if !docs.contains_key(&d.digest) {
-                docs.insert(d.digest.clone(), self.load_image_docs(d)?);
+            let manifest = self.memo_manifest(d)?;
+            if !keep(&manifest.config.digest) {
+                continue;
             }
-            let (manifest, config) = &docs[&d.digest];
-            let img = by_id
-                .entry(manifest.config.digest.clone())
-                .or_insert_with(|| Image {
+            let img = match by_id.entry(manifest.config.digest.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(Image {
                     id: manifest.config.digest.clone(),
                     manifest_desc: strip(d),
                     manifests: Vec::new(),
-                    manifest: manifest.clone(),
-                    config: config.clone(),
+                    config: self.memo_config(&manifest.config.digest)?,
+                    manifest: (*manifest).clone(),
                     names: Vec::new(),
                     repo_digests: Vec::new(),
-                });
+                }),
+            };
             if !img.manifests.contains(&d.digest) {
                 img.manifests.push(d.digest.clone());
             }
@@ -182,20 +200,77 @@ impl Store {
         Ok(out)
     }
 
+    /// The manifest `desc` names, read and verified once per process.
+    fn memo_manifest(&self, desc: &Descriptor) -> Result<std::sync::Arc<Manifest>, StoreError> {
+        if let Some(m) = self.docs.lock().expect("docs").manifests.get(&desc.digest) {
+            return Ok(m.clone());
+        }
+        let bytes = self.content.read(&desc.digest)?;
+        let m = match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
+            Ok(AnyManifest::Image(m)) => std::sync::Arc::new(*m),
+            Ok(AnyManifest::Index(_)) => {
+                return Err(StoreError::invalid(
+                    format!("manifest {}", desc.digest),
+                    "is an index, not an image manifest",
+                ));
+            }
+            Err(e) => {
+                return Err(StoreError::invalid(
+                    format!("manifest {}", desc.digest),
+                    e.to_string(),
+                ));
+            }
+        };
+        let mut docs = self.docs.lock().expect("docs");
+        docs.manifests.insert(desc.digest.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// The image config `d`, read and verified once per process.
+    fn memo_config(&self, d: &Digest) -> Result<ImageConfig, StoreError> {
+        if let Some(c) = self.docs.lock().expect("docs").configs.get(d) {
+            return Ok((**c).clone());
+        }
+        let cb = self.content.read(d)?;
+        let config: ImageConfig = serde_json::from_slice(&cb)
+            .map_err(|e| StoreError::invalid(format!("image config {d}"), e.to_string()))?;
+        let c = std::sync::Arc::new(config);
+        self.docs
+            .lock()
+            .expect("docs")
+            .configs
+            .insert(d.clone(), c.clone());
+        Ok((*c).clone())
+    }
+
     /// Finds an image the way docker does: a full or `sha256:` id, then a name
     /// (`busybox` means `docker.io/library/busybox:latest`), `name@digest`, then a
-    /// unique short id.
+    /// unique short id. A name is found in the index and only its image's
+    /// config is read, so the lookup does not grow with the store's size
+    /// beyond one small manifest read per image (once per process).
     pub fn resolve(&self, s: &str) -> Result<Image, StoreError> {
-        let images = self.images()?;
+        let idx = self.read_index()?;
         let hexpart = s.strip_prefix("sha256:").unwrap_or(s);
         let is_hex = !hexpart.is_empty() && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
+        let by_id = |idx: &Index| {
+            let lower = hexpart.to_ascii_lowercase();
+            let mut m = self
+                .images_of(idx, |id| id.has_hex_prefix(&lower))?
+                .into_iter();
+            match (m.next(), m.next()) {
+                (Some(i), None) => Ok(i),
+                (Some(_), Some(_)) => Err(StoreError::Ambiguous(s.to_string())),
+                _ => Err(StoreError::ImageNotFound(s.to_string())),
+            }
+        };
         if is_hex && (s.starts_with("sha256:") || hexpart.len() == 64) {
-            return unique_by_id(images, hexpart, s);
+            return by_id(&idx);
         }
         match Reference::parse(s) {
             Ok(r) => {
                 let r = r.with_default_tag();
                 if let Some(d) = r.digest() {
+                    let images = self.images_of(&idx, |_| true)?;
                     if let Some(img) = images.iter().find(|i| {
                         (i.manifests.contains(d)
                             && (i.names.iter().any(|n| n.name() == r.name())
@@ -205,15 +280,22 @@ impl Store {
                     }) {
                         return Ok(img.clone());
                     }
-                } else if let Some(img) = images.iter().find(|i| i.names.contains(&r)) {
-                    return Ok(img.clone());
+                } else if let Some(desc) = idx.manifests.iter().find(|x| {
+                    x.annotation(annotations::REF_NAME)
+                        .and_then(|n| Reference::parse(n).ok())
+                        .is_some_and(|n| n == r)
+                }) {
+                    let id = self.memo_manifest(desc)?.config.digest.clone();
+                    if let Some(img) = self.images_of(&idx, |c| *c == id)?.pop() {
+                        return Ok(img);
+                    }
                 }
                 if is_hex {
-                    return unique_by_id(images, hexpart, s);
+                    return by_id(&idx);
                 }
                 Err(StoreError::ImageNotFound(s.to_string()))
             }
-            Err(e) if is_hex => unique_by_id(images, hexpart, s).map_err(|_| e.into()),
+            Err(e) if is_hex => by_id(&idx).map_err(|_| e.into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -331,17 +413,6 @@ impl Store {
 
 fn short_key(k: &str) -> &str {
     &k[..k.len().min(12)]
-}
-
-fn unique_by_id(images: Vec<Image>, hexpart: &str, s: &str) -> Result<Image, StoreError> {
-    let mut m = images
-        .into_iter()
-        .filter(|i| i.id.has_hex_prefix(&hexpart.to_ascii_lowercase()));
-    match (m.next(), m.next()) {
-        (Some(i), None) => Ok(i),
-        (Some(_), Some(_)) => Err(StoreError::Ambiguous(s.to_string())),
-        _ => Err(StoreError::ImageNotFound(s.to_string())),
-    }
 }
 
 /// The manifest descriptor without per-name annotations.

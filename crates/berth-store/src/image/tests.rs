@@ -131,6 +131,36 @@ fn same_input_gives_same_image() {
     assert_eq!(s.images().unwrap().len(), 1);
 }
 
+/// One image stored under two manifests (its docker-archive copy loaded
+/// beside it): a name finds the image with every name and manifest it has,
+/// as `images` groups them, and an id finds the same.
+#[test]
+fn a_name_finds_the_whole_image_across_manifests() {
+    let (_t, s) = store(Driver::Overlay);
+    let img = import(&s, Some("app:oci"), "twice");
+    let other = import(&s, Some("unrelated"), "other");
+    let bytes = s
+        .save(
+            &[(img.clone(), vec![Reference::parse("app:docker").unwrap()])],
+            ArchiveFormat::Docker,
+            Vec::new(),
+        )
+        .unwrap();
+    s.load(&bytes[..]).unwrap();
+    let listed = s.images().unwrap();
+    assert_eq!(listed.len(), 2);
+    let grouped = listed.iter().find(|i| i.id == img.id).unwrap();
+    assert_eq!(grouped.manifests.len(), 2, "two manifests, one image");
+    for q in ["app:oci", "app:docker", img.id.short()] {
+        let r = s.resolve(q).unwrap();
+        assert_eq!(r.id, img.id, "{q}");
+        assert_eq!(r.names, grouped.names, "{q}");
+        assert_eq!(r.manifests, grouped.manifests, "{q}");
+        assert_eq!(r.manifest_desc, grouped.manifest_desc, "{q}");
+    }
+    assert_eq!(s.resolve("unrelated").unwrap().id, other.id);
+}
+
 fn save_load(format: ArchiveFormat) {
     let (_t, s) = store(Driver::Overlay);
     let img = import(&s, Some("localhost:5000/team/app:1.0"), "saved");
