@@ -8,6 +8,7 @@
 //! `/proc/self/mountinfo`; tests point a manager at a fake tree instead.
 
 mod fsutil;
+pub mod mountinfo;
 pub mod v1;
 pub mod v2;
 
@@ -31,22 +32,11 @@ pub enum Layout {
 /// Detects the layout from the mount table: v2 when `/sys/fs/cgroup` itself is
 /// cgroup2; otherwise v1, even when a v2 hierarchy is mounted beside (hybrid).
 pub fn detect_layout() -> Layout {
-    match std::fs::read_to_string("/proc/self/mountinfo") {
-        Ok(mi) => {
-            for line in mi.lines() {
-                let Some((pre, post)) = line.split_once(" - ") else {
-                    continue;
-                };
-                let fields: Vec<&str> = pre.split(' ').collect();
-                let fstype = post.split(' ').next().unwrap_or("");
-                if fields.get(4) == Some(&"/sys/fs/cgroup") && fstype == "cgroup2" {
-                    return Layout::V2;
-                }
-            }
-            Layout::V1
-        }
-        Err(_) => Layout::V1,
-    }
+    let v2 = mountinfo::read().is_ok_and(|m| {
+        m.iter()
+            .any(|x| x.mount_point == "/sys/fs/cgroup" && x.fstype == "cgroup2")
+    });
+    if v2 { Layout::V2 } else { Layout::V1 }
 }
 
 /// Freezer states.

@@ -47,21 +47,13 @@ pub struct Hierarchy {
 
 /// The v1 hierarchies mounted on this machine.
 pub fn hierarchies() -> Vec<Hierarchy> {
-    let mut out = Vec::new();
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return out;
-    };
-    for line in mi.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let f: Vec<&str> = pre.split(' ').collect();
-        let p: Vec<&str> = post.split(' ').collect();
-        if p.first() != Some(&"cgroup") || f.len() < 5 {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for m in crate::mountinfo::read().unwrap_or_default() {
+        if m.fstype != "cgroup" {
             continue;
         }
-        let opts = p.get(2).copied().unwrap_or("");
-        let controllers: Vec<String> = opts
+        let controllers: Vec<String> = m
+            .super_options
             .split(',')
             .filter(|o| CONTROLLERS.contains(o))
             .map(str::to_string)
@@ -74,8 +66,8 @@ pub fn hierarchies() -> Vec<Hierarchy> {
         }
         out.push(Hierarchy {
             controllers,
-            mountpoint: PathBuf::from(f[4]),
-            root: f[3].to_string(),
+            mountpoint: PathBuf::from(m.mount_point),
+            root: m.root,
         });
     }
     out

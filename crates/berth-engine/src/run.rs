@@ -352,7 +352,7 @@ impl Engine {
                 hostname: &dir.join("hostname").display().to_string(),
                 resolv: &dir.join("resolv.conf").display().to_string(),
             },
-            cgroup_v2: berth_cgroups_layout_is_v2(),
+            cgroup_v2: berth_runtime::cgroup_layout() == berth_runtime::CgroupLayout::V2,
         })?;
         write_file(
             &dir.join("config.json"),
@@ -664,15 +664,6 @@ impl Engine {
             }
         }
     }
-}
-
-fn berth_cgroups_layout_is_v2() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|mi| {
-            mi.lines()
-                .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "))
-        })
-        .unwrap_or(false)
 }
 
 /// Runs `body` in a process of its own that outlives the caller: forked,

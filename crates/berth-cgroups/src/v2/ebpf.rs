@@ -238,10 +238,10 @@ mod tests {
             .iter()
             .map(Path::new)
             .find(|p| {
-                std::fs::read_to_string("/proc/self/mountinfo")
+                crate::mountinfo::read()
                     .unwrap()
-                    .lines()
-                    .any(|l| l.contains(&format!(" {} ", p.display())) && l.contains("cgroup2"))
+                    .iter()
+                    .any(|m| Path::new(&m.mount_point) == *p && m.fstype == "cgroup2")
             })
             .expect("a cgroup2 hierarchy is mounted");
         let dir = unified.join(format!("berth-ebpf-test-{}", std::process::id()));

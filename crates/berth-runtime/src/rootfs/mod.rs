@@ -408,23 +408,18 @@ pub fn detach_host_view(view: &Path) -> Result<()> {
 /// bound at all: make that one mount private, as runc does. The requested propagation is applied to the new `/` after
 /// pivot_root, in [`finish`].
 fn parent_mount_private(rootfs: &str) -> Result<()> {
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").sys("read", "/proc/self/mountinfo")?;
+    let table = berth_cgroups::mountinfo::read().sys("read", "/proc/self/mountinfo")?;
     let under = |mp: &str| {
         mp == "/" || rootfs == mp || rootfs.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
     };
-    let parent = info
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let mp = f.get(4)?.replace("\\040", " ");
-            let sep = f.iter().position(|x| *x == "-")?;
-            // Shared (pivot_root refuses it) or unbindable (the rootfs bind
-            // fails with EINVAL).
-            let fix = f[6..sep]
-                .iter()
-                .any(|o| o.starts_with("shared:") || *o == "unbindable");
-            under(&mp).then_some((mp, fix))
+    // Shared (pivot_root refuses it) or unbindable (the rootfs bind fails
+    // with EINVAL).
+    let parent = table
+        .into_iter()
+        .filter(|m| under(&m.mount_point))
+        .map(|m| {
+            let fix = m.is_shared() || m.is_unbindable();
+            (m.mount_point, fix)
         })
         .max_by_key(|(mp, _)| mp.len());
     if let Some((mp, true)) = parent {
