@@ -115,27 +115,32 @@ impl Store {
         &self,
         desc: &Descriptor,
     ) -> Result<(Manifest, ImageConfig), StoreError> {
-        let bytes = self.content.read(&desc.digest)?;
-        let m = match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
-            Ok(AnyManifest::Image(m)) => *m,
-            Ok(AnyManifest::Index(_)) => {
-                return Err(StoreError::invalid(
-                    format!("manifest {}", desc.digest),
-                    "is an index, not an image manifest",
-                ));
-            }
-            Err(e) => {
-                return Err(StoreError::invalid(
-                    format!("manifest {}", desc.digest),
-                    e.to_string(),
-                ));
-            }
-        };
-        let cb = self.content.read(&m.config.digest)?;
-        let config: ImageConfig = serde_json::from_slice(&cb).map_err(|e| {
-            StoreError::invalid(format!("image config {}", m.config.digest), e.to_string())
-        })?;
+        let m = self.read_manifest(desc)?;
+        let config = self.read_config(&m.config.digest)?;
         Ok((m, config))
+    }
+
+    /// Reads and verifies the image manifest `desc` names.
+    fn read_manifest(&self, desc: &Descriptor) -> Result<Manifest, StoreError> {
+        let bytes = self.content.read(&desc.digest)?;
+        match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
+            Ok(AnyManifest::Image(m)) => Ok(*m),
+            Ok(AnyManifest::Index(_)) => Err(StoreError::invalid(
+                format!("manifest {}", desc.digest),
+                "is an index, not an image manifest",
+            )),
+            Err(e) => Err(StoreError::invalid(
+                format!("manifest {}", desc.digest),
+                e.to_string(),
+            )),
+        }
+    }
+
+    /// Reads and verifies image config `d`.
+    fn read_config(&self, d: &Digest) -> Result<ImageConfig, StoreError> {
+        let cb = self.content.read(d)?;
+        serde_json::from_slice(&cb)
+            .map_err(|e| StoreError::invalid(format!("image config {d}"), e.to_string()))
     }
 
     /// Every image, grouped by image id (config digest) as docker groups them,
@@ -205,22 +210,7 @@ impl Store {
         if let Some(m) = self.docs.lock().expect("docs").manifests.get(&desc.digest) {
             return Ok(m.clone());
         }
-        let bytes = self.content.read(&desc.digest)?;
-        let m = match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
-            Ok(AnyManifest::Image(m)) => std::sync::Arc::new(*m),
-            Ok(AnyManifest::Index(_)) => {
-                return Err(StoreError::invalid(
-                    format!("manifest {}", desc.digest),
-                    "is an index, not an image manifest",
-                ));
-            }
-            Err(e) => {
-                return Err(StoreError::invalid(
-                    format!("manifest {}", desc.digest),
-                    e.to_string(),
-                ));
-            }
-        };
+        let m = std::sync::Arc::new(self.read_manifest(desc)?);
         let mut docs = self.docs.lock().expect("docs");
         docs.manifests.insert(desc.digest.clone(), m.clone());
         Ok(m)
@@ -231,10 +221,7 @@ impl Store {
         if let Some(c) = self.docs.lock().expect("docs").configs.get(d) {
             return Ok((**c).clone());
         }
-        let cb = self.content.read(d)?;
-        let config: ImageConfig = serde_json::from_slice(&cb)
-            .map_err(|e| StoreError::invalid(format!("image config {d}"), e.to_string()))?;
-        let c = std::sync::Arc::new(config);
+        let c = std::sync::Arc::new(self.read_config(d)?);
         self.docs
             .lock()
             .expect("docs")
