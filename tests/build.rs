@@ -934,7 +934,8 @@ fn add_from_git() {
 
 /// `RUN --mount=type=bind,from=<stage|image>`: a path of an earlier stage
 /// (built because of the mount alone) or of an image in the store, read-only
-/// for the step and not in the layer; the stage's content is in the step's
+/// for the step (or, with `rw`, writable with the writes thrown away — the
+/// next step sees the stage as it was) and not in the layer; the stage's content is in the step's
 /// cache key; a source that leaves the stage through a symlink is refused.
 #[test]
 fn run_mount_bind_from_a_stage() {
@@ -945,12 +946,14 @@ fn run_mount_bind_from_a_stage() {
               FROM busybox\n\
               RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools cat /mnt/tools/tool.txt > /got && (touch /mnt/tools/x 2>/dev/null || echo ro >> /got)\n\
               RUN --mount=type=bind,from=busybox,source=/bin/busybox,target=/mnt/busybox /mnt/busybox true && echo image-ok > /got2\n\
-              CMD cat /got /got2; ls -d /mnt 2>&1; true\n";
+              RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools,rw sh -c 'echo written > /mnt/tools/tool.txt && cat /mnt/tools/tool.txt > /got3'\n\
+              RUN --mount=type=bind,from=tools,source=/out,target=/mnt/tools cat /mnt/tools/tool.txt >> /got3\n\
+              CMD cat /got /got2 /got3; ls -d /mnt 2>&1; true\n";
     let d = ctx(&b, "bindfrom", &[("Dockerfile", df)]);
     build(&b, &d, &["-t", "bf"]).ok();
     assert_eq!(
         b.run(&["run", "--rm", "bf"]).ok(),
-        "v1\nro\nimage-ok\nls: /mnt: No such file or directory\n"
+        "v1\nro\nimage-ok\nwritten\nv1\nls: /mnt: No such file or directory\n"
     );
     // What the mounted stage holds is part of the key.
     let r = build(&b, &d, &["-t", "bf", "--progress", "plain"]);
