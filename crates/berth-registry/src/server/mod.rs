@@ -1118,9 +1118,16 @@ fn blob_body(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Bo
         let mut at = 0;
         while at < all.len() {
             let n = BLOB_PIECE.min(all.len() - at);
-            // Before 5.14 (no MADV_POPULATE_READ) the socket write faults the
-            // pages in instead.
-            let _ = map.advise_range(memmap2::Advice::PopulateRead, at, n);
+            // Before 5.14 (EINVAL: no MADV_POPULATE_READ) the socket write
+            // faults the pages in instead. Any other failure (a read error of
+            // the disk) ends the response here: touching those pages would
+            // be SIGBUS.
+            if let Err(e) = map.advise_range(memmap2::Advice::PopulateRead, at, n)
+                && e.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error())
+            {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
             if tx.blocking_send(Ok(all.slice(at..at + n))).is_err() {
                 return; // the client went away
             }
