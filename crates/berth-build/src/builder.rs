@@ -1102,20 +1102,28 @@ impl<'a> Builder<'a> {
         let parent_key = st.key.clone();
         let mut next = self.commit_snapshot(&snap, st, &shown, opts)?;
         next.key = key.clone();
-        self.cache
-            .put(
-                &key,
-                &step_id,
-                &parent_key,
-                &Record {
-                    config: next.config.clone(),
-                    layers: next.layers.clone(),
-                },
-                &inputs,
-            )
-            .map_err(other)?;
+        self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
         self.done(v, t);
         Ok(next)
+    }
+
+    /// Records a finished step in the cache: `key` (a child of `parent`)
+    /// gives `next`.
+    fn remember(
+        &self,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        next: &StageImage,
+        inputs: &Inputs,
+    ) -> Result<(), BuildError> {
+        let rec = Record {
+            config: next.config.clone(),
+            layers: next.layers.clone(),
+        };
+        self.cache
+            .put(key, step_id, parent, &rec, inputs)
+            .map_err(other)
     }
 
     fn cached(&self, key: &str) -> Option<Record> {
@@ -1474,18 +1482,13 @@ impl<'a> Builder<'a> {
         // commit_snapshot added; dispatch adds the WORKDIR one.
         next.config.history.pop();
         next.key = key.clone();
-        self.cache
-            .put(
-                &key,
-                &cache::step_id(&format!("WORKDIR {dir}")),
-                &parent_key,
-                &Record {
-                    config: next.config.clone(),
-                    layers: next.layers.clone(),
-                },
-                &Inputs::default(),
-            )
-            .map_err(other)?;
+        self.remember(
+            &key,
+            &cache::step_id(&format!("WORKDIR {dir}")),
+            &parent_key,
+            &next,
+            &Inputs::default(),
+        )?;
         self.done(v, t);
         Ok(next)
     }
@@ -1937,18 +1940,7 @@ impl<'a> Builder<'a> {
             opts,
         )?;
         next.key = key.clone();
-        self.cache
-            .put(
-                &key,
-                &step_id,
-                &parent_key,
-                &Record {
-                    config: next.config.clone(),
-                    layers: next.layers.clone(),
-                },
-                &inputs,
-            )
-            .map_err(other)?;
+        self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
         self.done(v, t);
         Ok(next)
     }
