@@ -250,6 +250,22 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Manifest {
+    /// An OCI image manifest of the config `config` (its digest and size)
+    /// and `layers`.
+    pub fn oci(config: Digest, config_size: u64, layers: Vec<Descriptor>) -> Self {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(media_types::OCI_MANIFEST.to_string()),
+            artifact_type: None,
+            config: Descriptor::new(media_types::OCI_CONFIG, config, config_size),
+            layers,
+            subject: None,
+            annotations: None,
+        }
+    }
+}
+
 /// An image index or Docker manifest list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

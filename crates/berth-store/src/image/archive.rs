@@ -124,19 +124,7 @@ impl Store {
                             size,
                         ));
                     }
-                    let m = Manifest {
-                        schema_version: 2,
-                        media_type: Some(media_types::OCI_MANIFEST.into()),
-                        artifact_type: None,
-                        config: Descriptor::new(
-                            media_types::OCI_CONFIG,
-                            img.id.clone(),
-                            config_bytes.len() as u64,
-                        ),
-                        layers,
-                        subject: None,
-                        annotations: None,
-                    };
+                    let m = Manifest::oci(img.id.clone(), config_bytes.len() as u64, layers);
                     let mb = serde_json::to_vec(&m).expect("manifest serialises");
                     let d = Digest::sha256_of(&mb);
                     out.bytes(&blob_path(&d), &mb)?;
@@ -373,19 +361,7 @@ impl Store {
             }
             let blobs: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
             self.unpack(&blobs, &config.rootfs.diff_ids)?;
-            let manifest = Manifest {
-                schema_version: 2,
-                media_type: Some(media_types::OCI_MANIFEST.into()),
-                artifact_type: None,
-                config: Descriptor::new(
-                    media_types::OCI_CONFIG,
-                    config_digest.clone(),
-                    config_bytes.len() as u64,
-                ),
-                layers,
-                subject: None,
-                annotations: None,
-            };
+            let manifest = Manifest::oci(config_digest.clone(), config_bytes.len() as u64, layers);
             let mut names = Vec::new();
             for t in am.repo_tags.unwrap_or_default() {
                 names.push(Reference::parse(&t)?.with_default_tag());

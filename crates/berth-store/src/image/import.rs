@@ -94,19 +94,7 @@ impl Store {
     ) -> Result<Image, StoreError> {
         let config_bytes = config.to_bytes();
         let config_digest = self.content.put(&config_bytes, None)?;
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media_types::OCI_MANIFEST.to_string()),
-            artifact_type: None,
-            config: Descriptor::new(
-                media_types::OCI_CONFIG,
-                config_digest.clone(),
-                config_bytes.len() as u64,
-            ),
-            layers,
-            subject: None,
-            annotations: None,
-        };
+        let manifest = Manifest::oci(config_digest.clone(), config_bytes.len() as u64, layers);
         self.put_manifest(manifest, config.clone(), name, None)
     }
 
