@@ -485,7 +485,15 @@ impl Storage {
 
     /// Every repository name, sorted.
     pub fn catalog(&self) -> Vec<String> {
-        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        let mut out = self.repos_where(|p| p.join("_manifests/revisions").is_dir());
+        out.sort();
+        out
+    }
+
+    /// The repository directories (named by their path under `repos/`) that
+    /// `is_repo` accepts; directories named `_…` are the repositories' own.
+    fn repos_where(&self, is_repo: impl Fn(&Path) -> bool) -> Vec<String> {
+        fn walk(dir: &Path, prefix: &str, is_repo: &dyn Fn(&Path) -> bool, out: &mut Vec<String>) {
             let Ok(rd) = fs::read_dir(dir) else { return };
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
@@ -493,19 +501,19 @@ impl Storage {
                     continue;
                 }
                 let full = if prefix.is_empty() {
-                    n.clone()
+                    n
                 } else {
                     format!("{prefix}/{n}")
                 };
-                if e.path().join("_manifests/revisions").is_dir() {
+                let p = e.path();
+                if is_repo(&p) {
                     out.push(full.clone());
                 }
-                walk(&e.path(), &full, out);
+                walk(&p, &full, is_repo, out);
             }
         }
         let mut out = Vec::new();
-        walk(&self.root.join("repos"), "", &mut out);
-        out.sort();
+        walk(&self.root.join("repos"), "", &is_repo, &mut out);
         out
     }
 
@@ -622,28 +630,7 @@ impl Storage {
     }
 
     fn all_repos(&self) -> Vec<String> {
-        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
-            let Ok(rd) = fs::read_dir(dir) else { return };
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with('_') || !e.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                let full = if prefix.is_empty() {
-                    n
-                } else {
-                    format!("{prefix}/{n}")
-                };
-                let p = e.path();
-                if p.join("_manifests").is_dir() || p.join("_layers").is_dir() {
-                    out.push(full.clone());
-                }
-                walk(&p, &full, out);
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root.join("repos"), "", &mut out);
-        out
+        self.repos_where(|p| p.join("_manifests").is_dir() || p.join("_layers").is_dir())
     }
 }
 
