@@ -215,15 +215,7 @@ impl Snapshotter {
 
     /// Every committed layer.
     pub fn layers(&self) -> Result<Vec<LayerMeta>, SnapshotError> {
-        let dir = self.root.join("layers");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
-            let e = e.ctx("readdir", &dir)?;
-            if let Some(m) = read_meta(&e.path().join("meta.json"))? {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        read_metas(&self.root.join("layers"))
     }
 
     /// Layer directories without valid metadata (left by a crash before rename is
@@ -513,15 +505,7 @@ impl Snapshotter {
 
     /// Every active snapshot.
     pub fn actives(&self) -> Result<Vec<ActiveMeta>, SnapshotError> {
-        let dir = self.root.join("active");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).ctx("readdir", &dir)? {
-            let e = e.ctx("readdir", &dir)?;
-            if let Some(m) = read_meta(&e.path().join("meta.json"))? {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        read_metas(&self.root.join("active"))
     }
 
     /// The writable directory of an active snapshot (overlay upper, or the full
@@ -646,6 +630,18 @@ fn validate_key(key: &str) -> Result<(), SnapshotError> {
         return Err(SnapshotError::NotFound(key.to_string()));
     }
     Ok(())
+}
+
+/// The `meta.json` of every directory in `dir` that has one.
+fn read_metas<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<Vec<T>, SnapshotError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).ctx("readdir", dir)? {
+        let e = e.ctx("readdir", dir)?;
+        if let Some(m) = read_meta(&e.path().join("meta.json"))? {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, SnapshotError> {
