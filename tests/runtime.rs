@@ -357,6 +357,36 @@ fn exec_joins_the_namespaces() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
 }
 
+/// A container that joins another's pid and uts namespaces by path (what
+/// `docker run --pid container:X` asks of runc): it sees the other's init as
+/// pid 1 and its hostname, and is not init itself.
+#[test]
+fn joins_another_containers_pid_namespace() {
+    let a = Bundle::new(&["sleep", "100"]);
+    a.edit(|c| c["hostname"] = json!("host-a"));
+    ok(&a.rt_detached(&["run", "-d", "-b", a.bundle().to_str().unwrap(), &a.id]));
+    let state: Value = serde_json::from_str(&ok(&a.rt(&["state", &a.id]))).unwrap();
+    let pid = state["pid"].as_i64().unwrap();
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; [ $$ -gt 1 ] && echo not-init",
+    ]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in ns.iter_mut() {
+            if n["type"] == "pid" || n["type"] == "uts" {
+                n["path"] = json!(format!("/proc/{pid}/ns/{}", n["type"].as_str().unwrap()));
+            }
+        }
+        c["hostname"] = Value::Null;
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["sleep 100 ", "host-a", "not-init"], "{out}");
+}
+
 #[test]
 fn user_namespace_maps_root() {
     let b = Bundle::new(&["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 1"]);

@@ -54,7 +54,9 @@ pub struct Plan {
     pub new_cgroup: bool,
 }
 
-const ORDER: [LinuxNamespaceType; 8] = [
+/// The order namespaces are joined or made in (user first, so the others are
+/// owned by it; mount last, so the paths of the others still resolve).
+pub(crate) const ORDER: [LinuxNamespaceType; 8] = [
     LinuxNamespaceType::User,
     LinuxNamespaceType::Cgroup,
     LinuxNamespaceType::Ipc,

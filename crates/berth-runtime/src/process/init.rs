@@ -55,6 +55,21 @@ fn other(e: RuntimeError) -> InitError {
     }
 }
 
+/// Forks once more and lets the intermediate process exit after telling the
+/// parent the child's pid: a joined pid namespace only applies to children,
+/// so the child is the one that runs in it (the runtime, as subreaper,
+/// adopts it). `what` names the step in an error.
+fn fork_past_intermediate(chan: &Channel, what: &str) -> Result<(), InitError> {
+    match super::clone_process(0).map_err(|e| InitError::Other(format!("{what}: {e}")))? {
+        super::Forked::Parent(pid) => {
+            chan.send(&ToParent::Pid(pid)).map_err(other)?;
+            // SAFETY: the intermediate process is done; the runtime is its subreaper.
+            unsafe { libc::_exit(0) }
+        }
+        super::Forked::Child => Ok(()),
+    }
+}
+
 fn wait_go(chan: &Channel) -> Result<(), InitError> {
     match chan.recv::<ToChild>().map_err(other)? {
         Some(ToChild::Go) => Ok(()),
@@ -137,16 +152,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     }
     if a.plan.join_pid {
         // A joined pid namespace applies to children: the next fork is init.
-        match super::clone_process(0)
-            .map_err(|e| InitError::Other(format!("fork into the pid namespace: {e}")))?
-        {
-            super::Forked::Parent(pid) => {
-                chan.send(&ToParent::Pid(pid)).map_err(other)?;
-                // SAFETY: the intermediate process is done; the runtime is its subreaper.
-                unsafe { libc::_exit(0) }
-            }
-            super::Forked::Child => {}
-        }
+        fork_past_intermediate(chan, "fork into the pid namespace")?;
     }
     for (t, path) in &a.plan.join {
         if *t == LinuxNamespaceType::Mount {
@@ -395,31 +401,13 @@ pub fn exec_child(
         wait_go(&chan)?;
         let own = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).ok();
         let theirs = |n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).ok();
-        for t in [
-            LinuxNamespaceType::User,
-            LinuxNamespaceType::Cgroup,
-            LinuxNamespaceType::Ipc,
-            LinuxNamespaceType::Uts,
-            LinuxNamespaceType::Network,
-            LinuxNamespaceType::Pid,
-            LinuxNamespaceType::Time,
-            LinuxNamespaceType::Mount,
-        ] {
+        for t in namespaces::ORDER {
             let n = namespaces::proc_name(t);
             if theirs(n).is_some() && theirs(n) != own(n) {
                 namespaces::join(t, Path::new(&format!("/proc/{pid}/ns/{n}"))).map_err(other)?;
             }
         }
-        match super::clone_process(0)
-            .map_err(|e| InitError::Other(format!("fork into the container: {e}")))?
-        {
-            super::Forked::Parent(child) => {
-                chan.send(&ToParent::Pid(child)).map_err(other)?;
-                // SAFETY: the intermediate is done; the runtime is the subreaper.
-                unsafe { libc::_exit(0) }
-            }
-            super::Forked::Child => {}
-        }
+        fork_past_intermediate(&chan, "fork into the container")?;
         // SAFETY: setsid in the new process.
         unsafe {
             libc::setsid();
