@@ -390,6 +390,46 @@ fn run_mounts_cache_tmpfs_bind() {
     );
 }
 
+/// `COPY --chown/--chmod` and `USER` for RUN steps, resolved in the image's
+/// own passwd and group files as BuildKit resolves them: a name takes its
+/// passwd primary group, a bare uid is also the gid, `user:group` both; a RUN
+/// under `USER app` runs with app's ids, supplementary groups and HOME, and
+/// `USER app:grp` with that group. An unknown name fails at its line.
+#[test]
+fn chown_chmod_and_user_in_steps() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let df = "FROM busybox\n\
+              RUN echo 'app:x:1234:100::/home/app:/bin/sh' >> /etc/passwd && echo 'extra:x:777:app' >> /etc/group && mkdir -p /home/app /out && chown app /home/app && chmod 1777 /out\n\
+              COPY --chown=app f.txt /f-name\n\
+              COPY --chown=4242 f.txt /f-uid\n\
+              COPY --chown=www-data:staff f.txt /f-both\n\
+              COPY --chown=1:2 --chmod=640 f.txt /f-mode\n\
+              USER app\n\
+              RUN id -u > /out/u && id -g > /out/g && id -G > /out/groups && echo $HOME > /out/home && touch /home/app/made\n\
+              USER app:extra\n\
+              RUN id -g > /out/g2\n\
+              USER root\n\
+              CMD stat -c '%n %u:%g %a' /f-name /f-uid /f-both /f-mode /home/app/made && cat /out/u /out/g /out/groups /out/home /out/g2\n";
+    let d = ctx(&b, "chown", &[("Dockerfile", df), ("f.txt", "data\n")]);
+    build(&b, &d, &["-t", "own"]).ok();
+    assert_eq!(
+        b.run(&["run", "--rm", "own"]).ok(),
+        "/f-name 1234:100 644\n/f-uid 4242:4242 644\n/f-both 33:50 644\n/f-mode 1:2 640\n\
+         /home/app/made 1234:100 644\n1234\n100\n100 777\n/home/app\n777\n"
+    );
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nCOPY --chown=nobody-here f.txt /f\n",
+    )
+    .unwrap();
+    let err = build(&b, &d, &["-t", "own2"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unable to find user nobody-here"),
+        "{err}"
+    );
+}
+
 /// `RUN --mount=type=bind,rw` (BuildKit): the step may write to the bound
 /// directory or file, and what it writes is thrown away — neither the context
 /// nor the image keeps it; a source overlay's options cannot name (`:` in the

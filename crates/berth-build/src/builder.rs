@@ -1168,7 +1168,12 @@ impl<'a> Builder<'a> {
             top.as_ref()
                 .and_then(|t| self.store.snapshots.read_file(t, p))
         };
-        let (uid, gid, groups, home) = resolve_user(
+        let berth_types::user::User {
+            uid,
+            gid,
+            additional_gids: groups,
+            home,
+        } = berth_types::user::resolve(
             cfg.user.as_deref().unwrap_or(""),
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
@@ -1855,8 +1860,14 @@ impl<'a> Builder<'a> {
                 Some(ch) => {
                     let pw = std::fs::read(mnt.join("etc/passwd")).ok();
                     let gr = std::fs::read(mnt.join("etc/group")).ok();
-                    let (u, g, _, _) = resolve_user(ch, pw.as_deref(), gr.as_deref())?;
-                    (Some(u), Some(g))
+                    // BuildKit: a uid without a group means that number as
+                    // the gid too; a name, its primary group from passwd.
+                    let spec = match ch.parse::<u32>() {
+                        Ok(_) => format!("{ch}:{ch}"),
+                        Err(_) => ch.clone(),
+                    };
+                    let u = berth_types::user::resolve(&spec, pw.as_deref(), gr.as_deref())?;
+                    (Some(u.uid), Some(u.gid))
                 }
                 None => (Some(0), Some(0)),
             };
@@ -2037,68 +2048,6 @@ fn set_env(env: &mut Vec<String>, kv: &str) {
         Some(e) => *e = kv.to_string(),
         None => env.push(kv.to_string()),
     }
-}
-
-/// USER / --chown resolution against passwd and group content: (uid, gid, groups, home).
-fn resolve_user(
-    spec: &str,
-    passwd: Option<&[u8]>,
-    group: Option<&[u8]>,
-) -> Result<(u32, u32, Vec<u32>, String), String> {
-    let lines = |d: Option<&[u8]>| -> Vec<Vec<String>> {
-        d.map(|d| {
-            String::from_utf8_lossy(d)
-                .lines()
-                .map(|l| l.split(':').map(str::to_string).collect())
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    let pw = lines(passwd);
-    let gr = lines(group);
-    let (u, g) = spec
-        .split_once(':')
-        .map(|(a, b)| (a, Some(b)))
-        .unwrap_or((spec, None));
-    let u = if u.is_empty() { "0" } else { u };
-    let entry = pw.iter().find(|e| e.len() >= 4 && (e[0] == u || e[2] == u));
-    let uid: u32 = match u.parse() {
-        Ok(n) => n,
-        Err(_) => entry.and_then(|e| e[2].parse().ok()).ok_or_else(|| {
-            format!("unable to find user {u}: no matching entries in passwd file")
-        })?,
-    };
-    let gid: u32 = match g {
-        Some(g) => match g.parse() {
-            Ok(n) => n,
-            Err(_) => gr
-                .iter()
-                .find(|e| e.len() >= 3 && e[0] == g)
-                .and_then(|e| e[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
-        },
-        None => entry.and_then(|e| e[3].parse().ok()).unwrap_or(0),
-    };
-    let home = entry
-        .and_then(|e| e.get(5).cloned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() });
-    let mut groups: Vec<u32> = vec![gid];
-    if let Some(e) = entry {
-        for gline in &gr {
-            if gline.len() >= 4
-                && gline[3].split(',').any(|m| m == e[0])
-                && let Ok(x) = gline[2].parse()
-            {
-                groups.push(x);
-            }
-        }
-    }
-    groups.sort();
-    groups.dedup();
-    Ok((uid, gid, groups, home))
 }
 
 fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {

@@ -18,7 +18,6 @@ pub mod network;
 pub mod ops;
 pub mod run;
 pub mod spec;
-pub mod user;
 pub mod volume;
 
 use std::path::{Path, PathBuf};

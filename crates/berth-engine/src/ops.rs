@@ -312,11 +312,12 @@ impl Engine {
                 top.as_ref()
                     .and_then(|t| self.store.snapshots.read_file(t, f))
             };
-            let usr = crate::user::resolve(
+            let usr = berth_types::user::resolve(
                 u,
                 read("/etc/passwd").as_deref(),
                 read("/etc/group").as_deref(),
-            )?;
+            )
+            .map_err(EngineError::Invalid)?;
             p["user"] =
                 json!({"uid": usr.uid, "gid": usr.gid, "additionalGids": usr.additional_gids});
             if !env.iter().any(|e| e.starts_with("HOME=")) || r.user.is_some() {

@@ -324,11 +324,12 @@ impl Engine {
             top.as_ref()
                 .and_then(|t| self.store.snapshots.read_file(t, p))
         };
-        let user = crate::user::resolve(
+        let user = berth_types::user::resolve(
             &c.config.user,
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
-        )?;
+        )
+        .map_err(EngineError::Invalid)?;
         let join_netns = match c.host_config.network_mode.strip_prefix("container:") {
             Some(other) => {
                 let o = self.find(other)?;

@@ -8,8 +8,8 @@ use berth_runtime::capabilities::DOCKER_DEFAULT;
 use serde_json::{Value, json};
 
 use crate::container::{Container, MountPoint};
-use crate::user::User;
 use crate::{EngineError, Result};
+use berth_types::user::User;
 
 /// docker's default PATH.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod image;
 pub mod reference;
+pub mod user;
 
 pub use digest::Digest;
 pub use image::{

@@ -1,8 +1,8 @@
-//! `--user` / USER resolution against the image's /etc/passwd and /etc/group:
-//! `name`, `uid`, `name:group`, `uid:gid`, plus the user's home directory and
-//! supplementary groups, with docker's errors for names that do not exist.
-
-use crate::{EngineError, Result};
+//! The image config's `User` (and `run --user`, `COPY --chown`) resolved
+//! against the image's /etc/passwd and /etc/group: `name`, `uid`,
+//! `name:group`, `uid:gid`, plus the user's home directory and supplementary
+//! groups, as runc's GetExecUser does, with docker's errors for names that do
+//! not exist. Shared by the engine (containers) and the builder (RUN steps).
 
 /// A resolved user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ fn entries(data: Option<&[u8]>) -> Vec<Vec<String>> {
 }
 
 /// Resolves `spec` (empty means root) with the image's passwd and group files.
-pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Result<User> {
+pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Result<User, String> {
     let pw = entries(passwd);
     let gr = entries(group);
     let (u, g) = match spec.split_once(':') {
@@ -44,9 +44,9 @@ pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Resul
         (Ok(n), _) => n,
         (Err(_), Some(e)) => e[2].parse().unwrap_or(0),
         (Err(_), None) => {
-            return Err(EngineError::Invalid(format!(
+            return Err(format!(
                 "unable to find user {u}: no matching entries in passwd file"
-            )));
+            ));
         }
     };
     let gid = match g {
@@ -57,9 +57,7 @@ pub fn resolve(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Resul
                 .find(|e| e.len() >= 3 && e[0] == g)
                 .and_then(|e| e[2].parse().ok())
                 .ok_or_else(|| {
-                    EngineError::Invalid(format!(
-                        "unable to find group {g}: no matching entries in group file"
-                    ))
+                    format!("unable to find group {g}: no matching entries in group file")
                 })?,
         },
         None => pw_entry.and_then(|e| e[3].parse().ok()).unwrap_or(0),
@@ -124,7 +122,6 @@ mod tests {
         assert!(
             resolve("nobody-here", Some(PW), Some(GR))
                 .unwrap_err()
-                .to_string()
                 .contains("unable to find user nobody-here")
         );
         assert!(resolve("bob:nogroup", Some(PW), Some(GR)).is_err());
