@@ -1012,19 +1012,8 @@ impl<'a> Builder<'a> {
         let mount_text: String = r.mounts.iter().map(|m| format!("--mount={m} ")).collect();
         let key = cache::key(&st.key, &format!("RUN {mount_text}{shown}"), &inputs);
         let (v, t) = self.vertex(&format!("[{n}/{total}] RUN {}", r.cmd.args.join(" ")));
-        if !opts.no_cache
-            && let Some(rec) = self.cached(&key)
-        {
-            self.line(&format!("#{v} CACHED"));
-            return Ok(StageImage {
-                config: rec.config,
-                layers: rec.layers,
-                key,
-            });
-        }
-        if !opts.no_cache {
-            let why = self.cache.explain(&step_id, &st.key, &inputs);
-            self.line(&format!("#{v} cache miss: {why}"));
+        if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
+            return Ok(hit);
         }
         let top = st.top_chain();
         self.ensure_unpacked(&st)?;
@@ -1124,6 +1113,34 @@ impl<'a> Builder<'a> {
         self.cache
             .put(key, step_id, parent, &rec, inputs)
             .map_err(other)
+    }
+
+    /// Step `key`'s cached result (said as `CACHED` on vertex `v`), unless
+    /// the build is `--no-cache`; on a miss, says why, from what step
+    /// `step_id` was last run with under `parent`.
+    fn lookup(
+        &mut self,
+        v: usize,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        inputs: &Inputs,
+        opts: &BuildOptions,
+    ) -> Option<StageImage> {
+        if opts.no_cache {
+            return None;
+        }
+        if let Some(rec) = self.cached(key) {
+            self.line(&format!("#{v} CACHED"));
+            return Some(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key: key.to_string(),
+            });
+        }
+        let why = self.cache.explain(step_id, parent, inputs);
+        self.line(&format!("#{v} cache miss: {why}"));
+        None
     }
 
     fn cached(&self, key: &str) -> Option<Record> {
@@ -1794,19 +1811,8 @@ impl<'a> Builder<'a> {
         }
         let step_id = cache::step_id(text);
         let key = cache::key(&st.key, text, &inputs);
-        if !opts.no_cache
-            && let Some(rec) = self.cached(&key)
-        {
-            self.line(&format!("#{v} CACHED"));
-            return Ok(StageImage {
-                config: rec.config,
-                layers: rec.layers,
-                key,
-            });
-        }
-        if !opts.no_cache {
-            let why = self.cache.explain(&step_id, &st.key, &inputs);
-            self.line(&format!("#{v} cache miss: {why}"));
+        if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
+            return Ok(hit);
         }
         // Repositories: fetched now that the step runs; their files go into
         // the destination as a directory's contents do.
