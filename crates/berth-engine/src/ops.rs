@@ -236,14 +236,7 @@ impl Engine {
                         .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
                 })
                 .unwrap_or_default();
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
-                .map(|b| {
-                    String::from_utf8_lossy(&b)
-                        .replace('\0', " ")
-                        .trim()
-                        .to_string()
-                })
-                .unwrap_or_default();
+            let cmd = berth_runtime::cmdline(p);
             rows.push(vec![
                 if uid == "0" { "root".into() } else { uid },
                 p.to_string(),

@@ -26,6 +26,7 @@ pub mod wait;
 pub use berth_cgroups::Layout as CgroupLayout;
 pub use berth_cgroups::Stats;
 pub use berth_cgroups::detect_layout as cgroup_layout;
+pub use container::cmdline;
 pub use container::kill::parse_signal;
 pub use container::{CreateOptions, ExecOptions, Runtime};
 pub use error::{Result, RuntimeError};

@@ -11,7 +11,7 @@ mod start;
 
 pub use create::CreateOptions;
 pub use exec::{ExecOptions, ExecResult};
-pub use query::{ContainerInfo, OciState};
+pub use query::{ContainerInfo, OciState, cmdline};
 
 use std::path::{Path, PathBuf};
 

@@ -112,3 +112,16 @@ impl Runtime {
         Ok(self.cgroup(&st)?.stats()?)
     }
 }
+
+/// A process's command line, its arguments joined by spaces (`ps`'s CMD
+/// column); empty when the process is gone or is a kernel thread.
+pub fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}

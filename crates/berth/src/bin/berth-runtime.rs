@@ -366,14 +366,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 println!("PID      CMD");
                 for p in pids {
-                    let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
-                        .map(|b| {
-                            String::from_utf8_lossy(&b)
-                                .replace('\0', " ")
-                                .trim()
-                                .to_string()
-                        })
-                        .unwrap_or_default();
+                    let cmd = berth_runtime::cmdline(p);
                     println!("{p:<8} {cmd}");
                 }
             }
