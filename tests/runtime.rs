@@ -291,6 +291,15 @@ fn lifecycle_create_start_state_kill_delete() {
     let ps: Vec<i32> =
         serde_json::from_str(&ok(&b.rt(&["ps", "--format", "json", &b.id]))).unwrap();
     assert_eq!(ps.len(), 1);
+    let table = ok(&b.rt(&["ps", &b.id]));
+    assert_eq!(
+        table.lines().collect::<Vec<_>>(),
+        [
+            "PID      CMD".to_string(),
+            format!("{:<8} sleep 100", ps[0])
+        ],
+        "{table}"
+    );
     ok(&b.rt(&["kill", &b.id, "KILL"]));
     for _ in 0..100 {
         let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
