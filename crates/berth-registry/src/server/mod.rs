@@ -1422,7 +1422,8 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
         .collect();
     let is_post = req.method() == Method::POST;
     let basic = header_str(req.headers(), header::AUTHORIZATION).map(str::to_string);
-    let who = if is_post {
+    // The form's credentials (POST, OAuth2 style) or the Authorization header.
+    let credentials = if is_post {
         let body = read_limited(req, 64 << 10).await?;
         let f: TokenForm = serde_urlencoded_like(&body);
         scopes.extend(
@@ -1449,30 +1450,19 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
                 format!("{user}:{pass}")
             )
         );
-        match app.auth.check_basic(&hdr) {
-            Some(w) => w,
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "incorrect username or password",
-                ));
-            }
-        }
+        Some(hdr)
     } else {
-        match basic {
-            Some(h) => match app.auth.check_basic(&h) {
-                Some(w) => w,
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "UNAUTHORIZED",
-                        "incorrect username or password",
-                    ));
-                }
-            },
-            None => Principal::Anonymous,
-        }
+        basic
+    };
+    let who = match credentials {
+        Some(h) => app.auth.check_basic(&h).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "incorrect username or password",
+            )
+        })?,
+        None => Principal::Anonymous,
     };
     let mut access: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &scopes {
