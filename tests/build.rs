@@ -430,6 +430,42 @@ fn chown_chmod_and_user_in_steps() {
     );
 }
 
+/// A build is not broken by a prune running beside it (BuildKit keeps leases
+/// for the same): `builder prune` and `image prune` loop while a build of
+/// slow, uncached steps runs; the build succeeds, its image has every step's
+/// file, and the store checks consistent. Without the build's lease, gc took
+/// the step's half-made snapshot or the layers not yet in any image.
+#[test]
+fn prune_beside_a_build_does_not_break_it() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let df = "FROM busybox\n\
+              RUN sleep 0.3 && echo a > /a\n\
+              RUN sleep 0.3 && echo b > /b\n\
+              COPY f /f\n\
+              RUN sleep 0.3 && echo c > /c\n\
+              RUN sleep 0.3 && echo d > /d\n";
+    let d = ctx(&b, "lease", &[("Dockerfile", df), ("f", "file\n")]);
+    std::thread::scope(|sc| {
+        let build = sc.spawn(|| build(&b, &d, &["-t", "leased", "--no-cache"]));
+        let mut prunes = 0;
+        while !build.is_finished() {
+            b.run(&["builder", "prune", "-f"]).ok();
+            b.run(&["image", "prune", "-f"]).ok();
+            prunes += 1;
+        }
+        build.join().unwrap().ok();
+        assert!(prunes > 0);
+    });
+    assert_eq!(
+        b.run(&["run", "--rm", "leased", "cat", "/a", "/b", "/f", "/c", "/d"])
+            .ok(),
+        "a\nb\nfile\nc\nd\n"
+    );
+    let check = b.run(&["system", "check"]).ok();
+    assert!(check.contains("the store is consistent"), "{check}");
+}
+
 /// `RUN --mount=type=bind,rw` (BuildKit): the step may write to the bound
 /// directory or file, and what it writes is thrown away — neither the context
 /// nor the image keeps it; a source overlay's options cannot name (`:` in the

@@ -405,10 +405,15 @@ impl<'a> Builder<'a> {
             ))
         })?;
         private_mounts()?;
+        // The build's lease: gc (prune, rmi) waits while it runs, so the
+        // bases, layers and cache records it is about to reference are not
+        // collected between its steps (BuildKit keeps leases for the same).
+        let lease = self.store.write_lock().map_err(other)?;
         let res = self.build_stages(&df, &file, &ctx, opts);
         self.hashes.lock().unwrap_or_else(|p| p.into_inner()).save();
         let _ = std::fs::remove_dir_all(&self.work);
         let _ = self.store.set_roots("buildcache", &self.cache.referenced());
+        drop(lease);
         res
     }
 

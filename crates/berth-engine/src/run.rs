@@ -84,6 +84,9 @@ fn write_file(p: &Path, data: &str) -> Result<()> {
 impl Engine {
     /// Creates a container from an image in the store.
     pub fn create(&self, req: &CreateRequest) -> Result<Container> {
+        // From the image lookup until its snapshot holds the image's layers,
+        // gc (a concurrent prune or rmi) waits.
+        let lease = self.store.write_lock()?;
         let image = self.store.resolve(&req.image)?;
         let names_lock = container::lock(&self.root().join("containers"))?;
         let id = container::new_id();
@@ -263,6 +266,7 @@ impl Engine {
             container::save(&dir, &c)
         })();
         drop(names_lock);
+        drop(lease);
         if let Err(e) = result {
             let _ = self.store.snapshots.remove_active(&id);
             let _ = std::fs::remove_dir_all(&dir);

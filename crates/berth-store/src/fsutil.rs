@@ -47,6 +47,21 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}-{t:x}-{n}", std::process::id())
 }
 
+/// Whether `name` (made by [`unique_name`] with a prefix ending in `-`)
+/// belongs to a process that is still running: a temporary of a live command
+/// is in use, whatever lock that command holds or not.
+pub fn owner_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .split('-')
+        .nth(1)
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return false;
+    };
+    pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Starts writeback of `len` bytes at `offset` of `f` without waiting for it
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the fsync that ends a large
 /// write finds most of the data already on its way to the disk and the disk
@@ -159,6 +174,20 @@ pub fn du(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporaries_of_live_processes_are_theirs() {
+        assert!(owner_alive(&unique_name("a-")), "this process");
+        assert!(owner_alive("a-1-0-0"), "init is always alive");
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        assert!(
+            !owner_alive(&format!("blob-{pid}-1-0")),
+            "exited and reaped"
+        );
+        assert!(!owner_alive("rm-notapid-1-0") && !owner_alive("junk"));
+    }
 
     #[test]
     fn atomic_write_replaces() {

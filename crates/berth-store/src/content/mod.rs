@@ -242,11 +242,17 @@ impl ContentStore {
         Ok(out)
     }
 
-    /// Leftover ingest files (from killed writers), with their ages.
+    /// Leftover ingest files: those of writers that are gone (a live one's
+    /// are being written).
     pub fn stale_ingests(&self) -> Vec<PathBuf> {
         let dir = self.root.join("ingest");
         fs::read_dir(dir)
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| !crate::fsutil::owner_alive(&e.file_name().to_string_lossy()))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -1,10 +1,13 @@
 //! Garbage collection and `system check`.
 //!
-//! Both take the store's exclusive lock, so no import, load, pull or build is
-//! writing meanwhile; everything in `ingest/` and `snapshots/tmp/` is then
-//! leftover from a killed process. Roots are the names in `index.json`, active
-//! snapshots (containers, build steps) and the extra roots other components
-//! register under `roots/` (the build cache).
+//! Both take the store's exclusive lock, so no import, load, pull, build or
+//! container create is writing meanwhile (a build holds the shared lock from
+//! its first base lookup to its image, so what it has yet to reference is
+//! never collected under it); of `ingest/` and `snapshots/tmp/` only the
+//! entries of processes that are gone are removed (names carry the pid).
+//! Roots are the names in `index.json`, active snapshots (containers, build
+//! steps) and the extra roots other components register under `roots/` (the
+//! build cache).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -234,10 +234,16 @@ impl Snapshotter {
             .unwrap_or_default()
     }
 
-    /// Leftovers in `tmp/`.
+    /// Leftovers in `tmp/`: those of processes that are gone (a live one's
+    /// are in use).
     pub fn stale_tmp(&self) -> Vec<PathBuf> {
         fs::read_dir(self.root.join("tmp"))
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| !crate::fsutil::owner_alive(&e.file_name().to_string_lossy()))
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
