@@ -377,6 +377,9 @@ pub fn push(store: &Store, config_dir: Option<&Path>, a: PushArgs) -> anyhow::Re
         );
     }
     let reg = connect(config_dir, r.domain(), opts)?;
+    // A lease: a prune beside the push waits rather than deleting the blobs
+    // it is sending.
+    let _lease = store.write_lock()?;
     for t in targets {
         let image = store.resolve(&t.to_string()).map_err(|_| {
             anyhow!(

@@ -530,6 +530,9 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
         "oci-archive" | "oci" => ArchiveFormat::Oci,
         other => bail!("unknown archive format {other:?}: use docker-archive or oci-archive"),
     };
+    // A lease, as for builds: a prune beside the save waits for it rather
+    // than deleting blobs it is about to write out.
+    let _lease = store.write_lock()?;
     let mut sel: Vec<(Image, Vec<Reference>)> = Vec::new();
     for i in &a.images {
         let img = store.resolve(i)?;
