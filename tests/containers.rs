@@ -498,3 +498,68 @@ fn volumes_and_prune() {
     assert!(df.contains("Containers      0"), "{df}");
     let _ = tool("true", &[]);
 }
+
+/// Removals racing each other and a prune (two `rm` of every container at
+/// once, and `container prune` beside them): each container goes exactly
+/// once, the loser of a race gets docker's "No such container", the prune
+/// does not fail, and nothing is left behind (directories, snapshots).
+#[test]
+fn concurrent_removals_and_prune() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            b.run(&[
+                "create",
+                "--network",
+                "none",
+                "--name",
+                &format!("r{i}"),
+                "busybox",
+                "true",
+            ])
+            .ok()
+            .trim()
+            .to_string()
+        })
+        .collect();
+    let b = &b;
+    let results = std::thread::scope(|sc| {
+        let rms: Vec<_> = ids
+            .iter()
+            .flat_map(|id| [id.clone(), id.clone()])
+            .map(|id| sc.spawn(move || b.run(&["rm", &id])))
+            .collect();
+        let prune = sc.spawn(|| b.run(&["container", "prune", "-f"]));
+        let rms: Vec<_> = rms.into_iter().map(|h| h.join().unwrap()).collect();
+        (rms, prune.join().unwrap())
+    });
+    let (rms, prune) = results;
+    let mut removed = 0;
+    for r in &rms {
+        if r.code() == 0 {
+            removed += 1;
+        } else {
+            assert!(
+                r.stderr().contains("No such container"),
+                "a lost race is a missing container: {}",
+                r.stderr()
+            );
+        }
+    }
+    let pruned = prune.ok().lines().filter(|l| l.len() == 64).count();
+    assert_eq!(removed + pruned, ids.len(), "each container removed once");
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    let left: Vec<_> = std::fs::read_dir(b.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lock")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let active: Vec<_> = std::fs::read_dir(b.root().join("snapshots/active"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(active.is_empty(), "{active:?}");
+}

@@ -352,6 +352,7 @@ pub fn all_dirs(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root)
         .map(|rd| {
             rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                 .map(|e| e.path())
                 .filter(|p| p.join("container.json").exists())
                 .collect()

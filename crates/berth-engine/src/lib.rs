@@ -162,7 +162,12 @@ impl Engine {
     pub fn containers(&self) -> Result<Vec<Container>> {
         let mut out = Vec::new();
         for c in self.records() {
-            out.push(self.refresh(c)?);
+            let id = c.id.clone();
+            match self.refresh(c) {
+                Ok(c) => out.push(c),
+                Err(_) if !self.dir(&id).exists() => {} // removed meanwhile
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| b.created.cmp(&a.created));
         Ok(out)
@@ -173,13 +178,13 @@ impl Engine {
         let name = q.trim_start_matches('/');
         let all = self.records();
         if let Some(c) = all.iter().find(|c| c.id == q || c.name == name) {
-            return self.refresh(c.clone());
+            return self.refresh_found(q, c);
         }
         let hex = !q.is_empty() && q.bytes().all(|b| b.is_ascii_hexdigit());
         if hex {
             let mut m = all.iter().filter(|c| c.id.starts_with(q));
             match (m.next(), m.next()) {
-                (Some(c), None) => return self.refresh(c.clone()),
+                (Some(c), None) => return self.refresh_found(q, c),
                 (Some(_), Some(_)) => {
                     return Err(EngineError::Invalid(format!(
                         "multiple IDs found with provided prefix: {q}"
@@ -189,6 +194,18 @@ impl Engine {
             }
         }
         Err(EngineError::NotFound(q.to_string()))
+    }
+
+    /// [`Engine::refresh`] of a container just found by `q`: one removed
+    /// meanwhile is not found.
+    fn refresh_found(&self, q: &str, c: &Container) -> Result<Container> {
+        self.refresh(c.clone()).map_err(|e| {
+            if self.dir(&c.id).exists() {
+                e
+            } else {
+                EngineError::NotFound(q.to_string())
+            }
+        })
     }
 
     /// Brings a record's status up to date with the facts: a running container

@@ -124,14 +124,41 @@ impl Engine {
             Status::Running | Status::Paused | Status::Restarting
         ) {
             if !force {
-                return Err(EngineError::Conflict(format!(
-                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                    c.name
-                )));
+                return Err(running_conflict(&c.name));
             }
             self.mark_stopped_by_user(&c.id)?;
             let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
             self.wait(&c.id)?;
+        }
+        // Claim it under its lock: whoever renames the directory away removes
+        // it; a concurrent rm, prune or start then finds no such container
+        // instead of half a one.
+        let dir = self.dir(&c.id);
+        let gone = || EngineError::NotFound(q.to_string());
+        let tomb = self
+            .root()
+            .join("containers")
+            .join(format!(".removing-{}", c.id));
+        {
+            let _l = match container::lock(&dir) {
+                Ok(l) => l,
+                Err(_) if !dir.exists() => return Err(gone()),
+                Err(e) => return Err(e),
+            };
+            // The record as it is now (`find` above already corrected a
+            // crashed one; refresh would take this lock again).
+            let now = container::load(&dir).map_err(|_| gone())?;
+            if matches!(
+                now.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                // Started since it was looked at.
+                return Err(running_conflict(&c.name));
+            }
+            std::fs::rename(&dir, &tomb).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => gone(),
+                _ => EngineError::io("rename", &dir, e),
+            })?;
         }
         let _ = self.runtime.delete(&c.id, true);
         match self.store.snapshots.remove_active(&c.id) {
@@ -147,8 +174,7 @@ impl Engine {
         }
         let mut c = c;
         self.network_detach(&mut c);
-        let dir = self.dir(&c.id);
-        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io("remove", &dir, e))?;
+        std::fs::remove_dir_all(&tomb).map_err(|e| EngineError::io("remove", &tomb, e))?;
         Ok(c.id)
     }
 
@@ -514,6 +540,8 @@ impl Engine {
     }
 
     /// `container prune`: removes every stopped container; returns their ids.
+    /// One that was started or removed meanwhile is left to its new fate, as
+    /// docker's prune does.
     pub fn prune(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for c in self.containers()? {
@@ -521,7 +549,11 @@ impl Engine {
                 c.state.status,
                 Status::Exited | Status::Created | Status::Dead
             ) {
-                out.push(self.remove(&c.id, false, false)?);
+                match self.remove(&c.id, false, false) {
+                    Ok(id) => out.push(id),
+                    Err(EngineError::NotFound(_) | EngineError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(out)
@@ -826,4 +858,11 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// docker's refusal to remove a running container without `--force`.
+fn running_conflict(name: &str) -> EngineError {
+    EngineError::Conflict(format!(
+        "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+    ))
 }

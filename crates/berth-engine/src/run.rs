@@ -442,6 +442,23 @@ impl Engine {
     /// Starts a container and stays attached: stdio proxied (and logged), signals
     /// forwarded. Returns the container's exit code.
     pub fn start_attached(&self, id: &str, stdin: bool) -> Result<i32> {
+        let r = self.start_attached_inner(id, stdin);
+        self.gone_is_not_found(id, r)
+    }
+
+    /// A start that failed because the container was removed meanwhile (a
+    /// prune beside `run`, which docker has too) says so, as docker does,
+    /// rather than naming whichever of its files went first.
+    fn gone_is_not_found<T>(&self, q: &str, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e) if !matches!(e, EngineError::NotFound(_)) && self.find(q).is_err() => {
+                Err(EngineError::NotFound(q.to_string()))
+            }
+            r => r,
+        }
+    }
+
+    fn start_attached_inner(&self, id: &str, stdin: bool) -> Result<i32> {
         let mut c = self.find(id)?;
         if c.state.status == Status::Running || c.state.status == Status::Paused {
             return Err(EngineError::Conflict(format!(
@@ -495,6 +512,11 @@ impl Engine {
     /// Starts a container under a detached monitor; returns once it runs (or
     /// failed to start, with the error).
     pub fn start_detached(&self, id: &str) -> Result<()> {
+        let r = self.start_detached_inner(id);
+        self.gone_is_not_found(id, r)
+    }
+
+    fn start_detached_inner(&self, id: &str) -> Result<()> {
         let c = self.find(id)?;
         if c.state.status == Status::Running || c.state.status == Status::Paused {
             return Ok(()); // docker start of a running container is a no-op
