@@ -562,4 +562,22 @@ fn concurrent_removals_and_prune() {
         .flatten()
         .collect();
     assert!(active.is_empty(), "{active:?}");
+    // An rm that died after claiming its container (its pid is gone): the
+    // next prune finishes the removal, snapshot included.
+    let id = b
+        .run(&["create", "--network", "none", "busybox", "true"])
+        .ok()
+        .trim()
+        .to_string();
+    let containers = b.root().join("containers");
+    std::fs::rename(
+        containers.join(&id),
+        containers.join(format!(".removing-{id}-4194303")),
+    )
+    .unwrap();
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "claimed: not listed");
+    assert!(b.root().join("snapshots/active").join(&id).exists());
+    b.run(&["container", "prune", "-f"]).ok();
+    assert!(!containers.join(format!(".removing-{id}-4194303")).exists());
+    assert!(!b.root().join("snapshots/active").join(&id).exists());
 }

@@ -135,10 +135,11 @@ impl Engine {
         // instead of half a one.
         let dir = self.dir(&c.id);
         let gone = || EngineError::NotFound(q.to_string());
-        let tomb = self
-            .root()
-            .join("containers")
-            .join(format!(".removing-{}", c.id));
+        let tomb = self.root().join("containers").join(format!(
+            ".removing-{}-{}",
+            c.id,
+            std::process::id()
+        ));
         {
             let _l = match container::lock(&dir) {
                 Ok(l) => l,
@@ -160,6 +161,13 @@ impl Engine {
                 _ => EngineError::io("rename", &dir, e),
             })?;
         }
+        self.finish_removal(c, &tomb, volumes)
+    }
+
+    /// The rest of a removal once the container's directory is `tomb`: its
+    /// runtime record, snapshot, network endpoints (and anonymous volumes),
+    /// then the directory.
+    fn finish_removal(&self, c: Container, tomb: &Path, volumes: bool) -> Result<String> {
         let _ = self.runtime.delete(&c.id, true);
         match self.store.snapshots.remove_active(&c.id) {
             Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
@@ -174,8 +182,37 @@ impl Engine {
         }
         let mut c = c;
         self.network_detach(&mut c);
-        std::fs::remove_dir_all(&tomb).map_err(|e| EngineError::io("remove", &tomb, e))?;
+        std::fs::remove_dir_all(tomb).map_err(|e| EngineError::io("remove", tomb, e))?;
         Ok(c.id)
+    }
+
+    /// Finishes removals whose `rm` died after claiming the container (its
+    /// `.removing-<id>-<pid>` directory is left, and the pid is gone).
+    fn finish_abandoned_removals(&self) {
+        let dir = self.root().join("containers");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".removing-") else {
+                continue;
+            };
+            let Some((_, pid)) = rest.rsplit_once('-') else {
+                continue;
+            };
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if alive {
+                continue;
+            }
+            match container::load(&e.path()) {
+                Ok(c) => {
+                    let _ = self.finish_removal(c, &e.path(), false);
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     /// `pause`.
@@ -543,6 +580,7 @@ impl Engine {
     /// One that was started or removed meanwhile is left to its new fate, as
     /// docker's prune does.
     pub fn prune(&self) -> Result<Vec<String>> {
+        self.finish_abandoned_removals();
         let mut out = Vec::new();
         for c in self.containers()? {
             if matches!(
