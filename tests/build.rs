@@ -515,6 +515,18 @@ fn run_mount_bind_rw_and_cache_ro() {
         "line\n"
     );
     assert!(!d.join("odd:dir/f2").exists());
+    // A source with a comma, quoted as a CSV field (BuildKit's --mount
+    // syntax; the quotes escaped from the Dockerfile's own quoting).
+    std::fs::create_dir_all(d.join("x,y")).unwrap();
+    std::fs::write(d.join("x,y/f"), "comma\n").unwrap();
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,\\\"source=x,y\\\",target=/q,rw sh -c 'cat /q/f > /seen; echo w > /q/new'\nCMD cat /seen\n",
+    )
+    .unwrap();
+    build(&b, &d, &["-t", "rw2"]).ok();
+    assert_eq!(b.run(&["run", "--rm", "rw2"]).ok(), "comma\n");
+    assert!(!d.join("x,y/new").exists());
     // Nothing is left in the builder's scratch space.
     let left: Vec<_> = walk_names(&b.root())
         .into_iter()

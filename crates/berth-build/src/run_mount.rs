@@ -12,7 +12,8 @@
 //! can be written by the step and what it writes is thrown away afterwards,
 //! as BuildKit does: an overlay with a scratch upper directory over the
 //! source, or a scratch copy of it where overlay's option syntax cannot name
-//! the source (a path with `,` or `:`) or it is a single file. A cache with
+//! the source (a path with `,` or `:`) or it is a single file. A `--mount`
+//! value is a CSV record, as BuildKit reads it: a quoted field may hold commas. A cache with
 //! `ro` is mounted read-only. `from=` on caches is refused with a clear error
 //! rather than silently run without its mount.
 
@@ -276,7 +277,7 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
     let mut writable: Option<bool> = None;
     let (mut uid, mut gid, mut mode) = (0u32, 0u32, None);
     let mut size = None;
-    for field in s.split(',').filter(|f| !f.is_empty()) {
+    for field in csv_fields(s).iter().filter(|f| !f.is_empty()) {
         let (k, v) = field.split_once('=').unwrap_or((field, ""));
         let key = k.to_ascii_lowercase();
         match key.as_str() {
@@ -400,6 +401,26 @@ pub fn parse(s: &str) -> Result<RunMount, String> {
             "--mount {s}: type={other} is not supported (bind, cache, tmpfs, secret and ssh are)"
         )),
     }
+}
+
+/// Splits a `--mount` value into its fields as BuildKit does (a CSV record):
+/// a field in double quotes may hold commas, `""` inside it is one quote.
+fn csv_fields(s: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                out.last_mut().expect("one field").push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().expect("one field").push(c),
+        }
+    }
+    out
 }
 
 fn parse_size(v: &str) -> Option<u64> {
@@ -745,6 +766,16 @@ mod tests {
                 rw: false
             }
         );
+        assert_eq!(
+            parse(r#"type=bind,"source=a,b",target=/x"#).unwrap(),
+            RunMount::Bind {
+                target: "/x".into(),
+                source: "a,b".into(),
+                from: None,
+                rw: false
+            }
+        );
+        assert_eq!(csv_fields(r#"a,"b=""q"",c",d"#), ["a", r#"b="q",c"#, "d"]);
         for rw in ["rw", "readwrite", "RW=true", "readwrite=1", "ro=false"] {
             assert!(
                 matches!(
