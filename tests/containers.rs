@@ -572,12 +572,16 @@ fn concurrent_removals_and_prune() {
     let containers = b.root().join("containers");
     std::fs::rename(
         containers.join(&id),
-        containers.join(format!(".removing-{id}-4194303")),
+        containers.join(format!(".removing-4194303-0-{id}")),
     )
     .unwrap();
     assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "claimed: not listed");
     assert!(b.root().join("snapshots/active").join(&id).exists());
     b.run(&["container", "prune", "-f"]).ok();
-    assert!(!containers.join(format!(".removing-{id}-4194303")).exists());
+    assert!(
+        !containers
+            .join(format!(".removing-4194303-0-{id}"))
+            .exists()
+    );
     assert!(!b.root().join("snapshots/active").join(&id).exists());
 }

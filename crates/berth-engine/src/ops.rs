@@ -135,11 +135,12 @@ impl Engine {
         // instead of half a one.
         let dir = self.dir(&c.id);
         let gone = || EngineError::NotFound(q.to_string());
-        let tomb = self.root().join("containers").join(format!(
-            ".removing-{}-{}",
-            c.id,
-            std::process::id()
-        ));
+        // Named by this process (its pid), so a prune can tell an abandoned
+        // claim from one in progress; the container's id is in its record.
+        let tomb = self
+            .root()
+            .join("containers")
+            .join(berth_store::fsutil::unique_name(".removing-"));
         {
             let _l = match container::lock(&dir) {
                 Ok(l) => l,
@@ -187,21 +188,12 @@ impl Engine {
     }
 
     /// Finishes removals whose `rm` died after claiming the container (its
-    /// `.removing-<id>-<pid>` directory is left, and the pid is gone).
+    /// `.removing-<pid>-…` directory is left, and the pid is gone).
     fn finish_abandoned_removals(&self) {
         let dir = self.root().join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(".removing-") else {
-                continue;
-            };
-            let Some((_, pid)) = rest.rsplit_once('-') else {
-                continue;
-            };
-            let alive = pid
-                .parse::<u32>()
-                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if alive {
+            if !name.starts_with(".removing-") || berth_store::fsutil::owner_alive(&name) {
                 continue;
             }
             match container::load(&e.path()) {

@@ -239,10 +239,10 @@ impl Store {
         let idx = self.read_index()?;
         let hexpart = s.strip_prefix("sha256:").unwrap_or(s);
         let is_hex = !hexpart.is_empty() && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
-        let by_id = |idx: &Index| {
+        let by_id = || {
             let lower = hexpart.to_ascii_lowercase();
             let mut m = self
-                .images_of(idx, |id| id.has_hex_prefix(&lower))?
+                .images_of(&idx, |id| id.has_hex_prefix(&lower))?
                 .into_iter();
             match (m.next(), m.next()) {
                 (Some(i), None) => Ok(i),
@@ -251,7 +251,7 @@ impl Store {
             }
         };
         if is_hex && (s.starts_with("sha256:") || hexpart.len() == 64) {
-            return by_id(&idx);
+            return by_id();
         }
         match Reference::parse(s) {
             Ok(r) => {
@@ -278,11 +278,11 @@ impl Store {
                     }
                 }
                 if is_hex {
-                    return by_id(&idx);
+                    return by_id();
                 }
                 Err(StoreError::ImageNotFound(s.to_string()))
             }
-            Err(e) if is_hex => by_id(&idx).map_err(|_| e.into()),
+            Err(e) if is_hex => by_id().map_err(|_| e.into()),
             Err(e) => Err(e.into()),
         }
     }
