@@ -20,6 +20,7 @@ use berth_runtime::{CreateOptions, Runtime};
 use berth_store::Store;
 use berth_store::archive::diff::{Mapped, Overrides, WriteOptions, write_layer, write_mapped};
 use berth_store::image::Image;
+use berth_store::inroot::{self, InRoot};
 use berth_types::digest::Hasher;
 use berth_types::{Descriptor, Digest, History, ImageConfig, Platform, Reference, media_types};
 use serde_json::json;
@@ -978,9 +979,13 @@ impl<'a> Builder<'a> {
             {
                 let content = match from.take() {
                     None => {
-                        let p = crate::run_mount::context_path(&opts.context, source)
-                            .map_err(|e| step_err(file, cmd, e))?;
-                        crate::run_mount::content_hash(&p)
+                        let (tree, real) = crate::run_mount::bind_source(
+                            &opts.context,
+                            source,
+                            "the build context",
+                        )
+                        .map_err(|e| step_err(file, cmd, e))?;
+                        crate::run_mount::content_hash(&tree, &real)
                     }
                     Some(f) => {
                         let fm = self.mount_from(&f, df, idx, done, file, cmd, n)?;
@@ -1691,8 +1696,16 @@ impl<'a> Builder<'a> {
         ctx: Option<&Context>,
     ) -> Result<StageImage, BuildError> {
         // Resolve sources and hash them for the cache.
-        let mut items: Vec<(PathBuf, String)> = Vec::new(); // (source path, destination path in image)
-        let mut archives: Vec<(PathBuf, String)> = Vec::new();
+        let tree = match ctx {
+            Some(cx) => cx.tree.clone(),
+            None => Arc::new(
+                InRoot::open(src_root)
+                    .map_err(|e| step_err(file, cmd, format!("{}: {e}", src_root.display())))?,
+            ),
+        };
+        let ignore = ctx.map(|cx| &cx.ignore);
+        let mut items: Vec<Source> = Vec::new();
+        let mut archives: Vec<Source> = Vec::new();
         let mut downloads: Vec<(String, Vec<u8>, i64)> = Vec::new();
         // (repository, commit it names now, destination)
         let mut repos: Vec<(crate::git::GitSource, String, String)> = Vec::new();
@@ -1751,56 +1764,61 @@ impl<'a> Builder<'a> {
                 downloads.push((target, data, modified.unwrap_or(0)));
                 continue;
             }
-            let matches = match ctx {
-                Some(cx) => cx.resolve(s),
-                None => {
-                    let p = src_root.join(s.trim_start_matches('/'));
-                    if p.symlink_metadata().is_ok() {
-                        vec![s.trim_start_matches('/').to_string()]
-                    } else {
-                        vec![]
-                    }
-                }
-            };
-            if matches.is_empty() {
-                return Err(step_err(
+            let not_found = || {
+                step_err(
                     file,
                     cmd,
                     format!(
                         "failed to calculate checksum: \"/{}\": not found",
                         s.trim_start_matches("./").trim_start_matches('/')
                     ),
-                ));
+                )
+            };
+            let matches = crate::context::resolve_sources(&tree, ignore, s);
+            if matches.is_empty() {
+                return Err(not_found());
             }
             for rel in matches {
-                let abs = src_root.join(&rel);
-                let md = std::fs::metadata(&abs)
+                // A source that is a link is followed, inside the tree (BuildKit).
+                let real = tree.resolve(&rel).map_err(|_| not_found())?;
+                let st = tree
+                    .lstat(&real)
                     .map_err(|e| step_err(file, cmd, format!("{rel}: {e}")))?;
                 let name = Path::new(&rel)
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if md.is_dir() {
+                if inroot::is_dir(&st) {
                     // A directory's contents go into the destination.
-                    walk(&abs, dest, &mut items, ctx, &rel).map_err(|e| step_err(file, cmd, e))?;
-                } else if is_add && is_archive(&abs) {
-                    archives.push((abs.clone(), dest.to_string()));
+                    walk(&tree, &real, dest, &mut items, ignore)
+                        .map_err(|e| step_err(file, cmd, e))?;
+                } else if is_add && is_archive(&tree, &real) {
+                    archives.push(Source {
+                        tree: tree.clone(),
+                        rel: real,
+                        dest: dest.to_string(),
+                    });
                 } else {
                     let target = if dest_is_dir {
                         format!("{}/{name}", dest.trim_end_matches('/'))
                     } else {
                         dest.to_string()
                     };
-                    items.push((abs.clone(), target));
+                    items.push(Source {
+                        tree: tree.clone(),
+                        rel: real,
+                        dest: target,
+                    });
                 }
             }
         }
         {
             let mut known = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
-            for (p, d) in items.iter().chain(archives.iter()) {
-                inputs
-                    .items
-                    .insert(format!("file:{d}"), file_hash(p, &mut known));
+            for it in items.iter().chain(archives.iter()) {
+                inputs.items.insert(
+                    format!("file:{}", it.dest),
+                    file_hash(&it.tree, &it.rel, &mut known),
+                );
             }
         }
         for h in &c.heredocs {
@@ -1829,18 +1847,13 @@ impl<'a> Builder<'a> {
                 .map_err(|e| step_err(file, cmd, format!("scratch space: {e}")))?;
             g.checkout(commit, tmp.path(), c.keep_git_dir)
                 .map_err(|e| step_err(file, cmd, e))?;
-            let root = match &g.subdir {
-                Some(sd) => tmp.path().join(sd),
-                None => tmp.path().to_path_buf(),
-            };
-            let base = tmp
-                .path()
-                .canonicalize()
-                .map_err(|e| step_err(file, cmd, e.to_string()))?;
-            let inside = root
-                .canonicalize()
-                .is_ok_and(|r| r.starts_with(&base) && r.is_dir());
-            if !inside {
+            let repo =
+                Arc::new(InRoot::open(tmp.path()).map_err(|e| step_err(file, cmd, e.to_string()))?);
+            let sub = repo
+                .resolve(g.subdir.as_deref().unwrap_or(""))
+                .ok()
+                .filter(|r| repo.lstat(r).is_ok_and(|st| inroot::is_dir(&st)));
+            let Some(sub) = sub else {
                 return Err(step_err(
                     file,
                     cmd,
@@ -1850,8 +1863,8 @@ impl<'a> Builder<'a> {
                         g.subdir.as_deref().unwrap_or("")
                     ),
                 ));
-            }
-            walk(&root, d, &mut items, None, "").map_err(|e| step_err(file, cmd, e))?;
+            };
+            walk(&repo, &sub, d, &mut items, None).map_err(|e| step_err(file, cmd, e))?;
             _checkouts.push(tmp);
         }
         self.ensure_unpacked(&st)?;
@@ -1890,9 +1903,10 @@ impl<'a> Builder<'a> {
             let ov = Overrides { uid, gid, mode };
             let mut mapped: Vec<Mapped> = items
                 .iter()
-                .map(|(src, d)| Mapped::Path {
-                    src: src.clone(),
-                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                .map(|it| Mapped::InRoot {
+                    root: it.tree.clone(),
+                    rel: it.rel.as_bytes().to_vec(),
+                    name: it.dest.trim_start_matches('/').as_bytes().to_vec(),
                 })
                 .collect();
             for (d, data, mtime) in &downloads {
@@ -1932,18 +1946,21 @@ impl<'a> Builder<'a> {
             .map_err(|e| e.to_string())?;
             berth_store::archive::apply::apply(&mnt, &tar[..], &Default::default())
                 .map_err(|e| e.to_string())?;
-            for (a, d) in &archives {
+            for a in &archives {
                 use std::os::unix::fs::PermissionsExt;
                 let root = pathrs::Root::open(&mnt).map_err(|e| e.to_string())?;
                 let h = root
-                    .mkdir_all(d, &std::fs::Permissions::from_mode(0o755))
+                    .mkdir_all(&a.dest, &std::fs::Permissions::from_mode(0o755))
                     .map_err(|e| e.to_string())?;
                 let fd: std::os::fd::OwnedFd = h.into();
                 let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-                let f = std::fs::File::open(a).map_err(|e| e.to_string())?;
+                let f = a
+                    .tree
+                    .open_file(&a.rel)
+                    .map_err(|e| format!("{}: {e}", a.rel))?;
                 let (_, plain) = berth_store::archive::decompress(f).map_err(|e| e.to_string())?;
                 berth_store::archive::apply::apply(Path::new(&target), plain, &Default::default())
-                    .map_err(|e| format!("extracting {}: {e}", a.display()))?;
+                    .map_err(|e| format!("extracting {}: {e}", a.rel))?;
             }
             Ok(())
         })();
@@ -1968,72 +1985,66 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Adds a directory's contents (sorted, parents first) mapped under `dest`.
-fn walk(
-    dir: &Path,
-    dest: &str,
-    out: &mut Vec<(PathBuf, String)>,
-    ctx: Option<&Context>,
-    rel: &str,
-) -> Result<(), String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    for n in names {
-        let name = n.to_string_lossy().into_owned();
-        let child_rel = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if let Some(cx) = ctx
-            && cx.ignore.excluded(&child_rel)
-            && !cx.ignore.may_include_under(&child_rel)
-        {
-            continue;
-        }
-        let p = dir.join(&n);
-        let d = format!("{}/{name}", dest.trim_end_matches('/'));
-        let md = p
-            .symlink_metadata()
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        let excluded = ctx.is_some_and(|cx| cx.ignore.excluded(&child_rel));
-        if !excluded {
-            out.push((p.clone(), d.clone()));
-        }
-        if md.is_dir() {
-            walk(&p, &d, out, ctx, &child_rel)?;
-        }
-    }
-    Ok(())
+/// A COPY/ADD source: a path inside a tree (the context, a stage, a
+/// checkout) and where it goes in the image.
+struct Source {
+    tree: Arc<InRoot>,
+    /// Its real path in the tree (links already followed, inside it).
+    rel: String,
+    dest: String,
 }
 
-fn is_archive(p: &Path) -> bool {
+/// Adds the contents of directory `dir` of `tree` (sorted, parents first)
+/// mapped under `dest`; links inside are kept as links, never followed.
+fn walk(
+    tree: &Arc<InRoot>,
+    dir: &str,
+    dest: &str,
+    out: &mut Vec<Source>,
+    ignore: Option<&crate::context::Ignore>,
+) -> Result<(), String> {
+    let base = dest.trim_end_matches('/');
+    let strip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+    tree.walk(dir, &mut |child, st| {
+        let excluded = ignore.is_some_and(|ig| ig.excluded(child));
+        if excluded && !ignore.is_some_and(|ig| ig.may_include_under(child)) {
+            return Ok(false);
+        }
+        if !excluded {
+            out.push(Source {
+                tree: tree.clone(),
+                rel: child.to_string(),
+                dest: format!("{base}/{}", &child[strip..]),
+            });
+        }
+        Ok(inroot::is_dir(st))
+    })
+    .map_err(|e| format!("{}: {e}", if dir.is_empty() { "." } else { dir }))
+}
+
+fn is_archive(tree: &InRoot, rel: &str) -> bool {
     let mut head = [0u8; 512];
-    let n = std::fs::File::open(p)
+    let n = tree
+        .open_file(rel)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .unwrap_or(0);
     let c = berth_store::archive::Compression::detect(&head[..n]);
     c != berth_store::archive::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
 }
 
-/// Content, mode and owner of a file (or a directory's names), for cache keys.
-/// The cache identity of a source file: mode, owner and content (a
-/// symlink's target); regular files' hashes come from `known` when their
-/// identity is unchanged since they were last read.
-fn file_hash(p: &Path, known: &mut crate::cache::HashCache) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(md) = p.symlink_metadata() else {
+/// The cache identity of a source: mode, owner and content (a symlink's
+/// target); regular files' hashes come from `known` when their identity is
+/// unchanged since they were last read.
+fn file_hash(tree: &InRoot, rel: &str, known: &mut crate::cache::HashCache) -> String {
+    let Ok(md) = tree.lstat(rel) else {
         return "missing".into();
     };
-    if md.is_file() {
+    let meta = format!("{:o}:{}:{}", md.st_mode, md.st_uid, md.st_gid);
+    if inroot::is_file(&md) {
         return known.get(&md, || {
             let mut h = Hasher::new();
-            h.update(format!("{:o}:{}:{}", md.mode(), md.uid(), md.gid()).as_bytes());
-            if let Ok(f) = std::fs::File::open(p) {
+            h.update(meta.as_bytes());
+            if let Ok(f) = tree.open_file(rel) {
                 let mut r = std::io::BufReader::with_capacity(256 << 10, f);
                 let _ = std::io::copy(&mut r, &mut h);
             }
@@ -2041,10 +2052,10 @@ fn file_hash(p: &Path, known: &mut crate::cache::HashCache) -> String {
         });
     }
     let mut h = Hasher::new();
-    h.update(format!("{:o}:{}:{}", md.mode(), md.uid(), md.gid()).as_bytes());
-    if md.file_type().is_symlink() {
+    h.update(meta.as_bytes());
+    if inroot::is_symlink(&md) {
         h.update(
-            std::fs::read_link(p)
+            tree.read_link(rel)
                 .map(|t| t.display().to_string())
                 .unwrap_or_default()
                 .as_bytes(),

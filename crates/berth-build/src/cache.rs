@@ -260,41 +260,45 @@ impl HashCache {
         }
     }
 
-    fn identity(md: &std::fs::Metadata) -> String {
-        use std::os::unix::fs::MetadataExt;
+    fn identity(md: &berth_store::inroot::Stat) -> String {
         format!(
             "{}:{}:{}:{}.{}:{}.{}:{:o}:{}:{}",
-            md.dev(),
-            md.ino(),
-            md.size(),
-            md.mtime(),
-            md.mtime_nsec(),
-            md.ctime(),
-            md.ctime_nsec(),
-            md.mode(),
-            md.uid(),
-            md.gid()
+            md.st_dev,
+            md.st_ino,
+            md.st_size,
+            md.st_mtime,
+            md.st_mtime_nsec,
+            md.st_ctime,
+            md.st_ctime_nsec,
+            md.st_mode,
+            md.st_uid,
+            md.st_gid
         )
     }
 
     /// The hash of the file with metadata `md`: remembered, or `compute`d and
     /// remembered when the file has been still for two seconds.
-    pub fn get(&mut self, md: &std::fs::Metadata, compute: impl FnOnce() -> String) -> String {
+    pub fn get(
+        &mut self,
+        md: &berth_store::inroot::Stat,
+        compute: impl FnOnce() -> String,
+    ) -> String {
         let id = Self::identity(md);
         if let Some(h) = self.map.get(&id) {
             return h.clone();
         }
         let h = compute();
         let now = std::time::SystemTime::now();
-        let still = |t: std::io::Result<std::time::SystemTime>| {
-            t.ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|d| d.as_secs() >= 2)
+        let still = |secs: i64, nsec: u64| {
+            let t = std::time::UNIX_EPOCH
+                + std::time::Duration::new(secs.max(0) as u64, nsec.min(999_999_999) as u32);
+            now.duration_since(t).is_ok_and(|d| d.as_secs() >= 2)
         };
-        use std::os::unix::fs::MetadataExt;
-        let ctime = std::time::UNIX_EPOCH
-            + std::time::Duration::new(md.ctime().max(0) as u64, md.ctime_nsec() as u32);
-        if still(md.modified()) && still(Ok(ctime)) {
+        // st_*_nsec is u64 here, i64 on some other targets.
+        #[allow(clippy::unnecessary_cast)]
+        if still(md.st_mtime, md.st_mtime_nsec as u64)
+            && still(md.st_ctime, md.st_ctime_nsec as u64)
+        {
             self.map.insert(id, h.clone());
             self.dirty = true;
         }
@@ -336,7 +340,7 @@ mod hash_cache_tests {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(2100));
         let mut c = HashCache::load(d.path());
-        let md = std::fs::symlink_metadata(&f).unwrap();
+        let md = rustix::fs::lstat(&f).unwrap();
         assert_eq!(c.get(&md, || "h1".into()), "h1");
         assert_eq!(c.get(&md, || panic!("remembered")), "h1");
         c.save();
@@ -344,7 +348,7 @@ mod hash_cache_tests {
         assert_eq!(c.get(&md, || panic!("remembered across builds")), "h1");
         // Any change of the file changes its identity.
         std::fs::write(&f, "two").unwrap();
-        let md2 = std::fs::symlink_metadata(&f).unwrap();
+        let md2 = rustix::fs::lstat(&f).unwrap();
         assert_eq!(c.get(&md2, || "h2".into()), "h2");
         // ...and a file changed just now is not remembered (racy).
         assert_eq!(c.get(&md2, || "h3".into()), "h3");

@@ -2,8 +2,16 @@
 //! `.dockerignore` (or `<Dockerfile>.dockerignore`) with docker's pattern rules
 //! (`*`, `?`, `[…]`, `**` for any number of directories, `!` exceptions, the last
 //! matching pattern wins), and source globs resolved against it.
+//!
+//! Sources are resolved inside the context as BuildKit does: a symlink is
+//! followed as if the context were `/` (through [`InRoot`]), never out of it,
+//! and the ignore rules apply both to the path as written and to the real path
+//! a link leads to, so a link cannot bring an ignored file back in.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_store::inroot::InRoot;
 
 /// One `.dockerignore` pattern.
 #[derive(Debug, Clone)]
@@ -139,6 +147,8 @@ impl Ignore {
 pub struct Context {
     /// The directory.
     pub root: PathBuf,
+    /// The directory, as the root its sources are resolved in.
+    pub tree: Arc<InRoot>,
     /// Ignore rules.
     pub ignore: Ignore,
 }
@@ -163,56 +173,62 @@ impl Context {
                 break;
             }
         }
-        Ok(Context { root, ignore })
+        let tree = Arc::new(InRoot::open(&root)?);
+        Ok(Context { root, tree, ignore })
     }
 
     /// Expands a COPY source (relative to the context, globs allowed) into
     /// context-relative paths that exist and are not ignored.
     pub fn resolve(&self, src: &str) -> Vec<String> {
-        let c = clean(src);
-        if c.is_empty() {
-            return vec![String::new()];
+        resolve_sources(&self.tree, Some(&self.ignore), src)
+    }
+}
+
+/// Expands a COPY source (globs allowed) into the paths under `tree` that
+/// it names (as written, symlinks not yet followed), each of which exists
+/// inside the tree and, with `ignore`, is not ignored by the path as written
+/// nor by the real path its links lead to.
+pub fn resolve_sources(tree: &InRoot, ignore: Option<&Ignore>, src: &str) -> Vec<String> {
+    let c = clean(src);
+    if c.is_empty() {
+        return vec![String::new()];
+    }
+    let join = |base: &str, n: &str| {
+        if base.is_empty() {
+            n.to_string()
+        } else {
+            format!("{base}/{n}")
         }
-        let parts: Vec<&str> = c.split('/').collect();
-        let mut found = vec![String::new()];
-        for part in parts {
-            let mut next = Vec::new();
-            for base in &found {
-                let dir = self.root.join(base);
-                if !part.contains(['*', '?', '[']) {
-                    let cand = if base.is_empty() {
-                        part.to_string()
-                    } else {
-                        format!("{base}/{part}")
-                    };
-                    if self.root.join(&cand).symlink_metadata().is_ok() {
-                        next.push(cand);
-                    }
-                    continue;
+    };
+    let mut found = vec![String::new()];
+    for part in c.split('/') {
+        let mut next = Vec::new();
+        for base in &found {
+            if !part.contains(['*', '?', '[']) {
+                let cand = join(base, part);
+                if tree.lstat(&cand).is_ok() {
+                    next.push(cand);
                 }
-                let Ok(rd) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                let mut names: Vec<String> = rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                for n in names {
-                    if match_component(part, &n) {
-                        next.push(if base.is_empty() {
-                            n
-                        } else {
-                            format!("{base}/{n}")
-                        });
-                    }
+                continue;
+            }
+            let Ok(names) = tree.resolve(base).and_then(|real| tree.read_dir(real)) else {
+                continue;
+            };
+            for n in names {
+                let n = n.to_string_lossy();
+                if match_component(part, &n) {
+                    next.push(join(base, &n));
                 }
             }
-            found = next;
         }
-        found.retain(|f| !self.ignore.excluded(f));
-        found
+        found = next;
     }
+    if let Some(ig) = ignore {
+        found.retain(|f| {
+            !ig.excluded(f) && tree.resolve(f).map_or(true, |real| !ig.excluded(&real))
+        });
+    }
+    found
 }
 
 #[cfg(test)]

@@ -16,9 +16,17 @@
 //! value is a CSV record, as BuildKit reads it: a quoted field may hold commas. A cache with
 //! `ro` is mounted read-only. `from=` on caches is refused with a clear error
 //! rather than silently run without its mount.
+//!
+//! A bind's source is resolved inside its tree (the context or the stage) as
+//! BuildKit does, a link followed as if the tree were `/`, and the very file
+//! or directory found is bind-mounted through its handle onto a staging point
+//! of the builder's own ([`Pinned`]) before the step's container sees it: a
+//! link swapped into the context meanwhile cannot redirect the mount to the
+//! host.
 
 use std::path::{Path, PathBuf};
 
+use berth_store::inroot::{self, InRoot};
 use serde_json::{Value, json};
 
 /// One parsed `--mount`.
@@ -209,6 +217,9 @@ pub struct StepMounts {
     /// Scratch space of `rw` binds, removed when this is dropped (after the
     /// step's container, and with it the overlay, is gone).
     scratch: Vec<tempfile::TempDir>,
+    /// The bind sources, unmounted when this is dropped (after the overlays
+    /// over them in `scratch` are gone: fields drop in order).
+    pins: Vec<Pinned>,
 }
 
 /// The first component of `target` that none of `layers` (the image's
@@ -434,55 +445,112 @@ fn parse_size(v: &str) -> Option<u64> {
     n.parse::<u64>().ok().map(|n| n * mult)
 }
 
-/// A context path inside the context (no `..` or symlink out of it).
-pub fn context_path(context: &Path, source: &str) -> Result<PathBuf, String> {
-    let root = context
-        .canonicalize()
-        .map_err(|e| format!("context {}: {e}", context.display()))?;
-    let p = root
-        .join(source.trim_start_matches('/'))
-        .canonicalize()
-        .map_err(|e| format!("--mount source {source}: {e}"))?;
-    if !p.starts_with(&root) {
-        return Err(format!(
-            "--mount source {source} is outside the build context"
-        ));
-    }
-    Ok(p)
+/// A bind source: `source` resolved inside the tree at `root` (the context
+/// or a stage), links followed inside it; returns the tree and the real path.
+pub fn bind_source(root: &Path, source: &str, what: &str) -> Result<(InRoot, String), String> {
+    let tree = InRoot::open(root).map_err(|e| format!("{what} {}: {e}", root.display()))?;
+    let real = tree
+        .resolve(source)
+        .map_err(|e| format!("--mount source {source}: not found in {what}: {e}"))?;
+    Ok((tree, real))
 }
 
 /// The content identity of a bind source, for the step's cache key: names,
-/// modes and contents of every file under it.
-pub fn content_hash(p: &Path) -> String {
+/// modes and contents of every file under it (read inside its tree).
+pub fn content_hash(tree: &InRoot, real: &str) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    let mut walk = vec![p.to_path_buf()];
-    while let Some(x) = walk.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&x) else {
-            continue;
-        };
-        let rel = x.strip_prefix(p).unwrap_or(&x).display().to_string();
+    let mut add = |rel: &str, st: &inroot::Stat| {
         h.update(rel.as_bytes());
-        h.update(std::os::unix::fs::PermissionsExt::mode(&md.permissions()).to_le_bytes());
-        if md.is_dir() {
-            let mut kids: Vec<PathBuf> = std::fs::read_dir(&x)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            kids.sort();
-            kids.reverse();
-            walk.extend(kids);
-        } else if md.is_symlink() {
-            if let Ok(t) = std::fs::read_link(&x) {
+        h.update((st.st_mode & 0o7777).to_le_bytes());
+        if inroot::is_symlink(st) {
+            if let Ok(t) = tree.read_link(rel) {
                 h.update(t.display().to_string().as_bytes());
             }
-        } else if let Ok(b) = std::fs::read(&x) {
-            h.update(&b);
+        } else if inroot::is_file(st)
+            && let Ok(mut f) = tree.open_file(rel)
+        {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n) = std::io::Read::read(&mut f, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
         }
+    };
+    let Ok(st) = tree.lstat(real) else {
+        return "missing".into();
+    };
+    add(real, &st);
+    if inroot::is_dir(&st) {
+        let _ = tree.walk(real, &mut |rel, st| {
+            add(rel, st);
+            Ok(true)
+        });
     }
     hex::encode(h.finalize())
+}
+
+/// A bind source pinned for one step: the file or directory found in its
+/// tree, bind-mounted through its handle (`/proc/self/fd/N`, the resolved
+/// inode itself, not a path) onto a staging point in the builder's scratch
+/// space. Unmounted before its directory is removed, on drop.
+#[derive(Debug)]
+pub struct Pinned {
+    /// The staging point: what the step's mount names.
+    pub path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Pinned {
+    /// Pins `real` of `tree` under `scratch`.
+    pub fn new(tree: &InRoot, real: &str, scratch: &Path) -> Result<Pinned, String> {
+        use std::os::fd::AsRawFd;
+        let fd = tree
+            .open_path(real)
+            .map_err(|e| format!("--mount source {real}: {e}"))?;
+        let st = inroot::fstat(&fd).map_err(|e| format!("--mount source {real}: {e}"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bind-")
+            .tempdir_in(scratch)
+            .map_err(|e| format!("scratch space in {}: {e}", scratch.display()))?;
+        let path = dir.path().join("src");
+        if inroot::is_dir(&st) {
+            std::fs::create_dir(&path)
+        } else {
+            std::fs::write(&path, b"")
+        }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        berth_runtime::rootfs::mount::sys_mount(
+            Some(&src),
+            &path.display().to_string(),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .map_err(|e| format!("--mount source {real}: bind: {e}"))?;
+        Ok(Pinned {
+            path,
+            dir: Some(dir),
+        })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let unmounted =
+            rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH).is_ok();
+        let dir = self.dir.take().expect("dropped once");
+        if unmounted {
+            drop(dir);
+        } else {
+            // Still mounted (or unknown): never remove through the mount;
+            // the scratch space is collected with the build's.
+            let _ = dir.keep();
+        }
+    }
 }
 
 /// The OCI mount of a parsed cache, tmpfs or bind `--mount`; cache
@@ -495,6 +563,7 @@ fn spec_mount(
     context: &Path,
     scratch: &Path,
     keep: &mut Vec<tempfile::TempDir>,
+    pins: &mut Vec<Pinned>,
 ) -> Result<Value, String> {
     match m {
         RunMount::Cache {
@@ -532,11 +601,13 @@ fn spec_mount(
             from,
             rw,
         } => {
-            let p = match from {
-                Some(dir) => context_path(Path::new(dir), source)
-                    .map_err(|e| e.replace("the build context", "the stage"))?,
-                None => context_path(context, source)?,
+            let (tree, real) = match from {
+                Some(dir) => bind_source(Path::new(dir), source, "the stage")?,
+                None => bind_source(context, source, "the build context")?,
             };
+            let pinned = Pinned::new(&tree, &real, scratch)?;
+            let p = pinned.path.clone();
+            pins.push(pinned);
             if !*rw {
                 return Ok(
                     json!({"destination": target, "type": "bind", "source": p, "options": ["rbind", "ro"]}),
@@ -701,6 +772,7 @@ pub fn step_mounts(
                     context,
                     scratch,
                     &mut out.scratch,
+                    &mut out.pins,
                 )?);
                 out.targets
                     .push(other.target().expect("has a target").to_string());
@@ -873,12 +945,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a"), "x").unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("out")).unwrap();
-        assert!(context_path(d.path(), "a").is_ok());
-        assert!(context_path(d.path(), "../").is_err());
-        assert!(context_path(d.path(), "out").is_err());
-        let h1 = content_hash(&d.path().join("a"));
+        std::os::unix::fs::symlink("/a", d.path().join("abs")).unwrap();
+        let src = |s: &str| bind_source(d.path(), s, "the build context").map(|(_, r)| r);
+        assert_eq!(src("a").unwrap(), "a");
+        assert_eq!(src("../").unwrap(), "", "`..` stops at the context's root");
+        assert_eq!(src("abs").unwrap(), "a", "a link is followed inside");
+        let e = src("out").unwrap_err();
+        assert!(e.contains("not found in the build context"), "{e}");
+        let (tree, _) = bind_source(d.path(), "a", "x").unwrap();
+        let h1 = content_hash(&tree, "a");
         std::fs::write(d.path().join("a"), "y").unwrap();
-        assert_ne!(h1, content_hash(&d.path().join("a")));
+        assert_ne!(h1, content_hash(&tree, "a"));
     }
 
     #[test]

@@ -674,6 +674,12 @@ impl CpRoot {
         .map_err(|e| EngineError::io("open", &self.path, e.into()))?;
         Ok(pathrs::Root::from_fd(fd))
     }
+
+    /// The root as a tree to read from, every path resolved inside it.
+    fn tree(&self) -> Result<berth_store::inroot::InRoot> {
+        berth_store::inroot::InRoot::open(&self.path)
+            .map_err(|e| EngineError::io("open", &self.path, e))
+    }
 }
 
 impl Drop for CpRoot {
@@ -737,20 +743,31 @@ impl Engine {
         })
     }
 
-    /// `cp CONTAINER:SRC DEST` — everything resolved inside the container's root
-    /// (a symlink pointing out of it leads back inside, never to the host).
-    pub fn cp_from(&self, q: &str, src: &str, dest: &Path) -> Result<()> {
+    /// `cp CONTAINER:SRC DEST` — everything resolved inside the container's
+    /// root (a symlink pointing out of it leads back inside, never to the
+    /// host) and read through handles, so a running container that swaps a
+    /// file for a link meanwhile cannot make us read a host file. The source's
+    /// last component is followed only with `follow` (`-L`), as docker does.
+    /// Nothing on the host is removed: a directory where a file would go (or
+    /// the reverse) is docker's "cannot overwrite" error, and files named
+    /// `.wh.*` are copied as files.
+    pub fn cp_from(&self, q: &str, src: &str, dest: &Path, follow: bool) -> Result<()> {
+        use berth_store::archive::diff::Mapped;
         let c = self.find(q)?;
         let root = self.cp_root(&c)?;
-        let r = root.open()?;
-        let h = r.resolve(src).map_err(|_| {
+        let tree = std::sync::Arc::new(root.tree()?);
+        let real = if follow {
+            tree.resolve(src)
+        } else {
+            tree.resolve_parent(src)
+        }
+        .map_err(|_| {
             EngineError::Invalid(format!("Could not find the file {src} in container {q}"))
         })?;
-        let fd: std::os::fd::OwnedFd = h.into();
-        let handle_path = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let src_is_dir = std::fs::metadata(&handle_path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        let st = tree
+            .lstat(&real)
+            .map_err(|e| EngineError::io("stat", Path::new(src), e))?;
+        let src_is_dir = berth_store::inroot::is_dir(&st);
         let base = Path::new(src)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -769,28 +786,38 @@ impl Engine {
                     .unwrap_or(base),
             )
         };
-        // The handle is a magic link: name the directory through it (`/.`), or
-        // read the file through it, never store the link itself.
-        let mut items = Vec::new();
+        let target = out_dir.join(&name);
+        if let Ok(m) = std::fs::symlink_metadata(&target)
+            && m.is_dir() != src_is_dir
+        {
+            return Err(EngineError::Invalid(if m.is_dir() {
+                format!(
+                    "cannot overwrite directory {:?} with non-directory {src:?}",
+                    target.display().to_string()
+                )
+            } else {
+                format!(
+                    "cannot overwrite non-directory {:?} with directory {src:?}",
+                    target.display().to_string()
+                )
+            }));
+        }
+        let mut items = vec![Mapped::InRoot {
+            root: tree.clone(),
+            rel: real.as_bytes().to_vec(),
+            name: name.as_bytes().to_vec(),
+        }];
         if src_is_dir {
-            let dir = handle_path.join(".");
-            items.push(berth_store::archive::diff::Mapped::Path {
-                src: dir.clone(),
-                name: name.as_bytes().to_vec(),
-            });
-            collect(&dir, &name, &mut items)?;
-        } else {
-            use std::os::unix::fs::MetadataExt;
-            let md = std::fs::metadata(&handle_path)
-                .map_err(|e| EngineError::io("stat", Path::new(src), e))?;
-            let data = std::fs::read(&handle_path)
-                .map_err(|e| EngineError::io("read", Path::new(src), e))?;
-            items.push(berth_store::archive::diff::Mapped::Data {
-                name: name.as_bytes().to_vec(),
-                data,
-                mode: md.mode() & 0o7777,
-                mtime: md.mtime(),
-            });
+            let strip = if real.is_empty() { 0 } else { real.len() + 1 };
+            tree.walk(&real, &mut |child, st| {
+                items.push(Mapped::InRoot {
+                    root: tree.clone(),
+                    rel: child.as_bytes().to_vec(),
+                    name: format!("{name}/{}", &child[strip..]).into_bytes(),
+                });
+                Ok(berth_store::inroot::is_dir(st))
+            })
+            .map_err(|e| EngineError::io("readdir", Path::new(src), e))?;
         }
         let tar = berth_store::archive::diff::write_mapped(
             &items,
@@ -799,7 +826,7 @@ impl Engine {
             &WriteOptions::default(),
         )?;
         std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io("mkdir", &out_dir, e))?;
-        berth_store::archive::apply::apply(&out_dir, &tar[..], &Default::default())?;
+        berth_store::archive::apply::apply(&out_dir, &tar[..], &cp_apply_options())?;
         Ok(())
     }
 
@@ -857,8 +884,18 @@ impl Engine {
             Vec::new(),
             &WriteOptions::default(),
         )?;
-        berth_store::archive::apply::apply(&target, &tar[..], &Default::default())?;
+        berth_store::archive::apply::apply(&target, &tar[..], &cp_apply_options())?;
         Ok(())
+    }
+}
+
+/// How `cp` writes: `.wh.` names are files, and nothing of another type
+/// already there is replaced (docker refuses those copies).
+fn cp_apply_options() -> berth_store::archive::apply::ApplyOptions {
+    berth_store::archive::apply::ApplyOptions {
+        whiteouts: berth_store::archive::apply::Whiteouts::Literal,
+        keep_types: true,
+        ..Default::default()
     }
 }
 

@@ -17,6 +17,7 @@ pub mod archive;
 pub mod content;
 pub mod fsutil;
 pub mod image;
+pub mod inroot;
 pub mod pgzip;
 pub mod snapshot;
 

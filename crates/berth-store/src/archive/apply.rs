@@ -35,6 +35,9 @@ pub enum Whiteouts {
     Delete,
     /// Turn them into overlayfs whiteouts (extracting one overlay layer directory).
     Overlay,
+    /// None: `.wh.` names are ordinary files (`cp` between a container and
+    /// the host, where a file of that name must not delete anything).
+    Literal,
 }
 
 /// Options for [`apply`].
@@ -44,6 +47,10 @@ pub struct ApplyOptions {
     pub whiteouts: Whiteouts,
     /// Set owners from the tar (true as root).
     pub chown: bool,
+    /// Refuse to replace a directory by a non-directory or the reverse
+    /// (docker cp's "cannot overwrite directory … with non-directory"):
+    /// nothing already there is ever removed.
+    pub keep_types: bool,
 }
 
 impl Default for ApplyOptions {
@@ -51,6 +58,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             whiteouts: Whiteouts::Delete,
             chown: rustix::process::geteuid().is_root(),
+            keep_types: false,
         }
     }
 }
@@ -158,7 +166,9 @@ impl Applier {
         let (name, parent) = (*name, parent.to_vec());
         self.stats.entries += 1;
 
-        if let Some(target) = name.strip_prefix(WH_PREFIX) {
+        if let Some(target) = name.strip_prefix(WH_PREFIX)
+            && self.opts.whiteouts != Whiteouts::Literal
+        {
             return self.whiteout(&raw, &parent, name, target);
         }
 
@@ -176,6 +186,17 @@ impl Applier {
         match rustix::fs::statat(&dir, nm, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 let existing_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                if self.opts.keep_types && existing_dir != is_dir {
+                    let shown = String::from_utf8_lossy(&raw);
+                    return Err(ArchiveError::entry(
+                        &raw,
+                        if existing_dir {
+                            format!("cannot overwrite directory {shown:?} with non-directory")
+                        } else {
+                            format!("cannot overwrite non-directory {shown:?} with directory")
+                        },
+                    ));
+                }
                 if !(existing_dir && is_dir) {
                     remove_all_at(dir.as_fd(), name)
                         .map_err(|err| ArchiveError::entry(&raw, format!("replace: {err}")))?;

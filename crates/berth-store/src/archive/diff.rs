@@ -9,16 +9,27 @@
 //! layer kept as links, xattrs as PAX records, empty user and group names, and
 //! times clamped to `SOURCE_DATE_EPOCH` when asked. The same tree always gives the
 //! same bytes.
+//!
+//! The trees read here belong to containers and build steps, so they are
+//! hostile: every path is opened through [`InRoot`] (never following a link
+//! out of the tree), each entry's type comes from the handle that is then
+//! read, and a file that grows or shrinks while it is archived is an error,
+//! never a torn archive.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{FileType, OFlags};
 
 use super::ArchiveError;
 use crate::fsutil::IoContext;
+use crate::inroot::{self, InRoot, Stat};
 
 /// One change in a layer, by path relative to the root (`etc/passwd`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,36 +59,56 @@ fn rel_join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     v
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>, ArchiveError> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir).ctx("readdir", dir)? {
-        let e = e.ctx("readdir", dir)?;
-        v.push((e.file_name().as_bytes().to_vec(), e.path()));
+fn ftype(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+fn open_root(dir: &Path) -> Result<InRoot, ArchiveError> {
+    Ok(InRoot::open(dir).ctx("open", dir)?)
+}
+
+fn err_at(root: &InRoot, op: &'static str, rel: &[u8], e: io::Error) -> ArchiveError {
+    path_err(op, &root.path().join(OsStr::from_bytes(rel)), e)
+}
+
+fn path_err(op: &'static str, path: &Path, e: io::Error) -> ArchiveError {
+    Err::<(), _>(e).ctx(op, path).unwrap_err().into()
+}
+
+/// `(name, lstat)` of each entry of directory `rel`, sorted by name.
+fn entries(root: &InRoot, rel: &[u8]) -> Result<Vec<(Vec<u8>, Stat)>, ArchiveError> {
+    let names = root
+        .read_dir(rel)
+        .map_err(|e| err_at(root, "readdir", rel, e))?;
+    let mut v = Vec::with_capacity(names.len());
+    for n in names {
+        let r = rel_join(rel, n.as_bytes());
+        let st = root.lstat(&r).map_err(|e| err_at(root, "stat", &r, e))?;
+        v.push((n.into_vec(), st));
     }
-    v.sort();
     Ok(v)
 }
 
 /// Reads the changes recorded in an overlayfs upper directory.
 pub fn changes_overlay(upper: &Path) -> Result<Vec<Change>, ArchiveError> {
+    let root = open_root(upper)?;
     let mut out = Vec::new();
-    walk_upper(upper, b"", &mut out)?;
+    walk_upper(&root, b"", &mut out)?;
     Ok(out)
 }
 
-fn walk_upper(dir: &Path, rel: &[u8], out: &mut Vec<Change>) -> Result<(), ArchiveError> {
-    for (name, path) in sorted_entries(dir)? {
+fn walk_upper(root: &InRoot, rel: &[u8], out: &mut Vec<Change>) -> Result<(), ArchiveError> {
+    for (name, st) in entries(root, rel)? {
         let r = rel_join(rel, &name);
-        let m = fs::symlink_metadata(&path).ctx("stat", &path)?;
-        let ft = m.file_type();
-        if ft.is_char_device() && m.rdev() == 0 {
+        let ft = ftype(&st);
+        if ft == FileType::CharacterDevice && st.st_rdev == 0 {
             out.push(Change::Delete(r));
-        } else if ft.is_dir() {
+        } else if ft == FileType::Directory {
             out.push(Change::Upsert(r.clone()));
-            if is_opaque(&path) {
+            if is_opaque(root, &r) {
                 out.push(Change::Opaque(r.clone()));
             }
-            walk_upper(&path, &r, out)?;
+            walk_upper(root, &r, out)?;
         } else {
             out.push(Change::Upsert(r));
         }
@@ -85,70 +116,81 @@ fn walk_upper(dir: &Path, rel: &[u8], out: &mut Vec<Change>) -> Result<(), Archi
     Ok(())
 }
 
-fn is_opaque(path: &Path) -> bool {
+fn is_opaque(root: &InRoot, rel: &[u8]) -> bool {
+    let Ok(dir) = root
+        .open_path(rel)
+        .and_then(|fd| inroot::reopen(&fd, OFlags::RDONLY | OFlags::DIRECTORY))
+    else {
+        return false;
+    };
     let mut buf = [0u8; 4];
     matches!(
-        rustix::fs::lgetxattr(path, "trusted.overlay.opaque", &mut buf[..]),
+        rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut buf[..]),
         Ok(1) if buf[0] == b'y'
     )
 }
 
 /// Every path under `dir` as an addition (a layer holding the whole tree).
 pub fn changes_all(dir: &Path) -> Result<Vec<Change>, ArchiveError> {
+    let root = open_root(dir)?;
     let mut out = Vec::new();
-    add_all(dir, b"", &mut out)?;
+    add_all(&root, b"", &mut out)?;
     Ok(out)
 }
 
 /// Compares `lower` (the parent's full tree) with `upper` (the new full tree).
 pub fn changes_dirs(lower: &Path, upper: &Path) -> Result<Vec<Change>, ArchiveError> {
+    let upper = open_root(upper)?;
     let mut out = Vec::new();
-    compare(lower, upper, b"", &mut out)?;
+    match InRoot::open(lower) {
+        Ok(lower) => compare(&lower, &upper, b"", &mut out)?,
+        // No parent tree: everything is new.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => add_all(&upper, b"", &mut out)?,
+        Err(e) => return Err(path_err("open", lower, e)),
+    }
     out.sort_by(|a, b| sort_key(a.path()).cmp(&sort_key(b.path())));
     Ok(out)
 }
 
 fn compare(
-    lower: &Path,
-    upper: &Path,
+    lower: &InRoot,
+    upper: &InRoot,
     rel: &[u8],
     out: &mut Vec<Change>,
 ) -> Result<(), ArchiveError> {
-    let uppers = sorted_entries(upper)?;
-    let lowers: BTreeMap<Vec<u8>, PathBuf> = match fs::symlink_metadata(lower) {
-        Ok(m) if m.is_dir() => sorted_entries(lower)?.into_iter().collect(),
+    let uppers = entries(upper, rel)?;
+    let lowers: BTreeMap<Vec<u8>, Stat> = match lower.lstat(rel) {
+        Ok(st) if inroot::is_dir(&st) => entries(lower, rel)?.into_iter().collect(),
         _ => BTreeMap::new(),
     };
-    for (name, lpath) in &lowers {
+    for name in lowers.keys() {
         if !uppers.iter().any(|(n, _)| n == name) {
-            let _ = lpath;
             out.push(Change::Delete(rel_join(rel, name)));
         }
     }
-    for (name, upath) in uppers {
+    for (name, um) in uppers {
         let r = rel_join(rel, &name);
-        let um = fs::symlink_metadata(&upath).ctx("stat", &upath)?;
-        let lm = lowers
-            .get(&name)
-            .and_then(|lp| fs::symlink_metadata(lp).ok().map(|m| (lp.clone(), m)));
-        match lm {
+        match lowers.get(&name) {
             None => {
                 out.push(Change::Upsert(r.clone()));
-                if um.is_dir() {
-                    add_all(&upath, &r, out)?;
+                if inroot::is_dir(&um) {
+                    add_all(upper, &r, out)?;
                 }
             }
-            Some((lp, lm)) => {
-                if um.is_dir() && lm.is_dir() {
-                    if meta_differs(&lm, &um, &lp, &upath) {
+            Some(lm) => {
+                let (ud, ld) = (inroot::is_dir(&um), inroot::is_dir(lm));
+                if ud && ld {
+                    if meta_differs(lm, &um, || (lower.read_link(&r), upper.read_link(&r))) {
                         out.push(Change::Upsert(r.clone()));
                     }
-                    compare(&lp, &upath, &r, out)?;
-                } else if um.file_type() != lm.file_type() || meta_differs(&lm, &um, &lp, &upath) {
+                    compare(lower, upper, &r, out)?;
+                } else if ftype(&um) != ftype(lm)
+                    || meta_differs(lm, &um, || (lower.read_link(&r), upper.read_link(&r)))
+                {
                     out.push(Change::Upsert(r.clone()));
-                    if um.is_dir() {
+                    if ud {
                         // A directory replacing a non-directory: its content is all new.
-                        add_all(&upath, &r, out)?;
+                        add_all(upper, &r, out)?;
                     }
                 }
             }
@@ -157,34 +199,41 @@ fn compare(
     Ok(())
 }
 
-fn add_all(dir: &Path, rel: &[u8], out: &mut Vec<Change>) -> Result<(), ArchiveError> {
-    for (name, path) in sorted_entries(dir)? {
+fn add_all(root: &InRoot, rel: &[u8], out: &mut Vec<Change>) -> Result<(), ArchiveError> {
+    for (name, st) in entries(root, rel)? {
         let r = rel_join(rel, &name);
         out.push(Change::Upsert(r.clone()));
-        if fs::symlink_metadata(&path).ctx("stat", &path)?.is_dir() {
-            add_all(&path, &r, out)?;
+        if inroot::is_dir(&st) {
+            add_all(root, &r, out)?;
         }
     }
     Ok(())
 }
 
-fn meta_differs(a: &Metadata, b: &Metadata, ap: &Path, bp: &Path) -> bool {
-    if a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.rdev() != b.rdev() {
+type LinkPair = (io::Result<PathBuf>, io::Result<PathBuf>);
+
+fn meta_differs(a: &Stat, b: &Stat, links: impl FnOnce() -> LinkPair) -> bool {
+    if a.st_mode != b.st_mode
+        || a.st_uid != b.st_uid
+        || a.st_gid != b.st_gid
+        || a.st_rdev != b.st_rdev
+    {
         return true;
     }
-    if a.is_dir() {
+    if inroot::is_dir(a) {
         // Directory mtimes change whenever a child does; only metadata counts.
         return false;
     }
     // docker's sameFsTime: tar has whole seconds, so a zero nanosecond part on
     // either side compares seconds only.
-    let same_time = a.mtime() == b.mtime()
-        && (a.mtime_nsec() == b.mtime_nsec() || a.mtime_nsec() == 0 || b.mtime_nsec() == 0);
-    if a.size() != b.size() || !same_time {
+    let (an, bn) = (a.st_mtime_nsec, b.st_mtime_nsec);
+    let same_time = a.st_mtime == b.st_mtime && (an == bn || an == 0 || bn == 0);
+    if a.st_size != b.st_size || !same_time {
         return true;
     }
-    if a.file_type().is_symlink() {
-        return fs::read_link(ap).ok() != fs::read_link(bp).ok();
+    if inroot::is_symlink(a) {
+        let (x, y) = links();
+        return x.ok() != y.ok();
     }
     false
 }
@@ -203,11 +252,21 @@ pub struct Overrides {
 /// One entry of [`write_mapped`].
 #[derive(Debug, Clone)]
 pub enum Mapped {
-    /// A file, directory, symlink… from disk, stored under `name`.
+    /// A file, directory, symlink… at a path of the caller's own (never a
+    /// path inside a tree someone else controls: use [`Mapped::InRoot`]).
     Path {
-        /// Where it is.
+        /// Where it is (its last component is not followed).
         src: PathBuf,
         /// Its name in the archive (relative, no leading `/`).
+        name: Vec<u8>,
+    },
+    /// A file, directory, symlink… inside a tree that may be hostile.
+    InRoot {
+        /// The tree.
+        root: Arc<InRoot>,
+        /// Its path in the tree (its last component is not followed).
+        rel: Vec<u8>,
+        /// Its name in the archive.
         name: Vec<u8>,
     },
     /// A regular file with this content.
@@ -235,11 +294,24 @@ pub fn write_mapped<W: Write>(
         b: tar::Builder::new(w),
         links: HashMap::new(),
         opts: opts.clone(),
-        src: PathBuf::new(),
     };
     for it in items {
         match it {
-            Mapped::Path { src, name } => tw.node_from(src, name, ov)?,
+            Mapped::Path { src, name } => {
+                let fd = rustix::fs::open(
+                    src,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(io::Error::from)
+                .ctx("open", src)?;
+                tw.node_fd(fd, src, name, ov)?
+            }
+            Mapped::InRoot { root, rel, name } => {
+                let shown = root.path().join(OsStr::from_bytes(rel));
+                let fd = root.open_path(rel).ctx("open", &shown)?;
+                tw.node_fd(fd, &shown, name, ov)?
+            }
             Mapped::Data {
                 name,
                 data,
@@ -319,15 +391,19 @@ pub fn write_layer<W: Write>(
             }
         }
     }
+    let root = open_root(src)?;
     let mut tw = TarWriter {
         b: tar::Builder::new(w),
         links: HashMap::new(),
         opts: opts.clone(),
-        src: src.to_path_buf(),
     };
     for e in entries.into_values() {
         match e {
-            Entry::Node(p) => tw.node(&p)?,
+            Entry::Node(p) => {
+                let shown = root.path().join(OsStr::from_bytes(&p));
+                let fd = root.open_path(&p).ctx("open", &shown)?;
+                tw.node_fd(fd, &shown, &p, &Overrides::default())?
+            }
             Entry::Whiteout(p) => tw.whiteout(&p)?,
         }
     }
@@ -344,7 +420,36 @@ struct TarWriter<W: Write> {
     b: tar::Builder<W>,
     links: HashMap<(u64, u64), Vec<u8>>,
     opts: WriteOptions,
-    src: PathBuf,
+}
+
+/// A file's content, exactly the size its header announced: a file that
+/// shrinks while archived is an error (tar-rs would pad nothing and tear the
+/// archive), one that grows is cut at that size.
+struct Exact<R> {
+    r: R,
+    left: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.r.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: the file shrank while it was archived",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 impl<W: Write> TarWriter<W> {
@@ -365,75 +470,84 @@ impl<W: Write> TarWriter<W> {
         self.append(h, rel, None, &[], io::empty())
     }
 
-    fn node(&mut self, rel: &[u8]) -> Result<(), ArchiveError> {
-        let path = self.src.join(std::ffi::OsStr::from_bytes(rel));
-        self.node_from(&path, rel, &Overrides::default())
-    }
-
-    fn node_from(&mut self, path: &Path, rel: &[u8], ov: &Overrides) -> Result<(), ArchiveError> {
-        let path = path.to_path_buf();
-        let m = fs::symlink_metadata(&path).ctx("stat", &path)?;
-        let ft = m.file_type();
+    /// One entry from an `O_PATH` handle (opened without following its last
+    /// component): its type is the handle's, and a regular file or a
+    /// directory is reopened through the handle, never by path.
+    fn node_fd(
+        &mut self,
+        fd: OwnedFd,
+        path: &Path,
+        rel: &[u8],
+        ov: &Overrides,
+    ) -> Result<(), ArchiveError> {
+        let m = inroot::fstat(&fd).ctx("stat", path)?;
+        let ft = ftype(&m);
         let mut h = tar::Header::new_ustar();
         h.set_mode(
             ov.mode
-                .filter(|_| !ft.is_symlink())
-                .unwrap_or(m.mode() & 0o7777),
+                .filter(|_| ft != FileType::Symlink)
+                .unwrap_or(m.st_mode & 0o7777),
         );
-        h.set_uid(ov.uid.unwrap_or(m.uid()) as u64);
-        h.set_gid(ov.gid.unwrap_or(m.gid()) as u64);
-        h.set_mtime(self.mtime(m.mtime()));
+        h.set_uid(ov.uid.unwrap_or(m.st_uid) as u64);
+        h.set_gid(ov.gid.unwrap_or(m.st_gid) as u64);
+        h.set_mtime(self.mtime(m.st_mtime));
         h.set_size(0);
-        let xattrs = read_xattrs(&path);
-        let mut dir_path = rel.to_vec();
-        if ft.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            dir_path.push(b'/');
-            return self.append(h, &dir_path, None, &xattrs, io::empty());
-        }
-        if ft.is_symlink() {
-            h.set_entry_type(tar::EntryType::Symlink);
-            let target = fs::read_link(&path).ctx("readlink", &path)?;
-            return self.append(
-                h,
-                rel,
-                Some(target.as_os_str().as_bytes()),
-                &xattrs,
-                io::empty(),
-            );
-        }
-        if ft.is_file() {
-            if m.nlink() > 1 {
-                let key = (m.dev(), m.ino());
-                if let Some(first) = self.links.get(&key).cloned() {
-                    h.set_entry_type(tar::EntryType::Link);
-                    return self.append(h, rel, Some(&first), &[], io::empty());
-                }
-                self.links.insert(key, rel.to_vec());
+        match ft {
+            FileType::Directory => {
+                let dir =
+                    inroot::reopen(&fd, OFlags::RDONLY | OFlags::DIRECTORY).ctx("open", path)?;
+                let xattrs = read_xattrs(&dir);
+                h.set_entry_type(tar::EntryType::Directory);
+                let mut dir_path = rel.to_vec();
+                dir_path.push(b'/');
+                self.append(h, &dir_path, None, &xattrs, io::empty())
             }
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(m.len());
-            let f = File::open(&path).ctx("open", &path)?;
-            return self.append(h, rel, None, &xattrs, f);
+            FileType::Symlink => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                let target = rustix::fs::readlinkat(&fd, "", Vec::new())
+                    .map_err(io::Error::from)
+                    .ctx("readlink", path)?;
+                self.append(h, rel, Some(target.as_bytes()), &[], io::empty())
+            }
+            FileType::RegularFile => {
+                if m.st_nlink > 1 {
+                    let key = (m.st_dev, m.st_ino);
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        h.set_entry_type(tar::EntryType::Link);
+                        return self.append(h, rel, Some(&first), &[], io::empty());
+                    }
+                    self.links.insert(key, rel.to_vec());
+                }
+                let f = inroot::reopen(&fd, OFlags::RDONLY).ctx("open", path)?;
+                let xattrs = read_xattrs(&f);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(m.st_size as u64);
+                let data = Exact {
+                    r: f,
+                    left: m.st_size as u64,
+                    path: path.to_path_buf(),
+                };
+                self.append(h, rel, None, &xattrs, data)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice => {
+                h.set_entry_type(if ft == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                });
+                let rdev = m.st_rdev;
+                h.set_device_major(rustix::fs::major(rdev))
+                    .map_err(ArchiveError::Tar)?;
+                h.set_device_minor(rustix::fs::minor(rdev))
+                    .map_err(ArchiveError::Tar)?;
+                self.append(h, rel, None, &[], io::empty())
+            }
+            FileType::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                self.append(h, rel, None, &[], io::empty())
+            }
+            _ => Ok(()), // sockets are not archived, as in docker
         }
-        if ft.is_char_device() || ft.is_block_device() {
-            h.set_entry_type(if ft.is_char_device() {
-                tar::EntryType::Char
-            } else {
-                tar::EntryType::Block
-            });
-            let rdev = m.rdev();
-            h.set_device_major(rustix::fs::major(rdev))
-                .map_err(ArchiveError::Tar)?;
-            h.set_device_minor(rustix::fs::minor(rdev))
-                .map_err(ArchiveError::Tar)?;
-            return self.append(h, rel, None, &xattrs, io::empty());
-        }
-        if ft.is_fifo() {
-            h.set_entry_type(tar::EntryType::Fifo);
-            return self.append(h, rel, None, &xattrs, io::empty());
-        }
-        Ok(()) // sockets are not archived, as in docker
     }
 
     fn append(
@@ -482,10 +596,11 @@ fn sanitize(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// xattrs worth carrying in a layer (`security.capability`, `user.*`), sorted.
-fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+/// xattrs worth carrying in a layer (`security.capability`, `user.*`), sorted,
+/// read through the open file.
+fn read_xattrs(f: &File) -> Vec<(String, Vec<u8>)> {
     let mut names = vec![0u8; 4096];
-    let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
+    let Ok(n) = rustix::fs::flistxattr(f, &mut names[..]) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -497,7 +612,7 @@ fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
             continue;
         }
         let mut val = vec![0u8; 65536];
-        if let Ok(len) = rustix::fs::lgetxattr(path, name, &mut val[..]) {
+        if let Ok(len) = rustix::fs::fgetxattr(f, name, &mut val[..]) {
             val.truncate(len);
             out.push((name.to_string(), val));
         }

@@ -1342,6 +1342,9 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
 /// `cp`.
 #[derive(Args, Debug)]
 pub struct CpArgs {
+    /// Always follow a symlink given as the source.
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
     /// `CONTAINER:SRC_PATH` or a local path.
     pub src: String,
     /// `CONTAINER:DEST_PATH` or a local path.
@@ -1358,7 +1361,7 @@ fn split_container_path(s: &str) -> Option<(&str, &str)> {
 pub fn cp(engine: &Engine, a: CpArgs) -> anyhow::Result<()> {
     match (split_container_path(&a.src), split_container_path(&a.dest)) {
         (Some((c, p)), None) => engine
-            .cp_from(c, p, std::path::Path::new(&a.dest))
+            .cp_from(c, p, std::path::Path::new(&a.dest), a.follow_link)
             .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
         (None, Some((c, p))) => engine
             .cp_into(std::path::Path::new(&a.src), c, p)
