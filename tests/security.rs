@@ -215,3 +215,88 @@ fn a_link_swapped_in_during_a_build_reads_nothing_of_the_host() {
     eprintln!("{built} of 12 builds completed while the link was swapped");
 }
 
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `cmd` as `nobody` (setpriv, util-linux).
+fn as_nobody(cmd: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(cmd)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// Attack: store directories were 0755, so a setuid-root file in an image
+/// layer, written by a container or put in a volume was a root shell for
+/// any local user who walked into the store. Docker and podman keep these
+/// 0700/0710; berth's store root and content directories are 0700, and an
+/// older store is made so when opened.
+#[test]
+fn the_store_hands_nobody_a_setuid_file() {
+    let b = Berth::new();
+    // Anyone may walk to the store: only its own modes protect it.
+    std::fs::set_permissions(
+        b.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    b.import_busybox("busybox");
+    let ctx = b.path("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM busybox\nRUN cp /bin/busybox /layer-suid && chmod 4755 /layer-suid\n",
+    );
+    build(&b, &ctx, &["-t", "suid"]).ok();
+    b.run(&[
+        "run",
+        "--name",
+        "writer",
+        "busybox",
+        "sh",
+        "-c",
+        "cp /bin/busybox /tmp/.x && chmod 4755 /tmp/.x",
+    ])
+    .ok();
+    b.run(&["volume", "create", "vol"]).ok();
+    b.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "cp /bin/busybox /v/x && chmod 4755 /v/x",
+    ])
+    .ok();
+    let root = b.root();
+    let found = common::tool(
+        "find",
+        &[root.to_str().unwrap(), "-type", "f", "-perm", "-4000"],
+    );
+    let files: Vec<&str> = found.lines().collect();
+    let has = |s: &str| files.iter().any(|f| f.contains(s));
+    assert!(
+        has("layer-suid") && has("/.x") && has("/volumes/"),
+        "setuid files in a layer, an upper dir and a volume: {found}"
+    );
+    for f in &files {
+        let out = as_nobody(&["stat", f]);
+        assert!(!out.status.success(), "nobody reached {f}");
+        let out = as_nobody(&[f, "id", "-u"]);
+        assert!(!out.status.success(), "nobody ran {f}");
+    }
+    for d in ["", "content", "snapshots", "containers", "volumes", "locks"] {
+        assert_eq!(mode_of(&root.join(d)), 0o700, "{d}");
+    }
+    // A store an older berth left open is made private when opened, and
+    // `system check` would say so.
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    b.run(&["images"]).ok();
+    assert_eq!(mode_of(&root), 0o700);
+    assert!(!as_nobody(&["stat", files[0]]).status.success());
+    b.run(&["rm", "writer"]).ok();
+}

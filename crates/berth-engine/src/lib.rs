@@ -129,8 +129,9 @@ impl Engine {
     pub fn open(root: &Path) -> Result<Engine> {
         let store = Store::open(root)?;
         for d in ["containers", "volumes"] {
-            std::fs::create_dir_all(root.join(d))
-                .map_err(|e| EngineError::io("mkdir", &root.join(d), e))?;
+            berth_store::fsutil::private_dir(&root.join(d)).map_err(|e| {
+                EngineError::io("mkdir", &root.join(d), std::io::Error::other(e.to_string()))
+            })?;
         }
         Ok(Engine {
             root: root.to_path_buf(),

@@ -28,7 +28,7 @@ use berth_types::reference::ReferenceError;
 
 use crate::archive::ArchiveError;
 use crate::content::{ContentError, ContentStore};
-use crate::fsutil::{LockGuard, PathError, lock_exclusive, lock_shared, mkdir_all};
+use crate::fsutil::{LockGuard, PathError, lock_exclusive, lock_shared};
 use crate::snapshot::{SnapshotError, Snapshotter};
 
 /// Every error the store returns.
@@ -93,7 +93,12 @@ pub struct Store {
 impl Store {
     /// Opens (creating) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        mkdir_all(&root.join("locks"))?;
+        // Private before anything is put in it (and made so if an older
+        // berth left it readable): see [`fsutil::private_dir`].
+        for d in ["", "locks", "content", "snapshots"] {
+            debug_assert!(fsutil::PRIVATE_DIRS.contains(&d));
+            fsutil::private_dir(&root.join(d))?;
+        }
         Ok(Store {
             root: root.to_path_buf(),
             content: ContentStore::open_at(&root.join("content"))?,

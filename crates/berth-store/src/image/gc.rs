@@ -57,6 +57,9 @@ pub enum Problem {
     },
     /// Leftovers from an interrupted command (harmless; removed by `--repair` and gc).
     Leftover(PathBuf),
+    /// A store directory other local users may enter (setuid files in
+    /// layers and containers would be theirs to run): made 0700 by `--repair`.
+    Exposed(PathBuf, u32),
 }
 
 impl std::fmt::Display for Problem {
@@ -71,6 +74,11 @@ impl std::fmt::Display for Problem {
                 write!(f, "image {image}: layer {chain_id} is not unpacked")
             }
             Problem::Leftover(p) => write!(f, "leftover temporary {}", p.display()),
+            Problem::Exposed(p, mode) => write!(
+                f,
+                "{} is mode {mode:o}: other users may reach image and container files (want 700)",
+                p.display()
+            ),
         }
     }
 }
@@ -306,6 +314,16 @@ impl Store {
         {
             r.problems.push(Problem::Leftover(p));
         }
+        for d in crate::fsutil::PRIVATE_DIRS {
+            use std::os::unix::fs::PermissionsExt;
+            let p = self.root.join(d);
+            if let Ok(m) = std::fs::metadata(&p)
+                && m.permissions().mode() & 0o777 != 0o700
+            {
+                r.problems
+                    .push(Problem::Exposed(p, m.permissions().mode() & 0o7777));
+            }
+        }
         if !repair {
             return Ok(r);
         }
@@ -318,6 +336,11 @@ impl Store {
                 Problem::BrokenLayer(p) | Problem::Leftover(p) => {
                     remove_any(p)?;
                     r.repairs.push(format!("removed {}", p.display()));
+                }
+                Problem::Exposed(p, _) => {
+                    crate::fsutil::private_dir(p)?;
+                    r.repairs
+                        .push(format!("made {} private (700)", p.display()));
                 }
                 _ => {}
             }
