@@ -67,7 +67,7 @@ bytes=$(du -sb "$work/oci/blobs" | cut -f1)
 
 start_berth_registry() {
     rm -rf "$work/breg"
-    "$berth" registry serve --storage "$work/breg" --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
+    "$berth" registry serve --open --storage "$work/breg" --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
     pids+=($!)
     breg_pid=$!
     for _ in $(seq 100); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done

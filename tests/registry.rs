@@ -52,7 +52,7 @@ fn digest_line(out: &str) -> String {
 #[test]
 fn push_pull_run_round_trip() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let a = pusher(&reg.addr, "library/busybox:1");
     let out = a
         .run(&["push", &format!("{}/library/busybox:1", reg.addr)])
@@ -183,7 +183,7 @@ fn push_pull_run_round_trip() {
 #[test]
 fn skopeo_interop_with_identical_digests() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let a = pusher(&reg.addr, "interop/a:v1");
     let digest = digest_line(&a.run(&["push", &format!("{}/interop/a:v1", reg.addr)]).ok());
     // skopeo sees the digest berth printed, and reads every blob.
@@ -511,7 +511,7 @@ fn put_manifest(
 #[test]
 fn raw_protocol_cases() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let addr = reg.addr.clone();
     let (s, head, _) = curl(&[&format!("http://{addr}/v2/")]);
     assert_eq!(s, 200);
@@ -923,7 +923,7 @@ fn raw_protocol_cases() {
 #[test]
 fn multi_arch_index_picks_the_platform() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let addr = reg.addr.clone();
     let a = pusher(&addr, "multi/app:amd64");
     let amd_digest = digest_line(&a.run(&["push", &format!("{addr}/multi/app:amd64")]).ok());
@@ -1130,7 +1130,7 @@ fn fault_proxy(upstream: String, fault: Fault, layer: String) -> (String, Arc<At
 #[test]
 fn faults_are_retried_or_reported_and_never_half_stored() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let a = pusher(&reg.addr, "faults/app:1");
     a.run(&["push", &format!("{}/faults/app:1", reg.addr)]).ok();
     let (_, _, m) = curl(&[
@@ -1211,7 +1211,7 @@ fn faults_are_retried_or_reported_and_never_half_stored() {
 #[test]
 fn oversized_manifest_is_refused() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let big = format!(
         r#"{{"schemaVersion":2,"annotations":{{"x":"{}"}}}}"#,
         "a".repeat(5 << 20)
@@ -1233,7 +1233,7 @@ fn oversized_manifest_is_refused() {
 #[test]
 fn concurrent_pushes_of_overlapping_images() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let base = Berth::new();
     base.import_busybox("busybox:latest");
     // 20 images sharing the busybox layer, each with a layer of its own.
@@ -1302,7 +1302,7 @@ fn concurrent_pushes_of_overlapping_images() {
 fn killed_mid_upload_then_restarted_stays_consistent() {
     let t = tempfile::tempdir().unwrap();
     let storage = t.path().join("reg");
-    let mut reg = RegistryServer::start(&storage, &[]);
+    let mut reg = RegistryServer::start(&storage, &["--open"]);
     let addr = reg.addr.clone();
     let (s, head, _) = curl(&["-X", "POST", &format!("http://{addr}/v2/k/blobs/uploads/")]);
     assert_eq!(s, 202);
@@ -1319,7 +1319,7 @@ fn killed_mid_upload_then_restarted_stays_consistent() {
     assert_eq!(s, 202);
     reg.child.kill().unwrap(); // SIGKILL
     reg.child.wait().unwrap();
-    let reg2 = RegistryServer::start(&storage, &[]);
+    let reg2 = RegistryServer::start(&storage, &["--open"]);
     let addr2 = reg2.addr.clone();
     let (s, head, _) = curl(&[&format!("http://{addr2}{loc}")]);
     assert_eq!(
@@ -1467,6 +1467,7 @@ fn tls_registry() {
     let reg = RegistryServer::start(
         &t.path().join("reg"),
         &[
+            "--open",
             "--tls-cert",
             cert.to_str().unwrap(),
             "--tls-key",
@@ -1499,7 +1500,7 @@ fn tls_registry() {
 #[test]
 fn podman_pushes_and_pulls() {
     let t = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(&t.path().join("reg"), &[]);
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
     let a = pusher(&reg.addr, "pod/app:1");
     let archive = a.path("a.tar");
     a.run(&["save", "-o", archive.to_str().unwrap(), "busybox:latest"])

@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::Berth;
+use common::{Berth, RegistryServer, curl};
 
 fn build(b: &Berth, dir: &Path, extra: &[&str]) -> common::Run {
     let mut args = vec!["build", "--network", "none"];
@@ -215,6 +215,38 @@ fn a_link_swapped_in_during_a_build_reads_nothing_of_the_host() {
     eprintln!("{built} of 12 builds completed while the link was swapped");
 }
 
+fn reg_user_add(storage: &Path, name: &str, pw: &str) {
+    Berth::new()
+        .run_stdin(
+            &[
+                "registry",
+                "user",
+                "add",
+                "--storage",
+                storage.to_str().unwrap(),
+                "--password-stdin",
+                name,
+            ],
+            format!("{pw}\n").as_bytes(),
+        )
+        .ok();
+}
+
+/// An image pushed to `<addr>/<repo>` by a user logged in with `pw`.
+fn push_as(addr: &str, repo: &str, user: &str, pw: &str) -> Berth {
+    let b = Berth::new();
+    b.import_busybox("busybox:latest");
+    b.run_stdin(
+        &["login", "-u", user, "--password-stdin", addr],
+        pw.as_bytes(),
+    )
+    .ok();
+    let r = format!("{addr}/{repo}");
+    b.run(&["tag", "busybox:latest", &r]).ok();
+    b.run(&["push", &r]).ok();
+    b
+}
+
 fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
@@ -227,6 +259,153 @@ fn as_nobody(cmd: &[&str]) -> std::process::Output {
         .args(cmd)
         .output()
         .expect("setpriv (util-linux)")
+}
+
+/// Attack: the registry failed open — an unreadable or corrupt users file
+/// (EMFILE under load, a torn write) read as "no users", and no users meant
+/// anyone may delete; removing the last user opened every private
+/// repository. Now open is asked for (`--open`), and an unreadable store
+/// refuses (503).
+#[test]
+fn registry_fails_closed() {
+    let t = tempfile::tempdir().unwrap();
+    let storage = t.path().join("reg");
+    let reg = RegistryServer::start(&storage, &[]);
+    let base = format!("http://{}", reg.addr);
+    // No accounts and no --open: closed, not open.
+    let (st, _, _) = curl(&[&format!("{base}/v2/")]);
+    assert_eq!(st, 401);
+    let (st, _, _) = curl(&["-X", "POST", &format!("{base}/v2/x/blobs/uploads/")]);
+    assert_eq!(st, 401, "an anonymous push on a registry without accounts");
+    reg_user_add(&storage, "alice", "correct horse");
+    push_as(&reg.addr, "alice/app", "alice", "correct horse");
+    let manifest = format!("{base}/v2/alice/app/manifests/latest");
+    let (st, _, _) = curl(&["-u", "alice:correct horse", "-I", &manifest]);
+    assert_eq!(st, 200);
+
+    // A corrupt users file: nobody gets in, anonymous deletes stay refused.
+    let users = storage.join("auth/users.json");
+    let good = std::fs::read(&users).unwrap();
+    std::fs::write(&users, b"{\"alice\": {").unwrap();
+    for args in [
+        vec!["-X", "DELETE", manifest.as_str()],
+        vec!["-I", manifest.as_str()],
+    ] {
+        let (st, _, _) = curl(&args);
+        assert_eq!(st, 401, "anonymous {args:?} with a corrupt users file");
+    }
+    let (st, _, body) = curl(&["-u", "alice:correct horse", "-I", &manifest]);
+    assert_eq!(st, 503, "{}", String::from_utf8_lossy(&body));
+    // Unreadable (a directory in its place): the same.
+    std::fs::remove_file(&users).unwrap();
+    std::fs::create_dir(&users).unwrap();
+    let (st, _, _) = curl(&["-u", "alice:correct horse", "-X", "DELETE", &manifest]);
+    assert_eq!(st, 503);
+    let (st, _, _) = curl(&["-X", "DELETE", &manifest]);
+    assert_eq!(st, 401);
+    std::fs::remove_dir(&users).unwrap();
+    std::fs::write(&users, &good).unwrap();
+    std::os::unix::fs::chown(&users, Some(0), Some(0)).unwrap();
+
+    // Removing the last user leaves a closed registry.
+    Berth::new()
+        .run(&[
+            "registry",
+            "user",
+            "rm",
+            "--storage",
+            storage.to_str().unwrap(),
+            "alice",
+        ])
+        .ok();
+    let (st, _, _) = curl(&["-I", &manifest]);
+    assert_eq!(st, 401, "the last user removed must not open the registry");
+    let (st, _, _) = curl(&["-X", "DELETE", &manifest]);
+    assert_eq!(st, 401);
+    drop(reg);
+
+    // --open is asked for, and refused while accounts exist.
+    reg_user_add(&storage, "bob", "correct horse");
+    let out = std::process::Command::new(common::berth_bin())
+        .args([
+            "registry",
+            "serve",
+            "--open",
+            "--addr",
+            "127.0.0.1:0",
+            "--storage",
+        ])
+        .arg(&storage)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--open") && err.contains("1 account"), "{err}");
+}
+
+/// Attack: the JWT secret was written 0644 and chmodded after the rename,
+/// so a local user could read it and forge tokens. Now the storage root and
+/// auth/ are 0700 and every auth file is 0600 from its first byte: a watcher
+/// never sees one with other bits, and `nobody` reads nothing.
+#[test]
+fn registry_secrets_are_private_from_the_first_byte() {
+    let t = tempfile::tempdir().unwrap();
+    // Anyone may walk to the stores: only their own modes protect them.
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeSet::<String>::new(),
+    ));
+    let stores: Vec<PathBuf> = (0..20).map(|i| t.path().join(format!("s{i}"))).collect();
+    let watcher = {
+        let (stop, seen, stores) = (stop.clone(), seen.clone(), stores.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::PermissionsExt;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &stores {
+                    for e in std::fs::read_dir(s.join("auth"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        if let Ok(m) = e.metadata()
+                            && m.is_file()
+                            && m.permissions().mode() & 0o077 != 0
+                        {
+                            seen.lock().unwrap().insert(e.path().display().to_string());
+                        }
+                    }
+                }
+            }
+        })
+    };
+    for s in &stores {
+        reg_user_add(s, "alice", "correct horse");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    let s = &stores[0];
+    assert_eq!(mode_of(s), 0o700);
+    assert_eq!(mode_of(&s.join("auth")), 0o700);
+    for f in ["secret", "users.json"] {
+        assert_eq!(mode_of(&s.join("auth").join(f)), 0o600, "{f}");
+    }
+    let out = as_nobody(&["cat", s.join("auth/secret").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Attack: store directories were 0755, so a setuid-root file in an image
@@ -299,4 +478,280 @@ fn the_store_hands_nobody_a_setuid_file() {
     assert_eq!(mode_of(&root), 0o700);
     assert!(!as_nobody(&["stat", files[0]]).status.success());
     b.run(&["rm", "writer"]).ok();
+}
+
+/// A registry with small limits, from a config file.
+fn limited_registry(dir: &Path, body_timeout: u64) -> RegistryServer {
+    let cfg = dir.join("limits.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "max_connections_per_client = 4\nheader_timeout = 2\nbody_timeout = {body_timeout}\n\
+             write_timeout = 2\nshutdown_timeout = 2\n"
+        ),
+    )
+    .unwrap();
+    RegistryServer::start(
+        &dir.join("reg"),
+        &["--open", "--config", cfg.to_str().unwrap()],
+    )
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`.
+fn closed_within(s: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a response (408/400) before the close
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `local` (any
+/// 127.x is this machine on Linux: a client address of its own).
+fn connect_from(local: &str, addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let target: std::net::SocketAddrV4 = addr.parse().unwrap();
+    let me: std::net::Ipv4Addr = local.parse().unwrap();
+    {
+        // SAFETY: plain socket calls on a descriptor this function owns.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(ip).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let l = sa(me, 0);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            assert_eq!(
+                libc::bind(fd, &l as *const _ as *const libc::sockaddr, len),
+                0
+            );
+            let r = sa(*target.ip(), target.port());
+            assert_eq!(
+                libc::connect(fd, &r as *const _ as *const libc::sockaddr, len),
+                0,
+                "connect: {}",
+                std::io::Error::last_os_error()
+            );
+            std::net::TcpStream::from_raw_fd(fd)
+        }
+    }
+}
+
+/// Attack: 20,000 idle connections exhausted the server's descriptors (no
+/// connection limit, no timeout); a stalled header or body held resources
+/// for ever. Now connections are capped per client address, headers and
+/// bodies have deadlines, and others are served meanwhile.
+#[test]
+fn registry_connections_are_bounded() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let reg = limited_registry(t.path(), 2);
+    // Four idle connections from one address are all it may hold.
+    let mut idle: Vec<_> = (0..4)
+        .map(|_| connect_from("127.0.0.1", &reg.addr))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = connect_from("127.0.0.1", &reg.addr);
+    assert!(
+        closed_within(&mut fifth, Duration::from_secs(1)),
+        "a connection over the per-client cap was kept"
+    );
+    // Another address is served meanwhile.
+    let mut other = connect_from("127.0.0.2", &reg.addr);
+    other
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    std::io::Read::read_to_string(&mut other, &mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Idle connections go after the header deadline (2s here).
+    for s in &mut idle {
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "an idle connection outlived the header deadline"
+        );
+    }
+    // Slowloris: a header trickled a byte at a time is cut at the deadline.
+    let mut slow = connect_from("127.0.0.3", &reg.addr);
+    let start = Instant::now();
+    let mut cut = false;
+    for b in
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+    {
+        if slow.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        cut || closed_within(&mut slow, Duration::from_secs(3)),
+        "a trickled header was still open after {:?}",
+        start.elapsed()
+    );
+    // A stalled upload body fails after the body deadline; the upload
+    // holds nothing afterwards.
+    let (st, head, _) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/v2/a/blobs/uploads/", reg.addr),
+    ]);
+    assert_eq!(st, 202, "{head}");
+    let loc = common::header(&head, "location").unwrap();
+    let path = loc.trim_start_matches(&format!("http://{}", reg.addr));
+    let mut up = connect_from("127.0.0.4", &reg.addr);
+    write!(
+        up,
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\nonly a little"
+    )
+    .unwrap();
+    assert!(
+        closed_within(&mut up, Duration::from_secs(6)),
+        "a stalled body held its request"
+    );
+}
+
+/// A stalled client must not keep a stopping server alive: after SIGTERM,
+/// requests in flight get `shutdown_timeout` (2s here), then it exits.
+#[test]
+fn registry_stops_despite_a_stalled_client() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let mut reg = limited_registry(t.path(), 600);
+    let (st, head, _) = curl(&[
+        "-X",
+        "POST",
+        &format!("http://{}/v2/a/blobs/uploads/", reg.addr),
+    ]);
+    assert_eq!(st, 202, "{head}");
+    let loc = common::header(&head, "location").unwrap();
+    let path = loc
+        .trim_start_matches(&format!("http://{}", reg.addr))
+        .to_string();
+    let mut up = connect_from("127.0.0.1", &reg.addr);
+    write!(
+        up,
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nstalled"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(reg.child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let mut exited = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        if reg.child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        exited,
+        "still running 10s after SIGTERM with a stalled client"
+    );
+    drop(up);
+}
+
+/// Attack: password guessing, with argon2 run on the async workers (64
+/// guessing clients slowed every other request). Now each address and
+/// account waits longer after each failure beyond a few, the wait answered
+/// with 429 and Retry-After at no cost; the right password waits too.
+#[test]
+fn registry_slows_password_guessing() {
+    let t = tempfile::tempdir().unwrap();
+    let storage = t.path().join("reg");
+    let reg = RegistryServer::start(&storage, &[]);
+    reg_user_add(&storage, "alice", "correct horse");
+    let url = format!("http://{}/v2/", reg.addr);
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let (st, head, _) = curl(&["-u", &format!("alice:guess{i}"), &url]);
+        codes.push(st);
+        if st == 429 {
+            assert!(common::header(&head, "retry-after").is_some(), "{head}");
+        }
+    }
+    assert_eq!(&codes[..5], &[401; 5], "{codes:?}");
+    assert!(codes[5..].contains(&429), "{codes:?}");
+    let (st, _, _) = curl(&["-u", "alice:correct horse", &url]);
+    assert_eq!(st, 429, "the account waits, whoever asks");
+    // The token endpoint is held the same way.
+    let (st, _, _) = curl(&[
+        "-u",
+        "alice:guess",
+        &format!("http://{}/token?scope=repository:alice/x:pull", reg.addr),
+    ]);
+    assert_eq!(st, 429);
+    // Anonymous requests are not held up.
+    let (st, _, _) = curl(&[&url]);
+    assert_eq!(st, 401);
+}
+
+/// Cross-repository mounts with accounts on: the challenge for the mount's
+/// POST names the source repository's pull scope too (as distribution
+/// does), so a client's next token can mount instead of uploading.
+#[test]
+fn registry_mount_challenge_names_the_source() {
+    let t = tempfile::tempdir().unwrap();
+    let storage = t.path().join("reg");
+    let reg = RegistryServer::start(&storage, &[]);
+    reg_user_add(&storage, "alice", "correct horse");
+    push_as(&reg.addr, "alice/app", "alice", "correct horse");
+    let (_, _, body) = curl(&[
+        "-u",
+        "alice:correct horse",
+        &format!("http://{}/v2/alice/app/manifests/latest", reg.addr),
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let mount = format!(
+        "http://{}/v2/alice/copy/blobs/uploads/?mount={layer}&from=alice/app",
+        reg.addr
+    );
+    let (st, head, _) = curl(&["-X", "POST", &mount]);
+    assert_eq!(st, 401);
+    let www = common::header(&head, "www-authenticate").unwrap();
+    assert!(
+        www.contains("scope=\"repository:alice/copy:pull,push repository:alice/app:pull\""),
+        "{www}"
+    );
+    // With a token for both scopes the mount happens (201, no upload).
+    let (st, _, body) = curl(&[
+        "-u",
+        "alice:correct horse",
+        &format!(
+            "http://{}/token?scope=repository:alice/copy:pull,push&scope=repository:alice/app:pull",
+            reg.addr
+        ),
+    ]);
+    assert_eq!(st, 200);
+    let tok: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!("Authorization: Bearer {}", tok["token"].as_str().unwrap());
+    let (st, head, _) = curl(&["-X", "POST", "-H", &bearer, &mount]);
+    assert_eq!(st, 201, "{head}");
 }

@@ -4,10 +4,16 @@
 //! stored as sha256 hashes with a scope (`pull` or `push`) and an expiry. Clients
 //! present either as basic credentials, directly or to the `/token` endpoint,
 //! which answers with a short-lived HS256 JWT listing the granted actions — the
-//! flow Docker Hub uses. With no users at all, the registry is open.
+//! flow Docker Hub uses.
 //!
-//! Files under `<storage>/auth/` are written atomically and read on each check,
-//! so `registry user add` and `token create` take effect while the server runs.
+//! Files under `<storage>/auth/` (a 0700 directory) are created 0600 from
+//! their first byte, written atomically and read on each check, so `registry
+//! user add` and `token create` take effect while the server runs. Reading
+//! fails closed: a file that cannot be read or parsed (EMFILE under load, a
+//! torn or corrupt file, a secret too short to sign with) is an
+//! [`Unreadable`] error that the server answers with 503, never "no users".
+//! Whether the registry is open to everyone is the server's explicit
+//! `--open`, never inferred from these files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,11 +104,45 @@ pub enum Principal {
     },
 }
 
+/// The auth files could not be read: every check that needs them fails.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the registry's accounts cannot be read: {0}")]
+pub struct Unreadable(pub String);
+
+/// The smallest signing secret accepted (bytes of its hex text).
+const MIN_SECRET: usize = 32;
+
+/// Writes `p` atomically, private (0600) from its first byte.
 fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, p)
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = p.with_extension(format!("tmp{}-{}", std::process::id(), random_hex(4)));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let r = f.write_all(data).and_then(|()| f.sync_all());
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, p)?;
+    if let Some(dir) = p.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` (and its parents) and sets it 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let md = std::fs::metadata(dir)?;
+    if md.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn now() -> String {
@@ -121,45 +161,74 @@ fn random_hex(n: usize) -> String {
 }
 
 impl AuthStore {
-    /// Opens (creating) `<storage>/auth`.
+    /// Opens (creating) `<storage>/auth`, private to its owner (a store made
+    /// before that is made private now).
     pub fn open(storage: &Path) -> std::io::Result<AuthStore> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = storage.join("auth");
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let secret = dir.join("secret");
-        if !secret.exists() {
-            write_atomic(&secret, random_hex(32).as_bytes())?;
-            std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        match std::fs::symlink_metadata(&secret) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(&secret, random_hex(32).as_bytes())?;
+            }
+            Err(e) => return Err(e),
+            Ok(m) => {
+                if !m.is_file() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a regular file",
+                        secret.display()
+                    )));
+                }
+                for f in ["secret", "users.json", "tokens.json", "lock"] {
+                    let p = dir.join(f);
+                    if let Ok(m) = std::fs::symlink_metadata(&p)
+                        && m.is_file()
+                        && m.permissions().mode() & 0o077 != 0
+                    {
+                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+                    }
+                }
+            }
         }
         Ok(AuthStore { dir })
     }
 
-    fn users(&self) -> BTreeMap<String, User> {
-        std::fs::read(self.dir.join("users.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// A JSON file of the store; missing is empty, anything else unreadable
+    /// is an error.
+    fn read_json<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, Unreadable> {
+        let p = self.dir.join(name);
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| Unreadable(format!("{}: {e}", p.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(Unreadable(format!("{}: {e}", p.display()))),
+        }
     }
 
-    fn tokens(&self) -> Vec<AccessToken> {
-        std::fs::read(self.dir.join("tokens.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The accounts.
+    pub fn users(&self) -> Result<BTreeMap<String, User>, Unreadable> {
+        self.read_json("users.json")
+    }
+
+    fn tokens(&self) -> Result<Vec<AccessToken>, Unreadable> {
+        self.read_json("tokens.json")
     }
 
     fn lock(&self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.dir.join("lock"))?;
         f.lock()?;
         Ok(f)
-    }
-
-    /// Whether any user exists (else the registry is open).
-    pub fn enabled(&self) -> bool {
-        !self.users().is_empty()
     }
 
     /// Adds or replaces a user.
@@ -173,7 +242,7 @@ impl AuthStore {
             return Err("the password must have at least 8 characters".into());
         }
         let _l = self.lock().map_err(|e| e.to_string())?;
-        let mut users = self.users();
+        let mut users = self.users().map_err(|e| e.to_string())?;
         let mut salt = [0u8; 16];
         let _ = rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty());
         let salt =
@@ -203,12 +272,13 @@ impl AuthStore {
     /// Removes a user and their tokens.
     pub fn remove_user(&self, name: &str) -> Result<(), String> {
         let _l = self.lock().map_err(|e| e.to_string())?;
-        let mut users = self.users();
+        let mut users = self.users().map_err(|e| e.to_string())?;
         if users.remove(name).is_none() {
             return Err(format!("no such user: {name}"));
         }
         let tokens: Vec<AccessToken> = self
             .tokens()
+            .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|t| t.user != name)
             .collect();
@@ -225,11 +295,12 @@ impl AuthStore {
     }
 
     /// Every user name (admins marked).
-    pub fn list_users(&self) -> Vec<(String, bool)> {
-        self.users()
+    pub fn list_users(&self) -> Result<Vec<(String, bool)>, Unreadable> {
+        Ok(self
+            .users()?
             .into_iter()
             .map(|(n, u)| (n, u.admin))
-            .collect()
+            .collect())
     }
 
     /// Creates an access token; returns (id, secret) — the secret is not stored.
@@ -243,7 +314,7 @@ impl AuthStore {
             return Err(format!("invalid scope {scope:?}: use pull or push"));
         }
         let _l = self.lock().map_err(|e| e.to_string())?;
-        if !self.users().contains_key(user) {
+        if !self.users().map_err(|e| e.to_string())?.contains_key(user) {
             return Err(format!("no such user: {user}"));
         }
         let secret = format!("brt_{}", random_hex(24));
@@ -255,7 +326,7 @@ impl AuthStore {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
-        let mut tokens = self.tokens();
+        let mut tokens = self.tokens().map_err(|e| e.to_string())?;
         tokens.push(AccessToken {
             id: id.clone(),
             user: user.into(),
@@ -273,14 +344,14 @@ impl AuthStore {
     }
 
     /// Access tokens (without secrets).
-    pub fn list_tokens(&self) -> Vec<AccessToken> {
+    pub fn list_tokens(&self) -> Result<Vec<AccessToken>, Unreadable> {
         self.tokens()
     }
 
     /// Revokes a token by id.
     pub fn revoke_token(&self, id: &str) -> Result<(), String> {
         let _l = self.lock().map_err(|e| e.to_string())?;
-        let mut tokens = self.tokens();
+        let mut tokens = self.tokens().map_err(|e| e.to_string())?;
         let before = tokens.len();
         tokens.retain(|t| t.id != id);
         if tokens.len() == before {
@@ -293,53 +364,94 @@ impl AuthStore {
         .map_err(|e| e.to_string())
     }
 
-    /// Checks basic credentials (password or access token).
-    pub fn check_basic(&self, header: &str) -> Option<Principal> {
+    /// The user named in basic credentials (`None` for a malformed header).
+    pub fn basic_user(header: &str) -> Option<String> {
+        let (user, _) = Self::basic_parts(header)?;
+        Some(user)
+    }
+
+    fn basic_parts(header: &str) -> Option<(String, String)> {
         let raw = header
             .strip_prefix("Basic ")
             .or_else(|| header.strip_prefix("basic "))?;
         let dec = STANDARD.decode(raw.trim()).ok()?;
         let s = String::from_utf8(dec).ok()?;
         let (user, pass) = s.split_once(':')?;
-        let users = self.users();
-        let u = users.get(user)?;
+        Some((user.to_string(), pass.to_string()))
+    }
+
+    /// Checks basic credentials (password or access token): `Ok(None)` when
+    /// they are wrong, an error when the store cannot be read. Verifying a
+    /// password costs an argon2 hash: call it off the async workers.
+    pub fn check_basic(&self, header: &str) -> Result<Option<Principal>, Unreadable> {
+        let Some((user, pass)) = Self::basic_parts(header) else {
+            return Ok(None);
+        };
+        let users = self.users()?;
+        let Some(u) = users.get(&user) else {
+            return Ok(None);
+        };
         if pass.starts_with("brt_") {
             let h = sha_hex(pass.as_bytes());
-            let t = self
-                .tokens()
+            let Some(t) = self
+                .tokens()?
                 .into_iter()
-                .find(|t| t.user == user && t.hash == h)?;
-            if !t.expires.is_empty()
-                && t.expires.parse::<jiff::Timestamp>().ok()? < jiff::Timestamp::now()
-            {
-                return None;
+                .find(|t| t.user == user && t.hash == h)
+            else {
+                return Ok(None);
+            };
+            if !t.expires.is_empty() {
+                match t.expires.parse::<jiff::Timestamp>() {
+                    Ok(when) if when >= jiff::Timestamp::now() => {}
+                    _ => return Ok(None),
+                }
             }
-            return Some(Principal::User {
-                name: user.into(),
+            return Ok(Some(Principal::User {
+                name: user,
                 admin: u.admin,
                 cap: (t.scope == "pull").then(|| "pull".into()),
-            });
+            }));
         }
-        let parsed = argon2::PasswordHash::new(&u.password_hash).ok()?;
-        argon2::PasswordVerifier::verify_password(
+        let Ok(parsed) = argon2::PasswordHash::new(&u.password_hash) else {
+            return Err(Unreadable(format!("user {user}: malformed password hash")));
+        };
+        if argon2::PasswordVerifier::verify_password(
             &argon2::Argon2::default(),
             pass.as_bytes(),
             &parsed,
         )
-        .ok()?;
-        Some(Principal::User {
-            name: user.into(),
+        .is_err()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Principal::User {
+            name: user,
             admin: u.admin,
             cap: None,
-        })
+        }))
     }
 
-    fn secret(&self) -> Vec<u8> {
-        std::fs::read(self.dir.join("secret")).unwrap_or_default()
+    /// The signing key: an error (never an empty key, with which anyone
+    /// could sign) when it cannot be read or is too short.
+    fn secret(&self) -> Result<Vec<u8>, Unreadable> {
+        let p = self.dir.join("secret");
+        let s = std::fs::read(&p).map_err(|e| Unreadable(format!("{}: {e}", p.display())))?;
+        if s.len() < MIN_SECRET {
+            return Err(Unreadable(format!(
+                "{}: shorter than {MIN_SECRET} bytes",
+                p.display()
+            )));
+        }
+        Ok(s)
     }
 
     /// Issues a JWT granting `access` to `sub` for `ttl` seconds.
-    pub fn issue(&self, sub: &str, access: &BTreeMap<String, Vec<String>>, ttl: i64) -> String {
+    pub fn issue(
+        &self,
+        sub: &str,
+        access: &BTreeMap<String, Vec<String>>,
+        ttl: i64,
+    ) -> Result<String, Unreadable> {
         let now = jiff::Timestamp::now().as_second();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let acc: Vec<serde_json::Value> = access
@@ -348,25 +460,39 @@ impl AuthStore {
             .collect();
         let payload = URL_SAFE_NO_PAD.encode(serde_json::json!({"iss": "berth-registry", "sub": sub, "iat": now, "exp": now + ttl, "access": acc}).to_string());
         let signing = format!("{header}.{payload}");
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret()).expect("hmac key");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret()?).expect("hmac key");
         mac.update(signing.as_bytes());
-        format!(
+        Ok(format!(
             "{signing}.{}",
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+        ))
     }
 
-    /// Verifies a bearer JWT.
-    pub fn check_bearer(&self, header: &str) -> Option<Principal> {
+    /// Verifies a bearer JWT: `Ok(None)` when it is not valid, an error when
+    /// the signing key cannot be read.
+    pub fn check_bearer(&self, header: &str) -> Result<Option<Principal>, Unreadable> {
+        let key = self.secret()?;
+        Ok(Self::verify_jwt(&key, header))
+    }
+
+    fn verify_jwt(key: &[u8], header: &str) -> Option<Principal> {
         let tok = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))?
             .trim();
         let mut parts = tok.split('.');
         let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret()).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
         mac.update(format!("{h}.{p}").as_bytes());
         mac.verify_slice(&URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+        if header["alg"] != "HS256" {
+            return None;
+        }
         let payload: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).ok()?).ok()?;
         if payload["exp"].as_i64()? < jiff::Timestamp::now().as_second() {
@@ -388,22 +514,20 @@ impl AuthStore {
     }
 
     /// The principal a bearer token's subject stands for (for listings).
-    pub fn principal_of(&self, name: &str) -> Principal {
-        match self.users().get(name) {
+    pub fn principal_of(&self, name: &str) -> Result<Principal, Unreadable> {
+        Ok(match self.users()?.get(name) {
             Some(u) => Principal::User {
                 name: name.to_string(),
                 admin: u.admin,
                 cap: None,
             },
             None => Principal::Anonymous,
-        }
+        })
     }
 
-    /// What `who` may do on `repo` (as the token endpoint grants and checks it).
+    /// What `who` may do on `repo` (as the token endpoint grants and checks
+    /// it) on a registry with accounts.
     pub fn allowed(&self, who: &Principal, repo: &str, public: bool) -> Vec<Action> {
-        if !self.enabled() {
-            return vec![Action::Pull, Action::Push, Action::Delete];
-        }
         match who {
             Principal::Anonymous => {
                 if public {
@@ -453,12 +577,19 @@ mod tests {
     fn users_tokens_and_jwt() {
         let t = tempfile::tempdir().unwrap();
         let a = AuthStore::open(t.path()).unwrap();
-        assert!(!a.enabled());
+        assert!(a.users().unwrap().is_empty());
         a.add_user("alice", "correct horse", false).unwrap();
         assert!(a.add_user("bob", "short", false).is_err());
         let basic = |u: &str, p: &str| format!("Basic {}", STANDARD.encode(format!("{u}:{p}")));
-        let who = a.check_basic(&basic("alice", "correct horse")).unwrap();
-        assert!(a.check_basic(&basic("alice", "wrong password")).is_none());
+        let who = a
+            .check_basic(&basic("alice", "correct horse"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            a.check_basic(&basic("alice", "wrong password"))
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(
             a.allowed(&who, "alice/app", false),
             vec![Action::Pull, Action::Push, Action::Delete]
@@ -470,7 +601,7 @@ mod tests {
         assert_eq!(a.allowed(&who, "bob/app", true), vec![Action::Pull]);
         assert_eq!(a.allowed(&Principal::Anonymous, "alice/app", false), vec![]);
         let (_, pull_tok) = a.create_token("alice", "pull", None).unwrap();
-        let p = a.check_basic(&basic("alice", &pull_tok)).unwrap();
+        let p = a.check_basic(&basic("alice", &pull_tok)).unwrap().unwrap();
         assert_eq!(
             a.allowed(&p, "alice/app", false),
             vec![Action::Pull],
@@ -478,17 +609,81 @@ mod tests {
         );
         let (id, push_tok) = a.create_token("alice", "push", Some(-10)).unwrap();
         assert!(
-            a.check_basic(&basic("alice", &push_tok)).is_none(),
+            a.check_basic(&basic("alice", &push_tok)).unwrap().is_none(),
             "expired"
         );
         a.revoke_token(&id).unwrap();
         let mut acc = BTreeMap::new();
         acc.insert("alice/app".to_string(), vec!["pull".to_string()]);
-        let jwt = a.issue("alice", &acc, 60);
-        let g = a.check_bearer(&format!("Bearer {jwt}")).unwrap();
+        let jwt = a.issue("alice", &acc, 60).unwrap();
+        let g = a.check_bearer(&format!("Bearer {jwt}")).unwrap().unwrap();
         assert_eq!(a.allowed(&g, "alice/app", false), vec![Action::Pull]);
         let mut forged = jwt.clone();
         forged.push('x');
-        assert!(a.check_bearer(&format!("Bearer {forged}")).is_none());
+        assert!(
+            a.check_bearer(&format!("Bearer {forged}"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn fails_closed_and_keeps_secrets_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let a = AuthStore::open(t.path()).unwrap();
+        a.add_user("alice", "correct horse", false).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(t.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("auth"), 0o700);
+        assert_eq!(mode("auth/secret"), 0o600);
+        assert_eq!(mode("auth/users.json"), 0o600);
+        let basic = format!("Basic {}", STANDARD.encode("alice:correct horse"));
+        // A torn or corrupt users file is an error, never "no users".
+        std::fs::write(t.path().join("auth/users.json"), "{\"alice\": {").unwrap();
+        assert!(a.check_basic(&basic).is_err());
+        assert!(a.users().is_err());
+        assert!(a.add_user("bob", "correct horse", false).is_err());
+        // An unreadable one too (a directory in its place: EISDIR).
+        std::fs::remove_file(t.path().join("auth/users.json")).unwrap();
+        std::fs::create_dir(t.path().join("auth/users.json")).unwrap();
+        assert!(a.check_basic(&basic).is_err());
+        // A missing or short secret signs nothing and verifies nothing: an
+        // empty key would let anyone sign.
+        std::fs::write(t.path().join("auth/secret"), "").unwrap();
+        assert!(a.issue("alice", &BTreeMap::new(), 60).is_err());
+        let forged = {
+            let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+            let p = URL_SAFE_NO_PAD.encode(
+                br#"{"sub":"alice","exp":9999999999,"access":[{"name":"alice/app","actions":["pull","delete"]}]}"#,
+            );
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"").unwrap();
+            mac.update(format!("{h}.{p}").as_bytes());
+            format!(
+                "Bearer {h}.{p}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            )
+        };
+        assert!(a.check_bearer(&forged).is_err());
+        // A store made loose by an older berth is made private on open.
+        std::fs::write(t.path().join("auth/secret"), random_hex(32)).unwrap();
+        std::fs::set_permissions(
+            t.path().join("auth"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            t.path().join("auth/secret"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        AuthStore::open(t.path()).unwrap();
+        assert_eq!(mode("auth"), 0o700);
+        assert_eq!(mode("auth/secret"), 0o600);
     }
 }

@@ -7,12 +7,20 @@
 //! [`auth::AuthStore`] with the bearer-token flow Docker Hub uses. Request
 //! bodies are streamed to disk and hashed as they arrive; blobs are streamed
 //! back from disk, with HTTP ranges.
+//!
+//! Access fails closed: a registry is open to everyone only when served with
+//! `--open` (said in the startup line); otherwise every request is checked
+//! against the accounts, and when those cannot be read the answer is 503,
+//! never access. Connections are bounded ([`conn`]), password guessing is
+//! slowed per address and account ([`guard`]).
 
 pub mod auth;
+pub mod conn;
+pub mod guard;
 pub mod storage;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +35,8 @@ use berth_types::image::Index;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use auth::{Action, AuthStore, Principal};
+use auth::{Action, AuthStore, Principal, Unreadable};
+use conn::PeerAddr;
 use storage::{PutManifestError, Storage, valid_name, valid_tag, valid_upload_id};
 
 /// Server settings (flags, or a TOML file with the same keys).
@@ -40,6 +49,9 @@ pub struct Config {
     pub storage: PathBuf,
     /// Anonymous pull of every repository.
     pub public: bool,
+    /// No accounts at all: anyone may pull, push and delete everything (a
+    /// throwaway or firewalled registry). Never inferred: asked for.
+    pub open: bool,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -56,6 +68,19 @@ pub struct Config {
     pub delete_enabled: bool,
     /// Log requests to stderr.
     pub log_requests: bool,
+    /// Connections open at once, in all (more are closed at once).
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// Seconds a client has to send a request's headers (and to start its
+    /// next request on a kept-alive connection; and the TLS handshake).
+    pub header_timeout: u64,
+    /// Seconds a request body may stall (no bytes) before the request fails.
+    pub body_timeout: u64,
+    /// Seconds a response may stall on a client that does not read.
+    pub write_timeout: u64,
+    /// Seconds requests in flight get to finish after SIGTERM.
+    pub shutdown_timeout: u64,
 }
 
 impl Default for Config {
@@ -72,6 +97,13 @@ impl Default for Config {
             upload_expiry: 24 * 3600,
             delete_enabled: true,
             log_requests: true,
+            open: false,
+            max_connections: 1024,
+            max_connections_per_client: 64,
+            header_timeout: 30,
+            body_timeout: 60,
+            write_timeout: 60,
+            shutdown_timeout: 30,
         }
     }
 }
@@ -93,6 +125,7 @@ struct App {
     config: Config,
     storage: Storage,
     auth: AuthStore,
+    guard: guard::Guard,
     uploads: Mutex<HashMap<String, UploadState>>,
 }
 
@@ -116,6 +149,24 @@ impl ApiError {
     fn with(mut self, h: header::HeaderName, v: impl Into<String>) -> Self {
         self.headers.push((h, v.into()));
         self
+    }
+
+    /// Adds `scope` to a challenge's `scope="…"` (space-separated, as the
+    /// token spec has several scopes).
+    fn add_scope(&mut self, scope: &str) {
+        if let Some((_, v)) = self
+            .headers
+            .iter_mut()
+            .find(|(k, _)| k == header::WWW_AUTHENTICATE)
+        {
+            match v.find("scope=\"") {
+                Some(i) => {
+                    let end = i + 7 + v[i + 7..].find('"').unwrap_or(0);
+                    v.insert_str(end, &format!(" {scope}"));
+                }
+                None => v.push_str(&format!(",scope=\"{scope}\"")),
+            }
+        }
     }
 }
 
@@ -142,6 +193,42 @@ type ApiResult = Result<Response, ApiError>;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
+}
+
+/// The accounts cannot be read: refused (503), the cause logged, not told.
+fn unavailable(e: Unreadable) -> ApiError {
+    eprintln!("berth registry: refusing requests: {e}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "the registry cannot check credentials now; try again later",
+    )
+}
+
+/// A client that must wait before trying credentials again (429).
+fn too_many(wait: Duration) -> ApiError {
+    let secs = wait.as_secs().max(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOOMANYREQUESTS",
+        format!("too many failed logins; try again in {secs}s"),
+    )
+    .with(header::RETRY_AFTER, secs.to_string())
+}
+
+/// The next chunk of a request body, or an error when none came for
+/// `stall` (a client that stopped sending must not hold the request).
+async fn next_chunk<S>(s: &mut S, stall: Duration) -> Option<Result<bytes::Bytes, String>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+{
+    match tokio::time::timeout(stall, s.next()).await {
+        Ok(c) => c.map(|r| r.map_err(|e| e.to_string())),
+        Err(_) => Some(Err(format!(
+            "no data for {}s: the request body stalled",
+            stall.as_secs()
+        ))),
+    }
 }
 
 /// Where a `/v2/` path leads.
@@ -243,23 +330,28 @@ impl App {
             .with(header::WWW_AUTHENTICATE, v)
     }
 
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        if !self.auth.enabled() {
-            return Ok(Caller {
-                who: Principal::Anonymous,
-                user: "-".into(),
-            });
+    /// Who is asking: anyone on an open registry; else the credentials'
+    /// principal (a 401 challenge when they are wrong, 503 when the accounts
+    /// cannot be read, 429 while the client must wait after failures).
+    async fn caller(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Caller, ApiError> {
+        let anonymous = Caller {
+            who: Principal::Anonymous,
+            user: "-".into(),
+        };
+        if self.config.open {
+            return Ok(anonymous);
         }
         let Some(h) = header_str(headers, header::AUTHORIZATION) else {
-            return Ok(Caller {
-                who: Principal::Anonymous,
-                user: "-".into(),
-            });
+            return Ok(anonymous);
         };
         let who = if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {
-            self.auth.check_bearer(h)
+            self.auth.check_bearer(h).map_err(unavailable)?
         } else {
-            self.auth.check_basic(h)
+            self.check_basic(h, peer).await?
         };
         match who {
             Some(w) => {
@@ -277,6 +369,49 @@ impl App {
         }
     }
 
+    /// Checks basic credentials off the async workers, one verification per
+    /// core at a time, after the guard's wait for this address and account.
+    async fn check_basic(
+        self: &Arc<Self>,
+        header: &str,
+        peer: IpAddr,
+    ) -> Result<Option<Principal>, ApiError> {
+        let account = AuthStore::basic_user(header);
+        if let Some(w) = self.guard.wait(peer, account.as_deref()) {
+            return Err(too_many(w));
+        }
+        let permit = self
+            .guard
+            .verify
+            .acquire()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let (app, h) = (self.clone(), header.to_string());
+        let r = tokio::task::spawn_blocking(move || app.auth.check_basic(&h))
+            .await
+            .map_err(internal)?;
+        drop(permit);
+        match r {
+            Ok(Some(p)) => {
+                self.guard.succeeded(peer, account.as_deref());
+                Ok(Some(p))
+            }
+            Ok(None) => {
+                self.guard.failed(peer, account.as_deref());
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// What `who` may do on `repo`: everything on an open registry.
+    fn allowed(&self, who: &Principal, repo: &str) -> Vec<Action> {
+        if self.config.open {
+            return vec![Action::Pull, Action::Push, Action::Delete];
+        }
+        self.auth.allowed(who, repo, self.config.public)
+    }
+
     /// Checks `action` on `repo`; a 401 challenge asks for the needed scope.
     fn require(
         &self,
@@ -285,11 +420,7 @@ impl App {
         repo: &str,
         action: Action,
     ) -> Result<(), ApiError> {
-        if self
-            .auth
-            .allowed(&c.who, repo, self.config.public)
-            .contains(&action)
-        {
+        if self.allowed(&c.who, repo).contains(&action) {
             return Ok(());
         }
         let actions = match action {
@@ -337,10 +468,23 @@ pub fn serve(config: Config) -> Result<(), String> {
 }
 
 async fn serve_async(config: Config) -> Result<(), String> {
+    auth::private_dir(&config.storage)
+        .map_err(|e| format!("storage {}: {e}", config.storage.display()))?;
     let storage = Storage::open(&config.storage)
         .map_err(|e| format!("opening storage {}: {e}", config.storage.display()))?;
     let auth = AuthStore::open(&config.storage)
         .map_err(|e| format!("opening auth in {}: {e}", config.storage.display()))?;
+    let users = auth
+        .users()
+        .map_err(|e| format!("{e}: fix or remove the file, or serve with --open"))?;
+    if config.open && !users.is_empty() {
+        return Err(format!(
+            "--open lets anyone push and delete, but {} has {} account(s): remove them \
+             (berth registry user rm) or serve without --open",
+            config.storage.join("auth").display(),
+            users.len()
+        ));
+    }
     let addr: SocketAddr = config
         .addr
         .parse()
@@ -354,6 +498,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
         config: config.clone(),
         storage,
         auth,
+        guard: guard::Guard::default(),
         uploads: Mutex::new(HashMap::new()),
     });
     // Expire abandoned uploads now and every ten minutes.
@@ -372,23 +517,30 @@ async fn serve_async(config: Config) -> Result<(), String> {
             }
         });
     }
-    let router = axum::Router::new()
-        .fallback(handle)
-        .with_state(app.clone())
-        .into_make_service_with_connect_info::<PeerAddr>();
+    let router = axum::Router::new().fallback(handle).with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("listening on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let mode = if config.open {
+        "OPEN: anyone may pull, push and delete (--open)".to_string()
+    } else if users.is_empty() {
+        "closed: no accounts yet (berth registry user add)".to_string()
+    } else {
+        format!(
+            "{} account(s), {}",
+            users.len(),
+            if config.public {
+                "anyone may pull"
+            } else {
+                "private"
+            }
+        )
+    };
     eprintln!(
-        "berth registry listening on {scheme}://{local} (storage {}, {})",
+        "berth registry listening on {scheme}://{local} (storage {}, {mode})",
         config.storage.display(),
-        if app.auth.enabled() {
-            "accounts enabled"
-        } else {
-            "open: no users yet"
-        }
     );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -399,34 +551,27 @@ async fn serve_async(config: Config) -> Result<(), String> {
         }
         eprintln!("berth registry: shutting down, finishing requests in flight");
     };
-    match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(acceptor) => {
-            axum::serve(tls::TlsListener::new(listener, acceptor), router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    }
-    .map_err(|e| format!("serving: {e}"))
+    let limits = conn::Limits {
+        max_connections: config.max_connections.max(1),
+        max_per_client: config.max_connections_per_client.max(1),
+        header_timeout: Duration::from_secs(config.header_timeout.max(1)),
+        write_timeout: Duration::from_secs(config.write_timeout.max(1)),
+        shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+    };
+    conn::serve(listener, tls, router, limits, shutdown).await;
+    Ok(())
 }
 
 mod tls {
-    //! TLS for `serve --tls-cert/--tls-key`: a listener that completes the
-    //! handshake of each connection on its own task, so a slow client cannot
-    //! hold up accepting others.
+    //! TLS for `serve --tls-cert/--tls-key`: the acceptor made from the
+    //! certificate and key. Each connection's handshake runs on that
+    //! connection's own task, under a deadline (see [`super::conn`]), so a
+    //! slow client cannot hold up accepting others.
 
-    use std::net::SocketAddr;
     use std::path::Path;
     use std::sync::Arc;
 
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::mpsc;
     use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::server::TlsStream;
 
     pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         use rustls::pki_types::pem::PemObject;
@@ -447,75 +592,6 @@ mod tls {
         .map_err(|e| format!("TLS certificate: {e}"))?;
         Ok(TlsAcceptor::from(Arc::new(cfg)))
     }
-
-    pub struct TlsListener {
-        rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-        local: SocketAddr,
-    }
-
-    impl TlsListener {
-        pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> Self {
-            let local = listener.local_addr().expect("bound listener");
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(async move {
-                loop {
-                    let Ok((tcp, peer)) = listener.accept().await else {
-                        continue;
-                    };
-                    let acceptor = acceptor.clone();
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let hs = tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
-                            acceptor.accept(tcp),
-                        )
-                        .await;
-                        if let Ok(Ok(s)) = hs {
-                            let _ = tx.send((s, peer)).await;
-                        }
-                    });
-                }
-            });
-            TlsListener { rx, local }
-        }
-    }
-
-    impl axum::serve::Listener for TlsListener {
-        type Io = TlsStream<TcpStream>;
-        type Addr = SocketAddr;
-
-        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-            match self.rx.recv().await {
-                Some(x) => x,
-                None => std::future::pending().await,
-            }
-        }
-
-        fn local_addr(&self) -> std::io::Result<Self::Addr> {
-            Ok(self.local)
-        }
-    }
-}
-
-/// The client's address, for logs.
-#[derive(Debug, Clone, Copy)]
-struct PeerAddr(SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for PeerAddr
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        PeerAddr(*s.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
-    for PeerAddr
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        PeerAddr(*s.remote_addr())
-    }
 }
 
 async fn handle(
@@ -527,7 +603,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut user = "-".to_string();
-    let resp = match dispatch(&app, req, &mut user).await {
+    let resp = match dispatch(&app, req, &mut user, peer.ip()).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -549,10 +625,10 @@ async fn handle(
     resp
 }
 
-async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult {
+async fn dispatch(app: &Arc<App>, req: Request, user: &mut String, peer: IpAddr) -> ApiResult {
     let path = req.uri().path().to_string();
     if path == "/token" {
-        return token(app, req).await;
+        return token(app, req, peer).await;
     }
     let Some(r) = route(&path) else {
         return Err(ApiError::new(
@@ -562,7 +638,7 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult 
         ));
     };
     let headers = req.headers().clone();
-    let caller = app.caller(&headers)?;
+    let caller = app.caller(&headers, peer).await?;
     *user = caller.user.clone();
     let check_name = |n: &str| -> Result<(), ApiError> {
         if valid_name(n) {
@@ -583,7 +659,7 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult 
     };
     match r {
         Route::Base => {
-            if app.auth.enabled() && caller.who == Principal::Anonymous {
+            if !app.config.open && caller.who == Principal::Anonymous {
                 return Err(app.challenge(&headers, None, "authentication required"));
             }
             Ok((
@@ -600,7 +676,7 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult 
                 .into_response())
         }
         Route::Catalog => {
-            if app.auth.enabled() && caller.who == Principal::Anonymous && !app.config.public {
+            if !app.config.open && caller.who == Principal::Anonymous && !app.config.public {
                 return Err(app.challenge(
                     &headers,
                     Some("registry:catalog:*"),
@@ -608,18 +684,16 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult 
                 ));
             }
             let who = match &caller.who {
-                Principal::Granted { name, .. } => app.auth.principal_of(name),
+                Principal::Granted { name, .. } => {
+                    app.auth.principal_of(name).map_err(unavailable)?
+                }
                 w => w.clone(),
             };
             let all: Vec<String> = app
                 .storage
                 .catalog()
                 .into_iter()
-                .filter(|r| {
-                    app.auth
-                        .allowed(&who, r, app.config.public)
-                        .contains(&Action::Pull)
-                })
+                .filter(|r| app.allowed(&who, r).contains(&Action::Pull))
                 .collect();
             let q = query(&req);
             paginate(
@@ -705,7 +779,18 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String) -> ApiResult 
             if method != Method::POST {
                 return Err(method_not_allowed());
             }
-            app.require(&headers, &caller, &name, Action::Push)?;
+            if let Err(mut e) = app.require(&headers, &caller, &name, Action::Push) {
+                // A mount from another repository needs pull there too: ask
+                // for both at once, as distribution does, so the client's
+                // next token can mount.
+                let q = query(&req);
+                if param(&q, "mount").is_some()
+                    && let Some(from) = param(&q, "from").filter(|f| valid_name(f))
+                {
+                    e.add_scope(&format!("repository:{from}:pull"));
+                }
+                return Err(e);
+            }
             start_upload(app, req, &caller, &name).await
         }
         Route::Upload(name, id) => {
@@ -922,10 +1007,11 @@ fn get_manifest(
     Ok(r)
 }
 
-async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_limited(app: &App, req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut s = req.into_body().into_data_stream();
     let mut out = Vec::new();
-    while let Some(chunk) = s.next().await {
+    let stall = Duration::from_secs(app.config.body_timeout.max(1));
+    while let Some(chunk) = next_chunk(&mut s, stall).await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -952,7 +1038,7 @@ async fn put_manifest(app: &Arc<App>, req: Request, name: &str, reference: &str)
         .filter(|(k, _)| k == "tag")
         .map(|(_, v)| v)
         .collect();
-    let bytes = read_limited(req, app.config.max_manifest_size).await?;
+    let bytes = read_limited(app, req, app.config.max_manifest_size).await?;
     let a = app.clone();
     let (n, r, t) = (name.to_string(), reference.to_string(), tags.clone());
     let res = tokio::task::spawn_blocking(move || {
@@ -1235,7 +1321,8 @@ async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
         });
     let mut s = req.into_body().into_data_stream();
     let mut failure = None;
-    while let Some(chunk) = s.next().await {
+    let stall = Duration::from_secs(app.config.body_timeout.max(1));
+    while let Some(chunk) = next_chunk(&mut s, stall).await {
         match chunk {
             Ok(c) => {
                 if tx.send(c).await.is_err() {
@@ -1344,14 +1431,11 @@ async fn start_upload(app: &Arc<App>, req: Request, caller: &Caller, name: &str)
         let mountable = match from {
             Some(f) => {
                 valid_name(f)
-                    && app
-                        .auth
-                        .allowed(&caller.who, f, app.config.public)
-                        .contains(&Action::Pull)
+                    && app.allowed(&caller.who, f).contains(&Action::Pull)
                     && app.storage.blob(f, &d).is_some()
             }
             // Without `from`, only an open registry may reveal blobs of other repositories.
-            None => !app.auth.enabled() && app.storage.blob_anywhere(&d),
+            None => app.config.open && app.storage.blob_anywhere(&d),
         };
         if mountable {
             app.storage.link_blob(name, &d).map_err(internal)?;
@@ -1414,7 +1498,7 @@ struct TokenForm {
 
 /// The token endpoint: `GET /token?service=…&scope=…` with optional basic
 /// credentials (docker, skopeo), or the OAuth2 `POST` form (containerd).
-async fn token(app: &Arc<App>, req: Request) -> ApiResult {
+async fn token(app: &Arc<App>, req: Request, peer: IpAddr) -> ApiResult {
     let mut scopes: Vec<String> = query(&req)
         .into_iter()
         .filter(|(k, _)| k == "scope")
@@ -1424,7 +1508,7 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
     let basic = header_str(req.headers(), header::AUTHORIZATION).map(str::to_string);
     // The form's credentials (POST, OAuth2 style) or the Authorization header.
     let credentials = if is_post {
-        let body = read_limited(req, 64 << 10).await?;
+        let body = read_limited(app, req, 64 << 10).await?;
         let f: TokenForm = serde_urlencoded_like(&body);
         scopes.extend(
             f.scope
@@ -1455,14 +1539,14 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
         basic
     };
     let who = match credentials {
-        Some(h) => app.auth.check_basic(&h).ok_or_else(|| {
+        Some(h) if !app.config.open => app.check_basic(&h, peer).await?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "incorrect username or password",
             )
         })?,
-        None => Principal::Anonymous,
+        _ => Principal::Anonymous,
     };
     let mut access: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &scopes {
@@ -1475,7 +1559,7 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
         if typ != "repository" || !valid_name(name) {
             continue;
         }
-        let allowed = app.auth.allowed(&who, name, app.config.public);
+        let allowed = app.allowed(&who, name);
         let mut granted: Vec<String> = Vec::new();
         for a in actions.split(',') {
             for act in [Action::Pull, Action::Push, Action::Delete] {
@@ -1494,7 +1578,7 @@ async fn token(app: &Arc<App>, req: Request) -> ApiResult {
         Principal::Anonymous => String::new(),
     };
     let ttl = app.config.token_ttl;
-    let tok = app.auth.issue(&sub, &access, ttl);
+    let tok = app.auth.issue(&sub, &access, ttl).map_err(unavailable)?;
     let body = serde_json::json!({
         "token": tok,
         "access_token": tok,

@@ -39,7 +39,7 @@ impl Where {
 
     fn auth(&self) -> anyhow::Result<AuthStore> {
         let c = self.config()?;
-        std::fs::create_dir_all(&c.storage)
+        berth_registry::server::auth::private_dir(&c.storage)
             .with_context(|| format!("creating {}", c.storage.display()))?;
         AuthStore::open(&c.storage).with_context(|| format!("opening {}", c.storage.display()))
     }
@@ -74,9 +74,13 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Let anyone pull every repository.
+    /// Let anyone pull every repository (accounts still needed to push).
     #[arg(long)]
     pub public: bool,
+    /// No accounts at all: anyone may pull, push and delete (a throwaway or
+    /// firewalled registry). Without it a registry with no accounts is closed.
+    #[arg(long, conflicts_with = "public")]
+    pub open: bool,
     /// Do not log requests.
     #[arg(long, short)]
     pub quiet: bool,
@@ -215,6 +219,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 c.tls_key = a.tls_key;
             }
             c.public |= a.public;
+            c.open |= a.open;
             c.log_requests &= !a.quiet;
             server::serve(c).map_err(|e| anyhow!("{e}"))
         }
@@ -234,7 +239,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         }
         RegistryCmd::User(UserCmd::Ls(at)) => {
             let mut t = Table::new(&["USER", "ADMIN"]);
-            for (n, admin) in at.auth()?.list_users() {
+            for (n, admin) in at.auth()?.list_users()? {
                 t.row(vec![n, admin.to_string()]);
             }
             t.print()?;
@@ -260,7 +265,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         }
         RegistryCmd::Token(TokenCmd::Ls(at)) => {
             let mut t = Table::new(&["ID", "USER", "SCOPE", "CREATED", "EXPIRES"]);
-            for tok in at.auth()?.list_tokens() {
+            for tok in at.auth()?.list_tokens()? {
                 let exp = if tok.expires.is_empty() {
                     "never".to_string()
                 } else {
