@@ -755,3 +755,136 @@ fn registry_mount_challenge_names_the_source() {
     let (st, head, _) = curl(&["-X", "POST", "-H", &bearer, &mount]);
     assert_eq!(st, 201, "{head}");
 }
+
+fn sha256_file(p: &Path) -> String {
+    common::tool("sha256sum", &[p.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Attack: `load` skipped layer verification when the layer was unpacked
+/// already, so an archive whose layer bytes do not match the config's
+/// diff id loaded, `system check` said consistent, and `push` uploaded a
+/// broken image. Every layer of every load and pull is now checked against
+/// its diff id, unpacked or not.
+#[test]
+fn a_layer_that_is_not_its_diff_id_is_refused() {
+    let b = Berth::new();
+    b.import_busybox("good");
+    let arch = b.path("good.tar");
+    b.run(&["save", "-o", arch.to_str().unwrap(), "good"]).ok();
+    let x = b.path("x");
+    std::fs::create_dir_all(&x).unwrap();
+    common::tool(
+        "tar",
+        &["-xf", arch.to_str().unwrap(), "-C", x.to_str().unwrap()],
+    );
+    // Another layer under the same config: its blob is named by its own
+    // digest (so the archive itself is consistent), but it is not the
+    // layer the config's diff id names.
+    let evil_dir = b.path("evil");
+    write(&evil_dir.join("evil"), "not busybox\n");
+    let evil = b.path("evil.tar");
+    common::tool(
+        "tar",
+        &[
+            "-cf",
+            evil.to_str().unwrap(),
+            "-C",
+            evil_dir.to_str().unwrap(),
+            "evil",
+        ],
+    );
+    let hex = sha256_file(&evil);
+    let mf = x.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mf).unwrap()).unwrap();
+    let old = m[0]["Layers"][0].as_str().unwrap().to_string();
+    std::fs::remove_file(x.join(&old)).unwrap();
+    std::fs::copy(&evil, x.join(format!("blobs/sha256/{hex}"))).unwrap();
+    m[0]["Layers"][0] = serde_json::json!(format!("blobs/sha256/{hex}"));
+    m[0]["RepoTags"] = serde_json::json!(["evil:latest"]);
+    std::fs::write(&mf, serde_json::to_vec(&m).unwrap()).unwrap();
+    let _ = std::fs::remove_file(x.join("index.json"));
+    let crafted = b.path("crafted.tar");
+    common::tool(
+        "tar",
+        &[
+            "-cf",
+            crafted.to_str().unwrap(),
+            "-C",
+            x.to_str().unwrap(),
+            ".",
+        ],
+    );
+    let err = b.run(&["load", "-i", crafted.to_str().unwrap()]).fails(1);
+    assert!(
+        err.contains(&format!("sha256:{hex}")) && err.contains("image config says"),
+        "{err}"
+    );
+    assert!(
+        b.run(&["image", "inspect", "evil"]).code() != 0,
+        "nothing loaded"
+    );
+    let check = b.run(&["system", "check"]);
+    assert!(check.code() == 0, "{}{}", check.stdout(), check.stderr());
+}
+
+/// Attack: `cp ctr:/data /host/dir/` where /data is a file in the container
+/// deleted the host directory `dir/data/` (rc 0); a hostile container
+/// decides which path is a file. Docker refuses ("cannot overwrite
+/// directory … with non-directory"); so does berth, and it removes nothing
+/// on the host: not for a `.wh.` name either, and links resolve inside the
+/// container.
+#[test]
+fn cp_from_a_container_never_removes_host_files() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&[
+        "run",
+        "--name",
+        "cpsrc",
+        "busybox",
+        "sh",
+        "-c",
+        "echo file > /data && mkdir /wh && echo x > /wh/.wh.victim && \
+         echo inside > /etc/marker && ln -s /etc /link && ln -s / /rootlink",
+    ])
+    .ok();
+    let out = b.path("out");
+    write(&out.join("data/precious"), "keep me\n");
+    write(&out.join("wh/victim"), "keep me too\n");
+    let o = out.to_str().unwrap();
+    let err = b.run(&["cp", "cpsrc:/data", &format!("{o}/")]).fails(1);
+    assert!(
+        err.contains("cannot overwrite directory") && err.contains("with non-directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("data/precious")).unwrap(),
+        "keep me\n"
+    );
+    b.run(&["cp", "cpsrc:/wh", &format!("{o}/")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("wh/victim")).unwrap(),
+        "keep me too\n",
+        "a .wh. name deleted a host file"
+    );
+    assert!(out.join("wh/.wh.victim").is_file());
+    // The source's own link is copied as a link, -L follows it inside.
+    b.run(&["cp", "cpsrc:/link", &format!("{o}/l")]).ok();
+    assert_eq!(
+        std::fs::read_link(out.join("l")).unwrap(),
+        Path::new("/etc")
+    );
+    b.run(&["cp", "-L", "cpsrc:/link", &format!("{o}/l2")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("l2/marker")).unwrap(),
+        "inside\n"
+    );
+    b.run(&["cp", "cpsrc:/rootlink/etc/marker", &format!("{o}/m")])
+        .ok();
+    assert_eq!(std::fs::read_to_string(out.join("m")).unwrap(), "inside\n");
+    b.run(&["rm", "cpsrc"]).ok();
+}

@@ -1449,10 +1449,12 @@ impl<'a> Builder<'a> {
         let blob_w = tee.w.finish().map_err(other)?;
         let size = blob_w.len();
         let blob = blob_w.commit(None, None).map_err(other)?;
-        self.store
+        let chain = self
+            .store
             .snapshots
             .commit_active(snap, &diff_id)
             .map_err(other)?;
+        self.store.snapshots.vouch(&chain, &blob).map_err(other)?;
         st.config.rootfs.diff_ids.push(diff_id);
         st.layers
             .push(Descriptor::new(media_types::OCI_LAYER_GZIP, blob, size));

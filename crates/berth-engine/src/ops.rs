@@ -541,7 +541,8 @@ impl Engine {
                 .map_err(|e| EngineError::io("read", Path::new("layer"), e))?;
             let top = image.top_chain();
             let ex = self.store.snapshots.extract(top.as_ref(), plain)?;
-            self.store.snapshots.commit_extracted(ex, Some(&diff_id))?;
+            let chain = self.store.snapshots.commit_extracted(ex, Some(&diff_id))?;
+            self.store.snapshots.vouch(&chain, &blob)?;
             let mut cfg = changes
                 .last()
                 .cloned()

@@ -147,20 +147,54 @@ impl Store {
         let chains = berth_types::chain_ids(diff_ids);
         let mut parent: Option<Digest> = None;
         for ((blob, diff_id), chain) in blobs.iter().zip(diff_ids).zip(&chains) {
-            if !self.snapshots.has_layer(chain) {
-                let mut r = self.content.open(blob)?;
-                let ex = {
-                    let (_, plain) = archive::decompress(&mut r).map_err(ArchiveError::Tar)?;
-                    self.snapshots.extract(parent.as_ref(), plain)?
-                };
-                // Read the blob to its end so its digest is checked before the layer
-                // becomes visible.
-                std::io::copy(&mut r, &mut std::io::sink())
-                    .map_err(|e| content::unwrap_read_error(e, blob, &self.content.path(blob)))?;
-                self.snapshots.commit_extracted(ex, Some(diff_id))?;
+            match self.snapshots.layer(chain)? {
+                None => {
+                    let mut r = self.content.open(blob)?;
+                    let ex = {
+                        let (_, plain) = archive::decompress(&mut r).map_err(ArchiveError::Tar)?;
+                        self.snapshots.extract(parent.as_ref(), plain)?
+                    };
+                    // Read the blob to its end so its digest is checked before the layer
+                    // becomes visible.
+                    std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| {
+                        content::unwrap_read_error(e, blob, &self.content.path(blob))
+                    })?;
+                    self.snapshots.commit_extracted(ex, Some(diff_id))?;
+                    self.snapshots.vouch(chain, blob)?;
+                }
+                // The layer is there, but this image may pair it with another
+                // blob: believe that blob only once it is seen to unpack to
+                // the same diff id (else a loaded or pulled image would name a
+                // blob whose content is not its layer, and push it so).
+                Some(meta) if !meta.blobs.contains(blob) => {
+                    self.verify_layer_blob(blob, diff_id)?;
+                    self.snapshots.vouch(chain, blob)?;
+                }
+                Some(_) => {}
             }
             parent = Some(chain.clone());
         }
         Ok(parent)
+    }
+
+    /// Checks that `blob` decompresses to a stream whose digest is `diff_id`.
+    pub fn verify_layer_blob(&self, blob: &Digest, diff_id: &Digest) -> Result<(), StoreError> {
+        let mut r = self.content.open(blob)?;
+        let actual = {
+            let (_, plain) = archive::decompress(&mut r).map_err(ArchiveError::Tar)?;
+            let mut h = berth_types::digest::HashingReader::new(plain);
+            std::io::copy(&mut h, &mut std::io::sink())
+                .map_err(|e| StoreError::invalid(format!("layer {blob}"), e.to_string()))?;
+            h.finish().1
+        };
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| content::unwrap_read_error(e, blob, &self.content.path(blob)))?;
+        if actual != *diff_id {
+            return Err(StoreError::invalid(
+                format!("layer {blob}"),
+                format!("its content is {actual}, but the image config says {diff_id}"),
+            ));
+        }
+        Ok(())
     }
 }

@@ -256,7 +256,13 @@ pub fn pull(
                     Some(ex) if !done_before => store
                         .snapshots
                         .commit_extracted_onto(ex, parent, Some(&diff_ids[unpacked]))
-                        .map(|_| ())
+                        .and_then(|chain| store.snapshots.vouch(&chain, &blobs[unpacked]))
+                        .map_err(store_err),
+                    // Unpacked while it streamed in, and the layer was there
+                    // already: what streamed in is checked against it.
+                    Some(ex) if ex.diff_id == diff_ids[unpacked] => store
+                        .snapshots
+                        .vouch(&chains[unpacked], &blobs[unpacked])
                         .map_err(store_err),
                     _ => store
                         .unpack(&blobs[..=unpacked], &diff_ids[..=unpacked])

@@ -247,6 +247,7 @@ impl Store {
         let idx = self.read_index()?;
         let mut seen = BTreeSet::new();
         let mut broken_manifests = BTreeSet::new();
+        let mut verified = BTreeSet::new();
         let mut relayer = Vec::new();
         for desc in &idx.manifests {
             if !seen.insert(desc.digest.clone()) {
@@ -286,6 +287,31 @@ impl Store {
                 r.problems.push(Problem::BrokenImage {
                     image: label,
                     reason: format!("layer blob {} is missing or corrupt", l.digest),
+                });
+                continue;
+            }
+            // Each layer blob must unpack to the diff id the config names
+            // (once per pair: images share layers).
+            let mut mismatch = None;
+            for (l, d) in m.layers.iter().zip(&c.rootfs.diff_ids) {
+                if verified.contains(&(l.digest.clone(), d.clone())) {
+                    continue;
+                }
+                match self.verify_layer_blob(&l.digest, d) {
+                    Ok(()) => {
+                        verified.insert((l.digest.clone(), d.clone()));
+                    }
+                    Err(e) => {
+                        mismatch = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = mismatch {
+                broken_manifests.insert(desc.digest.clone());
+                r.problems.push(Problem::BrokenImage {
+                    image: label,
+                    reason,
                 });
                 continue;
             }

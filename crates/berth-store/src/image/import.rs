@@ -70,7 +70,8 @@ impl Store {
         let size = blob_writer.len();
         let blob = blob_writer.commit(None, None)?;
         let diff_id = ex.diff_id.clone();
-        self.snapshots.commit_extracted(ex, Some(&diff_id))?;
+        let chain = self.snapshots.commit_extracted(ex, Some(&diff_id))?;
+        self.snapshots.vouch(&chain, &blob)?;
 
         let mut config = opts.config;
         config.created = Some(opts.created.clone());

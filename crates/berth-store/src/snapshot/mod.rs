@@ -111,6 +111,12 @@ pub struct LayerMeta {
     pub diff_id: Digest,
     /// Bytes of file content in the layer (docker's SIZE).
     pub size: u64,
+    /// Compressed blobs known to unpack to exactly this diff id (checked
+    /// when they were unpacked, or when an image that pairs one with this
+    /// layer was first loaded or pulled): another blob claiming the same
+    /// diff id is verified before it is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<Digest>,
 }
 
 /// What is recorded about an active snapshot.
@@ -211,6 +217,25 @@ impl Snapshotter {
     /// A committed layer's metadata.
     pub fn layer(&self, chain: &Digest) -> Result<Option<LayerMeta>, SnapshotError> {
         read_meta(&self.layer_dir(chain).join("meta.json"))
+    }
+
+    /// Records that `blob` unpacks to layer `chain`'s diff id (see
+    /// [`LayerMeta::blobs`]). Best kept: a record lost to a concurrent
+    /// writer only means the blob is verified again.
+    pub fn vouch(&self, chain: &Digest, blob: &Digest) -> Result<(), SnapshotError> {
+        let path = self.layer_dir(chain).join("meta.json");
+        let Some(mut meta) = read_meta::<LayerMeta>(&path)? else {
+            return Err(SnapshotError::NotFound(chain.to_string()));
+        };
+        if meta.blobs.contains(blob) {
+            return Ok(());
+        }
+        meta.blobs.push(blob.clone());
+        atomic_write(
+            &path,
+            &serde_json::to_vec_pretty(&meta).expect("meta serialises"),
+        )?;
+        Ok(())
     }
 
     /// Every committed layer.
@@ -363,6 +388,7 @@ impl Snapshotter {
             parent: ex.parent.clone(),
             diff_id: ex.diff_id.clone(),
             size: ex.size,
+            blobs: Vec::new(),
         };
         self.publish(&ex.dir, &meta)?;
         Ok(chain)
@@ -602,6 +628,7 @@ impl Snapshotter {
             parent: meta.parent.clone(),
             diff_id: diff_id.clone(),
             size,
+            blobs: Vec::new(),
         };
         let res = self.publish(&tmp, &lm);
         let _ = remove_any(&tmp);
