@@ -325,10 +325,8 @@ impl<'a> Builder<'a> {
         root: &Path,
         out: Box<dyn Write + Send + 'a>,
     ) -> Result<Self, BuildError> {
-        let work = root.join("builds").join(format!(
-            "b{}-{}",
-            std::process::id(),
-            jiff::Timestamp::now().as_nanosecond()
+        let work = root.join("builds").join(crate::leftovers::work_name(
+            jiff::Timestamp::now().as_nanosecond(),
         ));
         std::fs::create_dir_all(&work).map_err(other)?;
         Ok(Builder {
@@ -1027,10 +1025,9 @@ impl<'a> Builder<'a> {
         }
         let top = st.top_chain();
         self.ensure_unpacked(&st)?;
-        let snap = format!(
-            "build-{}",
+        let snap = crate::leftovers::step_key(
             berth_types::Digest::sha256_of(format!("{}{}{n}", self.work.display(), key).as_bytes())
-                .short()
+                .short(),
         );
         let mounts = self
             .store
@@ -1492,9 +1489,8 @@ impl<'a> Builder<'a> {
         }
         let _ = text;
         self.ensure_unpacked(&st)?;
-        let snap = format!(
-            "build-{}",
-            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short()
+        let snap = crate::leftovers::step_key(
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
         );
         let mounts = self
             .store
@@ -1651,12 +1647,11 @@ impl<'a> Builder<'a> {
         let top = src_state
             .top_chain()
             .ok_or_else(|| step_err(file, cmd, format!("--from={f}: the stage has no files")))?;
-        let key = format!(
-            "build-from-{}",
+        let key = crate::leftovers::view_key(
             Digest::sha256_of(
-                format!("{}{}{n}{}", self.work.display(), top, self.mounts_made).as_bytes()
+                format!("{}{}{n}{}", self.work.display(), top, self.mounts_made).as_bytes(),
             )
-            .short()
+            .short(),
         );
         let mounts = self
             .store
@@ -1870,9 +1865,8 @@ impl<'a> Builder<'a> {
             _checkouts.push(tmp);
         }
         self.ensure_unpacked(&st)?;
-        let snap = format!(
-            "build-{}",
-            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short()
+        let snap = crate::leftovers::step_key(
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
         );
         let mounts = self
             .store

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod context;
 pub mod dispatch;
 pub mod git;
+pub mod leftovers;
 pub mod run_mount;
 
 pub use builder::{BuildError, BuildOptions, Builder};

@@ -315,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),
         Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
-        Cmd::System(SystemCmd::Check(a)) => system::check(store, a),
+        Cmd::System(SystemCmd::Check(a)) => system::check(&engine, a),
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
     }
 }

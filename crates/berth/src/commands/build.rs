@@ -330,7 +330,8 @@ pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let n = clear_cache(engine)?;
+    let n = clear_cache(engine)?
+        + berth_build::leftovers::collect(&engine.store, engine.root(), false).len();
     let report = engine.store.gc()?;
     println!("Deleted build cache objects: {n}");
     println!(

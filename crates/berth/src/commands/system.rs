@@ -1,7 +1,6 @@
 //! `system df` and `system check`.
 
 use berth_engine::{Engine, Status};
-use berth_store::Store;
 use clap::Args;
 
 use crate::commands::image::image_size;
@@ -15,8 +14,17 @@ pub struct CheckArgs {
     pub repair: bool,
 }
 
-pub fn check(store: &Store, a: CheckArgs) -> anyhow::Result<()> {
-    let r = store.check(a.repair)?;
+pub fn check(engine: &Engine, a: CheckArgs) -> anyhow::Result<()> {
+    // What killed builds left (their step containers, snapshots, scratch):
+    // untidy, not inconsistent; removed with --repair.
+    for l in berth_build::leftovers::collect(&engine.store, engine.root(), !a.repair) {
+        if a.repair {
+            println!("repaired: removed {l}");
+        } else {
+            println!("note: {l}");
+        }
+    }
+    let r = engine.store.check(a.repair)?;
     for p in &r.problems {
         let sev = if p.is_error() { "error" } else { "note" };
         println!("{sev}: {p}");
@@ -210,6 +218,7 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
     }
     let before = berth_store::fsutil::du(engine.root());
     crate::output::print_deleted("Containers", &engine.prune()?);
+    berth_build::leftovers::collect(&engine.store, engine.root(), false);
     crate::output::print_deleted("Networks", &engine.network_prune()?);
     if a.volumes {
         crate::output::print_deleted("Volumes", &engine.volume_prune(false)?);
