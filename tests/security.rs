@@ -888,3 +888,145 @@ fn cp_from_a_container_never_removes_host_files() {
     assert_eq!(std::fs::read_to_string(out.join("m")).unwrap(), "inside\n");
     b.run(&["rm", "cpsrc"]).ok();
 }
+
+/// Attack (on the disk): killed builds leaked their step snapshots (164 MB
+/// after 10 kills), step containers, cgroups and scratch, and nothing
+/// collected them. Now what a dead build left is named as such by `system
+/// check` and removed by `builder prune` (and `system prune`, `check --repair`).
+#[test]
+fn a_killed_build_leaves_nothing_for_good() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let ctx = b.path("ctx");
+    // A sleep of its own length, to be found among the machine's processes.
+    let nap = format!("sleep {}", 5000 + std::process::id() % 5000);
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM busybox\nRUN {nap}\n"),
+    );
+    let mut child = b
+        .command(&["build", "--network", "none", ctx.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        common::tool("ps", &["-eo", "args"])
+            .lines()
+            .any(|l| l.trim() == nap)
+    };
+    let start = std::time::Instant::now();
+    while !sleeping() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid = child.id();
+    let root = b.root();
+    let ours = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(root.join(dir))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(&format!("-{pid}-")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let cgroups = || {
+        common::tool(
+            "find",
+            &[
+                "/sys/fs/cgroup",
+                "-maxdepth",
+                "3",
+                "-name",
+                &format!("build-{pid}-*"),
+            ],
+        )
+    };
+    assert!(
+        !ours("snapshots/active").is_empty(),
+        "the kill left a step snapshot: pid {pid}, {:?}",
+        std::fs::read_dir(root.join("snapshots/active"))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(!ours("runtime").is_empty());
+    assert!(!ours("builds").is_empty());
+    assert!(sleeping(), "the step outlived its build");
+    let check = b.run(&["system", "check"]).ok();
+    assert!(check.contains("of a killed build"), "{check}");
+    b.run(&["builder", "prune", "-f"]).ok();
+    for d in ["snapshots/active", "runtime", "builds"] {
+        assert!(ours(d).is_empty(), "{d}: {:?}", ours(d));
+    }
+    assert_eq!(cgroups().trim(), "", "cgroups of the killed build remain");
+    assert!(!sleeping(), "the step still runs");
+    let check = b.run(&["system", "check"]).ok();
+    assert!(!check.contains("killed build"), "{check}");
+}
+
+/// Attack (a race): `system prune -a` beside `run --rm` removed a container
+/// between its create and its start ("No such container"). A created
+/// container whose creating process still runs is being started, and prune
+/// leaves it alone; once that process is gone it is prunable again.
+#[test]
+fn prune_leaves_a_container_that_is_being_started() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let id = b
+        .run(&["create", "busybox", "true"])
+        .ok()
+        .trim()
+        .to_string();
+    let rec = b.root().join("containers").join(&id).join("container.json");
+    let set_creator = |pid: u32| {
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let start: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(19)?.parse().ok())
+            .unwrap_or(1);
+        c["State"]["Creator"] = serde_json::json!([pid, start]);
+        std::fs::write(&rec, serde_json::to_vec(&c).unwrap()).unwrap();
+    };
+    // As if this test process were the `run` that is about to start it.
+    set_creator(std::process::id());
+    b.run(&["container", "prune", "-f"]).ok();
+    b.run(&["system", "prune", "-a", "-f"]).ok();
+    assert!(
+        b.run(&["inspect", &id]).code() == 0,
+        "pruned while being started"
+    );
+    // Its creator gone (pid 1's start time never matches a recorded one of
+    // another process): prunable, as docker's created containers are.
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    c["State"]["Creator"] = serde_json::json!([1, 0]);
+    std::fs::write(&rec, serde_json::to_vec(&c).unwrap()).unwrap();
+    b.run(&["container", "prune", "-f"]).ok();
+    assert!(b.run(&["inspect", &id]).code() != 0);
+    // And the race itself: runs beside prunes all succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let (stop, root) = (stop.clone(), b.root());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::process::Command::new(common::berth_bin())
+                    .args(["system", "prune", "-f"])
+                    .env("BERTH_ROOT", &root)
+                    .output();
+            }
+        })
+    };
+    for i in 0..30 {
+        let r = b.run(&["run", "--rm", "busybox", "true"]);
+        assert_eq!(r.code(), 0, "run {i}: {}", r.stderr());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pruner.join().unwrap();
+}

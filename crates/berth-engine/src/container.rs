@@ -208,6 +208,23 @@ pub struct State {
     /// Stopped by the user (for unless-stopped).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// The process that created it and its start time: while that process
+    /// lives a created container is about to be started (`run`), and a
+    /// prune beside it leaves it alone, as a build's lease protects its
+    /// snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<(i32, u64)>,
+}
+
+impl State {
+    /// Whether the process that created the container still runs (so a
+    /// created container is still about to be started).
+    pub fn creator_alive(&self) -> bool {
+        self.creator.is_some_and(|(pid, start)| {
+            berth_runtime::state::proc_stat(pid)
+                .is_some_and(|(st, s)| s == start && st != 'Z' && st != 'X')
+        })
+    }
 }
 
 /// A container record.

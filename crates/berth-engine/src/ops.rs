@@ -576,6 +576,15 @@ impl Engine {
         self.finish_abandoned_removals();
         let mut out = Vec::new();
         for c in self.containers()? {
+            // A created container whose creator still runs is being started
+            // (`run` between its create and start), and a `run --rm` whose
+            // process still runs removes its container itself: neither is
+            // prunable.
+            if (c.state.status == Status::Created || c.host_config.auto_remove)
+                && c.state.creator_alive()
+            {
+                continue;
+            }
             if matches!(
                 c.state.status,
                 Status::Exited | Status::Created | Status::Dead
@@ -597,6 +606,7 @@ impl Engine {
             o.remove("PidStart");
             o.remove("MonitorPid");
             o.remove("StoppedByUser");
+            o.remove("Creator");
             o.insert(
                 "Running".into(),
                 json!(matches!(c.state.status, Status::Running | Status::Paused)),

@@ -244,6 +244,10 @@ impl Engine {
                 oom_killed: false,
                 restart_count: 0,
                 stopped_by_user: false,
+                creator: {
+                    let me = std::process::id() as i32;
+                    berth_runtime::state::proc_stat(me).map(|(_, start)| (me, start))
+                },
             },
             network_settings: Default::default(),
         };
@@ -502,9 +506,16 @@ impl Engine {
         };
         self.save_state(&c)?;
         let code = io_loop(pid, io, &log_path, true);
-        self.record_exit(&mut c, code)?;
+        // Removed meanwhile (an `rm -f` beside the run): the exit code is
+        // still the run's answer, and --rm's removal is done.
+        let dir = self.dir(&c.id);
+        let gone = |r: Result<()>| match r {
+            Err(_) if !dir.exists() => Ok(()),
+            r => r,
+        };
+        gone(self.record_exit(&mut c, code))?;
         if c.host_config.auto_remove {
-            self.remove(&c.id, true, false)?;
+            gone(self.remove(&c.id, true, false).map(drop))?;
         }
         Ok(code)
     }
