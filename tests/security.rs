@@ -1030,3 +1030,48 @@ fn prune_leaves_a_container_that_is_being_started() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     pruner.join().unwrap();
 }
+
+/// Bad input to `run` (found by the probe): `--memory 99999999999999999999`
+/// overflowed into a -2 swap limit, `-v /src:/` was accepted (docker refuses
+/// a mount on `/`), and a `-v` through a dangling symlink said only "open
+/// newly created directory failed". Each is refused, saying what is wrong,
+/// with docker's exit code 125, and nothing is left behind.
+#[test]
+fn bad_run_input_is_refused_clearly() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    for (args, want) in [
+        (
+            vec!["--memory", "99999999999999999999"],
+            "invalid size: '99999999999999999999'",
+        ),
+        (vec!["--memory-swap", "1e30"], "invalid size: '1e30'"),
+        (vec!["--cpus", "1e12"], "Range of CPUs is from 0.01 to"),
+        (vec!["-v", "/tmp:/"], "destination can't be '/'"),
+        (vec!["-v", "vol:/."], "destination can't be '/'"),
+        (
+            vec!["--mount", "type=bind,src=/tmp,dst=/"],
+            "destination can't be '/'",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args.iter().copied());
+        a.extend(["busybox", "true"]);
+        let err = b.run(&a).fails(125);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "nothing created");
+    let ctx = b.path("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM busybox\nRUN ln -s /nowhere /data\n",
+    );
+    build(&b, &ctx, &["-t", "dangling"]).ok();
+    let r = b.run(&["run", "--rm", "-v", "/tmp:/data/sub", "dangling", "true"]);
+    assert_ne!(r.code(), 0);
+    let err = r.stderr();
+    assert!(
+        err.contains("/data is a symlink to /nowhere, which does not exist in the container"),
+        "{err}"
+    );
+}

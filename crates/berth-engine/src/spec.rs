@@ -182,7 +182,7 @@ pub fn generate(i: &Input) -> Result<Value> {
     let mut resources = json!({"devices": devices});
     if hc.memory > 0 {
         let swap = match hc.memory_swap {
-            0 => hc.memory * 2,
+            0 => hc.memory.saturating_mul(2),
             s => s,
         };
         resources["memory"] = json!({"limit": hc.memory, "swap": swap});
@@ -195,7 +195,7 @@ pub fn generate(i: &Input) -> Result<Value> {
         cpu.insert("period".into(), json!(100_000));
         cpu.insert(
             "quota".into(),
-            json!(hc.nano_cpus * 100_000 / 1_000_000_000),
+            json!((hc.nano_cpus as i128 * 100_000 / 1_000_000_000) as i64),
         );
     }
     if !hc.cpuset_cpus.is_empty() {

@@ -143,6 +143,16 @@ impl Engine {
                 "invalid volume specification: '{spec}': invalid mount config for type \"volume\": invalid mount path: '{dst}' mount path must be absolute"
             )));
         }
+        if dst.split('/').all(|c| c.is_empty() || c == ".") {
+            let typ = if src.starts_with(['/', '.']) {
+                "bind"
+            } else {
+                "volume"
+            };
+            return Err(EngineError::Invalid(format!(
+                "invalid volume specification: '{spec}': invalid mount config for type \"{typ}\": invalid specification: destination can't be '/'"
+            )));
+        }
         let mut rw = true;
         let mut options = Vec::new();
         for o in opts.split(',').filter(|o| !o.is_empty()) {
@@ -218,6 +228,11 @@ impl Engine {
             return Err(EngineError::Invalid(
                 "invalid argument for --mount: target is required".into(),
             ));
+        }
+        if dst.split('/').all(|c| c.is_empty() || c == ".") {
+            return Err(EngineError::Invalid(format!(
+                "invalid mount config for type \"{typ}\": invalid specification: destination can't be '/'"
+            )));
         }
         match typ.as_str() {
             "bind" => {

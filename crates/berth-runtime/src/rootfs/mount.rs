@@ -6,7 +6,7 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, RuntimeError};
 
@@ -220,6 +220,25 @@ pub fn open_target(root: &OwnedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
     use std::os::unix::fs::PermissionsExt;
     let r = pathrs::RootRef::from_fd(root.as_fd());
     let err = |e: pathrs::error::Error| {
+        // Say what is wrong when it is a link that leads nowhere (libpathrs
+        // only says it could not open the directory it made).
+        let mut prefix = PathBuf::from("/");
+        for c in dest.components().skip(1) {
+            prefix.push(c);
+            if let Ok(t) = r.readlink(&prefix)
+                && r.resolve(&prefix).is_err()
+            {
+                return RuntimeError::sys(
+                    "mount destination",
+                    dest.display(),
+                    std::io::Error::other(format!(
+                        "{} is a symlink to {}, which does not exist in the container",
+                        prefix.display(),
+                        t.display()
+                    )),
+                );
+            }
+        }
         RuntimeError::sys("open", dest.display(), std::io::Error::other(e.to_string()))
     };
     if let Ok(h) = r.resolve(dest) {

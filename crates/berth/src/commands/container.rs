@@ -191,7 +191,13 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
     let n: f64 = num
         .parse()
         .with_context(|| format!("invalid size: '{s}'"))?;
-    Ok((n * mult as f64) as i64)
+    let bytes = n * mult as f64;
+    // A float that does not fit saturates in Rust (and wraps to negative
+    // in Go's docker): refuse it rather than write a bogus cgroup limit.
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= i64::MAX as f64 {
+        bail!("invalid size: '{s}': out of range");
+    }
+    Ok(bytes as i64)
 }
 
 fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
@@ -319,7 +325,19 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
             init: a.init,
             memory,
             memory_swap,
-            nano_cpus: a.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            nano_cpus: match a.cpus {
+                None => 0,
+                Some(c) => {
+                    // docker's range: 0.01 up to the CPUs this machine has.
+                    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    if !(0.01..=n as f64).contains(&c) {
+                        bail!(
+                            "Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"
+                        );
+                    }
+                    (c * 1e9) as i64
+                }
+            },
             cpu_shares: a.cpu_shares.unwrap_or(0),
             cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
             pids_limit: a.pids_limit,
