@@ -1142,3 +1142,53 @@ fn containerd_runs_containers_through_berth_runtime() {
     ok(&c.ctr(&["tasks", "rm", "cd1"]));
     ok(&c.ctr(&["containers", "rm", "cd1"]));
 }
+
+/// The probe found `process.apparmorProfile` and `linux.mountLabel` silently
+/// ignored: on an AppArmor host a requested profile went unapplied. Now
+/// each is applied where its LSM is enabled and refused where it is not,
+/// as runc refuses it (runc's behaviour is the reference), with no state
+/// left behind.
+#[test]
+fn requested_lsm_confinement_is_applied_or_refused() {
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let selinux =
+        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|s| s.contains(" selinuxfs "));
+    let b = Bundle::new(&["cat", "/proc/self/attr/current"]);
+    b.edit(|c| c["process"]["apparmorProfile"] = json!("unconfined"));
+    let (code, out, err) = b.run();
+    if apparmor {
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("unconfined"), "{out}");
+    } else {
+        assert_ne!(code, 0);
+        assert!(err.contains("AppArmor is not enabled"), "{err}");
+        assert!(!b.root().join(&b.id).exists(), "no state left");
+    }
+    for key in ["mountLabel", "selinuxLabel"] {
+        let b = Bundle::new(&["true"]);
+        b.edit(|c| {
+            let l = json!("system_u:object_r:container_file_t:s0:c1,c2");
+            if key == "mountLabel" {
+                c["linux"]["mountLabel"] = l;
+            } else {
+                c["process"]["selinuxLabel"] = l;
+            }
+        });
+        let (code, _, err) = b.run();
+        if selinux {
+            eprintln!("SELinux is enabled here: {key} applied, rc {code}");
+        } else {
+            assert_ne!(code, 0, "{key}");
+            assert!(
+                err.contains("selinux label is specified in config, but selinux is disabled"),
+                "{key}: {err}"
+            );
+        }
+    }
+    if !apparmor {
+        eprintln!(
+            "skipped: AppArmor is not enabled on this host; a profile is applied where it is"
+        );
+    }
+}

@@ -1075,3 +1075,50 @@ fn bad_run_input_is_refused_clearly() {
         "{err}"
     );
 }
+
+/// `berth run` gets docker's AppArmor defaults: on an AppArmor host a
+/// container runs under berth's default profile (as docker's under
+/// docker-default) unless privileged or `--security-opt apparmor=…` says
+/// otherwise; where AppArmor is absent nothing is applied by default and a
+/// profile asked for by name is refused rather than dropped.
+#[test]
+fn run_gets_docker_apparmor_defaults() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let r = b.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=some-profile",
+        "busybox",
+        "true",
+    ]);
+    if apparmor {
+        let out = b
+            .run(&["run", "--rm", "busybox", "cat", "/proc/self/attr/current"])
+            .ok();
+        assert_eq!(out.trim(), "berth-default (enforce)");
+        let out = b
+            .run(&[
+                "run",
+                "--rm",
+                "--privileged",
+                "busybox",
+                "cat",
+                "/proc/self/attr/current",
+            ])
+            .ok();
+        assert_eq!(out.trim(), "unconfined");
+        assert_ne!(r.code(), 0, "an unknown profile cannot be applied");
+    } else {
+        let err = r.stderr();
+        assert_ne!(r.code(), 0);
+        assert!(err.contains("AppArmor is not enabled"), "{err}");
+        b.run(&["run", "--rm", "busybox", "true"]).ok();
+        eprintln!(
+            "skipped: AppArmor is not enabled here; its default profile is checked where it is"
+        );
+    }
+}

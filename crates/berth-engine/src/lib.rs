@@ -12,6 +12,7 @@
 //! runtime's state), `volumes/<name>/_data`.
 #![deny(missing_docs)]
 
+pub mod apparmor;
 pub mod container;
 pub mod logs;
 pub mod network;

@@ -241,6 +241,9 @@ pub fn generate(i: &Input) -> Result<Value> {
     if !rlimits.is_empty() {
         process["rlimits"] = json!(rlimits);
     }
+    if let Some(p) = crate::apparmor::profile_for(c)? {
+        process["apparmorProfile"] = json!(p);
+    }
     Ok(json!({
         "ociVersion": "1.2.0",
         "process": process,

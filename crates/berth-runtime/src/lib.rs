@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod error;
 pub mod fdpass;
 pub mod hooks;
+pub mod lsm;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

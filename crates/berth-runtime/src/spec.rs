@@ -54,6 +54,7 @@ pub fn rootfs(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
 /// Checks what `create` needs before it touches the system.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<()> {
     rootfs(spec, bundle)?;
+    crate::lsm::Asked::of(spec).validate()?;
     let process = spec
         .process()
         .as_ref()

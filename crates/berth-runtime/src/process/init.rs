@@ -360,6 +360,9 @@ pub fn finish_process(
     filters: &seccomp::Filters,
 ) -> Result<(super::Exec, Option<OwnedFd>), InitError> {
     set_rlimits(process)?;
+    // Before no_new_privs and the user change, as runc: the profile and
+    // label take effect at execve.
+    crate::lsm::apply_exec(&crate::lsm::Asked::of_process(process)).map_err(other)?;
     // Both may need privileges (CAP_SYS_NICE, CAP_SYS_ADMIN) the user drops below.
     super::set_scheduler(process)?;
     super::set_io_priority(process)?;

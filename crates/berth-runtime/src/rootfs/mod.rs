@@ -98,6 +98,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         Mode::empty(),
     )
     .sys("open", rootfs)?;
+    let asked = crate::lsm::Asked::of(spec);
     for m in spec.mounts().iter().flatten() {
         let typ = m.typ().as_deref().unwrap_or("");
         let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
@@ -149,12 +150,13 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
             }
         } else {
             let flags = opts.flags;
+            let data = crate::lsm::label_mount_data(&opts.data, typ, &asked);
             let res = mount_at(
                 source.as_deref(),
                 &target,
                 Some(typ),
                 flags,
-                Some(&opts.data),
+                Some(&data),
                 dest,
             );
             if let Err(e) = res {

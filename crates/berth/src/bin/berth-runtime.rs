@@ -448,8 +448,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
                     "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
                     "seccomp": {"enabled": true, "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"], "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"]},
-                    "apparmor": {"enabled": false},
-                    "selinux": {"enabled": false}
+                    "apparmor": {"enabled": true},
+                    "selinux": {"enabled": true}
                 },
                 "annotations": {"io.github.berth.version": env!("CARGO_PKG_VERSION")}
             });
