@@ -467,7 +467,16 @@ pub fn serve(config: Config) -> Result<(), String> {
     rt.block_on(serve_async(config))
 }
 
-async fn serve_async(config: Config) -> Result<(), String> {
+/// The registry as a router over `config.storage` (opened, checked and
+/// made private), and what its startup line says of access. Handlers read
+/// the client's address from a `ConnectInfo<conn::PeerAddr>` extension.
+pub fn router(config: &Config) -> Result<(axum::Router, String), String> {
+    let app = open_app(config)?;
+    let mode = app.mode();
+    Ok((axum::Router::new().fallback(handle).with_state(app), mode))
+}
+
+fn open_app(config: &Config) -> Result<Arc<App>, String> {
     auth::private_dir(&config.storage)
         .map_err(|e| format!("storage {}: {e}", config.storage.display()))?;
     let storage = Storage::open(&config.storage)
@@ -485,6 +494,38 @@ async fn serve_async(config: Config) -> Result<(), String> {
             users.len()
         ));
     }
+    Ok(Arc::new(App {
+        config: config.clone(),
+        storage,
+        auth,
+        guard: guard::Guard::default(),
+        uploads: Mutex::new(HashMap::new()),
+    }))
+}
+
+impl App {
+    /// What the startup line says of access.
+    fn mode(&self) -> String {
+        let users = self.auth.users().map(|u| u.len()).unwrap_or(0);
+        if self.config.open {
+            "OPEN: anyone may pull, push and delete (--open)".to_string()
+        } else if users == 0 {
+            "closed: no accounts yet (berth registry user add)".to_string()
+        } else {
+            format!(
+                "{users} account(s), {}",
+                if self.config.public {
+                    "anyone may pull"
+                } else {
+                    "private"
+                }
+            )
+        }
+    }
+}
+
+async fn serve_async(config: Config) -> Result<(), String> {
+    let app = open_app(&config)?;
     let addr: SocketAddr = config
         .addr
         .parse()
@@ -494,13 +535,6 @@ async fn serve_async(config: Config) -> Result<(), String> {
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
-    let app = Arc::new(App {
-        config: config.clone(),
-        storage,
-        auth,
-        guard: guard::Guard::default(),
-        uploads: Mutex::new(HashMap::new()),
-    });
     // Expire abandoned uploads now and every ten minutes.
     {
         let app = app.clone();
@@ -517,27 +551,13 @@ async fn serve_async(config: Config) -> Result<(), String> {
             }
         });
     }
+    let mode = app.mode();
     let router = axum::Router::new().fallback(handle).with_state(app.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("listening on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mode = if config.open {
-        "OPEN: anyone may pull, push and delete (--open)".to_string()
-    } else if users.is_empty() {
-        "closed: no accounts yet (berth registry user add)".to_string()
-    } else {
-        format!(
-            "{} account(s), {}",
-            users.len(),
-            if config.public {
-                "anyone may pull"
-            } else {
-                "private"
-            }
-        )
-    };
     eprintln!(
         "berth registry listening on {scheme}://{local} (storage {}, {mode})",
         config.storage.display(),
