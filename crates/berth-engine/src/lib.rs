@@ -14,6 +14,8 @@
 
 pub mod apparmor;
 pub mod container;
+pub mod docs;
+pub mod list;
 pub mod logs;
 pub mod network;
 pub mod ops;

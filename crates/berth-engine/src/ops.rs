@@ -569,6 +569,31 @@ impl Engine {
         result
     }
 
+    /// Keeps the exit code of an `--rm` container about to be removed, for
+    /// a waiter that sees it only once it is gone (`wait --condition
+    /// removed`, the Engine API's `run --rm`); kept a few minutes.
+    pub fn remember_exit(&self, id: &str, code: i32) {
+        let dir = self.root().join("containers");
+        let _ = std::fs::write(dir.join(format!(".exit-{id}")), code.to_string());
+        // Forget old ones.
+        let now = std::time::SystemTime::now();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".exit-")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d.as_secs() > 300))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The exit code an `--rm` container had, once it is gone.
+    pub fn exit_of_removed(&self, id: &str) -> Option<i32> {
+        let p = self.root().join("containers").join(format!(".exit-{id}"));
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
     /// `container prune`: removes every stopped container; returns their ids.
     /// One that was started or removed meanwhile is left to its new fate, as
     /// docker's prune does.
@@ -625,6 +650,9 @@ impl Engine {
         } else {
             serde_json::to_value(&ns.networks).unwrap_or_default()
         };
+        let mut host_config = serde_json::to_value(&c.host_config).unwrap_or_default();
+        // The log driver every berth container has (SDKs read it).
+        host_config["LogConfig"] = json!({"Type": "json-file", "Config": {}});
         let network_settings = json!({
             "Networks": networks,
             "Ports": ns.ports,
@@ -648,7 +676,7 @@ impl Engine {
             "RestartCount": c.state.restart_count,
             "Driver": self.store.snapshots.driver().name(),
             "Platform": "linux",
-            "HostConfig": c.host_config,
+            "HostConfig": host_config,
             "Mounts": c.mounts,
             "Config": c.config,
             "GraphDriver": {"Name": self.store.snapshots.driver().name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},

@@ -27,8 +27,8 @@ pub struct CreateRequest {
     pub name: Option<String>,
     /// Arguments after the image (replace CMD).
     pub cmd: Vec<String>,
-    /// `--entrypoint` (replaces ENTRYPOINT and clears CMD).
-    pub entrypoint: Option<String>,
+    /// `--entrypoint` (replaces ENTRYPOINT; an empty one clears it).
+    pub entrypoint: Option<Vec<String>>,
     /// `-e` and `--env-file` entries, in order.
     pub env: Vec<String>,
     /// `-w`.
@@ -127,9 +127,11 @@ impl Engine {
         };
         let ic = image.config.config.clone().unwrap_or_default();
         let (entrypoint, cmd) = match &req.entrypoint {
-            Some(e) if e.is_empty() => (None, Some(req.cmd.clone()).filter(|c| !c.is_empty())),
+            Some(e) if e.iter().all(String::is_empty) => {
+                (None, Some(req.cmd.clone()).filter(|c| !c.is_empty()))
+            }
             Some(e) => (
-                Some(vec![e.clone()]),
+                Some(e.clone()),
                 Some(req.cmd.clone()).filter(|c| !c.is_empty()),
             ),
             None => (
@@ -515,6 +517,7 @@ impl Engine {
         };
         gone(self.record_exit(&mut c, code))?;
         if c.host_config.auto_remove {
+            self.remember_exit(&c.id, code);
             gone(self.remove(&c.id, true, false).map(drop))?;
         }
         Ok(code)
@@ -681,6 +684,7 @@ impl Engine {
                 };
             if !restart {
                 if c.host_config.auto_remove {
+                    self.remember_exit(&c.id, code);
                     let _ = self.remove(&c.id, true, false);
                 }
                 return 0;

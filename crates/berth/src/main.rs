@@ -55,6 +55,12 @@ enum Cmd {
         /// The readiness pipe.
         fd: i32,
     },
+    /// One engine call for `system service` (see berth_api::helper).
+    #[command(name = "__api-helper", hide = true)]
+    ApiHelper {
+        /// The request.
+        args: Vec<String>,
+    },
     /// Create and run a new container from an image.
     #[command(disable_help_flag = true)]
     Run(RunArgs),
@@ -245,6 +251,8 @@ enum SystemCmd {
     Check(CheckArgs),
     /// Remove unused data.
     Prune(SystemPruneArgs),
+    /// Serve docker's Engine API (the docker CLI, docker-py, Compose) on a socket.
+    Service(commands::system::ServiceArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -258,6 +266,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut engine = berth_engine::Engine::open(&cli.root)?;
     engine.monitor_exe = std::env::current_exe().ok();
+    if let Cmd::ApiHelper { args } = &cmd {
+        std::process::exit(berth_api::helper::main(&engine, args));
+    }
     if let Cmd::Monitor { id, fd } = &cmd {
         // SAFETY: the descriptor was passed on purpose by the starting berth.
         let ready = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
@@ -292,7 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),
         Cmd::Volume(c) => ct::volume(&engine, c),
         Cmd::Network(c) => commands::network::network(&engine, c),
-        Cmd::Monitor { .. } => unreachable!("handled above"),
+        Cmd::Monitor { .. } | Cmd::ApiHelper { .. } => unreachable!("handled above"),
         Cmd::Build(a) => commands::build::build(&engine, a, config_dir),
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => {
             commands::distribution::pull(store, config_dir, a)
@@ -317,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
         Cmd::System(SystemCmd::Check(a)) => system::check(&engine, a),
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
+        Cmd::System(SystemCmd::Service(a)) => system::service(&cli.root, config_dir, a),
     }
 }
 

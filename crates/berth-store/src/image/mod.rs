@@ -336,6 +336,22 @@ impl Store {
         Ok(out)
     }
 
+    /// `image prune`: removes the images no container uses — the untagged
+    /// ones, or with `all` every one; returns what went and the bytes freed.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<RemoveEvent>, u64), StoreError> {
+        let in_use = self.images_in_use()?;
+        let before = crate::fsutil::du(self.root());
+        let mut events = Vec::new();
+        for img in self.images()? {
+            if in_use.contains_key(&img.id) || (!all && !img.names.is_empty()) {
+                continue;
+            }
+            events.extend(self.remove_image(&img.id.to_string(), true)?);
+        }
+        let after = crate::fsutil::du(self.root());
+        Ok((events, before.saturating_sub(after)))
+    }
+
     /// `docker rmi`: by name, untags (and deletes the image when that was its last
     /// name); by id, deletes the image (all its names when `force`).
     pub fn remove_image(&self, s: &str, force: bool) -> Result<Vec<RemoveEvent>, StoreError> {

@@ -20,11 +20,14 @@ fn rootfs_tar(marker: &str) -> Vec<u8> {
     fs::write(d.join("etc/marker"), marker).unwrap();
     fs::write(d.join("bin/tool"), vec![1u8; 10_000]).unwrap();
     std::os::unix::fs::symlink("tool", d.join("bin/sh")).unwrap();
+    // Times clamped: two calls a second apart make the same bytes.
     write_layer(
         d,
         &changes_all(d).unwrap(),
         Vec::new(),
-        &WriteOptions::default(),
+        &WriteOptions {
+            clamp_mtime: Some(1_700_000_000),
+        },
     )
     .unwrap()
 }

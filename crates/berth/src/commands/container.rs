@@ -13,9 +13,7 @@ use berth_types::Reference;
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::output::{
-    Format, Table, created_at, ellipsis, human_duration, human_size, print_items, since,
-};
+use crate::output::{Format, Table, created_at, ellipsis, human_size, print_items, since};
 
 /// An error that ends the process with a docker exit code.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +298,7 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
         image: a.image.clone(),
         name: a.name.clone(),
         cmd: a.command.clone(),
-        entrypoint: a.entrypoint.clone(),
+        entrypoint: a.entrypoint.clone().map(|e| vec![e]),
         env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
@@ -474,32 +472,6 @@ pub fn start(engine: &Engine, a: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_text(c: &Container) -> String {
-    let now = jiff::Timestamp::now().as_second();
-    let ago = |t: &str| {
-        t.parse::<jiff::Timestamp>()
-            .map(|t| now - t.as_second())
-            .unwrap_or(0)
-    };
-    match c.state.status {
-        Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(ago(&c.state.started_at))),
-        Status::Paused => format!("Up {} (Paused)", human_duration(ago(&c.state.started_at))),
-        Status::Restarting => format!(
-            "Restarting ({}) {} ago",
-            c.state.exit_code,
-            human_duration(ago(&c.state.finished_at))
-        ),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            c.state.exit_code,
-            human_duration(ago(&c.state.finished_at))
-        ),
-        Status::Removing => "Removal In Progress".into(),
-        Status::Dead => "Dead".into(),
-    }
-}
-
 /// `ps`.
 #[derive(Args, Debug)]
 pub struct PsArgs {
@@ -550,55 +522,22 @@ fn ps_item(engine: &Engine, c: &Container, no_trunc: bool) -> Value {
         "RunningFor": since(Some(&c.created)),
         "Size": "",
         "State": c.state.status.as_str(),
-        "Status": status_text(c),
+        "Status": c.status_text(),
     })
-}
-
-fn matches_filters(c: &Container, filters: &[String]) -> anyhow::Result<bool> {
-    for f in filters {
-        let (k, v) = f
-            .split_once('=')
-            .with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
-        let ok = match k {
-            "status" => c.state.status.as_str() == v,
-            "name" => c.name.contains(v),
-            "id" => c.id.starts_with(v),
-            "label" => match v.split_once('=') {
-                Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
-                None => c.config.labels.contains_key(v),
-            },
-            "ancestor" => c.config.image == v || c.image_id.contains(v),
-            "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == v,
-            _ => bail!("invalid filter '{k}'"),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// `ps`.
 pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
     let format = Format::parse(a.format.as_deref())?;
-    let mut list = engine.containers()?;
+    let filters = berth_engine::list::Filters::from_flags(&a.filter)?;
+    let mut list = engine.list(a.all || a.latest, &filters)?;
     if a.latest {
         list.truncate(1);
     }
-    let mut items = Vec::new();
-    for c in &list {
-        let running = matches!(
-            c.state.status,
-            Status::Running | Status::Paused | Status::Restarting
-        );
-        if !a.all && !a.latest && !running && !a.filter.iter().any(|f| f.starts_with("status=")) {
-            continue;
-        }
-        if !matches_filters(c, &a.filter)? {
-            continue;
-        }
-        items.push(ps_item(engine, c, a.no_trunc));
-    }
+    let items: Vec<Value> = list
+        .iter()
+        .map(|c| ps_item(engine, c, a.no_trunc))
+        .collect();
     if a.quiet {
         for i in &items {
             println!("{}", i["ID"].as_str().unwrap_or_default());

@@ -40,14 +40,7 @@ pub struct ImagesArgs {
     pub format: Option<String>,
 }
 
-/// Total unpacked size of an image's layers (docker's SIZE).
-pub fn image_size(store: &Store, img: &Image) -> u64 {
-    berth_types::chain_ids(&img.config.rootfs.diff_ids)
-        .iter()
-        .filter_map(|c| store.snapshots.layer(c).ok().flatten())
-        .map(|m| m.size)
-        .sum()
-}
+pub use berth_engine::docs::image_size;
 
 fn short_id(img: &Image, no_trunc: bool) -> String {
     if no_trunc {
@@ -329,83 +322,7 @@ pub struct InspectArgs {
     pub format: Option<String>,
 }
 
-/// Docker's `ImageInspect` JSON for an image.
-pub fn inspect_json(store: &Store, img: &Image) -> Value {
-    let cfg = img.config.config.clone().unwrap_or_default();
-    let or_null = |v: Option<Value>| v.unwrap_or(Value::Null);
-    let config = json!({
-        "Hostname": "",
-        "Domainname": "",
-        "User": cfg.user.clone().unwrap_or_default(),
-        "AttachStdin": false,
-        "AttachStdout": false,
-        "AttachStderr": false,
-        "ExposedPorts": or_null(cfg.exposed_ports.as_ref().map(|p| json!(p))),
-        "Tty": false,
-        "OpenStdin": false,
-        "StdinOnce": false,
-        "Env": or_null(cfg.env.as_ref().map(|e| json!(e))),
-        "Cmd": or_null(cfg.cmd.as_ref().map(|e| json!(e))),
-        "Healthcheck": or_null(cfg.healthcheck.as_ref().map(|e| json!(e))),
-        "ArgsEscaped": cfg.args_escaped.unwrap_or(false),
-        "Image": "",
-        "Volumes": or_null(cfg.volumes.as_ref().map(|e| json!(e))),
-        "WorkingDir": cfg.working_dir.clone().unwrap_or_default(),
-        "Entrypoint": or_null(cfg.entrypoint.as_ref().map(|e| json!(e))),
-        "OnBuild": or_null(cfg.on_build.as_ref().map(|e| json!(e))),
-        "Labels": or_null(cfg.labels.as_ref().map(|e| json!(e))),
-        "StopSignal": or_null(cfg.stop_signal.as_ref().map(|e| json!(e))),
-        "Shell": or_null(cfg.shell.as_ref().map(|e| json!(e))),
-    });
-    let graph = match img.top_chain() {
-        Some(top) => {
-            let lowers = store
-                .snapshots
-                .lower_dirs(&top)
-                .unwrap_or_default()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(":");
-            json!({"Data": {"LowerDir": lowers}, "Name": store.snapshots.driver().name()})
-        }
-        None => json!({"Data": null, "Name": store.snapshots.driver().name()}),
-    };
-    let comment = img
-        .config
-        .extra
-        .get("comment")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| img.config.history.last().and_then(|h| h.comment.clone()))
-        .unwrap_or_default();
-    json!({
-        "Id": img.id.to_string(),
-        "RepoTags": img.names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
-        "RepoDigests": img.repo_digests.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
-        "Parent": "",
-        "Comment": comment,
-        "Created": img.config.created.clone().unwrap_or_default(),
-        "DockerVersion": img.config.extra.get("docker_version").cloned().unwrap_or(json!("")),
-        "Author": img.config.author.clone().unwrap_or_default(),
-        "Config": config,
-        "Architecture": img.config.architecture,
-        "Variant": img.config.variant,
-        "Os": img.config.os,
-        "Size": image_size(store, img),
-        "GraphDriver": graph,
-        "RootFS": {
-            "Type": "layers",
-            "Layers": img.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        },
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-        "Descriptor": {
-            "mediaType": img.manifest_desc.media_type,
-            "digest": img.manifest_desc.digest.to_string(),
-            "size": img.manifest_desc.size,
-        },
-    })
-}
+pub use berth_engine::docs::image_inspect as inspect_json;
 
 /// Prints inspect results as docker does: a JSON array, or one template line each.
 pub fn print_inspect(values: Vec<Value>, format: Option<&str>) -> anyhow::Result<()> {
@@ -666,15 +583,5 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<()> {
 /// Removes dangling (or, with `all`, all unused) images; returns what happened
 /// and the bytes freed.
 pub fn prune_images(store: &Store, all: bool) -> anyhow::Result<(Vec<RemoveEvent>, u64)> {
-    let in_use = store.images_in_use()?;
-    let before = berth_store::fsutil::du(store.root());
-    let mut events = Vec::new();
-    for img in store.images()? {
-        if in_use.contains_key(&img.id) || (!all && !img.names.is_empty()) {
-            continue;
-        }
-        events.extend(store.remove_image(&img.id.to_string(), true)?);
-    }
-    let after = berth_store::fsutil::du(store.root());
-    Ok((events, before.saturating_sub(after)))
+    Ok(store.prune_images(all)?)
 }

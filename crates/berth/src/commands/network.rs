@@ -90,38 +90,7 @@ pub enum NetworkCmd {
 }
 
 fn inspect_value(engine: &Engine, n: &berth_engine::network::Network) -> anyhow::Result<Value> {
-    let mut containers = serde_json::Map::new();
-    for c in engine.containers()? {
-        if let Some(ep) = c.network_settings.networks.get(&n.name) {
-            containers.insert(
-                c.id.clone(),
-                json!({
-                    "Name": c.name,
-                    "MacAddress": ep.mac_address,
-                    "IPv4Address": format!("{}/{}", ep.ip_address, ep.ip_prefix_len),
-                }),
-            );
-        }
-    }
-    let ipam_config = if n.subnet.is_empty() {
-        json!([])
-    } else {
-        json!([{"Subnet": n.subnet, "Gateway": n.gateway}])
-    };
-    Ok(json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": n.created,
-        "Scope": "local",
-        "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
-        "Internal": n.internal,
-        "Attachable": false,
-        "Containers": containers,
-        "Options": if n.bridge.is_empty() { json!({}) } else { json!({"com.docker.network.bridge.name": n.bridge}) },
-        "Labels": n.labels,
-    }))
+    Ok(berth_engine::docs::network_inspect(engine, n)?)
 }
 
 /// `network …`.

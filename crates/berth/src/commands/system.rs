@@ -1,4 +1,4 @@
-//! `system df` and `system check`.
+//! `system df`, `system check`, `system prune` and `system service`.
 
 use berth_engine::{Engine, Status};
 use clap::Args;
@@ -249,4 +249,38 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
         human_size(before.saturating_sub(after))
     );
     Ok(())
+}
+
+/// `system service`.
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    /// Where to listen: unix:///path, tcp://127.0.0.1:PORT (loopback only), fd:// (systemd).
+    #[arg(short = 'H', long, default_value = "unix:///run/berth.sock")]
+    pub host: String,
+    /// Exit after this many seconds without a request (0: never; default 5
+    /// when started by socket activation, else 0).
+    #[arg(short, long)]
+    pub time: Option<u64>,
+    /// The socket as a positional argument (podman's spelling).
+    #[arg(conflicts_with = "host")]
+    pub uri: Option<String>,
+}
+
+/// `system service`: the Engine API on a socket; containers keep running
+/// when it exits.
+pub fn service(
+    root: &std::path::Path,
+    config_dir: Option<&std::path::Path>,
+    a: ServiceArgs,
+) -> anyhow::Result<()> {
+    let activated = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
+    let secs = a.time.unwrap_or(if activated { 5 } else { 0 });
+    let opts = berth_api::Options {
+        host: a.uri.unwrap_or(a.host),
+        idle: (secs > 0).then(|| std::time::Duration::from_secs(secs)),
+        root: root.to_path_buf(),
+        exe: std::env::current_exe()?,
+        config_dir: config_dir.map(std::path::Path::to_path_buf),
+    };
+    berth_api::serve(opts).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -168,42 +168,7 @@ fn go_g3(v: f64) -> String {
 }
 
 /// go-units `HumanDuration`.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs;
-    if s < 1 {
-        return "Less than a second".into();
-    }
-    if s == 1 {
-        return "1 second".into();
-    }
-    if s < 60 {
-        return format!("{s} seconds");
-    }
-    let minutes = s / 60;
-    if minutes == 1 {
-        return "About a minute".into();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    let hours = (s as f64 / 3600.0).round() as i64;
-    if hours == 1 {
-        return "About an hour".into();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", s / 3600 / 24 / 365)
-}
+pub use berth_engine::list::human_duration;
 
 /// `8 minutes ago` for an RFC 3339 time (`N/A` when absent or unparsable).
 pub fn since(rfc3339: Option<&str>) -> String {

@@ -1,0 +1,238 @@
+//! `/_ping`, `/version`, `/info`, `/system/df`, `/events`: what clients ask
+//! first (the docker CLI negotiates its API version from `/_ping`'s
+//! `API-Version` header), with dockerd's fields.
+
+use axum::body::Body;
+use axum::http::{Method, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::query::Query;
+use crate::route::{Res, ok};
+use crate::{API_VERSION, ApiError, Ctx, MIN_API_VERSION};
+
+/// `GET|HEAD /_ping`.
+pub fn ping(m: &Method) -> Res {
+    let b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("cache-control", "no-cache, no-store, must-revalidate")
+        .header("pragma", "no-cache")
+        .header("docker-experimental", "false")
+        .header("builder-version", "1");
+    Ok(b.body(if m == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from("OK")
+    })
+    .expect("response"))
+}
+
+fn kernel() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn arch() -> String {
+    berth_types::Platform::host().architecture
+}
+
+/// `GET /version`.
+pub fn version() -> Res {
+    let v = env!("CARGO_PKG_VERSION");
+    ok(json!({
+        "Platform": {"Name": "berth"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": v,
+            "Details": {
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": arch(),
+                "KernelVersion": kernel(),
+            }
+        }],
+        "Version": v,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": arch(),
+        "KernelVersion": kernel(),
+        "BuildTime": "",
+    }))
+}
+
+fn os_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `GET /info`.
+pub async fn info(ctx: &Ctx) -> Res {
+    let root = ctx.root.clone();
+    let (containers, images, driver) = ctx
+        .blocking(|e| {
+            let cs = e.containers()?;
+            let n = e.store.images().map_err(ApiError::from)?.len();
+            Ok((cs, n, e.store.snapshots.driver().name().to_string()))
+        })
+        .await?;
+    let count =
+        |f: fn(&berth_engine::Container) -> bool| containers.iter().filter(|c| f(c)).count();
+    let hostname = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let layout = berth_runtime::cgroup_layout();
+    ok(json!({
+        "ID": "berth",
+        "Containers": containers.len(),
+        "ContainersRunning": count(|c| c.state.status == berth_engine::Status::Running),
+        "ContainersPaused": count(|c| c.state.status == berth_engine::Status::Paused),
+        "ContainersStopped": count(|c| !c.is_up()),
+        "Images": images,
+        "Driver": driver,
+        "DriverStatus": [],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": null, "Log": ["json-file"]},
+        "MemoryLimit": true,
+        "SwapLimit": true,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "CPUSet": true,
+        "PidsLimit": true,
+        "IPv4Forwarding": true,
+        "Debug": false,
+        "NFd": 0,
+        "OomKillDisable": false,
+        "NGoroutines": 0,
+        "SystemTime": jiff::Timestamp::now().to_string(),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": if matches!(layout, berth_runtime::CgroupLayout::V2) { "2" } else { "1" },
+        "NEventsListener": 0,
+        "KernelVersion": kernel(),
+        "OperatingSystem": os_name(),
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+        "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "MemTotal": mem_total(),
+        "DockerRootDir": root,
+        "Name": hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Runtimes": {"berth-runtime": {"path": "berth-runtime"}},
+        "DefaultRuntime": "berth-runtime",
+        "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": false, "NodeID": "", "NodeAddr": "", "Error": "", "RemoteManagers": null},
+        "LiveRestoreEnabled": true,
+        "Isolation": "",
+        "InitBinary": "berth-init",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "Warnings": [],
+    }))
+}
+
+/// `GET /system/df`.
+pub async fn df(ctx: &Ctx) -> Res {
+    let (images, containers, volumes) = ctx
+        .blocking(|e| {
+            let store = &e.store;
+            let imgs = store.images().map_err(ApiError::from)?;
+            let in_use = store.images_in_use().map_err(ApiError::from)?;
+            let images: Vec<serde_json::Value> = imgs
+                .iter()
+                .map(|i| {
+                    let used = in_use.get(&i.id).map_or(0, Vec::len);
+                    let size = berth_engine::docs::image_size(store, i);
+                    json!({
+                        "Id": i.id.to_string(),
+                        "ParentId": "",
+                        "RepoTags": i.names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
+                        "RepoDigests": i.repo_digests.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
+                        "Created": crate::images::unix(i.config.created.as_deref()),
+                        "Size": size,
+                        "SharedSize": 0,
+                        "VirtualSize": size,
+                        "Labels": i.config.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default(),
+                        "Containers": used,
+                    })
+                })
+                .collect();
+            let containers: Vec<serde_json::Value> = e
+                .containers()?
+                .iter()
+                .map(crate::containers::summary)
+                .collect();
+            let volumes: Vec<serde_json::Value> = e
+                .volumes()?
+                .iter()
+                .map(|v| {
+                    let mut j = crate::volumes::json_of(v);
+                    j["UsageData"] = json!({
+                        "Size": berth_store::fsutil::du(std::path::Path::new(&v.mountpoint)),
+                        "RefCount": 0
+                    });
+                    j
+                })
+                .collect();
+            Ok((images, containers, volumes))
+        })
+        .await?;
+    let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
+    ok(json!({
+        "LayersSize": layers,
+        "Images": images,
+        "Containers": containers,
+        "Volumes": volumes,
+        "BuildCache": [],
+    }))
+}
+
+/// `GET /events`: berth has no daemon to see events as they happen; a
+/// client gets the stream open (and `until` in the past ends it at once).
+pub async fn events(_ctx: &Ctx, q: &Query) -> Res {
+    let until = q.get("until").and_then(|u| u.parse::<f64>().ok());
+    let done = until.is_some_and(|u| u <= jiff::Timestamp::now().as_second() as f64);
+    let body = if done {
+        Body::empty()
+    } else {
+        Body::from_stream(futures_util::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >())
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .expect("response"))
+}

@@ -1,0 +1,484 @@
+//! End to end: `berth system service` driven by the real docker CLI and by
+//! docker-py, as their users drive dockerd. dockerd's behaviour (outputs,
+//! exit codes, status codes and messages) is the reference.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::Berth;
+
+/// A `berth system service` on a socket of the test's own, stopped on drop.
+struct Service {
+    child: std::process::Child,
+    sock: PathBuf,
+}
+
+impl Service {
+    fn start(b: &Berth, extra: &[&str]) -> Service {
+        let sock = b.path("api.sock");
+        let child = b
+            .command(&[
+                "system",
+                "service",
+                "-H",
+                &format!("unix://{}", sock.display()),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn berth system service");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(sock.exists(), "the service made no socket");
+        Service { child, sock }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid"),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// The docker CLI to test with: Debian's (docker.io, what CI installs), or
+/// the one in /usr/local/bin.
+fn docker_bin() -> &'static str {
+    for p in ["/usr/bin/docker", "/usr/local/bin/docker"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("no docker CLI; .ci/run installs Debian's docker.io for its client");
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the docker CLI against the service (killed after 60 s: a hang is a failure).
+fn docker(b: &Berth, s: &Service, args: &[&str]) -> Out {
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "60", docker_bin()])
+        .args(args)
+        .env("DOCKER_HOST", s.host())
+        .env("DOCKER_CONFIG", b.path("docker-cli-config"))
+        .stdin(Stdio::null());
+    let o = c.output().expect("docker");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[track_caller]
+fn ok(o: Out) -> String {
+    assert_eq!(o.code, 0, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+    o.stdout
+}
+
+/// `curl` on the socket: (status, body).
+fn curl(s: &Service, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut args = vec![
+        "-s".to_string(),
+        "-o".into(),
+        "-".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        "--max-time".into(),
+        "20".into(),
+        "--unix-socket".into(),
+        s.sock.display().to_string(),
+        "-X".into(),
+        method.into(),
+    ];
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data-binary".into(),
+            b.into(),
+        ]);
+    }
+    args.push(format!("http://localhost{path}"));
+    let o = Command::new("curl").args(&args).output().expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The lecture's daily flow through the docker CLI: what it prints and the
+/// codes it exits with are dockerd's.
+#[test]
+fn the_docker_cli_drives_berth() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&s.sock).unwrap().permissions().mode() & 0o777,
+        0o660,
+        "docker.sock's mode"
+    );
+    let v = ok(docker(
+        &b,
+        &s,
+        &[
+            "version",
+            "--format",
+            "{{.Server.Platform.Name}} {{.Server.APIVersion}}",
+        ],
+    ));
+    assert_eq!(v.trim(), "berth 1.47");
+    let images = ok(docker(
+        &b,
+        &s,
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ));
+    assert_eq!(images.trim(), "busybox:latest");
+    // Attached runs: output, exit codes, --rm.
+    assert_eq!(
+        ok(docker(
+            &b,
+            &s,
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "echo",
+                "hello from the docker CLI"
+            ]
+        )),
+        "hello from the docker CLI\n"
+    );
+    let o = docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (3, "out\n", "err\n")
+    );
+    let o = docker(&b, &s, &["run", "--rm", "busybox", "/nonexistent"]);
+    assert_eq!(o.code, 127, "{}", o.stderr);
+    // Detached: ps, logs, top, stop, rm — and berth's CLI sees the same.
+    let id = ok(docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-e",
+            "GREETING=hi",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $GREETING; sleep 300",
+        ],
+    ));
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    let ps = ok(docker(
+        &b,
+        &s,
+        &["ps", "--format", "{{.Names}} {{.Status}}"],
+    ));
+    assert!(ps.starts_with("web Up"), "{ps}");
+    assert!(b.run(&["ps"]).ok().contains("web"), "the berth CLI sees it");
+    for _ in 0..50 {
+        if ok(docker(&b, &s, &["logs", "web"])) == "hi\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ok(docker(&b, &s, &["logs", "web"])), "hi\n");
+    assert!(ok(docker(&b, &s, &["top", "web"])).contains("sleep 300"));
+    assert_eq!(
+        ok(docker(
+            &b,
+            &s,
+            &["inspect", "--format", "{{.State.Running}} {{.Name}}", "web"]
+        ))
+        .trim(),
+        "true /web"
+    );
+    let o = docker(&b, &s, &["run", "-d", "--name", "web", "busybox", "true"]);
+    assert_eq!(o.code, 125);
+    assert!(
+        o.stderr.contains("is already in use by container"),
+        "{}",
+        o.stderr
+    );
+    ok(docker(&b, &s, &["stop", "-t", "1", "web"]));
+    let ps = ok(docker(
+        &b,
+        &s,
+        &["ps", "-a", "--format", "{{.Names}} {{.Status}}"],
+    ));
+    assert!(
+        ps.contains("web Exited (137)") || ps.contains("web Exited (143)"),
+        "{ps}"
+    );
+    ok(docker(&b, &s, &["rm", "web"]));
+    // A container berth's CLI made is docker's to see.
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "fromberth",
+        "busybox",
+        "sleep",
+        "300",
+    ])
+    .ok();
+    let ps = ok(docker(&b, &s, &["ps", "--format", "{{.Names}}"]));
+    assert_eq!(ps.trim(), "fromberth");
+    ok(docker(&b, &s, &["rm", "-f", "fromberth"]));
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    // Errors, as dockerd words them.
+    let o = docker(&b, &s, &["inspect", "--type", "container", "nosuch"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("No such container: nosuch"),
+        "{}",
+        o.stderr
+    );
+    let o = docker(&b, &s, &["rm", "nosuch"]);
+    assert!(
+        o.stderr.contains("No such container: nosuch"),
+        "{}",
+        o.stderr
+    );
+    // Images, volumes, networks.
+    ok(docker(&b, &s, &["tag", "busybox", "mybox:1"]));
+    assert!(ok(docker(&b, &s, &["images"])).contains("mybox"));
+    assert!(ok(docker(&b, &s, &["rmi", "mybox:1"])).contains("Untagged: mybox:1"));
+    assert!(ok(docker(&b, &s, &["image", "history", "busybox"])).contains("Imported from"));
+    ok(docker(&b, &s, &["volume", "create", "data"]));
+    assert_eq!(
+        ok(docker(
+            &b,
+            &s,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "data:/data",
+                "busybox",
+                "sh",
+                "-c",
+                "echo kept > /data/f; cat /data/f"
+            ]
+        )),
+        "kept\n"
+    );
+    assert_eq!(
+        ok(docker(
+            &b,
+            &s,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "data:/data",
+                "busybox",
+                "cat",
+                "/data/f"
+            ]
+        )),
+        "kept\n"
+    );
+    assert!(ok(docker(&b, &s, &["volume", "ls"])).contains("data"));
+    ok(docker(&b, &s, &["volume", "rm", "data"]));
+    let nets = ok(docker(&b, &s, &["network", "ls", "--format", "{{.Name}}"]));
+    assert!(nets.contains("bridge") && nets.contains("none"), "{nets}");
+    let info = ok(docker(
+        &b,
+        &s,
+        &["info", "--format", "{{.Images}} {{.Driver}}"],
+    ));
+    assert!(info.starts_with("1 "), "{info}");
+    ok(docker(&b, &s, &["system", "df"]));
+    ok(docker(&b, &s, &["container", "prune", "-f"]));
+}
+
+/// Bad requests get dockerd's status and message, never a hang or a crash.
+#[test]
+fn bad_requests_get_dockerd_s_answers() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let (st, body) = curl(&s, "POST", "/v1.47/containers/create", Some("{not json"));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("\"message\""), "{body}");
+    let (st, body) = curl(
+        &s,
+        "POST",
+        "/v1.47/containers/create",
+        Some(r#"{"Image":"nosuch:1"}"#),
+    );
+    assert_eq!(
+        (st, body.trim()),
+        (404, r#"{"message":"No such image: nosuch:1"}"#)
+    );
+    let (st, body) = curl(&s, "GET", "/v1.47/containers/nosuch/json", None);
+    assert_eq!(
+        (st, body.trim()),
+        (404, r#"{"message":"No such container: nosuch"}"#)
+    );
+    let (st, body) = curl(&s, "GET", "/v9.99/_ping", None);
+    assert_eq!(st, 400);
+    assert!(body.contains("client version 9.99 is too new"), "{body}");
+    let (st, _) = curl(&s, "GET", "/v1.47/nosuch", None);
+    assert_eq!(st, 404);
+    // Starting a running container is 304; stopping a stopped one too.
+    let (st, body) = curl(
+        &s,
+        "POST",
+        "/containers/create?name=c1",
+        Some(r#"{"Image":"busybox","Cmd":["sleep","300"]}"#),
+    );
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(curl(&s, "POST", "/containers/c1/start", None).0, 204);
+    assert_eq!(curl(&s, "POST", "/containers/c1/start", None).0, 304);
+    let (st, body) = curl(
+        &s,
+        "POST",
+        "/containers/create?name=c1",
+        Some(r#"{"Image":"busybox"}"#),
+    );
+    assert_eq!(st, 409, "{body}");
+    let (st, body) = curl(&s, "DELETE", "/containers/c1", None);
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("container is running"), "{body}");
+    assert_eq!(curl(&s, "POST", "/containers/c1/stop?t=1", None).0, 204);
+    assert_eq!(curl(&s, "POST", "/containers/c1/stop", None).0, 304);
+    assert_eq!(curl(&s, "DELETE", "/containers/c1", None).0, 204);
+    // A client that goes away mid-stream: the container keeps running.
+    let (st, _) = curl(
+        &s,
+        "POST",
+        "/containers/create?name=c2",
+        Some(
+            r#"{"Image":"busybox","Cmd":["sh","-c","while true; do echo tick; sleep 0.1; done"]}"#,
+        ),
+    );
+    assert_eq!(st, 201);
+    assert_eq!(curl(&s, "POST", "/containers/c2/start", None).0, 204);
+    let _ = Command::new("curl")
+        .args(["-s", "--max-time", "1", "--unix-socket"])
+        .arg(&s.sock)
+        .arg("http://localhost/containers/c2/logs?follow=1&stdout=1")
+        .output();
+    let (st, body) = curl(&s, "GET", "/containers/c2/json", None);
+    assert_eq!(st, 200);
+    assert!(body.contains("\"Running\":true"), "{body}");
+    assert_eq!(curl(&s, "DELETE", "/containers/c2?force=1", None).0, 204);
+}
+
+/// The service exits after `--time` idle seconds; its containers go on.
+#[test]
+fn an_idle_service_exits_and_its_containers_keep_running() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let mut s = Service::start(&b, &["--time", "1"]);
+    ok(docker(
+        &b,
+        &s,
+        &["run", "-d", "--name", "lives", "busybox", "sleep", "300"],
+    ));
+    let start = std::time::Instant::now();
+    let mut exited = false;
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if s.child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(exited, "the service outlived --time");
+    assert!(!s.sock.exists(), "its socket is gone");
+    let ps = b.run(&["ps", "--format", "{{.Names}} {{.State}}"]).ok();
+    assert_eq!(ps.trim(), "lives running");
+    b.run(&["rm", "-f", "lives"]).ok();
+}
+
+/// docker-py (the Python SDK) through the service.
+#[test]
+fn docker_py_drives_berth() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let script = r#"
+import docker, sys
+c = docker.DockerClient(base_url=sys.argv[1])
+assert c.ping()
+print(c.version()["Platform"]["Name"])
+print([t for i in c.images.list() for t in i.tags])
+print(c.containers.run("busybox", ["echo", "hi from python"], remove=True).decode().strip())
+ctr = c.containers.run("busybox", ["sh", "-c", "echo started; sleep 300"], detach=True, name="py")
+import time
+for _ in range(50):
+    if b"started" in ctr.logs():
+        break
+    time.sleep(0.1)
+print(ctr.logs().decode().strip())
+ctr.reload()
+print(ctr.status)
+ctr.stop(timeout=1)
+print(ctr.wait()["StatusCode"])
+ctr.remove()
+v = c.volumes.create("pyvol")
+print(v.name, [x.name for x in c.volumes.list()])
+v.remove()
+print(sorted(n.name for n in c.networks.list()))
+print(len(c.containers.list(all=True)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.host()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "docker-py (pip install docker; .ci/run installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "berth");
+    assert_eq!(lines[1], "['busybox:latest']");
+    assert_eq!(lines[2], "hi from python");
+    assert_eq!(lines[3], "started");
+    assert_eq!(lines[4], "running");
+    assert!(lines[5] == "137" || lines[5] == "143", "{text}");
+    assert_eq!(lines[6], "pyvol ['pyvol']");
+    assert_eq!(lines[7], "['bridge', 'host', 'none']");
+    assert_eq!(lines[8], "0");
+}
