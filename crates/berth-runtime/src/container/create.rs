@@ -257,6 +257,11 @@ impl Runtime {
         drop(self_join);
         parent.send(&ToChild::Go)?;
         let mut init_pid = pid;
+        // With a joined pid namespace the intermediate process reports the
+        // init's pid, and the init its readiness, on one channel from two
+        // processes: Ready may come first, so both are awaited.
+        let mut pid_pending = plan.join_pid;
+        let mut ready = false;
         loop {
             let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
                 Some((m, fd)) => (Some(m), fd),
@@ -275,6 +280,7 @@ impl Runtime {
                     }
                     init_pid = p;
                     cleanup.pid = Some(p);
+                    pid_pending = false;
                 }
                 Some(ToParent::RunCreateHooks) => {
                     let st = hook_state(&spec, id, "created", init_pid, &bundle);
@@ -288,13 +294,16 @@ impl Runtime {
                     }
                     parent.send(&ToChild::HooksDone)?;
                 }
-                Some(ToParent::Ready) => break,
+                Some(ToParent::Ready) => ready = true,
                 Some(ToParent::Error(e)) => return Err(e.into()),
                 None => {
                     return Err(RuntimeError::Init(
                         "the container's init exited before it was ready".into(),
                     ));
                 }
+            }
+            if ready && !pid_pending {
+                break;
             }
         }
         let pid_start = proc_stat(init_pid).map(|(_, s)| s).ok_or_else(|| {

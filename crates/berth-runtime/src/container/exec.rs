@@ -86,6 +86,10 @@ impl Runtime {
         }
         parent.send(&ToChild::Go)?;
         let mut pid = None;
+        // The intermediate process reports the pid and the process reports
+        // Ready on one channel, from two processes: Ready may come first (a
+        // process that runs at once), so both are awaited.
+        let mut ready = false;
         loop {
             let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
                 Some((m, fd)) => (Some(m), fd),
@@ -95,13 +99,21 @@ impl Runtime {
                 Some(ToParent::Pid(p)) => {
                     reap_mid();
                     pid = Some(p);
+                    if ready {
+                        break;
+                    }
                 }
                 Some(ToParent::SeccompListener) => {
                     let state = super::create::hook_state(&spec, id, "running", st.pid, &st.bundle);
                     super::create::hand_to_agent(&spec, fd, pid.unwrap_or(st.pid), &state)?;
                     parent.send(&ToChild::SeccompDone)?;
                 }
-                Some(ToParent::Ready) => break,
+                Some(ToParent::Ready) => {
+                    ready = true;
+                    if pid.is_some() {
+                        break;
+                    }
+                }
                 Some(ToParent::Error(e)) => {
                     if pid.is_none() {
                         reap_mid();
