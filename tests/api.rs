@@ -455,14 +455,34 @@ print(ctr.status)
 ctr.stop(timeout=1)
 print(ctr.wait()["StatusCode"])
 ctr.remove()
+box = c.containers.run("busybox", ["sleep", "300"], detach=True)
+r = box.exec_run(["sh", "-c", "echo exec; exit 2"])
+print(r.exit_code, r.output.decode().strip())
+import io, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"put by python\n"
+    info = tarfile.TarInfo("put.txt"); info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+print(box.put_archive("/tmp", buf.getvalue()))
+stream, stat = box.get_archive("/tmp/put.txt")
+raw = b"".join(stream)
+with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+    print(stat["name"], t.extractfile("put.txt").read().decode().strip())
+box.remove(force=True)
+img, logs = c.images.build(path=sys.argv[2], tag="pybuilt")
+print(img.tags)
 v = c.volumes.create("pyvol")
 print(v.name, [x.name for x in c.volumes.list()])
 v.remove()
 print(sorted(n.name for n in c.networks.list()))
 print(len(c.containers.list(all=True)))
 "#;
+    let ctx = b.path("pyctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo py > /py\n").unwrap();
     let out = Command::new("python3")
-        .args(["-c", script, &s.host()])
+        .args(["-c", script, &s.host(), ctx.to_str().unwrap()])
         .output()
         .expect("python3");
     assert!(
@@ -478,7 +498,153 @@ print(len(c.containers.list(all=True)))
     assert_eq!(lines[3], "started");
     assert_eq!(lines[4], "running");
     assert!(lines[5] == "137" || lines[5] == "143", "{text}");
-    assert_eq!(lines[6], "pyvol ['pyvol']");
-    assert_eq!(lines[7], "['bridge', 'host', 'none']");
-    assert_eq!(lines[8], "0");
+    assert_eq!(lines[6], "2 exec");
+    assert_eq!(lines[7], "True");
+    assert_eq!(lines[8], "put.txt put by python");
+    assert_eq!(lines[9], "['pybuilt:latest']");
+    assert_eq!(lines[10], "pyvol ['pyvol']");
+    assert_eq!(lines[11], "['bridge', 'host', 'none']");
+    assert_eq!(lines[12], "0");
+}
+
+/// `docker exec`, `docker cp` both ways (a running and a stopped
+/// container) and `docker build` through the service.
+#[test]
+fn docker_cli_exec_cp_and_build() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "box",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /data/sub && echo inside > /data/sub/f && sleep 300",
+        ],
+    ));
+    assert_eq!(
+        ok(docker(&b, &s, &["exec", "box", "echo", "hi from exec"])),
+        "hi from exec\n"
+    );
+    let o = docker(&b, &s, &["exec", "box", "sh", "-c", "echo e >&2; exit 5"]);
+    assert_eq!((o.code, o.stderr.as_str()), (5, "e\n"));
+    let o = docker(&b, &s, &["exec", "box", "nosuchcmd"]);
+    assert_eq!(o.code, 127, "{}", o.stderr);
+    // stdin through the hijacked connection.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo piped | timeout -s KILL 30 {} exec -i box cat",
+                docker_bin()
+            ),
+        ])
+        .env("DOCKER_HOST", s.host())
+        .env("DOCKER_CONFIG", b.path("docker-cli-config"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    ok(docker(
+        &b,
+        &s,
+        &["exec", "-d", "box", "touch", "/tmp/detached"],
+    ));
+    for _ in 0..50 {
+        if docker(&b, &s, &["exec", "box", "test", "-e", "/tmp/detached"]).code == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ok(docker(
+        &b,
+        &s,
+        &["exec", "box", "test", "-e", "/tmp/detached"],
+    ));
+    // cp out and in, and out of a stopped container.
+    let out = b.path("cpout");
+    std::fs::create_dir_all(&out).unwrap();
+    ok(docker(&b, &s, &["cp", "box:/data", out.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("data/sub/f")).unwrap(),
+        "inside\n"
+    );
+    std::fs::write(b.path("hostfile"), "from the host\n").unwrap();
+    ok(docker(
+        &b,
+        &s,
+        &["cp", b.path("hostfile").to_str().unwrap(), "box:/data/"],
+    ));
+    assert_eq!(
+        ok(docker(&b, &s, &["exec", "box", "cat", "/data/hostfile"])),
+        "from the host\n"
+    );
+    let o = docker(&b, &s, &["cp", "box:/nonexistent", out.to_str().unwrap()]);
+    assert_ne!(o.code, 0);
+    // dockerd's 404 for the path; the CLI words it "No such container:path".
+    assert!(
+        o.stderr
+            .contains("No such container:path: box:/nonexistent"),
+        "{}",
+        o.stderr
+    );
+    ok(docker(&b, &s, &["stop", "-t", "1", "box"]));
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "cp",
+            "box:/data/hostfile",
+            out.join("again").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(out.join("again")).unwrap(),
+        "from the host\n"
+    );
+    ok(docker(&b, &s, &["rm", "box"]));
+    // build: the context as a tar, docker's stream back.
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built > /built\nCMD [\"cat\", \"/hello.txt\", \"/built\"]\n",
+    )
+    .unwrap();
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "120", docker_bin(), "build", "-t", "apibuilt"])
+        .arg(&ctx)
+        .env("DOCKER_HOST", s.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", b.path("docker-cli-config"));
+    let o = c.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("Successfully tagged apibuilt:latest"),
+        "{text}"
+    );
+    assert_eq!(
+        ok(docker(&b, &s, &["run", "--rm", "apibuilt"])),
+        "hello from the context\nbuilt\n"
+    );
+    assert!(b.run(&["images"]).ok().contains("apibuilt"), "one store");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN exit 3\n").unwrap();
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did not complete successfully: exit code: 3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

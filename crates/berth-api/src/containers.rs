@@ -801,3 +801,47 @@ pub async fn attach(ctx: &Ctx, mut req: Req, id: String, q: &Query) -> Res {
         .body(Body::empty())
         .expect("response"))
 }
+
+/// `X-Docker-Container-Path-Stat`: the stat as base64 JSON.
+fn stat_header(st: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(String::from_utf8_lossy(st).trim())
+}
+
+fn archive_path(q: &Query) -> Result<String, ApiError> {
+    q.get("path")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request("path is required"))
+}
+
+/// `HEAD|GET /containers/{id}/archive?path=…`: the stat header, and for
+/// GET the tar (through a helper: reading a stopped container's files
+/// mounts its snapshot in a mount namespace of the helper's own).
+pub async fn archive_get(ctx: &Ctx, id: String, q: &Query, head: bool) -> Res {
+    let path = archive_path(q)?;
+    let st = crate::helper::run_io(ctx, &["archive-stat", &id, &path], None).await?;
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(crate::helper::run_io(ctx, &["archive-get", &id, &path], None).await?)
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header("x-docker-container-path-stat", stat_header(&st))
+        .body(body)
+        .expect("response"))
+}
+
+/// `PUT /containers/{id}/archive?path=…`: the body (a tar) extracted into
+/// that directory.
+pub async fn archive_put(ctx: &Ctx, req: Req, id: String, q: &Query) -> Res {
+    let path = archive_path(q)?;
+    let data = crate::route::body_bytes(req, 1 << 30).await?;
+    crate::helper::run_io(ctx, &["archive-put", &id, &path], Some(data)).await?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::empty())
+        .expect("response"))
+}

@@ -14,7 +14,18 @@ use crate::{ApiError, Ctx};
 
 /// Runs `berth __api-helper args…` and maps its outcome.
 pub async fn run(ctx: &Ctx, args: &[&str]) -> Result<(), ApiError> {
+    run_io(ctx, args, None).await.map(drop)
+}
+
+/// Runs `berth __api-helper args…` with `input` on its stdin; returns what
+/// it wrote on stdout, or the error it reported.
+pub async fn run_io(
+    ctx: &Ctx,
+    args: &[&str],
+    input: Option<bytes::Bytes>,
+) -> Result<Vec<u8>, ApiError> {
     use std::io::{Read, Seek};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Its stderr is a memory file, not a pipe: the monitor the helper starts
     // inherits it and lives on, so a pipe would not reach EOF until the
     // container exits.
@@ -23,19 +34,36 @@ pub async fn run(ctx: &Ctx, args: &[&str]) -> Result<(), ApiError> {
         rustix::fs::memfd_create("berth-api-helper", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| io(e.into()))?,
     );
-    let status = tokio::process::Command::new(&ctx.exe)
+    let mut child = tokio::process::Command::new(&ctx.exe)
         .arg("--root")
         .arg(&ctx.root)
         .arg("__api-helper")
         .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(if args.first() == Some(&"start") {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::piped()
+        })
         .stderr(errf.try_clone().map_err(io)?)
-        .status()
-        .await
+        .spawn()
         .map_err(|e| ApiError::internal(format!("{}: {e}", ctx.exe.display())))?;
+    if let (Some(data), Some(mut w)) = (input, child.stdin.take()) {
+        tokio::spawn(async move {
+            let _ = w.write_all(&data).await;
+        });
+    }
+    let mut out = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut out).await.map_err(io)?;
+    }
+    let status = child.wait().await.map_err(io)?;
     if status.success() {
-        return Ok(());
+        return Ok(out);
     }
     let mut err = String::new();
     errf.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
@@ -61,6 +89,24 @@ pub fn main(engine: &Engine, args: &[String]) -> i32 {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r: Result<(), ApiError> = match args.as_slice() {
         ["start", id] => start(engine, id),
+        ["build", job] => return crate::build::helper_main(engine, job),
+        ["exec", container, req] => return crate::exec::helper_main(engine, container, req),
+        ["archive-stat", id, path] => engine
+            .archive_stat(id, path)
+            .map(|st| println!("{}", serde_json::to_string(&st).expect("stat")))
+            .map_err(ApiError::from),
+        ["archive-get", id, path] => engine
+            .archive_get(id, path, false)
+            .map_err(ApiError::from)
+            .and_then(|(_, tar)| {
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(&tar)
+                    .map_err(|e| ApiError::internal(e.to_string()))
+            }),
+        ["archive-put", id, path] => engine
+            .archive_put(id, path, std::io::stdin().lock())
+            .map_err(ApiError::from),
         _ => Err(ApiError::bad_request(format!(
             "__api-helper: unknown request {args:?}"
         ))),

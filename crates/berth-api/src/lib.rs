@@ -17,8 +17,10 @@
 
 #![recursion_limit = "256"]
 
+pub mod build;
 pub mod containers;
 pub mod error;
+pub mod exec;
 pub mod helper;
 pub mod images;
 pub mod listen;
@@ -69,6 +71,8 @@ pub struct Ctx {
     pub root: PathBuf,
     /// The docker config directory.
     pub config_dir: Option<PathBuf>,
+    /// Exec instances.
+    pub execs: exec::Execs,
     activity: Arc<Activity>,
 }
 
@@ -119,6 +123,7 @@ pub fn serve(opts: Options) -> Result<(), String> {
             exe: opts.exe.clone(),
             root: opts.root.clone(),
             config_dir: opts.config_dir.clone(),
+            execs: Default::default(),
             activity: activity.clone(),
         };
         let idle = async {

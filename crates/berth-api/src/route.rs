@@ -139,6 +139,7 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
         (&Method::GET, "/info") => return system::info(ctx).await,
         (&Method::GET, "/system/df") => return system::df(ctx).await,
         (&Method::GET, "/events") => return system::events(ctx, q).await,
+        (&Method::POST, "/build") => return crate::build::build(ctx, req, q).await,
         (&Method::GET, "/containers/json") => return containers::list(ctx, q).await,
         (&Method::POST, "/containers/create") => return containers::create(ctx, req, q).await,
         (&Method::POST, "/containers/prune") => return containers::prune(ctx).await,
@@ -170,6 +171,10 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
             (&Method::GET, "logs") => containers::logs(ctx, id, q).await,
             (&Method::POST, "attach") => containers::attach(ctx, req, id, q).await,
             (&Method::POST, "resize") => containers::resize(ctx, id).await,
+            (&Method::POST, "exec") => crate::exec::create(ctx, req, id).await,
+            (&Method::GET, "archive") => containers::archive_get(ctx, id, q, false).await,
+            (&Method::HEAD, "archive") => containers::archive_get(ctx, id, q, true).await,
+            (&Method::PUT, "archive") => containers::archive_put(ctx, req, id, q).await,
             (&Method::DELETE, "") => containers::remove(ctx, id, q).await,
             _ => not_found(),
         };
@@ -191,6 +196,16 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
             return images::remove(ctx, rest.to_string(), q).await;
         }
         return not_found();
+    }
+    if let Some(rest) = seg(path, "/exec/") {
+        let (id, verb) = rest.split_once('/').unwrap_or((rest, ""));
+        let id = id.to_string();
+        return match (&m, verb) {
+            (&Method::POST, "start") => crate::exec::start(ctx, req, id).await,
+            (&Method::GET, "json") => crate::exec::inspect(ctx, id).await,
+            (&Method::POST, "resize") => crate::exec::resize(ctx, id).await,
+            _ => not_found(),
+        };
     }
     if let Some(name) = seg(path, "/volumes/") {
         let name = name.to_string();

@@ -52,6 +52,9 @@ pub enum EngineError {
     /// No such container.
     #[error("No such container: {0}")]
     NotFound(String),
+    /// No such path in a container (`cp`, the archive endpoints).
+    #[error("{0}")]
+    PathNotFound(String),
     /// A name in use.
     #[error(
         "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."

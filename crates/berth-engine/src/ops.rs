@@ -14,7 +14,7 @@ use crate::container::{self, Container, Status};
 use crate::{Engine, EngineError, Result, now};
 
 /// What `exec` runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExecRequest {
     /// argv.
     pub cmd: Vec<String>,
@@ -782,31 +782,97 @@ impl Engine {
         })
     }
 
-    /// `cp CONTAINER:SRC DEST` — everything resolved inside the container's
-    /// root (a symlink pointing out of it leads back inside, never to the
-    /// host) and read through handles, so a running container that swaps a
-    /// file for a link meanwhile cannot make us read a host file. The source's
-    /// last component is followed only with `follow` (`-L`), as docker does.
-    /// Nothing on the host is removed: a directory where a file would go (or
-    /// the reverse) is docker's "cannot overwrite" error, and files named
-    /// `.wh.*` are copied as files.
-    pub fn cp_from(&self, q: &str, src: &str, dest: &Path, follow: bool) -> Result<()> {
+    /// A path of a container as a tar (its top entry named by the path's
+    /// base name, as docker's archive endpoint gives it) and its stat.
+    /// Everything is resolved inside the container's root (a symlink
+    /// pointing out of it leads back inside, never to the host) and read
+    /// through handles, so a running container that swaps a file for a link
+    /// meanwhile cannot make us read a host file. The last component is
+    /// followed only with `follow` (`cp -L`), as docker does.
+    pub fn archive_get(&self, q: &str, src: &str, follow: bool) -> Result<(PathStat, Vec<u8>)> {
+        self.archive_get_as(q, src, follow, None)
+    }
+
+    fn archive_get_as(
+        &self,
+        q: &str,
+        src: &str,
+        follow: bool,
+        name: Option<&str>,
+    ) -> Result<(PathStat, Vec<u8>)> {
         use berth_store::archive::diff::Mapped;
         let c = self.find(q)?;
         let root = self.cp_root(&c)?;
         let tree = std::sync::Arc::new(root.tree()?);
-        let real = if follow {
-            tree.resolve(src)
-        } else {
-            tree.resolve_parent(src)
-        }
-        .map_err(|_| {
-            EngineError::Invalid(format!("Could not find the file {src} in container {q}"))
+        let (real, stat) = path_stat(&tree, src, follow).map_err(|_| {
+            EngineError::PathNotFound(format!("Could not find the file {src} in container {q}"))
         })?;
-        let st = tree
-            .lstat(&real)
-            .map_err(|e| EngineError::io("stat", Path::new(src), e))?;
-        let src_is_dir = berth_store::inroot::is_dir(&st);
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| stat.name.clone());
+        let mut items = vec![Mapped::InRoot {
+            root: tree.clone(),
+            rel: real.as_bytes().to_vec(),
+            name: name.as_bytes().to_vec(),
+        }];
+        if stat.is_dir() {
+            let strip = if real.is_empty() { 0 } else { real.len() + 1 };
+            tree.walk(&real, &mut |child, st| {
+                items.push(Mapped::InRoot {
+                    root: tree.clone(),
+                    rel: child.as_bytes().to_vec(),
+                    name: format!("{name}/{}", &child[strip..]).into_bytes(),
+                });
+                Ok(berth_store::inroot::is_dir(st))
+            })
+            .map_err(|e| EngineError::io("readdir", Path::new(src), e))?;
+        }
+        let tar = berth_store::archive::diff::write_mapped(
+            &items,
+            &Default::default(),
+            Vec::new(),
+            &WriteOptions::default(),
+        )?;
+        Ok((stat, tar))
+    }
+
+    /// The stat of a path of a container (docker's
+    /// `X-Docker-Container-Path-Stat`).
+    pub fn archive_stat(&self, q: &str, src: &str) -> Result<PathStat> {
+        let c = self.find(q)?;
+        let root = self.cp_root(&c)?;
+        let tree = root.tree()?;
+        path_stat(&tree, src, false).map(|(_, st)| st).map_err(|_| {
+            EngineError::PathNotFound(format!("Could not find the file {src} in container {q}"))
+        })
+    }
+
+    /// Extracts a tar into directory `dir` of a container (docker's
+    /// `PUT /containers/{id}/archive`): resolved inside its root, nothing
+    /// of another type replaced, `.wh.` names written as files.
+    pub fn archive_put(&self, q: &str, dir: &str, tar: impl std::io::Read) -> Result<()> {
+        let c = self.find(q)?;
+        let root = self.cp_root(&c)?;
+        let r = root.open()?;
+        let h = r.resolve(dir).map_err(|_| {
+            EngineError::PathNotFound(format!("Could not find the file {dir} in container {q}"))
+        })?;
+        let fd: std::os::fd::OwnedFd = h.into();
+        let target = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        if !target.is_dir() {
+            return Err(EngineError::Invalid(format!(
+                "extraction point is not a directory: {dir}"
+            )));
+        }
+        berth_store::archive::apply::apply(&target, tar, &cp_apply_options())?;
+        Ok(())
+    }
+
+    /// `cp CONTAINER:SRC DEST`: [`Engine::archive_get`] written onto the
+    /// host. Nothing on the host is removed: a directory where a file would
+    /// go (or the reverse) is docker's "cannot overwrite" error, and files
+    /// named `.wh.*` are copied as files.
+    pub fn cp_from(&self, q: &str, src: &str, dest: &Path, follow: bool) -> Result<()> {
         let base = Path::new(src)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -825,9 +891,15 @@ impl Engine {
                     .unwrap_or(base),
             )
         };
+        let (stat, tar) =
+            self.archive_get_as(q, src, follow, Some(&name))
+                .map_err(|e| match e {
+                    EngineError::PathNotFound(m) => EngineError::Invalid(m),
+                    e => e,
+                })?;
         let target = out_dir.join(&name);
         if let Ok(m) = std::fs::symlink_metadata(&target)
-            && m.is_dir() != src_is_dir
+            && m.is_dir() != stat.is_dir()
         {
             return Err(EngineError::Invalid(if m.is_dir() {
                 format!(
@@ -841,29 +913,6 @@ impl Engine {
                 )
             }));
         }
-        let mut items = vec![Mapped::InRoot {
-            root: tree.clone(),
-            rel: real.as_bytes().to_vec(),
-            name: name.as_bytes().to_vec(),
-        }];
-        if src_is_dir {
-            let strip = if real.is_empty() { 0 } else { real.len() + 1 };
-            tree.walk(&real, &mut |child, st| {
-                items.push(Mapped::InRoot {
-                    root: tree.clone(),
-                    rel: child.as_bytes().to_vec(),
-                    name: format!("{name}/{}", &child[strip..]).into_bytes(),
-                });
-                Ok(berth_store::inroot::is_dir(st))
-            })
-            .map_err(|e| EngineError::io("readdir", Path::new(src), e))?;
-        }
-        let tar = berth_store::archive::diff::write_mapped(
-            &items,
-            &Default::default(),
-            Vec::new(),
-            &WriteOptions::default(),
-        )?;
         std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io("mkdir", &out_dir, e))?;
         berth_store::archive::apply::apply(&out_dir, &tar[..], &cp_apply_options())?;
         Ok(())
@@ -926,6 +975,90 @@ impl Engine {
         berth_store::archive::apply::apply(&target, &tar[..], &cp_apply_options())?;
         Ok(())
     }
+}
+
+/// docker's `container.PathStat`: what `HEAD /containers/{id}/archive`
+/// says of a path (mode in Go's `os.FileMode` bits).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PathStat {
+    /// Base name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Permission bits with Go's type bits (dir 1<<31, symlink 1<<27…).
+    pub mode: u32,
+    /// RFC 3339 modification time.
+    pub mtime: String,
+    /// A symlink's target.
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}
+
+impl PathStat {
+    /// Whether it is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & (1 << 31) != 0
+    }
+}
+
+/// Resolves `src` in `tree` (its last component followed with `follow`)
+/// and stats it.
+fn path_stat(
+    tree: &berth_store::inroot::InRoot,
+    src: &str,
+    follow: bool,
+) -> std::io::Result<(String, PathStat)> {
+    use berth_store::inroot;
+    let real = if follow {
+        tree.resolve(src)?
+    } else {
+        tree.resolve_parent(src)?
+    };
+    let st = tree.lstat(&real)?;
+    let mut mode = st.st_mode & 0o777;
+    let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    mode |= match ft {
+        rustix::fs::FileType::Directory => 1 << 31,
+        rustix::fs::FileType::Symlink => 1 << 27,
+        rustix::fs::FileType::BlockDevice => 1 << 26,
+        rustix::fs::FileType::CharacterDevice => (1 << 26) | (1 << 21),
+        rustix::fs::FileType::Fifo => 1 << 25,
+        rustix::fs::FileType::Socket => 1 << 24,
+        _ => 0,
+    };
+    if st.st_mode & 0o4000 != 0 {
+        mode |= 1 << 23;
+    }
+    if st.st_mode & 0o2000 != 0 {
+        mode |= 1 << 22;
+    }
+    if st.st_mode & 0o1000 != 0 {
+        mode |= 1 << 20;
+    }
+    let link_target = if inroot::is_symlink(&st) {
+        tree.read_link(&real)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let name = Path::new(src.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let mtime = jiff::Timestamp::from_second(st.st_mtime)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Ok((
+        real,
+        PathStat {
+            name,
+            size: st.st_size,
+            mode,
+            mtime,
+            link_target,
+        },
+    ))
 }
 
 /// How `cp` writes: `.wh.` names are files, and nothing of another type
