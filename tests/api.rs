@@ -648,3 +648,50 @@ fn docker_cli_exec_cp_and_build() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `docker run -i` and `docker run -it` (under a real terminal, from
+/// util-linux's `script`): input reaches the container, output and the exit
+/// code come back, as with dockerd.
+#[test]
+fn interactive_runs_through_the_service() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let sh = |script: &str| {
+        let o = Command::new("sh")
+            .args(["-c", script])
+            .env("DOCKER_HOST", s.host())
+            .env("DOCKER_CONFIG", b.path("docker-cli-config"))
+            .env("D", docker_bin())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+        )
+    };
+    let (code, out) = sh(
+        "echo 'piped in' | timeout -s KILL 30 \"$D\" run -i --rm busybox sh -c 'cat; echo done; exit 6'",
+    );
+    assert_eq!((code, out.as_str()), (6, "piped in\ndone\n"));
+    let (code, out) = sh(
+        "timeout -s KILL 30 script -qec \"$D run -it --rm busybox sh -c 'tty; echo inside'\" /dev/null",
+    );
+    assert_eq!(code, 0, "{out}");
+    // (script may pass its own end of input on as a ^@ the terminal echoes.)
+    assert!(
+        out.contains("/dev/pts/0\n") && out.contains("inside\n"),
+        "{out}"
+    );
+    // Typed at the container's shell prompt; its exit code comes back.
+    let (code, out) = sh(
+        "(sleep 1; printf 'echo typed-in\\n'; sleep 1; printf 'exit 4\\n'; sleep 1) | \
+         timeout -s KILL 30 script -qec \"$D run -it --rm busybox sh\" /dev/null",
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("echo typed-in\ntyped-in\n"), "{out}");
+    let (code, out) = sh("timeout -s KILL 30 \"$D\" run -i --rm busybox /nonexistent 2>&1");
+    assert_eq!(code, 127, "{out}");
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "--rm containers are gone");
+}

@@ -382,7 +382,10 @@ pub async fn create(ctx: &Ctx, req: Req, q: &Query) -> Res {
 /// `POST /containers/{id}/start`: through a helper process (it forks the
 /// container's monitor); 304 when it runs already.
 pub async fn start(ctx: &Ctx, id: String) -> Res {
-    crate::helper::run(ctx, &["start", &id]).await?;
+    let full = ctx.blocking(move |e| Ok(e.find(&id)?.id)).await?;
+    if !crate::attach::start_attached(ctx, &full).await? {
+        crate::helper::run(ctx, &["start", &full]).await?;
+    }
     no_content()
 }
 
@@ -745,6 +748,18 @@ pub async fn attach(ctx: &Ctx, mut req: Req, id: String, q: &Query) -> Res {
         spec.tail = Some(0);
     }
     let upgrade = hyper::upgrade::on(&mut req);
+    // With input, to a container about to be started: the start runs it
+    // attached to this connection (see crate::attach).
+    if q.bool("stdin") && c.state.status == Status::Created && q.bool("stream") {
+        crate::attach::register(ctx, &c.id, upgrade, c.config.tty, c.config.open_stdin);
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "tcp")
+            .header(header::CONTENT_TYPE, stream_type(spec.raw))
+            .body(Body::empty())
+            .expect("response"));
+    }
     let e = ctx.engine.clone();
     let raw = spec.raw;
     let stream = q.bool("stream");

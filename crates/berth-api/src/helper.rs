@@ -90,6 +90,9 @@ pub fn main(engine: &Engine, args: &[String]) -> i32 {
     let r: Result<(), ApiError> = match args.as_slice() {
         ["start", id] => start(engine, id),
         ["build", job] => return crate::build::helper_main(engine, job),
+        ["start-attached", id, stdin, errf] => {
+            return crate::attach::helper_main(engine, id, *stdin == "1", errf);
+        }
         ["exec", container, req] => return crate::exec::helper_main(engine, container, req),
         ["archive-stat", id, path] => engine
             .archive_stat(id, path)

@@ -17,6 +17,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod attach;
 pub mod build;
 pub mod containers;
 pub mod error;
@@ -73,6 +74,8 @@ pub struct Ctx {
     pub config_dir: Option<PathBuf>,
     /// Exec instances.
     pub execs: exec::Execs,
+    /// Attaches waiting for their containers' starts.
+    pub attaches: attach::PendingAttaches,
     activity: Arc<Activity>,
 }
 
@@ -124,6 +127,7 @@ pub fn serve(opts: Options) -> Result<(), String> {
             root: opts.root.clone(),
             config_dir: opts.config_dir.clone(),
             execs: Default::default(),
+            attaches: Default::default(),
             activity: activity.clone(),
         };
         let idle = async {
