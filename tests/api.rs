@@ -695,3 +695,98 @@ fn interactive_runs_through_the_service() {
     assert_eq!(code, 127, "{out}");
     assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "--rm containers are gone");
 }
+
+/// Docker Compose (Debian's docker-compose 1.29) through the service, in a
+/// network namespace of the test's own: a web service with a published
+/// port and a worker that reaches it by service name on the project
+/// network, a named volume, an env file, depends_on; up, ps, logs, exec,
+/// down -v leave nothing behind.
+#[test]
+fn docker_compose_brings_a_project_up_and_down() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        panic!("docker-compose is not installed; .ci/run installs Debian's");
+    }
+    let b = Berth::with_netns();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let proj = b.path("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("docker-compose.yml"),
+        r#"version: "3.8"
+services:
+  web:
+    image: busybox
+    command: sh -c 'mkdir -p /www && echo "hello from web $$GREETING" > /www/index.html && httpd -f -p 80 -h /www'
+    env_file: web.env
+    ports:
+      - "18080:80"
+  worker:
+    image: busybox
+    command: sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/ > /data/got && break; sleep 0.5; done; cat /data/got; sleep 300'
+    depends_on:
+      - web
+    volumes:
+      - data:/data
+volumes:
+  data:
+"#,
+    )
+    .unwrap();
+    std::fs::write(proj.join("web.env"), "GREETING=compose\n").unwrap();
+    let compose = |args: &[&str]| {
+        let o = Command::new("timeout")
+            .args(["-s", "KILL", "120", "docker-compose", "--ansi", "never"])
+            .args(args)
+            .current_dir(&proj)
+            .env("DOCKER_HOST", s.host())
+            .env("COMPOSE_PROJECT_NAME", "proj")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, out) = compose(&["up", "-d"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = compose(&["ps"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("proj_web_1") && out.contains("proj_worker_1"),
+        "{out}"
+    );
+    assert!(out.contains("18080->80/tcp"), "{out}");
+    let mut logs = String::new();
+    for _ in 0..60 {
+        logs = compose(&["logs", "worker"]).1;
+        if logs.contains("hello from web compose") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(logs.contains("hello from web compose"), "{logs}");
+    // The published port, from the namespace's host side.
+    let ns = b.netns.as_ref().unwrap();
+    let (ok_, page) = ns
+        .sh("wget -qO- http://127.0.0.1:18080/ 2>&1 || busybox wget -qO- http://127.0.0.1:18080/");
+    assert!(ok_ && page.contains("hello from web compose"), "{page}");
+    let (code, out) = compose(&["exec", "-T", "worker", "cat", "/data/got"]);
+    assert_eq!((code, out.trim()), (0, "hello from web compose"));
+    let (code, out) = compose(&["down", "-v", "-t", "1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "no containers left");
+    assert!(
+        !b.run(&["volume", "ls"]).ok().contains("proj_data"),
+        "no volume left"
+    );
+    assert!(
+        !b.run(&["network", "ls"]).ok().contains("proj_default"),
+        "no network left"
+    );
+}

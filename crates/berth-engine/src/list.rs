@@ -153,10 +153,11 @@ impl Filters {
         self.0.contains_key("status")
     }
 
-    /// Whether `c` passes.
+    /// Whether `c` passes: every key; for `label` every value (docker
+    /// ANDs labels), for the others any of its values.
     pub fn matches(&self, c: &Container) -> bool {
         self.0.iter().all(|(k, vals)| {
-            vals.iter().any(|v| match k.as_str() {
+            let one = |v: &String| match k.as_str() {
                 "status" => c.state.status.as_str() == v,
                 "name" => c.name.contains(v.trim_start_matches('/')),
                 "id" => c.id.starts_with(v.as_str()),
@@ -174,7 +175,12 @@ impl Filters {
                     .iter()
                     .any(|m| m.name == *v || m.destination == *v || m.source == *v),
                 _ => false,
-            })
+            };
+            if k == "label" {
+                vals.iter().all(one)
+            } else {
+                vals.iter().any(one)
+            }
         })
     }
 }
