@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::Berth;
+use common::{Berth, berth_bin};
 
 /// A `berth system service` on a socket of the test's own, stopped on drop.
 struct Service {
@@ -789,4 +789,60 @@ volumes:
         !b.run(&["network", "ls"]).ok().contains("proj_default"),
         "no network left"
     );
+}
+
+/// Socket activation as contrib/systemd/berth.socket does it (systemd's
+/// own `systemd-socket-activate` holds the socket and starts the service
+/// on the first connection with LISTEN_FDS): the first request is
+/// answered, and the service leaves after `--time` idle seconds.
+#[test]
+fn socket_activation_starts_the_service_on_demand() {
+    if Command::new("systemd-socket-activate")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-socket-activate (Debian's systemd) is not installed");
+        return;
+    }
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let sock = b.path("activated.sock");
+    let mut holder = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .arg(berth_bin())
+        // (systemd-socket-activate passes no environment on.)
+        .arg("--root")
+        .arg(b.root())
+        .args(["system", "service", "fd://", "--time", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = Service {
+        child: Command::new("true").spawn().unwrap(),
+        sock: sock.clone(),
+    };
+    assert_eq!(curl(&s, "GET", "/_ping", None), (200, "OK".to_string()));
+    let (st, body) = curl(&s, "GET", "/v1.41/images/json", None);
+    assert_eq!(st, 200);
+    assert!(body.contains("busybox:latest"), "{body}");
+    // The activated service exits when idle, and so does the holder
+    // (it execs the service: one process).
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(20) {
+        if holder.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = holder.kill();
+    panic!("the activated service did not exit when idle");
 }

@@ -261,8 +261,8 @@ pub struct ServiceArgs {
     /// when started by socket activation, else 0).
     #[arg(short, long)]
     pub time: Option<u64>,
-    /// The socket as a positional argument (podman's spelling).
-    #[arg(conflicts_with = "host")]
+    /// The socket as a positional argument (podman's spelling: `fd://` for
+    /// the one systemd passes).
     pub uri: Option<String>,
 }
 
