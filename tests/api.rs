@@ -844,5 +844,84 @@ fn socket_activation_starts_the_service_on_demand() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let _ = holder.kill();
+    let _ = holder.wait();
     panic!("the activated service did not exit when idle");
+}
+
+/// `docker stats --no-stream`, and `docker login`, `push` and `pull`
+/// against `berth registry serve` through the service (the credentials go
+/// as dockerd takes them, in X-Registry-Auth).
+#[test]
+fn docker_cli_stats_login_push_pull() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "run", "-d", "--name", "busy", "-m", "64m", "busybox", "sleep", "300",
+        ],
+    ));
+    let st = ok(docker(
+        &b,
+        &s,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+            "busy",
+        ],
+    ));
+    assert!(
+        st.starts_with("busy ") && st.contains("/ 64MiB") && st.trim().ends_with(" 1"),
+        "{st}"
+    );
+    ok(docker(&b, &s, &["rm", "-f", "busy"]));
+    let t = tempfile::tempdir().unwrap();
+    let storage = t.path().join("reg");
+    let reg = common::RegistryServer::start(&storage, &[]);
+    b.run_stdin(
+        &[
+            "registry",
+            "user",
+            "add",
+            "--storage",
+            storage.to_str().unwrap(),
+            "--password-stdin",
+            "alice",
+        ],
+        b"correct horse\n",
+    )
+    .ok();
+    let o = docker(
+        &b,
+        &s,
+        &["login", "-u", "alice", "-p", "wrong password", &reg.addr],
+    );
+    assert_ne!(o.code, 0, "a wrong password logs in: {}", o.stdout);
+    let o = docker(
+        &b,
+        &s,
+        &["login", "-u", "alice", "-p", "correct horse", &reg.addr],
+    );
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("Login Succeeded"), "{}", o.stdout);
+    let target = format!("{}/alice/box:1", reg.addr);
+    ok(docker(&b, &s, &["tag", "busybox", &target]));
+    let out = ok(docker(&b, &s, &["push", &target]));
+    assert!(out.contains("digest: sha256:"), "{out}");
+    ok(docker(&b, &s, &["rmi", &target]));
+    let out = ok(docker(&b, &s, &["pull", &target]));
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    assert_eq!(
+        ok(docker(&b, &s, &["run", "--rm", &target, "echo", "pulled"])),
+        "pulled\n"
+    );
+    // Without the credentials, the private repository is refused.
+    ok(docker(&b, &s, &["logout", &reg.addr]));
+    ok(docker(&b, &s, &["rmi", &target]));
+    let o = docker(&b, &s, &["pull", &target]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
 }

@@ -28,6 +28,7 @@ pub mod listen;
 pub mod networks;
 pub mod query;
 pub mod route;
+pub mod stats;
 pub mod system;
 pub mod volumes;
 
