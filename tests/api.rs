@@ -925,3 +925,77 @@ fn docker_cli_stats_login_push_pull() {
     let o = docker(&b, &s, &["pull", &target]);
     assert_ne!(o.code, 0, "{}", o.stdout);
 }
+
+/// `docker events`: what the berth CLI, the service's helpers and the
+/// containers' monitors record in the store, streamed as dockerd streams
+/// it (with `since`/`until` and filters).
+#[test]
+fn docker_events_show_what_happened() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    ok(docker(
+        &b,
+        &s,
+        &["run", "--rm", "--name", "ev", "busybox", "true"],
+    ));
+    b.run(&["volume", "create", "evvol"]).ok();
+    let out = ok(docker(
+        &b,
+        &s,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1)
+            .to_string(),
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    for want in [
+        "container create ev",
+        "container start ev",
+        "container die ev",
+        "container destroy ev",
+        "volume create ",
+    ] {
+        assert!(lines.iter().any(|l| l.starts_with(want)), "{want}: {out}");
+    }
+    let pos = |w: &str| lines.iter().position(|l| l.starts_with(w)).unwrap();
+    assert!(pos("container create ev") < pos("container start ev"));
+    assert!(pos("container start ev") < pos("container die ev"));
+    assert!(pos("container die ev") < pos("container destroy ev"));
+    let out = ok(docker(
+        &b,
+        &s,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1)
+            .to_string(),
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.ID}}",
+        ],
+    ));
+    assert_eq!(out.trim(), "volume create evvol");
+}

@@ -218,21 +218,71 @@ pub async fn df(ctx: &Ctx) -> Res {
     }))
 }
 
-/// `GET /events`: berth has no daemon to see events as they happen; a
-/// client gets the stream open (and `until` in the past ends it at once).
-pub async fn events(_ctx: &Ctx, q: &Query) -> Res {
-    let until = q.get("until").and_then(|u| u.parse::<f64>().ok());
-    let done = until.is_some_and(|u| u <= jiff::Timestamp::now().as_second() as f64);
-    let body = if done {
-        Body::empty()
-    } else {
-        Body::from_stream(futures_util::stream::pending::<
-            Result<bytes::Bytes, std::io::Error>,
-        >())
+/// A time of the events query: Unix seconds (`1700000000.5`), or RFC 3339.
+fn event_time(v: Option<&str>) -> Result<Option<i128>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(None);
     };
+    if let Ok(f) = v.parse::<f64>() {
+        return Ok(Some((f * 1e9) as i128));
+    }
+    v.parse::<jiff::Timestamp>()
+        .map(|t| Some(t.as_nanosecond()))
+        .map_err(|_| ApiError::bad_request(format!("invalid time {v:?}")))
+}
+
+/// `GET /events?since=…&until=…&filters=…`: what the log in the store
+/// holds (from `since`; without it, only what happens from now), then what
+/// comes, until `until` or the client leaves.
+pub async fn events(ctx: &Ctx, q: &Query) -> Res {
+    use std::io::{Read, Seek};
+    let since = event_time(q.get("since"))?;
+    let until = event_time(q.get("until"))?;
+    let filters = berth_engine::events::EventFilters::from_json(q.get("filters").unwrap_or(""))
+        .map_err(ApiError::from)?;
+    let mut f = ctx
+        .blocking(|e| {
+            e.events_log()
+                .map_err(|err| ApiError::internal(err.to_string()))
+        })
+        .await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        if since.is_none() {
+            let _ = f.seek(std::io::SeekFrom::End(0));
+        }
+        let mut partial = String::new();
+        loop {
+            let mut more = String::new();
+            let _ = f.read_to_string(&mut more);
+            partial.push_str(&more);
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                let Some(ev) = berth_engine::events::parse(line.trim_end()) else {
+                    continue;
+                };
+                if since.is_some_and(|s| ev.time_nano < s) || !filters.matches(&ev) {
+                    continue;
+                }
+                if until.is_some_and(|u| ev.time_nano > u) {
+                    return;
+                }
+                let out = ev.to_json().to_string() + "\n";
+                if tx.blocking_send(Ok(bytes::Bytes::from(out))).is_err() {
+                    return;
+                }
+            }
+            if until.is_some_and(|u| jiff::Timestamp::now().as_nanosecond() > u) || tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
+        .body(Body::from_stream(futures_util::stream::poll_fn(
+            move |cx| rx.poll_recv(cx),
+        )))
         .expect("response"))
 }

@@ -49,6 +49,7 @@ impl Engine {
         }
         self.mark_stopped_by_user(&c.id)?;
         self.runtime.kill(&c.id, signal, false)?;
+        self.container_event(&c, "kill", &[("signal", signal.to_string())]);
         if signal == libc::SIGKILL && c.state.status == Status::Paused {
             let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
         }
@@ -83,6 +84,7 @@ impl Engine {
             let _ = self.runtime.resume(&c.id);
         }
         let _ = self.runtime.kill(&c.id, sig, false);
+        self.container_event(&c, "kill", &[("signal", sig.to_string())]);
         let deadline =
             std::time::Instant::now() + std::time::Duration::from_secs(timeout.max(0) as u64);
         loop {
@@ -91,11 +93,14 @@ impl Engine {
                 now_c.state.status,
                 Status::Running | Status::Paused | Status::Restarting
             ) {
+                self.container_event(&now_c, "stop", &[]);
                 return Ok(now_c);
             }
             if std::time::Instant::now() >= deadline {
                 let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
-                return self.wait(&c.id);
+                let done = self.wait(&c.id)?;
+                self.container_event(&done, "stop", &[]);
+                return Ok(done);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -184,6 +189,7 @@ impl Engine {
         let mut c = c;
         self.network_detach(&mut c);
         std::fs::remove_dir_all(tomb).map_err(|e| EngineError::io("remove", tomb, e))?;
+        self.container_event(&c, "destroy", &[]);
         Ok(c.id)
     }
 
@@ -217,6 +223,7 @@ impl Engine {
             )));
         }
         self.runtime.pause(&c.id)?;
+        self.container_event(&c, "pause", &[]);
         Ok(())
     }
 
@@ -230,6 +237,7 @@ impl Engine {
             )));
         }
         self.runtime.resume(&c.id)?;
+        self.container_event(&c, "unpause", &[]);
         Ok(())
     }
 
@@ -254,7 +262,9 @@ impl Engine {
         let _l = container::lock(&self.dir(&c.id))?;
         let mut fresh = container::load(&self.dir(&c.id))?;
         fresh.name = new.to_string();
-        container::save(&self.dir(&c.id), &fresh)
+        container::save(&self.dir(&c.id), &fresh)?;
+        self.container_event(&fresh, "rename", &[("oldName", format!("/{}", c.name))]);
+        Ok(())
     }
 
     /// `top`: the container's processes as `ps -ef` columns.

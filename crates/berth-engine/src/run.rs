@@ -278,6 +278,7 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        self.container_event(&c, "create", &[]);
         Ok(c)
     }
 
@@ -410,6 +411,7 @@ impl Engine {
         c.state.started_at = now();
         c.state.finished_at = "0001-01-01T00:00:00Z".into();
         c.state.error.clear();
+        self.container_event(c, "start", &[]);
         Ok(pid)
     }
 
@@ -433,6 +435,7 @@ impl Engine {
         fresh.state.restart_count = c.state.restart_count;
         self.network_detach(&mut fresh);
         container::save(&self.dir(&c.id), &fresh)?;
+        self.container_event(&fresh, "die", &[("exitCode", code.to_string())]);
         *c = fresh;
         Ok(())
     }

@@ -44,7 +44,13 @@ impl Engine {
             )));
         }
         let d = self.volume_dir(name).join("_data");
+        let new = !d.exists();
         std::fs::create_dir_all(&d).map_err(|e| EngineError::io("mkdir", &d, e))?;
+        if new {
+            let mut a = std::collections::BTreeMap::new();
+            a.insert("driver".to_string(), "local".to_string());
+            self.event("volume", "create", name, a);
+        }
         self.volume_inspect(name)
     }
 
@@ -107,7 +113,11 @@ impl Engine {
             )));
         }
         let d = self.volume_dir(name);
-        std::fs::remove_dir_all(&d).map_err(|e| EngineError::io("remove", &d, e))
+        std::fs::remove_dir_all(&d).map_err(|e| EngineError::io("remove", &d, e))?;
+        let mut a = std::collections::BTreeMap::new();
+        a.insert("driver".to_string(), "local".to_string());
+        self.event("volume", "destroy", name, a);
+        Ok(())
     }
 
     /// Removes unused volumes (anonymous ones only unless `all`); returns names.

@@ -447,6 +447,14 @@ impl Engine {
         ))
     }
 
+    /// Records a network event (create, destroy).
+    fn network_event(&self, n: &Network, action: &str) {
+        let mut a = BTreeMap::new();
+        a.insert("name".to_string(), n.name.clone());
+        a.insert("type".to_string(), n.driver.clone());
+        self.event("network", action, &n.id, a);
+    }
+
     /// `network create`.
     pub fn network_create(
         &self,
@@ -517,6 +525,7 @@ impl Engine {
             labels,
         };
         write_json(&self.networks_dir().join(format!("{}.json", net.id)), &net)?;
+        self.network_event(&net, "create");
         Ok(net)
     }
 
@@ -556,6 +565,7 @@ impl Engine {
         let d = self.networks_dir();
         let p = d.join(format!("{}.json", net.id));
         std::fs::remove_file(&p).map_err(|e| EngineError::io("remove", &p, e))?;
+        self.network_event(&net, "destroy");
         Ok(net.name)
     }
 
