@@ -427,10 +427,6 @@ pub async fn kill(ctx: &Ctx, id: String, q: &Query) -> Res {
     };
     ctx.blocking(move |e| {
         e.kill(&id, sig)?;
-        if sig == libc::SIGKILL {
-            // docker's kill of SIGKILL returns once the container is dead.
-            e.wait(&id)?;
-        }
         Ok(())
     })
     .await?;

@@ -183,7 +183,7 @@ pub async fn remove(ctx: &Ctx, name: String, q: &Query) -> Res {
     let events = ctx
         .blocking(move |e| {
             find(e, &name)?;
-            e.store.remove_image(&name, force).map_err(ApiError::from)
+            Ok(e.remove_image(&name, force)?)
         })
         .await?;
     ok(Value::Array(

@@ -7,7 +7,7 @@ use berth_store::image::Image;
 use serde_json::{Value, json};
 
 use crate::network::Network;
-use crate::{Engine, Result};
+use crate::{Engine, EngineError, Result};
 
 /// Total unpacked size of an image's layers (docker's SIZE).
 pub fn image_size(store: &Store, img: &Image) -> u64 {
@@ -131,4 +131,37 @@ pub fn network_inspect(engine: &Engine, n: &Network) -> Result<Value> {
         "Options": if n.bridge.is_empty() { json!({}) } else { json!({"com.docker.network.bridge.name": n.bridge}) },
         "Labels": n.labels,
     }))
+}
+
+impl Engine {
+    /// `rmi`: the store's untag-then-delete rules, and docker's hard
+    /// conflict: an image a running container uses cannot be deleted by id,
+    /// even forced (by name, forced, it is only untagged, as for stopped
+    /// containers, which keep their image and start again).
+    pub fn remove_image(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<Vec<berth_store::image::RemoveEvent>> {
+        let img = self.store.resolve(name)?;
+        let by_id = !img.names.iter().any(|n| {
+            berth_types::Reference::parse(name)
+                .map(|r| r.with_default_tag() == *n)
+                .unwrap_or(false)
+        });
+        if force
+            && by_id
+            && let Some(c) = self
+                .containers()?
+                .into_iter()
+                .find(|c| c.image_id == img.id.to_string() && c.is_up())
+        {
+            return Err(EngineError::Conflict(format!(
+                "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                img.id.short(),
+                c.short_id()
+            )));
+        }
+        Ok(self.store.remove_image(name, force)?)
+    }
 }

@@ -50,6 +50,11 @@ impl Engine {
         self.mark_stopped_by_user(&c.id)?;
         self.runtime.kill(&c.id, signal, false)?;
         self.container_event(&c, "kill", &[("signal", signal.to_string())]);
+        if signal == libc::SIGKILL {
+            // docker's kill of SIGKILL returns once the container is dead:
+            // `kill x && rm x` and `kill x && start x` must work.
+            return self.wait(&c.id);
+        }
         if signal == libc::SIGKILL && c.state.status == Status::Paused {
             let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
         }

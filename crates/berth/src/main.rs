@@ -314,7 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Builder(BuilderCmd::Prune(a)) => commands::build::prune(&engine, a),
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => image::images(store, a),
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => image::tag(store, a),
-        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => image::rmi(store, a),
+        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => image::rmi(&engine, a),
         Cmd::History(a) | Cmd::Image(ImageCmd::History(a)) => image::history(store, a),
         Cmd::Import(a) | Cmd::Image(ImageCmd::Import(a)) => image::import(store, a),
         Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => image::save(store, a),

@@ -392,6 +392,21 @@ impl Store {
                 image.id.short()
             )));
         }
+        if remove_all_names && !users.is_empty() {
+            // Forced, but containers use it: only its names go (docker's
+            // rmi -f with stopped containers); it stays, dangling, for them.
+            let digests = image.manifests.clone();
+            let kept = image.manifest_desc.clone();
+            self.update_index(|idx| {
+                idx.manifests.retain(|d| !digests.contains(&d.digest));
+                idx.manifests.push(strip(&kept));
+                Ok(())
+            })?;
+            for n in image.names.iter().chain(&image.repo_digests) {
+                events.push(RemoveEvent::Untagged(n.familiar()));
+            }
+            return Ok(events);
+        }
         if remove_all_names {
             let digests = image.manifests.clone();
             self.update_index(|idx| {

@@ -189,10 +189,10 @@ pub struct RmiArgs {
     pub no_prune: bool,
 }
 
-pub fn rmi(store: &Store, a: RmiArgs) -> anyhow::Result<()> {
+pub fn rmi(engine: &berth_engine::Engine, a: RmiArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for i in &a.images {
-        match store.remove_image(i, a.force) {
+        match engine.remove_image(i, a.force) {
             Ok(events) => print_remove_events(&events, "Untagged", "Deleted"),
             Err(e) => {
                 eprintln!("Error: {e}");
