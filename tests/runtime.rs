@@ -1192,3 +1192,21 @@ fn requested_lsm_confinement_is_applied_or_refused() {
         );
     }
 }
+
+/// runc's own default bundle (`runc spec`) asks for ambient capabilities
+/// that are in neither the inheritable nor (all of them) the permitted set;
+/// runc warns and runs it (runc's behaviour is the reference), berth-runtime
+/// failed with "PR_CAP_AMBIENT_RAISE failure".
+#[test]
+fn ambient_capabilities_outside_the_inheritable_set_are_a_warning() {
+    let b = Bundle::new(&["sh", "-c", "grep CapAmb /proc/self/status"]);
+    b.edit(|c| {
+        let caps = &mut c["process"]["capabilities"];
+        caps["ambient"] = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        caps.as_object_mut().unwrap().remove("inheritable");
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    assert!(err.contains("ambient capabilities"), "{err}");
+}

@@ -450,6 +450,7 @@ pub async fn wait(ctx: &Ctx, id: String, q: &Query) -> Res {
     tokio::task::spawn_blocking(move || {
         let since = first.state.finished_at.clone();
         let mut last = first.state.exit_code;
+        let mut nap = Nap::default();
         let code = loop {
             if tx.is_closed() {
                 return; // the client went away
@@ -469,7 +470,7 @@ pub async fn wait(ctx: &Ctx, id: String, q: &Query) -> Res {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            nap.sleep();
         };
         let body = json!({"StatusCode": code, "Error": null}).to_string() + "\n";
         let _ = tx.blocking_send(Ok(bytes::Bytes::from(body)));
@@ -623,6 +624,7 @@ fn stream_log(
     if !follow {
         return;
     }
+    let mut nap = Nap::default();
     loop {
         let stopped = done();
         let mut more = String::new();
@@ -635,12 +637,31 @@ fn stream_log(
                     return;
                 }
             }
+            nap = Nap::default();
             continue;
         }
         if stopped || tx.is_closed() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        nap.sleep();
+    }
+}
+
+/// Polling that starts fast and slows to 50 ms: a short-lived container
+/// is seen to exit within milliseconds, a long-lived one costs little.
+#[derive(Debug)]
+struct Nap(Duration);
+
+impl Default for Nap {
+    fn default() -> Self {
+        Nap(Duration::from_millis(1))
+    }
+}
+
+impl Nap {
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -389,7 +389,7 @@ impl Engine {
             }
         }
         if r.privileged {
-            let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+            let all = berth_runtime::capabilities::available();
             p["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
         }
         let process: oci_spec::runtime::Process = serde_json::from_value(p)

@@ -50,11 +50,11 @@ pub fn environment(c: &Container, user: &User) -> Vec<String> {
 
 /// The capability list after `--cap-add`, `--cap-drop` and `--privileged`.
 pub fn capabilities(c: &Container) -> Vec<String> {
-    let all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    // Every capability berth itself may hand on (podman's rule for
+    // --privileged; all of them where root has all).
+    let all = berth_runtime::capabilities::available();
     if c.host_config.privileged {
-        let mut a = all;
-        a.sort();
-        return a;
+        return all;
     }
     let norm = |s: &String| {
         let u = s.to_ascii_uppercase();

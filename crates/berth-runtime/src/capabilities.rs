@@ -49,11 +49,40 @@ pub fn apply(c: Option<&LinuxCapabilities>) -> Result<()> {
     caps::set(None, CapSet::Permitted, &perm).map_err(|e| err("permitted set", e))?;
     if !amb.is_empty() {
         caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient set", e))?;
+        let mut skipped: Vec<String> = Vec::new();
         for a in amb {
+            // An ambient capability must be permitted and inheritable; runc
+            // warns about one that is not and runs the process (its own
+            // `runc spec` asks for such ambient capabilities).
+            if !(inh.contains(&a) && perm.contains(&a)) {
+                skipped.push(a.to_string());
+                continue;
+            }
             caps::raise(None, CapSet::Ambient, a).map_err(|e| err("ambient set", e))?;
+        }
+        if !skipped.is_empty() {
+            skipped.sort();
+            eprintln!(
+                "berth-runtime: warning: ambient capabilities not in the inheritable and permitted sets are not raised: {}",
+                skipped.join(", ")
+            );
         }
     }
     Ok(())
+}
+
+/// The capabilities this process may still hand on (its bounding set): a
+/// privileged container gets these, as podman gives it the host's, since
+/// one the bounding set lacks cannot be set (this machine's root has no
+/// CAP_SYS_RESOURCE, nor do many containers and CI runners).
+pub fn available() -> Vec<String> {
+    let mut v: Vec<String> = caps::read(None, CapSet::Bounding)
+        .unwrap_or_else(|_| caps::all())
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    v.sort();
+    v
 }
 
 /// The hex mask docker users compare against (`00000000a80425fb`).

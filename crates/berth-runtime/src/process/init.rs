@@ -331,6 +331,10 @@ fn reap_as_init(exec: &super::Exec, late_seccomp: bool, filters: &seccomp::Filte
             eprintln!("berth-runtime: {}", RuntimeError::from(e));
             libc::_exit(127);
         }
+        // The reaper never execs, so close-on-exec does not close what it
+        // inherited (a starting client's readiness pipe among them, which
+        // then never saw its end): it keeps only its stdio.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         loop {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let sig = libc::sigwaitinfo(&all, &mut info);

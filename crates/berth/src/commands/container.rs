@@ -36,6 +36,9 @@ pub(crate) fn exit_err(code: i32, msg: impl Into<String>) -> anyhow::Error {
 /// Options shared by `run` and `create`.
 #[derive(Args, Debug, Clone)]
 pub struct CreateArgs {
+    /// Print help (`-h` is `--hostname`, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Assign a name.
     #[arg(long)]
     pub name: Option<String>,
