@@ -999,3 +999,40 @@ fn docker_events_show_what_happened() {
     ));
     assert_eq!(out.trim(), "volume create evvol");
 }
+
+/// testcontainers-python (PyPI) starts a container through the service,
+/// waits for a log line, and removes it (Ryuk, its reaper image from
+/// Docker Hub, is off: no network here).
+#[test]
+fn testcontainers_waits_for_a_log_line() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let script = r#"
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+c = DockerContainer("busybox").with_command(["sh", "-c", "echo booting; sleep 1; echo ready to serve; sleep 300"])
+c.waiting_for(LogMessageWaitStrategy("ready to serve"))
+with c:
+    w = c.get_wrapped_container()
+    w.reload()
+    print(w.status)
+    print(c.get_logs()[0].decode().strip().replace("\n", "|"))
+"#;
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "90", "python3", "-c", script])
+        .env("DOCKER_HOST", s.host())
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "testcontainers (pip install testcontainers; .ci/run installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "running\nbooting|ready to serve\n"
+    );
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "it removed its container");
+}

@@ -653,6 +653,9 @@ impl Engine {
                     c.state.status = Status::Exited;
                     c.state.error = e.to_string();
                     c.state.exit_code = e.run_exit_code();
+                    // As docker: a start that failed finished then (the
+                    // STATUS column says "Exited (127) 5 seconds ago").
+                    c.state.finished_at = now();
                     let _ = self.save_state(&c);
                     return 1;
                 }
