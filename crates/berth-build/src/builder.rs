@@ -1202,21 +1202,18 @@ impl<'a> Builder<'a> {
             read("/etc/passwd").as_deref(),
             read("/etc/group").as_deref(),
         )?;
-        let mut env: Vec<String> = vec![format!(
-            "PATH={}",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        )];
+        let mut env: Vec<String> = vec![format!("PATH={}", berth_spec::DEFAULT_PATH)];
         for (k, val) in args {
-            set_env(&mut env, &format!("{k}={val}"));
+            berth_spec::env_set(&mut env, &format!("{k}={val}"));
         }
         for e in cfg.env.clone().unwrap_or_default() {
-            set_env(&mut env, &e);
+            berth_spec::env_set(&mut env, &e);
         }
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={home}"));
         }
         for e in &extra.env {
-            set_env(&mut env, e);
+            berth_spec::env_set(&mut env, e);
         }
         let hostname = "buildkitsandbox";
         std::fs::write(
@@ -1231,57 +1228,49 @@ impl<'a> Builder<'a> {
             std::fs::read("/etc/resolv.conf").unwrap_or_default(),
         )
         .map_err(|e| e.to_string())?;
-        let caps: Vec<String> = berth_runtime::capabilities::DOCKER_DEFAULT
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut namespaces = vec![
-            json!({"type": "pid"}),
-            json!({"type": "ipc"}),
-            json!({"type": "uts"}),
-            json!({"type": "mount"}),
-        ];
-        let net = network
+        let net = match network
             .map(str::to_string)
-            .unwrap_or_else(|| opts.network.clone());
-        match net.as_str() {
-            "" | "default" | "host" => {}
-            "none" => namespaces.push(json!({"type": "network"})),
+            .unwrap_or_else(|| opts.network.clone())
+            .as_str()
+        {
+            "" | "default" | "host" => berth_spec::Net::Host,
+            "none" => berth_spec::Net::Own,
             other => {
                 return Err(format!(
                     "network mode {other:?} not supported (default, host, none)"
                 ));
             }
-        }
-        let mut spec_mounts = berth_runtime::defaults::mounts(
-            false,
-            &bundle.join("resolv.conf").display().to_string(),
-            &bundle.join("hostname").display().to_string(),
-            &bundle.join("hosts").display().to_string(),
-        );
-        spec_mounts.extend(extra.mounts.iter().cloned());
-        let spec = json!({
-            "ociVersion": "1.2.0",
-            "process": {
-                "terminal": false,
-                "user": {"uid": uid, "gid": gid, "additionalGids": groups},
-                "args": argv,
-                "env": env,
-                "cwd": cfg.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
-                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            },
-            "root": {"path": "rootfs", "readonly": false},
-            "hostname": hostname,
-            "mounts": spec_mounts,
-            "linux": {
-                "resources": {"devices": berth_runtime::defaults::device_rules(false)},
-                "cgroupsPath": format!("/berth/{snap}"),
-                "namespaces": namespaces,
-                "maskedPaths": berth_runtime::defaults::MASKED_PATHS,
-                "readonlyPaths": berth_runtime::defaults::READONLY_PATHS,
-                "seccomp": berth_runtime::seccomp::docker_default(&caps),
-            },
-        });
+        };
+        // A RUN step is a container with docker's defaults (BuildKit's).
+        let spec = berth_spec::spec(&berth_spec::Sandbox {
+            args: argv.to_vec(),
+            env,
+            cwd: cfg
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            user: (uid, gid, groups),
+            terminal: false,
+            hostname: hostname.into(),
+            root: ("rootfs".into(), false),
+            caps: berth_spec::capabilities(&[], &[], false),
+            privileged: false,
+            no_new_privileges: false,
+            seccomp: berth_spec::Seccomp::Default,
+            net,
+            cgroup_ns: false,
+            cgroups_path: format!("/berth/{snap}"),
+            files: (
+                bundle.join("resolv.conf").display().to_string(),
+                bundle.join("hostname").display().to_string(),
+                bundle.join("hosts").display().to_string(),
+            ),
+            mounts: extra.mounts.clone(),
+            resources: json!({}),
+            rlimits: Vec::new(),
+            apparmor: None,
+        })?;
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&spec).expect("spec"),
@@ -2058,14 +2047,6 @@ fn file_hash(tree: &InRoot, rel: &str, known: &mut crate::cache::HashCache) -> S
         );
     }
     h.finish().hex()[..16].to_string()
-}
-
-fn set_env(env: &mut Vec<String>, kv: &str) {
-    let k = kv.split('=').next().unwrap_or(kv);
-    match env.iter_mut().find(|e| e.split('=').next() == Some(k)) {
-        Some(e) => *e = kv.to_string(),
-        None => env.push(kv.to_string()),
-    }
 }
 
 fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {

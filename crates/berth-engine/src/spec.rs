@@ -1,33 +1,22 @@
 //! The OCI spec of a container, from its image config and run options, as
 //! docker generates it: ENTRYPOINT + CMD, environment (PATH, HOSTNAME, TERM,
-//! then image and `-e`, HOME from the user), working directory, user, docker's
-//! default mounts, capabilities (`00000000a80425fb`), seccomp profile, masked
-//! and read-only /proc paths, device rules, resources, namespaces.
+//! then image and `-e`, HOME from the user), working directory, user, the
+//! container's mounts, resources and network, on top of docker's defaults
+//! (capabilities, seccomp, masked paths, default mounts, devices), which
+//! [`berth_spec`] owns for containers and build steps alike.
 
-use berth_runtime::capabilities::DOCKER_DEFAULT;
+pub use berth_spec::{DEFAULT_PATH, env_set};
 use serde_json::{Value, json};
 
 use crate::container::{Container, MountPoint};
 use crate::{EngineError, Result};
 use berth_types::user::User;
 
-/// docker's default PATH.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// ENTRYPOINT + CMD as docker composes them.
 pub fn command(entrypoint: Option<&[String]>, cmd: Option<&[String]>) -> Vec<String> {
     let mut v: Vec<String> = entrypoint.unwrap_or(&[]).to_vec();
     v.extend(cmd.unwrap_or(&[]).iter().cloned());
     v
-}
-
-/// Sets `KEY=value` in `env`, replacing an earlier entry of the same key.
-pub fn env_set(env: &mut Vec<String>, kv: &str) {
-    let key = kv.split('=').next().unwrap_or(kv);
-    match env.iter_mut().find(|e| e.split('=').next() == Some(key)) {
-        Some(e) => *e = kv.to_string(),
-        None => env.push(kv.to_string()),
-    }
 }
 
 /// The process environment docker gives a container.
@@ -50,36 +39,8 @@ pub fn environment(c: &Container, user: &User) -> Vec<String> {
 
 /// The capability list after `--cap-add`, `--cap-drop` and `--privileged`.
 pub fn capabilities(c: &Container) -> Vec<String> {
-    // Every capability berth itself may hand on (podman's rule for
-    // --privileged; all of them where root has all).
-    let all = berth_runtime::capabilities::available();
-    if c.host_config.privileged {
-        return all;
-    }
-    let norm = |s: &String| {
-        let u = s.to_ascii_uppercase();
-        if u.starts_with("CAP_") || u == "ALL" {
-            u
-        } else {
-            format!("CAP_{u}")
-        }
-    };
-    let mut set: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
-    for d in c.host_config.cap_drop.iter().map(norm) {
-        if d == "ALL" {
-            set.clear();
-        } else {
-            set.retain(|x| *x != d);
-        }
-    }
-    for a in c.host_config.cap_add.iter().map(norm) {
-        if a == "ALL" {
-            set = all.clone();
-        } else if !set.contains(&a) {
-            set.push(a);
-        }
-    }
-    set
+    let hc = &c.host_config;
+    berth_spec::capabilities(&hc.cap_add, &hc.cap_drop, hc.privileged)
 }
 
 /// Files the engine writes for a container and binds in.
@@ -108,12 +69,12 @@ pub struct Input<'a> {
     pub cgroup_v2: bool,
 }
 
-fn bytes_from_seccomp_opt(c: &Container) -> Result<Option<Value>> {
+fn seccomp_opt(c: &Container) -> Result<berth_spec::Seccomp> {
     for o in &c.host_config.security_opt {
         let (k, v) = o.split_once(['=', ':']).unwrap_or((o.as_str(), ""));
         if k == "seccomp" {
             if v == "unconfined" {
-                return Ok(None);
+                return Ok(berth_spec::Seccomp::Unconfined);
             }
             let data = std::fs::read(v).map_err(|e| {
                 EngineError::Invalid(format!("opening seccomp profile ({v}) failed: {e}"))
@@ -121,12 +82,10 @@ fn bytes_from_seccomp_opt(c: &Container) -> Result<Option<Value>> {
             let p: Value = serde_json::from_slice(&data).map_err(|e| {
                 EngineError::Invalid(format!("decoding seccomp profile ({v}) failed: {e}"))
             })?;
-            return Ok(Some(p));
+            return Ok(berth_spec::Seccomp::Profile(p));
         }
     }
-    Ok(Some(berth_runtime::seccomp::docker_default(&capabilities(
-        c,
-    ))))
+    Ok(berth_spec::Seccomp::Default)
 }
 
 /// `--security-opt no-new-privileges[:true|=true]`.
@@ -143,28 +102,12 @@ pub fn no_new_privileges(c: &Container) -> bool {
 pub fn generate(i: &Input) -> Result<Value> {
     let c = i.c;
     let hc = &c.host_config;
-    let caps = capabilities(c);
     let mut args = vec![c.path.clone()];
     args.extend(c.args.iter().cloned());
-    let mut mounts = berth_runtime::defaults::mounts(
-        hc.privileged,
-        i.files.resolv,
-        i.files.hostname,
-        i.files.hosts,
-    );
-    for m in &c.mounts {
-        mounts.push(user_mount(m));
-    }
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
-    match hc.network_mode.as_str() {
-        "host" => {}
+    let net = match hc.network_mode.as_str() {
+        "host" => berth_spec::Net::Host,
         other if other.starts_with("container:") => match i.join_netns {
-            Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+            Some(p) => berth_spec::Net::Join(p.to_string()),
             None => {
                 return Err(EngineError::Invalid(format!(
                     "--network {other}: the container is not running"
@@ -173,13 +116,9 @@ pub fn generate(i: &Input) -> Result<Value> {
         },
         // none, bridge and user networks: a namespace of its own (the engine
         // connects it between create and start).
-        _ => namespaces.push(json!({"type": "network"})),
-    }
-    if i.cgroup_v2 {
-        namespaces.push(json!({"type": "cgroup"}));
-    }
-    let devices = berth_runtime::defaults::device_rules(hc.privileged);
-    let mut resources = json!({"devices": devices});
+        _ => berth_spec::Net::Own,
+    };
+    let mut resources = json!({});
     if hc.memory > 0 {
         let swap = match hc.memory_swap {
             0 => hc.memory.saturating_mul(2),
@@ -207,51 +146,42 @@ pub fn generate(i: &Input) -> Result<Value> {
     if let Some(p) = hc.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
-    let rlimits: Vec<Value> = hc
-        .ulimits
-        .iter()
-        .map(|u| json!({"type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()), "soft": u.soft, "hard": u.hard}))
-        .collect();
-    let mut linux = json!({
-        "resources": resources,
-        "cgroupsPath": format!("/berth/{}", c.id),
-        "namespaces": namespaces,
-    });
-    if !hc.privileged {
-        linux["maskedPaths"] = json!(berth_runtime::defaults::MASKED_PATHS);
-        linux["readonlyPaths"] = json!(berth_runtime::defaults::READONLY_PATHS);
-        if let Some(p) = bytes_from_seccomp_opt(c)? {
-            linux["seccomp"] = p;
-        }
-    }
     let cwd = if c.config.working_dir.is_empty() {
         "/".to_string()
     } else {
         c.config.working_dir.clone()
     };
-    let mut process = json!({
-        "terminal": c.config.tty,
-        "user": {"uid": i.user.uid, "gid": i.user.gid, "additionalGids": i.user.additional_gids},
-        "args": args,
-        "env": environment(c, i.user),
-        "cwd": cwd,
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": no_new_privileges(c),
-    });
-    if !rlimits.is_empty() {
-        process["rlimits"] = json!(rlimits);
-    }
-    if let Some(p) = crate::apparmor::profile_for(c)? {
-        process["apparmorProfile"] = json!(p);
-    }
-    Ok(json!({
-        "ociVersion": "1.2.0",
-        "process": process,
-        "root": {"path": i.rootfs, "readonly": hc.readonly_rootfs},
-        "hostname": c.config.hostname,
-        "mounts": mounts,
-        "linux": linux,
-    }))
+    let sandbox = berth_spec::Sandbox {
+        args,
+        env: environment(c, i.user),
+        cwd,
+        user: (i.user.uid, i.user.gid, i.user.additional_gids.clone()),
+        terminal: c.config.tty,
+        hostname: c.config.hostname.clone(),
+        root: (i.rootfs.to_string(), hc.readonly_rootfs),
+        caps: capabilities(c),
+        privileged: hc.privileged,
+        no_new_privileges: no_new_privileges(c),
+        seccomp: seccomp_opt(c)?,
+        net,
+        cgroup_ns: i.cgroup_v2,
+        cgroups_path: format!("/berth/{}", c.id),
+        files: (
+            i.files.resolv.to_string(),
+            i.files.hostname.to_string(),
+            i.files.hosts.to_string(),
+        ),
+        mounts: c.mounts.iter().map(user_mount).collect(),
+        resources,
+        rlimits: hc
+            .ulimits
+            .iter()
+            .map(|u| json!({"type": format!("RLIMIT_{}", u.name.to_ascii_uppercase()), "soft": u.soft, "hard": u.hard}))
+            .collect(),
+        apparmor: crate::apparmor::profile_for(c)?,
+    };
+    let spec = berth_spec::spec(&sandbox).map_err(EngineError::Invalid)?;
+    Ok(serde_json::to_value(spec).expect("a spec serialises"))
 }
 
 fn user_mount(m: &MountPoint) -> Value {
