@@ -477,6 +477,14 @@ print(v.name, [x.name for x in c.volumes.list()])
 v.remove()
 print(sorted(n.name for n in c.networks.list()))
 print(len(c.containers.list(all=True)))
+src = c.containers.run("busybox", ["sh", "-c", "echo kept > /kept"], detach=True)
+src.wait()
+img = src.commit("pycommit", "v1", conf={"Cmd": ["cat", "/kept"], "Labels": {"by": "py"}})
+src.remove()
+print(c.containers.run(img.id, remove=True).decode().strip(), img.labels)
+data = b"".join(c.images.get("pycommit:v1").save())
+c.images.remove("pycommit:v1")
+print([i.tags for i in c.images.load(data)])
 "#;
     let ctx = b.path("pyctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -505,6 +513,8 @@ print(len(c.containers.list(all=True)))
     assert_eq!(lines[10], "pyvol ['pyvol']");
     assert_eq!(lines[11], "['bridge', 'host', 'none']");
     assert_eq!(lines[12], "0");
+    assert_eq!(lines[13], "kept {'by': 'py'}");
+    assert_eq!(lines[14], "[['pycommit:v1']]");
 }
 
 /// `docker exec`, `docker cp` both ways (a running and a stopped
@@ -1035,4 +1045,163 @@ with c:
         "running\nbooting|ready to serve\n"
     );
     assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "it removed its container");
+}
+
+/// `docker diff`, `commit`, `export`, `save` and `load` through the
+/// service, checked the way a user would: the committed image runs with the
+/// change, the export holds the container's file, the saved archive loads
+/// back (into a second berth store, through its own service) and runs.
+#[test]
+fn docker_cli_diff_commit_export_save_load() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "--name",
+            "dc",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi > /made && rm /bin/true && mkdir -p /etc/x",
+        ],
+    ));
+    // docker diff: A added, C changed, D deleted (dockerd's letters).
+    let diff = ok(docker(&b, &s, &["diff", "dc"]));
+    let lines: Vec<&str> = diff.lines().collect();
+    for want in ["A /made", "D /bin/true", "C /etc", "A /etc/x"] {
+        assert!(lines.contains(&want), "{want}: {diff}");
+    }
+    let (code, body) = curl(&s, "GET", "/containers/nope/changes", None);
+    assert_eq!(code, 404, "{body}");
+
+    // commit with --change and a message; the image runs with the new CMD.
+    let id = ok(docker(
+        &b,
+        &s,
+        &[
+            "commit",
+            "-m",
+            "made a file",
+            "-a",
+            "tester",
+            "--change",
+            "CMD [\"cat\", \"/made\"]",
+            "--change",
+            "ENV GREETING=hello",
+            "dc",
+            "committed:v1",
+        ],
+    ));
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let out = ok(docker(&b, &s, &["run", "--rm", "committed:v1"]));
+    assert_eq!(out, "hi\n");
+    let out = ok(docker(
+        &b,
+        &s,
+        &["run", "--rm", "committed:v1", "sh", "-c", "echo $GREETING"],
+    ));
+    assert_eq!(out, "hello\n");
+    let out = ok(docker(
+        &b,
+        &s,
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Author}}|{{.Comment}}",
+            "committed:v1",
+        ],
+    ));
+    assert_eq!(out.trim(), "tester|made a file");
+    let bad = docker(&b, &s, &["commit", "--change", "FROM x", "dc", "bad:1"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("FROM"), "{}", bad.stderr);
+    let missing = docker(&b, &s, &["commit", "nope", "x:1"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("No such container: nope"),
+        "{}",
+        missing.stderr
+    );
+
+    // export: a tar of the whole filesystem, the container's file included.
+    let tar = b.path("dc.tar");
+    ok(docker(
+        &b,
+        &s,
+        &["export", "-o", tar.to_str().unwrap(), "dc"],
+    ));
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(names.lines().any(|l| l == "made"), "export lacks /made");
+    assert!(
+        names.lines().any(|l| l == "bin/busybox"),
+        "export lacks busybox"
+    );
+    assert!(
+        !names.lines().any(|l| l == "bin/true"),
+        "export has a deleted file"
+    );
+
+    // save through the API, load into another store through its service.
+    let saved = b.path("saved.tar");
+    ok(docker(
+        &b,
+        &s,
+        &["save", "-o", saved.to_str().unwrap(), "committed:v1"],
+    ));
+    let nowhere = b.path("nope.tar");
+    let missing = docker(&b, &s, &["save", "-o", nowhere.to_str().unwrap(), "nope:1"]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("No such image"),
+        "{}",
+        missing.stderr
+    );
+    let b2 = Berth::new();
+    let s2 = Service::start(&b2, &[]);
+    let out = ok(docker(&b2, &s2, &["load", "-i", saved.to_str().unwrap()]));
+    assert_eq!(out.trim(), "Loaded image: committed:v1");
+    let out = ok(docker(&b2, &s2, &["run", "--rm", "committed:v1"]));
+    assert_eq!(out, "hi\n");
+    // A broken archive is refused and leaves nothing behind.
+    std::fs::write(b2.path("junk.tar"), b"not a tar at all").unwrap();
+    let bad = docker(
+        &b2,
+        &s2,
+        &["load", "-i", b2.path("junk.tar").to_str().unwrap()],
+    );
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    let images = ok(docker(&b2, &s2, &["images", "-q"]));
+    assert_eq!(images.lines().count(), 1, "{images}");
+    // The image events were recorded.
+    let ev = ok(docker(
+        &b,
+        &s,
+        &[
+            "events",
+            "--since",
+            "0",
+            "--until",
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1)
+            .to_string(),
+            "--format",
+            "{{.Type}} {{.Action}}",
+        ],
+    ));
+    for want in ["container commit", "image save"] {
+        assert!(ev.lines().any(|l| l == want), "{want}: {ev}");
+    }
 }

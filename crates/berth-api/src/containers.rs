@@ -478,7 +478,7 @@ pub async fn wait(ctx: &Ctx, id: String, q: &Query) -> Res {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(tokio_stream(rx)))
+        .body(crate::stream::channel_body(rx))
         .expect("response"))
 }
 
@@ -736,14 +736,8 @@ pub async fn logs(ctx: &Ctx, id: String, q: &Query) -> Res {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, stream_type(raw))
-        .body(Body::from_stream(tokio_stream(rx)))
+        .body(crate::stream::channel_body(rx))
         .expect("response"))
-}
-
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`: the

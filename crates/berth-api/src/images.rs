@@ -168,6 +168,7 @@ pub async fn tag(ctx: &Ctx, name: String, q: &Query) -> Res {
             .map_err(|err| ApiError::bad_request(format!("invalid reference format: {err}")))?
             .with_default_tag();
         e.store.tag(&i, &r).map_err(ApiError::from)?;
+        e.image_event("tag", &i.id.to_string(), Some(&r));
         Ok(())
     })
     .await?;
@@ -288,16 +289,13 @@ impl Progress for JsonProgress {
     }
 }
 
-fn stream_response(
+fn json_stream(
     rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
 ) -> Response<Body> {
-    let mut rx = rx;
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::poll_fn(
-            move |cx| rx.poll_recv(cx),
-        )))
+        .body(crate::stream::channel_body(rx))
         .expect("response")
 }
 
@@ -346,6 +344,7 @@ pub async fn create(ctx: &Ctx, req: Req, q: &Query) -> Res {
         });
         match res {
             Ok(pulled) => {
+                e.image_event("pull", &pulled.digest.to_string(), Some(&r));
                 let shown = if r.digest().is_some() {
                     r.familiar()
                 } else {
@@ -361,7 +360,7 @@ pub async fn create(ctx: &Ctx, req: Req, q: &Query) -> Res {
             Err(msg) => p.send(json!({"errorDetail": {"message": msg}, "error": msg})),
         }
     });
-    Ok(stream_response(rx))
+    Ok(json_stream(rx))
 }
 
 /// `POST /images/{name}/push?tag=…`.
@@ -404,11 +403,12 @@ pub async fn push(ctx: &Ctx, req: Req, name: String, q: &Query) -> Res {
         });
         match res {
             Ok(pushed) => {
+                e.image_event("push", &pushed.digest.to_string(), Some(&r));
                 p.send(json!({"status": format!("{}: digest: {} size: {}", pushed.tag, pushed.digest, pushed.size)}));
                 p.send(json!({"progressDetail": {}, "aux": {"Tag": pushed.tag, "Digest": pushed.digest.to_string(), "Size": pushed.size}}));
             }
             Err(msg) => p.send(json!({"errorDetail": {"message": msg}, "error": msg})),
         }
     });
-    Ok(stream_response(rx))
+    Ok(json_stream(rx))
 }

@@ -17,6 +17,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod archives;
 pub mod attach;
 pub mod build;
 pub mod containers;
@@ -29,6 +30,7 @@ pub mod networks;
 pub mod query;
 pub mod route;
 pub mod stats;
+pub mod stream;
 pub mod system;
 pub mod volumes;
 

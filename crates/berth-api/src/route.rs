@@ -147,6 +147,12 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
         (&Method::GET, "/images/json") => return images::list(ctx, q).await,
         (&Method::POST, "/images/create") => return images::create(ctx, req, q).await,
         (&Method::POST, "/images/prune") => return images::prune(ctx, q).await,
+        (&Method::GET, "/images/get") => {
+            let names = q.all("names").into_iter().map(str::to_string).collect();
+            return crate::archives::save(ctx, names).await;
+        }
+        (&Method::POST, "/images/load") => return crate::archives::load(ctx, req).await,
+        (&Method::POST, "/commit") => return crate::archives::commit(ctx, req, q).await,
         (&Method::GET, "/volumes") => return volumes::list(ctx).await,
         (&Method::POST, "/volumes/create") => return volumes::create(ctx, req).await,
         (&Method::POST, "/volumes/prune") => return volumes::prune(ctx).await,
@@ -177,12 +183,14 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
             (&Method::GET, "archive") => containers::archive_get(ctx, id, q, false).await,
             (&Method::HEAD, "archive") => containers::archive_get(ctx, id, q, true).await,
             (&Method::PUT, "archive") => containers::archive_put(ctx, req, id, q).await,
+            (&Method::GET, "export") => crate::archives::export(ctx, id).await,
+            (&Method::GET, "changes") => crate::archives::changes(ctx, id).await,
             (&Method::DELETE, "") => containers::remove(ctx, id, q).await,
             _ => not_found(),
         };
     }
     if let Some(rest) = seg(path, "/images/") {
-        for verb in ["json", "history", "tag", "push"] {
+        for verb in ["json", "history", "tag", "push", "get"] {
             if let Some(name) = rest.strip_suffix(&format!("/{verb}")) {
                 let name = name.to_string();
                 return match (&m, verb) {
@@ -190,6 +198,7 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
                     (&Method::GET, "history") => images::history(ctx, name).await,
                     (&Method::POST, "tag") => images::tag(ctx, name, q).await,
                     (&Method::POST, "push") => images::push(ctx, req, name, q).await,
+                    (&Method::GET, "get") => crate::archives::save(ctx, vec![name]).await,
                     _ => not_found(),
                 };
             }

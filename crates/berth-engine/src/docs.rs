@@ -162,6 +162,18 @@ impl Engine {
                 c.short_id()
             )));
         }
-        Ok(self.store.remove_image(name, force)?)
+        let events = self.store.remove_image(name, force)?;
+        for ev in &events {
+            match ev {
+                berth_store::image::RemoveEvent::Untagged(n) => {
+                    let r = berth_types::Reference::parse(n).ok();
+                    self.image_event("untag", &img.id.to_string(), r.as_ref());
+                }
+                berth_store::image::RemoveEvent::Deleted(d) => {
+                    self.image_event("delete", &d.to_string(), None)
+                }
+            }
+        }
+        Ok(events)
     }
 }

@@ -150,6 +150,24 @@ impl Engine {
         self.event("container", action, &c.id, a);
     }
 
+    /// An image event (`pull`, `push`, `tag`, `untag`, `delete`, `load`,
+    /// `save`, `import`): the actor is the name when there is one, else the
+    /// id, as dockerd reports them.
+    pub fn image_event(&self, action: &str, id: &str, name: Option<&berth_types::Reference>) {
+        let mut a = BTreeMap::new();
+        let actor = match name {
+            Some(n) => {
+                a.insert("name".to_string(), n.familiar());
+                n.familiar()
+            }
+            None => {
+                a.insert("name".to_string(), id.to_string());
+                id.to_string()
+            }
+        };
+        self.event("image", action, &actor, a);
+    }
+
     /// The events log, opened for reading from its start.
     pub fn events_log(&self) -> std::io::Result<std::fs::File> {
         let p = log_path(self.root());

@@ -512,6 +512,26 @@ impl Engine {
         Ok(())
     }
 
+    /// The image config a commit starts from: the image's, with the
+    /// container's own run settings (env, cmd, entrypoint, workdir, user)
+    /// in place of the image's, as docker commits them.
+    pub fn commit_config(&self, q: &str) -> Result<ImageConfig> {
+        let c = self.find(q)?;
+        let image = self.store.resolve(&c.image_id)?;
+        let mut cfg = image.config.clone();
+        let cc = cfg.config_mut();
+        cc.env = Some(c.config.env.clone());
+        cc.cmd = c.config.cmd.clone();
+        cc.entrypoint = c.config.entrypoint.clone();
+        if !c.config.working_dir.is_empty() {
+            cc.working_dir = Some(c.config.working_dir.clone());
+        }
+        if !c.config.user.is_empty() {
+            cc.user = Some(c.config.user.clone());
+        }
+        Ok(cfg)
+    }
+
     /// `commit`: the container's changes as a new layer on its image.
     pub fn commit(
         &self,
@@ -580,6 +600,14 @@ impl Engine {
         })();
         if paused {
             let _ = self.runtime.resume(&c.id);
+        }
+        if let Ok(img) = &result {
+            let mut extra = vec![("comment", message.to_string())];
+            extra.push(("imageID", img.id.to_string()));
+            if let Some(n) = name {
+                extra.push(("imageRef", n.familiar()));
+            }
+            self.container_event(&c, "commit", &extra);
         }
         result
     }

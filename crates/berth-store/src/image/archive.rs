@@ -85,6 +85,37 @@ fn blob_path(d: &Digest) -> String {
 }
 
 impl Store {
+    /// What `save NAME|ID…` writes: each image once, with the names to
+    /// record. A name saves that name; an id saves every name of the image,
+    /// as docker does.
+    pub fn save_selection<S: AsRef<str>>(
+        &self,
+        wanted: &[S],
+    ) -> Result<Vec<(Image, Vec<Reference>)>, StoreError> {
+        let mut sel: Vec<(Image, Vec<Reference>)> = Vec::new();
+        for i in wanted {
+            let i = i.as_ref();
+            let img = self.resolve(i)?;
+            let names: Vec<Reference> = match Reference::parse(i) {
+                Ok(r) if img.names.contains(&r.clone().with_default_tag()) => {
+                    vec![r.with_default_tag()]
+                }
+                _ => img.names.clone(),
+            };
+            match sel.iter_mut().find(|(s, _)| s.id == img.id) {
+                Some((_, n)) => {
+                    for x in names {
+                        if !n.contains(&x) {
+                            n.push(x);
+                        }
+                    }
+                }
+                None => sel.push((img, names)),
+            }
+        }
+        Ok(sel)
+    }
+
     /// Writes `images` (with the names to record for each) as an archive into `w`.
     pub fn save<W: Write>(
         &self,

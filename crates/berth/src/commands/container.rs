@@ -1052,22 +1052,7 @@ pub struct CommitArgs {
 
 /// `commit`.
 pub fn commit(engine: &Engine, a: CommitArgs) -> anyhow::Result<()> {
-    let c = engine.find(&a.container)?;
-    let image = engine.store.resolve(&c.image_id)?;
-    let mut cfg = image.config.clone();
-    // The container's own run settings become the image's, as docker commits them.
-    {
-        let cc = cfg.config_mut();
-        cc.env = Some(c.config.env.clone());
-        cc.cmd = c.config.cmd.clone();
-        cc.entrypoint = c.config.entrypoint.clone();
-        if !c.config.working_dir.is_empty() {
-            cc.working_dir = Some(c.config.working_dir.clone());
-        }
-        if !c.config.user.is_empty() {
-            cc.user = Some(c.config.user.clone());
-        }
-    }
+    let mut cfg = engine.commit_config(&a.container)?;
     for ch in &a.change {
         crate::changes::apply_change(&mut cfg, ch)?;
     }

@@ -450,27 +450,7 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
     // A lease, as for builds: a prune beside the save waits for it rather
     // than deleting blobs it is about to write out.
     let _lease = store.write_lock()?;
-    let mut sel: Vec<(Image, Vec<Reference>)> = Vec::new();
-    for i in &a.images {
-        let img = store.resolve(i)?;
-        // A name saves that name; an id saves every name of the image, as docker does.
-        let names: Vec<Reference> = match Reference::parse(i) {
-            Ok(r) if img.names.contains(&r.clone().with_default_tag()) => {
-                vec![r.with_default_tag()]
-            }
-            _ => img.names.clone(),
-        };
-        match sel.iter_mut().find(|(s, _)| s.id == img.id) {
-            Some((_, n)) => {
-                for x in names {
-                    if !n.contains(&x) {
-                        n.push(x);
-                    }
-                }
-            }
-            None => sel.push((img, names)),
-        }
-    }
+    let sel = store.save_selection(&a.images)?;
     match &a.output {
         Some(path) => {
             let dir = path
