@@ -727,19 +727,24 @@ fn docker_compose_brings_a_project_up_and_down() {
     std::fs::create_dir_all(&proj).unwrap();
     std::fs::write(
         proj.join("docker-compose.yml"),
-        r#"version: "3.8"
+        r#"version: "2.4"
 services:
   web:
     image: busybox
-    command: sh -c 'mkdir -p /www && echo "hello from web $$GREETING" > /www/index.html && httpd -f -p 80 -h /www'
+    command: sh -c 'sleep 1; mkdir -p /www && echo "hello from web $$GREETING" > /www/index.html && httpd -f -p 80 -h /www'
     env_file: web.env
     ports:
       - "18080:80"
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1/"]
+      interval: 200ms
+      retries: 50
   worker:
     image: busybox
-    command: sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/ > /data/got && break; sleep 0.5; done; cat /data/got; sleep 300'
+    command: sh -c 'wget -qO- http://web/ > /data/got; cat /data/got; sleep 300'
     depends_on:
-      - web
+      web:
+        condition: service_healthy
     volumes:
       - data:/data
 volumes:
@@ -772,6 +777,9 @@ volumes:
         "{out}"
     );
     assert!(out.contains("18080->80/tcp"), "{out}");
+    // `condition: service_healthy`: the worker started once web's
+    // healthcheck passed, so its single fetch worked.
+    assert!(out.contains("Up (healthy)"), "{out}");
     let mut logs = String::new();
     for _ in 0..60 {
         logs = compose(&["logs", "worker"]).1;
@@ -955,6 +963,34 @@ fn docker_events_show_what_happened() {
         &["run", "--rm", "--name", "ev", "busybox", "true"],
     ));
     b.run(&["volume", "create", "evvol"]).ok();
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "evh",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "100ms",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    ));
+    for _ in 0..100 {
+        if b.run(&["ps", "--filter", "health=healthy", "-q"])
+            .ok()
+            .trim()
+            .len()
+            == 12
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let out = ok(docker(
         &b,
         &s,
@@ -980,6 +1016,7 @@ fn docker_events_show_what_happened() {
         "container die ev",
         "container destroy ev",
         "volume create ",
+        "container health_status: healthy evh",
     ] {
         assert!(lines.iter().any(|l| l.starts_with(want)), "{want}: {out}");
     }
@@ -1008,6 +1045,7 @@ fn docker_events_show_what_happened() {
         ],
     ));
     assert_eq!(out.trim(), "volume create evvol");
+    ok(docker(&b, &s, &["rm", "-f", "evh"]));
 }
 
 /// testcontainers-python (PyPI) starts a container through the service,

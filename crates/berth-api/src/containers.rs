@@ -215,6 +215,7 @@ struct CreateBody {
     exposed_ports: Option<BTreeMap<String, Value>>,
     host_config: Option<ApiHostConfig>,
     networking_config: Option<NetworkingConfig>,
+    healthcheck: Option<berth_types::image::HealthConfig>,
 }
 
 /// A `HostConfig.Mounts` item as the `--mount` string the engine parses.
@@ -325,6 +326,7 @@ fn request(b: CreateBody, name: Option<String>) -> Result<CreateRequest, ApiErro
         labels: b.labels.unwrap_or_default(),
         stop_signal: b.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout: b.stop_timeout,
+        healthcheck: b.healthcheck,
         host: HostConfig {
             network_mode,
             restart_policy: hc.restart_policy.unwrap_or_default(),

@@ -112,6 +112,9 @@ pub struct Config {
     /// Exposed ports.
     #[serde(default)]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// The healthcheck (the image's, under the `--health-*` flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<berth_types::image::HealthConfig>,
 }
 
 /// Resources and host-side settings (docker's HostConfig).
@@ -214,6 +217,10 @@ pub struct State {
     /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<(i32, u64)>,
+    /// The healthcheck's state, read from `health.json` beside the record
+    /// (its prober's file; see [`crate::health`]); never written here.
+    #[serde(skip)]
+    pub health: Option<crate::health::Health>,
 }
 
 impl State {
@@ -267,7 +274,12 @@ impl Container {
 pub fn load(dir: &Path) -> Result<Container> {
     let p = dir.join("container.json");
     let data = std::fs::read(&p).map_err(|e| EngineError::io("read", &p, e))?;
-    serde_json::from_slice(&data).map_err(|e| EngineError::Corrupt(format!("{}: {e}", p.display())))
+    let mut c: Container = serde_json::from_slice(&data)
+        .map_err(|e| EngineError::Corrupt(format!("{}: {e}", p.display())))?;
+    if crate::health::active(c.config.healthcheck.as_ref()) {
+        c.state.health = crate::health::load(dir);
+    }
+    Ok(c)
 }
 
 /// Writes a container record atomically.

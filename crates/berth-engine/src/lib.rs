@@ -16,6 +16,7 @@ pub mod apparmor;
 pub mod container;
 pub mod docs;
 pub mod events;
+pub mod health;
 pub mod list;
 pub mod logs;
 pub mod network;

@@ -59,7 +59,14 @@ impl Container {
         let st = &self.state;
         match st.status {
             Status::Created => "Created".into(),
-            Status::Running => format!("Up {}", human_duration(seconds_since(&st.started_at))),
+            Status::Running => {
+                let up = human_duration(seconds_since(&st.started_at));
+                match &st.health {
+                    Some(h) if h.status == "starting" => format!("Up {up} (health: starting)"),
+                    Some(h) => format!("Up {up} ({})", h.status),
+                    None => format!("Up {up}"),
+                }
+            }
             Status::Paused => format!(
                 "Up {} (Paused)",
                 human_duration(seconds_since(&st.started_at))
@@ -94,7 +101,7 @@ impl Container {
 pub struct Filters(BTreeMap<String, Vec<String>>);
 
 const KEYS: &[&str] = &[
-    "status", "name", "id", "label", "ancestor", "exited", "network", "volume",
+    "status", "name", "id", "label", "ancestor", "exited", "network", "volume", "health",
 ];
 
 impl Filters {
@@ -169,6 +176,13 @@ impl Filters {
                 "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == *v,
                 "network" => {
                     c.host_config.network_mode == *v || c.network_settings.networks.contains_key(v)
+                }
+                "health" => {
+                    c.state
+                        .health
+                        .as_ref()
+                        .map_or("none", |h| h.status.as_str())
+                        == v.as_str()
                 }
                 "volume" => c
                     .mounts

@@ -332,22 +332,13 @@ impl Engine {
         Ok((c, s))
     }
 
-    /// `exec`: runs a process in a running container; returns its exit code
-    /// (0 at once when detached).
-    pub fn exec(&self, q: &str, r: &ExecRequest) -> Result<i32> {
-        let c = self.find(q)?;
-        if c.state.status == Status::Paused {
-            return Err(EngineError::Conflict(format!(
-                "Container {} is paused, unpause the container before exec",
-                c.id
-            )));
-        }
-        if c.state.status != Status::Running {
-            return Err(EngineError::Conflict(format!(
-                "Container {} is not running",
-                c.id
-            )));
-        }
+    /// The process an exec runs: the container's own (its env, user,
+    /// working directory, capabilities), with the request's changes.
+    pub(crate) fn exec_process(
+        &self,
+        c: &Container,
+        r: &ExecRequest,
+    ) -> Result<oci_spec::runtime::Process> {
         let dir = self.dir(&c.id);
         let spec: Value = serde_json::from_slice(
             &std::fs::read(dir.join("config.json"))
@@ -392,8 +383,26 @@ impl Engine {
             let all = berth_runtime::capabilities::available();
             p["capabilities"] = json!({"bounding": all, "effective": all, "permitted": all});
         }
-        let process: oci_spec::runtime::Process = serde_json::from_value(p)
-            .map_err(|e| EngineError::Invalid(format!("exec process: {e}")))?;
+        serde_json::from_value(p).map_err(|e| EngineError::Invalid(format!("exec process: {e}")))
+    }
+
+    /// `exec`: runs a process in a running container; returns its exit code
+    /// (0 at once when detached).
+    pub fn exec(&self, q: &str, r: &ExecRequest) -> Result<i32> {
+        let c = self.find(q)?;
+        if c.state.status == Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is paused, unpause the container before exec",
+                c.id
+            )));
+        }
+        if c.state.status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        let process = self.exec_process(&c, r)?;
         if !r.detach {
             berth_runtime::wait::block_signals();
         }
@@ -685,6 +694,10 @@ impl Engine {
                 json!(c.state.status == Status::Restarting),
             );
             o.insert("Dead".into(), json!(c.state.status == Status::Dead));
+            // dockerd: no Health before the first start.
+            if let Some(h) = &c.state.health {
+                o.insert("Health".into(), json!(h));
+            }
         }
         let ns = &c.network_settings;
         let first = ns.primary().map(|(_, e)| e);

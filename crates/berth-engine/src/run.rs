@@ -61,6 +61,8 @@ pub struct CreateRequest {
     pub network_aliases: Vec<String>,
     /// `--expose` (`80`, `53/udp`, `8000-8002`).
     pub expose: Vec<String>,
+    /// `--health-*` / `--no-healthcheck` (laid over the image's HEALTHCHECK).
+    pub healthcheck: Option<berth_types::image::HealthConfig>,
 }
 
 /// The runtime's state root for engine containers.
@@ -231,6 +233,7 @@ impl Engine {
                     }
                     e
                 },
+                healthcheck: crate::health::merge(req.healthcheck.clone(), ic.healthcheck.as_ref()),
             },
             host_config: host,
             mounts,
@@ -246,6 +249,7 @@ impl Engine {
                 oom_killed: false,
                 restart_count: 0,
                 stopped_by_user: false,
+                health: None,
                 creator: {
                     let me = std::process::id() as i32;
                     berth_runtime::state::proc_stat(me).map(|(_, start)| (me, start))
@@ -510,7 +514,9 @@ impl Engine {
             )
         };
         self.save_state(&c)?;
+        let prober = self.health_start(&c);
         let code = io_loop(pid, io, &log_path, true);
+        self.health_stop(&c, prober);
         // Removed meanwhile (an `rm -f` beside the run): the exit code is
         // still the run's answer, and --rm's removal is done.
         let dir = self.dir(&c.id);
@@ -673,7 +679,9 @@ impl Engine {
                 libc::malloc_trim(0);
             }
             let started = std::time::Instant::now();
+            let prober = self.health_start(&c);
             let code = io_loop(pid, io, &log_path, false);
+            self.health_stop(&c, prober);
             if self.record_exit(&mut c, code).is_err() {
                 return 1;
             }

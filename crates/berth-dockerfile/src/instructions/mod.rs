@@ -15,6 +15,7 @@ use std::fmt;
 use crate::parser::{self, Heredoc, Node, Warning};
 use crate::shell::{Lex, ShellError};
 use flags::Flags;
+pub use flags::parse_duration;
 pub use lint::CheckConfig;
 
 /// An error in a Dockerfile, located: `Dockerfile:7: unknown instruction: RUNN`.

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use berth_engine::container::{HostConfig, RestartPolicy, Ulimit};
 use berth_engine::run::CreateRequest;
 use berth_engine::{Container, Engine, EngineError, Status};
 use berth_types::Reference;
+use berth_types::image::HealthConfig;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -145,6 +146,27 @@ pub struct CreateArgs {
     /// Timeout (in seconds) to stop a container.
     #[arg(long)]
     pub stop_timeout: Option<i64>,
+    /// Command to run to check health.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h).
+    #[arg(long, allow_hyphen_values = true)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h).
+    #[arg(long, allow_hyphen_values = true)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long, allow_negative_numbers = true)]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before counting retries (ms|s|m|h).
+    #[arg(long, allow_hyphen_values = true)]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h).
+    #[arg(long, allow_hyphen_values = true)]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long)]
     pub add_host: Vec<String>,
@@ -233,6 +255,52 @@ fn env_file_entries(path: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// Turns the flags into a create request.
+/// The `--health-*` flags as docker's CLI turns them into a config.
+fn healthcheck(a: &CreateArgs) -> anyhow::Result<Option<HealthConfig>> {
+    let dur = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        let Some(v) = v else { return Ok(None) };
+        let ns = berth_dockerfile::instructions::parse_duration(v).ok_or_else(|| {
+            anyhow!("invalid argument {v:?} for \"--{flag}\" flag: time: invalid duration {v:?}")
+        })?;
+        if ns < 0 {
+            bail!("--{flag} cannot be negative");
+        }
+        Ok(Some(ns))
+    };
+    let h = HealthConfig {
+        test: None,
+        interval: dur("health-interval", &a.health_interval)?,
+        timeout: dur("health-timeout", &a.health_timeout)?,
+        start_period: dur("health-start-period", &a.health_start_period)?,
+        start_interval: dur("health-start-interval", &a.health_start_interval)?,
+        retries: a.health_retries,
+    };
+    if a.health_retries.is_some_and(|r| r < 0) {
+        bail!("--health-retries cannot be negative");
+    }
+    let any = a.health_cmd.is_some() || h != HealthConfig::default();
+    if a.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }));
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(HealthConfig {
+        test: a
+            .health_cmd
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .map(|c| vec!["CMD-SHELL".to_string(), c.clone()]),
+        ..h
+    }))
+}
+
 pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -314,6 +382,7 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
         labels,
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        healthcheck: healthcheck(a)?,
         host: HostConfig {
             network_mode: a.network.clone().unwrap_or_default(),
             restart_policy: restart,
