@@ -171,3 +171,205 @@ fn run_and_create_have_help() {
         assert!(out.contains("--hostname"), "{out}");
     }
 }
+
+/// What a reboot does to a berth root, done by hand: every process of it
+/// killed (monitors, probers, containers), its mounts gone, its cgroups
+/// gone, the network namespace's links and nftables rules gone. The files
+/// on disk stay, as they do across a reboot.
+fn simulate_reboot(b: &Berth) {
+    let root = b.root();
+    let root_s = root.to_str().unwrap().to_string();
+    let ids: Vec<String> = b
+        .run(&["ps", "-aq", "--no-trunc"])
+        .ok()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut pids: Vec<i32> = Vec::new();
+    for id in &ids {
+        let p = b
+            .run(&["inspect", "--format", "{{.State.Pid}}", id])
+            .ok()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if p > 0 {
+            pids.push(p);
+        }
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&root_s) {
+                pids.push(pid);
+            }
+        }
+    }
+    for p in &pids {
+        // SAFETY: this test's own monitors and containers.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&root_s))
+        .collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let c = std::ffi::CString::new(m).unwrap();
+        // SAFETY: unmounting this test's own mounts.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    for ctl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        let mut stack = vec![ctl.path()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if ids.iter().any(|id| name.contains(id.as_str())) {
+                        dirs.push(e.path());
+                    } else if stack.len() < 64 && e.path().components().count() < 8 {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+    let ns = b.netns.as_ref().unwrap();
+    ns.sh("for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do [ \"$l\" = lo ] || ip link del \"$l\" 2>/dev/null; done; nft flush ruleset 2>/dev/null; true");
+}
+
+/// docker: when dockerd starts at boot it starts again the containers whose
+/// policy says so — `always` (even one stopped by hand), `unless-stopped`
+/// (unless stopped by hand), `on-failure` after a failure (a reboot is
+/// one) — and removes `--rm` ones; the others stay exited. `berth system
+/// restore` (run at boot by contrib/systemd/berth-restore.service) does the
+/// same, once: running it again changes nothing.
+#[test]
+fn system_restore_brings_back_what_a_reboot_stopped() {
+    let b = Berth::with_netns();
+    b.import_busybox("busybox");
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "-d"];
+        a.extend_from_slice(args);
+        b.run(&a).ok();
+    };
+    run(&[
+        "--name",
+        "web",
+        "--restart",
+        "always",
+        "-p",
+        "18081:80",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo back again > /www/index.html && httpd -f -p 80 -h /www",
+    ]);
+    run(&[
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    run(&[
+        "--name",
+        "us-stopped",
+        "--restart",
+        "unless-stopped",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    run(&[
+        "--name",
+        "al-stopped",
+        "--restart",
+        "always",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    run(&[
+        "--name",
+        "onfail",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    run(&[
+        "--name",
+        "onfail-ok",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "true",
+    ]);
+    run(&["--name", "plain", "busybox", "sleep", "300"]);
+    run(&["--name", "gone", "--rm", "busybox", "sleep", "300"]);
+    b.run(&["stop", "-t", "1", "us-stopped", "al-stopped"]).ok();
+    b.run(&["wait", "onfail-ok"]).ok();
+
+    simulate_reboot(&b);
+    let status = |n: &str| {
+        b.run(&["inspect", "--format", "{{.State.Status}}", n])
+            .ok()
+            .trim()
+            .to_string()
+    };
+    for n in ["web", "us", "onfail", "plain"] {
+        assert_eq!(status(n), "exited", "{n} after the reboot");
+    }
+
+    let out = b.run(&["system", "restore"]).ok();
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "removed gone",
+            "started al-stopped",
+            "started onfail",
+            "started us",
+            "started web"
+        ],
+        "{out}"
+    );
+    for n in ["web", "us", "al-stopped", "onfail"] {
+        assert_eq!(status(n), "running", "{n}");
+    }
+    for n in ["us-stopped", "onfail-ok", "plain"] {
+        assert_eq!(status(n), "exited", "{n}");
+    }
+    assert_ne!(
+        b.run(&["inspect", "gone"]).code(),
+        0,
+        "--rm container removed"
+    );
+    // The network came back with it: the published port answers again.
+    let ns = b.netns.as_ref().unwrap();
+    let mut page = String::new();
+    for _ in 0..50 {
+        let (ok, p) = ns.sh("busybox wget -qO- http://127.0.0.1:18081/ 2>&1");
+        page = p;
+        if ok {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(page.trim(), "back again");
+    // Once: nothing more to do.
+    assert_eq!(b.run(&["system", "restore"]).ok(), "");
+}

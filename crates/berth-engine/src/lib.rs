@@ -21,6 +21,7 @@ pub mod list;
 pub mod logs;
 pub mod network;
 pub mod ops;
+pub mod restore;
 pub mod run;
 pub mod spec;
 pub mod volume;

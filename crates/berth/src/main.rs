@@ -253,6 +253,8 @@ enum SystemCmd {
     Prune(SystemPruneArgs),
     /// Serve docker's Engine API (the docker CLI, docker-py, Compose) on a socket.
     Service(commands::system::ServiceArgs),
+    /// Start again the containers a reboot stopped, by their restart policies.
+    Restore(commands::system::RestoreArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -329,6 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::System(SystemCmd::Check(a)) => system::check(&engine, a),
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
         Cmd::System(SystemCmd::Service(a)) => system::service(&cli.root, config_dir, a),
+        Cmd::System(SystemCmd::Restore(a)) => system::restore(&engine, a),
     }
 }
 

@@ -6,6 +6,37 @@ use clap::Args;
 use crate::commands::image::image_size;
 use crate::output::{Table, human_size};
 
+/// `system restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Print nothing for containers that came back.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Starts again what a reboot stopped, by each container's restart policy
+/// (what dockerd does at boot; `contrib/systemd/berth-restore.service` runs
+/// it). Prints each container started (and removed, for `--rm` ones).
+pub fn restore(engine: &Engine, a: RestoreArgs) -> anyhow::Result<()> {
+    use berth_engine::restore::Restored;
+    let mut failed = 0;
+    for r in engine.restore()? {
+        match r {
+            Restored::Started(c) if !a.quiet => println!("started {}", c.name),
+            Restored::Removed(c) if !a.quiet => println!("removed {}", c.name),
+            Restored::Failed(c, e) => {
+                failed += 1;
+                eprintln!("Error: restarting {}: {e}", c.name);
+            }
+            _ => {}
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} container(s) could not be restarted");
+    }
+    Ok(())
+}
+
 /// `system check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
