@@ -373,3 +373,114 @@ fn system_restore_brings_back_what_a_reboot_stopped() {
     // Once: nothing more to do.
     assert_eq!(b.run(&["system", "restore"]).ok(), "");
 }
+
+/// docker's `version`, `info` and `events` (with `system info` and `system
+/// events` as aliases): the table texts docker prints, `--format`
+/// templates over the same documents as the Engine API's, and events from
+/// the journal with `--since/--until/--filter`.
+#[test]
+fn version_info_and_events() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let out = b.run(&["version"]).ok();
+    assert!(out.starts_with("Client:\n Version:"), "{out}");
+    assert!(out.contains("\nServer: berth\n Engine:\n"), "{out}");
+    let v = b
+        .run(&["version", "--format", "{{.Server.ApiVersion}}"])
+        .ok();
+    assert_eq!(v.trim(), "1.47");
+    let j: serde_json::Value =
+        serde_json::from_str(&b.run(&["version", "--format", "json"]).ok()).unwrap();
+    assert_eq!(j["Client"]["Version"], j["Server"]["Version"]);
+
+    b.run(&["run", "-d", "--name", "up", "busybox", "sleep", "300"])
+        .ok();
+    b.run(&["create", "--name", "made", "busybox", "true"]).ok();
+    let out = b.run(&["info"]).ok();
+    for want in [
+        " Containers: 2\n  Running: 1\n  Paused: 0\n  Stopped: 1\n",
+        " Images: 1\n",
+        " Logging Driver: json-file\n",
+        &format!(" Docker Root Dir: {}\n", b.root().display()),
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    let n = b
+        .run(&[
+            "system",
+            "info",
+            "--format",
+            "{{.ContainersRunning}}/{{.Images}}",
+        ])
+        .ok();
+    assert_eq!(n.trim(), "1/1");
+
+    b.run(&["rm", "-f", "up"]).ok();
+    let out = b.run(&["events", "--since", "5m", "--until", "0s"]).ok();
+    let lines: Vec<&str> = out.lines().collect();
+    // `2026-01-02T03:04:05.123456789Z container create ID (image=busybox, name=up)`
+    let create = lines
+        .iter()
+        .find(|l| l.contains(" container create ") && l.ends_with("name=up)"))
+        .unwrap_or_else(|| panic!("no create event:\n{out}"));
+    let (time, rest) = create.split_once(' ').unwrap();
+    assert!(
+        time.len() == 30 && time.ends_with('Z') || time.len() == 35,
+        "RFC3339NanoFixed: {time}"
+    );
+    assert!(rest.contains("(image=busybox, name=up)"), "{rest}");
+    let order: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.ends_with("name=up)") || l.contains("name=up,"))
+        .map(|l| l.split(' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["create", "start", "kill", "die", "destroy"],
+        "{out}"
+    );
+    let out = b
+        .run(&[
+            "system",
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            "container=made",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .ok();
+    assert_eq!(out, "container create made\n");
+    let err = b
+        .run(&["events", "--since", "yesterday-ish", "--until", "0s"])
+        .fails(1);
+    assert!(err.contains("--since"), "{err}");
+}
+
+/// docker: `logs --since` takes dates and times without a zone (the local
+/// one); `load -q` still names what it loaded.
+#[test]
+fn logs_since_dates_and_quiet_load() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["run", "--name", "lg", "busybox", "echo", "logged"])
+        .ok();
+    assert_eq!(
+        b.run(&["logs", "--since", "2020-01-01", "lg"]).ok(),
+        "logged\n"
+    );
+    assert_eq!(
+        b.run(&["logs", "--since", "2020-01-01T00:00:00", "lg"])
+            .ok(),
+        "logged\n"
+    );
+    assert_eq!(b.run(&["logs", "--since", "2999-01-01", "lg"]).ok(), "");
+    let tar = b.path("bb.tar");
+    b.run(&["save", "-o", tar.to_str().unwrap(), "busybox"])
+        .ok();
+    let out = b.run(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    assert_eq!(out, "Loaded image: busybox:latest\n");
+}

@@ -40,8 +40,14 @@ fn arch() -> String {
 
 /// `GET /version`.
 pub fn version() -> Res {
+    ok(version_doc())
+}
+
+/// dockerd's version document (also what `berth version` shows as its
+/// server part: berth's engine runs in every command).
+pub fn version_doc() -> serde_json::Value {
     let v = env!("CARGO_PKG_VERSION");
-    ok(json!({
+    json!({
         "Platform": {"Name": "berth"},
         "Components": [{
             "Name": "Engine",
@@ -63,7 +69,7 @@ pub fn version() -> Res {
         "Arch": arch(),
         "KernelVersion": kernel(),
         "BuildTime": "",
-    }))
+    })
 }
 
 fn os_name() -> String {
@@ -95,14 +101,15 @@ fn mem_total() -> u64 {
 
 /// `GET /info`.
 pub async fn info(ctx: &Ctx) -> Res {
-    let root = ctx.root.clone();
-    let (containers, images, driver) = ctx
-        .blocking(|e| {
-            let cs = e.containers()?;
-            let n = e.store.images().map_err(ApiError::from)?.len();
-            Ok((cs, n, e.store.snapshots.driver().name().to_string()))
-        })
-        .await?;
+    ok(ctx.blocking(info_doc).await?)
+}
+
+/// dockerd's info document for the engine's root (also `berth info`).
+pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError> {
+    let root = e.root().to_path_buf();
+    let containers = e.containers()?;
+    let images = e.store.images().map_err(ApiError::from)?.len();
+    let driver = e.store.snapshots.driver().name().to_string();
     let count =
         |f: fn(&berth_engine::Container) -> bool| containers.iter().filter(|c| f(c)).count();
     let hostname = rustix::system::uname()
@@ -110,7 +117,7 @@ pub async fn info(ctx: &Ctx) -> Res {
         .to_string_lossy()
         .into_owned();
     let layout = berth_runtime::cgroup_layout();
-    ok(json!({
+    Ok(json!({
         "ID": "berth",
         "Containers": containers.len(),
         "ContainersRunning": count(|c| c.state.status == berth_engine::Status::Running),
@@ -235,48 +242,27 @@ fn event_time(v: Option<&str>) -> Result<Option<i128>, ApiError> {
 /// holds (from `since`; without it, only what happens from now), then what
 /// comes, until `until` or the client leaves.
 pub async fn events(ctx: &Ctx, q: &Query) -> Res {
-    use std::io::{Read, Seek};
     let since = event_time(q.get("since"))?;
     let until = event_time(q.get("until"))?;
     let filters = berth_engine::events::EventFilters::from_json(q.get("filters").unwrap_or(""))
         .map_err(ApiError::from)?;
-    let mut f = ctx
-        .blocking(|e| {
-            e.events_log()
-                .map_err(|err| ApiError::internal(err.to_string()))
-        })
-        .await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let e = ctx.engine.clone();
+    // Opened here, so an unreadable log is an error before the 200.
+    ctx.blocking(|e| {
+        e.events_log()
+            .map(drop)
+            .map_err(|err| ApiError::internal(err.to_string()))
+    })
+    .await?;
     tokio::task::spawn_blocking(move || {
-        if since.is_none() {
-            let _ = f.seek(std::io::SeekFrom::End(0));
-        }
-        let mut partial = String::new();
-        loop {
-            let mut more = String::new();
-            let _ = f.read_to_string(&mut more);
-            partial.push_str(&more);
-            while let Some(i) = partial.find('\n') {
-                let line: String = partial.drain(..=i).collect();
-                let Some(ev) = berth_engine::events::parse(line.trim_end()) else {
-                    continue;
-                };
-                if since.is_some_and(|s| ev.time_nano < s) || !filters.matches(&ev) {
-                    continue;
-                }
-                if until.is_some_and(|u| ev.time_nano > u) {
-                    return;
-                }
+        let _ = e.follow_events(since, until, &filters, &mut |ev| match ev {
+            Some(ev) => {
                 let out = ev.to_json().to_string() + "\n";
-                if tx.blocking_send(Ok(bytes::Bytes::from(out))).is_err() {
-                    return;
-                }
+                tx.blocking_send(Ok(bytes::Bytes::from(out))).is_ok()
             }
-            if until.is_some_and(|u| jiff::Timestamp::now().as_nanosecond() > u) || tx.is_closed() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            None => !tx.is_closed(),
+        });
     });
     Ok(Response::builder()
         .status(StatusCode::OK)

@@ -168,6 +168,49 @@ impl Engine {
         self.event("image", action, &actor, a);
     }
 
+    /// Reads the log and follows it: every event from `since` (Unix
+    /// nanoseconds; without it, only what happens from now) that passes
+    /// `filters`, until `until` passes. `on` gets each event, and `None`
+    /// when there was nothing new for a while; it returns false to stop
+    /// (its reader went away).
+    pub fn follow_events(
+        &self,
+        since: Option<i128>,
+        until: Option<i128>,
+        filters: &EventFilters,
+        on: &mut dyn FnMut(Option<&Event>) -> bool,
+    ) -> std::io::Result<()> {
+        let mut f = self.events_log()?;
+        if since.is_none() {
+            f.seek(std::io::SeekFrom::End(0))?;
+        }
+        let mut partial = String::new();
+        loop {
+            let mut more = String::new();
+            let _ = f.read_to_string(&mut more);
+            partial.push_str(&more);
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                let Some(ev) = parse(line.trim_end()) else {
+                    continue;
+                };
+                if since.is_some_and(|s| ev.time_nano < s) || !filters.matches(&ev) {
+                    continue;
+                }
+                if until.is_some_and(|u| ev.time_nano > u) {
+                    return Ok(());
+                }
+                if !on(Some(&ev)) {
+                    return Ok(());
+                }
+            }
+            if until.is_some_and(|u| jiff::Timestamp::now().as_nanosecond() > u) || !on(None) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The events log, opened for reading from its start.
     pub fn events_log(&self) -> std::io::Result<std::fs::File> {
         let p = log_path(self.root());
@@ -190,6 +233,20 @@ pub fn parse(line: &str) -> Option<Event> {
 pub struct EventFilters(BTreeMap<String, Vec<String>>);
 
 impl EventFilters {
+    /// From `--filter key=value` flags.
+    pub fn from_flags(flags: &[String]) -> crate::Result<EventFilters> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in flags {
+            let (k, v) = f.split_once('=').ok_or_else(|| {
+                crate::EngineError::Invalid(format!(
+                    "bad format of filter (expected name=value): {f}"
+                ))
+            })?;
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(EventFilters(m))
+    }
+
     /// From the API's `filters` JSON.
     pub fn from_json(s: &str) -> crate::Result<EventFilters> {
         if s.trim().is_empty() {

@@ -166,10 +166,22 @@ pub fn follow(
     }
 }
 
-/// `--since` values: RFC 3339 times, Unix seconds, or relative (`10m`, `1h30m`).
+/// `--since` / `--until` values as docker's CLI reads them: RFC 3339
+/// times, dates and times without a zone (`2020-01-01`,
+/// `2020-01-01T10:00:00`, in the local zone), Unix seconds, or relative
+/// (`10m`, `1h30m`).
 pub fn parse_since(s: &str) -> Option<jiff::Timestamp> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Some(t);
+    }
+    let local = |dt: jiff::civil::DateTime| jiff::tz::TimeZone::system().to_timestamp(dt).ok();
+    if s.contains('-') {
+        if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+            return local(dt);
+        }
+        if let Ok(d) = s.parse::<jiff::civil::Date>() {
+            return local(d.to_datetime(jiff::civil::Time::midnight()));
+        }
     }
     if let Ok(secs) = s.parse::<f64>() {
         return jiff::Timestamp::from_second(secs as i64).ok();
@@ -193,7 +205,11 @@ pub fn parse_since(s: &str) -> Option<jiff::Timestamp> {
     if !num.is_empty() {
         return None;
     }
-    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - total).ok()
+    // Relative to this instant, not to its second: `--until 0s` covers
+    // what happened a moment ago.
+    jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(total))
+        .ok()
 }
 
 #[cfg(test)]
@@ -239,5 +255,11 @@ mod tests {
         assert!(parse_since("2026-01-01T00:00:00Z").is_some());
         assert!(parse_since("1700000000").is_some());
         assert!(parse_since("bogus").is_none());
+        // docker's zone-less forms, in the local zone.
+        let day = parse_since("2020-01-01").unwrap();
+        let noon = parse_since("2020-01-01T12:00:00").unwrap();
+        assert_eq!(noon.as_second() - day.as_second(), 12 * 3600);
+        assert!(parse_since("2020-01-01T12:00").is_some());
+        assert!(parse_since("2020-13-01").is_none());
     }
 }

@@ -138,6 +138,8 @@ impl Engine {
             }
             self.mark_stopped_by_user(&c.id)?;
             let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+            // dockerd's `rm -f` of a running container: kill, die, destroy.
+            self.container_event(&c, "kill", &[("signal", libc::SIGKILL.to_string())]);
             self.wait(&c.id)?;
         }
         // Claim it under its lock: whoever renames the directory away removes

@@ -142,6 +142,12 @@ enum Cmd {
     /// Manage berth.
     #[command(subcommand)]
     System(SystemCmd),
+    /// Show berth's version (docker's client and server parts).
+    Version(commands::system::VersionArgs),
+    /// Display system-wide information.
+    Info(commands::system::InfoArgs),
+    /// Get real time events from the engine.
+    Events(commands::system::EventsArgs),
     /// Log in to a registry.
     Login(commands::distribution::LoginArgs),
     /// Log out from a registry.
@@ -255,6 +261,10 @@ enum SystemCmd {
     Service(commands::system::ServiceArgs),
     /// Start again the containers a reboot stopped, by their restart policies.
     Restore(commands::system::RestoreArgs),
+    /// Display system-wide information.
+    Info(commands::system::InfoArgs),
+    /// Get real time events from the engine.
+    Events(commands::system::EventsArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -332,6 +342,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
         Cmd::System(SystemCmd::Service(a)) => system::service(&cli.root, config_dir, a),
         Cmd::System(SystemCmd::Restore(a)) => system::restore(&engine, a),
+        Cmd::System(SystemCmd::Info(a)) | Cmd::Info(a) => system::info(&engine, a),
+        Cmd::System(SystemCmd::Events(a)) | Cmd::Events(a) => system::events(&engine, a),
+        Cmd::Version(a) => system::version(a),
     }
 }
 

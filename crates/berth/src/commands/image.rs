@@ -490,7 +490,7 @@ pub struct LoadArgs {
     /// Read from a file instead of stdin.
     #[arg(short, long)]
     pub input: Option<PathBuf>,
-    /// Suppress the load output.
+    /// Suppress the load progress (berth's load shows none; kept for docker's flag).
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -508,14 +508,14 @@ pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<()> {
         }
     };
     let loaded = store.load(input)?;
-    if !a.quiet {
-        for l in loaded {
-            if l.names.is_empty() {
-                println!("Loaded image ID: {}", l.id);
-            }
-            for n in l.names {
-                println!("Loaded image: {}", n.familiar());
-            }
+    // docker: -q silences progress only; what was loaded is still printed.
+    let _ = a.quiet;
+    for l in loaded {
+        if l.names.is_empty() {
+            println!("Loaded image ID: {}", l.id);
+        }
+        for n in l.names {
+            println!("Loaded image: {}", n.familiar());
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! `system df`, `system check`, `system prune` and `system service`.
+//! `system df`, `system check`, `system prune`, `system service`,
+//! `system restore`, and `version`, `info` and `events`.
 
 use berth_engine::{Engine, Status};
 use clap::Args;
@@ -314,4 +315,265 @@ pub fn service(
         config_dir: config_dir.map(std::path::Path::to_path_buf),
     };
     berth_api::serve(opts).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `version`.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Format the output using a Go template, or `json`.
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+/// docker's `version`: a client and a server part. berth has no daemon;
+/// the engine the server part describes runs in each command (and behind
+/// `berth system service`).
+pub fn version(a: VersionArgs) -> anyhow::Result<()> {
+    let server = berth_api::system::version_doc();
+    let p = berth_types::Platform::host();
+    let client = serde_json::json!({
+        "Platform": {"Name": "berth"},
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": berth_api::API_VERSION,
+        "DefaultAPIVersion": berth_api::API_VERSION,
+        "Os": p.os,
+        "Arch": p.architecture,
+        "Context": "default",
+        "Experimental": false,
+    });
+    let doc = serde_json::json!({"Client": client, "Server": server});
+    match a.format.as_deref() {
+        Some("json") => println!("{doc}"),
+        Some(f) => println!(
+            "{}",
+            crate::output::template::Template::parse(f)?.render(&doc)?
+        ),
+        None => {
+            let v = |d: &serde_json::Value, k: &str| d[k].as_str().unwrap_or("").to_string();
+            println!("Client:");
+            println!(" Version:           {}", v(&client, "Version"));
+            println!(" API version:       {}", v(&client, "ApiVersion"));
+            println!(
+                " OS/Arch:           {}/{}",
+                v(&client, "Os"),
+                v(&client, "Arch")
+            );
+            println!(" Context:           default");
+            println!();
+            println!("Server: berth");
+            println!(" Engine:");
+            println!("  Version:          {}", v(&server, "Version"));
+            println!(
+                "  API version:      {} (minimum version {})",
+                v(&server, "ApiVersion"),
+                v(&server, "MinAPIVersion")
+            );
+            println!(
+                "  OS/Arch:          {}/{}",
+                v(&server, "Os"),
+                v(&server, "Arch")
+            );
+            println!("  Kernel Version:   {}", v(&server, "KernelVersion"));
+        }
+    }
+    Ok(())
+}
+
+/// `info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output using a Go template, or `json`.
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+/// docker's `info`, from the same document as `GET /info`.
+pub fn info(engine: &Engine, a: InfoArgs) -> anyhow::Result<()> {
+    let doc = berth_api::system::info_doc(engine).map_err(|e| anyhow::anyhow!(e.message))?;
+    match a.format.as_deref() {
+        Some("json") => {
+            println!("{doc}");
+            return Ok(());
+        }
+        Some(f) => {
+            println!(
+                "{}",
+                crate::output::template::Template::parse(f)?.render(&doc)?
+            );
+            return Ok(());
+        }
+        None => {}
+    }
+    let s = |k: &str| match &doc[k] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let list = |k: &str, sub: &str| -> String {
+        doc[k][sub]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    println!("Client:");
+    println!(" Context:    default");
+    println!(" Debug Mode: false");
+    println!();
+    println!("Server:");
+    println!(" Containers: {}", s("Containers"));
+    println!("  Running: {}", s("ContainersRunning"));
+    println!("  Paused: {}", s("ContainersPaused"));
+    println!("  Stopped: {}", s("ContainersStopped"));
+    println!(" Images: {}", s("Images"));
+    println!(" Server Version: {}", s("ServerVersion"));
+    println!(" Storage Driver: {}", s("Driver"));
+    println!(" Logging Driver: {}", s("LoggingDriver"));
+    println!(" Cgroup Driver: {}", s("CgroupDriver"));
+    println!(" Cgroup Version: {}", s("CgroupVersion"));
+    println!(" Plugins:");
+    println!("  Volume: {}", list("Plugins", "Volume"));
+    println!("  Network: {}", list("Plugins", "Network"));
+    println!("  Log: {}", list("Plugins", "Log"));
+    println!(" Security Options:");
+    println!("  seccomp");
+    println!("   Profile: builtin");
+    println!(" Kernel Version: {}", s("KernelVersion"));
+    println!(" Operating System: {}", s("OperatingSystem"));
+    println!(" OSType: {}", s("OSType"));
+    println!(" Architecture: {}", s("Architecture"));
+    println!(" CPUs: {}", s("NCPU"));
+    println!(
+        " Total Memory: {}",
+        bytes_size(doc["MemTotal"].as_u64().unwrap_or(0))
+    );
+    println!(" Name: {}", s("Name"));
+    println!(" ID: {}", s("ID"));
+    println!(" Docker Root Dir: {}", s("DockerRootDir"));
+    println!(" Debug Mode: false");
+    println!(" Experimental: false");
+    println!(" Insecure Registries:");
+    for r in doc["RegistryConfig"]["InsecureRegistryCIDRs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!("  {}", r.as_str().unwrap_or(""));
+    }
+    println!(" Live Restore Enabled: {}", s("LiveRestoreEnabled"));
+    Ok(())
+}
+
+/// `events`.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Show all events created since timestamp (or relative: `10m`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp (or relative).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Filter output based on conditions provided (`type=container`, `event=start`, …).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Format the output using a Go template, or `json`.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+/// docker's `events`: what happened (from `--since`), then what happens,
+/// until `--until` or Ctrl-C. Each line as docker prints it:
+/// `TIME TYPE ACTION ID (attr=value, …)`.
+pub fn events(engine: &Engine, a: EventsArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let when = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i128>> {
+        v.as_deref()
+            .map(|s| {
+                berth_engine::logs::parse_since(s)
+                    .map(|t| t.as_nanosecond())
+                    .ok_or_else(|| anyhow::anyhow!("invalid value for \"--{flag}\": {s:?}"))
+            })
+            .transpose()
+    };
+    let since = when("since", &a.since)?;
+    let until = when("until", &a.until)?;
+    let filters = berth_engine::events::EventFilters::from_flags(&a.filter)?;
+    let template = match a.format.as_deref() {
+        None | Some("") | Some("json") => None,
+        Some(f) => Some(crate::output::template::Template::parse(f)?),
+    };
+    let json = a.format.as_deref() == Some("json");
+    let mut out = std::io::stdout().lock();
+    let mut failed: Option<anyhow::Error> = None;
+    engine.follow_events(since, until, &filters, &mut |ev| {
+        let Some(ev) = ev else {
+            return out.flush().is_ok();
+        };
+        let line = if json {
+            ev.to_json().to_string()
+        } else if let Some(t) = &template {
+            match t.render(&ev.to_json()) {
+                Ok(l) => l,
+                Err(e) => {
+                    failed = Some(e.into());
+                    return false;
+                }
+            }
+        } else {
+            let attrs: Vec<String> = ev
+                .actor
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "{} {} {} {} ({})",
+                rfc3339_nano_fixed(ev.time_nano),
+                ev.typ,
+                ev.action,
+                ev.actor.id,
+                attrs.join(", ")
+            )
+        };
+        writeln!(out, "{line}").is_ok()
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Go's `RFC3339NanoFixed` in the local zone (`2006-01-02T15:04:05.000000000Z07:00`),
+/// as docker prints event times.
+fn rfc3339_nano_fixed(nanos: i128) -> String {
+    let ts = jiff::Timestamp::from_nanosecond(nanos).unwrap_or_default();
+    let off = jiff::tz::TimeZone::system().to_offset(ts);
+    let dt = off.to_datetime(ts);
+    let zone = if off.seconds() == 0 {
+        "Z".to_string()
+    } else {
+        let s = off.seconds();
+        let sign = if s < 0 { '-' } else { '+' };
+        format!("{sign}{:02}:{:02}", s.abs() / 3600, s.abs() / 60 % 60)
+    };
+    format!(
+        "{}.{:09}{zone}",
+        dt.strftime("%Y-%m-%dT%H:%M:%S"),
+        dt.subsec_nanosecond()
+    )
+}
+
+/// go-units `BytesSize`: binary units, two decimals (`23.47GiB`).
+fn bytes_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", format!("{v:.2}").trim_end_matches(".00"), units[i])
 }
