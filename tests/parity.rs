@@ -484,3 +484,139 @@ fn logs_since_dates_and_quiet_load() {
     let out = b.run(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
     assert_eq!(out, "Loaded image: busybox:latest\n");
 }
+
+/// The paths of the top layer of `image`, from `berth save`.
+fn top_layer_paths(b: &Berth, image: &str) -> Vec<String> {
+    let dir = b.path(&format!("saved-{}", image.replace([':', '/'], "-")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("image.tar");
+    b.run(&["save", "-o", tar.to_str().unwrap(), image]).ok();
+    let st = std::process::Command::new("tar")
+        .args(["-xf", tar.to_str().unwrap(), "-C", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let layers = m[0]["Layers"].as_array().unwrap();
+    let top = dir.join(layers.last().unwrap().as_str().unwrap());
+    let out = std::process::Command::new("tar")
+        .args(["-tf", top.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect()
+}
+
+/// docker: `diff` leaves out the mount points the runtime made (dockerd
+/// keeps /etc/hosts, /etc/hostname, /etc/resolv.conf, /proc, /sys and /dev
+/// in an init layer under the container's own), so a container that
+/// changed nothing shows nothing, even on an image with no /etc; `commit`
+/// does not carry them; and a RUN step's layer holds only what the step
+/// wrote (BuildKit removes its mount stubs).
+#[test]
+fn diff_commit_and_run_steps_leave_out_mount_points() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let ctx = b.path("bare");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // An image of nothing but /bin: no /etc, /proc, /sys or /dev.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS src\nFROM scratch\nCOPY --from=src /bin /bin\n",
+    )
+    .unwrap();
+    b.run(&["build", "-q", "-t", "bare", ctx.to_str().unwrap()])
+        .ok();
+    for image in ["busybox", "bare"] {
+        let name = format!("still-{image}");
+        b.run(&["run", "--name", &name, image, "true"]).ok();
+        assert_eq!(b.run(&["diff", &name]).ok(), "", "{image}");
+    }
+
+    b.run(&[
+        "run",
+        "--name",
+        "wrote",
+        "bare",
+        "sh",
+        "-c",
+        "echo x > /etc/mine && mkdir /data",
+    ])
+    .ok();
+    let diff = b.run(&["diff", "wrote"]).ok();
+    let lines: Vec<&str> = diff.lines().collect();
+    assert!(lines.contains(&"A /etc/mine"), "{diff}");
+    assert!(lines.contains(&"A /data"), "{diff}");
+    for hidden in ["hosts", "hostname", "resolv.conf", "/proc", "/sys", "/dev"] {
+        assert!(!diff.contains(hidden), "{hidden}: {diff}");
+    }
+    b.run(&["commit", "wrote", "wrote-img"]).ok();
+    let mut paths = top_layer_paths(&b, "wrote-img");
+    paths.sort();
+    assert_eq!(paths, ["data", "etc", "etc/mine"]);
+    assert_eq!(
+        b.run(&["run", "--rm", "wrote-img", "cat", "/etc/mine"])
+            .ok(),
+        "x\n"
+    );
+
+    std::fs::write(ctx.join("Dockerfile"), "FROM bare\nRUN echo hi > /hi\n").unwrap();
+    b.run(&["build", "-q", "-t", "bare-run", ctx.to_str().unwrap()])
+        .ok();
+    assert_eq!(top_layer_paths(&b, "bare-run"), ["hi"]);
+}
+
+/// docker: a detached exec's process is reaped when it exits (the shim
+/// waits for it), even in a container whose PID 1 reaps nothing (`sleep`):
+/// no zombie is left in the container. A program that is not there fails
+/// the exec with 127 and docker's words.
+#[test]
+fn exec_detached_leaves_no_zombie() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["run", "-d", "--name", "reaper", "busybox", "sleep", "1000"])
+        .ok();
+    for _ in 0..5 {
+        b.run(&["exec", "-d", "reaper", "sleep", "0.1"]).ok();
+    }
+    b.run(&[
+        "exec",
+        "-d",
+        "-t",
+        "reaper",
+        "sh",
+        "-c",
+        "echo out; sleep 0.1",
+    ])
+    .ok();
+    let stats = || {
+        b.run(&[
+            "exec",
+            "reaper",
+            "sh",
+            "-c",
+            "cat /proc/[0-9]*/stat 2>/dev/null; true",
+        ])
+        .ok()
+    };
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = stats();
+        if left.matches("(sleep)").count() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(left.matches("(sleep)").count(), 1, "{left}");
+    assert!(!left.contains(") Z "), "a zombie: {left}");
+    let err = b.run(&["exec", "-d", "reaper", "nope"]).fails(127);
+    assert!(
+        err.contains("exec: \"nope\": executable file not found in $PATH"),
+        "{err}"
+    );
+    b.run(&["rm", "-f", "reaper"]).ok();
+}

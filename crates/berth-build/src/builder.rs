@@ -1058,10 +1058,18 @@ impl<'a> Builder<'a> {
                 return Err(step_err(file, cmd, e));
             }
         };
+        // The mount points the step's mounts make where the image has none
+        // (its --mount targets, /etc/hosts and the other defaults) are
+        // removed after it, as BuildKit removes its mount stubs.
+        let defaults = berth_runtime::defaults::MOUNT_POINTS
+            .iter()
+            .map(|p| format!("/{p}"));
         let stubs: Vec<(String, String)> = extra
             .targets
             .iter()
-            .filter_map(|t| crate::run_mount::stub_root(t, &lowers))
+            .cloned()
+            .chain(defaults)
+            .filter_map(|t| crate::run_mount::stub_root(&t, &lowers))
             .collect();
         let result = self.run_container(
             &snap,

@@ -164,9 +164,9 @@ pub fn record(h: &mut Health, p: Probe, retries: u32, in_start_period: bool) {
     }
 }
 
-/// A running prober (its pid).
+/// A running prober (a pidfd for it, where the kernel has them).
 #[derive(Debug)]
-pub struct Prober(i32);
+pub struct Prober(Option<std::os::fd::OwnedFd>);
 
 impl Engine {
     /// Marks the container `starting` and forks its prober (none when it
@@ -209,18 +209,25 @@ impl Engine {
             // SAFETY: the prober ends here.
             unsafe { libc::_exit(0) }
         }
-        Some(Prober(pid))
+        // A pidfd, not the pid: the monitor reaps every child it has (it is
+        // a subreaper), so once the prober died the pid may be anyone's.
+        let fd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        Some(Prober(fd))
     }
 
     /// Stops the prober once the container exited; the container is then
     /// `unhealthy`, as dockerd reports a stopped container with a
     /// healthcheck.
     pub(crate) fn health_stop(&self, c: &Container, p: Option<Prober>) {
-        let Some(Prober(pid)) = p else { return };
-        // SAFETY: our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        let Some(Prober(fd)) = p else { return };
+        if let Some(fd) = fd {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(std::os::fd::AsFd::as_fd(&fd)),
+                rustix::process::WaitIdOptions::EXITED,
+            );
         }
         let dir = self.dir(&c.id);
         if let Some(mut h) = load(&dir) {
@@ -259,6 +266,11 @@ impl Engine {
                 _ => return,
             }
             let probe = self.probe(&now_c, &req, timeout);
+            // A probe that failed half-way may leave its process to us (we
+            // are a subreaper): reap it, or the container's init could not
+            // finish exiting while it is a zombie of its namespace.
+            // SAFETY: non-blocking waitpid; the prober waits for no other child.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
             let before = health.status.clone();
             health = load(&dir).unwrap_or(health);
             record(

@@ -405,9 +405,10 @@ impl Engine {
             )));
         }
         let process = self.exec_process(&c, r)?;
-        if !r.detach {
-            berth_runtime::wait::block_signals();
+        if r.detach {
+            return self.exec_detached(&c.id, &process, r.tty);
         }
+        berth_runtime::wait::block_signals();
         let (ours, theirs) = if r.tty {
             let (a, b) = rustix::net::socketpair(
                 rustix::net::AddressFamily::UNIX,
@@ -445,9 +446,6 @@ impl Engine {
             }
         }
         let res = res?;
-        if r.detach {
-            return Ok(0);
-        }
         let io = match ours {
             Some(s) => berth_runtime::wait::Stdio::Tty {
                 master: berth_runtime::tty::recv_fd(&s)?,
@@ -463,30 +461,100 @@ impl Engine {
         ))
     }
 
+    /// `exec -d`: the process is started by a waiter of its own that stays
+    /// to reap it, as docker's shim does, so a detached exec leaves no
+    /// zombie whoever the host's init is. Its output goes nowhere (docker
+    /// keeps none either). Returns once the process runs, or with the
+    /// error that stopped it (exit code 126 or 127 as docker's).
+    fn exec_detached(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        tty: bool,
+    ) -> Result<i32> {
+        let r = crate::run::spawn_detached("exec", |w| {
+            // SAFETY: the waiter's stdio (which the process inherits) is /dev/null.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                for fd in 0..3 {
+                    libc::dup2(null, fd);
+                }
+                if null > 2 {
+                    libc::close(null);
+                }
+            }
+            let (ours, theirs) = if tty {
+                match rustix::net::socketpair(
+                    rustix::net::AddressFamily::UNIX,
+                    rustix::net::SocketType::STREAM,
+                    rustix::net::SocketFlags::CLOEXEC,
+                    None,
+                ) {
+                    Ok((a, b)) => (Some(a), Some(b)),
+                    Err(e) => {
+                        let e = EngineError::io("socketpair", Path::new("console"), e.into());
+                        crate::run::report_failure(w, &e);
+                        return 1;
+                    }
+                }
+            } else {
+                (None, None)
+            };
+            let res = self.runtime.exec_with_console(
+                id,
+                process,
+                &berth_runtime::ExecOptions::default(),
+                theirs,
+            );
+            let res = match res {
+                Ok(res) => res,
+                Err(e) => {
+                    crate::run::report_failure(w, &e.into());
+                    return 1;
+                }
+            };
+            // A terminal's output is read (and dropped) so the process
+            // never blocks on a full one.
+            let io = match ours.map(|s| berth_runtime::tty::recv_fd(&s)) {
+                Some(Ok(master)) => berth_runtime::wait::Stdio::Tty {
+                    master,
+                    stdin: false,
+                },
+                _ => berth_runtime::wait::Stdio::Inherited,
+            };
+            let _ = rustix::io::write(&w, b"ok");
+            drop(w);
+            berth_runtime::wait::proxy(res.pid, io, false, &mut |_, _| {});
+            0
+        })?;
+        crate::run::read_report(r, "the exec's waiter")?;
+        Ok(0)
+    }
+
+    /// The container's changes as docker shows and commits them: without the
+    /// mount points the runtime made where the image had none (docker keeps
+    /// those in an init layer under the container's own).
+    fn visible_changes(&self, id: &str) -> Result<Vec<Change>> {
+        Ok(self
+            .store
+            .snapshots
+            .changes_hiding(id, berth_runtime::defaults::MOUNT_POINTS)?)
+    }
+
     /// `diff`: changes of the container's filesystem (`A`, `C`, `D` as docker prints them).
     pub fn diff(&self, q: &str) -> Result<Vec<(char, String)>> {
         let c = self.find(q)?;
         let image = self.store.resolve(&c.image_id)?;
         let top = image.top_chain();
-        let changes = self.store.snapshots.changes(&c.id)?;
         let mut out = Vec::new();
-        for ch in changes {
+        for ch in self.visible_changes(&c.id)? {
             match ch {
                 Change::Upsert(p) => {
-                    let path = format!("/{}", String::from_utf8_lossy(&p));
-                    let existed = top.as_ref().is_some_and(|t| {
-                        self.store
-                            .snapshots
-                            .lower_dirs(t)
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|d| {
-                                d.join(String::from_utf8_lossy(&p).as_ref())
-                                    .symlink_metadata()
-                                    .is_ok()
-                            })
-                    });
-                    out.push((if existed { 'C' } else { 'A' }, path));
+                    let p = String::from_utf8_lossy(&p).into_owned();
+                    let existed = top
+                        .as_ref()
+                        .is_some_and(|t| self.store.snapshots.find_below(t, &p).is_some());
+                    out.push((if existed { 'C' } else { 'A' }, format!("/{p}")));
                 }
                 Change::Delete(p) => out.push(('D', format!("/{}", String::from_utf8_lossy(&p)))),
                 Change::Opaque(_) => {}
@@ -560,7 +628,7 @@ impl Engine {
         let result = (|| {
             let _w = self.store.write_lock()?;
             let image = self.store.resolve(&c.image_id)?;
-            let ch = self.store.snapshots.changes(&c.id)?;
+            let ch = self.visible_changes(&c.id)?;
             let tar = write_layer(
                 &self.store.snapshots.upper_dir(&c.id),
                 &ch,

@@ -480,6 +480,7 @@ impl Engine {
             )));
         }
         let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
+        let log = open_logs(&log_path);
         berth_runtime::wait::block_signals();
         let (pid, io) = if c.config.tty {
             let (ours, theirs) = socketpair()?;
@@ -515,7 +516,7 @@ impl Engine {
         };
         self.save_state(&c)?;
         let prober = self.health_start(&c);
-        let code = io_loop(pid, io, &log_path, true);
+        let code = io_loop(pid, io, log, true);
         self.health_stop(&c, prober);
         // Removed meanwhile (an `rm -f` beside the run): the exit code is
         // still the run's answer, and --rm's removal is done.
@@ -562,30 +563,7 @@ impl Engine {
             }
             self.monitor(&c.id, w)
         })?;
-        let mut msg = Vec::new();
-        std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut msg)
-            .map_err(|e| EngineError::io("read", Path::new("monitor pipe"), e))?;
-        let msg = String::from_utf8_lossy(&msg);
-        match msg.strip_prefix("ok") {
-            Some(_) => Ok(()),
-            None => {
-                let e: serde_json::Value = serde_json::from_str(msg.trim())
-                    .unwrap_or(serde_json::json!({"code": 125, "msg": msg.trim()}));
-                let text = e["msg"]
-                    .as_str()
-                    .unwrap_or("the container's monitor failed")
-                    .to_string();
-                Err(match e["code"].as_i64() {
-                    Some(127) => {
-                        EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(text))
-                    }
-                    Some(126) => {
-                        EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(text))
-                    }
-                    _ => EngineError::Invalid(text),
-                })
-            }
-        }
+        read_report(r, "the container's monitor")
     }
 
     /// The entry of a re-executed monitor (see [`Engine::monitor_exe`]):
@@ -617,6 +595,7 @@ impl Engine {
                 Err(_) => return 1,
             };
             let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
+            let log = open_logs(&log_path);
             berth_runtime::wait::block_signals();
             let launched = (|| -> Result<(i32, Io)> {
                 let (out_r, out_w) = pipe()?;
@@ -651,10 +630,8 @@ impl Engine {
             let (pid, io) = match launched {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Some(mut r) = ready.take() {
-                        let msg =
-                            serde_json::json!({"code": e.run_exit_code(), "msg": e.to_string()});
-                        let _ = std::io::Write::write_all(&mut r, msg.to_string().as_bytes());
+                    if let Some(r) = ready.take() {
+                        report_failure(r.into(), &e);
                     }
                     c.state.status = Status::Exited;
                     c.state.error = e.to_string();
@@ -680,7 +657,7 @@ impl Engine {
             }
             let started = std::time::Instant::now();
             let prober = self.health_start(&c);
-            let code = io_loop(pid, io, &log_path, false);
+            let code = io_loop(pid, io, log, false);
             self.health_stop(&c, prober);
             if self.record_exit(&mut c, code).is_err() {
                 return 1;
@@ -761,6 +738,46 @@ pub(crate) fn spawn_detached(what: &str, body: impl FnOnce(OwnedFd) -> i32) -> R
     Ok(r)
 }
 
+/// What a detached process tells the command that spawned it (see
+/// [`spawn_detached`]) when it could not do its job: the error and its
+/// exit code, which [`read_report`] turns back into the error.
+pub(crate) fn report_failure(w: OwnedFd, e: &EngineError) {
+    // For a missing or unrunnable program, its name (the error's words are
+    // made again from it).
+    let program = match e {
+        EngineError::Runtime(
+            berth_runtime::RuntimeError::ExecNotFound(p)
+            | berth_runtime::RuntimeError::ExecPermission(p),
+        ) => p.clone(),
+        _ => e.to_string(),
+    };
+    let msg = serde_json::json!({"code": e.run_exit_code(), "msg": program});
+    let _ = std::io::Write::write_all(&mut std::fs::File::from(w), msg.to_string().as_bytes());
+}
+
+/// Reads what a detached process reported: `ok`, or the error it sent
+/// with [`report_failure`] (`who` names it when it said nothing).
+pub(crate) fn read_report(r: OwnedFd, who: &str) -> Result<()> {
+    let mut msg = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut msg)
+        .map_err(|e| EngineError::io("read", Path::new(who), e))?;
+    let msg = String::from_utf8_lossy(&msg);
+    if msg.starts_with("ok") {
+        return Ok(());
+    }
+    let e: serde_json::Value = serde_json::from_str(msg.trim())
+        .unwrap_or(serde_json::json!({"code": 125, "msg": msg.trim()}));
+    let text = e["msg"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{who} failed"));
+    Err(match e["code"].as_i64() {
+        Some(127) => EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(text)),
+        Some(126) => EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(text)),
+        _ => EngineError::Invalid(text),
+    })
+}
+
 /// A pipe (read, write), close-on-exec.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -777,10 +794,23 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
     .map_err(|e| EngineError::io("socketpair", Path::new("console"), e.into()))
 }
 
+/// The container's json-file log writers (stdout, stderr), opened before
+/// its process starts: whoever follows the log once the start returned
+/// finds the file there and every line in it.
+fn open_logs(log_path: &Path) -> (Option<logs::Writer>, Option<logs::Writer>) {
+    (
+        logs::Writer::open(log_path, "stdout").ok(),
+        logs::Writer::open(log_path, "stderr").ok(),
+    )
+}
+
 /// Waits for the container, logging its output (and showing it when attached).
-fn io_loop(pid: i32, io: Io, log_path: &Path, attached: bool) -> i32 {
-    let mut out_log = logs::Writer::open(log_path, "stdout").ok();
-    let mut err_log = logs::Writer::open(log_path, "stderr").ok();
+fn io_loop(
+    pid: i32,
+    io: Io,
+    (mut out_log, mut err_log): (Option<logs::Writer>, Option<logs::Writer>),
+    attached: bool,
+) -> i32 {
     let code = berth_runtime::wait::proxy(pid, io, attached, &mut |is_err, data| {
         let l = if is_err { &mut err_log } else { &mut out_log };
         if let Some(l) = l {

@@ -32,6 +32,20 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
     json!({"destination": dest, "type": typ, "source": source, "options": options})
 }
 
+/// What a rootfs may gain from [`mounts`] only to be mounted over, when
+/// the image lacks it (paths relative to the rootfs): the mount points
+/// the runtime makes. Differs leave them out (see
+/// `berth_store::archive::diff::hide_mount_points`), as docker's init
+/// layer and BuildKit's stub cleaner do.
+pub const MOUNT_POINTS: &[&str] = &[
+    "proc",
+    "dev",
+    "sys",
+    "etc/resolv.conf",
+    "etc/hostname",
+    "etc/hosts",
+];
+
 /// The mounts every docker container has; `/etc/{resolv.conf,hostname,hosts}`
 /// are bound from the given host files.
 pub fn mounts(sys_rw: bool, resolv: &str, hostname: &str, hosts: &str) -> Vec<Value> {

@@ -118,7 +118,9 @@ pub enum Stdio {
 /// Waits for `pid` (a child, or a grandchild with us as subreaper): copies its
 /// output to `on_output` (and to our stdout/stderr when `attached`), our stdin
 /// to it when asked, forwards the signals [`block_signals`] blocked, and returns
-/// the docker-style exit code once it exited and its output is drained.
+/// the docker-style exit code once it exited and its output is drained. A
+/// subreaper reaps its other children meanwhile (the orphans it inherits):
+/// call it as one only where no other thread waits for a child.
 pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool, &[u8])) -> i32 {
     // SAFETY: a signalfd over the signals block_signals blocked.
     let sfd: Option<OwnedFd> = unsafe {
@@ -152,20 +154,28 @@ pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool
     {
         crate::tty::copy_winsize(stdin, m);
     }
+    let reap_all = is_subreaper();
     let mut out_open = master.is_some() || out.is_some();
     let mut err_open = err.is_some();
     let mut stdin_open = want_stdin && attached;
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit: Option<i32> = None;
     loop {
-        if exit.is_none() {
+        // A subreaper reaps every child that exited, not only `pid`: it
+        // inherits the orphans of the processes it started (an exec'd
+        // process whose parent died), and a container's init cannot finish
+        // exiting while a process of its namespace is our unreaped zombie.
+        while exit.is_none() {
             let mut st = 0;
             // SAFETY: waitpid without blocking.
-            let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+            let r =
+                unsafe { libc::waitpid(if reap_all { -1 } else { pid }, &mut st, libc::WNOHANG) };
             if r == pid {
                 exit = Some(exit_code(st));
             } else if r < 0 {
                 exit = Some(255);
+            } else if r == 0 {
+                break;
             }
         }
         if exit.is_some() && !out_open && !err_open {
@@ -276,6 +286,13 @@ pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool
         }
     }
     exit.unwrap_or(255)
+}
+
+/// Whether this process is a child subreaper (`PR_SET_CHILD_SUBREAPER`).
+pub fn is_subreaper() -> bool {
+    let mut v: libc::c_int = 0;
+    // SAFETY: prctl writes one int.
+    unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int) == 0 && v != 0 }
 }
 
 /// Waits for `pid` with our stdio inherited or a terminal proxied; see [`proxy`].

@@ -84,8 +84,45 @@ impl Runtime {
             reap_mid();
             return Err(e.into());
         }
-        parent.send(&ToChild::Go)?;
         let mut pid = None;
+        let r = self.exec_handshake(id, &spec, &st, &parent, &mut pid, &reap_mid);
+        if let Err(e) = r {
+            // Whatever was started is killed and reaped: an exec that failed
+            // leaves no zombie in the container's pid namespace (its init
+            // could not finish exiting while one is there).
+            match pid {
+                // SAFETY: our child (we are its subreaper and reaped `mid`).
+                Some(p) => unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                    libc::waitpid(p, std::ptr::null_mut(), 0);
+                },
+                // SAFETY: our child.
+                None => unsafe {
+                    libc::kill(mid, libc::SIGKILL);
+                    libc::waitpid(mid, std::ptr::null_mut(), 0);
+                },
+            }
+            return Err(e);
+        }
+        let pid = pid.ok_or_else(|| RuntimeError::Init("exec: no pid reported".into()))?;
+        if let Some(pf) = &opts.pid_file {
+            super::create::write_pid_file(pf, pid)?;
+        }
+        Ok(ExecResult { pid })
+    }
+
+    /// The exec's messages: the pid (from the intermediate process, which
+    /// is then reaped), the seccomp listener if any, and Ready.
+    fn exec_handshake(
+        &self,
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
+        st: &crate::state::ContainerState,
+        parent: &channel::Channel,
+        pid: &mut Option<i32>,
+        reap_mid: &dyn Fn(),
+    ) -> Result<()> {
+        parent.send(&ToChild::Go)?;
         // The intermediate process reports the pid and the process reports
         // Ready on one channel, from two processes: Ready may come first (a
         // process that runs at once), so both are awaited.
@@ -98,14 +135,14 @@ impl Runtime {
             match msg {
                 Some(ToParent::Pid(p)) => {
                     reap_mid();
-                    pid = Some(p);
+                    *pid = Some(p);
                     if ready {
                         break;
                     }
                 }
                 Some(ToParent::SeccompListener) => {
-                    let state = super::create::hook_state(&spec, id, "running", st.pid, &st.bundle);
-                    super::create::hand_to_agent(&spec, fd, pid.unwrap_or(st.pid), &state)?;
+                    let state = super::create::hook_state(spec, id, "running", st.pid, &st.bundle);
+                    super::create::hand_to_agent(spec, fd, pid.unwrap_or(st.pid), &state)?;
                     parent.send(&ToChild::SeccompDone)?;
                 }
                 Some(ToParent::Ready) => {
@@ -114,37 +151,19 @@ impl Runtime {
                         break;
                     }
                 }
-                Some(ToParent::Error(e)) => {
-                    if pid.is_none() {
-                        reap_mid();
-                    }
-                    if let Some(p) = pid {
-                        // SAFETY: reap the failed grandchild.
-                        unsafe {
-                            libc::waitpid(p, std::ptr::null_mut(), 0);
-                        }
-                    }
-                    return Err(e.into());
-                }
+                Some(ToParent::Error(e)) => return Err(e.into()),
                 Some(other) => {
                     return Err(RuntimeError::Init(format!(
                         "unexpected message from exec: {other:?}"
                     )));
                 }
                 None => {
-                    if pid.is_none() {
-                        reap_mid();
-                    }
                     return Err(RuntimeError::Init(
                         "the exec'd process exited before it was ready".into(),
                     ));
                 }
             }
         }
-        let pid = pid.ok_or_else(|| RuntimeError::Init("exec: no pid reported".into()))?;
-        if let Some(pf) = &opts.pid_file {
-            super::create::write_pid_file(pf, pid)?;
-        }
-        Ok(ExecResult { pid })
+        Ok(())
     }
 }

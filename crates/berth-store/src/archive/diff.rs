@@ -89,6 +89,96 @@ fn entries(root: &InRoot, rel: &[u8]) -> Result<Vec<(Vec<u8>, Stat)>, ArchiveErr
     Ok(v)
 }
 
+/// Drops what a runtime made only to mount over: each of `points` that the
+/// changes add as an empty file or an empty directory where the image has
+/// nothing, and the directories above one that the upper holds only for
+/// its sake (nothing else changed under them; the image's type, mode and
+/// owner, or no such directory in the image). docker keeps these in an
+/// init layer below the container's own and BuildKit removes its mount
+/// stubs after a RUN, so neither `diff`, `commit` nor a built layer shows
+/// them. `below` looks a path up in the image (`None`: absent).
+pub fn hide_mount_points(
+    changes: Vec<Change>,
+    upper: &Path,
+    points: &[&str],
+    below: &dyn Fn(&str) -> Option<Stat>,
+) -> Result<Vec<Change>, ArchiveError> {
+    let root = open_root(upper)?;
+    let mut hidden: Vec<Vec<u8>> = Vec::new();
+    for c in &changes {
+        let Change::Upsert(p) = c else { continue };
+        let Ok(name) = std::str::from_utf8(p) else {
+            continue;
+        };
+        if !points.contains(&name) || below(name).is_some() {
+            continue;
+        }
+        let Ok(st) = root.lstat(p) else { continue };
+        let stub = match ftype(&st) {
+            FileType::RegularFile => st.st_size == 0,
+            FileType::Directory => root.read_dir(p).is_ok_and(|e| e.is_empty()),
+            _ => false,
+        };
+        if stub {
+            hidden.push(p.clone());
+        }
+    }
+    if hidden.is_empty() {
+        return Ok(changes);
+    }
+    let mut kept: Vec<Change> = changes
+        .into_iter()
+        .filter(|c| !matches!(c, Change::Upsert(p) if hidden.contains(p)))
+        .collect();
+    let mut parents: Vec<Vec<u8>> = hidden
+        .iter()
+        .flat_map(|p| {
+            p.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .map(|(i, _)| p[..i].to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    parents.sort();
+    parents.dedup();
+    // Deepest first: a parent goes only once nothing is left under it.
+    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for dir in parents {
+        let under = |c: &Change| {
+            let q = c.path();
+            q.len() > dir.len() && q.starts_with(&dir) && q[dir.len()] == b'/'
+        };
+        if kept
+            .iter()
+            .any(|c| under(c) || matches!(c, Change::Opaque(p) if *p == dir))
+        {
+            continue;
+        }
+        let Some(pos) = kept
+            .iter()
+            .position(|c| matches!(c, Change::Upsert(p) if *p == dir))
+        else {
+            continue;
+        };
+        let Ok(st) = root.lstat(&dir) else { continue };
+        let unchanged = match below(&String::from_utf8_lossy(&dir)) {
+            None => ftype(&st) == FileType::Directory,
+            Some(b) => {
+                ftype(&b) == FileType::Directory
+                    && ftype(&st) == FileType::Directory
+                    && b.st_mode & 0o7777 == st.st_mode & 0o7777
+                    && b.st_uid == st.st_uid
+                    && b.st_gid == st.st_gid
+            }
+        };
+        if unchanged {
+            kept.remove(pos);
+        }
+    }
+    Ok(kept)
+}
+
 /// Reads the changes recorded in an overlayfs upper directory.
 pub fn changes_overlay(upper: &Path) -> Result<Vec<Change>, ArchiveError> {
     let root = open_root(upper)?;

@@ -21,7 +21,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_types::Digest;
@@ -31,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::archive::apply::{ApplyOptions, Whiteouts, apply};
 use crate::archive::{ArchiveError, diff};
 use crate::fsutil::{IoContext, PathError, atomic_write, mkdir_all, remove_any, unique_name};
+use crate::inroot::InRoot;
+use rustix::fs::FileType;
 
 /// Errors of the snapshotter.
 #[derive(Debug, thiserror::Error)]
@@ -435,24 +436,54 @@ impl Snapshotter {
     /// (for /etc/passwd and /etc/group before a container runs); `None` when it
     /// is absent, deleted by a whiteout, or not a regular file.
     pub fn read_file(&self, top: &Digest, path: &str) -> Option<Vec<u8>> {
+        let (dir, st) = self.find_below(top, path)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return None;
+        }
+        let mut f = InRoot::open(&dir)
+            .ok()?
+            .open_file(path.trim_start_matches('/'))
+            .ok()?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    /// Where `path` is in the merged view of the layers up to `top`: the
+    /// layer directory that holds it and its lstat; `None` when it is
+    /// absent, deleted by a whiteout, or hidden by an opaque directory.
+    /// Each lookup stays inside its layer: a layer's links never lead out.
+    pub fn find_below(&self, top: &Digest, path: &str) -> Option<(PathBuf, crate::inroot::Stat)> {
         let rel = path.trim_start_matches('/');
         for dir in self.lower_dirs(top).ok()? {
-            let p = dir.join(rel);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_file() => return fs::read(&p).ok(),
-                Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
-                Ok(_) => return None,
+            let Ok(root) = InRoot::open(&dir) else {
+                continue;
+            };
+            match root.lstat(rel) {
+                Ok(st) => {
+                    let ft = FileType::from_raw_mode(st.st_mode);
+                    if ft == FileType::CharacterDevice && st.st_rdev == 0 {
+                        return None; // a whiteout
+                    }
+                    return Some((dir, st));
+                }
                 Err(_) => {
                     // An opaque directory on the way hides the layers below.
-                    let mut cur = dir.clone();
-                    for comp in std::path::Path::new(rel)
+                    let mut cur = String::new();
+                    for comp in Path::new(rel)
                         .parent()
                         .into_iter()
                         .flat_map(|p| p.components())
                     {
-                        cur.push(comp);
+                        if !cur.is_empty() {
+                            cur.push('/');
+                        }
+                        cur.push_str(&comp.as_os_str().to_string_lossy());
+                        let Ok(fd) = root.open_path(&cur) else { break };
                         let mut buf = [0u8; 2];
-                        if matches!(rustix::fs::lgetxattr(&cur, "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
+                        let proc =
+                            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                        if matches!(rustix::fs::getxattr(proc.as_str(), "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
                         {
                             return None;
                         }
@@ -604,6 +635,31 @@ impl Snapshotter {
             (Driver::Overlay, _) | (Driver::Copy, None) => Ok(diff::changes_overlay(&upper)?),
             (Driver::Copy, Some(p)) => Ok(diff::changes_dirs(&self.layer_fs(p), &upper)?),
         }
+    }
+
+    /// [`Snapshotter::changes`] without the stubs a runtime made among
+    /// `points` to mount over (see [`diff::hide_mount_points`]).
+    pub fn changes_hiding(
+        &self,
+        key: &str,
+        points: &[&str],
+    ) -> Result<Vec<diff::Change>, SnapshotError> {
+        let parent = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?
+            .parent;
+        let below = |p: &str| {
+            parent
+                .as_ref()
+                .and_then(|t| self.find_below(t, p))
+                .map(|(_, st)| st)
+        };
+        Ok(diff::hide_mount_points(
+            self.changes(key)?,
+            &self.upper_dir(key),
+            points,
+            &below,
+        )?)
     }
 
     /// Turns an active snapshot into a committed layer whose diff id the caller
