@@ -1243,3 +1243,69 @@ fn docker_cli_diff_commit_export_save_load() {
         assert!(ev.lines().any(|l| l == want), "{want}: {ev}");
     }
 }
+
+/// `docker update` through the service: the running container's cgroup
+/// gets the new limits, inspect shows them and the restart policy, and
+/// dockerd's refusal comes back as its words.
+#[test]
+fn docker_update_changes_limits() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    ok(docker(
+        &b,
+        &s,
+        &["run", "-d", "--name", "du", "busybox", "sleep", "300"],
+    ));
+    let out = ok(docker(
+        &b,
+        &s,
+        &[
+            "update",
+            "--memory",
+            "48m",
+            "--memory-swap",
+            "96m",
+            "--pids-limit",
+            "40",
+            "--cpus",
+            "0.25",
+            "--restart",
+            "unless-stopped",
+            "du",
+        ],
+    ));
+    assert_eq!(out.trim(), "du");
+    let cg = ok(docker(
+        &b,
+        &s,
+        &[
+            "exec",
+            "du",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/pids.max",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        ],
+    ));
+    assert_eq!(cg, "50331648\n40\n25000\n");
+    let f = ok(docker(
+        &b,
+        &s,
+        &[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}",
+            "du",
+        ],
+    ));
+    assert_eq!(f.trim(), "50331648 40 unless-stopped");
+    let o = docker(&b, &s, &["update", "--memory", "2m", "du"]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        o.stderr
+    );
+    ok(docker(&b, &s, &["rm", "-f", "du"]));
+}

@@ -620,3 +620,78 @@ fn exec_detached_leaves_no_zombie() {
     );
     b.run(&["rm", "-f", "reaper"]).ok();
 }
+
+/// docker: `update` changes a running container's limits in its cgroup
+/// (memory, CPUs, pids) and its restart policy, records them (inspect; a
+/// later start keeps them), prints each container it updated, and refuses
+/// what dockerd refuses ("Minimum memory limit allowed is 6MB", a restart
+/// policy for an `--rm` container, no flag at all) with exit 1.
+#[test]
+fn update_changes_a_running_containers_limits() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["run", "-d", "--name", "upd", "busybox", "sleep", "1000"])
+        .ok();
+    let out = b
+        .run(&[
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--cpus",
+            "0.5",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "50",
+            "--restart",
+            "on-failure:3",
+            "upd",
+        ])
+        .ok();
+    assert_eq!(out, "upd\n");
+    let cgroup = |b: &Berth| {
+        b.run(&[
+            "exec",
+            "upd",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/pids.max",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/cpu/cpu.shares",
+        ])
+        .ok()
+    };
+    assert_eq!(cgroup(&b), "67108864\n50\n50000\n512\n");
+    let recorded = "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} \
+                    {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}:\
+                    {{.HostConfig.RestartPolicy.MaximumRetryCount}}";
+    let want = "67108864 134217728 500000000 50 on-failure:3";
+    assert_eq!(b.run(&["inspect", "-f", recorded, "upd"]).ok().trim(), want);
+    // A restart starts it with the new limits.
+    b.run(&["restart", "-t", "0", "upd"]).ok();
+    assert_eq!(cgroup(&b), "67108864\n50\n50000\n512\n");
+
+    let err = b.run(&["update", "--memory", "1m", "upd"]).fails(1);
+    assert!(err.contains("Minimum memory limit allowed is 6MB"), "{err}");
+    let err = b.run(&["update", "--memory", "256m", "upd"]).fails(1);
+    assert!(
+        err.contains("update the memoryswap at the same time"),
+        "{err}"
+    );
+    let err = b.run(&["update", "upd"]).fails(1);
+    assert!(err.contains("one or more flags"), "{err}");
+    b.run(&[
+        "run", "-d", "--rm", "--name", "upd-rm", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    let err = b
+        .run(&["update", "--restart", "always", "upd-rm", "nope-x"])
+        .fails(1);
+    assert!(err.contains("AutoRemove is enabled"), "{err}");
+    assert!(err.contains("No such container: nope-x"), "{err}");
+    // Nothing changed by the refusals.
+    assert_eq!(b.run(&["inspect", "-f", recorded, "upd"]).ok().trim(), want);
+    b.run(&["rm", "-f", "upd", "upd-rm"]).ok();
+}

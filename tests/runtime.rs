@@ -994,6 +994,17 @@ fn podman_runs_containers_through_berth_runtime() {
     assert_eq!(limit.trim(), "67108864", "the limit podman asked for");
     let pids = ok(&p.cmd(&["exec", "pd", "cat", "/sys/fs/cgroup/pids/pids.max"]));
     assert_eq!(pids.trim(), "42", "--pids-limit reaches the cgroup");
+    // podman update hands the new resources to `berth-runtime update
+    // --resources FILE`, runc's interface.
+    ok(&p.cmd(&["update", "--memory", "96m", "--cpu-shares", "256", "pd"]));
+    let now = ok(&p.cmd(&[
+        "exec",
+        "pd",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/cpu/cpu.shares",
+    ]));
+    assert_eq!(now, "100663296\n256\n", "podman update reaches the cgroup");
     ok(&p.cmd(&["pause", "pd"]));
     let st = ok(&p.cmd(&["inspect", "-f", "{{.State.Status}}", "pd"]));
     assert_eq!(st.trim(), "paused");

@@ -509,6 +509,37 @@ pub async fn rename(ctx: &Ctx, id: String, q: &Query) -> Res {
     no_content()
 }
 
+/// The body of `POST /containers/{id}/update` (docker's `UpdateConfig`:
+/// the resources, zero where unchanged, and the restart policy).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct UpdateBody {
+    memory: i64,
+    memory_swap: i64,
+    nano_cpus: i64,
+    cpu_shares: i64,
+    cpuset_cpus: String,
+    pids_limit: Option<i64>,
+    restart_policy: Option<RestartPolicy>,
+}
+
+/// `POST /containers/{id}/update`.
+pub async fn update(ctx: &Ctx, req: Req, id: String) -> Res {
+    let b: Option<UpdateBody> = body_json(req, 1 << 20).await?;
+    let b = b.unwrap_or_default();
+    let u = berth_engine::update::Update {
+        memory: Some(b.memory),
+        memory_swap: Some(b.memory_swap),
+        nano_cpus: Some(b.nano_cpus),
+        cpu_shares: Some(b.cpu_shares),
+        cpuset_cpus: Some(b.cpuset_cpus),
+        pids_limit: b.pids_limit,
+        restart_policy: b.restart_policy,
+    };
+    ctx.blocking(move |e| Ok(e.update(&id, &u)?)).await?;
+    ok(json!({"Warnings": []}))
+}
+
 /// `GET /containers/{id}/top`.
 pub async fn top(ctx: &Ctx, id: String) -> Res {
     let (titles, rows) = ctx.blocking(move |e| Ok(e.top(&id)?)).await?;

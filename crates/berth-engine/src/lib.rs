@@ -24,6 +24,7 @@ pub mod ops;
 pub mod restore;
 pub mod run;
 pub mod spec;
+pub mod update;
 pub mod volume;
 
 use std::path::{Path, PathBuf};

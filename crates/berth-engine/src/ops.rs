@@ -140,7 +140,14 @@ impl Engine {
             let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
             // dockerd's `rm -f` of a running container: kill, die, destroy.
             self.container_event(&c, "kill", &[("signal", libc::SIGKILL.to_string())]);
-            self.wait(&c.id)?;
+            match self.wait(&c.id) {
+                // An --rm container: its monitor removed it once it died,
+                // which is what was asked (docker's `rm -f` succeeds too).
+                Err(EngineError::NotFound(_)) => return Ok(c.id),
+                r => {
+                    r?;
+                }
+            }
         }
         // Claim it under its lock: whoever renames the directory away removes
         // it; a concurrent rm, prune or start then finds no such container

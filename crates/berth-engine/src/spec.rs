@@ -98,26 +98,9 @@ pub fn no_new_privileges(c: &Container) -> bool {
     })
 }
 
-/// Builds the config.json of a container.
-pub fn generate(i: &Input) -> Result<Value> {
-    let c = i.c;
-    let hc = &c.host_config;
-    let mut args = vec![c.path.clone()];
-    args.extend(c.args.iter().cloned());
-    let net = match hc.network_mode.as_str() {
-        "host" => berth_spec::Net::Host,
-        other if other.starts_with("container:") => match i.join_netns {
-            Some(p) => berth_spec::Net::Join(p.to_string()),
-            None => {
-                return Err(EngineError::Invalid(format!(
-                    "--network {other}: the container is not running"
-                )));
-            }
-        },
-        // none, bridge and user networks: a namespace of its own (the engine
-        // connects it between create and start).
-        _ => berth_spec::Net::Own,
-    };
+/// The OCI `linux.resources` of a container's limits (what `run` and
+/// `update` write to its cgroup).
+pub fn resources(hc: &crate::container::HostConfig) -> Value {
     let mut resources = json!({});
     if hc.memory > 0 {
         let swap = match hc.memory_swap {
@@ -146,6 +129,30 @@ pub fn generate(i: &Input) -> Result<Value> {
     if let Some(p) = hc.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
+    resources
+}
+
+/// Builds the config.json of a container.
+pub fn generate(i: &Input) -> Result<Value> {
+    let c = i.c;
+    let hc = &c.host_config;
+    let mut args = vec![c.path.clone()];
+    args.extend(c.args.iter().cloned());
+    let net = match hc.network_mode.as_str() {
+        "host" => berth_spec::Net::Host,
+        other if other.starts_with("container:") => match i.join_netns {
+            Some(p) => berth_spec::Net::Join(p.to_string()),
+            None => {
+                return Err(EngineError::Invalid(format!(
+                    "--network {other}: the container is not running"
+                )));
+            }
+        },
+        // none, bridge and user networks: a namespace of its own (the engine
+        // connects it between create and start).
+        _ => berth_spec::Net::Own,
+    };
+    let resources = resources(hc);
     let cwd = if c.config.working_dir.is_empty() {
         "/".to_string()
     } else {

@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod image;
 pub mod reference;
+pub mod units;
 pub mod user;
 
 pub use digest::Digest;

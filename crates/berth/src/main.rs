@@ -102,6 +102,8 @@ enum Cmd {
     Export(ExportArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Update configuration of one or more containers.
+    Update(commands::container::UpdateArgs),
     /// List port mappings of a container.
     Port(commands::container::PortArgs),
     /// Copy files between a container and the local filesystem.
@@ -241,6 +243,8 @@ enum ContainerCmd {
     Export(ExportArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// Update limits and restart policy.
+    Update(commands::container::UpdateArgs),
     /// Port mappings.
     Port(commands::container::PortArgs),
     /// Remove all stopped containers.
@@ -310,6 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export(a) | Cmd::Container(ContainerCmd::Export(a)) => ct::export(&engine, a),
         Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => ct::rename(&engine, a),
         Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => ct::port(&engine, a),
+        Cmd::Update(a) | Cmd::Container(ContainerCmd::Update(a)) => ct::update(&engine, a),
         Cmd::Container(ContainerCmd::Prune(a)) => ct::prune(&engine, a),
         Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => ct::cp(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),

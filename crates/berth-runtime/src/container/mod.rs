@@ -8,6 +8,7 @@ mod exec;
 pub mod kill;
 mod query;
 mod start;
+mod update;
 
 pub use create::CreateOptions;
 pub use exec::{ExecOptions, ExecResult};

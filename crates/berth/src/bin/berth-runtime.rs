@@ -177,6 +177,42 @@ enum Cmd {
         /// Container id.
         id: String,
     },
+    /// Update a container's resource limits (runc's flags; `-r -` reads
+    /// the OCI resources JSON from stdin, as containerd sends it).
+    Update {
+        /// Container id.
+        id: String,
+        /// A file with the OCI `linux.resources` JSON (`-`: stdin).
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        /// Memory limit (`64m`).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Memory plus swap (`-1`: unlimited).
+        #[arg(long, allow_hyphen_values = true)]
+        memory_swap: Option<String>,
+        /// Memory soft limit.
+        #[arg(long)]
+        memory_reservation: Option<String>,
+        /// CPU shares.
+        #[arg(long)]
+        cpu_shares: Option<u64>,
+        /// CFS period (µs).
+        #[arg(long)]
+        cpu_period: Option<u64>,
+        /// CFS quota (µs; `-1`: none).
+        #[arg(long, allow_hyphen_values = true)]
+        cpu_quota: Option<i64>,
+        /// CPUs to run on (`0-1`).
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        /// Memory nodes to use.
+        #[arg(long)]
+        cpuset_mems: Option<String>,
+        /// Most processes (`-1`: unlimited).
+        #[arg(long, allow_hyphen_values = true)]
+        pids_limit: Option<i64>,
+    },
     /// Container events; with --stats one stats event.
     Events {
         /// Container id.
@@ -396,6 +432,71 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 tw.flush()?;
             }
+        }
+        Cmd::Update {
+            id,
+            resources,
+            memory,
+            memory_swap,
+            memory_reservation,
+            cpu_shares,
+            cpu_period,
+            cpu_quota,
+            cpuset_cpus,
+            cpuset_mems,
+            pids_limit,
+        } => {
+            let mut r: serde_json::Value = match &resources {
+                Some(p) => {
+                    let text = if p == Path::new("-") {
+                        let mut t = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                        t
+                    } else {
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("read {}", p.display()))?
+                    };
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("parse resources {}", p.display()))?
+                }
+                None => serde_json::json!({}),
+            };
+            let size = |v: &str| -> anyhow::Result<i64> {
+                if v == "-1" {
+                    return Ok(-1);
+                }
+                berth_types::units::ram_in_bytes(v).map_err(anyhow::Error::msg)
+            };
+            if let Some(v) = &memory {
+                r["memory"]["limit"] = size(v)?.into();
+            }
+            if let Some(v) = &memory_swap {
+                r["memory"]["swap"] = size(v)?.into();
+            }
+            if let Some(v) = &memory_reservation {
+                r["memory"]["reservation"] = size(v)?.into();
+            }
+            if let Some(v) = cpu_shares {
+                r["cpu"]["shares"] = v.into();
+            }
+            if let Some(v) = cpu_period {
+                r["cpu"]["period"] = v.into();
+            }
+            if let Some(v) = cpu_quota {
+                r["cpu"]["quota"] = v.into();
+            }
+            if let Some(v) = &cpuset_cpus {
+                r["cpu"]["cpus"] = v.clone().into();
+            }
+            if let Some(v) = &cpuset_mems {
+                r["cpu"]["mems"] = v.clone().into();
+            }
+            if let Some(v) = pids_limit {
+                r["pids"]["limit"] = v.into();
+            }
+            let res: oci_spec::runtime::LinuxResources =
+                serde_json::from_value(r).context("resources")?;
+            rt.update(&id, &res)?;
         }
         Cmd::Pause { id } => rt.pause(&id)?,
         Cmd::Resume { id } => rt.resume(&id)?,

@@ -198,29 +198,7 @@ pub struct RunArgs {
 
 /// docker's `RAMInBytes`: `64m`, `1g`, `512k`, `1024`, `2GB`.
 pub fn parse_bytes(s: &str) -> anyhow::Result<i64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t
-        .strip_suffix('b')
-        .filter(|x| x.ends_with(|c: char| c.is_ascii_alphabetic()))
-        .unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        Some('b') => (&t[..t.len() - 1], 1),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid size: '{s}'"))?;
-    let bytes = n * mult as f64;
-    // A float that does not fit saturates in Rust (and wraps to negative
-    // in Go's docker): refuse it rather than write a bogus cgroup limit.
-    if !bytes.is_finite() || bytes < 0.0 || bytes >= i64::MAX as f64 {
-        bail!("invalid size: '{s}': out of range");
-    }
-    Ok(bytes as i64)
+    berth_types::units::ram_in_bytes(s).map_err(anyhow::Error::msg)
 }
 
 fn parse_ulimit(s: &str) -> anyhow::Result<Ulimit> {
@@ -301,29 +279,28 @@ fn healthcheck(a: &CreateArgs) -> anyhow::Result<Option<HealthConfig>> {
     }))
 }
 
+/// `--restart`: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+fn parse_restart(s: &str) -> anyhow::Result<RestartPolicy> {
+    Ok(match s.split_once(':') {
+        Some(("on-failure", n)) => RestartPolicy {
+            name: "on-failure".into(),
+            max_retries: n.parse().context("invalid restart policy count")?,
+        },
+        None if matches!(s, "no" | "always" | "unless-stopped" | "on-failure") => RestartPolicy {
+            name: s.to_string(),
+            max_retries: 0,
+        },
+        _ => bail!("invalid restart policy '{s}'"),
+    })
+}
+
 pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     let mut env = Vec::new();
     for f in &a.env_file {
         env.extend(env_file_entries(f)?);
     }
     env.extend(a.env.iter().cloned());
-    let restart = match a.restart.split_once(':') {
-        Some(("on-failure", n)) => RestartPolicy {
-            name: "on-failure".into(),
-            max_retries: n.parse().context("invalid restart policy count")?,
-        },
-        None if matches!(
-            a.restart.as_str(),
-            "no" | "always" | "unless-stopped" | "on-failure"
-        ) =>
-        {
-            RestartPolicy {
-                name: a.restart.clone(),
-                max_retries: 0,
-            }
-        }
-        _ => bail!("invalid restart policy '{}'", a.restart),
-    };
+    let restart = parse_restart(&a.restart)?;
     if restart.name != "no" && a.rm {
         bail!("Conflicting options: --restart and --rm");
     }
@@ -1042,6 +1019,60 @@ pub fn pause(engine: &Engine, a: ContainersArgs) -> anyhow::Result<()> {
 /// `unpause`.
 pub fn unpause(engine: &Engine, a: ContainersArgs) -> anyhow::Result<()> {
     each(&a.containers, |q| engine.unpause(q))
+}
+
+/// `update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (`64m`, `1g`).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (`0-3`, `0,1`).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Tune the container pids limit (-1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// The containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `update`: docker's flags; each container's name is printed once
+/// updated, errors as the daemon's (exit 1).
+pub fn update(engine: &Engine, a: UpdateArgs) -> anyhow::Result<()> {
+    let size = |v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        match v.as_deref() {
+            None => Ok(None),
+            Some("-1") => Ok(Some(-1)),
+            Some(v) => parse_bytes(v).map(Some),
+        }
+    };
+    let u = berth_engine::update::Update {
+        memory: size(&a.memory)?,
+        memory_swap: size(&a.memory_swap)?,
+        nano_cpus: a.cpus.map(|c| (c * 1e9) as i64),
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        restart_policy: a.restart.as_deref().map(parse_restart).transpose()?,
+    };
+    if u == berth_engine::update::Update::default() {
+        bail!("you must provide one or more flags when using this command");
+    }
+    each(&a.containers, |q| engine.update(q, &u).map(|_| ()))
 }
 
 /// `diff`.
