@@ -1123,3 +1123,26 @@ fn independent_stages_build_in_parallel() {
     );
     assert_eq!(left, "", "no build container left");
 }
+
+/// docker: `build - < Dockerfile` reads a Dockerfile (not an archive) from
+/// stdin and builds it with an empty context; a COPY then finds nothing.
+#[test]
+fn build_reads_a_plain_dockerfile_from_stdin() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let id = b
+        .run_stdin(
+            &["build", "-q", "-t", "from-stdin", "-"],
+            b"FROM busybox\nRUN echo built > /f\nCMD [\"cat\", \"/f\"]\n",
+        )
+        .ok();
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(b.run(&["run", "--rm", "from-stdin"]).ok(), "built\n");
+    let err = b
+        .run_stdin(&["build", "-q", "-"], b"FROM busybox\nCOPY x /x\n")
+        .fails(1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("not found"),
+        "{err}"
+    );
+}

@@ -142,9 +142,15 @@ pub fn build(
             .tempdir_in(engine.root())?;
         let mut data = Vec::new();
         std::io::stdin().read_to_end(&mut data)?;
-        let (_, plain) = berth_store::archive::decompress(&data[..])?;
-        berth_store::archive::apply::apply(dir.path(), plain, &Default::default())
-            .context("reading the build context from stdin")?;
+        if is_archive(&data) {
+            let (_, plain) = berth_store::archive::decompress(&data[..])?;
+            berth_store::archive::apply::apply(dir.path(), plain, &Default::default())
+                .context("reading the build context from stdin")?;
+        } else {
+            // docker: what is not an archive is a Dockerfile, with an
+            // empty context.
+            dockerfile_content = Some(String::from_utf8_lossy(&data).into_owned());
+        }
         let p = dir.path().to_path_buf();
         _scratch = Some(dir);
         p
@@ -155,6 +161,7 @@ pub fn build(
         bail!("unable to prepare context: path {:?} not found", a.context);
     }
     let dockerfile = match a.file.as_deref() {
+        _ if dockerfile_content.is_some() => None,
         Some("-") => {
             let mut s = String::new();
             if a.context != "-" {
@@ -339,4 +346,29 @@ pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
         crate::output::human_size(report.bytes_freed)
     );
     Ok(())
+}
+
+/// Whether a build context read from stdin is an archive (gzip, bzip2, xz
+/// or zstd compressed, or a tar by its header), as docker tells a context
+/// from a Dockerfile.
+fn is_archive(data: &[u8]) -> bool {
+    const MAGIC: [&[u8]; 4] = [
+        &[0x1f, 0x8b],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z', 0x00],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+    ];
+    MAGIC.iter().any(|m| data.starts_with(m)) || data.get(257..262).is_some_and(|u| u == b"ustar")
+}
+
+#[cfg(test)]
+mod stdin_tests {
+    #[test]
+    fn a_dockerfile_is_not_an_archive() {
+        assert!(!super::is_archive(b"FROM busybox\nRUN true\n"));
+        assert!(super::is_archive(&[0x1f, 0x8b, 8, 0]));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(super::is_archive(&tar));
+    }
 }
