@@ -695,3 +695,74 @@ fn update_changes_a_running_containers_limits() {
     assert_eq!(b.run(&["inspect", "-f", recorded, "upd"]).ok().trim(), want);
     b.run(&["rm", "-f", "upd", "upd-rm"]).ok();
 }
+
+/// docker's `cp` forms: `CONTAINER:SRC -` writes a tar to stdout, `-
+/// CONTAINER:DIR` extracts one from stdin, `SRC/.` copies a directory's
+/// contents, and a destination that must exist does not get made up (a
+/// `DIR/` that is not there, a missing parent; docker refuses both).
+#[test]
+fn cp_dash_and_dot_forms() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "cpf",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && sleep 1000",
+    ])
+    .ok();
+    for _ in 0..100 {
+        if b.run(&["exec", "cpf", "test", "-f", "/d/sub/b"]).code() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A tar on stdout: one entry, the file under its base name.
+    let out = b.run(&["cp", "cpf:/d/a", "-"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let tar_path = b.path("a.tar");
+    std::fs::write(&tar_path, &out.out.stdout).unwrap();
+    let list = std::process::Command::new("tar")
+        .args(["-tf", tar_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&list.stdout), "a\n");
+    // A tar from stdin into a directory.
+    let from = b.path("from");
+    std::fs::create_dir_all(&from).unwrap();
+    std::fs::write(from.join("h"), "hi\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C", from.to_str().unwrap(), "h"])
+        .output()
+        .unwrap();
+    b.run_stdin(&["cp", "-", "cpf:/d/"], &tar.stdout).ok();
+    assert_eq!(b.run(&["exec", "cpf", "cat", "/d/h"]).ok(), "hi\n");
+    let err = b.run_stdin(&["cp", "-", "cpf:/d/a"], &tar.stdout).fails(1);
+    assert!(err.contains("not a directory"), "{err}");
+    // DIR/. : the contents, into an existing directory.
+    let into = b.path("into");
+    std::fs::create_dir_all(&into).unwrap();
+    b.run(&["cp", "cpf:/d/.", into.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::read_to_string(into.join("sub/b")).unwrap(), "b\n");
+    assert!(!into.join("d").exists());
+    b.run(&["exec", "cpf", "mkdir", "/e"]).ok();
+    b.run(&["cp", &format!("{}/.", from.display()), "cpf:/e"])
+        .ok();
+    assert_eq!(b.run(&["exec", "cpf", "cat", "/e/h"]).ok(), "hi\n");
+    // Destinations that are not there.
+    let f = from.join("h");
+    let f = f.to_str().unwrap();
+    let err = b.run(&["cp", f, "cpf:/nonexist/dir/"]).fails(1);
+    assert!(err.contains("must exist"), "{err}");
+    let err = b.run(&["cp", f, "cpf:/nonexist/f"]).fails(1);
+    assert!(err.contains("Could not find the file /nonexist"), "{err}");
+    assert_ne!(b.run(&["exec", "cpf", "test", "-e", "/nonexist"]).code(), 0);
+    let missing = format!("{}/", b.path("missing").display());
+    let err = b.run(&["cp", "cpf:/d/a", &missing]).fails(1);
+    assert!(err.contains("must exist"), "{err}");
+    b.run(&["rm", "-f", "cpf"]).ok();
+}

@@ -943,18 +943,28 @@ impl Engine {
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| stat.name.clone());
-        let mut items = vec![Mapped::InRoot {
-            root: tree.clone(),
-            rel: real.as_bytes().to_vec(),
-            name: name.as_bytes().to_vec(),
-        }];
+        // An empty name: the directory's contents, without itself.
+        let contents = name.is_empty() && stat.is_dir();
+        let mut items = Vec::new();
+        if !contents {
+            items.push(Mapped::InRoot {
+                root: tree.clone(),
+                rel: real.as_bytes().to_vec(),
+                name: name.as_bytes().to_vec(),
+            });
+        }
         if stat.is_dir() {
             let strip = if real.is_empty() { 0 } else { real.len() + 1 };
             tree.walk(&real, &mut |child, st| {
+                let rest = &child[strip..];
                 items.push(Mapped::InRoot {
                     root: tree.clone(),
                     rel: child.as_bytes().to_vec(),
-                    name: format!("{name}/{}", &child[strip..]).into_bytes(),
+                    name: if contents {
+                        rest.as_bytes().to_vec()
+                    } else {
+                        format!("{name}/{rest}").into_bytes()
+                    },
                 });
                 Ok(berth_store::inroot::is_dir(st))
             })
@@ -1002,23 +1012,43 @@ impl Engine {
     }
 
     /// `cp CONTAINER:SRC DEST`: [`Engine::archive_get`] written onto the
-    /// host. Nothing on the host is removed: a directory where a file would
-    /// go (or the reverse) is docker's "cannot overwrite" error, and files
-    /// named `.wh.*` are copied as files.
+    /// host, by docker's rules: into an existing directory the source keeps
+    /// its name (`SRC/.` copies the directory's contents), a `DEST/` that
+    /// does not exist is an error, and so is a missing parent. Nothing on
+    /// the host is removed: a directory where a file would go (or the
+    /// reverse) is docker's "cannot overwrite" error, and files named
+    /// `.wh.*` are copied as files.
     pub fn cp_from(&self, q: &str, src: &str, dest: &Path, follow: bool) -> Result<()> {
+        let contents = src.ends_with("/.") || src == ".";
         let base = Path::new(src)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "root".into());
-        // docker cp: into an existing directory the source keeps its name.
+        let dest_s = dest.to_string_lossy();
         let (out_dir, name) = if dest.is_dir() {
-            (dest.to_path_buf(), base)
-        } else {
             (
-                dest.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf(),
+                dest.to_path_buf(),
+                if contents { String::new() } else { base },
+            )
+        } else {
+            if dest_s.ends_with('/') {
+                return Err(EngineError::Invalid(format!(
+                    "destination directory {dest_s:?} must exist"
+                )));
+            }
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            if !parent.is_dir() {
+                return Err(EngineError::Invalid(format!(
+                    "destination directory {:?} must exist",
+                    parent.display().to_string()
+                )));
+            }
+            (
+                parent,
                 dest.file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or(base),
@@ -1030,31 +1060,37 @@ impl Engine {
                     EngineError::PathNotFound(m) => EngineError::Invalid(m),
                     e => e,
                 })?;
-        let target = out_dir.join(&name);
-        if let Ok(m) = std::fs::symlink_metadata(&target)
-            && m.is_dir() != stat.is_dir()
-        {
-            return Err(EngineError::Invalid(if m.is_dir() {
-                format!(
-                    "cannot overwrite directory {:?} with non-directory {src:?}",
-                    target.display().to_string()
-                )
-            } else {
-                format!(
-                    "cannot overwrite non-directory {:?} with directory {src:?}",
-                    target.display().to_string()
-                )
-            }));
+        if !name.is_empty() {
+            let target = out_dir.join(&name);
+            if let Ok(m) = std::fs::symlink_metadata(&target)
+                && m.is_dir() != stat.is_dir()
+            {
+                return Err(EngineError::Invalid(if m.is_dir() {
+                    format!(
+                        "cannot overwrite directory {:?} with non-directory {src:?}",
+                        target.display().to_string()
+                    )
+                } else {
+                    format!(
+                        "cannot overwrite non-directory {:?} with directory {src:?}",
+                        target.display().to_string()
+                    )
+                }));
+            }
         }
-        std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io("mkdir", &out_dir, e))?;
         berth_store::archive::apply::apply(&out_dir, &tar[..], &cp_apply_options())?;
         Ok(())
     }
 
-    /// `cp SRC CONTAINER:DEST`, written inside the container's root.
+    /// `cp SRC CONTAINER:DEST`, written inside the container's root, by
+    /// docker's rules (see [`Engine::cp_from`]): the destination's parent
+    /// must exist, `DEST/` must be an existing directory, a directory
+    /// cannot replace a file.
     pub fn cp_into(&self, src: &Path, q: &str, dest: &str) -> Result<()> {
         let c = self.find(q)?;
         let md = std::fs::symlink_metadata(src).map_err(|e| EngineError::io("stat", src, e))?;
+        let src_s = src.to_string_lossy();
+        let contents = md.is_dir() && (src_s.ends_with("/.") || src_s == ".");
         let root = self.cp_root(&c)?;
         let r = root.open()?;
         let base = src
@@ -1067,8 +1103,23 @@ impl Engine {
                 .map(|m| m.is_dir())
                 .unwrap_or(false)
         });
+        let not_found =
+            |p: &str| EngineError::Invalid(format!("Could not find the file {p} in container {q}"));
         let (dir, name) = match existing_dir {
-            Some(true) => (dest.to_string(), base),
+            Some(true) => (
+                dest.to_string(),
+                if contents { String::new() } else { base },
+            ),
+            Some(false) if md.is_dir() => {
+                return Err(EngineError::Invalid(format!(
+                    "cannot overwrite non-directory {dest:?} with directory {src_s:?}"
+                )));
+            }
+            None if dest.ends_with('/') => {
+                return Err(EngineError::Invalid(format!(
+                    "destination directory {dest:?} must exist in container {q}"
+                )));
+            }
             _ => {
                 let p = Path::new(dest);
                 (
@@ -1082,22 +1133,23 @@ impl Engine {
                 )
             }
         };
-        use std::os::unix::fs::PermissionsExt;
-        let h = r
-            .mkdir_all(&dir, &std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| {
-                EngineError::Invalid(format!(
-                    "Could not find the file {dir} in container {q}: {e}"
-                ))
-            })?;
+        let h = r.resolve(&dir).map_err(|_| not_found(&dir))?;
         let fd: std::os::fd::OwnedFd = h.into();
         let target = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        let mut items = vec![berth_store::archive::diff::Mapped::Path {
-            src: src.to_path_buf(),
-            name: name.as_bytes().to_vec(),
-        }];
-        if md.is_dir() {
-            collect(src, &name, &mut items)?;
+        if !target.is_dir() {
+            return Err(not_found(&dir));
+        }
+        let mut items = Vec::new();
+        if name.is_empty() {
+            collect_contents(src, &mut items)?;
+        } else {
+            items.push(berth_store::archive::diff::Mapped::Path {
+                src: src.to_path_buf(),
+                name: name.as_bytes().to_vec(),
+            });
+            if md.is_dir() {
+                collect(src, &name, &mut items)?;
+            }
         }
         let tar = berth_store::archive::diff::write_mapped(
             &items,
@@ -1202,6 +1254,28 @@ fn cp_apply_options() -> berth_store::archive::apply::ApplyOptions {
         keep_types: true,
         ..Default::default()
     }
+}
+
+/// The entries under `dir`, named relative to it (`cp DIR/. …`).
+fn collect_contents(dir: &Path, out: &mut Vec<berth_store::archive::diff::Mapped>) -> Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| EngineError::io("readdir", dir, e))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        let name = n.to_string_lossy().into_owned();
+        out.push(berth_store::archive::diff::Mapped::Path {
+            src: p.clone(),
+            name: name.as_bytes().to_vec(),
+        });
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            collect(&p, &name, out)?;
+        }
+    }
+    Ok(())
 }
 
 fn collect(

@@ -1404,7 +1404,19 @@ fn split_container_path(s: &str) -> Option<(&str, &str)> {
 
 /// `cp`.
 pub fn cp(engine: &Engine, a: CpArgs) -> anyhow::Result<()> {
+    let daemon = |e: EngineError| exit_err(1, format!("Error response from daemon: {e}"));
     match (split_container_path(&a.src), split_container_path(&a.dest)) {
+        // docker: `-` is a tar stream on stdout or stdin.
+        (Some((c, p)), None) if a.dest == "-" => {
+            let (_, tar) = engine.archive_get(c, p, a.follow_link).map_err(daemon)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&tar)?;
+            out.flush()?;
+            Ok(())
+        }
+        (None, Some((c, p))) if a.src == "-" => engine
+            .archive_put(c, p, std::io::stdin().lock())
+            .map_err(daemon),
         (Some((c, p)), None) => engine
             .cp_from(c, p, std::path::Path::new(&a.dest), a.follow_link)
             .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
