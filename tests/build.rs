@@ -1146,3 +1146,63 @@ fn build_reads_a_plain_dockerfile_from_stdin() {
         "{err}"
     );
 }
+
+/// docker's history of a build: one row per instruction, ARG and WORKDIR
+/// included (empty where they made no layer), each size against its own
+/// step, RUN rows prefixed with the build args in use (`|1 V=2 …`), and
+/// the default PATH in the config when the base sets none.
+#[test]
+fn build_history_rows_as_docker_writes_them() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let ctx = b.path("hist");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("data.txt"), "12345\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG V=1\nWORKDIR /app\nCOPY data.txt .\nRUN echo $V > /v\nWORKDIR /app\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    b.run(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "V=2",
+        "-t",
+        "hist",
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let rows = b
+        .run(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}\t{{.Size}}",
+            "hist",
+        ])
+        .ok();
+    let rows: Vec<&str> = rows.lines().take(6).collect();
+    assert_eq!(
+        rows,
+        [
+            "/bin/sh -c #(nop)  CMD [\"sh\"]\t0B",
+            "/bin/sh -c #(nop)  WORKDIR /app\t0B",
+            "|1 V=2 /bin/sh -c echo $V > /v\t2B",
+            "/bin/sh -c #(nop) COPY data.txt .\t6B",
+            "/bin/sh -c #(nop)  WORKDIR /app\t0B",
+            "/bin/sh -c #(nop)  ARG V=1\t0B",
+        ]
+    );
+    // scratch sets no PATH; the builders add theirs.
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY data.txt /\n").unwrap();
+    b.run(&["build", "-q", "-t", "nopath", ctx.to_str().unwrap()])
+        .ok();
+    let env = b
+        .run(&["image", "inspect", "-f", "{{json .Config.Env}}", "nopath"])
+        .ok();
+    assert!(
+        env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{env}"
+    );
+}

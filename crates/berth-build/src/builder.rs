@@ -728,6 +728,14 @@ impl<'a> Builder<'a> {
             }
         };
         self.done(v, t);
+        // docker's builders give every stage a PATH when its base has none.
+        {
+            let c = st.config.config_mut();
+            let env = c.env.get_or_insert_with(Vec::new);
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.insert(0, format!("PATH={}", berth_spec::DEFAULT_PATH));
+            }
+        }
         let mut state = StageState::default();
         // ARGs in scope for this stage, with values.
         let mut args: BTreeMap<String, String> = BTreeMap::new();
@@ -768,6 +776,25 @@ impl<'a> Builder<'a> {
             let text = cmd.node.original.trim().to_string();
             match &inst {
                 Instruction::Arg(decls) => {
+                    // docker: a history row of its own, no layer.
+                    let created_by = format!(
+                        "/bin/sh -c #(nop)  ARG {}",
+                        decls
+                            .iter()
+                            .map(|d| match &d.default {
+                                Some(v) => format!("{}={v}", d.name),
+                                None => d.name.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                    st.config.history.push(History {
+                        created: Some(created(opts)),
+                        created_by: Some(created_by.clone()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
+                    st.key = cache::key(&st.key, &created_by, &Inputs::default());
                     for d in decls {
                         let val = opts
                             .build_args
@@ -1104,7 +1131,14 @@ impl<'a> Builder<'a> {
         }
         // History reads as docker's classic builder wrote it: the command itself.
         let parent_key = st.key.clone();
-        let mut next = self.commit_snapshot(&snap, st, &shown, opts)?;
+        // docker: the build args in use prefix the command (`|1 V=1 …`).
+        let history = if args.is_empty() {
+            shown.clone()
+        } else {
+            let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("|{} {} {shown}", kv.len(), kv.join(" "))
+        };
+        let mut next = self.commit_snapshot(&snap, st, &history, opts)?;
         next.key = key.clone();
         self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
         self.done(v, t);
@@ -1504,10 +1538,14 @@ impl<'a> Builder<'a> {
         unmount(&mnt);
         r.map_err(|e| step_err(file, cmd, format!("mkdir {dir}: {e}")))?;
         let parent_key = st.key.clone();
-        let mut next = self.commit_snapshot(&snap, st, &format!("WORKDIR {dir}"), opts)?;
-        // A WORKDIR that created nothing is metadata only: drop the history row
-        // commit_snapshot added; dispatch adds the WORKDIR one.
-        next.config.history.pop();
+        // One history row, docker's words: with the layer of the directory
+        // it made, or empty.
+        let mut next = self.commit_snapshot(
+            &snap,
+            st,
+            &format!("/bin/sh -c #(nop)  WORKDIR {dir}"),
+            opts,
+        )?;
         next.key = key.clone();
         self.remember(
             &key,
