@@ -766,3 +766,83 @@ fn cp_dash_and_dot_forms() {
     assert!(err.contains("must exist"), "{err}");
     b.run(&["rm", "-f", "cpf"]).ok();
 }
+
+/// docker's inspect of a container: HostConfig.Binds holds the `-v` binds
+/// and named volumes as given, HostConfig.Tmpfs the `--tmpfs` mounts,
+/// MemorySwap twice `-m`; `.Mounts` lists binds and volumes (not --tmpfs)
+/// by destination with Mode, RW, Propagation and a volume's Driver; the
+/// SELinux/AppArmor fields are there; a started container's exit code is 0.
+#[test]
+fn inspect_documents_what_docker_shows() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let src = b.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let bind = format!("{}:/src:ro", src.display());
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "ins",
+        "-m",
+        "64m",
+        "-v",
+        &bind,
+        "-v",
+        "named1:/named",
+        "-v",
+        "/anon",
+        "--tmpfs",
+        "/tm:size=1m",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let doc: serde_json::Value = serde_json::from_str(&b.run(&["inspect", "ins"]).ok()).unwrap();
+    let d = &doc[0];
+    let hc = &d["HostConfig"];
+    assert_eq!(hc["Binds"], serde_json::json!([bind, "named1:/named"]));
+    assert_eq!(hc["Tmpfs"], serde_json::json!({"/tm": "size=1m"}));
+    assert_eq!(hc["Memory"], 64 << 20);
+    assert_eq!(hc["MemorySwap"], 128 << 20);
+    assert_eq!(hc["LogConfig"]["Type"], "json-file");
+    let mounts = d["Mounts"].as_array().unwrap();
+    let dests: Vec<&str> = mounts
+        .iter()
+        .map(|m| m["Destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(dests, ["/anon", "/named", "/src"]);
+    assert_eq!(mounts[1]["Driver"], "local");
+    assert_eq!(mounts[1]["Mode"], "z");
+    assert_eq!(mounts[2]["Mode"], "ro");
+    assert_eq!(mounts[2]["RW"], false);
+    assert_eq!(mounts[2]["Propagation"], "rprivate");
+    for k in ["AppArmorProfile", "MountLabel", "ProcessLabel"] {
+        assert_eq!(d[k], "", "{k}");
+    }
+    assert!(d.get("ExecIDs").is_some());
+
+    // Exits 3 the first time, runs on the second.
+    b.run(&[
+        "run",
+        "--name",
+        "ins-exit",
+        "busybox",
+        "sh",
+        "-c",
+        "test -f /x && exec sleep 1000; touch /x; exit 3",
+    ])
+    .fails(3);
+    b.run(&["start", "ins-exit"]).ok();
+    let st = b
+        .run(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            "ins-exit",
+        ])
+        .ok();
+    assert_eq!(st.trim(), "true 0");
+    b.run(&["rm", "-f", "ins", "ins-exit"]).ok();
+}

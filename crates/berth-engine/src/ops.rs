@@ -810,12 +810,73 @@ impl Engine {
             "Driver": self.store.snapshots.driver().name(),
             "Platform": "linux",
             "HostConfig": host_config,
-            "Mounts": c.mounts,
+            "Mounts": mounts_doc(c),
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "MountLabel": "",
+            "ProcessLabel": "",
             "Config": c.config,
             "GraphDriver": {"Name": self.store.snapshots.driver().name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},
             "NetworkSettings": network_settings,
         })
     }
+}
+
+/// docker's `Mounts` of a container: its binds and volumes (not the
+/// `--tmpfs` mounts, which docker lists only in `HostConfig.Tmpfs`), with
+/// Mode, RW, Propagation and a volume's Driver, by destination.
+fn mounts_doc(c: &Container) -> Value {
+    let mut ms: Vec<&container::MountPoint> = c
+        .mounts
+        .iter()
+        .filter(|m| !(m.typ == "tmpfs" && c.host_config.tmpfs.contains_key(&m.destination)))
+        .collect();
+    ms.sort_by(|a, b| a.destination.cmp(&b.destination));
+    Value::Array(
+        ms.into_iter()
+            .map(|m| {
+                let mode = m
+                    .options
+                    .iter()
+                    .filter(|o| !o.starts_with("size=") && !o.starts_with("mode="))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",");
+                match m.typ.as_str() {
+                    "volume" => {
+                        let anonymous = m.name.len() == 64
+                            && m.name.bytes().all(|b| b.is_ascii_hexdigit());
+                        json!({
+                            "Type": "volume",
+                            "Name": m.name,
+                            "Source": m.source,
+                            "Destination": m.destination,
+                            "Driver": "local",
+                            "Mode": if mode.is_empty() && !anonymous { "z".to_string() } else { mode },
+                            "RW": m.rw,
+                            "Propagation": "",
+                        })
+                    }
+                    "bind" => json!({
+                        "Type": "bind",
+                        "Source": m.source,
+                        "Destination": m.destination,
+                        "Mode": if mode.is_empty() && !m.rw { "ro".to_string() } else { mode },
+                        "RW": m.rw,
+                        "Propagation": "rprivate",
+                    }),
+                    _ => json!({
+                        "Type": m.typ,
+                        "Source": m.source,
+                        "Destination": m.destination,
+                        "Mode": "",
+                        "RW": m.rw,
+                        "Propagation": "",
+                    }),
+                }
+            })
+            .collect(),
+    )
 }
 
 fn tempdir_in(parent: &Path) -> Result<std::path::PathBuf> {

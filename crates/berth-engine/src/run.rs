@@ -192,6 +192,26 @@ impl Engine {
         if host.network_mode.is_empty() || host.network_mode == "default" {
             host.network_mode = default_network();
         }
+        // What docker's HostConfig records: the `-v` binds and named
+        // volumes as given, the --tmpfs mounts, and a swap limit of twice
+        // the memory when only --memory was set.
+        if host.binds.is_empty() {
+            host.binds = req
+                .volumes
+                .iter()
+                .filter(|v| v.contains(':'))
+                .cloned()
+                .collect();
+        }
+        if host.tmpfs.is_empty() {
+            for t in &req.tmpfs {
+                let (dst, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+                host.tmpfs.insert(dst.to_string(), opts.to_string());
+            }
+        }
+        if host.memory > 0 && host.memory_swap == 0 {
+            host.memory_swap = host.memory.saturating_mul(2);
+        }
         let mut c = Container {
             id: id.clone(),
             name,
@@ -415,6 +435,9 @@ impl Engine {
         c.state.started_at = now();
         c.state.finished_at = "0001-01-01T00:00:00Z".into();
         c.state.error.clear();
+        // docker: a running container has no exit code yet.
+        c.state.exit_code = 0;
+        c.state.oom_killed = false;
         self.container_event(c, "start", &[]);
         Ok(pid)
     }
