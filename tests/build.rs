@@ -1206,3 +1206,31 @@ fn build_history_rows_as_docker_writes_them() {
         "{env}"
     );
 }
+
+/// BuildKit's side of Dockerfile edge cases: a RUN with nothing to run
+/// builds, a Latin-1 byte in a comment does not stop the build, and
+/// `--check` refuses a FROM whose image reference is invalid or blank.
+#[test]
+fn dockerfile_edge_cases_as_buildkit() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = b.path("edge");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut src = b"FROM busybox\n# caf\xe9\nRUN\nRUN []\nRUN echo ok > /ok\n".to_vec();
+    src.extend_from_slice(b"RUN \\\n");
+    std::fs::write(d.join("Dockerfile"), &src).unwrap();
+    build(&b, &d, &["-q", "-t", "edge"]).ok();
+    assert_eq!(b.run(&["run", "--rm", "edge", "cat", "/ok"]).ok(), "ok\n");
+
+    std::fs::write(d.join("Dockerfile"), "FROM BASEIMAGE\n").unwrap();
+    let err = build(&b, &d, &["--check"]).fails(1);
+    assert!(
+        err.contains("Dockerfile:1") && err.contains("invalid reference format"),
+        "{err}"
+    );
+    std::fs::write(d.join("Dockerfile"), "ARG EMPTY\nFROM ${EMPTY}\n").unwrap();
+    let err = build(&b, &d, &["--check"]).fails(1);
+    assert!(err.contains("should not be blank"), "{err}");
+    std::fs::write(d.join("Dockerfile"), "FROM busybox AS base\nFROM base\n").unwrap();
+    build(&b, &d, &["--check"]).ok();
+}

@@ -124,12 +124,16 @@ impl BuildOptions {
             return Ok(c.clone());
         }
         let p = self.dockerfile_path();
-        std::fs::read_to_string(&p).map_err(|e| {
-            BuildError::Other(format!(
-                "failed to read dockerfile: open {}: {e}",
-                p.display()
-            ))
-        })
+        // A byte that is not UTF-8 (a Latin-1 comment) does not stop the
+        // build, as it does not stop BuildKit's.
+        std::fs::read(&p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| {
+                BuildError::Other(format!(
+                    "failed to read dockerfile: open {}: {e}",
+                    p.display()
+                ))
+            })
     }
 }
 

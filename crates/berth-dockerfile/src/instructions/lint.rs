@@ -95,8 +95,9 @@ const PLATFORM_ARGS: &[&str] = &[
 ];
 
 /// Whether an ARG or ENV name looks like it holds a secret: one of BuildKit's
-/// words (`token`, `password`, …) as a whole `_`/`-`-separated part of the
-/// name, unless the name also says `public`.
+/// words (`token`, `password`, …) as a whole `_`-separated part of the name
+/// (BuildKit's `(?:_|^)word(?:_|$)`: `API-KEY` and `KEY1` are not), unless
+/// a part is one of its allowed words (`public`, `file`, `version`).
 fn looks_secret(name: &str) -> bool {
     const WORDS: &[&str] = &[
         "apikey",
@@ -111,11 +112,9 @@ fn looks_secret(name: &str) -> bool {
         "token",
     ];
     let lower = name.to_ascii_lowercase();
-    let parts: Vec<&str> = lower
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|p| !p.is_empty())
-        .collect();
-    !parts.contains(&"public") && parts.iter().any(|p| WORDS.contains(p))
+    let parts: Vec<&str> = lower.split('_').collect();
+    const ALLOWED: &[&str] = &["public", "file", "version"];
+    !parts.iter().any(|p| ALLOWED.contains(p)) && parts.iter().any(|p| WORDS.contains(p))
 }
 
 /// Variables a word refers to (all of them, set or not).
@@ -129,8 +128,42 @@ fn referenced(lex: &Lex, word: &str) -> Vec<String> {
     seen.into_inner()
 }
 
+/// BuildKit recommends JSON arguments only while the default shell is in
+/// use: after a `SHELL` (in the stage, or in the stage it is built on) a
+/// shell-form CMD or ENTRYPOINT is what the author chose.
+fn drop_json_args_after_shell(df: &Dockerfile, out: &mut Vec<Warning>) {
+    // Per stage: the line from which a SHELL is in force (0: all of it).
+    let mut from_line: Vec<Option<usize>> = Vec::new();
+    for (i, stage) in df.stages.iter().enumerate() {
+        let inherited = df.stages[..i].iter().zip(&from_line).any(|(s, f)| {
+            f.is_some()
+                && s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&stage.base))
+        });
+        let own = stage
+            .commands
+            .iter()
+            .find(|l| matches!(l.inst, Instruction::Shell(_)))
+            .map(|l| l.node.start_line);
+        from_line.push(if inherited { Some(0) } else { own });
+    }
+    out.retain(|w| {
+        if w.rule != "JSONArgsRecommended" {
+            return true;
+        }
+        let in_force = df.stages.iter().zip(&from_line).any(|(s, f)| {
+            let start = s.from.node.start_line;
+            let end = s.commands.last().map_or(start, |l| l.node.end_line);
+            f.is_some_and(|f| w.line >= start && w.line <= end && w.line > f.max(start))
+        });
+        !in_force
+    });
+}
+
 /// Runs the whole-file rules; findings are appended to `out`.
 pub(super) fn check(df: &Dockerfile, out: &mut Vec<Warning>) {
+    drop_json_args_after_shell(df, out);
     let lex = Lex::new(df.escape);
     let meta: Vec<&str> = df
         .meta_args
@@ -226,21 +259,23 @@ fn secrets(inst: &Instruction, line: usize, warn: &mut impl FnMut(&'static str, 
 }
 
 fn stage_rules(stage: &Stage, warn: &mut impl FnMut(&'static str, usize, String)) {
-    let mut absolute_workdir = false;
+    let mut workdir_set = false;
     for (i, l) in stage.commands.iter().enumerate() {
         let line = l.node.start_line;
         secrets(&l.inst, line, warn);
         match &l.inst {
             Instruction::Workdir(p) => {
-                // Variables may well hold an absolute path; only literal
-                // relative paths are flagged, as BuildKit does after expansion.
+                // BuildKit looks at the first WORKDIR of a stage only, its
+                // quotes removed. Variables may well hold an absolute path;
+                // only literal relative paths are flagged.
+                let first = !workdir_set;
+                workdir_set = true;
+                let p = p.trim_matches(|c| c == '"' || c == '\'');
                 let drive = p.len() >= 3
                     && p.as_bytes()[0].is_ascii_alphabetic()
                     && p.as_bytes()[1] == b':'
                     && matches!(p.as_bytes()[2], b'\\' | b'/');
-                if p.starts_with('/') || p.starts_with('$') || drive {
-                    absolute_workdir = true;
-                } else if !absolute_workdir {
+                if first && !(p.starts_with('/') || p.starts_with('$') || drive) {
                     warn(
                         "WorkdirRelativePath",
                         line,
@@ -320,12 +355,21 @@ mod tests {
             "GITHUB_TOKEN",
             "password",
             "AWS_SECRET_ACCESS_KEY",
-            "api-key",
             "AUTH",
         ] {
             assert!(looks_secret(yes), "{yes}");
         }
-        for no in ["AUTHOR", "TOKENIZER_DIR", "PUBLIC_KEY", "PATH", "KEYBOARD"] {
+        for no in [
+            "AUTHOR",
+            "TOKENIZER_DIR",
+            "PUBLIC_KEY",
+            "PATH",
+            "KEYBOARD",
+            "api-key",
+            "KEY1",
+            "SSH_KEY_FILE",
+            "TOKEN_VERSION",
+        ] {
             assert!(!looks_secret(no), "{no}");
         }
     }

@@ -710,11 +710,18 @@ fn from_node(n: &Node, warnings: &mut Vec<Warning>) -> Result<Instruction, Strin
             }
         }
         "run" => {
-            if n.args.is_empty() {
-                return Err("RUN requires at least one argument".into());
-            }
+            // BuildKit takes a RUN with nothing to run (`RUN`, `RUN \` at
+            // the end, `RUN []`): the shell runs an empty command.
+            let cmd = if n.args.is_empty() {
+                Command {
+                    args: Vec::new(),
+                    prepend_shell: true,
+                }
+            } else {
+                Command::from_node(n)
+            };
             Instruction::Run(RunArgs {
-                cmd: Command::from_node(n),
+                cmd,
                 mounts: f.multi("mount"),
                 network: f.str("network"),
                 security: f.str("security"),
@@ -757,7 +764,16 @@ fn from_node(n: &Node, warnings: &mut Vec<Warning>) -> Result<Instruction, Strin
             }
             Instruction::Env(key_values(n, "ENV")?)
         }
-        "label" => Instruction::Label(key_values(n, "LABEL")?),
+        "label" => {
+            if n.args.len() == 3 && n.args[2].is_empty() {
+                warnings.push(Warning {
+                    rule: "LegacyKeyValueFormat",
+                    msg: "\"LABEL key=value\" should be used instead of legacy \"LABEL key value\" format".into(),
+                    line: n.start_line,
+                });
+            }
+            Instruction::Label(key_values(n, "LABEL")?)
+        }
         "arg" => {
             if n.args.is_empty() {
                 return Err("ARG requires at least one argument".into());

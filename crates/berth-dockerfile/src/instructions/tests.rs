@@ -190,3 +190,58 @@ fn single_instruction_for_changes() {
     );
     assert!(parse_instruction("NOPE x").is_err());
 }
+
+/// BuildKit's parser takes a RUN with nothing to run.
+#[test]
+fn run_with_nothing_to_run() {
+    for src in ["FROM a\nRUN\n", "FROM a\nRUN \\\n", "FROM a\nRUN []\n"] {
+        let d = df(src);
+        match &d.stages[0].commands[0].inst {
+            Instruction::Run(r) => {
+                assert!(r.cmd.prepend_shell, "{src:?}");
+                assert_eq!(r.cmd.argv(&["/bin/sh".into(), "-c".into()]).len(), 3);
+            }
+            other => panic!("{src:?}: {other:?}"),
+        }
+    }
+}
+
+fn rules(src: &str) -> Vec<(&'static str, usize)> {
+    df(src).warnings.iter().map(|w| (w.rule, w.line)).collect()
+}
+
+/// BuildKit's check rules where they differ from the obvious reading.
+#[test]
+fn check_rules_as_buildkit_applies_them() {
+    // No JSONArgsRecommended once a SHELL is in force (also in a stage
+    // built on one that set it).
+    let r = rules(
+        "FROM a AS s\nCMD echo 1\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo 2\nFROM s\nCMD echo 3\n",
+    );
+    assert_eq!(
+        r.iter()
+            .filter(|(n, _)| *n == "JSONArgsRecommended")
+            .collect::<Vec<_>>(),
+        [&("JSONArgsRecommended", 2)]
+    );
+    // WorkdirRelativePath: the first WORKDIR of a stage only, unquoted.
+    let r = rules("FROM a\nWORKDIR \"app\"\nWORKDIR sub\nFROM a\nWORKDIR /abs\nWORKDIR rel\n");
+    assert_eq!(
+        r.iter()
+            .filter(|(n, _)| *n == "WorkdirRelativePath")
+            .collect::<Vec<_>>(),
+        [&("WorkdirRelativePath", 2)]
+    );
+    // LegacyKeyValueFormat for LABEL too.
+    assert!(rules("FROM a\nLABEL k v\n").contains(&("LegacyKeyValueFormat", 2)));
+    // Secret names: whole `_`-separated words, `public` exempt.
+    let r = rules(
+        "FROM a\nARG GITHUB_TOKEN\nARG API-KEY\nARG KEY1\nARG PUBLIC_KEY\nENV DB_PASSWORD=x\n",
+    );
+    let lines: Vec<usize> = r
+        .iter()
+        .filter(|(n, _)| *n == "SecretsUsedInArgOrEnv")
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(lines, [2, 6]);
+}

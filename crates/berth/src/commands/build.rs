@@ -289,6 +289,14 @@ fn check(name: &str, src: &str) -> anyhow::Result<()> {
             .into());
         }
     };
+    if let Some((line, msg)) = bad_base(&df) {
+        print!("{}", snippet(src, line, line));
+        return Err(ExitError {
+            code: 1,
+            msg: format!("ERROR: {name}:{line}: {msg}"),
+        }
+        .into());
+    }
     for w in &df.warnings {
         println!("WARNING: {} - {}", w.rule, lint::rule_url(w.rule));
         println!("{}", w.msg);
@@ -309,6 +317,51 @@ fn check(name: &str, src: &str) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// BuildKit's check of each FROM: the base, its ARGs expanded with their
+/// defaults, is an earlier stage, `scratch`, or an image reference; not
+/// blank. The first bad one: (line, message).
+fn bad_base(df: &berth_dockerfile::instructions::Dockerfile) -> Option<(usize, String)> {
+    use berth_dockerfile::instructions::Instruction;
+    let mut env: Vec<String> = Vec::new();
+    for a in &df.meta_args {
+        if let Instruction::Arg(decls) = &a.inst {
+            for d in decls {
+                if let Some(v) = &d.default {
+                    env.push(format!("{}={v}", d.name));
+                }
+            }
+        }
+    }
+    let lex = berth_dockerfile::shell::Lex::new(df.escape);
+    for (i, stage) in df.stages.iter().enumerate() {
+        let line = stage.from.node.start_line;
+        let base = lex
+            .process_word(&stage.base, &berth_dockerfile::shell::env_lookup(&env))
+            .unwrap_or_else(|_| stage.base.clone());
+        if base.trim().is_empty() {
+            return Some((
+                line,
+                format!("base name ({}) should not be blank", stage.base),
+            ));
+        }
+        let earlier = df.stages[..i].iter().any(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&base))
+        });
+        if base == "scratch" || earlier {
+            continue;
+        }
+        if let Err(e) = Reference::parse(&base) {
+            return Some((
+                line,
+                format!("failed to parse stage name \"{base}\": invalid reference format: {e}"),
+            ));
+        }
+    }
+    None
 }
 
 /// `builder prune`.
