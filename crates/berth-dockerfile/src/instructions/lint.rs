@@ -179,8 +179,40 @@ pub(super) fn check(df: &Dockerfile, out: &mut Vec<Warning>) {
     for l in &df.meta_args {
         secrets(&l.inst, l.node.start_line, &mut warn);
     }
+    // The global ARGs' defaults, for InvalidDefaultArgInFrom.
+    let defaults: Vec<String> = df
+        .meta_args
+        .iter()
+        .flat_map(|l| match &l.inst {
+            Instruction::Arg(decls) => decls
+                .iter()
+                .filter_map(|d| d.default.as_ref().map(|v| format!("{}={v}", d.name)))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     for stage in &df.stages {
         let line = stage.from.node.start_line;
+        let vars = referenced(&lex, &stage.base);
+        if vars.iter().any(|v| meta.contains(&v.as_str())) {
+            let base = lex
+                .process_word(&stage.base, &crate::shell::env_lookup(&defaults))
+                .unwrap_or_default();
+            let invalid = base.is_empty()
+                || base.ends_with([':', '@', '/'])
+                || base.starts_with([':', '@', '/'])
+                || base.contains(char::is_whitespace);
+            if invalid {
+                warn(
+                    "InvalidDefaultArgInFrom",
+                    line,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        stage.base
+                    ),
+                );
+            }
+        }
         if let Some(n) = &stage.name
             && matches!(n.as_str(), "scratch" | "context")
         {
@@ -351,12 +383,7 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        for yes in [
-            "GITHUB_TOKEN",
-            "password",
-            "AWS_SECRET_ACCESS_KEY",
-            "AUTH",
-        ] {
+        for yes in ["GITHUB_TOKEN", "password", "AWS_SECRET_ACCESS_KEY", "AUTH"] {
             assert!(looks_secret(yes), "{yes}");
         }
         for no in [

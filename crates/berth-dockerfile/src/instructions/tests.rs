@@ -245,3 +245,18 @@ fn check_rules_as_buildkit_applies_them() {
         .collect();
     assert_eq!(lines, [2, 6]);
 }
+
+/// InvalidDefaultArgInFrom: a global ARG whose default leaves FROM empty
+/// or invalid (BuildKit's words), not one with a usable default.
+#[test]
+fn invalid_default_arg_in_from() {
+    let r = rules("ARG TAG\nFROM busybox:${TAG}\n");
+    assert!(r.contains(&("InvalidDefaultArgInFrom", 2)), "{r:?}");
+    let r = rules("ARG IMG\nFROM ${IMG}\n");
+    assert!(r.contains(&("InvalidDefaultArgInFrom", 2)), "{r:?}");
+    let r = rules("ARG TAG=1.36\nFROM busybox:${TAG}\n");
+    assert!(
+        !r.iter().any(|(n, _)| *n == "InvalidDefaultArgInFrom"),
+        "{r:?}"
+    );
+}

@@ -354,6 +354,11 @@ fn bad_base(df: &berth_dockerfile::instructions::Dockerfile) -> Option<(usize, S
         if base == "scratch" || earlier {
             continue;
         }
+        // A base made by ARGs whose defaults do not make a reference is
+        // InvalidDefaultArgInFrom's warning (a build may pass the ARG).
+        if stage.base.contains('$') {
+            continue;
+        }
         if let Err(e) = Reference::parse(&base) {
             return Some((
                 line,
