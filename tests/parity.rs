@@ -846,3 +846,90 @@ fn inspect_documents_what_docker_shows() {
     assert_eq!(st.trim(), "true 0");
     b.run(&["rm", "-f", "ins", "ins-exit"]).ok();
 }
+
+/// docker's flags and words for everyday commands: `exec -w` into a
+/// missing directory exits 126, `ps --format '{{.Label "k"}}'`, `ps -n`,
+/// `ps -s`, `inspect --type` and `-s`, `run --cidfile` (refused when the
+/// file exists), `commit --pause=false`, `logs --details`, `top` with ps
+/// options, `volume rm` of a missing volume, `-v`, and shell completion.
+#[test]
+fn everyday_flags_as_docker() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let cid = b.path("cid");
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "ev1",
+        "-l",
+        "app=web",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; exec sleep 1000",
+    ])
+    .ok();
+    let id = std::fs::read_to_string(&cid).unwrap();
+    assert_eq!(id.len(), 64, "{id}");
+    let err = b
+        .run(&["run", "--cidfile", cid.to_str().unwrap(), "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("Container ID file found"), "{err}");
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id);
+
+    let err = b
+        .run(&["exec", "-w", "/nonexist", "ev1", "true"])
+        .fails(126);
+    assert!(err.contains("chdir to cwd (\"/nonexist\")"), "{err}");
+    assert_eq!(
+        b.run(&["ps", "--format", "{{.Names}} {{.Label \"app\"}}"])
+            .ok(),
+        "ev1 web\n"
+    );
+    b.run(&["create", "--name", "ev2", "busybox", "true"]).ok();
+    assert_eq!(
+        b.run(&["ps", "-n", "1", "--format", "{{.Names}}"]).ok(),
+        "ev2\n"
+    );
+    let sized = b.run(&["ps", "-s"]).ok();
+    assert!(sized.lines().next().unwrap().ends_with("SIZE"), "{sized}");
+    assert!(sized.contains("(virtual "), "{sized}");
+    let s = b
+        .run(&[
+            "inspect",
+            "-s",
+            "-f",
+            "{{.SizeRw}} {{gt .SizeRootFs 0}}",
+            "ev1",
+        ])
+        .ok();
+    assert!(s.trim().ends_with("true"), "{s}");
+    b.run(&["volume", "create", "evvol"]).ok();
+    assert_eq!(
+        b.run(&["inspect", "--type", "volume", "-f", "{{.Name}}", "evvol"])
+            .ok(),
+        "evvol\n"
+    );
+    let err = b.run(&["inspect", "--type", "image", "ev1"]).fails(1);
+    assert!(err.contains("No such image: ev1"), "{err}");
+    b.run(&["commit", "--pause=false", "ev1", "ev1-img"]).ok();
+    for _ in 0..100 {
+        if b.run(&["logs", "ev1"]).ok() == "hello\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(b.run(&["logs", "--details", "ev1"]).ok(), " hello\n");
+    let top = b.run(&["top", "ev1", "-o", "pid,comm"]).ok();
+    assert!(top.starts_with("PID"), "{top}");
+    assert!(top.contains("sleep"), "{top}");
+    let err = b.run(&["volume", "rm", "nope-vol"]).fails(1);
+    assert!(err.contains("get nope-vol: no such volume"), "{err}");
+    assert!(b.run(&["-v"]).ok().starts_with("berth version "));
+    let script = b.run(&["completion", "bash"]).ok();
+    assert!(script.contains("_berth()"), "{script}");
+    b.run(&["rm", "-f", "ev1", "ev2"]).ok();
+}

@@ -98,6 +98,10 @@ pub async fn commit(ctx: &Ctx, req: Req, q: &Query) -> Res {
         .collect();
     let comment = q.get("comment").unwrap_or("").to_string();
     let author = q.get("author").unwrap_or("").to_string();
+    // docker's `pause` defaults to true.
+    let pause = q
+        .get("pause")
+        .is_none_or(|p| !matches!(p, "0" | "false" | "False"));
     let user: Option<ContainerConfig> = crate::route::body_json(req, 1 << 20).await?;
     let id = ctx
         .blocking(move |e| {
@@ -109,7 +113,7 @@ pub async fn commit(ctx: &Ctx, req: Req, q: &Query) -> Res {
                 berth_build::dispatch::apply_change(&mut cfg, ch)
                     .map_err(|err| ApiError::bad_request(format!("changes {ch:?}: {err}")))?;
             }
-            let img = e.commit(&container, name.as_ref(), &comment, &author, &[cfg])?;
+            let img = e.commit(&container, name.as_ref(), &comment, &author, &[cfg], pause)?;
             Ok(img.id.to_string())
         })
         .await?;

@@ -541,8 +541,15 @@ pub async fn update(ctx: &Ctx, req: Req, id: String) -> Res {
 }
 
 /// `GET /containers/{id}/top`.
-pub async fn top(ctx: &Ctx, id: String) -> Res {
-    let (titles, rows) = ctx.blocking(move |e| Ok(e.top(&id)?)).await?;
+pub async fn top(ctx: &Ctx, id: String, q: &Query) -> Res {
+    // `ps_args`: the host's ps options, split as words.
+    let args: Vec<String> = q
+        .get("ps_args")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let (titles, rows) = ctx.blocking(move |e| Ok(e.top_with(&id, &args)?)).await?;
     ok(json!({"Titles": titles, "Processes": rows}))
 }
 
@@ -597,6 +604,8 @@ struct LogSpec {
     stdout: bool,
     stderr: bool,
     timestamps: bool,
+    /// Each line after its attributes (`details`).
+    details: bool,
     tail: Option<usize>,
     since: Option<i64>,
     until: Option<i64>,
@@ -631,10 +640,12 @@ fn stream_log(
             return true;
         }
         let text = v["log"].as_str().unwrap_or("");
+        // `details`: the record's attributes (none) and a space.
+        let details = if spec.details { " " } else { "" };
         let payload = if spec.timestamps {
-            format!("{time} {text}")
+            format!("{time} {details}{text}")
         } else {
-            text.to_string()
+            format!("{details}{text}")
         };
         let chunk = if spec.raw {
             bytes::Bytes::from(payload.into_bytes())
@@ -714,6 +725,7 @@ fn log_spec(q: &Query, tty: bool) -> Result<LogSpec, ApiError> {
         stdout: q.bool("stdout"),
         stderr: q.bool("stderr"),
         timestamps: q.bool("timestamps"),
+        details: q.bool("details"),
         tail: match q.get("tail") {
             None | Some("all") | Some("") => None,
             Some(n) => Some(

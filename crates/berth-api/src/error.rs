@@ -73,7 +73,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let m = e.to_string();
         match e {
-            EngineError::NotFound(_) | EngineError::PathNotFound(_) => Self::not_found(m),
+            EngineError::NotFound(_)
+            | EngineError::PathNotFound(_)
+            | EngineError::VolumeNotFound(_) => Self::not_found(m),
             EngineError::NameInUse { .. } | EngineError::Conflict(_) => Self::conflict(m),
             EngineError::Invalid(_) => Self::bad_request(m),
             EngineError::Store(s) => s.into(),

@@ -175,7 +175,7 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
             (&Method::POST, "unpause") => containers::pause(ctx, id, false).await,
             (&Method::POST, "rename") => containers::rename(ctx, id, q).await,
             (&Method::POST, "update") => containers::update(ctx, req, id).await,
-            (&Method::GET, "top") => containers::top(ctx, id).await,
+            (&Method::GET, "top") => containers::top(ctx, id, q).await,
             (&Method::GET, "stats") => crate::stats::stats(ctx, id, q).await,
             (&Method::GET, "logs") => containers::logs(ctx, id, q).await,
             (&Method::POST, "attach") => containers::attach(ctx, req, id, q).await,

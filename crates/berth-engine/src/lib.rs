@@ -56,6 +56,9 @@ pub enum EngineError {
     /// No such container.
     #[error("No such container: {0}")]
     NotFound(String),
+    /// No such volume (dockerd's words).
+    #[error("get {0}: no such volume")]
+    VolumeNotFound(String),
     /// No such path in a container (`cp`, the archive endpoints).
     #[error("{0}")]
     PathNotFound(String),
@@ -94,7 +97,10 @@ impl EngineError {
     pub fn run_exit_code(&self) -> i32 {
         match self {
             EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(_)) => 127,
-            EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(_)) => 126,
+            EngineError::Runtime(
+                berth_runtime::RuntimeError::ExecPermission(_)
+                | berth_runtime::RuntimeError::Cwd(_),
+            ) => 126,
             _ => 125,
         }
     }

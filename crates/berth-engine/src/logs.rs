@@ -85,6 +85,10 @@ pub struct ReadOptions {
     pub until: Option<jiff::Timestamp>,
     /// Prefix each line with its time.
     pub timestamps: bool,
+    /// `--details`: each line after the record's attributes and a space
+    /// (berth's records carry none, so the space alone, as docker prints
+    /// lines without attributes).
+    pub details: bool,
 }
 
 fn emit(e: &Entry, opts: &ReadOptions, out: &mut dyn Write, err: &mut dyn Write) -> bool {
@@ -94,10 +98,11 @@ fn emit(e: &Entry, opts: &ReadOptions, out: &mut dyn Write, err: &mut dyn Write)
         return true;
     }
     let w: &mut dyn Write = if e.stream == "stderr" { err } else { out };
+    let details = if opts.details { " " } else { "" };
     let r = if opts.timestamps {
-        write!(w, "{} {}", e.time, e.log)
+        write!(w, "{} {details}{}", e.time, e.log)
     } else {
-        w.write_all(e.log.as_bytes())
+        write!(w, "{details}{}", e.log)
     };
     r.is_ok() && w.flush().is_ok()
 }

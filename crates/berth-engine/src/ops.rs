@@ -283,6 +283,13 @@ impl Engine {
 
     /// `top`: the container's processes as `ps -ef` columns.
     pub fn top(&self, q: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        self.top_with(q, &[])
+    }
+
+    /// `top CONTAINER [ps OPTIONS]`: with options, the host's `ps` runs
+    /// with them and its rows are kept for the container's processes (by
+    /// the PID column), as dockerd does; without, docker's default columns.
+    pub fn top_with(&self, q: &str, ps_args: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         let c = self.find(q)?;
         if c.state.status != Status::Running && c.state.status != Status::Paused {
             return Err(EngineError::Conflict(format!(
@@ -291,6 +298,9 @@ impl Engine {
             )));
         }
         let pids = self.runtime.ps(&c.id)?;
+        if !ps_args.is_empty() {
+            return ps_rows(ps_args, &pids);
+        }
         let titles = vec!["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
             .into_iter()
             .map(String::from)
@@ -626,9 +636,11 @@ impl Engine {
         message: &str,
         author: &str,
         changes: &[ImageConfig],
+        pause: bool,
     ) -> Result<berth_store::image::Image> {
         let c = self.find(q)?;
-        let paused = c.state.status == Status::Running;
+        // docker pauses a running container while it commits, unless told not to.
+        let paused = pause && c.state.status == Status::Running;
         if paused {
             let _ = self.runtime.pause(&c.id);
         }
@@ -1365,6 +1377,55 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// Runs the host's `ps` with `args` and keeps the rows of `pids`: the
+/// header's PID column finds them, and the last column keeps its spaces
+/// (dockerd's parsePSOutput).
+fn ps_rows(args: &[String], pids: &[i32]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let out = std::process::Command::new("ps")
+        .args(args)
+        .output()
+        .map_err(|e| EngineError::Invalid(format!("Error running ps: {e}")))?;
+    if !out.status.success() {
+        return Err(EngineError::Invalid(format!(
+            "Error running ps: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| t == "PID")
+        .ok_or_else(|| EngineError::Invalid("Couldn't find PID field in ps output".into()))?;
+    let mut rows = Vec::new();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        let Ok(pid) = fields[pid_col].parse::<i32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        let mut row: Vec<String> = fields[..titles.len() - 1]
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        row.push(fields[titles.len() - 1..].join(" "));
+        rows.push(row);
+    }
+    Ok((titles, rows))
 }
 
 /// docker's refusal to remove a running container without `--force`.

@@ -767,14 +767,17 @@ pub(crate) fn spawn_detached(what: &str, body: impl FnOnce(OwnedFd) -> i32) -> R
 pub(crate) fn report_failure(w: OwnedFd, e: &EngineError) {
     // For a missing or unrunnable program, its name (the error's words are
     // made again from it).
-    let program = match e {
-        EngineError::Runtime(
-            berth_runtime::RuntimeError::ExecNotFound(p)
-            | berth_runtime::RuntimeError::ExecPermission(p),
-        ) => p.clone(),
-        _ => e.to_string(),
+    let (kind, program) = match e {
+        EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(p)) => {
+            ("notfound", p.clone())
+        }
+        EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(p)) => {
+            ("permission", p.clone())
+        }
+        EngineError::Runtime(berth_runtime::RuntimeError::Cwd(p)) => ("cwd", p.clone()),
+        _ => ("other", e.to_string()),
     };
-    let msg = serde_json::json!({"code": e.run_exit_code(), "msg": program});
+    let msg = serde_json::json!({"code": e.run_exit_code(), "kind": kind, "msg": program});
     let _ = std::io::Write::write_all(&mut std::fs::File::from(w), msg.to_string().as_bytes());
 }
 
@@ -794,9 +797,12 @@ pub(crate) fn read_report(r: OwnedFd, who: &str) -> Result<()> {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| format!("{who} failed"));
-    Err(match e["code"].as_i64() {
-        Some(127) => EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(text)),
-        Some(126) => EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(text)),
+    Err(match e["kind"].as_str() {
+        Some("notfound") => EngineError::Runtime(berth_runtime::RuntimeError::ExecNotFound(text)),
+        Some("permission") => {
+            EngineError::Runtime(berth_runtime::RuntimeError::ExecPermission(text))
+        }
+        Some("cwd") => EngineError::Runtime(berth_runtime::RuntimeError::Cwd(text)),
         _ => EngineError::Invalid(text),
     })
 }

@@ -58,7 +58,7 @@ impl Engine {
     pub fn volume_inspect(&self, name: &str) -> Result<Volume> {
         let d = self.volume_dir(name);
         let md = std::fs::metadata(d.join("_data"))
-            .map_err(|_| EngineError::NotFound(format!("volume {name}")))?;
+            .map_err(|_| EngineError::VolumeNotFound(name.to_string()))?;
         let created = md
             .created()
             .or_else(|_| md.modified())

@@ -43,6 +43,9 @@ pub enum RuntimeError {
     /// The process's executable cannot be executed (docker exits 126).
     #[error("exec: {0:?}: permission denied")]
     ExecPermission(String),
+    /// The process's working directory cannot be entered (docker exits 126).
+    #[error("chdir to cwd ({0:?}) set in config.json failed: no such file or directory")]
+    Cwd(String),
     /// A hook failed.
     #[error("{kind} hook {path}: {msg}")]
     Hook {

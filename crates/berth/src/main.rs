@@ -23,12 +23,7 @@ use commands::system::{CheckArgs, DfArgs, SystemPruneArgs};
 
 /// berth: build, run and share containers — docker's commands, without a daemon.
 #[derive(Parser, Debug)]
-#[command(
-    name = "berth",
-    version,
-    disable_help_subcommand = true,
-    max_term_width = 100
-)]
+#[command(name = "berth", disable_help_subcommand = true, max_term_width = 100)]
 struct Cli {
     /// Where berth keeps images and containers.
     #[arg(
@@ -41,8 +36,18 @@ struct Cli {
     /// Location of client config files (docker's: credentials in config.json).
     #[arg(long, value_name = "DIR")]
     config: Option<PathBuf>,
+    /// Print version information and quit.
+    #[arg(short = 'v', long)]
+    version: bool,
+    /// Enable debug mode (errors with their causes).
+    #[arg(short = 'D', long, global = true)]
+    debug: bool,
+    /// Set the logging level ("debug"|"info"|"warn"|"error"|"fatal").
+    #[arg(short = 'l', long, value_name = "LEVEL", default_value = "info",
+          value_parser = ["debug", "info", "warn", "error", "fatal"])]
+    log_level: String,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,13 +144,18 @@ enum Cmd {
     Save(SaveArgs),
     /// Load images from a tar archive or stdin.
     Load(LoadArgs),
-    /// Return low-level information on containers and images.
-    Inspect(InspectArgs),
+    /// Return low-level information on containers, images, volumes and networks.
+    Inspect(ObjectInspectArgs),
     /// Manage berth.
     #[command(subcommand)]
     System(SystemCmd),
     /// Show berth's version (docker's client and server parts).
     Version(commands::system::VersionArgs),
+    /// Generate the autocompletion script for the specified shell.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Display system-wide information.
     Info(commands::system::InfoArgs),
     /// Get real time events from the engine.
@@ -226,7 +236,7 @@ enum ContainerCmd {
     /// Wait for containers to stop.
     Wait(WaitArgs),
     /// Display detailed information on containers.
-    Inspect(InspectArgs),
+    Inspect(ContainerInspectArgs),
     /// Display running processes.
     Top(TopArgs),
     /// Resource usage statistics.
@@ -274,7 +284,24 @@ enum SystemCmd {
 fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::{container as ct, image, system};
     let config_dir = cli.config.as_deref();
-    let cmd = match cli.cmd {
+    if cli.version {
+        // docker -v: "Docker version 20.10.24, build 297e128".
+        println!("berth version {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let Some(cmd) = cli.cmd else {
+        // docker with no command: its usage, exit 0.
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+        return Ok(());
+    };
+    let cmd = match cmd {
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut c = Cli::command();
+            clap_complete::generate(shell, &mut c, "berth", &mut std::io::stdout());
+            return Ok(());
+        }
         Cmd::Registry(c) => return commands::registry::run(c),
         Cmd::Login(a) => return commands::distribution::login(config_dir, a),
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
@@ -338,7 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(store, a),
         Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(store, a),
         Cmd::Inspect(a) => inspect_any(&engine, a),
-        Cmd::Registry(_) | Cmd::Login(_) | Cmd::Logout(_) => {
+        Cmd::Registry(_) | Cmd::Login(_) | Cmd::Logout(_) | Cmd::Completion { .. } => {
             unreachable!("handled before the engine opens")
         }
         Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),
@@ -354,26 +381,102 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `inspect`: containers first, then images, as docker looks them up.
-fn inspect_any(engine: &berth_engine::Engine, a: InspectArgs) -> anyhow::Result<()> {
-    let mut out = Vec::new();
-    let mut missing = Vec::new();
-    for q in &a.images {
-        if let Some(v) = commands::container::inspect_value(engine, q) {
-            out.push(v);
-        } else if let Ok(img) = engine.store.resolve(q) {
-            out.push(commands::image::inspect_json(&engine.store, &img));
-        } else {
-            missing.push(q.clone());
-        }
-    }
-    print_and_fail(out, missing, a.format.as_deref(), "object")
+/// `inspect`'s options.
+#[derive(clap::Args, Debug)]
+struct ObjectInspectArgs {
+    /// Containers, images, volumes or networks.
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Go template.
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Display total file sizes if the type is container.
+    #[arg(short, long)]
+    size: bool,
+    /// Return JSON for specified type.
+    #[arg(long = "type", value_parser = ["container", "image", "volume", "network"])]
+    typ: Option<String>,
 }
 
-fn inspect_containers(engine: &berth_engine::Engine, a: InspectArgs) -> anyhow::Result<()> {
+/// `container inspect`'s options.
+#[derive(clap::Args, Debug)]
+struct ContainerInspectArgs {
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+    /// Go template.
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Display total file sizes.
+    #[arg(short, long)]
+    size: bool,
+}
+
+/// A container's inspect document, with docker's SizeRw/SizeRootFs when asked.
+fn container_value(
+    engine: &berth_engine::Engine,
+    q: &str,
+    size: bool,
+) -> Option<serde_json::Value> {
+    let c = engine.find(q).ok()?;
+    let mut v = engine.inspect_json(&c);
+    if size {
+        let (rw, root) = berth_engine::docs::container_sizes(engine, &c);
+        v["SizeRw"] = rw.into();
+        v["SizeRootFs"] = root.into();
+    }
+    Some(v)
+}
+
+/// `inspect`: the first kind of object the name finds, in docker's order
+/// (container, image, volume, network), or only the `--type` asked.
+fn inspect_any(engine: &berth_engine::Engine, a: ObjectInspectArgs) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
-    for q in &a.images {
-        match commands::container::inspect_value(engine, q) {
+    let want = |t: &str| a.typ.as_deref().is_none_or(|w| w == t);
+    for q in &a.names {
+        let found = want("container")
+            .then(|| container_value(engine, q, a.size))
+            .flatten()
+            .or_else(|| {
+                want("image")
+                    .then(|| engine.store.resolve(q).ok())
+                    .flatten()
+                    .map(|img| commands::image::inspect_json(&engine.store, &img))
+            })
+            .or_else(|| {
+                want("volume")
+                    .then(|| engine.volume_inspect(q).ok())
+                    .flatten()
+                    .and_then(|v| serde_json::to_value(v).ok())
+            })
+            .or_else(|| {
+                want("network")
+                    .then(|| engine.network_find(q).ok())
+                    .flatten()
+                    .and_then(|n| berth_engine::docs::network_inspect(engine, &n).ok())
+            });
+        match found {
+            Some(v) => out.push(v),
+            None => missing.push(q.clone()),
+        }
+    }
+    print_and_fail(
+        out,
+        missing,
+        a.format.as_deref(),
+        a.typ.as_deref().unwrap_or("object"),
+    )
+}
+
+fn inspect_containers(
+    engine: &berth_engine::Engine,
+    a: ContainerInspectArgs,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for q in &a.containers {
+        match container_value(engine, q, a.size) {
             Some(v) => out.push(v),
             None => missing.push(q.clone()),
         }
@@ -426,8 +529,13 @@ fn main() -> ExitCode {
             };
         }
     };
+    let debug = cli.debug;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if debug && e.downcast_ref::<commands::container::ExitError>().is_none() => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
         Err(e) => match e.downcast_ref::<commands::container::ExitError>() {
             Some(x) => {
                 if !x.msg.is_empty() {

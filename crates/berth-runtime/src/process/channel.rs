@@ -43,6 +43,8 @@ pub enum InitError {
     NotFound(String),
     /// The executable cannot be run.
     Permission(String),
+    /// The working directory cannot be entered.
+    Cwd(String),
     /// Anything else, as a message.
     Other(String),
 }
@@ -52,6 +54,7 @@ impl From<InitError> for RuntimeError {
         match e {
             InitError::NotFound(p) => RuntimeError::ExecNotFound(p),
             InitError::Permission(p) => RuntimeError::ExecPermission(p),
+            InitError::Cwd(p) => RuntimeError::Cwd(p),
             InitError::Other(m) => RuntimeError::Init(m),
         }
     }

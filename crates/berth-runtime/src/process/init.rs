@@ -51,6 +51,7 @@ fn other(e: RuntimeError) -> InitError {
     match e {
         RuntimeError::ExecNotFound(p) => InitError::NotFound(p),
         RuntimeError::ExecPermission(p) => InitError::Permission(p),
+        RuntimeError::Cwd(p) => InitError::Cwd(p),
         e => InitError::Other(e.to_string()),
     }
 }
@@ -370,8 +371,10 @@ pub fn finish_process(
     // Both may need privileges (CAP_SYS_NICE, CAP_SYS_ADMIN) the user drops below.
     super::set_scheduler(process)?;
     super::set_io_priority(process)?;
-    std::env::set_current_dir(process.cwd())
-        .map_err(|e| InitError::Other(format!("chdir {}: {e}", process.cwd().display())))?;
+    std::env::set_current_dir(process.cwd()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => InitError::Cwd(process.cwd().display().to_string()),
+        _ => InitError::Other(format!("chdir {}: {e}", process.cwd().display())),
+    })?;
     let nnp = process.no_new_privileges() == Some(true);
     if nnp {
         // SAFETY: prctl with constant arguments.

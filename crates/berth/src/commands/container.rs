@@ -113,6 +113,9 @@ pub struct CreateArgs {
     /// Tune the container pids limit (-1 for unlimited).
     #[arg(long)]
     pub pids_limit: Option<i64>,
+    /// Write the container ID to the file.
+    #[arg(long, value_name = "FILE")]
+    pub cidfile: Option<std::path::PathBuf>,
     /// Mount the container's root filesystem as read only.
     #[arg(long)]
     pub read_only: bool,
@@ -435,9 +438,60 @@ pub fn create(
 ) -> anyhow::Result<()> {
     ensure_image(engine, &a.image, &a.pull, config_dir)?;
     let req = request(&a).map_err(|e| exit_err(125, e.to_string()))?;
+    let cid = CidFile::claim(a.cidfile.as_deref())?;
     let c = engine.create(&req).map_err(engine_err)?;
+    cid.write(&c.id)?;
     println!("{}", c.id);
     Ok(())
+}
+
+/// `--cidfile`: claimed (created, exclusively) before the container is,
+/// as docker does, so two runs cannot share one; removed again if the
+/// create fails.
+struct CidFile(Option<(std::path::PathBuf, std::fs::File)>);
+
+impl CidFile {
+    fn claim(p: Option<&std::path::Path>) -> anyhow::Result<CidFile> {
+        let Some(p) = p else { return Ok(CidFile(None)) };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)
+        {
+            Ok(f) => Ok(CidFile(Some((p.to_path_buf(), f)))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exit_err(
+                125,
+                format!(
+                    "Container ID file found, make sure the other container isn't running or delete {}",
+                    p.display()
+                ),
+            )),
+            Err(e) => Err(exit_err(
+                125,
+                format!(
+                    "failed to create the container ID file: {}: {e}",
+                    p.display()
+                ),
+            )),
+        }
+    }
+
+    fn write(mut self, id: &str) -> anyhow::Result<()> {
+        if let Some((p, mut f)) = self.0.take() {
+            f.write_all(id.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| exit_err(125, format!("write {}: {e}", p.display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CidFile {
+    fn drop(&mut self) {
+        if let Some((p, _)) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// `run`.
@@ -451,7 +505,9 @@ pub fn run(
     if a.c.tty && !a.detach && !std::io::stdin().is_terminal() && a.c.interactive {
         return Err(exit_err(1, "the input device is not a TTY"));
     }
+    let cid = CidFile::claim(a.c.cidfile.as_deref())?;
     let c = engine.create(&req).map_err(engine_err)?;
+    cid.write(&c.id)?;
     if a.detach {
         if let Err(e) = engine.start_detached(&c.id) {
             let code = e.run_exit_code();
@@ -536,6 +592,12 @@ pub struct PsArgs {
     /// Show the latest created container.
     #[arg(short, long)]
     pub latest: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_hyphen_values = true)]
+    pub last: i64,
+    /// Display total file sizes.
+    #[arg(short, long)]
+    pub size: bool,
     /// Filter output (`status=`, `name=`, `id=`, `label=`, `ancestor=`).
     #[arg(short, long)]
     pub filter: Vec<String>,
@@ -579,13 +641,28 @@ fn ps_item(engine: &Engine, c: &Container, no_trunc: bool) -> Value {
 pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
     let format = Format::parse(a.format.as_deref())?;
     let filters = berth_engine::list::Filters::from_flags(&a.filter)?;
-    let mut list = engine.list(a.all || a.latest, &filters)?;
+    let mut list = engine.list(a.all || a.latest || a.last >= 0, &filters)?;
     if a.latest {
         list.truncate(1);
     }
+    if a.last >= 0 {
+        list.truncate(a.last as usize);
+    }
     let items: Vec<Value> = list
         .iter()
-        .map(|c| ps_item(engine, c, a.no_trunc))
+        .map(|c| {
+            let mut i = ps_item(engine, c, a.no_trunc);
+            if a.size {
+                // docker: "2B (virtual 1.98MB)".
+                let (rw, virt) = berth_engine::docs::container_sizes(engine, c);
+                i["Size"] = Value::String(format!(
+                    "{} (virtual {})",
+                    crate::output::human_size(rw),
+                    crate::output::human_size(virt)
+                ));
+            }
+            i
+        })
         .collect();
     if a.quiet {
         for i in &items {
@@ -594,7 +671,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print_items(&format, &items, |items| {
-        let mut t = Table::new(&[
+        let mut head = vec![
             "CONTAINER ID",
             "IMAGE",
             "COMMAND",
@@ -602,10 +679,14 @@ pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
             "STATUS",
             "PORTS",
             "NAMES",
-        ]);
+        ];
+        if a.size {
+            head.push("SIZE");
+        }
+        let mut t = Table::new(&head);
         for i in items {
             let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
-            t.row(vec![
+            let mut row = vec![
                 s("ID"),
                 s("Image"),
                 s("Command"),
@@ -613,7 +694,11 @@ pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
                 s("Status"),
                 s("Ports"),
                 s("Names"),
-            ]);
+            ];
+            if a.size {
+                row.push(s("Size"));
+            }
+            t.row(row);
         }
         t
     })
@@ -731,6 +816,9 @@ pub struct LogsArgs {
     /// Show timestamps.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Show extra details provided to logs.
+    #[arg(long)]
+    pub details: bool,
     /// The container.
     pub container: String,
 }
@@ -760,6 +848,7 @@ pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
             })
             .transpose()?,
         timestamps: a.timestamps,
+        details: a.details,
     };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let offset = berth_engine::logs::read(&path, &opts, &mut out, &mut err)?;
@@ -855,21 +944,19 @@ pub fn wait(engine: &Engine, a: WaitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A container's inspect JSON, for the shared `inspect` command.
-pub fn inspect_value(engine: &Engine, q: &str) -> Option<Value> {
-    engine.find(q).ok().map(|c| engine.inspect_json(&c))
-}
-
 /// `top`.
 #[derive(Args, Debug)]
 pub struct TopArgs {
     /// The container.
     pub container: String,
+    /// `ps` options (`-o pid,comm`, `aux`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_options: Vec<String>,
 }
 
 /// `top`.
 pub fn top(engine: &Engine, a: TopArgs) -> anyhow::Result<()> {
-    let (titles, rows) = engine.top(&a.container)?;
+    let (titles, rows) = engine.top_with(&a.container, &a.ps_options)?;
     let mut t = Table::new(&titles.iter().map(String::as_str).collect::<Vec<_>>());
     for r in rows {
         t.row(r);
@@ -1144,6 +1231,10 @@ pub struct CommitArgs {
     /// Apply Dockerfile instruction to the created image.
     #[arg(short, long)]
     pub change: Vec<String>,
+    /// Pause container during commit.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pause: bool,
     /// The container.
     pub container: String,
     /// REPOSITORY[:TAG].
@@ -1157,7 +1248,14 @@ pub fn commit(engine: &Engine, a: CommitArgs) -> anyhow::Result<()> {
         crate::changes::apply_change(&mut cfg, ch)?;
     }
     let name = a.reference.as_deref().map(Reference::parse).transpose()?;
-    let img = engine.commit(&a.container, name.as_ref(), &a.message, &a.author, &[cfg])?;
+    let img = engine.commit(
+        &a.container,
+        name.as_ref(),
+        &a.message,
+        &a.author,
+        &[cfg],
+        a.pause,
+    )?;
     println!("{}", img.id);
     Ok(())
 }

@@ -386,6 +386,25 @@ fn eval_command(
 ) -> Result<Value, TemplateError> {
     let (head, rest) = c.0.split_first().expect("non-empty command");
     let Arg::Ident(f) = head else {
+        // docker's `.Label "key"` method (ps, volume ls, network ls rows):
+        // one label of the row's Labels, a map or docker's `k=v,…` string.
+        if let (Arg::Field(p), [key]) = (head, rest)
+            && p.last().is_some_and(|l| l == "Label")
+        {
+            let parent = field(dot, &p[..p.len() - 1])?;
+            let key = go_print(&eval_arg(key, dot, root)?);
+            return Ok(match &parent["Labels"] {
+                Value::Object(m) => m.get(&key).cloned().unwrap_or(Value::String(String::new())),
+                Value::String(s) => Value::String(
+                    s.split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default(),
+                ),
+                _ => Value::String(String::new()),
+            });
+        }
         if !rest.is_empty() {
             return Err(TemplateError("can't give argument to non-function".into()));
         }
@@ -468,6 +487,28 @@ fn eval_command(
         }
         "eq" => Value::Bool(args.len() >= 2 && args[1..].iter().any(|a| *a == args[0])),
         "ne" => Value::Bool(args.len() >= 2 && args[0] != args[1]),
+        // Go's lt/le/gt/ge: numbers by value, strings by bytes.
+        "lt" | "le" | "gt" | "ge" => {
+            let ord = match (args.first(), args.get(1)) {
+                (Some(Value::Number(a)), Some(Value::Number(b))) => a
+                    .as_f64()
+                    .partial_cmp(&b.as_f64())
+                    .ok_or_else(|| TemplateError(format!("{f}: incomparable numbers")))?,
+                (Some(Value::String(a)), Some(Value::String(b))) => a.cmp(b),
+                _ => {
+                    return Err(TemplateError(format!(
+                        "error calling {f}: incompatible types for comparison"
+                    )));
+                }
+            };
+            use std::cmp::Ordering::*;
+            Value::Bool(match f.as_str() {
+                "lt" => ord == Less,
+                "le" => ord != Greater,
+                "gt" => ord == Greater,
+                _ => ord != Less,
+            })
+        }
         "not" => Value::Bool(!truthy(args.first().unwrap_or(&Value::Null))),
         "and" => args
             .iter()
@@ -567,6 +608,21 @@ mod tests {
                 .unwrap()
                 .render(&json!({"X":1}))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn label_method() {
+        let row = serde_json::json!({"Labels": "app=web,tier=front"});
+        let t = Template::parse("{{.Label \"tier\"}}|{{.Label \"nope\"}}").unwrap();
+        assert_eq!(t.render(&row).unwrap(), "front|");
+        let vol = serde_json::json!({"Labels": {"k": "v"}});
+        assert_eq!(
+            Template::parse("{{.Label \"k\"}}")
+                .unwrap()
+                .render(&vol)
+                .unwrap(),
+            "v"
         );
     }
 }
