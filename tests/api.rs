@@ -316,7 +316,25 @@ fn the_docker_cli_drives_berth() {
         "kept\n"
     );
     assert!(ok(docker(&b, &s, &["volume", "ls"])).contains("data"));
-    ok(docker(&b, &s, &["volume", "rm", "data"]));
+    // Filters and labels through the API.
+    ok(docker(
+        &b,
+        &s,
+        &["volume", "create", "--label", "k=v", "labelled"],
+    ));
+    assert_eq!(
+        ok(docker(&b, &s, &["volume", "ls", "-q", "-f", "label=k=v"])),
+        "labelled\n"
+    );
+    assert_eq!(
+        ok(docker(
+            &b,
+            &s,
+            &["network", "ls", "-q", "-f", "type=custom"]
+        )),
+        ""
+    );
+    ok(docker(&b, &s, &["volume", "rm", "data", "labelled"]));
     let nets = ok(docker(&b, &s, &["network", "ls", "--format", "{{.Name}}"]));
     assert!(nets.contains("bridge") && nets.contains("none"), "{nets}");
     let info = ok(docker(

@@ -933,3 +933,61 @@ fn everyday_flags_as_docker() {
     assert!(script.contains("_berth()"), "{script}");
     b.run(&["rm", "-f", "ev1", "ev2"]).ok();
 }
+
+/// docker's `volume ls --filter` (dangling, label, name, driver) and
+/// `network ls --filter` (type, name, label, dangling), volume labels from
+/// `volume create --label`, and docker's refusal of an unknown filter.
+#[test]
+fn volume_and_network_ls_filters() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["volume", "create", "--label", "team=a", "fv-used"])
+        .ok();
+    b.run(&["volume", "create", "fv-free"]).ok();
+    b.run(&[
+        "create",
+        "--name",
+        "fv-c",
+        "-v",
+        "fv-used:/d",
+        "busybox",
+        "true",
+    ])
+    .ok();
+    let ls = |args: &[&str]| {
+        let mut a = vec!["volume", "ls", "-q"];
+        a.extend_from_slice(args);
+        b.run(&a).ok()
+    };
+    assert_eq!(ls(&["-f", "dangling=true"]), "fv-free\n");
+    assert_eq!(ls(&["-f", "dangling=false"]), "fv-used\n");
+    assert_eq!(ls(&["-f", "label=team=a"]), "fv-used\n");
+    assert_eq!(ls(&["-f", "label=team"]), "fv-used\n");
+    assert_eq!(ls(&["-f", "name=free"]), "fv-free\n");
+    assert_eq!(
+        ls(&["-f", "driver=local", "-f", "name=fv-"])
+            .lines()
+            .count(),
+        2
+    );
+    let labels = b
+        .run(&["volume", "inspect", "-f", "{{.Labels}}", "fv-used"])
+        .ok();
+    assert_eq!(labels, "map[team:a]\n");
+    let err = b.run(&["volume", "ls", "-f", "bogus=1"]).fails(1);
+    assert!(err.contains("Invalid filter 'bogus'"), "{err}");
+
+    b.run(&["network", "create", "--label", "x=y", "fn-custom"])
+        .ok();
+    let nls = |args: &[&str]| {
+        let mut a = vec!["network", "ls", "--format", "{{.Name}}"];
+        a.extend_from_slice(args);
+        b.run(&a).ok()
+    };
+    assert_eq!(nls(&["-f", "type=custom"]), "fn-custom\n");
+    assert_eq!(nls(&["-f", "type=builtin"]), "bridge\nhost\nnone\n");
+    assert_eq!(nls(&["-f", "label=x=y"]), "fn-custom\n");
+    assert_eq!(nls(&["-f", "dangling=true"]), "fn-custom\n");
+    assert_eq!(nls(&["-f", "name=fn-"]), "fn-custom\n");
+    b.run(&["rm", "fv-c"]).ok();
+}

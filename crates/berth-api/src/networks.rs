@@ -11,11 +11,16 @@ use crate::route::{Req, Res, body_json, json as json_resp, no_content, ok};
 use crate::{ApiError, Ctx};
 
 /// `GET /networks`.
-pub async fn list(ctx: &Ctx) -> Res {
+pub async fn list(ctx: &Ctx, q: &crate::query::Query) -> Res {
+    let f = berth_engine::objfilter::ObjFilters::from_json(
+        q.get("filters").unwrap_or(""),
+        berth_engine::objfilter::NETWORK_KEYS,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let v = ctx
-        .blocking(|e| {
+        .blocking(move |e| {
             let mut out = Vec::new();
-            for n in e.networks()? {
+            for n in e.networks_filtered(&f)? {
                 out.push(berth_engine::docs::network_inspect(e, &n)?);
             }
             Ok(out)

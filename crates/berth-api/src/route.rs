@@ -153,10 +153,10 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
         }
         (&Method::POST, "/images/load") => return crate::archives::load(ctx, req).await,
         (&Method::POST, "/commit") => return crate::archives::commit(ctx, req, q).await,
-        (&Method::GET, "/volumes") => return volumes::list(ctx).await,
+        (&Method::GET, "/volumes") => return volumes::list(ctx, q).await,
         (&Method::POST, "/volumes/create") => return volumes::create(ctx, req).await,
         (&Method::POST, "/volumes/prune") => return volumes::prune(ctx).await,
-        (&Method::GET, "/networks") => return networks::list(ctx).await,
+        (&Method::GET, "/networks") => return networks::list(ctx, q).await,
         (&Method::POST, "/networks/create") => return networks::create(ctx, req).await,
         (&Method::POST, "/networks/prune") => return networks::prune(ctx).await,
         _ => {}

@@ -24,8 +24,13 @@ pub fn json_of(v: &Volume) -> Value {
 }
 
 /// `GET /volumes`.
-pub async fn list(ctx: &Ctx) -> Res {
-    let vs = ctx.blocking(|e| Ok(e.volumes()?)).await?;
+pub async fn list(ctx: &Ctx, q: &Query) -> Res {
+    let f = berth_engine::objfilter::ObjFilters::from_json(
+        q.get("filters").unwrap_or(""),
+        berth_engine::objfilter::VOLUME_KEYS,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let vs = ctx.blocking(move |e| Ok(e.volumes_filtered(&f)?)).await?;
     ok(json!({"Volumes": vs.iter().map(json_of).collect::<Vec<_>>(), "Warnings": []}))
 }
 
@@ -34,6 +39,7 @@ pub async fn list(ctx: &Ctx) -> Res {
 struct CreateBody {
     name: Option<String>,
     driver: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `POST /volumes/create`: 201.
@@ -53,7 +59,10 @@ pub async fn create(ctx: &Ctx, req: Req) -> Res {
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(berth_engine::container::new_id);
-    let v = ctx.blocking(move |e| Ok(e.volume_create(&name)?)).await?;
+    let labels = b.labels.unwrap_or_default();
+    let v = ctx
+        .blocking(move |e| Ok(e.volume_create_with(&name, &labels)?))
+        .await?;
     Ok(json_resp(StatusCode::CREATED, &json_of(&v)))
 }
 

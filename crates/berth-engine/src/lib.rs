@@ -20,6 +20,7 @@ pub mod health;
 pub mod list;
 pub mod logs;
 pub mod network;
+pub mod objfilter;
 pub mod ops;
 pub mod restore;
 pub mod run;

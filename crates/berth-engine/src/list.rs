@@ -120,31 +120,7 @@ impl Filters {
     /// From the API's `filters` parameter: `{"status":["running"]}`, or the
     /// older `{"status":{"running":true}}`.
     pub fn from_json(s: &str) -> Result<Filters> {
-        if s.trim().is_empty() {
-            return Ok(Filters::default());
-        }
-        let v: serde_json::Value = serde_json::from_str(s)
-            .map_err(|e| EngineError::Invalid(format!("invalid filter: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| EngineError::Invalid("invalid filter: not an object".into()))?;
-        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, vals) in obj {
-            let list: Vec<String> = match vals {
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                serde_json::Value::Object(o) => o
-                    .iter()
-                    .filter(|(_, b)| b.as_bool() == Some(true))
-                    .map(|(x, _)| x.clone())
-                    .collect(),
-                _ => return Err(EngineError::Invalid(format!("invalid filter '{k}'"))),
-            };
-            m.insert(k.clone(), list);
-        }
-        Filters::checked(m)
+        Filters::checked(json_map(s)?)
     }
 
     fn checked(m: BTreeMap<String, Vec<String>>) -> Result<Filters> {
@@ -197,6 +173,36 @@ impl Filters {
             }
         })
     }
+}
+
+/// The API's `filters` JSON as key → values: `{"name":["x"]}` or
+/// `{"name":{"x":true}}` (both forms docker clients send).
+pub fn json_map(s: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    if s.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let v: serde_json::Value = serde_json::from_str(s)
+        .map_err(|e| EngineError::Invalid(format!("invalid filter: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| EngineError::Invalid("invalid filter: not an object".into()))?;
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, vals) in obj {
+        let list: Vec<String> = match vals {
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            serde_json::Value::Object(o) => o
+                .iter()
+                .filter(|(_, b)| b.as_bool() == Some(true))
+                .map(|(x, _)| x.clone())
+                .collect(),
+            _ => return Err(EngineError::Invalid(format!("invalid filter '{k}'"))),
+        };
+        m.insert(k.clone(), list);
+    }
+    Ok(m)
 }
 
 impl Engine {

@@ -38,6 +38,17 @@ impl Engine {
 
     /// Creates a volume (existing is fine, as in docker).
     pub fn volume_create(&self, name: &str) -> Result<Volume> {
+        self.volume_create_with(name, &Default::default())
+    }
+
+    /// [`Engine::volume_create`] with labels (kept in `labels.json` beside
+    /// the data, written when the volume is made; an existing volume keeps
+    /// its own, as docker's does).
+    pub fn volume_create_with(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Volume> {
         if !valid_volume_name(name) {
             return Err(EngineError::Invalid(format!(
                 "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
@@ -45,6 +56,13 @@ impl Engine {
         }
         let d = self.volume_dir(name).join("_data");
         let new = !d.exists();
+        if new && !labels.is_empty() {
+            let dir = self.volume_dir(name);
+            std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("mkdir", &dir, e))?;
+            let p = dir.join("labels.json");
+            berth_store::fsutil::atomic_write(&p, &serde_json::to_vec(labels).expect("labels"))
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        }
         std::fs::create_dir_all(&d).map_err(|e| EngineError::io("mkdir", &d, e))?;
         if new {
             let mut a = std::collections::BTreeMap::new();
@@ -71,7 +89,10 @@ impl Engine {
             driver: "local".into(),
             mountpoint: d.join("_data").display().to_string(),
             created_at: created,
-            labels: Default::default(),
+            labels: std::fs::read(d.join("labels.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
             scope: "local".into(),
         })
     }

@@ -1373,6 +1373,12 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> anyhow::Result<()> {
 pub enum VolumeCmd {
     /// Create a volume.
     Create {
+        /// Set metadata for a volume (`key=value`).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Volume driver name (only `local`).
+        #[arg(short, long, default_value = "local")]
+        driver: String,
         /// The name (random when omitted).
         name: Option<String>,
     },
@@ -1385,6 +1391,9 @@ pub enum VolumeCmd {
         /// `table`, `json` or a Go template.
         #[arg(long)]
         format: Option<String>,
+        /// Filter output (`dangling=true`, `driver=`, `label=`, `name=`).
+        #[arg(short, long)]
+        filter: Vec<String>,
     },
     /// Display detailed information on volumes.
     Inspect {
@@ -1419,12 +1428,41 @@ pub enum VolumeCmd {
 /// `volume …`.
 pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
     match cmd {
-        VolumeCmd::Create { name } => {
+        VolumeCmd::Create {
+            label,
+            driver,
+            name,
+        } => {
+            if driver != "local" {
+                return Err(exit_err(
+                    1,
+                    format!(
+                        "Error response from daemon: create {}: error looking up volume plugin {driver}: plugin \"{driver}\" not found",
+                        name.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            let labels = label
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
             let n = name.unwrap_or_else(berth_engine::container::new_id);
-            println!("{}", engine.volume_create(&n)?.name);
+            println!("{}", engine.volume_create_with(&n, &labels)?.name);
         }
-        VolumeCmd::Ls { quiet, format } => {
-            let vols = engine.volumes()?;
+        VolumeCmd::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let f = berth_engine::objfilter::ObjFilters::from_flags(
+                &filter,
+                berth_engine::objfilter::VOLUME_KEYS,
+            )
+            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+            let vols = engine.volumes_filtered(&f)?;
             if quiet {
                 for v in &vols {
                     println!("{}", v.name);

@@ -41,6 +41,9 @@ pub enum NetworkCmd {
         /// `table`, `json` or a Go template.
         #[arg(long)]
         format: Option<String>,
+        /// Filter output (`driver=`, `id=`, `label=`, `name=`, `type=custom`, `dangling=true`).
+        #[arg(short, long)]
+        filter: Vec<String>,
     },
     /// Display detailed information on one or more networks.
     Inspect {
@@ -136,8 +139,14 @@ pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
             quiet,
             no_trunc,
             format,
+            filter,
         } => {
-            let nets = engine.networks().map_err(daemon)?;
+            let f = berth_engine::objfilter::ObjFilters::from_flags(
+                &filter,
+                berth_engine::objfilter::NETWORK_KEYS,
+            )
+            .map_err(daemon)?;
+            let nets = engine.networks_filtered(&f).map_err(daemon)?;
             let id = |s: &str| {
                 if no_trunc {
                     s.to_string()
