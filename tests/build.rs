@@ -1234,3 +1234,42 @@ fn dockerfile_edge_cases_as_buildkit() {
     std::fs::write(d.join("Dockerfile"), "FROM busybox AS base\nFROM base\n").unwrap();
     build(&b, &d, &["--check"]).ok();
 }
+
+/// BuildKit's plain progress streams a RUN step's output as it comes: the
+/// step prints a line, then waits until the test has seen that line (the
+/// test drops a file into the context, bound into the step); held output
+/// would never be seen and the step would give up after 60 s and fail.
+#[test]
+fn run_output_arrives_before_the_step_ends() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = b.path("stream");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,target=/ctx sh -c 'echo first-line; \
+         i=0; while [ ! -e /ctx/seen ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done; \
+         echo second-line'\n",
+    )
+    .unwrap();
+    let mut child = b
+        .command(&["build", "--no-cache", "--progress", "plain", d.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Progress goes to stderr, as BuildKit's does.
+    let out = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut all = String::new();
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line.ends_with(" first-line") {
+            std::fs::write(d.join("seen"), "").unwrap();
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{all}");
+    assert!(all.contains(" second-line\n"), "{all}");
+}

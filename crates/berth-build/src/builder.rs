@@ -1354,13 +1354,14 @@ impl<'a> Builder<'a> {
             err: rustix::io::dup(&devnull).map_err(|e| e.to_string())?,
             input: None,
         };
+        // Each line of output as it comes (BuildKit's plain progress), not
+        // when the step ends: a long install shows what it is doing.
         let mut partial: Vec<u8> = Vec::new();
-        let mut lines: Vec<String> = Vec::new();
         let code = berth_runtime::wait::proxy(pid, io, false, &mut |_, data| {
             partial.extend_from_slice(data);
             while let Some(i) = partial.iter().position(|&b| b == b'\n') {
                 let l: Vec<u8> = partial.drain(..=i).collect();
-                lines.push(format!(
+                self.line(&format!(
                     "#{v} {:.3} {}",
                     t.elapsed().as_secs_f64(),
                     String::from_utf8_lossy(&l[..l.len() - 1])
@@ -1368,14 +1369,11 @@ impl<'a> Builder<'a> {
             }
         });
         if !partial.is_empty() {
-            lines.push(format!(
+            self.line(&format!(
                 "#{v} {:.3} {}",
                 t.elapsed().as_secs_f64(),
                 String::from_utf8_lossy(&partial)
             ));
-        }
-        for l in &lines {
-            self.line(l);
         }
         let _ = self.runtime.delete(snap, true);
         let _ = std::fs::remove_dir_all(&bundle);
