@@ -1254,7 +1254,13 @@ fn run_output_arrives_before_the_step_ends() {
     )
     .unwrap();
     let mut child = b
-        .command(&["build", "--no-cache", "--progress", "plain", d.to_str().unwrap()])
+        .command(&[
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            d.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -322,6 +322,14 @@ fn created(opts: &BuildOptions) -> String {
     }
 }
 
+/// The scratch space goes with the builder, whichever way the build ended
+/// (a Dockerfile that does not parse included).
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
 impl<'a> Builder<'a> {
     /// A builder over the store, with runtime state and build scratch space under `root`.
     pub fn new(

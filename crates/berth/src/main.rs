@@ -307,6 +307,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(commands::container::exit_err(
+            1,
+            "root is needed for the store, containers and networks: run as root or with sudo (rootless berth is not there yet)",
+        ));
+    }
     let mut engine = berth_engine::Engine::open(&cli.root)?;
     engine.monitor_exe = std::env::current_exe().ok();
     if let Cmd::ApiHelper { args } = &cmd {

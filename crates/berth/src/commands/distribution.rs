@@ -111,7 +111,7 @@ pub fn connect(config_dir: Option<&Path>, domain: &str, opts: Options) -> anyhow
     let creds = AuthConfig::locate(config_dir)
         .get(domain)
         .map_err(|e| anyhow!("{e}"))?;
-    Registry::connect(domain, creds, opts).map_err(|e| anyhow!("{e}"))
+    Registry::connect(domain, creds, opts).map_err(anyhow::Error::from)
 }
 
 pub fn login(config_dir: Option<&Path>, a: LoginArgs) -> anyhow::Result<()> {
@@ -229,7 +229,7 @@ pub fn pull_one(
         },
         progress.as_ref(),
     )
-    .map_err(|e| anyhow!("{e}"))?;
+    .map_err(anyhow::Error::from)?;
     drop(progress);
     if !quiet {
         let shown = if r.digest().is_some() {
@@ -429,7 +429,7 @@ pub fn ensure(
         eprintln!("Unable to find image '{}' locally", r.familiar());
     }
     let platform = platform_of(platform)?;
-    pull_one(
+    let pulled = pull_one(
         store,
         config_dir,
         &r,
@@ -437,6 +437,21 @@ pub fn ensure(
         Options::default(),
         false,
         true,
-    )?;
+    );
+    if let Err(e) = pulled {
+        // Offline: two facts, what is missing and what could not be reached.
+        let transport = e.chain().any(|c| {
+            c.downcast_ref::<berth_registry::client::Error>()
+                .is_some_and(|x| x.kind == berth_registry::client::ErrorKind::Transport)
+        });
+        if transport && !present {
+            bail!(
+                "{}: the image is not in the store, and its registry {} could not be reached: {e:#}",
+                r.familiar(),
+                r.domain()
+            );
+        }
+        return Err(e);
+    }
     Ok(true)
 }

@@ -1,0 +1,59 @@
+//! End to end: what a newcomer meets in the first hour (issue: the first
+//! hour): errors that say what is wrong and what to do, nothing left
+//! behind by a failed command.
+
+mod common;
+
+use common::Berth;
+
+/// Run as an ordinary user, berth says it needs root (rootless mode is
+/// not there yet) instead of failing on a lock file or a cgroup.
+#[test]
+fn an_ordinary_user_is_told_root_is_needed() {
+    let b = Berth::new();
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(common::berth_bin())
+        .args(["--root", b.root().to_str().unwrap(), "ps"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("root is needed") && err.contains("sudo"),
+        "{err}"
+    );
+}
+
+/// A missing image whose registry cannot be reached: two facts, the image
+/// is not in the store and the registry could not be reached.
+#[test]
+fn an_unreachable_registry_is_said_so() {
+    let b = Berth::new();
+    let err = b
+        .run(&["run", "--rm", "127.0.0.1:1/nope:1", "true"])
+        .fails(125);
+    assert!(
+        err.contains("127.0.0.1:1/nope:1: the image is not in the store")
+            && err.contains("registry 127.0.0.1:1 could not be reached"),
+        "{err}"
+    );
+}
+
+/// A build that fails before its first step (a Dockerfile that does not
+/// parse) leaves no scratch directory behind.
+#[test]
+fn a_failed_build_leaves_no_scratch() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = b.path("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("Dockerfile"), "FROM busybox\nNOPE x\n").unwrap();
+    let err = b.run(&["build", d.to_str().unwrap()]).fails(1);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    let builds = b.root().join("builds");
+    let left: Vec<_> = std::fs::read_dir(&builds)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
