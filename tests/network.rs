@@ -577,3 +577,72 @@ fn user_network_resolver_forwards_other_names() {
         "forwarded to the host's resolver: {out}"
     );
 }
+
+/// Two stores on one host (`--root`): the second's default network gets a
+/// bridge of its own (`berth1`, another subnet) instead of sharing the
+/// first one's `berth0`; both publish ports that answer; `system reset` of
+/// one removes its containers, bridge, nft entries and files, and the
+/// other's port keeps answering.
+#[test]
+fn two_stores_share_a_host() {
+    let a = setup();
+    let root_b = a.path("root-b");
+    let run_b = |args: &[&str]| common::Run {
+        out: a.command(args).env("BERTH_ROOT", &root_b).output().unwrap(),
+    };
+    run_b(&[
+        "import",
+        "--change",
+        "CMD [\"sh\"]",
+        common::busybox_tar().to_str().unwrap(),
+        "busybox",
+    ])
+    .ok();
+    for (name, port, page) in [("a", "18080", "from a"), ("b", "18081", "from b")] {
+        let www = a.path(&format!("www-{name}"));
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("index.html"), format!("{page}\n")).unwrap();
+        let vol = format!("{}:/www:ro", www.display());
+        let args = [
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            &format!("{port}:80"),
+            "-v",
+            &vol,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ];
+        if name == "a" {
+            a.run(&args).ok();
+        } else {
+            run_b(&args).ok();
+        }
+    }
+    let l = links(&a);
+    assert!(l.contains("berth0") && l.contains("berth1"), "{l}");
+    let subnet = |r: common::Run| r.ok().trim().to_string();
+    let fmt = "{{range .IPAM.Config}}{{.Subnet}}{{end}}";
+    let sa = subnet(a.run(&["network", "inspect", "-f", fmt, "bridge"]));
+    let sb = subnet(run_b(&["network", "inspect", "-f", fmt, "bridge"]));
+    assert_ne!(sa, sb);
+    for (port, page) in [("18080", "from a\n"), ("18081", "from b\n")] {
+        let (ok, got) = ns(&a).sh(&format!("curl -s --max-time 5 http://127.0.0.1:{port}/"));
+        assert!(ok && got == page, "{port}: {got}");
+    }
+    run_b(&["system", "reset", "-f"]).ok();
+    let l = links(&a);
+    assert!(l.contains("berth0") && !l.contains("berth1"), "{l}");
+    assert!(!nft_list(&a, "set", "nets").contains(&sb));
+    assert_eq!(std::fs::read_dir(&root_b).unwrap().count(), 0);
+    let (ok, got) = ns(&a).sh("curl -s --max-time 5 http://127.0.0.1:18080/");
+    assert!(ok && got == "from a\n", "{got}");
+    a.run(&["rm", "-f", "web"]).ok();
+}

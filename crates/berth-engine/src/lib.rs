@@ -22,6 +22,7 @@ pub mod logs;
 pub mod network;
 pub mod objfilter;
 pub mod ops;
+pub mod reset;
 pub mod restore;
 pub mod run;
 pub mod spec;

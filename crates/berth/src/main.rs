@@ -275,6 +275,12 @@ enum SystemCmd {
     Service(commands::system::ServiceArgs),
     /// Start again the containers a reboot stopped, by their restart policies.
     Restore(commands::system::RestoreArgs),
+    /// Remove the store and everything it made on the host (containers, bridges, rules).
+    Reset {
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Display system-wide information.
     Info(commands::system::InfoArgs),
     /// Get real time events from the engine.
@@ -381,6 +387,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
         Cmd::System(SystemCmd::Service(a)) => system::service(&cli.root, config_dir, a),
         Cmd::System(SystemCmd::Restore(a)) => system::restore(&engine, a),
+        Cmd::System(SystemCmd::Reset { force }) => {
+            if !force
+                && !image::confirm(
+                    "WARNING! This will remove every container (running ones too), image, volume,\nnetwork and build cache record of this store, and its bridges and rules on the host.",
+                )
+            {
+                return Ok(());
+            }
+            engine.reset()?;
+            Ok(())
+        }
         Cmd::System(SystemCmd::Info(a)) | Cmd::Info(a) => system::info(&engine, a),
         Cmd::System(SystemCmd::Events(a)) | Cmd::Events(a) => system::events(&engine, a),
         Cmd::Version(a) => system::version(a),

@@ -581,26 +581,90 @@ impl Engine {
         Ok(out)
     }
 
-    /// Takes a network's bridge and rules away.
-    fn network_down(&self, net: &Network) -> Result<()> {
+    /// What this store writes as the alias of the bridges it makes, so
+    /// that two stores on one host (`--root`) never take each other's.
+    fn bridge_owner(&self) -> String {
+        let root = self
+            .root()
+            .canonicalize()
+            .unwrap_or_else(|_| self.root().to_path_buf());
+        let s = format!("berth {}", root.display());
+        if s.len() > 200 {
+            format!(
+                "berth {}",
+                berth_types::Digest::sha256_of(s.as_bytes()).short()
+            )
+        } else {
+            s
+        }
+    }
+
+    /// Whether the bridge `name` is this store's (made by it, or by a berth
+    /// from before bridges were labelled), not another store's.
+    fn bridge_is_ours(&self, nl: &mut netlink::Netlink, name: &str) -> Result<Option<bool>> {
+        Ok(nl
+            .link_alias(name)
+            .map_err(nl_err)?
+            .map(|a| a.is_empty() || a == self.bridge_owner()))
+    }
+
+    /// Takes a network's bridge and rules away (a bridge of another store
+    /// by the same name stays, and so does the table while any store's
+    /// network is in it).
+    pub(crate) fn network_down(&self, net: &Network) -> Result<()> {
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
-        nl.del_link(&net.bridge).map_err(nl_err)?;
+        if self.bridge_is_ours(&mut nl, &net.bridge)? == Some(true) {
+            nl.del_link(&net.bridge).map_err(nl_err)?;
+        }
         nft::remove_network(&net.bridge, &net.subnet).map_err(nft_err)?;
-        if self.bridge_networks().iter().all(|n| n.id == net.id) {
+        if nft::bridge_count() == 0 {
             nft::delete_table().map_err(nft_err)?;
         }
         Ok(())
     }
 
     /// Brings a network's bridge, address, forwarding and NAT up (idempotent,
-    /// and cheap when already up: one netlink lookup).
-    fn network_up(&self, net: &Network) -> Result<()> {
+    /// and cheap when already up: one netlink lookup). When another store
+    /// holds the default bridge's name (`berth0`), this store's default
+    /// network moves to the next free `berthN` (its record is rewritten);
+    /// returns the network as it now is. Call under the network lock.
+    fn network_up(&self, net: &Network) -> Result<Network> {
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
-        if nl.link_index(&net.bridge).map_err(nl_err)?.is_some() {
-            return Ok(());
+        let mut net = net.clone();
+        match self.bridge_is_ours(&mut nl, &net.bridge)? {
+            Some(true) => return Ok(net),
+            Some(false) if net.name == DEFAULT => {
+                let mut free = None;
+                for i in 1..100 {
+                    let name = format!("berth{i}");
+                    match self.bridge_is_ours(&mut nl, &name)? {
+                        None | Some(true) => {
+                            free = Some(name);
+                            break;
+                        }
+                        Some(false) => {}
+                    }
+                }
+                net.bridge = free.ok_or_else(|| {
+                    EngineError::Invalid("no free bridge name berth1..berth99".into())
+                })?;
+                write_json(&self.networks_dir().join(format!("{}.json", net.id)), &net)?;
+                if nl.link_index(&net.bridge).map_err(nl_err)?.is_some() {
+                    return Ok(net);
+                }
+            }
+            Some(false) => {
+                return Err(EngineError::Conflict(format!(
+                    "bridge {} of network {} belongs to another berth store",
+                    net.bridge, net.name
+                )));
+            }
+            None => {}
         }
         let sn = net.subnet()?;
-        let br = nl.add_bridge(&net.bridge).map_err(nl_err)?;
+        let br = nl
+            .add_bridge_as(&net.bridge, Some(&self.bridge_owner()))
+            .map_err(nl_err)?;
         nl.add_address(br, net.gateway()?, sn.prefix)
             .map_err(nl_err)?;
         nl.set_up(br, None).map_err(nl_err)?;
@@ -612,7 +676,8 @@ impl Engine {
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
             "1",
         )?;
-        nft::add_network(&net.bridge, &net.subnet, net.internal).map_err(nft_err)
+        nft::add_network(&net.bridge, &net.subnet, net.internal).map_err(nft_err)?;
+        Ok(net)
     }
 
     /// Picks the container's network and address when it is created (kept
@@ -903,10 +968,10 @@ impl Engine {
         net: &Network,
         ep: &Endpoint,
     ) -> Result<String> {
-        {
+        let net = &{
             let _l = self.network_lock()?;
-            self.network_up(net)?;
-        }
+            self.network_up(net)?
+        };
         if net.name != DEFAULT {
             self.dns_ensure(net.gateway()?)?;
         }
@@ -1041,9 +1106,15 @@ impl Engine {
             .flat_map(|c| c.network_settings.networks.into_values())
             .map(|ep| ep.ip_address)
             .collect();
+        // Only this store's: another store's ports point into its subnets.
+        let ours: Vec<Subnet> = self
+            .bridge_networks()
+            .iter()
+            .filter_map(|n| n.subnet().ok())
+            .collect();
         let stray: Vec<nft::Published> = nft::published()
             .into_iter()
-            .filter(|p| !held.contains(&p.ip.to_string()))
+            .filter(|p| !held.contains(&p.ip.to_string()) && ours.iter().any(|s| s.contains(p.ip)))
             .collect();
         nft::unpublish(&stray).map_err(nft_err)
     }

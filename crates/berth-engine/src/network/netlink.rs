@@ -215,8 +215,41 @@ impl Netlink {
             .collect())
     }
 
+    /// The alias (`ip link set … alias`) of the link called `name`:
+    /// `None` when there is no such link, `Some("")` when it has none.
+    pub fn link_alias(&mut self, name: &str) -> Result<Option<String>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(
+            &format!("get link {name}"),
+            RouteNetlinkMessage::GetLink(m),
+            0,
+        ) {
+            Ok(v) => Ok(v.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(
+                    l.attributes
+                        .into_iter()
+                        .find_map(|a| match a {
+                            LinkAttribute::IfAlias(s) => Some(s),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates a bridge called `name` (an existing one is fine); returns its index.
     pub fn add_bridge(&mut self, name: &str) -> Result<u32> {
+        self.add_bridge_as(name, None)
+    }
+
+    /// [`Netlink::add_bridge`], the new bridge labelled with `alias` (whose
+    /// it is).
+    pub fn add_bridge_as(&mut self, name: &str, alias: Option<&str>) -> Result<u32> {
         if let Some(i) = self.link_index(name)? {
             return Ok(i);
         }
@@ -236,12 +269,25 @@ impl Netlink {
             Err(e) if e.errno() == Some(libc::EEXIST) => {}
             Err(e) => return Err(e),
         }
-        self.link_index(name)?.ok_or_else(|| {
+        let index = self.link_index(name)?.ok_or_else(|| {
             err(
                 format!("add bridge {name}"),
                 std::io::Error::from_raw_os_error(libc::ENODEV),
             )
-        })
+        })?;
+        // The kernel takes an alias on a link that exists, not on one
+        // being made.
+        if let Some(a) = alias {
+            let mut m = LinkMessage::default();
+            m.header.index = index;
+            m.attributes.push(LinkAttribute::IfAlias(a.to_string()));
+            self.request(
+                &format!("set alias of {name}"),
+                RouteNetlinkMessage::SetLink(m),
+                NLM_F_ACK,
+            )?;
+        }
+        Ok(index)
     }
 
     /// Creates a veth pair: `host` here, `peer` (named so) straight in the

@@ -204,6 +204,27 @@ pub fn unpublish(ports: &[Published]) -> Result<()> {
     Ok(())
 }
 
+/// How many bridges (of any store) the table still serves.
+pub fn bridge_count() -> usize {
+    let Ok(o) = Command::new("nft")
+        .args(["-j", "list", "set", "ip", "berth", "bridges"])
+        .output()
+    else {
+        return 0;
+    };
+    if !o.status.success() {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x["set"]["elem"].as_array())
+        .map(Vec::len)
+        .sum()
+}
+
 /// Deletes the whole table (when the last network goes, and in tests).
 pub fn delete_table() -> Result<()> {
     if !table_exists() {
