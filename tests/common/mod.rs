@@ -7,6 +7,23 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The `berth` binary cargo built for these tests.
+/// Whether the program `tool` is installed; when it is not, prints one line
+/// saying the test is skipped and which package brings the tool (`.ci/run`
+/// installs every one of them), so a machine without it runs the rest.
+pub fn have(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if !found {
+        eprintln!("skipped: {tool} is not installed (apt-get install {package})");
+    }
+    found
+}
+
 pub fn berth_bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
 }
