@@ -646,3 +646,30 @@ fn two_stores_share_a_host() {
     assert!(ok && got == "from a\n", "{got}");
     a.run(&["rm", "-f", "web"]).ok();
 }
+
+/// A `berth0` left on the host by a store that is gone (unlabelled, as an
+/// older berth made it, on another subnet) is not taken for this store's:
+/// the default network goes to `berth1` and its port answers.
+#[test]
+fn a_stale_bridge_of_a_gone_store_is_left_alone() {
+    let b = setup();
+    let (ok, out) = ns(&b).sh(
+        "ip link add berth0 type bridge && ip addr add 10.99.0.1/16 dev berth0 && ip link set berth0 up",
+    );
+    assert!(ok, "{out}");
+    b.run(&[
+        "run", "-d", "--name", "web", "-p", "18090:80", "busybox", "httpd", "-f", "-p", "80", "-h",
+        "/etc",
+    ])
+    .ok();
+    let l = links(&b);
+    assert!(l.contains("berth1"), "{l}");
+    let host = b
+        .run(&["inspect", "-f", "{{.Config.Hostname}}", "web"])
+        .ok();
+    let (ok, page) = ns(&b).sh("curl -s --max-time 5 http://127.0.0.1:18090/hostname");
+    assert!(ok && page == host, "{page} vs {host}");
+    let (_, addrs) = ns(&b).sh("ip -o -4 addr show berth0");
+    assert!(addrs.contains("10.99.0.1/16"), "{addrs}");
+    b.run(&["rm", "-f", "web"]).ok();
+}

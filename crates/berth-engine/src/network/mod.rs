@@ -599,13 +599,28 @@ impl Engine {
         }
     }
 
-    /// Whether the bridge `name` is this store's (made by it, or by a berth
-    /// from before bridges were labelled), not another store's.
-    fn bridge_is_ours(&self, nl: &mut netlink::Netlink, name: &str) -> Result<Option<bool>> {
-        Ok(nl
-            .link_alias(name)
-            .map_err(nl_err)?
-            .map(|a| a.is_empty() || a == self.bridge_owner()))
+    /// Whether the bridge `name` is this store's: labelled with it, or (made
+    /// by a berth from before bridges were labelled) unlabelled and carrying
+    /// `gateway`; `None` when there is no such link.
+    fn bridge_is_ours(
+        &self,
+        nl: &mut netlink::Netlink,
+        name: &str,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Option<bool>> {
+        let Some(alias) = nl.link_alias(name).map_err(nl_err)? else {
+            return Ok(None);
+        };
+        if !alias.is_empty() {
+            return Ok(Some(alias == self.bridge_owner()));
+        }
+        let Some(gw) = gateway else {
+            return Ok(Some(true));
+        };
+        let Some(index) = nl.link_index(name).map_err(nl_err)? else {
+            return Ok(None);
+        };
+        Ok(Some(nl.addresses(index).map_err(nl_err)?.contains(&gw)))
     }
 
     /// Takes a network's bridge and rules away (a bridge of another store
@@ -613,7 +628,7 @@ impl Engine {
     /// network is in it).
     pub(crate) fn network_down(&self, net: &Network) -> Result<()> {
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
-        if self.bridge_is_ours(&mut nl, &net.bridge)? == Some(true) {
+        if self.bridge_is_ours(&mut nl, &net.bridge, net.gateway().ok())? == Some(true) {
             nl.del_link(&net.bridge).map_err(nl_err)?;
         }
         nft::remove_network(&net.bridge, &net.subnet).map_err(nft_err)?;
@@ -631,13 +646,14 @@ impl Engine {
     fn network_up(&self, net: &Network) -> Result<Network> {
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
         let mut net = net.clone();
-        match self.bridge_is_ours(&mut nl, &net.bridge)? {
+        let gw = net.gateway().ok();
+        match self.bridge_is_ours(&mut nl, &net.bridge, gw)? {
             Some(true) => return Ok(net),
             Some(false) if net.name == DEFAULT => {
                 let mut free = None;
                 for i in 1..100 {
                     let name = format!("berth{i}");
-                    match self.bridge_is_ours(&mut nl, &name)? {
+                    match self.bridge_is_ours(&mut nl, &name, gw)? {
                         None | Some(true) => {
                             free = Some(name);
                             break;

@@ -351,6 +351,28 @@ impl Netlink {
         }
     }
 
+    /// The IPv4 addresses on link `index`.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        let v = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(m),
+            NLM_F_DUMP,
+        )?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.into_iter().find_map(|x| match x {
+                        AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(ip),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Adds `addr/prefix` to a link (already there is fine).
     pub fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<()> {
         let mut m = AddressMessage::default();
