@@ -57,3 +57,39 @@ fn a_failed_build_leaves_no_scratch() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `load` (and `import`, `save`) show a byte bar on a terminal, none with
+/// `-q` or when the output is not a terminal; what was loaded is printed
+/// either way (docker's load). The terminal is util-linux's `script`.
+#[test]
+fn load_shows_progress_on_a_terminal_only() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let tar = b.path("bb.tar");
+    b.run(&["save", "-o", tar.to_str().unwrap(), "busybox"])
+        .ok();
+    let other = b.path("other-root");
+    let under_tty = |extra: &str| {
+        let cmd = format!(
+            "{} --root {} load {extra} -i {}",
+            common::berth_bin(),
+            other.display(),
+            tar.display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .expect("script (util-linux)");
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = under_tty("");
+    assert!(shown.contains("Loading ["), "{shown}");
+    assert!(shown.contains("Loaded image: busybox:latest"), "{shown}");
+    let quiet = under_tty("-q");
+    assert!(!quiet.contains("Loading ["), "{quiet}");
+    assert!(quiet.contains("Loaded image: busybox:latest"), "{quiet}");
+    let piped = b.run(&["load", "-i", tar.to_str().unwrap()]);
+    assert_eq!(piped.ok(), "Loaded image: busybox:latest\n");
+    assert!(!piped.stderr().contains("Loading"), "{}", piped.stderr());
+}

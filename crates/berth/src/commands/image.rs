@@ -397,8 +397,8 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
     for c in &a.change {
         crate::changes::apply_change(&mut config, c)?;
     }
-    let input: Box<dyn Read> = if a.file == "-" {
-        Box::new(std::io::stdin().lock())
+    let (input, size): (Box<dyn Read>, Option<u64>) = if a.file == "-" {
+        (Box::new(std::io::stdin().lock()), None)
     } else {
         if a.file.starts_with("http://") || a.file.starts_with("https://") {
             bail!(
@@ -406,7 +406,14 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
                 a.file
             );
         }
-        Box::new(std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file))?)
+        let f = std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let bar = crate::output::progress::byte_bar("Importing", size, false);
+    let input: Box<dyn Read> = match &bar {
+        Some(b) => Box::new(b.wrap_read(input)),
+        None => input,
     };
     let comment = a
         .message
@@ -423,6 +430,9 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
             },
         )
         .with_context(|| format!("importing {}", a.file))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     println!("{}", img.id);
     Ok(())
 }
@@ -459,9 +469,15 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
                 .unwrap_or(std::path::Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-            store
-                .save(&sel, format, std::io::BufWriter::new(tmp.as_file_mut()))?
-                .flush()?;
+            let bar = crate::output::progress::byte_bar("Saving", None, false);
+            let w = std::io::BufWriter::new(tmp.as_file_mut());
+            match &bar {
+                Some(b) => {
+                    store.save(&sel, format, b.wrap_write(w))?.flush()?;
+                    b.finish_and_clear();
+                }
+                None => store.save(&sel, format, w)?.flush()?,
+            }
             tmp.as_file().sync_all()?;
             // Readable like any file the user creates (tempfile makes 0600).
             std::fs::set_permissions(
@@ -475,10 +491,14 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
             if std::io::stdout().is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
-            let out = std::io::stdout().lock();
-            store
-                .save(&sel, format, std::io::BufWriter::new(out))?
-                .flush()?;
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            match crate::output::progress::byte_bar("Saving", None, false) {
+                Some(b) => {
+                    store.save(&sel, format, b.wrap_write(out))?.flush()?;
+                    b.finish_and_clear();
+                }
+                None => store.save(&sel, format, out)?.flush()?,
+            }
         }
     }
     Ok(())
@@ -490,26 +510,35 @@ pub struct LoadArgs {
     /// Read from a file instead of stdin.
     #[arg(short, long)]
     pub input: Option<PathBuf>,
-    /// Suppress the load progress (berth's load shows none; kept for docker's flag).
+    /// Suppress the load progress output.
     #[arg(short, long)]
     pub quiet: bool,
 }
 
 pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<()> {
-    let input: Box<dyn Read> = match &a.input {
+    let (input, size): (Box<dyn Read>, Option<u64>) = match &a.input {
         Some(p) => {
-            Box::new(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?)
+            let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+            let size = f.metadata().ok().map(|m| m.len());
+            (Box::new(f), size)
         }
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("requested load from stdin, but stdin is empty");
             }
-            Box::new(std::io::stdin().lock())
+            (Box::new(std::io::stdin().lock()), None)
         }
     };
-    let loaded = store.load(input)?;
     // docker: -q silences progress only; what was loaded is still printed.
-    let _ = a.quiet;
+    let bar = crate::output::progress::byte_bar("Loading", size, a.quiet);
+    let input: Box<dyn Read> = match &bar {
+        Some(b) => Box::new(b.wrap_read(input)),
+        None => input,
+    };
+    let loaded = store.load(input)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     for l in loaded {
         if l.names.is_empty() {
             println!("Loaded image ID: {}", l.id);

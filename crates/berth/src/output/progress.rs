@@ -110,3 +110,25 @@ impl Progress for Bars {
         b.finish_with_message(status.to_string());
     }
 }
+
+/// A byte counter for `import`, `load` and `save` on a terminal (stderr):
+/// a bar when the size is known, a spinner with bytes and speed when not;
+/// `None` when stderr is not a terminal or `quiet` (scripts see nothing).
+pub fn byte_bar(label: &str, total: Option<u64>, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match total {
+        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}")
+                .expect("template"),
+        ),
+    };
+    bar.set_message(label.to_string());
+    Some(bar)
+}
