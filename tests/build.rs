@@ -1279,3 +1279,74 @@ fn run_output_arrives_before_the_step_ends() {
     assert!(child.wait().unwrap().success(), "{all}");
     assert!(all.contains(" second-line\n"), "{all}");
 }
+
+/// `--progress`: on a terminal (util-linux's `script`), BuildKit's live view
+/// (`[+] Building …`, one line per step, `FINISHED` at the end); `rawjson`
+/// gives one JSON object per event (vertexes with started and completed
+/// times, logs base64-encoded); an unknown mode is refused.
+#[test]
+fn progress_tty_and_rawjson() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let d = b.path("prog");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM busybox\nRUN echo from-the-step\n",
+    )
+    .unwrap();
+    let cmd = format!(
+        "{} --root {} build --no-cache --progress tty {}",
+        common::berth_bin(),
+        b.root().display(),
+        d.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux)");
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("[+] Building"), "{shown}");
+    assert!(shown.contains("FINISHED"), "{shown}");
+    assert!(
+        shown.contains(" => [2/2] RUN echo from-the-step"),
+        "{shown}"
+    );
+
+    let r = build(&b, &d, &["--no-cache", "--progress", "rawjson"]);
+    r.ok();
+    let mut completed = 0;
+    let mut logged = false;
+    for l in r.stderr().lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        for vx in v["vertexes"].as_array().into_iter().flatten() {
+            if vx.get("completed").is_some() {
+                completed += 1;
+            }
+        }
+        for lg in v["logs"].as_array().into_iter().flatten() {
+            use std::io::Read;
+            let data = lg["data"].as_str().unwrap();
+            let out = std::process::Command::new("base64")
+                .arg("-d")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(data.as_bytes())?;
+                    let mut s = String::new();
+                    c.stdout.take().unwrap().read_to_string(&mut s)?;
+                    c.wait()?;
+                    Ok(s)
+                })
+                .unwrap();
+            logged |= out == "from-the-step\n";
+        }
+    }
+    assert!(completed >= 3, "{}", r.stderr());
+    assert!(logged, "{}", r.stderr());
+    let err = build(&b, &d, &["--progress", "fancy"]).fails(1);
+    assert!(err.contains("invalid progress mode"), "{err}");
+}

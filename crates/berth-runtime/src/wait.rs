@@ -129,7 +129,9 @@ pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool
         for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
             libc::sigaddset(&mut set, *s);
         }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        // Non-blocking: a thread of ours that does not block these signals
+        // may take one between our poll and our read.
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         (fd >= 0).then(|| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd))
     };
     // SAFETY: the standard descriptors outlive this function.

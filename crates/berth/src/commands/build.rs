@@ -51,7 +51,7 @@ pub struct BuildArgs {
     /// SSH agent socket to expose to the build (`default|<id>[=<socket>]`).
     #[arg(long)]
     pub ssh: Vec<String>,
-    /// Set type of progress output (`auto`, `plain`, `tty`, `quiet`).
+    /// Set type of progress output (`auto`, `plain`, `tty`, `rawjson`, `quiet`).
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Suppress the build output and print image ID on success.
@@ -208,11 +208,12 @@ pub fn build(
             Ok(())
         };
     }
-    let out: Box<dyn std::io::Write + Send> = if quiet {
-        Box::new(std::io::sink())
+    let mode = if quiet {
+        crate::output::buildview::Mode::Quiet
     } else {
-        Box::new(std::io::stderr())
+        crate::output::buildview::Mode::parse(&a.progress)?
     };
+    let out = crate::output::buildview::writer(mode);
     let store = &engine.store;
     let platform = a.platform.clone();
     let fetch = move |base: &str, always: bool| -> Result<(), String> {
@@ -232,7 +233,10 @@ pub fn build(
     let mut b = Builder::new(&engine.store, engine.root(), out)?
         .with_fetcher(Box::new(fetch))
         .with_downloader(Box::new(download));
-    match b.build(&opts) {
+    let built = b.build(&opts);
+    // The progress view's last draw comes before anything printed below.
+    drop(b);
+    match built {
         Ok(img) => {
             if let Some(p) = &a.iidfile {
                 std::fs::write(p, img.id.to_string())

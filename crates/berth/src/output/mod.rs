@@ -2,6 +2,7 @@
 //! go-units human sizes (`4.26MB`) and durations (`8 minutes ago`), `--format`
 //! templates and `--format json` lines.
 
+pub mod buildview;
 pub mod progress;
 pub mod template;
 
