@@ -991,3 +991,70 @@ fn volume_and_network_ls_filters() {
     assert_eq!(nls(&["-f", "name=fn-"]), "fn-custom\n");
     b.run(&["rm", "fv-c"]).ok();
 }
+
+/// docker's `attach`: the running container's output from now on (not
+/// what it printed before), signals proxied to it (SIGTERM here, which it
+/// traps), and the container's exit code as attach's own; a stopped
+/// container is refused with docker's words.
+#[test]
+fn attach_follows_output_proxies_signals_and_exits_with_the_container() {
+    use std::io::BufRead;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "att",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 7' TERM; echo before; \
+         while true; do if [ -e /go ]; then echo after; rm /go; fi; sleep 0.1; done",
+    ])
+    .ok();
+    for _ in 0..100 {
+        if b.run(&["logs", "att"]).ok() == "before\n" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut child = b
+        .command(&["attach", "att"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready once it blocks SIGTERM (it took its place in the log before).
+    let status = format!("/proc/{}/status", child.id());
+    for _ in 0..200 {
+        let blocked = std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("SigBlk:"))
+                    .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+            })
+            .unwrap_or(0);
+        if blocked & (1 << (libc::SIGTERM - 1)) != 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    b.run(&["exec", "att", "touch", "/go"]).ok();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "after\n");
+    // SAFETY: a signal to the attach we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(7));
+    let err = b.run(&["attach", "att"]).fails(1);
+    assert!(
+        err.contains("You cannot attach to a stopped container"),
+        "{err}"
+    );
+    b.run(&["rm", "att"]).ok();
+}

@@ -109,6 +109,8 @@ enum Cmd {
     Rename(RenameArgs),
     /// Update configuration of one or more containers.
     Update(commands::container::UpdateArgs),
+    /// Attach to a running container's output.
+    Attach(commands::container::AttachArgs),
     /// List port mappings of a container.
     Port(commands::container::PortArgs),
     /// Copy files between a container and the local filesystem.
@@ -255,6 +257,8 @@ enum ContainerCmd {
     Rename(RenameArgs),
     /// Update limits and restart policy.
     Update(commands::container::UpdateArgs),
+    /// Attach to a running container's output.
+    Attach(commands::container::AttachArgs),
     /// Port mappings.
     Port(commands::container::PortArgs),
     /// Remove all stopped containers.
@@ -355,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => ct::rename(&engine, a),
         Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => ct::port(&engine, a),
         Cmd::Update(a) | Cmd::Container(ContainerCmd::Update(a)) => ct::update(&engine, a),
+        Cmd::Attach(a) | Cmd::Container(ContainerCmd::Attach(a)) => ct::attach(&engine, a),
         Cmd::Container(ContainerCmd::Prune(a)) => ct::prune(&engine, a),
         Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => ct::cp(&engine, a),
         Cmd::Container(ContainerCmd::Inspect(a)) => inspect_containers(&engine, a),

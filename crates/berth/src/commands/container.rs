@@ -870,6 +870,84 @@ pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `attach`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach STDIN (berth forwards no input to a detached container yet).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process (non-TTY mode only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub sig_proxy: bool,
+    /// The container.
+    pub container: String,
+}
+
+/// `attach`: the running container's output from now on, as its monitor
+/// records it, until it stops; then its exit code, as docker's attach
+/// exits. SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the container (docker's
+/// `--sig-proxy`, not for a terminal container). Input is not forwarded:
+/// berth's monitor holds no stdin for a detached container.
+pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
+    let daemon = |e: EngineError| exit_err(1, format!("Error response from daemon: {e}"));
+    let c = engine.find(&a.container).map_err(daemon)?;
+    if !matches!(c.state.status, Status::Running | Status::Paused) {
+        return Err(exit_err(
+            1,
+            "You cannot attach to a stopped container, start it first",
+        ));
+    }
+    let path = engine.dir(&c.id).join(format!("{}-json.log", c.id));
+    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if a.sig_proxy && !c.config.tty {
+        // Blocked here, taken by a thread that sends each to the container.
+        // SAFETY: sigset calls on a local set; the mask is this thread's,
+        // inherited by the thread spawned below.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let (root, id) = (engine.root().to_path_buf(), c.id.clone());
+        std::thread::spawn(move || {
+            loop {
+                let mut sig = 0;
+                // SAFETY: sigwait on the set blocked above.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    return;
+                }
+                if let Ok(e) = Engine::open(&root) {
+                    let _ = e.kill(&id, sig);
+                }
+            }
+        });
+    }
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let opts = berth_engine::logs::ReadOptions::default();
+    let id = c.id.clone();
+    berth_engine::logs::follow(&path, offset, &opts, &mut out, &mut err, &|| {
+        engine
+            .find(&id)
+            .map(|c| {
+                !matches!(
+                    c.state.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                )
+            })
+            .unwrap_or(true)
+    })?;
+    let code = engine.find(&id).map(|c| c.state.exit_code).unwrap_or(0);
+    if code != 0 {
+        return Err(exit_err(code, String::new()));
+    }
+    Ok(())
+}
+
 /// `exec`.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
