@@ -93,3 +93,36 @@ fn load_shows_progress_on_a_terminal_only() {
     assert_eq!(piped.ok(), "Loaded image: busybox:latest\n");
     assert!(!piped.stderr().contains("Loading"), "{}", piped.stderr());
 }
+
+/// One error style: `Error: …` on every command (berth has no daemon, so
+/// never "Error response from daemon"), BuildKit's `ERROR: …` for a build;
+/// docker's exit codes for usage: 1 for a missing argument, 125 for a bad
+/// flag.
+#[test]
+fn errors_have_one_style() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    for args in [
+        vec!["volume", "rm", "nope-vol"],
+        vec!["rm", "nope-ctr"],
+        vec!["network", "rm", "nope-net"],
+        vec!["inspect", "nope-obj"],
+        vec!["update", "--memory", "1m", "nope-ctr"],
+    ] {
+        let r = b.run(&args);
+        assert_ne!(r.code(), 0, "{args:?}");
+        let err = r.stderr();
+        assert!(err.starts_with("Error: "), "{args:?}: {err}");
+        assert!(
+            !err.contains("from daemon") && !err.contains("berth:"),
+            "{args:?}: {err}"
+        );
+    }
+    let d = b.path("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("Dockerfile"), "FROM busybox\nNOPE\n").unwrap();
+    let err = b.run(&["build", "-q", d.to_str().unwrap()]).fails(1);
+    assert!(err.starts_with("ERROR: "), "{err}");
+    b.run(&["rm"]).fails(1);
+    b.run(&["ps", "--bogus"]).fails(125);
+}

@@ -550,6 +550,12 @@ fn main() -> ExitCode {
                     let _ = e.print();
                     ExitCode::from(125)
                 }
+                // docker: a missing argument ("requires at least 1
+                // argument") exits 1; other usage errors are flag errors, 125.
+                ErrorKind::MissingRequiredArgument | ErrorKind::TooFewValues => {
+                    let _ = e.print();
+                    ExitCode::from(1)
+                }
                 // Usage errors exit 125, as docker's flag errors do.
                 _ => {
                     let _ = e.print();
@@ -567,8 +573,12 @@ fn main() -> ExitCode {
         }
         Err(e) => match e.downcast_ref::<commands::container::ExitError>() {
             Some(x) => {
-                if !x.msg.is_empty() {
-                    eprintln!("berth: {}", x.msg);
+                // One style for every error: `Error: …` (berth has no daemon
+                // to blame); BuildKit's `ERROR: …` of a build stays as it is.
+                if x.msg.starts_with("ERROR") || x.msg.starts_with("Error") {
+                    eprintln!("{}", x.msg);
+                } else if !x.msg.is_empty() {
+                    eprintln!("Error: {}", x.msg);
                 }
                 ExitCode::from(x.code)
             }

@@ -566,7 +566,7 @@ pub fn start(engine: &Engine, a: StartArgs) -> anyhow::Result<()> {
         match engine.start_detached(q) {
             Ok(()) => println!("{q}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
@@ -727,7 +727,7 @@ fn each(
         match f(q) {
             Ok(()) => println!("{q}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                eprintln!("Error: {e}");
                 failed = true;
             }
         }
@@ -890,7 +890,7 @@ pub struct AttachArgs {
 /// `--sig-proxy`, not for a terminal container). Input is not forwarded:
 /// berth's monitor holds no stdin for a detached container.
 pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
-    let daemon = |e: EngineError| exit_err(1, format!("Error response from daemon: {e}"));
+    let daemon = |e: EngineError| exit_err(1, e.to_string());
     let c = engine.find(&a.container).map_err(daemon)?;
     if !matches!(c.state.status, Status::Running | Status::Paused) {
         return Err(exit_err(
@@ -992,9 +992,7 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> anyhow::Result<()> {
         privileged: a.privileged,
     };
     let code = engine.exec(&a.container, &r).map_err(|e| match e {
-        EngineError::NotFound(_) | EngineError::Conflict(_) => {
-            exit_err(1, format!("Error response from daemon: {e}"))
-        }
+        EngineError::NotFound(_) | EngineError::Conflict(_) => exit_err(1, e.to_string()),
         e => engine_err(e),
     })?;
     if code != 0 {
@@ -1014,9 +1012,7 @@ pub struct WaitArgs {
 /// `wait`.
 pub fn wait(engine: &Engine, a: WaitArgs) -> anyhow::Result<()> {
     for q in &a.containers {
-        let c = engine
-            .wait(q)
-            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+        let c = engine.wait(q).map_err(|e| exit_err(1, e.to_string()))?;
         println!("{}", c.state.exit_code);
     }
     Ok(())
@@ -1351,7 +1347,7 @@ pub struct RenameArgs {
 pub fn rename(engine: &Engine, a: RenameArgs) -> anyhow::Result<()> {
     engine
         .rename(&a.container, &a.new_name)
-        .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))
+        .map_err(|e| exit_err(1, e.to_string()))
 }
 
 /// `port`.
@@ -1368,7 +1364,7 @@ pub struct PortArgs {
 pub fn port(engine: &Engine, a: PortArgs) -> anyhow::Result<()> {
     let c = engine
         .find(&a.container)
-        .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+        .map_err(|e| exit_err(1, e.to_string()))?;
     let ports = &c.network_settings.ports;
     match &a.port {
         None => {
@@ -1515,7 +1511,7 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
                 return Err(exit_err(
                     1,
                     format!(
-                        "Error response from daemon: create {}: error looking up volume plugin {driver}: plugin \"{driver}\" not found",
+                        "create {}: error looking up volume plugin {driver}: plugin \"{driver}\" not found",
                         name.as_deref().unwrap_or("")
                     ),
                 ));
@@ -1539,7 +1535,7 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
                 &filter,
                 berth_engine::objfilter::VOLUME_KEYS,
             )
-            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}")))?;
+            .map_err(|e| exit_err(1, e.to_string()))?;
             let vols = engine.volumes_filtered(&f)?;
             if quiet {
                 for v in &vols {
@@ -1574,7 +1570,7 @@ pub fn volume(engine: &Engine, cmd: VolumeCmd) -> anyhow::Result<()> {
                 match engine.volume_remove(v, force) {
                     Ok(()) => println!("{v}"),
                     Err(e) => {
-                        eprintln!("Error response from daemon: {e}");
+                        eprintln!("Error: {e}");
                         failed = true;
                     }
                 }
@@ -1618,7 +1614,7 @@ fn split_container_path(s: &str) -> Option<(&str, &str)> {
 
 /// `cp`.
 pub fn cp(engine: &Engine, a: CpArgs) -> anyhow::Result<()> {
-    let daemon = |e: EngineError| exit_err(1, format!("Error response from daemon: {e}"));
+    let daemon = |e: EngineError| exit_err(1, e.to_string());
     match (split_container_path(&a.src), split_container_path(&a.dest)) {
         // docker: `-` is a tar stream on stdout or stdin.
         (Some((c, p)), None) if a.dest == "-" => {
@@ -1633,10 +1629,10 @@ pub fn cp(engine: &Engine, a: CpArgs) -> anyhow::Result<()> {
             .map_err(daemon),
         (Some((c, p)), None) => engine
             .cp_from(c, p, std::path::Path::new(&a.dest), a.follow_link)
-            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
+            .map_err(|e| exit_err(1, e.to_string())),
         (None, Some((c, p))) => engine
             .cp_into(std::path::Path::new(&a.src), c, p)
-            .map_err(|e| exit_err(1, format!("Error response from daemon: {e}"))),
+            .map_err(|e| exit_err(1, e.to_string())),
         (Some(_), Some(_)) => Err(exit_err(1, "copying between containers is not supported")),
         (None, None) => Err(exit_err(1, "must specify at least one container source")),
     }

@@ -98,8 +98,7 @@ fn inspect_value(engine: &Engine, n: &berth_engine::network::Network) -> anyhow:
 
 /// `network …`.
 pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
-    let daemon =
-        |e: berth_engine::EngineError| exit_err(1, format!("Error response from daemon: {e}"));
+    let daemon = |e: berth_engine::EngineError| exit_err(1, e.to_string());
     match cmd {
         NetworkCmd::Create {
             driver,
@@ -112,9 +111,7 @@ pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
             if driver != "bridge" {
                 return Err(exit_err(
                     1,
-                    format!(
-                        "Error response from daemon: plugin \"{driver}\" not found (berth has the bridge driver)"
-                    ),
+                    format!("plugin \"{driver}\" not found (berth has the bridge driver)"),
                 ));
             }
             let labels = label
@@ -180,12 +177,9 @@ pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
         NetworkCmd::Inspect { networks, format } => {
             let mut out = Vec::new();
             for q in &networks {
-                let n = engine.network_find(q).map_err(|_| {
-                    exit_err(
-                        1,
-                        format!("Error response from daemon: network {q} not found"),
-                    )
-                })?;
+                let n = engine
+                    .network_find(q)
+                    .map_err(|_| exit_err(1, format!("network {q} not found")))?;
                 out.push(inspect_value(engine, &n)?);
             }
             crate::commands::image::print_inspect(out, format.as_deref())?;
@@ -196,7 +190,7 @@ pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
                 match engine.network_remove(q) {
                     Ok(_) => println!("{q}"),
                     Err(e) => {
-                        eprintln!("Error response from daemon: {e}");
+                        eprintln!("Error: {e}");
                         failed = true;
                     }
                 }
