@@ -1058,3 +1058,48 @@ fn attach_follows_output_proxies_signals_and_exits_with_the_container() {
     );
     b.run(&["rm", "att"]).ok();
 }
+
+/// docker's `system df --format` (one row per kind: Type, TotalCount,
+/// Active, Size, Reclaimable) and `system df -v` (a section per kind with
+/// docker's columns).
+#[test]
+fn system_df_format_and_verbose() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["volume", "create", "dfvol"]).ok();
+    b.run(&[
+        "create", "--name", "dfc", "-v", "dfvol:/d", "busybox", "true",
+    ])
+    .ok();
+    let rows = b
+        .run(&[
+            "system",
+            "df",
+            "--format",
+            "{{.Type}}={{.TotalCount}}/{{.Active}}",
+        ])
+        .ok();
+    assert_eq!(
+        rows,
+        "Images=1/1\nContainers=1/0\nLocal Volumes=1/1\nBuild Cache=0/0\n"
+    );
+    let v = b.run(&["system", "df", "-v"]).ok();
+    for want in [
+        "Images space usage:",
+        "REPOSITORY   TAG       IMAGE ID",
+        "SHARED SIZE   UNIQUE SIZE   CONTAINERS",
+        "Containers space usage:",
+        "LOCAL VOLUMES",
+        "Local Volumes space usage:",
+        "VOLUME NAME   LINKS     SIZE",
+        "Build cache usage: 0B",
+    ] {
+        assert!(v.contains(want), "{want}: {v}");
+    }
+    assert!(
+        v.lines()
+            .any(|l| l.starts_with("dfvol") && l.contains(" 1 ")),
+        "{v}"
+    );
+    b.run(&["rm", "dfc"]).ok();
+}

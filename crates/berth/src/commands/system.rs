@@ -88,6 +88,10 @@ pub struct DfArgs {
     /// Show detailed information on space usage.
     #[arg(short, long)]
     pub verbose: bool,
+    /// `table`, `json` or a Go template (`{{.Type}}`, `{{.TotalCount}}`,
+    /// `{{.Active}}`, `{{.Size}}`, `{{.Reclaimable}}`).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
@@ -116,55 +120,65 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
             .map(|p| format!(" ({p}%)"))
             .unwrap_or_default()
     };
-    let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
-    t.row(vec![
-        "Images".into(),
-        images.len().to_string(),
-        active.to_string(),
-        human_size(total),
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let row = |typ: &str, total: usize, active: usize, size: u64, reclaim: String| {
+        serde_json::json!({
+            "Type": typ,
+            "TotalCount": total.to_string(),
+            "Active": active.to_string(),
+            "Size": human_size(size),
+            "Reclaimable": reclaim,
+        })
+    };
+    rows.push(row(
+        "Images",
+        images.len(),
+        active,
+        total,
         format!("{}{}", human_size(reclaimable), pct(reclaimable, total)),
-    ]);
+    ));
     let containers = engine.containers()?;
     let live =
         |c: &&berth_engine::Container| matches!(c.state.status, Status::Running | Status::Paused);
     let running = containers.iter().filter(live).count();
     let (mut csize, mut creclaim) = (0u64, 0u64);
+    let mut csizes = Vec::new();
     for c in &containers {
         let s = berth_store::fsutil::du(&store.snapshots.upper_dir(&c.id));
+        csizes.push(s);
         csize += s;
         if !live(&c) {
             creclaim += s;
         }
     }
-    t.row(vec![
-        "Containers".into(),
-        containers.len().to_string(),
-        running.to_string(),
-        human_size(csize),
+    rows.push(row(
+        "Containers",
+        containers.len(),
+        running,
+        csize,
         format!("{}{}", human_size(creclaim), pct(creclaim, csize)),
-    ]);
+    ));
     let vols = engine.volumes()?;
-    let used: Vec<String> = engine
-        .volumes_in_use()?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let used: Vec<(String, String)> = engine.volumes_in_use()?;
+    let links = |name: &str| used.iter().filter(|(n, _)| n == name).count();
     let (mut vsize, mut vreclaim) = (0u64, 0u64);
+    let mut vsizes = Vec::new();
     for v in &vols {
         let s = berth_store::fsutil::du(std::path::Path::new(&v.mountpoint));
+        vsizes.push(s);
         vsize += s;
-        if !used.contains(&v.name) {
+        if links(&v.name) == 0 {
             vreclaim += s;
         }
     }
-    let vactive = vols.iter().filter(|v| used.contains(&v.name)).count();
-    t.row(vec![
-        "Local Volumes".into(),
-        vols.len().to_string(),
-        vactive.to_string(),
-        human_size(vsize),
+    let vactive = vols.iter().filter(|v| links(&v.name) > 0).count();
+    rows.push(row(
+        "Local Volumes",
+        vols.len(),
+        vactive,
+        vsize,
         format!("{}{}", human_size(vreclaim), pct(vreclaim, vsize)),
-    ]);
+    ));
     // Build cache: its records, and the layers only the cache keeps (those
     // shared with an image are counted there), all reclaimable by
     // `builder prune` as with BuildKit.
@@ -175,38 +189,116 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
             bsize += store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
         }
     }
-    t.row(vec![
-        "Build Cache".into(),
-        cache.len().to_string(),
-        "0".into(),
-        human_size(bsize),
-        human_size(bsize),
-    ]);
-    t.print()?;
-    if a.verbose {
-        println!("\nImages space usage:\n");
-        let mut t = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
-        for img in &images {
-            let size = human_size(image_size(store, img));
-            if img.names.is_empty() {
-                t.row(vec![
-                    "<none>".into(),
-                    "<none>".into(),
-                    img.id.short().into(),
-                    size.clone(),
-                ]);
+    rows.push(row("Build Cache", cache.len(), 0, bsize, human_size(bsize)));
+    let format = crate::output::Format::parse(a.format.as_deref())?;
+    if !a.verbose {
+        return crate::output::print_items(&format, &rows, |rows| {
+            let mut t = Table::new(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+            for r in rows {
+                t.row(
+                    ["Type", "TotalCount", "Active", "Size", "Reclaimable"]
+                        .iter()
+                        .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+                        .collect(),
+                );
             }
-            for n in &img.names {
-                t.row(vec![
-                    n.familiar_name(),
-                    n.tag().unwrap_or("<none>").into(),
-                    img.id.short().into(),
-                    size.clone(),
-                ]);
+            t
+        });
+    }
+    // docker's -v: one section per kind.
+    println!("Images space usage:\n");
+    let mut t = Table::new(&[
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "CREATED",
+        "SIZE",
+        "SHARED SIZE",
+        "UNIQUE SIZE",
+        "CONTAINERS",
+    ]);
+    // A layer is shared when more than one image has it.
+    let mut layer_images: std::collections::BTreeMap<berth_types::Digest, usize> =
+        Default::default();
+    for img in &images {
+        for c in berth_types::chain_ids(&img.config.rootfs.diff_ids) {
+            *layer_images.entry(c).or_default() += 1;
+        }
+    }
+    for img in &images {
+        let size = image_size(store, img);
+        let mut shared = 0u64;
+        for c in berth_types::chain_ids(&img.config.rootfs.diff_ids) {
+            if layer_images.get(&c).copied().unwrap_or(0) > 1 {
+                shared += store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
             }
         }
-        t.print()?;
+        let n_containers = containers
+            .iter()
+            .filter(|c| c.image_id == img.id.to_string())
+            .count();
+        let created = crate::output::since(img.config.created.as_deref());
+        let cells = |repo: String, tag: String| {
+            vec![
+                repo,
+                tag,
+                img.id.short().to_string(),
+                created.clone(),
+                human_size(size),
+                human_size(shared),
+                human_size(size.saturating_sub(shared)),
+                n_containers.to_string(),
+            ]
+        };
+        if img.names.is_empty() {
+            t.row(cells("<none>".into(), "<none>".into()));
+        }
+        for n in &img.names {
+            t.row(cells(n.familiar_name(), n.tag().unwrap_or("<none>").into()));
+        }
     }
+    t.print()?;
+    println!("\nContainers space usage:\n");
+    let mut t = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "LOCAL VOLUMES",
+        "SIZE",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ]);
+    for (c, size) in containers.iter().zip(&csizes) {
+        let mut cmd = c.path.clone();
+        for a in &c.args {
+            cmd.push(' ');
+            cmd.push_str(a);
+        }
+        let vols_of = c.mounts.iter().filter(|m| m.typ == "volume").count();
+        t.row(vec![
+            c.id[..12].to_string(),
+            c.config.image.clone(),
+            format!("\"{}\"", crate::output::ellipsis(&cmd, 20)),
+            vols_of.to_string(),
+            human_size(*size),
+            crate::output::since(Some(&c.created)),
+            c.status_text(),
+            c.name.clone(),
+        ]);
+    }
+    t.print()?;
+    println!("\nLocal Volumes space usage:\n");
+    let mut t = Table::new(&["VOLUME NAME", "LINKS", "SIZE"]);
+    for (v, size) in vols.iter().zip(&vsizes) {
+        t.row(vec![
+            v.name.clone(),
+            links(&v.name).to_string(),
+            human_size(*size),
+        ]);
+    }
+    t.print()?;
+    println!("\nBuild cache usage: {}\n", human_size(bsize));
     Ok(())
 }
 
