@@ -1091,6 +1091,7 @@ pub fn stats(engine: &Engine, a: StatsArgs) -> anyhow::Result<()> {
                 s.memory_limit
             };
             let used = s.memory_usage.saturating_sub(s.memory_cache);
+            let (rx, tx) = net_io(c.state.pid);
             items.push(json!({
                 "Container": c.short_id(),
                 "ID": c.short_id(),
@@ -1098,10 +1099,14 @@ pub fn stats(engine: &Engine, a: StatsArgs) -> anyhow::Result<()> {
                 "CPUPerc": format!("{cpu:.2}%"),
                 "MemUsage": format!("{} / {}", iec(used), iec(limit)),
                 "MemPerc": format!("{:.2}%", used as f64 / limit.max(1) as f64 * 100.0),
-                "NetIO": "0B / 0B",
+                "NetIO": format!("{} / {}", human_size(rx), human_size(tx)),
                 "BlockIO": format!("{} / {}", human_size(s.io_read_bytes), human_size(s.io_write_bytes)),
                 "PIDs": s.pids_current.to_string(),
             }));
+        }
+        if !a.no_stream {
+            // docker: each refresh clears the screen and draws from the top.
+            print!("\x1b[2J\x1b[H");
         }
         print_items(&format, &items, |items| {
             let mut t = Table::new(&[
@@ -1133,6 +1138,34 @@ pub fn stats(engine: &Engine, a: StatsArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Bytes received and sent by a container's interfaces (all but `lo`),
+/// from `/proc/<pid>/net/dev` of its process (its network namespace).
+fn net_io(pid: i32) -> (u64, u64) {
+    if pid <= 0 {
+        return (0, 0);
+    }
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else {
+        return (0, 0);
+    };
+    let mut rx = 0u64;
+    let mut tx = 0u64;
+    for l in text.lines().skip(2) {
+        let Some((iface, rest)) = l.split_once(':') else {
+            continue;
+        };
+        if iface.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        rx += f.first().copied().unwrap_or(0);
+        tx += f.get(8).copied().unwrap_or(0);
+    }
+    (rx, tx)
 }
 
 fn total_memory() -> u64 {
