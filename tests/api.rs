@@ -986,6 +986,19 @@ fn docker_cli_stats_login_push_pull() {
     ok(docker(&b, &s, &["tag", "busybox", &target]));
     let out = ok(docker(&b, &s, &["push", &target]));
     assert!(out.contains("digest: sha256:"), "{out}");
+    // docker search through the service reaches the registry's /v1/search;
+    // a private repository is not shown to an anonymous search.
+    let found = ok(docker(
+        &b,
+        &s,
+        &[
+            "search",
+            "--format",
+            "{{.Name}}",
+            &format!("{}/box", reg.addr),
+        ],
+    ));
+    assert_eq!(found, "", "{found}");
     ok(docker(&b, &s, &["rmi", &target]));
     let out = ok(docker(&b, &s, &["pull", &target]));
     assert!(out.contains("Digest: sha256:"), "{out}");

@@ -1551,3 +1551,57 @@ fn podman_pushes_and_pulls() {
     let out = podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(out.contains(&format!("{}/pod/app:1", reg.addr)), "{out}");
 }
+
+/// docker's `search` against berth's registry (`/v1/search`, what docker
+/// asks of an index): the repositories whose name holds the term, in
+/// docker's table; `--limit`, `--format` and `--filter` as docker's.
+#[test]
+fn search_lists_matching_repositories() {
+    let t = tempfile::tempdir().unwrap();
+    let reg = RegistryServer::start(&t.path().join("reg"), &["--open"]);
+    for repo in ["library/busybox:1", "team/busy-tools:1", "other/alpine:1"] {
+        let p = pusher(&reg.addr, repo);
+        p.run(&["push", &format!("{}/{repo}", reg.addr)]).ok();
+    }
+    let s = Berth::new();
+    let out = s.run(&["search", &format!("{}/busy", reg.addr)]).ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME")
+            && lines[0].contains("DESCRIPTION")
+            && lines[0].ends_with("OFFICIAL   AUTOMATED"),
+        "{out}"
+    );
+    let names: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(names, ["library/busybox", "team/busy-tools"], "{out}");
+    let one = s
+        .run(&[
+            "search",
+            "--limit",
+            "1",
+            "--format",
+            "{{.Name}} {{.StarCount}}",
+            &format!("{}/busy", reg.addr),
+        ])
+        .ok();
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(one.ends_with(" 0\n"), "{one}");
+    let none = s
+        .run(&[
+            "search",
+            "--filter",
+            "is-official=true",
+            "--format",
+            "{{.Name}}",
+            &format!("{}/busy", reg.addr),
+        ])
+        .ok();
+    assert_eq!(none, "");
+    let err = s
+        .run(&["search", "--filter", "bogus=1", &format!("{}/x", reg.addr)])
+        .fails(1);
+    assert!(err.contains("invalid filter 'bogus'"), "{err}");
+}

@@ -412,3 +412,29 @@ pub async fn push(ctx: &Ctx, req: Req, name: String, q: &Query) -> Res {
     });
     Ok(json_stream(rx))
 }
+
+/// `GET /images/search?term=…&limit=…`: the registry named before the term
+/// (Docker Hub's index otherwise) searched through its `/v1/search`, in
+/// dockerd's result shape.
+pub async fn search(ctx: &Ctx, q: &Query) -> Res {
+    let term = q.get("term").unwrap_or("").to_string();
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
+    let (domain, term) = match term.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            (host.to_string(), rest.to_string())
+        }
+        _ => ("docker.io".to_string(), term),
+    };
+    let found = ctx
+        .blocking(move |_| {
+            let reg = connect(&domain, None).map_err(ApiError::internal)?;
+            reg.search(&term, limit)
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+    ok(serde_json::to_value(found).unwrap_or_default())
+}

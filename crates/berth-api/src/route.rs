@@ -145,6 +145,7 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
         (&Method::POST, "/containers/create") => return containers::create(ctx, req, q).await,
         (&Method::POST, "/containers/prune") => return containers::prune(ctx).await,
         (&Method::GET, "/images/json") => return images::list(ctx, q).await,
+        (&Method::GET, "/images/search") => return images::search(ctx, q).await,
         (&Method::POST, "/images/create") => return images::create(ctx, req, q).await,
         (&Method::POST, "/images/prune") => return images::prune(ctx, q).await,
         (&Method::GET, "/images/get") => {

@@ -164,6 +164,8 @@ enum Cmd {
     Events(commands::system::EventsArgs),
     /// Log in to a registry.
     Login(commands::distribution::LoginArgs),
+    /// Search a registry for images.
+    Search(commands::distribution::SearchArgs),
     /// Log out from a registry.
     Logout(commands::distribution::LogoutArgs),
     /// Download an image from a registry.
@@ -314,6 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Registry(c) => return commands::registry::run(c),
         Cmd::Login(a) => return commands::distribution::login(config_dir, a),
+        Cmd::Search(a) => return commands::distribution::search(config_dir, a),
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
@@ -383,7 +386,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => image::load(store, a),
         Cmd::Image(ImageCmd::Inspect(a)) => image::inspect(store, a),
         Cmd::Inspect(a) => inspect_any(&engine, a),
-        Cmd::Registry(_) | Cmd::Login(_) | Cmd::Logout(_) | Cmd::Completion { .. } => {
+        Cmd::Registry(_)
+        | Cmd::Login(_)
+        | Cmd::Logout(_)
+        | Cmd::Search(_)
+        | Cmd::Completion { .. } => {
             unreachable!("handled before the engine opens")
         }
         Cmd::Image(ImageCmd::Prune(a)) => image::prune(store, a),

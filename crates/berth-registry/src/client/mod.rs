@@ -74,6 +74,25 @@ impl Error {
 /// Result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// One repository found by [`Registry::search`] (Docker Hub's fields).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct SearchResult {
+    /// `library/busybox`.
+    pub name: String,
+    /// One line.
+    #[serde(default)]
+    pub description: String,
+    /// Stars.
+    #[serde(default)]
+    pub star_count: u64,
+    /// An official image.
+    #[serde(default)]
+    pub is_official: bool,
+    /// An automated build.
+    #[serde(default)]
+    pub is_automated: bool,
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -735,6 +754,39 @@ impl Registry {
         headers: &[(&str, String)],
     ) -> Result<Response<Body>> {
         self.send(Method::GET, url, scopes, headers, None)
+    }
+
+    /// `search TERM`: docker's `/v1/search` of this registry (Docker Hub's
+    /// index for docker.io): (name, description, stars, official, automated).
+    pub fn search(&self, term: &str, limit: usize) -> Result<Vec<SearchResult>> {
+        let base = if self.base.ends_with("registry-1.docker.io") {
+            "https://index.docker.io".to_string()
+        } else {
+            self.base.clone()
+        };
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("q", term)
+            .append_pair("n", &limit.to_string())
+            .finish();
+        let url = format!("{base}/v1/search?{q}");
+        let mut r = self.get(&url, &[], &[])?;
+        if !r.status().is_success() {
+            return Err(response_error(&mut r, &format!("Get \"{url}\"")));
+        }
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| Error::new(ErrorKind::Transport, format!("Get \"{url}\": {e}")))?;
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            results: Vec<SearchResult>,
+        }
+        let p: Page = serde_json::from_slice(&body)
+            .map_err(|e| Error::other(format!("search results from {base}: {e}")))?;
+        Ok(p.results)
     }
 
     /// Full URL of a `/v2/` path.

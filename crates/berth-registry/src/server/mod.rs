@@ -645,10 +645,63 @@ async fn handle(
     resp
 }
 
+/// docker's search endpoint (`GET /v1/search?q=TERM&n=25`, what `docker
+/// search` asks of an index): the repositories whose name holds the term
+/// and that the caller may pull (anonymous callers: the public ones), in
+/// Docker Hub's result shape. berth keeps no descriptions or stars.
+async fn search(app: &Arc<App>, req: Request, peer: IpAddr) -> ApiResult {
+    let headers = req.headers().clone();
+    let caller = app.caller(&headers, peer).await?;
+    let who = match &caller.who {
+        Principal::Granted { name, .. } => app.auth.principal_of(name).map_err(unavailable)?,
+        w => w.clone(),
+    };
+    let q = query(&req);
+    let term = param(&q, "q").unwrap_or("").to_ascii_lowercase();
+    let n = param(&q, "n")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
+    let results: Vec<serde_json::Value> = app
+        .storage
+        .catalog()
+        .into_iter()
+        .filter(|r| r.contains(&term))
+        .filter(|r| app.allowed(&who, r).contains(&Action::Pull))
+        .take(n)
+        .map(|r| {
+            serde_json::json!({
+                "name": r,
+                "description": "",
+                "star_count": 0,
+                "is_official": false,
+                "is_automated": false,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "num_results": results.len(),
+        "num_pages": 1,
+        "page": 1,
+        "page_size": n,
+        "query": term,
+        "results": results,
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
 async fn dispatch(app: &Arc<App>, req: Request, user: &mut String, peer: IpAddr) -> ApiResult {
     let path = req.uri().path().to_string();
     if path == "/token" {
         return token(app, req, peer).await;
+    }
+    if path == "/v1/search" {
+        return search(app, req, peer).await;
     }
     let Some(r) = route(&path) else {
         return Err(ApiError::new(

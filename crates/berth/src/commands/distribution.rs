@@ -455,3 +455,101 @@ pub fn ensure(
     }
     Ok(true)
 }
+
+/// `search`.
+#[derive(clap::Args, Debug)]
+pub struct SearchArgs {
+    /// Filter output based on conditions provided (`stars=N`, `is-official=true`, `is-automated=true`).
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Pretty-print search using a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Max number of search results.
+    #[arg(long, default_value_t = 25)]
+    pub limit: usize,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// `TERM`, or `REGISTRY/TERM` for a registry other than Docker Hub.
+    pub term: String,
+}
+
+/// `search`: docker's `/v1/search` of Docker Hub's index, or of the
+/// registry named before the term (`localhost:5000/busy`), with docker's
+/// table (NAME, DESCRIPTION, STARS, OFFICIAL, AUTOMATED), filters and
+/// `--format` fields.
+pub fn search(config_dir: Option<&Path>, a: SearchArgs) -> anyhow::Result<()> {
+    let (domain, term) = match a.term.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            (host.to_string(), rest.to_string())
+        }
+        _ => ("docker.io".to_string(), a.term.clone()),
+    };
+    let mut stars = 0u64;
+    let mut official = None;
+    let mut automated = None;
+    for f in &a.filter {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
+        let flag = || -> anyhow::Result<bool> {
+            v.parse()
+                .map_err(|_| anyhow!("invalid filter '{k}={v}': true or false"))
+        };
+        match k {
+            "stars" => {
+                stars = v
+                    .parse()
+                    .map_err(|_| anyhow!("invalid filter 'stars={v}': a number"))?
+            }
+            "is-official" => official = Some(flag()?),
+            "is-automated" => automated = Some(flag()?),
+            _ => bail!("invalid filter '{k}'"),
+        }
+    }
+    let reg = connect(config_dir, &domain, Options::default())?;
+    let found = reg
+        .search(&term, a.limit.clamp(1, 100))
+        .map_err(anyhow::Error::from)?;
+    let items: Vec<serde_json::Value> = found
+        .into_iter()
+        .filter(|r| r.star_count >= stars)
+        .filter(|r| official.is_none_or(|o| r.is_official == o))
+        .filter(|r| automated.is_none_or(|o| r.is_automated == o))
+        .map(|r| {
+            let description = if a.no_trunc {
+                r.description.clone()
+            } else {
+                crate::output::ellipsis(&r.description, 45)
+            };
+            serde_json::json!({
+                "Name": r.name,
+                "Description": description,
+                "StarCount": r.star_count.to_string(),
+                "IsOfficial": if r.is_official { "[OK]" } else { "" },
+                "IsAutomated": if r.is_automated { "[OK]" } else { "" },
+            })
+        })
+        .collect();
+    let format = crate::output::Format::parse(a.format.as_deref())?;
+    crate::output::print_items(&format, &items, |items| {
+        let mut t =
+            crate::output::Table::new(&["NAME", "DESCRIPTION", "STARS", "OFFICIAL", "AUTOMATED"]);
+        for i in items {
+            t.row(
+                [
+                    "Name",
+                    "Description",
+                    "StarCount",
+                    "IsOfficial",
+                    "IsAutomated",
+                ]
+                .iter()
+                .map(|k| i[*k].as_str().unwrap_or_default().to_string())
+                .collect(),
+            );
+        }
+        t
+    })
+}
