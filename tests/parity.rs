@@ -1103,3 +1103,30 @@ fn system_df_format_and_verbose() {
     );
     b.run(&["rm", "dfc"]).ok();
 }
+
+/// docker's `run -a`: only the streams named are attached (`-a stdout`
+/// shows no stderr, and the reverse), the exit code is the container's;
+/// a stream that does not exist and `-a` with `-d` are refused with 125.
+#[test]
+fn run_attach_picks_streams() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let script = "echo to-out; echo to-err >&2; exit 3";
+    let r = b.run(&["run", "--rm", "-a", "stdout", "busybox", "sh", "-c", script]);
+    assert_eq!(r.code(), 3);
+    assert_eq!(r.stdout(), "to-out\n");
+    assert_eq!(r.stderr(), "");
+    let r = b.run(&["run", "--rm", "-a", "STDERR", "busybox", "sh", "-c", script]);
+    assert_eq!(r.code(), 3);
+    assert_eq!(r.stdout(), "");
+    assert_eq!(r.stderr(), "to-err\n");
+    let err = b.run(&["run", "-a", "bogus", "busybox", "true"]).fails(125);
+    assert!(
+        err.contains("valid streams are STDIN, STDOUT and STDERR"),
+        "{err}"
+    );
+    let err = b
+        .run(&["run", "-d", "-a", "stdout", "busybox", "true"])
+        .fails(125);
+    assert!(err.contains("Conflicting options: -a and -d"), "{err}");
+}

@@ -195,6 +195,9 @@ pub struct RunArgs {
     /// Run container in background and print container ID.
     #[arg(short, long)]
     pub detach: bool,
+    /// Attach to STDIN, STDOUT or STDERR (all of them when none is named).
+    #[arg(short, long = "attach")]
+    pub attach: Vec<String>,
     #[command(flatten)]
     pub c: CreateArgs,
 }
@@ -500,6 +503,22 @@ pub fn run(
     a: RunArgs,
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    if !a.attach.is_empty() && a.detach {
+        return Err(exit_err(125, "Conflicting options: -a and -d"));
+    }
+    for s in &a.attach {
+        if !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "stdin" | "stdout" | "stderr"
+        ) {
+            return Err(exit_err(
+                125,
+                format!(
+                    "invalid argument \"{s}\" for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+                ),
+            ));
+        }
+    }
     ensure_image(engine, &a.c.image, &a.c.pull, config_dir)?;
     let req = request(&a.c).map_err(|e| exit_err(125, e.to_string()))?;
     if a.c.tty && !a.detach && !std::io::stdin().is_terminal() && a.c.interactive {
@@ -519,7 +538,45 @@ pub fn run(
         println!("{}", c.id);
         return Ok(());
     }
-    match engine.start_attached(&c.id, a.c.interactive) {
+    // `-a`: only the streams named are shown (stdin only if named).
+    let mut streams = (true, true, a.c.interactive);
+    if !a.attach.is_empty() {
+        streams = (false, false, false);
+        for s in &a.attach {
+            match s.to_ascii_lowercase().as_str() {
+                "stdout" => streams.0 = true,
+                "stderr" => streams.1 = true,
+                "stdin" => streams.2 = a.c.interactive,
+                _ => unreachable!("checked before the container was made"),
+            }
+        }
+    }
+    let hide = |fd: i32, show: bool| -> Option<i32> {
+        if show {
+            return None;
+        }
+        // SAFETY: fd `fd` of this process swapped for /dev/null and kept
+        // to be put back once the container is done.
+        unsafe {
+            let saved = libc::dup(fd);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            libc::dup2(null, fd);
+            libc::close(null);
+            Some(saved)
+        }
+    };
+    let saved = [(1, hide(1, streams.0)), (2, hide(2, streams.1))];
+    let started = engine.start_attached(&c.id, streams.2);
+    for (fd, s) in saved {
+        if let Some(s) = s {
+            // SAFETY: putting back the descriptor saved above.
+            unsafe {
+                libc::dup2(s, fd);
+                libc::close(s);
+            }
+        }
+    }
+    match started {
         Ok(code) => {
             if code != 0 {
                 return Err(exit_err(code, String::new()));
