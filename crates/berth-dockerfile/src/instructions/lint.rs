@@ -161,9 +161,91 @@ fn drop_json_args_after_shell(df: &Dockerfile, out: &mut Vec<Warning>) {
     });
 }
 
+/// The ARGs every build has without declaring them (BuildKit's proxy and
+/// platform args).
+const PREDEFINED: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// UndefinedVar: a variable an instruction expands (ENV, LABEL, COPY, ADD,
+/// WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, ARG defaults) that no ARG or
+/// ENV in scope sets. Checked for stages whose environment is known
+/// without the registry (`FROM scratch`, or a stage of this file); a base
+/// image's own ENV would need its config, so those stages are left out
+/// rather than flagged falsely.
+fn undefined_vars(df: &Dockerfile, warn: &mut impl FnMut(&'static str, usize, String)) {
+    let lex = Lex::new(df.escape);
+    let mut finals: Vec<(Option<String>, Option<Vec<String>>)> = Vec::new();
+    for stage in &df.stages {
+        let base = stage.base.to_ascii_lowercase();
+        let inherited: Option<Vec<String>> = if base == "scratch" {
+            Some(vec!["PATH".to_string()])
+        } else {
+            finals
+                .iter()
+                .rev()
+                .find(|(n, _)| n.as_deref() == Some(base.as_str()))
+                .and_then(|(_, env)| env.clone())
+        };
+        let Some(mut defined) = inherited else {
+            finals.push((stage.name.clone(), None));
+            continue;
+        };
+        defined.extend(PLATFORM_ARGS.iter().map(|s| s.to_string()));
+        defined.extend(PREDEFINED.iter().map(|s| s.to_string()));
+        for l in &stage.commands {
+            let env = |k: &str| defined.iter().any(|d| d == k).then(String::new);
+            let mut inst = l.inst.clone();
+            if !matches!(
+                inst,
+                Instruction::Run(_)
+                    | Instruction::Cmd(_)
+                    | Instruction::Entrypoint(_)
+                    | Instruction::Shell(_)
+                    | Instruction::Healthcheck(_)
+                    | Instruction::Onbuild(_)
+            ) && let Ok((_, unset)) = inst.expand_tracking(&lex, &env)
+            {
+                let mut seen: Vec<String> = Vec::new();
+                for v in unset {
+                    if !seen.contains(&v) {
+                        warn(
+                            "UndefinedVar",
+                            l.node.start_line,
+                            format!("Usage of undefined variable '${v}'"),
+                        );
+                        seen.push(v);
+                    }
+                }
+            }
+            match &l.inst {
+                Instruction::Arg(decls) => defined.extend(decls.iter().map(|d| d.name.clone())),
+                Instruction::Env(kvs) => defined.extend(kvs.iter().map(|kv| kv.key.clone())),
+                _ => {}
+            }
+        }
+        finals.push((stage.name.clone(), Some(defined)));
+    }
+}
+
 /// Runs the whole-file rules; findings are appended to `out`.
 pub(super) fn check(df: &Dockerfile, out: &mut Vec<Warning>) {
     drop_json_args_after_shell(df, out);
+    {
+        let mut warn = |rule: &'static str, line: usize, msg: String| {
+            out.push(Warning { rule, msg, line });
+        };
+        undefined_vars(df, &mut warn);
+    }
     let lex = Lex::new(df.escape);
     let meta: Vec<&str> = df
         .meta_args

@@ -239,10 +239,22 @@ impl Instruction {
         lex: &Lex,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, ShellError> {
+        self.expand_tracking(lex, env).map(|(used, _)| used)
+    }
+
+    /// [`Instruction::expand`], also returning the variables referenced
+    /// that were not set (for the UndefinedVar check).
+    pub fn expand_tracking(
+        &mut self,
+        lex: &Lex,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Vec<String>, Vec<String>), ShellError> {
         let mut used = Vec::new();
+        let mut unset = Vec::new();
         let mut word = |w: &mut String| -> Result<(), ShellError> {
             let e = lex.process(w, env)?;
             used.extend(e.matched);
+            unset.extend(e.unmatched);
             *w = e.result;
             Ok(())
         };
@@ -293,6 +305,7 @@ impl Instruction {
                 for p in ports.iter() {
                     let e = lex.process(p, env)?;
                     used.extend(e.matched);
+                    unset.extend(e.unmatched);
                     out.extend(e.words);
                 }
                 *ports = out;
@@ -300,7 +313,7 @@ impl Instruction {
             Instruction::User(s) | Instruction::Workdir(s) | Instruction::StopSignal(s) => word(s)?,
             _ => {}
         }
-        Ok(used)
+        Ok((used, unset))
     }
 }
 

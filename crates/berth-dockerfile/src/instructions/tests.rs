@@ -260,3 +260,23 @@ fn invalid_default_arg_in_from() {
         "{r:?}"
     );
 }
+
+/// UndefinedVar: a variable no ARG or ENV in scope sets, where the stage's
+/// environment is known (scratch, or a stage of the file); stages on an
+/// image are left alone (its ENV is not known without its config).
+#[test]
+fn undefined_var() {
+    let r = rules(
+        "FROM scratch AS a\nARG V=1\nENV E=$V\nCOPY $NOPE /x\nWORKDIR $E\nFROM a\nLABEL l=$E$MISSING\nFROM busybox\nCOPY $WHATEVER /y\n",
+    );
+    let found: Vec<&(&str, usize)> = r.iter().filter(|(n, _)| *n == "UndefinedVar").collect();
+    assert_eq!(found, [&("UndefinedVar", 4), &("UndefinedVar", 7)], "{r:?}");
+    let d = df("FROM scratch\nCOPY $NOPE /x\n");
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.msg == "Usage of undefined variable '$NOPE'"),
+        "{:?}",
+        d.warnings
+    );
+}
