@@ -1390,3 +1390,64 @@ fn docker_update_changes_limits() {
     );
     ok(docker(&b, &s, &["rm", "-f", "du"]));
 }
+
+/// The rest of the lecture's flow through the docker CLI: `logs -f`
+/// follows until the container stops, `exec -it` under a real terminal,
+/// `system prune -f` removes what is stopped, and an attach to a stopped
+/// container gets dockerd's answer, never a hang.
+#[test]
+fn docker_cli_follow_exec_it_and_prune() {
+    if !have_docker() {
+        return;
+    }
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    ok(docker(
+        &b,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lf",
+            "busybox",
+            "sh",
+            "-c",
+            "echo one; sleep 0.5; echo two",
+        ],
+    ));
+    assert_eq!(ok(docker(&b, &s, &["logs", "-f", "lf"])), "one\ntwo\n");
+    ok(docker(
+        &b,
+        &s,
+        &["run", "-d", "--name", "ex", "busybox", "sleep", "300"],
+    ));
+    let o = Command::new("timeout")
+        .args(["-s", "KILL", "30", "script", "-qec"])
+        .arg(format!(
+            "{} exec -it ex sh -c 'tty; echo in-exec'",
+            docker_bin()
+        ))
+        .arg("/dev/null")
+        .env("DOCKER_HOST", s.host())
+        .env("DOCKER_CONFIG", b.path("docker-cli-config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("/dev/pts/") && out.contains("in-exec\n"),
+        "{out}"
+    );
+    // dockerd upgrades an attach to a stopped container and closes it at
+    // once (the CLI refuses before asking): an answer, not a hang.
+    let (code, body) = curl(&s, "POST", "/containers/lf/attach?stream=1&stdout=1", None);
+    assert_eq!(code, 101, "{body}");
+    let out = ok(docker(&b, &s, &["system", "prune", "-f"]));
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    let left = ok(docker(&b, &s, &["ps", "-a", "--format", "{{.Names}}"]));
+    assert_eq!(left, "ex\n");
+    ok(docker(&b, &s, &["rm", "-f", "ex"]));
+}

@@ -257,3 +257,18 @@ pub fn helper_main(engine: &berth_engine::Engine, job: &str) -> i32 {
         }
     }
 }
+
+/// `POST /build/prune`: the layer cache and what dead builds left go, as
+/// `builder prune` does (dockerd's answer: the caches deleted, the space).
+pub async fn prune(ctx: &Ctx) -> Res {
+    let r = ctx
+        .blocking(|e| {
+            berth_build::prune(&e.store, e.root())
+                .map_err(|err| ApiError::internal(err.to_string()))
+        })
+        .await?;
+    crate::route::ok(serde_json::json!({
+        "CachesDeleted": r.layers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "SpaceReclaimed": r.bytes_freed,
+    }))
+}

@@ -160,6 +160,7 @@ async fn dispatch(ctx: &Ctx, req: Req, path: &str, q: &Query) -> Res {
         (&Method::GET, "/networks") => return networks::list(ctx, q).await,
         (&Method::POST, "/networks/create") => return networks::create(ctx, req).await,
         (&Method::POST, "/networks/prune") => return networks::prune(ctx).await,
+        (&Method::POST, "/build/prune") => return crate::build::prune(ctx).await,
         _ => {}
     }
     if let Some(rest) = seg(path, "/containers/") {

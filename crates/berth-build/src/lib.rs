@@ -14,3 +14,37 @@ pub mod leftovers;
 pub mod run_mount;
 
 pub use builder::{BuildError, BuildOptions, Builder};
+
+/// What [`prune`] removed: cache records and leftovers, and the bytes the
+/// store's collection then freed.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Cache records and leftovers of dead builds removed.
+    pub objects: usize,
+    /// The layers' ids the store collected.
+    pub layers: Vec<berth_types::Digest>,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// `builder prune` (and the Engine API's `POST /build/prune`): drops the
+/// layer cache and what dead builds left, then collects the layers only
+/// the cache kept.
+pub fn prune(
+    store: &berth_store::Store,
+    root: &std::path::Path,
+) -> Result<PruneReport, BuildError> {
+    let other = |e: String| BuildError::Other(e);
+    let cache = cache::Cache::open(&root.join("buildcache")).map_err(|e| other(e.to_string()))?;
+    let n = cache.clear().map_err(|e| other(e.to_string()))?;
+    store
+        .set_roots("buildcache", &[])
+        .map_err(|e| other(e.to_string()))?;
+    let left = leftovers::collect(store, root, false).len();
+    let report = store.gc().map_err(|e| other(e.to_string()))?;
+    Ok(PruneReport {
+        objects: n + left,
+        layers: report.layers_removed,
+        bytes_freed: report.bytes_freed,
+    })
+}

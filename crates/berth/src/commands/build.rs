@@ -399,10 +399,8 @@ pub fn prune(engine: &Engine, a: BuilderPruneArgs) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let n = clear_cache(engine)?
-        + berth_build::leftovers::collect(&engine.store, engine.root(), false).len();
-    let report = engine.store.gc()?;
-    println!("Deleted build cache objects: {n}");
+    let report = berth_build::prune(&engine.store, engine.root())?;
+    println!("Deleted build cache objects: {}", report.objects);
     println!(
         "Total reclaimed space: {}",
         crate::output::human_size(report.bytes_freed)
