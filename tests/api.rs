@@ -566,6 +566,60 @@ print([i.tags for i in c.images.load(data)])
     assert_eq!(lines[12], "0");
     assert_eq!(lines[13], "kept {'by': 'py'}");
     assert_eq!(lines[14], "[['pycommit:v1']]");
+
+    // attach (a stream of what the container writes from then on), and
+    // login, push and pull with auth against `berth registry serve`.
+    let t = tempfile::tempdir().unwrap();
+    let storage = t.path().join("reg");
+    let reg = common::RegistryServer::start(&storage, &[]);
+    b.run_stdin(
+        &[
+            "registry",
+            "user",
+            "add",
+            "--storage",
+            storage.to_str().unwrap(),
+            "--password-stdin",
+            "pyuser",
+        ],
+        b"py password\n",
+    )
+    .ok();
+    let script = r#"
+import docker, sys
+c = docker.DockerClient(base_url=sys.argv[1])
+addr = sys.argv[2]
+ctr = c.containers.run("busybox", ["sh", "-c", "sleep 0.5; echo attached-line; sleep 0.3"], detach=True)
+print(b"".join(ctr.attach(stream=True, stdout=True, stderr=True, logs=False)).decode().strip())
+ctr.wait(); ctr.remove()
+print(c.login(username="pyuser", password="py password", registry=addr)["Status"])
+img = c.images.get("busybox")
+img.tag(addr + "/pyuser/box", "1")
+out = c.images.push(addr + "/pyuser/box", tag="1", stream=True, decode=True)
+print(any("digest" in (l.get("aux") or {}) or "digest:" in l.get("status", "") for l in out))
+c.images.remove(addr + "/pyuser/box:1")
+print(c.images.pull(addr + "/pyuser/box", tag="1").tags)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.host(), &reg.addr])
+        .env("DOCKER_CONFIG", b.path("docker-py-config"))
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "attached-line", "{text}");
+    assert_eq!(lines[1], "Login Succeeded", "{text}");
+    assert_eq!(lines[2], "True", "{text}");
+    // The pulled image is busybox's: one image, both names (as dockerd).
+    assert!(
+        lines[3].contains(&format!("'{}/pyuser/box:1'", reg.addr)),
+        "{text}"
+    );
 }
 
 /// `docker exec`, `docker cp` both ways (a running and a stopped
