@@ -1,0 +1,537 @@
+//! COPY and ADD: sources from the context (read inside it), from a stage or
+//! an image (`--from`), URLs and git repositories; globs, `.dockerignore`,
+//! `--chown`/`--chmod`/`--link`, archives ADD unpacks, and the cache key
+//! made of the content hashes.
+
+use super::*;
+
+impl<'a> Builder<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy_step(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        c: &CopyArgs,
+        is_add: bool,
+        text: &str,
+        st: StageImage,
+        ctx: &Context,
+        df: &Dockerfile,
+        idx: usize,
+        done: &BTreeMap<usize, StageImage>,
+        opts: &BuildOptions,
+        n: usize,
+        total: usize,
+    ) -> Result<StageImage, BuildError> {
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let (v, t) = self.vertex(&format!(
+            "[{n}/{total}] {verb} {}",
+            cmd.node.original.trim()[verb.len()..].trim()
+        ));
+        let workdir = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .unwrap_or_else(|| "/".into());
+        let dest = dispatch::resolve_workdir(&workdir, &c.dest);
+        let n_sources =
+            c.sources.iter().filter(|s| !s.starts_with("<<")).count() + c.heredocs.len();
+        let dest_is_dir = c.dest.ends_with('/') || c.dest == "." || n_sources > 1;
+        if n_sources > 1 && !(c.dest.ends_with('/') || c.dest == ".") {
+            return Err(step_err(
+                file,
+                cmd,
+                format!(
+                    "When using {verb} with more than one source file, the destination must be a directory and end with a /"
+                ),
+            ));
+        }
+        // Where sources come from: the context, an earlier stage, or an image.
+        let from = match &c.from {
+            None => None,
+            Some(f) => Some(self.mount_from(f, df, idx, done, file, cmd, n)?),
+        };
+        let src_root: PathBuf = match &from {
+            None => ctx.root.clone(),
+            Some(m) => m.dir.clone(),
+        };
+        let result = self.copy_from(
+            file,
+            cmd,
+            c,
+            is_add,
+            text,
+            st,
+            &src_root,
+            &dest,
+            dest_is_dir,
+            opts,
+            v,
+            t,
+            from.is_none().then_some(ctx),
+        );
+        if let Some(m) = from {
+            self.unmount_from(m);
+        }
+        result
+    }
+
+    /// The filesystem of an earlier stage or of an image in the store (`--from`
+    /// of COPY, `from=` of a RUN bind mount), mounted read-only for one step.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mount_from(
+        &mut self,
+        f: &str,
+        df: &Dockerfile,
+        idx: usize,
+        done: &BTreeMap<usize, StageImage>,
+        file: &str,
+        cmd: &Located,
+        n: usize,
+    ) -> Result<FromMount, BuildError> {
+        let fl = f.to_ascii_lowercase();
+        let stage = df
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(j, s)| {
+                *j < idx && (s.name.as_deref() == Some(fl.as_str()) || j.to_string() == fl)
+            })
+            .map(|(j, _)| j);
+        let src_state = match stage {
+            Some(j) => done
+                .get(&j)
+                .cloned()
+                .ok_or_else(|| step_err(file, cmd, format!("stage {f} was not built")))?,
+            None => {
+                let img = self.store.resolve(f).map_err(|_| {
+                    step_err(
+                        file,
+                        cmd,
+                        format!("--from={f}: no such stage or image in the local store"),
+                    )
+                })?;
+                StageImage {
+                    config: img.config.clone(),
+                    layers: img.manifest.layers.clone(),
+                    key: String::new(),
+                }
+            }
+        };
+        self.ensure_unpacked(&src_state)?;
+        let top = src_state
+            .top_chain()
+            .ok_or_else(|| step_err(file, cmd, format!("--from={f}: the stage has no files")))?;
+        let key = crate::leftovers::view_key(
+            Digest::sha256_of(
+                format!("{}{}{n}{}", self.work.display(), top, self.mounts_made).as_bytes(),
+            )
+            .short(),
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .view(&key, &top, Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        if let Err(e) = mount_snapshot(&mounts, &mnt) {
+            let _ = self.store.snapshots.remove_active(&key);
+            return Err(step_err(file, cmd, e));
+        }
+        Ok(FromMount {
+            dir: mnt,
+            snapshot: key,
+            content: top.to_string(),
+        })
+    }
+
+    pub(super) fn unmount_from(&mut self, m: FromMount) {
+        unmount(&m.dir);
+        let _ = self.store.snapshots.remove_active(&m.snapshot);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy_from(
+        &mut self,
+        file: &str,
+        cmd: &Located,
+        c: &CopyArgs,
+        is_add: bool,
+        text: &str,
+        st: StageImage,
+        src_root: &Path,
+        dest: &str,
+        dest_is_dir: bool,
+        opts: &BuildOptions,
+        v: usize,
+        t: Instant,
+        ctx: Option<&Context>,
+    ) -> Result<StageImage, BuildError> {
+        // Resolve sources and hash them for the cache.
+        let tree = match ctx {
+            Some(cx) => cx.tree.clone(),
+            None => Arc::new(
+                InRoot::open(src_root)
+                    .map_err(|e| step_err(file, cmd, format!("{}: {e}", src_root.display())))?,
+            ),
+        };
+        let ignore = ctx.map(|cx| &cx.ignore);
+        let mut items: Vec<Source> = Vec::new();
+        let mut archives: Vec<Source> = Vec::new();
+        let mut downloads: Vec<(String, Vec<u8>, i64)> = Vec::new();
+        // (repository, commit it names now, destination)
+        let mut repos: Vec<(crate::git::GitSource, String, String)> = Vec::new();
+        let mut inputs = Inputs::default();
+        for s in &c.sources {
+            if s.starts_with("<<") {
+                continue;
+            }
+            if crate::git::is_git(s) {
+                if !is_add {
+                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
+                }
+                let g = crate::git::GitSource::parse(s).map_err(|e| step_err(file, cmd, e))?;
+                let commit = g.resolve().map_err(|e| step_err(file, cmd, e))?;
+                inputs.items.insert(format!("git:{s}"), commit.clone());
+                repos.push((g, commit, dest.to_string()));
+                continue;
+            }
+            if s.starts_with("http://") || s.starts_with("https://") {
+                if !is_add {
+                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
+                }
+                let dl = self.download.clone().ok_or_else(|| {
+                    step_err(file, cmd, format!("{s}: this builder cannot download"))
+                })?;
+                let (data, modified) = (dl.lock().unwrap_or_else(|p| p.into_inner()))(s)
+                    .map_err(|e| step_err(file, cmd, e))?;
+                let sum = Digest::sha256_of(&data);
+                if let Some(want) = &c.checksum
+                    && *want != sum.to_string()
+                {
+                    return Err(step_err(
+                        file,
+                        cmd,
+                        format!("{s}: digest mismatch: expected {want}, got {sum}"),
+                    ));
+                }
+                // docker: the last path segment names the file in a directory
+                // destination; never extracted; mode 0600.
+                let name = s
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or_default()
+                    .rsplit('/')
+                    .find(|x| !x.is_empty())
+                    .unwrap_or("index.html")
+                    .to_string();
+                let target = if dest_is_dir {
+                    format!("{}/{name}", dest.trim_end_matches('/'))
+                } else {
+                    dest.to_string()
+                };
+                inputs
+                    .items
+                    .insert(format!("url:{target}"), sum.hex().to_string());
+                downloads.push((target, data, modified.unwrap_or(0)));
+                continue;
+            }
+            let not_found = || {
+                step_err(
+                    file,
+                    cmd,
+                    format!(
+                        "failed to calculate checksum: \"/{}\": not found",
+                        s.trim_start_matches("./").trim_start_matches('/')
+                    ),
+                )
+            };
+            let matches = crate::context::resolve_sources(&tree, ignore, s);
+            if matches.is_empty() {
+                return Err(not_found());
+            }
+            for rel in matches {
+                // A source that is a link is followed, inside the tree (BuildKit).
+                let real = tree.resolve(&rel).map_err(|_| not_found())?;
+                let st = tree
+                    .lstat(&real)
+                    .map_err(|e| step_err(file, cmd, format!("{rel}: {e}")))?;
+                let name = Path::new(&rel)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if inroot::is_dir(&st) {
+                    // A directory's contents go into the destination.
+                    walk(&tree, &real, dest, &mut items, ignore)
+                        .map_err(|e| step_err(file, cmd, e))?;
+                } else if is_add && is_archive(&tree, &real) {
+                    archives.push(Source {
+                        tree: tree.clone(),
+                        rel: real,
+                        dest: dest.to_string(),
+                    });
+                } else {
+                    let target = if dest_is_dir {
+                        format!("{}/{name}", dest.trim_end_matches('/'))
+                    } else {
+                        dest.to_string()
+                    };
+                    items.push(Source {
+                        tree: tree.clone(),
+                        rel: real,
+                        dest: target,
+                    });
+                }
+            }
+        }
+        {
+            let mut known = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            for it in items.iter().chain(archives.iter()) {
+                inputs.items.insert(
+                    format!("file:{}", it.dest),
+                    file_hash(&it.tree, &it.rel, &mut known),
+                );
+            }
+        }
+        for h in &c.heredocs {
+            inputs.items.insert(
+                format!("heredoc:{}", h.name),
+                Digest::sha256_of(h.content.as_bytes()).hex().to_string(),
+            );
+        }
+        for (k, val) in [("chown", &c.chown), ("chmod", &c.chmod)] {
+            if let Some(x) = val {
+                inputs.items.insert(format!("flag:{k}"), x.clone());
+            }
+        }
+        let step_id = cache::step_id(text);
+        let key = cache::key(&st.key, text, &inputs);
+        if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
+            return Ok(hit);
+        }
+        // Repositories: fetched now that the step runs; their files go into
+        // the destination as a directory's contents do.
+        let mut _checkouts = Vec::new();
+        for (g, commit, d) in &repos {
+            let tmp = tempfile::Builder::new()
+                .prefix("git-")
+                .tempdir_in(&self.work)
+                .map_err(|e| step_err(file, cmd, format!("scratch space: {e}")))?;
+            g.checkout(commit, tmp.path(), c.keep_git_dir)
+                .map_err(|e| step_err(file, cmd, e))?;
+            let repo =
+                Arc::new(InRoot::open(tmp.path()).map_err(|e| step_err(file, cmd, e.to_string()))?);
+            let sub = repo
+                .resolve(g.subdir.as_deref().unwrap_or(""))
+                .ok()
+                .filter(|r| repo.lstat(r).is_ok_and(|st| inroot::is_dir(&st)));
+            let Some(sub) = sub else {
+                return Err(step_err(
+                    file,
+                    cmd,
+                    format!(
+                        "{}: no directory {:?} in the repository at {commit}",
+                        g.remote,
+                        g.subdir.as_deref().unwrap_or("")
+                    ),
+                ));
+            };
+            walk(&repo, &sub, d, &mut items, None).map_err(|e| step_err(file, cmd, e))?;
+            _checkouts.push(tmp);
+        }
+        self.ensure_unpacked(&st)?;
+        let snap = crate::leftovers::step_key(
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, st.top_chain().as_ref(), Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+        let applied = (|| -> Result<(), String> {
+            let (uid, gid) = match &c.chown {
+                Some(ch) => {
+                    let pw = std::fs::read(mnt.join("etc/passwd")).ok();
+                    let gr = std::fs::read(mnt.join("etc/group")).ok();
+                    // BuildKit: a uid without a group means that number as
+                    // the gid too; a name, its primary group from passwd.
+                    let spec = match ch.parse::<u32>() {
+                        Ok(_) => format!("{ch}:{ch}"),
+                        Err(_) => ch.clone(),
+                    };
+                    let u = berth_types::user::resolve(&spec, pw.as_deref(), gr.as_deref())?;
+                    (Some(u.uid), Some(u.gid))
+                }
+                None => (Some(0), Some(0)),
+            };
+            let mode = c
+                .chmod
+                .as_deref()
+                .map(|m| u32::from_str_radix(m, 8).map_err(|_| format!("invalid chmod {m:?}")))
+                .transpose()?;
+            let ov = Overrides { uid, gid, mode };
+            let mut mapped: Vec<Mapped> = items
+                .iter()
+                .map(|it| Mapped::InRoot {
+                    root: it.tree.clone(),
+                    rel: it.rel.as_bytes().to_vec(),
+                    name: it.dest.trim_start_matches('/').as_bytes().to_vec(),
+                })
+                .collect();
+            for (d, data, mtime) in &downloads {
+                mapped.push(Mapped::Data {
+                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                    data: data.clone(),
+                    mode: 0o600,
+                    mtime: opts.source_date_epoch.unwrap_or(*mtime),
+                });
+            }
+            for h in &c.heredocs {
+                let content = if h.chomp {
+                    berth_dockerfile::parser::chomp_heredoc(&h.content)
+                } else {
+                    h.content.clone()
+                };
+                let d = if dest_is_dir {
+                    format!("{}/{}", dest.trim_end_matches('/'), h.name)
+                } else {
+                    dest.to_string()
+                };
+                mapped.push(Mapped::Data {
+                    name: d.trim_start_matches('/').as_bytes().to_vec(),
+                    data: content.into_bytes(),
+                    mode: 0o644,
+                    mtime: opts.source_date_epoch.unwrap_or(0),
+                });
+            }
+            let tar = write_mapped(
+                &mapped,
+                &ov,
+                Vec::new(),
+                &WriteOptions {
+                    clamp_mtime: opts.source_date_epoch,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            berth_store::archive::apply::apply(&mnt, &tar[..], &Default::default())
+                .map_err(|e| e.to_string())?;
+            for a in &archives {
+                use std::os::unix::fs::PermissionsExt;
+                let root = pathrs::Root::open(&mnt).map_err(|e| e.to_string())?;
+                let h = root
+                    .mkdir_all(&a.dest, &std::fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+                let fd: std::os::fd::OwnedFd = h.into();
+                let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                let f = a
+                    .tree
+                    .open_file(&a.rel)
+                    .map_err(|e| format!("{}: {e}", a.rel))?;
+                let (_, plain) = berth_store::archive::decompress(f).map_err(|e| e.to_string())?;
+                berth_store::archive::apply::apply(Path::new(&target), plain, &Default::default())
+                    .map_err(|e| format!("extracting {}: {e}", a.rel))?;
+            }
+            Ok(())
+        })();
+        unmount(&mnt);
+        if let Err(e) = applied {
+            let _ = self.store.snapshots.remove_active(&snap);
+            return Err(step_err(file, cmd, e));
+        }
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let shown = cmd.node.original.trim()[verb.len()..].trim().to_string();
+        let parent_key = st.key.clone();
+        let mut next = self.commit_snapshot(
+            &snap,
+            st,
+            &format!("/bin/sh -c #(nop) {verb} {shown}"),
+            opts,
+        )?;
+        next.key = key.clone();
+        self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
+        self.done(v, t);
+        Ok(next)
+    }
+}
+
+/// A COPY/ADD source: a path inside a tree (the context, a stage, a
+/// checkout) and where it goes in the image.
+pub(super) struct Source {
+    tree: Arc<InRoot>,
+    /// Its real path in the tree (links already followed, inside it).
+    rel: String,
+    dest: String,
+}
+
+/// Adds the contents of directory `dir` of `tree` (sorted, parents first)
+/// mapped under `dest`; links inside are kept as links, never followed.
+pub(super) fn walk(
+    tree: &Arc<InRoot>,
+    dir: &str,
+    dest: &str,
+    out: &mut Vec<Source>,
+    ignore: Option<&crate::context::Ignore>,
+) -> Result<(), String> {
+    let base = dest.trim_end_matches('/');
+    let strip = if dir.is_empty() { 0 } else { dir.len() + 1 };
+    tree.walk(dir, &mut |child, st| {
+        let excluded = ignore.is_some_and(|ig| ig.excluded(child));
+        if excluded && !ignore.is_some_and(|ig| ig.may_include_under(child)) {
+            return Ok(false);
+        }
+        if !excluded {
+            out.push(Source {
+                tree: tree.clone(),
+                rel: child.to_string(),
+                dest: format!("{base}/{}", &child[strip..]),
+            });
+        }
+        Ok(inroot::is_dir(st))
+    })
+    .map_err(|e| format!("{}: {e}", if dir.is_empty() { "." } else { dir }))
+}
+
+pub(super) fn is_archive(tree: &InRoot, rel: &str) -> bool {
+    let mut head = [0u8; 512];
+    let n = tree
+        .open_file(rel)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let c = berth_store::archive::Compression::detect(&head[..n]);
+    c != berth_store::archive::Compression::None || (n >= 262 && &head[257..262] == b"ustar")
+}
+
+/// The cache identity of a source: mode, owner and content (a symlink's
+/// target); regular files' hashes come from `known` when their identity is
+/// unchanged since they were last read.
+pub(super) fn file_hash(tree: &InRoot, rel: &str, known: &mut crate::cache::HashCache) -> String {
+    let Ok(md) = tree.lstat(rel) else {
+        return "missing".into();
+    };
+    let meta = format!("{:o}:{}:{}", md.st_mode, md.st_uid, md.st_gid);
+    if inroot::is_file(&md) {
+        return known.get(&md, || {
+            let mut h = Hasher::new();
+            h.update(meta.as_bytes());
+            if let Ok(f) = tree.open_file(rel) {
+                let mut r = std::io::BufReader::with_capacity(256 << 10, f);
+                let _ = std::io::copy(&mut r, &mut h);
+            }
+            h.finish().hex()[..16].to_string()
+        });
+    }
+    let mut h = Hasher::new();
+    h.update(meta.as_bytes());
+    if inroot::is_symlink(&md) {
+        h.update(
+            tree.read_link(rel)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    h.finish().hex()[..16].to_string()
+}

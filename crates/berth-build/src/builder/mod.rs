@@ -1,0 +1,1111 @@
+//! The build: stages planned from the target, each instruction dispatched (RUN
+//! in a container through the runtime library, COPY/ADD through the snapshot of
+//! the stage mounted in the builder's private mount namespace, metadata through
+//! [`crate::dispatch`]), each filesystem change committed as a layer, each step
+//! looked up in and stored to the cache, and BuildKit's plain progress printed.
+
+mod copy_step;
+mod layers;
+mod run_step;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use berth_dockerfile::instructions::{
+    self, CopyArgs, Dockerfile, Instruction, Located, RunArgs, Stage,
+};
+use berth_dockerfile::shell::Lex;
+use berth_runtime::rootfs::RootfsMount;
+use berth_runtime::{CreateOptions, Runtime};
+use berth_store::Store;
+use berth_store::archive::diff::{Mapped, Overrides, WriteOptions, write_layer, write_mapped};
+use berth_store::image::Image;
+use berth_store::inroot::{self, InRoot};
+use berth_types::digest::Hasher;
+use berth_types::{Descriptor, Digest, History, ImageConfig, Platform, Reference, media_types};
+use serde_json::json;
+
+use crate::cache::{self, Cache, Inputs, Record};
+use crate::context::Context;
+use crate::dispatch::{self, StageState};
+
+/// What went wrong in a build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile.
+    #[error(transparent)]
+    Dockerfile(#[from] instructions::DockerfileError),
+    /// A step, located in the Dockerfile.
+    #[error("{file}:{line}: {msg}")]
+    Step {
+        /// Dockerfile name.
+        file: String,
+        /// Line.
+        line: usize,
+        /// What failed.
+        msg: String,
+    },
+    /// A RUN step that exited non-zero.
+    #[error("{file}:{line}: process \"{cmd}\" did not complete successfully: exit code: {code}")]
+    Run {
+        /// Dockerfile name.
+        file: String,
+        /// Line.
+        line: usize,
+        /// The command.
+        cmd: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BuildError {
+    /// The exit code `build` should end with (a failing RUN's own code).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Run { code, .. } => *code,
+            _ => 1,
+        }
+    }
+}
+
+/// Build options.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Context directory.
+    pub context: PathBuf,
+    /// Dockerfile path (default `<context>/Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// Dockerfile content given directly (`-f -`).
+    pub dockerfile_content: Option<String>,
+    /// Names.
+    pub tags: Vec<Reference>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--network`: `default`, `host`, `none`.
+    pub network: String,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// Print only errors (and the id at the end, by the caller).
+    pub quiet: bool,
+    /// `--pull`: fetch every base image anew, even when it is in the store.
+    pub pull: bool,
+    /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
+    pub provided: crate::run_mount::Provided,
+}
+
+impl BuildOptions {
+    fn dockerfile_path(&self) -> PathBuf {
+        self.dockerfile
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"))
+    }
+
+    /// The Dockerfile's name as errors and warnings cite it (`Dockerfile:7`).
+    pub fn dockerfile_name(&self) -> String {
+        self.dockerfile_path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into())
+    }
+
+    /// The Dockerfile's text: given on stdin, or read from `-f` or the context.
+    pub fn dockerfile_source(&self) -> Result<String, BuildError> {
+        if let Some(c) = &self.dockerfile_content {
+            return Ok(c.clone());
+        }
+        let p = self.dockerfile_path();
+        // A byte that is not UTF-8 (a Latin-1 comment) does not stop the
+        // build, as it does not stop BuildKit's.
+        std::fs::read(&p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| {
+                BuildError::Other(format!(
+                    "failed to read dockerfile: open {}: {e}",
+                    p.display()
+                ))
+            })
+    }
+}
+
+/// Fetches a base image into the store (a registry pull); `always` asks for a
+/// fresh copy even when one is present.
+pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + Send + 'a>;
+
+/// Downloads a URL for `ADD <url>`: (body, Last-Modified as a unix time).
+pub type Downloader<'a> =
+    Box<dyn FnMut(&str) -> Result<(Vec<u8>, Option<i64>), String> + Send + 'a>;
+
+/// The builder.
+pub struct Builder<'a> {
+    store: &'a Store,
+    runtime: Runtime,
+    work: PathBuf,
+    cache: Cache,
+    out: Out<'a>,
+    /// The last vertex number given out (shared with the stage workers).
+    vertex: Arc<AtomicUsize>,
+    mounts_made: usize,
+    fetch: Option<Fetcher<'a>>,
+    download: Option<Arc<Mutex<Downloader<'a>>>>,
+    pull_always: bool,
+    /// Context files' hashes by identity (shared with the stage workers).
+    hashes: Arc<Mutex<crate::cache::HashCache>>,
+    /// Set on a stage worker thread: RUN steps run through this `berth-runtime`
+    /// binary as a child process (fork and exec are safe from a threaded
+    /// process; the runtime library's in-process clone is not).
+    exec_runtime: Option<PathBuf>,
+}
+
+/// Where progress lines go: the build's writer, or (for a stage built on a
+/// worker thread) a channel the main thread writes them from.
+enum Out<'a> {
+    Direct(Box<dyn Write + Send + 'a>),
+    Lines(mpsc::Sender<String>),
+}
+
+/// The state of a stage while it is built.
+#[derive(Clone)]
+struct StageImage {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    key: String,
+}
+
+impl StageImage {
+    fn top_chain(&self) -> Option<Digest> {
+        berth_types::chain_ids(&self.config.rootfs.diff_ids).pop()
+    }
+}
+
+const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+fn platform_args() -> BTreeMap<String, String> {
+    let p = Platform::host();
+    let plat = p.to_string();
+    let mut m = BTreeMap::new();
+    for pre in ["TARGET", "BUILD"] {
+        m.insert(format!("{pre}PLATFORM"), plat.clone());
+        m.insert(format!("{pre}OS"), p.os.clone());
+        m.insert(format!("{pre}ARCH"), p.architecture.clone());
+        m.insert(
+            format!("{pre}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    m
+}
+
+/// Enters a mount namespace of our own, so the overlays the build mounts for
+/// COPY are private to this process and vanish with it.
+fn private_mounts() -> Result<(), BuildError> {
+    // SAFETY: unshare and a propagation change in the single-threaded CLI.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(BuildError::Other(format!(
+                "unshare(CLONE_NEWNS): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(BuildError::Other(format!(
+                "make / private: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An earlier stage's or an image's filesystem, mounted for one step.
+struct FromMount {
+    /// Where it is mounted.
+    dir: PathBuf,
+    /// The view snapshot behind it.
+    snapshot: String,
+    /// Its top chain id: what it holds, for cache keys.
+    content: String,
+}
+
+fn mount_snapshot(
+    mounts: &[berth_store::snapshot::Mount],
+    target: &Path,
+) -> Result<(), BuildError> {
+    let m = mounts
+        .first()
+        .ok_or_else(|| BuildError::Other("snapshot has no mounts".into()))?;
+    let tgt = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|e| BuildError::Other(e.to_string()))?;
+    let (src, typ, flags, data) = if m.typ == "bind" {
+        let ro = m.options.iter().any(|o| o == "ro");
+        (
+            m.source.clone(),
+            None,
+            libc::MS_BIND | libc::MS_REC | if ro { libc::MS_RDONLY } else { 0 },
+            String::new(),
+        )
+    } else {
+        (
+            m.source.clone(),
+            Some(m.typ.clone()),
+            0,
+            m.options.join(","),
+        )
+    };
+    let csrc = std::ffi::CString::new(src).map_err(|e| BuildError::Other(e.to_string()))?;
+    let ctyp = typ.map(|t| std::ffi::CString::new(t).expect("fs type"));
+    let cdata = std::ffi::CString::new(data).map_err(|e| BuildError::Other(e.to_string()))?;
+    // SAFETY: mount with valid C strings.
+    let r = unsafe {
+        libc::mount(
+            csrc.as_ptr(),
+            tgt.as_ptr(),
+            ctyp.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            flags,
+            cdata.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(BuildError::Other(format!(
+            "mount {} on {}: {}",
+            m.typ,
+            target.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path) {
+    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+}
+
+fn other<E: std::fmt::Display>(e: E) -> BuildError {
+    BuildError::Other(e.to_string())
+}
+
+/// The timestamp written into configs and history.
+fn created(opts: &BuildOptions) -> String {
+    match opts.source_date_epoch {
+        Some(s) => jiff::Timestamp::from_second(s)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        None => jiff::Timestamp::now().to_string(),
+    }
+}
+
+/// The scratch space goes with the builder, whichever way the build ended
+/// (a Dockerfile that does not parse included).
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+impl<'a> Builder<'a> {
+    /// A builder over the store, with runtime state and build scratch space under `root`.
+    pub fn new(
+        store: &'a Store,
+        root: &Path,
+        out: Box<dyn Write + Send + 'a>,
+    ) -> Result<Self, BuildError> {
+        let work = root.join("builds").join(crate::leftovers::work_name(
+            jiff::Timestamp::now().as_nanosecond(),
+        ));
+        std::fs::create_dir_all(&work).map_err(other)?;
+        Ok(Builder {
+            store,
+            runtime: Runtime::new(root.join("runtime")),
+            work,
+            cache: Cache::open(&root.join("buildcache")).map_err(other)?,
+            out: Out::Direct(out),
+            vertex: Arc::new(AtomicUsize::new(0)),
+            mounts_made: 0,
+            fetch: None,
+            download: None,
+            pull_always: false,
+            hashes: Arc::new(Mutex::new(crate::cache::HashCache::load(
+                &root.join("buildcache"),
+            ))),
+            exec_runtime: None,
+        })
+    }
+
+    /// Lets `ADD <url>` download.
+    pub fn with_downloader(mut self, d: Downloader<'a>) -> Self {
+        self.download = Some(Arc::new(Mutex::new(d)));
+        self
+    }
+
+    /// How base images missing from the store are fetched (without one, a
+    /// missing base is an error).
+    pub fn with_fetcher(mut self, f: Fetcher<'a>) -> Self {
+        self.fetch = Some(f);
+        self
+    }
+
+    fn line(&mut self, s: &str) {
+        match &mut self.out {
+            Out::Direct(w) => {
+                let _ = writeln!(w, "{s}");
+                let _ = w.flush();
+            }
+            Out::Lines(tx) => {
+                let _ = tx.send(s.to_string());
+            }
+        }
+    }
+
+    fn vertex(&mut self, name: &str) -> (usize, Instant) {
+        let v = self.vertex.fetch_add(1, Ordering::Relaxed) + 1;
+        self.line(&format!("#{v} {name}"));
+        (v, Instant::now())
+    }
+
+    fn done(&mut self, v: usize, t: Instant) {
+        self.line(&format!("#{v} DONE {:.1}s", t.elapsed().as_secs_f64()));
+    }
+
+    /// Builds; returns the image (tagged).
+    pub fn build(&mut self, opts: &BuildOptions) -> Result<Image, BuildError> {
+        self.pull_always = opts.pull;
+        let file = opts.dockerfile_name();
+        let (v, t) = self.vertex(&format!("[internal] load build definition from {file}"));
+        let src = opts.dockerfile_source()?;
+        let df = instructions::parse(&src, &file)?;
+        for w in &df.warnings {
+            self.line(&format!(" {} warning: {} (line {})", w.rule, w.msg, w.line));
+        }
+        if let Some(msg) = df.lint_violation() {
+            // `# check=error=true`: findings fail the build before any step runs.
+            return Err(BuildError::Other(msg));
+        }
+        self.done(v, t);
+        let ctx = Context::open(&opts.context, opts.dockerfile.as_deref()).map_err(|e| {
+            BuildError::Other(format!(
+                "unable to prepare context: path {:?} not found: {e}",
+                opts.context.display().to_string()
+            ))
+        })?;
+        private_mounts()?;
+        // The build's lease: gc (prune, rmi) waits while it runs, so the
+        // bases, layers and cache records it is about to reference are not
+        // collected between its steps (BuildKit keeps leases for the same).
+        let lease = self.store.write_lock().map_err(other)?;
+        let res = self.build_stages(&df, &file, &ctx, opts);
+        self.hashes.lock().unwrap_or_else(|p| p.into_inner()).save();
+        let _ = std::fs::remove_dir_all(&self.work);
+        let _ = self.store.set_roots("buildcache", &self.cache.referenced());
+        drop(lease);
+        res
+    }
+
+    fn build_stages(
+        &mut self,
+        df: &Dockerfile,
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+    ) -> Result<Image, BuildError> {
+        // Global scope: ARGs before FROM, build args, automatic platform args.
+        let mut meta: BTreeMap<String, String> = platform_args();
+        for a in &df.meta_args {
+            if let Instruction::Arg(decls) = &a.inst {
+                for d in decls {
+                    let v = opts.build_args.get(&d.name).cloned().or_else(|| {
+                        d.default.as_ref().map(|def| {
+                            let env: Vec<String> =
+                                meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            Lex::new(df.escape)
+                                .process_word(def, &berth_dockerfile::shell::env_lookup(&env))
+                                .unwrap_or_default()
+                        })
+                    });
+                    if let Some(v) = v {
+                        meta.insert(d.name.clone(), v);
+                    }
+                }
+            }
+        }
+        let target = match &opts.target {
+            Some(t) => df
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| {
+                    BuildError::Other(format!("target stage \"{t}\" could not be found"))
+                })?,
+            None => df.stages.len() - 1,
+        };
+        let needed = needed_stages(df, target);
+        let total_steps: usize = needed
+            .iter()
+            .map(|i| {
+                1 + df.stages[*i]
+                    .commands
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.inst,
+                            Instruction::Run(_)
+                                | Instruction::Copy(_)
+                                | Instruction::Add(_)
+                                | Instruction::Workdir(_)
+                        )
+                    })
+                    .count()
+            })
+            .sum();
+        let mut results: BTreeMap<usize, StageImage> = BTreeMap::new();
+        let step_no = AtomicUsize::new(0);
+        let mut used_args = BTreeSet::new();
+        // Base images first (pulled if missing, or all with --pull), so that
+        // stages can then be built on worker threads, which do not pull.
+        self.fetch_bases(df, &needed, &meta, file)?;
+        // Stages that do not depend on each other are built at once (their
+        // RUN steps go through the berth-runtime binary; without it, in turn).
+        for level in stage_levels(df, &needed) {
+            if level.len() == 1 || runtime_binary().is_none() {
+                for &i in &level {
+                    let img = self.build_stage(
+                        df,
+                        i,
+                        file,
+                        ctx,
+                        opts,
+                        &meta,
+                        &results,
+                        &step_no,
+                        total_steps,
+                        &mut used_args,
+                    )?;
+                    results.insert(i, img);
+                }
+                continue;
+            }
+            let built = self.build_in_parallel(
+                df,
+                &level,
+                file,
+                ctx,
+                opts,
+                &meta,
+                &results,
+                &step_no,
+                total_steps,
+            )?;
+            for (i, img, used) in built {
+                results.insert(i, img);
+                used_args.extend(used);
+            }
+        }
+        let unused: Vec<&String> = opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !used_args.contains(*k)
+                    && !meta.contains_key(*k)
+                    && !PREDEFINED_ARGS.contains(&k.as_str())
+            })
+            .collect();
+        if !unused.is_empty() {
+            self.line(&format!(
+                "[Warning] One or more build-args {unused:?} were not consumed"
+            ));
+        }
+        let mut fin = results.remove(&target).expect("target built");
+        if !opts.labels.is_empty() {
+            let labels = fin
+                .config
+                .config_mut()
+                .labels
+                .get_or_insert_with(BTreeMap::new);
+            labels.extend(opts.labels.clone());
+        }
+        let (v, t) = self.vertex("exporting to image");
+        let _w = self.store.write_lock().map_err(other)?;
+        let first = opts.tags.first();
+        let image = self
+            .store
+            .put_image(&fin.config, fin.layers.clone(), first)
+            .map_err(other)?;
+        for tag in opts.tags.iter().skip(1) {
+            self.store.tag(&image, tag).map_err(other)?;
+        }
+        self.line(&format!("#{v} writing image {}", image.id));
+        for tag in &opts.tags {
+            self.line(&format!(
+                "#{v} naming to {}",
+                tag.clone().with_default_tag()
+            ));
+        }
+        self.done(v, t);
+        Ok(image)
+    }
+
+    /// The base image a stage's FROM names, with the meta ARGs expanded, if
+    /// it is an image (not `scratch`, not an earlier stage).
+    fn stage_base_image(
+        df: &Dockerfile,
+        idx: usize,
+        meta: &BTreeMap<String, String>,
+        file: &str,
+    ) -> Result<Option<String>, BuildError> {
+        let base = stage_base(df, idx, meta, file)?;
+        Ok((base != "scratch" && earlier_stage(df, idx, &base).is_none()).then_some(base))
+    }
+
+    /// Pulls the base images of the stages to build that are missing (all of
+    /// them with `--pull`), before any stage starts.
+    fn fetch_bases(
+        &mut self,
+        df: &Dockerfile,
+        needed: &[usize],
+        meta: &BTreeMap<String, String>,
+        file: &str,
+    ) -> Result<(), BuildError> {
+        let mut seen = BTreeSet::new();
+        for &i in needed {
+            let Some(base) = Self::stage_base_image(df, i, meta, file)? else {
+                continue;
+            };
+            if !seen.insert(base.clone()) {
+                continue;
+            }
+            let present = self.store.resolve(&base).is_ok();
+            if (!present || self.pull_always)
+                && let Some(f) = self.fetch.as_mut()
+            {
+                f(&base, self.pull_always).map_err(|e| {
+                    step_err(file, &df.stages[i].from, format!("base image {base}: {e}"))
+                })?;
+            }
+        }
+        // Pulled once: the stages take what is in the store now.
+        self.pull_always = false;
+        Ok(())
+    }
+
+    /// Builds independent stages each on its own thread, with a builder of
+    /// its own (scratch space, mount points) sharing the store, the cache,
+    /// the vertex numbers and the downloader; their progress lines come here
+    /// to be written as they arrive. The first failure in stage order is the
+    /// build's.
+    #[allow(clippy::too_many_arguments)]
+    fn build_in_parallel(
+        &mut self,
+        df: &Dockerfile,
+        level: &[usize],
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+        meta: &BTreeMap<String, String>,
+        done: &BTreeMap<usize, StageImage>,
+        step_no: &AtomicUsize,
+        total: usize,
+    ) -> Result<Vec<(usize, StageImage, BTreeSet<String>)>, BuildError> {
+        let runtime_bin = runtime_binary().ok_or_else(|| {
+            BuildError::Other("berth-runtime is not installed beside berth".into())
+        })?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let mut workers = Vec::new();
+        for &i in level {
+            let work = self.work.join(format!("stage{i}"));
+            std::fs::create_dir_all(&work).map_err(other)?;
+            workers.push((
+                i,
+                Builder {
+                    store: self.store,
+                    runtime: self.runtime.clone(),
+                    work,
+                    cache: self.cache.clone(),
+                    out: Out::Lines(tx.clone()),
+                    vertex: self.vertex.clone(),
+                    mounts_made: 0,
+                    fetch: None,
+                    download: self.download.clone(),
+                    pull_always: false,
+                    hashes: self.hashes.clone(),
+                    exec_runtime: Some(runtime_bin.clone()),
+                },
+            ));
+        }
+        drop(tx);
+        let outcomes = std::thread::scope(|sc| {
+            let handles: Vec<_> = workers
+                .into_iter()
+                .map(|(i, mut w)| {
+                    sc.spawn(move || {
+                        let mut used = BTreeSet::new();
+                        let r = w.build_stage(
+                            df, i, file, ctx, opts, meta, done, step_no, total, &mut used,
+                        );
+                        (i, r, used)
+                    })
+                })
+                .collect();
+            for l in rx {
+                self.line(&l);
+            }
+            handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+        });
+        let mut built = Vec::new();
+        for o in outcomes {
+            let (i, r, used) =
+                o.map_err(|_| BuildError::Other("a stage's build thread panicked".into()))?;
+            built.push((i, r?, used));
+        }
+        Ok(built)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_stage(
+        &mut self,
+        df: &Dockerfile,
+        idx: usize,
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+        meta: &BTreeMap<String, String>,
+        done: &BTreeMap<usize, StageImage>,
+        step_no: &AtomicUsize,
+        total: usize,
+        used_args: &mut BTreeSet<String>,
+    ) -> Result<StageImage, BuildError> {
+        let stage: &Stage = &df.stages[idx];
+        let lex = Lex::new(df.escape);
+        let base = &stage_base(df, idx, meta, file)?;
+        let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+        let (v, t) = self.vertex(&format!(
+            "[{}{}/{}] FROM {}",
+            stage
+                .name
+                .as_ref()
+                .map(|n| format!("{n} "))
+                .unwrap_or_default(),
+            n_step,
+            total,
+            base
+        ));
+        let mut st = if base == "scratch" {
+            StageImage {
+                config: ImageConfig::new_for_host(),
+                layers: Vec::new(),
+                key: Digest::sha256_of(b"scratch").hex().to_string(),
+            }
+        } else if let Some(j) = earlier_stage(df, idx, base) {
+            done.get(&j)
+                .cloned()
+                .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
+        } else {
+            // fetch_bases pulled it already, if it could be pulled.
+            let img = self.store.resolve(base).map_err(|_| {
+                step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
+            })?;
+            // The base's history stays; its created time is its own.
+            StageImage {
+                config: img.config.clone(),
+                layers: img.manifest.layers.clone(),
+                key: Digest::sha256_of(format!("FROM {}", img.id).as_bytes())
+                    .hex()
+                    .to_string(),
+            }
+        };
+        self.done(v, t);
+        // docker's builders give every stage a PATH when its base has none.
+        {
+            let c = st.config.config_mut();
+            let env = c.env.get_or_insert_with(Vec::new);
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.insert(0, format!("PATH={}", berth_spec::DEFAULT_PATH));
+            }
+        }
+        let mut state = StageState::default();
+        // ARGs in scope for this stage, with values.
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        let shell_default = || dispatch::default_shell();
+        // ONBUILD triggers of the base run first.
+        let triggers: Vec<String> = st
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.on_build.clone())
+            .unwrap_or_default();
+        if let Some(c) = st.config.config.as_mut() {
+            c.on_build = None;
+        }
+        let mut commands: Vec<Located> = Vec::new();
+        for tr in triggers {
+            commands.push(
+                instructions::parse_instruction(&tr)
+                    .map_err(|e| BuildError::Other(format!("ONBUILD trigger {tr:?}: {e}")))?,
+            );
+        }
+        commands.extend(stage.commands.iter().cloned());
+        for cmd in &commands {
+            // The environment words expand with: build args in scope, then ENV.
+            let mut env: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            env.extend(
+                st.config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.env.clone())
+                    .unwrap_or_default(),
+            );
+            let mut inst = cmd.inst.clone();
+            let used = inst
+                .expand(&lex, &berth_dockerfile::shell::env_lookup(&env))
+                .map_err(|e| step_err(file, cmd, e))?;
+            used_args.extend(used.iter().filter(|u| args.contains_key(*u)).cloned());
+            let text = cmd.node.original.trim().to_string();
+            match &inst {
+                Instruction::Arg(decls) => {
+                    // docker: a history row of its own, no layer.
+                    let created_by = format!(
+                        "/bin/sh -c #(nop)  ARG {}",
+                        decls
+                            .iter()
+                            .map(|d| match &d.default {
+                                Some(v) => format!("{}={v}", d.name),
+                                None => d.name.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                    st.config.history.push(History {
+                        created: Some(created(opts)),
+                        created_by: Some(created_by.clone()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
+                    st.key = cache::key(&st.key, &created_by, &Inputs::default());
+                    for d in decls {
+                        let val = opts
+                            .build_args
+                            .get(&d.name)
+                            .cloned()
+                            .or_else(|| d.default.clone())
+                            .or_else(|| meta.get(&d.name).cloned());
+                        used_args.insert(d.name.clone());
+                        match val {
+                            Some(v) => {
+                                args.insert(d.name.clone(), v);
+                            }
+                            None => {
+                                args.remove(&d.name);
+                            }
+                        }
+                    }
+                }
+                Instruction::Run(r) => {
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+                    st = self.run_step(
+                        file,
+                        cmd,
+                        r,
+                        &text,
+                        st,
+                        &args,
+                        opts,
+                        (n_step, total),
+                        &shell_default(),
+                        (df, idx, done),
+                    )?;
+                }
+                Instruction::Copy(c) | Instruction::Add(c) => {
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+                    let is_add = matches!(inst, Instruction::Add(_));
+                    // Unquoted heredoc delimiters expand their body, quotes kept.
+                    let mut c = c.clone();
+                    let hlex = Lex {
+                        skip_process_quotes: true,
+                        ..lex
+                    };
+                    for h in c.heredocs.iter_mut().filter(|h| h.expand) {
+                        h.content = hlex
+                            .process_word(&h.content, &berth_dockerfile::shell::env_lookup(&env))
+                            .map_err(|e| step_err(file, cmd, e))?;
+                    }
+                    st = self.copy_step(
+                        file, cmd, &c, is_add, &text, st, ctx, df, idx, done, opts, n_step, total,
+                    )?;
+                }
+                Instruction::Workdir(w) => {
+                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+                    let base_dir = st
+                        .config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.working_dir.clone())
+                        .unwrap_or_else(|| "/".into());
+                    let dir = dispatch::resolve_workdir(&base_dir, w);
+                    st = self.workdir_step(file, cmd, &dir, &text, st, opts, n_step, total)?;
+                    dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?;
+                }
+                Instruction::From { .. } => unreachable!("FROM starts stages"),
+                _ => {
+                    let created_by = dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?
+                        .unwrap_or_default();
+                    st.config.history.push(History {
+                        created: Some(created(opts)),
+                        created_by: Some(created_by.clone()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
+                    st.key = cache::key(&st.key, &created_by, &Inputs::default());
+                }
+            }
+        }
+        st.config.created = Some(created(opts));
+        // The same chain of steps as before (all cached, same metadata): the
+        // same config, times included, so the same image id, as with docker.
+        if !opts.no_cache && opts.source_date_epoch.is_none() {
+            match self.cache.get_stage(&st.key) {
+                Some(prev) if prev.rootfs.diff_ids == st.config.rootfs.diff_ids => {
+                    st.config = prev;
+                }
+                _ => {
+                    let _ = self.cache.put_stage(&st.key, &st.config);
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// Records a finished step in the cache: `key` (a child of `parent`)
+    /// gives `next`.
+    fn remember(
+        &self,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        next: &StageImage,
+        inputs: &Inputs,
+    ) -> Result<(), BuildError> {
+        let rec = Record {
+            config: next.config.clone(),
+            layers: next.layers.clone(),
+        };
+        self.cache
+            .put(key, step_id, parent, &rec, inputs)
+            .map_err(other)
+    }
+
+    /// Step `key`'s cached result (said as `CACHED` on vertex `v`), unless
+    /// the build is `--no-cache`; on a miss, says why, from what step
+    /// `step_id` was last run with under `parent`.
+    fn lookup(
+        &mut self,
+        v: usize,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        inputs: &Inputs,
+        opts: &BuildOptions,
+    ) -> Option<StageImage> {
+        if opts.no_cache {
+            return None;
+        }
+        if let Some(rec) = self.cached(key) {
+            self.line(&format!("#{v} CACHED"));
+            return Some(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key: key.to_string(),
+            });
+        }
+        let why = self.cache.explain(step_id, parent, inputs);
+        self.line(&format!("#{v} cache miss: {why}"));
+        None
+    }
+
+    fn cached(&self, key: &str) -> Option<Record> {
+        let rec = self.cache.get(key)?;
+        // Only usable if every blob and layer is still there.
+        let chains = berth_types::chain_ids(&rec.config.rootfs.diff_ids);
+        let ok = rec
+            .layers
+            .iter()
+            .all(|l| self.store.content.exists(&l.digest))
+            && chains.iter().all(|c| self.store.snapshots.has_layer(c));
+        ok.then_some(rec)
+    }
+
+    fn ensure_unpacked(&self, st: &StageImage) -> Result<(), BuildError> {
+        let blobs: Vec<Digest> = st.layers.iter().map(|l| l.digest.clone()).collect();
+        self.store
+            .unpack(&blobs, &st.config.rootfs.diff_ids)
+            .map_err(other)?;
+        Ok(())
+    }
+}
+
+fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {
+    BuildError::Step {
+        file: file.to_string(),
+        line: l.node.start_line,
+        msg: msg.to_string(),
+    }
+}
+
+/// The image (or stage name, or `scratch`) stage `idx`'s FROM names, with the
+/// meta ARGs expanded.
+fn stage_base(
+    df: &Dockerfile,
+    idx: usize,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<String, BuildError> {
+    let stage: &Stage = &df.stages[idx];
+    let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut from = stage.from.inst.clone();
+    from.expand(
+        &Lex::new(df.escape),
+        &berth_dockerfile::shell::env_lookup(&meta_env),
+    )
+    .map_err(|e| step_err(file, &stage.from, e))?;
+    let Instruction::From { image: base, .. } = from else {
+        unreachable!("stage starts with FROM")
+    };
+    Ok(base)
+}
+
+/// The earlier stage (before `idx`) named `name`, if there is one.
+fn earlier_stage(df: &Dockerfile, idx: usize, name: &str) -> Option<usize> {
+    let name = name.to_ascii_lowercase();
+    df.stages
+        .iter()
+        .take(idx)
+        .position(|s| s.name.as_deref() == Some(name.as_str()))
+}
+
+/// The `berth-runtime` binary beside the running program, which stage worker
+/// threads run their containers through.
+fn runtime_binary() -> Option<PathBuf> {
+    let p = std::env::current_exe()
+        .ok()?
+        .with_file_name("berth-runtime");
+    p.is_file().then_some(p)
+}
+
+/// The earlier stages stage `i` uses: its FROM, COPY --from, RUN --mount
+/// from=.
+fn stage_refs(df: &Dockerfile, i: usize) -> Vec<usize> {
+    let st = &df.stages[i];
+    let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
+    for c in &st.commands {
+        match &c.inst {
+            Instruction::Copy(a) | Instruction::Add(a) => {
+                if let Some(f) = &a.from {
+                    refs.push(f.to_ascii_lowercase());
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
+                        crate::run_mount::parse(m)
+                    {
+                        refs.push(f.to_ascii_lowercase());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in refs {
+        for (j, s) in df.stages.iter().enumerate().take(i) {
+            if (s.name.as_deref() == Some(r.as_str()) || j.to_string() == r) && !out.contains(&j) {
+                out.push(j);
+            }
+        }
+    }
+    out
+}
+
+/// Stages the target needs, in order.
+fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
+    let mut need = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if need.insert(i) {
+            todo.extend(stage_refs(df, i));
+        }
+    }
+    need.into_iter().collect()
+}
+
+/// The needed stages grouped so that each group depends only on earlier
+/// groups: the stages of a group can be built at the same time.
+fn stage_levels(df: &Dockerfile, needed: &[usize]) -> Vec<Vec<usize>> {
+    let mut level: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in needed {
+        let l = stage_refs(df, i)
+            .iter()
+            .filter_map(|j| level.get(j))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(i, l);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, l) in level {
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(i);
+    }
+    out
+}
+
+/// A writer that hashes what passes through (the layer's diff id) on its way
+/// to the compressor.
+struct HashTee<W: Write> {
+    h: Hasher,
+    w: W,
+}
+
+impl<W: Write> Write for HashTee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
