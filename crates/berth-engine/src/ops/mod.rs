@@ -1,0 +1,452 @@
+//! The other container verbs: stop, kill, restart, rm, wait, pause,
+//! unpause, rename, top, stats, prune here; exec, the filesystem changes
+//! (diff, export, commit), cp and the archive endpoints, and docker's
+//! inspect document in the modules below.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use berth_store::archive::diff::{Change, WriteOptions, write_layer};
+use berth_types::{Descriptor, History, ImageConfig, Reference, media_types};
+use serde_json::{Value, json};
+
+use crate::container::{self, Container, Status};
+use crate::{Engine, EngineError, Result, now};
+
+mod archive;
+mod changes;
+mod exec;
+mod inspect;
+
+pub use archive::PathStat;
+pub use exec::ExecRequest;
+
+impl Engine {
+    /// `kill`: a signal to the container's process.
+    pub fn kill(&self, q: &str, signal: i32) -> Result<Container> {
+        let c = self.find(q)?;
+        if !matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Err(EngineError::Conflict(format!(
+                "Cannot kill container: {}: container {} is not running",
+                q, c.id
+            )));
+        }
+        self.mark_stopped_by_user(&c.id)?;
+        self.runtime.kill(&c.id, signal, false)?;
+        self.container_event(&c, "kill", &[("signal", signal.to_string())]);
+        if signal == libc::SIGKILL {
+            // docker's kill of SIGKILL returns once the container is dead:
+            // `kill x && rm x` and `kill x && start x` must work.
+            return self.wait(&c.id);
+        }
+        if signal == libc::SIGKILL && c.state.status == Status::Paused {
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+        }
+        Ok(c)
+    }
+
+    fn mark_stopped_by_user(&self, id: &str) -> Result<()> {
+        let _l = container::lock(&self.dir(id))?;
+        let mut c = container::load(&self.dir(id))?;
+        c.state.stopped_by_user = true;
+        container::save(&self.dir(id), &c)
+    }
+
+    /// `stop`: the stop signal, then SIGKILL after `timeout` seconds.
+    pub fn stop(&self, q: &str, timeout: Option<i64>) -> Result<Container> {
+        let c = self.find(q)?;
+        if !matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(c);
+        }
+        self.mark_stopped_by_user(&c.id)?;
+        let sig = c
+            .config
+            .stop_signal
+            .as_deref()
+            .and_then(berth_runtime::parse_signal)
+            .unwrap_or(libc::SIGTERM);
+        let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        if c.state.status == Status::Paused {
+            let _ = self.runtime.resume(&c.id);
+        }
+        let _ = self.runtime.kill(&c.id, sig, false);
+        self.container_event(&c, "kill", &[("signal", sig.to_string())]);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(timeout.max(0) as u64);
+        loop {
+            let now_c = self.find(&c.id)?;
+            if !matches!(
+                now_c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                self.container_event(&now_c, "stop", &[]);
+                return Ok(now_c);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+                let done = self.wait(&c.id)?;
+                self.container_event(&done, "stop", &[]);
+                return Ok(done);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `wait`: blocks until the container is not running; returns it.
+    pub fn wait(&self, q: &str) -> Result<Container> {
+        let id = self.find(q)?.id;
+        loop {
+            let c = self.find(&id)?;
+            if !matches!(
+                c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                return Ok(c);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `rm`: removes a stopped container (running ones with `force`).
+    pub fn remove(&self, q: &str, force: bool, volumes: bool) -> Result<String> {
+        let c = self.find(q)?;
+        if matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            if !force {
+                return Err(running_conflict(&c.name));
+            }
+            self.mark_stopped_by_user(&c.id)?;
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
+            // dockerd's `rm -f` of a running container: kill, die, destroy.
+            self.container_event(&c, "kill", &[("signal", libc::SIGKILL.to_string())]);
+            match self.wait(&c.id) {
+                // An --rm container: its monitor removed it once it died,
+                // which is what was asked (docker's `rm -f` succeeds too).
+                Err(EngineError::NotFound(_)) => return Ok(c.id),
+                r => {
+                    r?;
+                }
+            }
+        }
+        // Claim it under its lock: whoever renames the directory away removes
+        // it; a concurrent rm, prune or start then finds no such container
+        // instead of half a one.
+        let dir = self.dir(&c.id);
+        let gone = || EngineError::NotFound(q.to_string());
+        // Named by this process (its pid), so a prune can tell an abandoned
+        // claim from one in progress; the container's id is in its record.
+        let tomb = self
+            .root()
+            .join("containers")
+            .join(berth_store::fsutil::unique_name(".removing-"));
+        {
+            let _l = match container::lock(&dir) {
+                Ok(l) => l,
+                Err(_) if !dir.exists() => return Err(gone()),
+                Err(e) => return Err(e),
+            };
+            // The record as it is now (`find` above already corrected a
+            // crashed one; refresh would take this lock again).
+            let now = container::load(&dir).map_err(|_| gone())?;
+            if matches!(
+                now.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                // Started since it was looked at.
+                return Err(running_conflict(&c.name));
+            }
+            std::fs::rename(&dir, &tomb).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => gone(),
+                _ => EngineError::io("rename", &dir, e),
+            })?;
+        }
+        self.finish_removal(c, &tomb, volumes)
+    }
+
+    /// The rest of a removal once the container's directory is `tomb`: its
+    /// runtime record, snapshot, network endpoints (and anonymous volumes),
+    /// then the directory.
+    fn finish_removal(&self, c: Container, tomb: &Path, volumes: bool) -> Result<String> {
+        let _ = self.runtime.delete(&c.id, true);
+        match self.store.snapshots.remove_active(&c.id) {
+            Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if volumes {
+            for m in &c.mounts {
+                if m.typ == "volume" && m.name.len() == 64 {
+                    let _ = self.volume_remove(&m.name, true);
+                }
+            }
+        }
+        let mut c = c;
+        self.network_detach(&mut c);
+        std::fs::remove_dir_all(tomb).map_err(|e| EngineError::io("remove", tomb, e))?;
+        self.container_event(&c, "destroy", &[]);
+        Ok(c.id)
+    }
+
+    /// Finishes removals whose `rm` died after claiming the container (its
+    /// `.removing-<pid>-…` directory is left, and the pid is gone).
+    fn finish_abandoned_removals(&self) {
+        let dir = self.root().join("containers");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(".removing-") || berth_store::fsutil::owner_alive(&name) {
+                continue;
+            }
+            match container::load(&e.path()) {
+                Ok(c) => {
+                    let _ = self.finish_removal(c, &e.path(), false);
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+
+    /// `pause`.
+    pub fn pause(&self, q: &str) -> Result<()> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Running {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        self.runtime.pause(&c.id)?;
+        self.container_event(&c, "pause", &[]);
+        Ok(())
+    }
+
+    /// `unpause`.
+    pub fn unpause(&self, q: &str) -> Result<()> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not paused",
+                c.id
+            )));
+        }
+        self.runtime.resume(&c.id)?;
+        self.container_event(&c, "unpause", &[]);
+        Ok(())
+    }
+
+    /// `rename`.
+    pub fn rename(&self, q: &str, new: &str) -> Result<()> {
+        let c = self.find(q)?;
+        let new = new.trim_start_matches('/');
+        if !container::valid_name(new) {
+            return Err(EngineError::Invalid(format!(
+                "Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let _names = container::lock(&self.root().join("containers"))?;
+        if let Ok(other) = self.find(new)
+            && other.name == new
+        {
+            return Err(EngineError::NameInUse {
+                name: new.to_string(),
+                id: other.id,
+            });
+        }
+        let _l = container::lock(&self.dir(&c.id))?;
+        let mut fresh = container::load(&self.dir(&c.id))?;
+        fresh.name = new.to_string();
+        container::save(&self.dir(&c.id), &fresh)?;
+        self.container_event(&fresh, "rename", &[("oldName", format!("/{}", c.name))]);
+        Ok(())
+    }
+
+    /// `top`: the container's processes as `ps -ef` columns.
+    pub fn top(&self, q: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        self.top_with(q, &[])
+    }
+
+    /// `top CONTAINER [ps OPTIONS]`: with options, the host's `ps` runs
+    /// with them and its rows are kept for the container's processes (by
+    /// the PID column), as dockerd does; without, docker's default columns.
+    pub fn top_with(&self, q: &str, ps_args: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let c = self.find(q)?;
+        if c.state.status != Status::Running && c.state.status != Status::Paused {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                c.id
+            )));
+        }
+        let pids = self.runtime.ps(&c.id)?;
+        if !ps_args.is_empty() {
+            return ps_rows(ps_args, &pids);
+        }
+        let titles = vec!["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut rows = Vec::new();
+        for p in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim().to_string())
+                .unwrap_or_default();
+            let f: Vec<&str> = rest.split(' ').collect();
+            let ppid = f.get(1).copied().unwrap_or("0").to_string();
+            let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+            let secs = ticks / 100;
+            let uid = std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+                })
+                .unwrap_or_default();
+            let cmd = berth_runtime::cmdline(p);
+            rows.push(vec![
+                if uid == "0" { "root".into() } else { uid },
+                p.to_string(),
+                ppid,
+                "0".into(),
+                "-".into(),
+                "?".into(),
+                format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+                cmd,
+            ]);
+        }
+        Ok((titles, rows))
+    }
+
+    /// `stats`: cgroup usage of a running container.
+    pub fn stats(&self, q: &str) -> Result<(Container, berth_runtime::Stats)> {
+        let c = self.find(q)?;
+        let s = if matches!(c.state.status, Status::Running | Status::Paused) {
+            self.runtime.stats(&c.id)?
+        } else {
+            Default::default()
+        };
+        Ok((c, s))
+    }
+
+    /// Keeps the exit code of an `--rm` container about to be removed, for
+    /// a waiter that sees it only once it is gone (`wait --condition
+    /// removed`, the Engine API's `run --rm`); kept a few minutes.
+    pub fn remember_exit(&self, id: &str, code: i32) {
+        let dir = self.root().join("containers");
+        let _ = std::fs::write(dir.join(format!(".exit-{id}")), code.to_string());
+        // Forget old ones.
+        let now = std::time::SystemTime::now();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".exit-")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d.as_secs() > 300))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The exit code an `--rm` container had, once it is gone.
+    pub fn exit_of_removed(&self, id: &str) -> Option<i32> {
+        let p = self.root().join("containers").join(format!(".exit-{id}"));
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
+    /// `container prune`: removes every stopped container; returns their ids.
+    /// One that was started or removed meanwhile is left to its new fate, as
+    /// docker's prune does.
+    pub fn prune(&self) -> Result<Vec<String>> {
+        self.finish_abandoned_removals();
+        let mut out = Vec::new();
+        for c in self.containers()? {
+            // A created container whose creator still runs is being started
+            // (`run` between its create and start), and a `run --rm` whose
+            // process still runs removes its container itself: neither is
+            // prunable.
+            if (c.state.status == Status::Created || c.host_config.auto_remove)
+                && c.state.creator_alive()
+            {
+                continue;
+            }
+            if matches!(
+                c.state.status,
+                Status::Exited | Status::Created | Status::Dead
+            ) {
+                match self.remove(&c.id, false, false) {
+                    Ok(id) => out.push(id),
+                    Err(EngineError::NotFound(_) | EngineError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the host's `ps` with `args` and keeps the rows of `pids`: the
+/// header's PID column finds them, and the last column keeps its spaces
+/// (dockerd's parsePSOutput).
+fn ps_rows(args: &[String], pids: &[i32]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let out = std::process::Command::new("ps")
+        .args(args)
+        .output()
+        .map_err(|e| EngineError::Invalid(format!("Error running ps: {e}")))?;
+    if !out.status.success() {
+        return Err(EngineError::Invalid(format!(
+            "Error running ps: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| t == "PID")
+        .ok_or_else(|| EngineError::Invalid("Couldn't find PID field in ps output".into()))?;
+    let mut rows = Vec::new();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        let Ok(pid) = fields[pid_col].parse::<i32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        let mut row: Vec<String> = fields[..titles.len() - 1]
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        row.push(fields[titles.len() - 1..].join(" "));
+        rows.push(row);
+    }
+    Ok((titles, rows))
+}
+
+/// docker's refusal to remove a running container without `--force`.
+fn running_conflict(name: &str) -> EngineError {
+    EngineError::Conflict(format!(
+        "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+    ))
+}
