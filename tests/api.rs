@@ -1505,3 +1505,132 @@ fn docker_cli_follow_exec_it_and_prune() {
     assert_eq!(left, "ex\n");
     ok(docker(&b, &s, &["rm", "-f", "ex"]));
 }
+
+/// `berth -H HOST` (and `BERTH_HOST`): the berth CLI as an Engine API
+/// client of a service, with the local commands' flags, tables and exit
+/// codes — docker's CLI with `-H` is the reference. The client's own store
+/// (`BERTH_ROOT`, empty here) is not touched.
+#[test]
+fn the_berth_cli_drives_a_service_with_h() {
+    use std::io::{BufRead, Write};
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let s = Service::start(&b, &[]);
+    let host = s.host();
+    let empty = b.path("client-root");
+    let cli = |args: &[&str]| {
+        let o = Command::new(berth_bin())
+            .env("BERTH_ROOT", &empty)
+            .arg("-H")
+            .arg(&host)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = cli(&["version", "--format", "{{.Server.ApiVersion}}"]);
+    assert_eq!((code, out.trim()), (0, "1.47"));
+    let (_, out, _) = cli(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(out.trim(), "busybox:latest");
+    // Output split by stream, the container's exit code ours.
+    let (code, out, err) = cli(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
+    let (code, out, _) = cli(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 300",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim().len(), 64, "{out}");
+    let (_, out, _) = cli(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(out.trim(), "bg running");
+    // The service's store has it, the client's has nothing.
+    assert_eq!(b.run(&["ps", "-q"]).ok().trim().len(), 12);
+    assert!(!empty.join("containers").exists());
+    assert_eq!(cli(&["exec", "bg", "echo", "hi"]).1, "hi\n");
+    assert_eq!(cli(&["exec", "bg", "sh", "-c", "exit 5"]).0, 5);
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = cli(&["logs", "bg"]).1;
+        if !logs.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(logs, "started\n");
+    assert_eq!(
+        cli(&["inspect", "-f", "{{.Config.Image}}", "bg"]).1.trim(),
+        "busybox"
+    );
+    // Input to a detached `-i` container, through BERTH_HOST this time.
+    assert_eq!(cli(&["run", "-di", "--name", "cat", "busybox", "cat"]).0, 0);
+    let mut child = Command::new(berth_bin())
+        .env("BERTH_ROOT", &empty)
+        .env("BERTH_HOST", &host)
+        .args(["attach", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let mut line = None;
+    for _ in 0..50 {
+        input.write_all(b"through the service\n").unwrap();
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            line = Some(l);
+            break;
+        }
+    }
+    assert_eq!(line.as_deref(), Some("through the service\n"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (code, out, _) = cli(&["stop", "-t", "1", "bg"]);
+    assert_eq!((code, out.as_str()), (0, "bg\n"));
+    assert_eq!(cli(&["rm", "-f", "bg", "cat"]).1, "bg\ncat\n");
+    // docker's errors and exit codes.
+    let (code, _, err) = cli(&["rmi", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Error response from daemon:") && err.contains("nosuch"),
+        "{err}"
+    );
+    assert_eq!(cli(&["run", "--rm", "busybox", "/nonexistent"]).0, 127);
+    let (code, _, err) = cli(&["system", "df"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not send"), "{err}");
+    let o = Command::new(berth_bin())
+        .args(["-H", "unix:///nonexistent/berth.sock", "ps"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "", "--rm containers are gone");
+}

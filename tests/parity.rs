@@ -1130,3 +1130,138 @@ fn run_attach_picks_streams() {
         .fails(125);
     assert!(err.contains("Conflicting options: -a and -d"), "{err}");
 }
+
+/// docker: `run -di` keeps a detached container's stdin open, and `attach`
+/// sends our input to it; a client that goes away leaves it open for the
+/// next (`StdinOnce` is false for a detached container).
+#[test]
+fn attach_sends_input_to_a_detached_interactive_container() {
+    use std::io::{BufRead, Write};
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["run", "-di", "--name", "cat", "busybox", "cat"])
+        .ok();
+    for word in ["first", "second"] {
+        let mut child = b
+            .command(&["attach", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Written until it comes back: the attach may still be connecting.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut line = None;
+        for _ in 0..50 {
+            input.write_all(format!("{word}\n").as_bytes()).unwrap();
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                line = Some(l);
+                break;
+            }
+        }
+        assert_eq!(line.as_deref(), Some(format!("{word}\n").as_str()));
+        drop(input);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let logs = b.run(&["logs", "cat"]).ok();
+    assert!(logs.starts_with("first\n"), "{logs}");
+    assert!(logs.contains("second\n"), "{logs}");
+    assert_eq!(
+        b.run(&["inspect", "-f", "{{.State.Status}}", "cat"])
+            .ok()
+            .trim(),
+        "running"
+    );
+    b.run(&["rm", "-f", "cat"]).ok();
+}
+
+/// A pseudo-terminal pair for a child's stdio: (master, slave).
+fn pty() -> (std::fs::File, std::fs::File) {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: fresh descriptors from openpty.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s))
+    }
+}
+
+/// Reads `master` until `want` shows up (or a few seconds pass).
+fn read_until(master: &std::fs::File, want: &str) -> String {
+    use std::os::fd::AsRawFd;
+    let mut got = Vec::new();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < end && !String::from_utf8_lossy(&got).contains(want) {
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor we own.
+        if unsafe { libc::poll(&mut p, 1, 100) } > 0 {
+            let mut buf = [0u8; 4096];
+            match std::io::Read::read(&mut &*master, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// docker: attaching from a terminal to a `run -dit` container gives a
+/// raw session with the container's shell; ctrl-p ctrl-q (docker's
+/// default detach keys) leaves it running and exits 0.
+#[test]
+fn attach_to_a_terminal_container_and_detach_with_ctrl_p_ctrl_q() {
+    use std::io::Write;
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    b.run(&["run", "-dit", "--name", "term", "busybox", "sh"])
+        .ok();
+    let (mut master, slave) = pty();
+    let mut child = b
+        .command(&["attach", "term"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for _ in 0..20 {
+        master.write_all(b"echo $((6*7))\r").unwrap();
+        seen = read_until(&master, "42\r");
+        if seen.contains("42\r") {
+            break;
+        }
+    }
+    assert!(seen.contains("42\r"), "{seen:?}");
+    master.write_all(b"\x10\x11").unwrap();
+    let tail = read_until(&master, "read escape sequence");
+    assert!(tail.contains("read escape sequence"), "{tail:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        b.run(&["inspect", "-f", "{{.State.Status}}", "term"])
+            .ok()
+            .trim(),
+        "running"
+    );
+    b.run(&["rm", "-f", "term"]).ok();
+}

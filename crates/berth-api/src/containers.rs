@@ -789,8 +789,10 @@ pub async fn logs(ctx: &Ctx, id: String, q: &Query) -> Res {
 /// connection is hijacked (101, `Upgrade: tcp`) and carries what the
 /// container writes from now until it exits, multiplexed unless it has a
 /// tty. berth's monitor holds the container's pipes and records them in
-/// the json-file log; attach follows that log. Input is not forwarded
-/// (`docker run -i` and `attach` with stdin need berth's own CLI for now).
+/// the json-file log; attach follows that log. With `stdin=1`, to a running
+/// container made with `-i`, what the client sends goes to the container's
+/// input through its monitor (see `berth_engine::input`); to one not
+/// started yet, see crate::attach.
 pub async fn attach(ctx: &Ctx, mut req: Req, id: String, q: &Query) -> Res {
     let (c, path) = ctx
         .blocking(move |e| {
@@ -819,31 +821,44 @@ pub async fn attach(ctx: &Ctx, mut req: Req, id: String, q: &Query) -> Res {
     let e = ctx.engine.clone();
     let raw = spec.raw;
     let stream = q.bool("stream");
+    // The log is opened (made if the container has not run yet: its
+    // monitor appends to it, so a short-lived `--rm` container's output is
+    // read through this handle even after its removal) and placed before
+    // any input is forwarded: whatever the input makes the container print
+    // comes after.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    if spec.tail == Some(0) {
+        let _ = f.seek(std::io::SeekFrom::End(0));
+        spec.tail = None;
+    }
+    // Input to a running container: its monitor's socket, connected now.
+    let input = (q.bool("stdin") && c.config.open_stdin && c.is_up())
+        .then(|| berth_engine::input::connect(&ctx.engine.dir(&c.id)).ok())
+        .flatten()
+        .and_then(|s| {
+            s.set_nonblocking(true).ok()?;
+            tokio::net::UnixStream::from_std(s).ok()
+        });
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else {
             return;
         };
-        let mut io = hyper_util::rt::TokioIo::new(up);
+        let (mut from_client, mut io) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+        if let Some(mut to_container) = input {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_client, &mut to_container).await;
+            });
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
         let id = c.id.clone();
         let since_finish = c.state.finished_at.clone();
         let created = c.state.status == Status::Created;
         tokio::task::spawn_blocking(move || {
-            // The log is made now if the container has not run yet (its
-            // monitor appends to it), so a short-lived `--rm` container's
-            // output is read through this handle even after its removal.
-            let Ok(mut f) = std::fs::OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)
-            else {
-                return;
-            };
-            if spec.tail == Some(0) {
-                let _ = f.seek(std::io::SeekFrom::End(0));
-                spec.tail = None;
-            }
             // Done once it has run and stopped: for a container not yet
             // started, the start still to come is awaited.
             let done = || match e.find(&id) {
@@ -915,4 +930,72 @@ pub async fn archive_put(ctx: &Ctx, req: Req, id: String, q: &Query) -> Res {
         .status(StatusCode::OK)
         .body(Body::empty())
         .expect("response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `berth -H run …` sends reads back as the request it was made
+    /// from: the client's body and the service's reading agree.
+    #[test]
+    fn a_create_body_round_trips_through_the_service_s_reading() {
+        let mut r = CreateRequest {
+            image: "busybox".into(),
+            name: Some("web".into()),
+            cmd: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            entrypoint: Some(vec!["/bin/env".into()]),
+            env: vec!["A=1".into()],
+            workdir: Some("/srv".into()),
+            user: Some("1000:1000".into()),
+            hostname: Some("h".into()),
+            tty: true,
+            interactive: true,
+            volumes: vec!["/data".into(), "named:/v:ro".into()],
+            mounts: vec!["type=tmpfs,target=/t,tmpfs-size=1048576,tmpfs-mode=1777".into()],
+            tmpfs: vec!["/run:size=64k".into(), "/scratch".into()],
+            stop_signal: Some("SIGINT".into()),
+            stop_timeout: Some(3),
+            ip: Some("10.88.0.9".into()),
+            network_aliases: vec!["web".into()],
+            expose: vec!["80/tcp".into()],
+            ..Default::default()
+        };
+        r.labels.insert("app".into(), "x".into());
+        r.host.network_mode = "net1".into();
+        r.host.memory = 64 << 20;
+        r.host.memory_swap = 128 << 20;
+        r.host.nano_cpus = 500_000_000;
+        r.host.pids_limit = Some(50);
+        r.host.cap_add = vec!["NET_ADMIN".into()];
+        r.host.auto_remove = true;
+        r.host.init = true;
+        r.host.ulimits = vec![Ulimit {
+            name: "nofile".into(),
+            soft: 10,
+            hard: 20,
+        }];
+        r.host.port_bindings.insert(
+            "80/tcp".into(),
+            vec![berth_engine::network::PortBinding {
+                host_ip: "127.0.0.1".into(),
+                host_port: "8080".into(),
+            }],
+        );
+        let body = crate::client::create_body(&r).unwrap();
+        let back = request(serde_json::from_value(body).unwrap(), r.name.clone()).unwrap();
+        // Binds (HostConfig.Binds) come back before anonymous volumes
+        // (Config.Volumes); the rest is as sent.
+        let mut want = r.clone();
+        want.volumes = vec!["named:/v:ro".into(), "/data".into()];
+        assert_eq!(format!("{back:?}"), format!("{want:?}"));
+        assert!(
+            crate::client::create_body(&CreateRequest {
+                mounts: vec!["type=bind,src=/a,dst=/b,bind-propagation=shared".into()],
+                ..Default::default()
+            })
+            .unwrap_err()
+            .contains("bind-propagation")
+        );
+    }
 }

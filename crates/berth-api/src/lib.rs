@@ -20,6 +20,7 @@
 pub mod archives;
 pub mod attach;
 pub mod build;
+pub mod client;
 pub mod containers;
 pub mod error;
 pub mod exec;

@@ -17,6 +17,7 @@ pub mod container;
 pub mod docs;
 pub mod events;
 pub mod health;
+pub mod input;
 pub mod list;
 pub mod logs;
 pub mod network;

@@ -620,27 +620,41 @@ impl Engine {
             let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
             let log = open_logs(&log_path);
             berth_runtime::wait::block_signals();
-            let launched = (|| -> Result<(i32, Io)> {
+            let launched = (|| -> Result<(i32, Io, Option<OwnedFd>)> {
                 let (out_r, out_w) = pipe()?;
                 let (err_r, err_w) = pipe()?;
                 if c.config.tty {
                     let (ours, theirs) = socketpair()?;
                     let pid = self.launch(&mut c, None, Some(theirs))?;
                     let master = berth_runtime::tty::recv_fd(&ours)?;
+                    let input = c
+                        .config
+                        .open_stdin
+                        .then(|| master.try_clone().ok())
+                        .flatten();
                     return Ok((
                         pid,
                         Io::Tty {
                             master,
                             stdin: false,
                         },
+                        input,
                     ));
                 }
+                // `-i`: a pipe the input server feeds; else our /dev/null.
+                let (in_r, in_w) = if c.config.open_stdin {
+                    let (r, w) = pipe()?;
+                    (Some(r), Some(w))
+                } else {
+                    (None, None)
+                };
+                let in_fd = in_r.as_ref().map_or(0, |r| r.as_raw_fd());
                 let pid = self.launch(
                     &mut c,
-                    Some([0, out_w.as_raw_fd(), err_w.as_raw_fd()]),
+                    Some([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()]),
                     None,
                 )?;
-                drop((out_w, err_w));
+                drop((out_w, err_w, in_r));
                 Ok((
                     pid,
                     Io::Pipes {
@@ -648,9 +662,10 @@ impl Engine {
                         err: err_r,
                         input: None,
                     },
+                    in_w,
                 ))
             })();
-            let (pid, io) = match launched {
+            let (pid, io, input) = match launched {
                 Ok(x) => x,
                 Err(e) => {
                     if let Some(r) = ready.take() {
@@ -679,8 +694,12 @@ impl Engine {
                 libc::malloc_trim(0);
             }
             let started = std::time::Instant::now();
+            // Before any thread of ours starts (the prober's): a fork.
+            let server =
+                input.and_then(|fd| crate::input::Server::spawn(&self.dir(&c.id), fd).ok());
             let prober = self.health_start(&c);
             let code = io_loop(pid, io, log, false);
+            drop(server);
             self.health_stop(&c, prober);
             if self.record_exit(&mut c, code).is_err() {
                 return 1;

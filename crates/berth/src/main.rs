@@ -33,6 +33,10 @@ struct Cli {
         global = true
     )]
     root: PathBuf,
+    /// A berth (or docker) service to send the command to instead of using
+    /// the store here: `unix:///path`, `tcp://host:port` or a socket path.
+    #[arg(short = 'H', long = "host", env = "BERTH_HOST", value_name = "HOST")]
+    host: Option<String>,
     /// Location of client config files (docker's: credentials in config.json).
     #[arg(long, value_name = "DIR")]
     config: Option<PathBuf>,
@@ -313,6 +317,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut c = Cli::command();
             clap_complete::generate(shell, &mut c, "berth", &mut std::io::stdout());
             return Ok(());
+        }
+        c if cli.host.as_deref().is_some_and(|h| !h.is_empty())
+            && !matches!(c, Cmd::Monitor { .. } | Cmd::ApiHelper { .. }) =>
+        {
+            return commands::remote::run(cli.host.as_deref().unwrap_or_default(), c);
         }
         Cmd::Registry(c) => return commands::registry::run(c),
         Cmd::Login(a) => return commands::distribution::login(config_dir, a),

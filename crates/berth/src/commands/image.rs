@@ -65,7 +65,7 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
-    let format = Format::parse(a.format.as_deref())?;
+    Format::parse(a.format.as_deref())?;
     let mut dangling: Option<bool> = None;
     let mut refs: Vec<String> = a.reference.iter().cloned().collect();
     for f in &a.filter {
@@ -133,13 +133,20 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
             }));
         }
     }
+    print_images(&a, &items)
+}
+
+/// `images`' output from its rows (from the store, or from a service's
+/// `GET /images/json` with `-H`).
+pub fn print_images(a: &ImagesArgs, items: &[Value]) -> anyhow::Result<()> {
+    let format = Format::parse(a.format.as_deref())?;
     if a.quiet {
-        for i in &items {
+        for i in items {
             println!("{}", i["ID"].as_str().unwrap_or_default());
         }
         return Ok(());
     }
-    print_items(&format, &items, |items| {
+    print_items(&format, items, |items| {
         let mut headers = vec!["REPOSITORY", "TAG"];
         if a.digests {
             headers.push("DIGEST");

@@ -6,4 +6,5 @@ pub mod distribution;
 pub mod image;
 pub mod network;
 pub mod registry;
+pub mod remote;
 pub mod system;

@@ -421,7 +421,12 @@ pub struct VersionArgs {
 /// the engine the server part describes runs in each command (and behind
 /// `berth system service`).
 pub fn version(a: VersionArgs) -> anyhow::Result<()> {
-    let server = berth_api::system::version_doc();
+    print_version(&a, berth_api::system::version_doc())
+}
+
+/// `version`'s output, with `server` the service's `GET /version` document
+/// (this process's own engine without `-H`).
+pub fn print_version(a: &VersionArgs, server: serde_json::Value) -> anyhow::Result<()> {
     let p = berth_types::Platform::host();
     let client = serde_json::json!({
         "Platform": {"Name": "berth"},
@@ -482,6 +487,11 @@ pub struct InfoArgs {
 /// docker's `info`, from the same document as `GET /info`.
 pub fn info(engine: &Engine, a: InfoArgs) -> anyhow::Result<()> {
     let doc = berth_api::system::info_doc(engine).map_err(|e| anyhow::anyhow!(e.message))?;
+    print_info(&a, &doc)
+}
+
+/// `info`'s output from a `GET /info` document.
+pub fn print_info(a: &InfoArgs, doc: &serde_json::Value) -> anyhow::Result<()> {
     match a.format.as_deref() {
         Some("json") => {
             println!("{doc}");
@@ -490,7 +500,7 @@ pub fn info(engine: &Engine, a: InfoArgs) -> anyhow::Result<()> {
         Some(f) => {
             println!(
                 "{}",
-                crate::output::template::Template::parse(f)?.render(&doc)?
+                crate::output::template::Template::parse(f)?.render(doc)?
             );
             return Ok(());
         }

@@ -77,7 +77,7 @@ pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
 /// `attach`.
 #[derive(Args, Debug)]
 pub struct AttachArgs {
-    /// Do not attach STDIN (berth forwards no input to a detached container yet).
+    /// Do not attach STDIN.
     #[arg(long)]
     pub no_stdin: bool,
     /// Proxy all received signals to the process (non-TTY mode only).
@@ -91,8 +91,10 @@ pub struct AttachArgs {
 /// `attach`: the running container's output from now on, as its monitor
 /// records it, until it stops; then its exit code, as docker's attach
 /// exits. SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the container (docker's
-/// `--sig-proxy`, not for a terminal container). Input is not forwarded:
-/// berth's monitor holds no stdin for a detached container.
+/// `--sig-proxy`, not for a terminal container). Our stdin goes to a
+/// container made with `-i` through its monitor (`berth_engine::input`);
+/// with a terminal, in raw mode, and docker's detach keys (ctrl-p ctrl-q)
+/// leave the container running.
 pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
     let daemon = |e: EngineError| exit_err(1, e.to_string());
     let c = engine.find(&a.container).map_err(daemon)?;
@@ -131,6 +133,11 @@ pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let _raw = if c.config.open_stdin && !a.no_stdin {
+        forward_input(engine, &c)
+    } else {
+        None
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let opts = berth_engine::logs::ReadOptions::default();
     let id = c.id.clone();
@@ -151,6 +158,69 @@ pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Copies our stdin to the container's input from a thread (a terminal in
+/// raw mode for a tty container; the guard restores it).
+fn forward_input(engine: &Engine, c: &berth_engine::Container) -> Option<RawGuard> {
+    let mut sock = berth_engine::input::connect(&engine.dir(&c.id)).ok()?;
+    let (mut input, guard) = terminal_input(c.config.tty);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut input, &mut sock);
+    });
+    Some(guard)
+}
+
+/// Our stdin for an attached container: with a tty and a terminal, raw
+/// (until the guard drops) and watched for docker's detach keys.
+pub(crate) fn terminal_input(tty: bool) -> (DetachKeys, RawGuard) {
+    let raw = tty && std::io::stdin().is_terminal();
+    // SAFETY: tcgetattr into a local; the copy restores the terminal on detach.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        (raw && libc::tcgetattr(0, &mut t) == 0).then_some(t)
+    };
+    let guard = RawGuard(raw.then(|| berth_runtime::wait::RawMode::enter(0)));
+    (
+        DetachKeys {
+            saved,
+            ctrl_p: false,
+        },
+        guard,
+    )
+}
+
+/// Stdin, watched (on a raw terminal) for ctrl-p ctrl-q, docker's default
+/// detach keys: they leave the container running and exit 0.
+pub(crate) struct DetachKeys {
+    saved: Option<libc::termios>,
+    ctrl_p: bool,
+}
+
+impl std::io::Read for DetachKeys {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::stdin().read(buf)?;
+        if let Some(t) = &self.saved {
+            for b in &buf[..n] {
+                if self.ctrl_p && *b == 0x11 {
+                    // Written and exited past std's stdio locks, which the
+                    // main thread may hold while it copies the output.
+                    // SAFETY: the saved termios back, a write to fd 2, _exit.
+                    unsafe {
+                        libc::tcsetattr(0, libc::TCSANOW, t);
+                        let m = b"\nread escape sequence\n";
+                        libc::write(2, m.as_ptr().cast(), m.len());
+                        libc::_exit(0)
+                    };
+                }
+                self.ctrl_p = *b == 0x10;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Keeps the terminal raw while attached.
+pub(crate) struct RawGuard(#[allow(dead_code)] Option<berth_runtime::wait::RawMode>);
 
 /// `exec`.
 #[derive(Args, Debug)]

@@ -702,7 +702,7 @@ fn ps_item(engine: &Engine, c: &Container, no_trunc: bool) -> Value {
 
 /// `ps`.
 pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
-    let format = Format::parse(a.format.as_deref())?;
+    Format::parse(a.format.as_deref())?;
     let filters = berth_engine::list::Filters::from_flags(&a.filter)?;
     let mut list = engine.list(a.all || a.latest || a.last >= 0, &filters)?;
     if a.latest {
@@ -727,13 +727,20 @@ pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
             i
         })
         .collect();
+    print_ps(&a, &items)
+}
+
+/// `ps`'s output from its rows (made from the engine's containers, or from
+/// a service's `GET /containers/json` with `-H`).
+pub fn print_ps(a: &PsArgs, items: &[Value]) -> anyhow::Result<()> {
+    let format = Format::parse(a.format.as_deref())?;
     if a.quiet {
-        for i in &items {
+        for i in items {
             println!("{}", i["ID"].as_str().unwrap_or_default());
         }
         return Ok(());
     }
-    print_items(&format, &items, |items| {
+    print_items(&format, items, |items| {
         let mut head = vec![
             "CONTAINER ID",
             "IMAGE",
