@@ -704,10 +704,13 @@ fn docker_cli_exec_cp_and_build() {
     );
     let o = docker(&b, &s, &["cp", "box:/nonexistent", out.to_str().unwrap()]);
     assert_ne!(o.code, 0);
-    // dockerd's 404 for the path; the CLI words it "No such container:path".
+    // dockerd's 404 for the path: docker 20.10's CLI words it "No such
+    // container:path", newer ones pass dockerd's message on.
     assert!(
         o.stderr
-            .contains("No such container:path: box:/nonexistent"),
+            .contains("No such container:path: box:/nonexistent")
+            || o.stderr
+                .contains("Could not find the file /nonexistent in container box"),
         "{}",
         o.stderr
     );

@@ -1122,3 +1122,102 @@ fn run_gets_docker_apparmor_defaults() {
         );
     }
 }
+
+/// Reads a little of an answer to `request` on `s`, then hangs up with the
+/// rest unread.
+fn hang_up_mid_answer(mut s: impl std::io::Read + std::io::Write, request: &str) {
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 512];
+    let _ = s.read(&mut buf);
+}
+
+/// Attack: a client that asks for something large and hangs up before
+/// reading it. The servers' writes then fail with EPIPE; with SIGPIPE at
+/// its default (as berth's CLI keeps it for `berth images | head`), the
+/// signal killed the whole Engine API service or registry. Now a server
+/// loses that connection only, and answers the next client.
+#[test]
+fn a_client_that_hangs_up_kills_no_server() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    // The Engine API service: a save (a ~2 MB tar) abandoned, three times.
+    let sock = b.path("api.sock");
+    let mut svc = b
+        .command(&[
+            "system",
+            "service",
+            "-H",
+            &format!("unix://{}", sock.display()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..3 {
+        let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        hang_up_mid_answer(s, "GET /images/busybox/get HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    // A load whose archive the helper process refuses at its first bytes,
+    // while the service still writes the rest into the helper's pipe.
+    let junk = b.path("junk.tar");
+    let mut data = b"not a tar at all".to_vec();
+    data.resize(8 << 20, b'x');
+    std::fs::write(&junk, &data).unwrap();
+    let (code, _, _) = curl(&[
+        "--unix-socket",
+        sock.to_str().unwrap(),
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", junk.display()),
+        "http://x/images/load",
+    ]);
+    assert_ne!(code, 200);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(svc.try_wait().unwrap().is_none(), "the service died");
+    let (code, _, body) = curl(&["--unix-socket", sock.to_str().unwrap(), "http://x/_ping"]);
+    assert_eq!((code, body.as_slice()), (200, b"OK".as_slice()));
+    let _ = svc.kill();
+    let _ = svc.wait();
+
+    // The registry: a layer blob abandoned, three times.
+    let mut reg = RegistryServer::start(&b.path("reg"), &["--open"]);
+    let r = format!("{}/hang/up", reg.addr);
+    b.run(&["tag", "busybox", &r]).ok();
+    b.run(&["push", &r]).ok();
+    let layer = b
+        .run(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .RootFS.Layers 0}}",
+            "busybox",
+        ])
+        .ok();
+    // The blob is the compressed layer: find it through the manifest.
+    let (_, _, manifest) = curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        &format!("http://{}/v2/hang/up/manifests/latest", reg.addr),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let blob = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    assert!(!layer.trim().is_empty());
+    for _ in 0..3 {
+        let s = std::net::TcpStream::connect(&reg.addr).unwrap();
+        hang_up_mid_answer(
+            s,
+            &format!("GET /v2/hang/up/blobs/{blob} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(reg.child.try_wait().unwrap().is_none(), "the registry died");
+    let (code, _, _) = curl(&[&format!("http://{}/v2/", reg.addr)]);
+    assert_eq!(code, 200);
+}

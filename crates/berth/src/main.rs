@@ -305,6 +305,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("berth version {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
+    // Servers and monitors outlive their clients: a peer that hangs up
+    // mid-answer must cost that connection an EPIPE, never the process its
+    // life (the default SIGPIPE above is for commands whose output is piped).
+    if matches!(
+        cli.cmd,
+        Some(
+            Cmd::System(SystemCmd::Service(_))
+                | Cmd::Registry(commands::registry::RegistryCmd::Serve(_))
+                | Cmd::Monitor { .. }
+                | Cmd::ApiHelper { .. }
+        )
+    ) {
+        // SAFETY: setting a disposition before any thread starts; the
+        // runtime restores the default in every container process.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     let Some(cmd) = cli.cmd else {
         // docker with no command: its usage, exit 0.
         use clap::CommandFactory;
