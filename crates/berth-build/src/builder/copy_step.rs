@@ -5,24 +5,28 @@
 
 use super::*;
 
+/// Where a COPY's sources are read and where they go: the root they are
+/// resolved in (the context's, or a mounted stage's or image's), the
+/// destination (a directory when it ends in `/` or there are several
+/// sources), and the context itself when reading from it (for
+/// `.dockerignore` and its open tree).
+pub(super) struct CopyInto<'x> {
+    pub(super) src_root: &'x Path,
+    pub(super) dest: &'x str,
+    pub(super) dest_is_dir: bool,
+    pub(super) ctx: Option<&'x Context>,
+}
+
 impl<'a> Builder<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_step(
         &mut self,
-        file: &str,
-        cmd: &Located,
+        s: &Step<'_>,
         c: &CopyArgs,
         is_add: bool,
-        text: &str,
         st: StageImage,
-        ctx: &Context,
-        df: &Dockerfile,
-        idx: usize,
-        done: &BTreeMap<usize, StageImage>,
-        opts: &BuildOptions,
-        n: usize,
-        total: usize,
     ) -> Result<StageImage, BuildError> {
+        let (file, cmd, ctx) = (s.plan.file, s.cmd, s.plan.ctx);
+        let (n, total) = (s.n, s.plan.total);
         let verb = if is_add { "ADD" } else { "COPY" };
         let (v, t) = self.vertex(&format!(
             "[{n}/{total}] {verb} {}",
@@ -50,27 +54,19 @@ impl<'a> Builder<'a> {
         // Where sources come from: the context, an earlier stage, or an image.
         let from = match &c.from {
             None => None,
-            Some(f) => Some(self.mount_from(f, df, idx, done, file, cmd, n)?),
+            Some(f) => Some(self.mount_from(s, f)?),
         };
         let src_root: PathBuf = match &from {
             None => ctx.root.clone(),
             Some(m) => m.dir.clone(),
         };
-        let result = self.copy_from(
-            file,
-            cmd,
-            c,
-            is_add,
-            text,
-            st,
-            &src_root,
-            &dest,
+        let into = CopyInto {
+            src_root: &src_root,
+            dest: &dest,
             dest_is_dir,
-            opts,
-            v,
-            t,
-            from.is_none().then_some(ctx),
-        );
+            ctx: from.is_none().then_some(ctx),
+        };
+        let result = self.copy_from(s, c, is_add, st, into, (v, t));
         if let Some(m) = from {
             self.unmount_from(m);
         }
@@ -79,17 +75,9 @@ impl<'a> Builder<'a> {
 
     /// The filesystem of an earlier stage or of an image in the store (`--from`
     /// of COPY, `from=` of a RUN bind mount), mounted read-only for one step.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn mount_from(
-        &mut self,
-        f: &str,
-        df: &Dockerfile,
-        idx: usize,
-        done: &BTreeMap<usize, StageImage>,
-        file: &str,
-        cmd: &Located,
-        n: usize,
-    ) -> Result<FromMount, BuildError> {
+    pub(super) fn mount_from(&mut self, s: &Step<'_>, f: &str) -> Result<FromMount, BuildError> {
+        let (df, idx, done) = (s.plan.df, s.idx, s.plan.done);
+        let (file, cmd, n) = (s.plan.file, s.cmd, s.n);
         let fl = f.to_ascii_lowercase();
         let stage = df
             .stages
@@ -151,23 +139,24 @@ impl<'a> Builder<'a> {
         let _ = self.store.snapshots.remove_active(&m.snapshot);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Copies the sources of `c` into `into`'s destination, on vertex
+    /// `(v, t)`: cached by their content, committed as a layer.
     pub(super) fn copy_from(
         &mut self,
-        file: &str,
-        cmd: &Located,
+        s: &Step<'_>,
         c: &CopyArgs,
         is_add: bool,
-        text: &str,
         st: StageImage,
-        src_root: &Path,
-        dest: &str,
-        dest_is_dir: bool,
-        opts: &BuildOptions,
-        v: usize,
-        t: Instant,
-        ctx: Option<&Context>,
+        into: CopyInto<'_>,
+        (v, t): (usize, Instant),
     ) -> Result<StageImage, BuildError> {
+        let (file, cmd, text, opts) = (s.plan.file, s.cmd, s.text, s.plan.opts);
+        let CopyInto {
+            src_root,
+            dest,
+            dest_is_dir,
+            ctx,
+        } = into;
         // Resolve sources and hash them for the cache.
         let tree = match ctx {
             Some(cx) => cx.tree.clone(),

@@ -59,18 +59,14 @@ impl<'a> Builder<'a> {
         Ok(st)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn workdir_step(
         &mut self,
-        file: &str,
-        cmd: &Located,
+        s: &Step<'_>,
         dir: &str,
-        text: &str,
         st: StageImage,
-        opts: &BuildOptions,
-        n: usize,
-        total: usize,
     ) -> Result<StageImage, BuildError> {
+        let (file, cmd, text, opts) = (s.plan.file, s.cmd, s.text, s.plan.opts);
+        let (n, total) = (s.n, s.plan.total);
         let key = cache::key(&st.key, &format!("WORKDIR {dir}"), &Inputs::default());
         let (v, t) = self.vertex(&format!("[{n}/{total}] WORKDIR {dir}"));
         if !opts.no_cache

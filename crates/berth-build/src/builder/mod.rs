@@ -6,6 +6,7 @@
 
 mod copy_step;
 mod layers;
+mod plan;
 mod run_step;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +33,9 @@ use serde_json::json;
 use crate::cache::{self, Cache, Inputs, Record};
 use crate::context::Context;
 use crate::dispatch::{self, StageState};
+use plan::{
+    Plan, Step, count_steps, earlier_stage, needed_stages, stage_base, stage_levels, step_err,
+};
 
 /// What went wrong in a build.
 #[derive(Debug, thiserror::Error)]
@@ -470,24 +474,7 @@ impl<'a> Builder<'a> {
             None => df.stages.len() - 1,
         };
         let needed = needed_stages(df, target);
-        let total_steps: usize = needed
-            .iter()
-            .map(|i| {
-                1 + df.stages[*i]
-                    .commands
-                    .iter()
-                    .filter(|c| {
-                        matches!(
-                            c.inst,
-                            Instruction::Run(_)
-                                | Instruction::Copy(_)
-                                | Instruction::Add(_)
-                                | Instruction::Workdir(_)
-                        )
-                    })
-                    .count()
-            })
-            .sum();
+        let total = count_steps(df, &needed);
         let mut results: BTreeMap<usize, StageImage> = BTreeMap::new();
         let step_no = AtomicUsize::new(0);
         let mut used_args = BTreeSet::new();
@@ -499,33 +486,32 @@ impl<'a> Builder<'a> {
         for level in stage_levels(df, &needed) {
             if level.len() == 1 || runtime_binary().is_none() {
                 for &i in &level {
-                    let img = self.build_stage(
+                    let plan = Plan {
                         df,
-                        i,
                         file,
                         ctx,
                         opts,
-                        &meta,
-                        &results,
-                        &step_no,
-                        total_steps,
-                        &mut used_args,
-                    )?;
+                        meta: &meta,
+                        done: &results,
+                        step_no: &step_no,
+                        total,
+                    };
+                    let img = self.build_stage(&plan, i, &mut used_args)?;
                     results.insert(i, img);
                 }
                 continue;
             }
-            let built = self.build_in_parallel(
+            let plan = Plan {
                 df,
-                &level,
                 file,
                 ctx,
                 opts,
-                &meta,
-                &results,
-                &step_no,
-                total_steps,
-            )?;
+                meta: &meta,
+                done: &results,
+                step_no: &step_no,
+                total,
+            };
+            let built = self.build_in_parallel(&plan, &level)?;
             for (i, img, used) in built {
                 results.insert(i, img);
                 used_args.extend(used);
@@ -623,18 +609,10 @@ impl<'a> Builder<'a> {
     /// the vertex numbers and the downloader; their progress lines come here
     /// to be written as they arrive. The first failure in stage order is the
     /// build's.
-    #[allow(clippy::too_many_arguments)]
     fn build_in_parallel(
         &mut self,
-        df: &Dockerfile,
+        plan: &Plan<'_>,
         level: &[usize],
-        file: &str,
-        ctx: &Context,
-        opts: &BuildOptions,
-        meta: &BTreeMap<String, String>,
-        done: &BTreeMap<usize, StageImage>,
-        step_no: &AtomicUsize,
-        total: usize,
     ) -> Result<Vec<(usize, StageImage, BTreeSet<String>)>, BuildError> {
         let runtime_bin = runtime_binary().ok_or_else(|| {
             BuildError::Other("berth-runtime is not installed beside berth".into())
@@ -669,9 +647,7 @@ impl<'a> Builder<'a> {
                 .map(|(i, mut w)| {
                     sc.spawn(move || {
                         let mut used = BTreeSet::new();
-                        let r = w.build_stage(
-                            df, i, file, ctx, opts, meta, done, step_no, total, &mut used,
-                        );
+                        let r = w.build_stage(plan, i, &mut used);
                         (i, r, used)
                     })
                 })
@@ -690,24 +666,22 @@ impl<'a> Builder<'a> {
         Ok(built)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Builds stage `idx` of `plan`: its base, then each instruction
+    /// (ONBUILD triggers of the base first); `used_args` collects the build
+    /// args it read.
     fn build_stage(
         &mut self,
-        df: &Dockerfile,
+        plan: &Plan<'_>,
         idx: usize,
-        file: &str,
-        ctx: &Context,
-        opts: &BuildOptions,
-        meta: &BTreeMap<String, String>,
-        done: &BTreeMap<usize, StageImage>,
-        step_no: &AtomicUsize,
-        total: usize,
         used_args: &mut BTreeSet<String>,
     ) -> Result<StageImage, BuildError> {
+        let (df, file, opts, meta, done, total) = (
+            plan.df, plan.file, plan.opts, plan.meta, plan.done, plan.total,
+        );
         let stage: &Stage = &df.stages[idx];
         let lex = Lex::new(df.escape);
         let base = &stage_base(df, idx, meta, file)?;
-        let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+        let n_step = plan.next_step();
         let (v, t) = self.vertex(&format!(
             "[{}{}/{}] FROM {}",
             stage
@@ -755,7 +729,6 @@ impl<'a> Builder<'a> {
         let mut state = StageState::default();
         // ARGs in scope for this stage, with values.
         let mut args: BTreeMap<String, String> = BTreeMap::new();
-        let shell_default = || dispatch::default_shell();
         // ONBUILD triggers of the base run first.
         let triggers: Vec<String> = st
             .config
@@ -830,22 +803,18 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Instruction::Run(r) => {
-                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
-                    st = self.run_step(
-                        file,
+                    let step = Step {
+                        plan,
+                        idx,
                         cmd,
-                        r,
-                        &text,
-                        st,
-                        &args,
-                        opts,
-                        (n_step, total),
-                        &shell_default(),
-                        (df, idx, done),
-                    )?;
+                        text: &text,
+                        n: plan.next_step(),
+                        args: &args,
+                    };
+                    st = self.run_step(&step, r, st)?;
                 }
                 Instruction::Copy(c) | Instruction::Add(c) => {
-                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+                    let n_step = plan.next_step();
                     let is_add = matches!(inst, Instruction::Add(_));
                     // Unquoted heredoc delimiters expand their body, quotes kept.
                     let mut c = c.clone();
@@ -858,12 +827,18 @@ impl<'a> Builder<'a> {
                             .process_word(&h.content, &berth_dockerfile::shell::env_lookup(&env))
                             .map_err(|e| step_err(file, cmd, e))?;
                     }
-                    st = self.copy_step(
-                        file, cmd, &c, is_add, &text, st, ctx, df, idx, done, opts, n_step, total,
-                    )?;
+                    let step = Step {
+                        plan,
+                        idx,
+                        cmd,
+                        text: &text,
+                        n: n_step,
+                        args: &args,
+                    };
+                    st = self.copy_step(&step, &c, is_add, st)?;
                 }
                 Instruction::Workdir(w) => {
-                    let n_step = step_no.fetch_add(1, Ordering::Relaxed) + 1;
+                    let n_step = plan.next_step();
                     let base_dir = st
                         .config
                         .config
@@ -871,7 +846,15 @@ impl<'a> Builder<'a> {
                         .and_then(|c| c.working_dir.clone())
                         .unwrap_or_else(|| "/".into());
                     let dir = dispatch::resolve_workdir(&base_dir, w);
-                    st = self.workdir_step(file, cmd, &dir, &text, st, opts, n_step, total)?;
+                    let step = Step {
+                        plan,
+                        idx,
+                        cmd,
+                        text: &text,
+                        n: n_step,
+                        args: &args,
+                    };
+                    st = self.workdir_step(&step, &dir, st)?;
                     dispatch::apply_metadata(&mut st.config, &mut state, &inst)
                         .map_err(|e| step_err(file, cmd, e))?;
                 }
@@ -974,45 +957,6 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {
-    BuildError::Step {
-        file: file.to_string(),
-        line: l.node.start_line,
-        msg: msg.to_string(),
-    }
-}
-
-/// The image (or stage name, or `scratch`) stage `idx`'s FROM names, with the
-/// meta ARGs expanded.
-fn stage_base(
-    df: &Dockerfile,
-    idx: usize,
-    meta: &BTreeMap<String, String>,
-    file: &str,
-) -> Result<String, BuildError> {
-    let stage: &Stage = &df.stages[idx];
-    let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut from = stage.from.inst.clone();
-    from.expand(
-        &Lex::new(df.escape),
-        &berth_dockerfile::shell::env_lookup(&meta_env),
-    )
-    .map_err(|e| step_err(file, &stage.from, e))?;
-    let Instruction::From { image: base, .. } = from else {
-        unreachable!("stage starts with FROM")
-    };
-    Ok(base)
-}
-
-/// The earlier stage (before `idx`) named `name`, if there is one.
-fn earlier_stage(df: &Dockerfile, idx: usize, name: &str) -> Option<usize> {
-    let name = name.to_ascii_lowercase();
-    df.stages
-        .iter()
-        .take(idx)
-        .position(|s| s.name.as_deref() == Some(name.as_str()))
-}
-
 /// The `berth-runtime` binary beside the running program, which stage worker
 /// threads run their containers through.
 fn runtime_binary() -> Option<PathBuf> {
@@ -1020,76 +964,6 @@ fn runtime_binary() -> Option<PathBuf> {
         .ok()?
         .with_file_name("berth-runtime");
     p.is_file().then_some(p)
-}
-
-/// The earlier stages stage `i` uses: its FROM, COPY --from, RUN --mount
-/// from=.
-fn stage_refs(df: &Dockerfile, i: usize) -> Vec<usize> {
-    let st = &df.stages[i];
-    let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
-    for c in &st.commands {
-        match &c.inst {
-            Instruction::Copy(a) | Instruction::Add(a) => {
-                if let Some(f) = &a.from {
-                    refs.push(f.to_ascii_lowercase());
-                }
-            }
-            Instruction::Run(r) => {
-                for m in &r.mounts {
-                    if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
-                        crate::run_mount::parse(m)
-                    {
-                        refs.push(f.to_ascii_lowercase());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for r in refs {
-        for (j, s) in df.stages.iter().enumerate().take(i) {
-            if (s.name.as_deref() == Some(r.as_str()) || j.to_string() == r) && !out.contains(&j) {
-                out.push(j);
-            }
-        }
-    }
-    out
-}
-
-/// Stages the target needs, in order.
-fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
-    let mut need = BTreeSet::new();
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if need.insert(i) {
-            todo.extend(stage_refs(df, i));
-        }
-    }
-    need.into_iter().collect()
-}
-
-/// The needed stages grouped so that each group depends only on earlier
-/// groups: the stages of a group can be built at the same time.
-fn stage_levels(df: &Dockerfile, needed: &[usize]) -> Vec<Vec<usize>> {
-    let mut level: BTreeMap<usize, usize> = BTreeMap::new();
-    for &i in needed {
-        let l = stage_refs(df, i)
-            .iter()
-            .filter_map(|j| level.get(j))
-            .map(|l| l + 1)
-            .max()
-            .unwrap_or(0);
-        level.insert(i, l);
-    }
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for (i, l) in level {
-        if out.len() <= l {
-            out.resize(l + 1, Vec::new());
-        }
-        out[l].push(i);
-    }
-    out
 }
 
 /// A writer that hashes what passes through (the layer's diff id) on its way

@@ -5,21 +5,26 @@
 
 use super::*;
 
+/// What a RUN step's container is made of: the step's snapshot and its
+/// mounts, the command, the network asked for (`RUN --network`), and the
+/// step's own mounts (caches, binds, secrets, ssh).
+pub(super) struct RunSandbox<'x> {
+    pub(super) snap: &'x str,
+    pub(super) mounts: &'x [berth_store::snapshot::Mount],
+    pub(super) argv: &'x [String],
+    pub(super) network: Option<&'x str>,
+    pub(super) extra: &'x crate::run_mount::StepMounts,
+}
+
 impl<'a> Builder<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn run_step(
         &mut self,
-        file: &str,
-        cmd: &Located,
+        s: &Step<'_>,
         r: &RunArgs,
-        text: &str,
         st: StageImage,
-        args: &BTreeMap<String, String>,
-        opts: &BuildOptions,
-        (n, total): (usize, usize),
-        default_shell: &[String],
-        (df, idx, done): (&Dockerfile, usize, &BTreeMap<usize, StageImage>),
     ) -> Result<StageImage, BuildError> {
+        let default_shell = dispatch::default_shell();
+        let args = s.args;
         let shell = st
             .config
             .config
@@ -62,30 +67,9 @@ impl<'a> Builder<'a> {
         // Binds from a stage or an image are mounted for this step and
         // unmounted after it, whatever happens.
         let mut froms: Vec<FromMount> = Vec::new();
-        let prepared = self.prepare_run_mounts(
-            r,
-            opts,
-            (df, idx, done),
-            file,
-            cmd,
-            n,
-            &mut inputs,
-            &mut froms,
-        );
+        let prepared = self.prepare_run_mounts(s, r, &mut inputs, &mut froms);
         let result = match prepared {
-            Ok(run_mounts) => self.run_step_inner(
-                file,
-                cmd,
-                r,
-                text,
-                st,
-                args,
-                opts,
-                (n, total),
-                (argv, shown),
-                inputs,
-                run_mounts,
-            ),
+            Ok(run_mounts) => self.run_step_inner(s, r, st, (argv, shown), inputs, run_mounts),
             Err(e) => Err(e),
         };
         for m in froms {
@@ -96,18 +80,14 @@ impl<'a> Builder<'a> {
 
     /// RUN --mount: parsed (errors name the line), in the key, and for a bind
     /// the content of what it binds (context files, or a stage's chain id).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn prepare_run_mounts(
         &mut self,
+        s: &Step<'_>,
         r: &RunArgs,
-        opts: &BuildOptions,
-        (df, idx, done): (&Dockerfile, usize, &BTreeMap<usize, StageImage>),
-        file: &str,
-        cmd: &Located,
-        n: usize,
         inputs: &mut Inputs,
         froms: &mut Vec<FromMount>,
     ) -> Result<Vec<crate::run_mount::RunMount>, BuildError> {
+        let (file, cmd, opts) = (s.plan.file, s.cmd, s.plan.opts);
         let mut run_mounts = Vec::new();
         for m in &r.mounts {
             let mut rm = crate::run_mount::parse(m).map_err(|e| step_err(file, cmd, e))?;
@@ -129,7 +109,7 @@ impl<'a> Builder<'a> {
                         crate::run_mount::content_hash(&tree, &real)
                     }
                     Some(f) => {
-                        let fm = self.mount_from(&f, df, idx, done, file, cmd, n)?;
+                        let fm = self.mount_from(s, &f)?;
                         let c = format!("{f} {}:{source}", fm.content);
                         *from = Some(fm.dir.display().to_string());
                         froms.push(fm);
@@ -144,21 +124,17 @@ impl<'a> Builder<'a> {
     }
 
     /// The rest of a RUN step: cache, container, commit.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn run_step_inner(
         &mut self,
-        file: &str,
-        cmd: &Located,
+        s: &Step<'_>,
         r: &RunArgs,
-        text: &str,
         st: StageImage,
-        args: &BTreeMap<String, String>,
-        opts: &BuildOptions,
-        (n, total): (usize, usize),
         (argv, shown): (Vec<String>, String),
         inputs: Inputs,
         run_mounts: Vec<crate::run_mount::RunMount>,
     ) -> Result<StageImage, BuildError> {
+        let (file, cmd, text, opts, args) = (s.plan.file, s.cmd, s.text, s.plan.opts, s.args);
+        let (n, total) = (s.n, s.plan.total);
         let step_id = cache::step_id(text);
         let mount_text: String = r.mounts.iter().map(|m| format!("--mount={m} ")).collect();
         let key = cache::key(&st.key, &format!("RUN {mount_text}{shown}"), &inputs);
@@ -214,18 +190,14 @@ impl<'a> Builder<'a> {
             .chain(defaults)
             .filter_map(|t| crate::run_mount::stub_root(&t, &lowers))
             .collect();
-        let result = self.run_container(
-            &snap,
-            &mounts,
-            &st,
-            &argv,
-            args,
-            opts,
-            r.network.as_deref(),
-            &extra,
-            v,
-            t,
-        );
+        let sandbox = RunSandbox {
+            snap: &snap,
+            mounts: &mounts,
+            argv: &argv,
+            network: r.network.as_deref(),
+            extra: &extra,
+        };
+        let result = self.run_container(s, &st, sandbox, (v, t));
         let code = match result {
             Ok(c) => c,
             Err(e) => {
@@ -261,20 +233,22 @@ impl<'a> Builder<'a> {
         Ok(next)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the step's container on vertex `(v, t)`; its exit code.
     pub(super) fn run_container(
         &mut self,
-        snap: &str,
-        mounts: &[berth_store::snapshot::Mount],
+        s: &Step<'_>,
         st: &StageImage,
-        argv: &[String],
-        args: &BTreeMap<String, String>,
-        opts: &BuildOptions,
-        network: Option<&str>,
-        extra: &crate::run_mount::StepMounts,
-        v: usize,
-        t: Instant,
+        sandbox: RunSandbox<'_>,
+        (v, t): (usize, Instant),
     ) -> Result<i32, String> {
+        let (args, opts) = (s.args, s.plan.opts);
+        let RunSandbox {
+            snap,
+            mounts,
+            argv,
+            network,
+            extra,
+        } = sandbox;
         let bundle = self.work.join(snap);
         std::fs::create_dir_all(bundle.join("rootfs")).map_err(|e| e.to_string())?;
         let cfg = st.config.config.clone().unwrap_or_default();

@@ -62,7 +62,18 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         if prop & libc::MS_UNBINDABLE != 0 {
             prop = libc::MS_PRIVATE | libc::MS_REC;
         }
-        sys_mount(None, "/", None, prop, None).sys("mount", "/ (propagation)")?;
+        sys_mount(None, "/", None, prop, None).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                // A plain chroot: its "/" is no mount of its own, so nothing
+                // can keep the container's mounts from reaching the host's
+                // (runc fails the same way, less clearly).
+                RuntimeError::Spec(
+                    "the root directory is not a mount point (a chroot?): a container needs a root whose propagation it can change; bind-mount the chroot onto itself first (mount --bind DIR DIR), or use a container or a VM".into(),
+                )
+            } else {
+                RuntimeError::sys("mount", "/ (propagation)", e)
+            }
+        })?;
         // After a recursive slave or private propagation the rootfs's parent
         // mount can be bound and is not shared; after anything else (not
         // recursive, shared, unbindable) it may be either.

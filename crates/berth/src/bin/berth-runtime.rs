@@ -363,14 +363,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let p = exec_process(
                 &rt,
                 &id,
-                command,
-                process.as_deref(),
-                tty,
-                cwd,
-                env,
-                user,
-                additional_gids,
-                no_new_privs,
+                ExecFlags {
+                    command,
+                    process: process.as_deref(),
+                    tty,
+                    cwd,
+                    env,
+                    user,
+                    gids: additional_gids,
+                    nnp: no_new_privs,
+                },
             )?;
             let internal_tty = p.terminal() == Some(true) && console_socket.is_none();
             let (ours, theirs) = console_pair(internal_tty)?;
@@ -573,19 +575,31 @@ fn opts(c: &CreateArgs) -> CreateOptions {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn exec_process(
-    rt: &Runtime,
-    id: &str,
+/// `exec`'s flags that make its process (runc's names).
+struct ExecFlags<'a> {
     command: Vec<String>,
-    process: Option<&Path>,
+    process: Option<&'a Path>,
     tty: bool,
     cwd: Option<String>,
     env: Vec<String>,
     user: Option<String>,
     gids: Vec<u32>,
     nnp: bool,
-) -> anyhow::Result<Process> {
+}
+
+/// The process `exec` runs: `--process`'s document as given, or the
+/// container's own process with the flags laid over it (as runc does).
+fn exec_process(rt: &Runtime, id: &str, f: ExecFlags<'_>) -> anyhow::Result<Process> {
+    let ExecFlags {
+        command,
+        process,
+        tty,
+        cwd,
+        env,
+        user,
+        gids,
+        nnp,
+    } = f;
     if let Some(p) = process {
         let data = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
         return serde_json::from_slice(&data).with_context(|| format!("parse {}", p.display()));

@@ -1,0 +1,245 @@
+//! The stage planner and the context a step is built in: which stages the
+//! target needs and in what groups they can be built at once (a stage's
+//! FROM, `COPY --from` and `RUN --mount=from=` name the earlier stages it
+//! uses), and the two borrowed bundles every step function takes — [`Plan`]
+//! (what all stages of one build read) and [`Step`] (one instruction of
+//! one stage, located for its errors).
+
+use super::*;
+
+/// What every stage of one build reads: the Dockerfile (and its name in
+/// errors), the context, the options, the meta ARGs (before the first
+/// FROM), the stages built so far, and the step counter the progress shows.
+pub(super) struct Plan<'p> {
+    pub(super) df: &'p Dockerfile,
+    pub(super) file: &'p str,
+    pub(super) ctx: &'p Context,
+    pub(super) opts: &'p BuildOptions,
+    pub(super) meta: &'p BTreeMap<String, String>,
+    pub(super) done: &'p BTreeMap<usize, StageImage>,
+    pub(super) step_no: &'p AtomicUsize,
+    pub(super) total: usize,
+}
+
+impl Plan<'_> {
+    /// The next step's number (of [`Plan::total`]).
+    pub(super) fn next_step(&self) -> usize {
+        self.step_no.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// One instruction of stage `idx`: where it is (its errors say
+/// `file:line`), its text as written (the cache's step id), its number in
+/// the build, and the ARGs in scope.
+pub(super) struct Step<'s> {
+    pub(super) plan: &'s Plan<'s>,
+    pub(super) idx: usize,
+    pub(super) cmd: &'s Located,
+    pub(super) text: &'s str,
+    pub(super) n: usize,
+    pub(super) args: &'s BTreeMap<String, String>,
+}
+
+pub(super) fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {
+    BuildError::Step {
+        file: file.to_string(),
+        line: l.node.start_line,
+        msg: msg.to_string(),
+    }
+}
+
+/// The image (or stage name, or `scratch`) stage `idx`'s FROM names, with the
+/// meta ARGs expanded.
+pub(super) fn stage_base(
+    df: &Dockerfile,
+    idx: usize,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<String, BuildError> {
+    let stage: &Stage = &df.stages[idx];
+    let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut from = stage.from.inst.clone();
+    from.expand(
+        &Lex::new(df.escape),
+        &berth_dockerfile::shell::env_lookup(&meta_env),
+    )
+    .map_err(|e| step_err(file, &stage.from, e))?;
+    let Instruction::From { image: base, .. } = from else {
+        unreachable!("stage starts with FROM")
+    };
+    Ok(base)
+}
+
+/// The earlier stage (before `idx`) named `name`, if there is one.
+pub(super) fn earlier_stage(df: &Dockerfile, idx: usize, name: &str) -> Option<usize> {
+    let name = name.to_ascii_lowercase();
+    df.stages
+        .iter()
+        .take(idx)
+        .position(|s| s.name.as_deref() == Some(name.as_str()))
+}
+
+/// The earlier stages stage `i` uses: its FROM, COPY --from, RUN --mount
+/// from=.
+fn stage_refs(df: &Dockerfile, i: usize) -> Vec<usize> {
+    let st = &df.stages[i];
+    let mut refs: Vec<String> = vec![st.base.to_ascii_lowercase()];
+    for c in &st.commands {
+        match &c.inst {
+            Instruction::Copy(a) | Instruction::Add(a) => {
+                if let Some(f) = &a.from {
+                    refs.push(f.to_ascii_lowercase());
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let Ok(crate::run_mount::RunMount::Bind { from: Some(f), .. }) =
+                        crate::run_mount::parse(m)
+                    {
+                        refs.push(f.to_ascii_lowercase());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in refs {
+        for (j, s) in df.stages.iter().enumerate().take(i) {
+            if (s.name.as_deref() == Some(r.as_str()) || j.to_string() == r) && !out.contains(&j) {
+                out.push(j);
+            }
+        }
+    }
+    out
+}
+
+/// Stages the target needs, in order.
+pub(super) fn needed_stages(df: &Dockerfile, target: usize) -> Vec<usize> {
+    let mut need = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if need.insert(i) {
+            todo.extend(stage_refs(df, i));
+        }
+    }
+    need.into_iter().collect()
+}
+
+/// The needed stages grouped so that each group depends only on earlier
+/// groups: the stages of a group can be built at the same time.
+pub(super) fn stage_levels(df: &Dockerfile, needed: &[usize]) -> Vec<Vec<usize>> {
+    let mut level: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in needed {
+        let l = stage_refs(df, i)
+            .iter()
+            .filter_map(|j| level.get(j))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(i, l);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (i, l) in level {
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(i);
+    }
+    out
+}
+
+/// The number of steps the progress counts for the stages in `needed`:
+/// each FROM, and each RUN, COPY, ADD and WORKDIR.
+pub(super) fn count_steps(df: &Dockerfile, needed: &[usize]) -> usize {
+    needed
+        .iter()
+        .map(|i| {
+            1 + df.stages[*i]
+                .commands
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c.inst,
+                        Instruction::Run(_)
+                            | Instruction::Copy(_)
+                            | Instruction::Add(_)
+                            | Instruction::Workdir(_)
+                    )
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Dockerfile {
+        instructions::parse(src, "Dockerfile").unwrap()
+    }
+
+    const MULTI: &str = "\
+FROM busybox AS base
+RUN echo base
+FROM base AS tools
+RUN echo tools
+FROM busybox AS docs
+RUN echo docs
+FROM scratch AS unused
+COPY --from=docs /x /x
+FROM base AS final
+COPY --from=tools /t /t
+RUN --mount=type=bind,from=docs,target=/d cat /d/x
+WORKDIR /app
+";
+
+    #[test]
+    fn the_target_needs_only_the_stages_it_names() {
+        let df = parse(MULTI);
+        // final (4) uses base (0) through FROM, tools (1) through COPY
+        // --from, docs (2) through a RUN bind; `unused` (3) is skipped.
+        assert_eq!(needed_stages(&df, 4), vec![0, 1, 2, 4]);
+        assert_eq!(needed_stages(&df, 3), vec![2, 3]);
+        assert_eq!(needed_stages(&df, 0), vec![0]);
+    }
+
+    #[test]
+    fn independent_stages_share_a_level() {
+        let df = parse(MULTI);
+        let levels = stage_levels(&df, &needed_stages(&df, 4));
+        // base and docs have no earlier stage: built at once; tools waits
+        // for base; final for all three.
+        assert_eq!(levels, vec![vec![0, 2], vec![1], vec![4]]);
+    }
+
+    #[test]
+    fn stages_are_named_case_blind_or_by_index() {
+        let df = parse(
+            "FROM busybox AS Build\nRUN true\nFROM busybox\nCOPY --from=0 /a /a\nFROM build\n",
+        );
+        assert_eq!(needed_stages(&df, 1), vec![0, 1]);
+        assert_eq!(needed_stages(&df, 2), vec![0, 2]);
+        assert_eq!(earlier_stage(&df, 2, "BUILD"), Some(0));
+        assert_eq!(earlier_stage(&df, 0, "build"), None);
+    }
+
+    #[test]
+    fn the_progress_counts_from_and_the_steps_that_run() {
+        let df = parse(MULTI);
+        // FROM each (4) + RUN base, RUN tools, RUN docs, COPY, RUN, WORKDIR.
+        assert_eq!(count_steps(&df, &needed_stages(&df, 4)), 10);
+    }
+
+    #[test]
+    fn from_expands_the_meta_args() {
+        let df = parse("ARG V=3.9\nFROM python:${V}-slim\n");
+        let mut meta = BTreeMap::new();
+        meta.insert("V".to_string(), "3.12".to_string());
+        assert_eq!(
+            stage_base(&df, 0, &meta, "Dockerfile").unwrap(),
+            "python:3.12-slim"
+        );
+    }
+}
