@@ -443,7 +443,7 @@ fn inspect(
 /// Pulls a missing image first, as docker's CLI does on a 404.
 fn create(c: &Client, a: &super::container::CreateArgs) -> anyhow::Result<String> {
     let req = super::container::request(a).map_err(|e| exit_err(125, e.to_string()))?;
-    let body = berth_api::client::create_body(&req).map_err(|e| exit_err(125, e))?;
+    let body = berth_api::create::create_body(&req).map_err(|e| exit_err(125, e))?;
     let path = match &req.name {
         Some(n) => format!("/containers/create?name={}", q(n)),
         None => "/containers/create".to_string(),
