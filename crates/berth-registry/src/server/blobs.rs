@@ -151,3 +151,68 @@ impl AsRef<[u8]> for SharedMap {
         &self.0
     }
 }
+
+/// `/v2/<name>/blobs/<digest>`: get, head, delete.
+pub(super) async fn blob_route(
+    app: &Arc<App>,
+    cx: &Call<'_>,
+    name: &str,
+    digest: &str,
+) -> ApiResult {
+    app.admit(cx, name, cx.action)?;
+    let d = parse_digest(digest)?;
+    match cx.method {
+        Method::GET | Method::HEAD => {
+            get_blob(app, cx.headers, name, &d, cx.method == Method::HEAD).await
+        }
+        Method::DELETE => {
+            if !app.config.delete_enabled {
+                return Err(unsupported("deletes are disabled on this registry"));
+            }
+            match app.storage.unlink_blob(name, &d) {
+                Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
+                Ok(false) => Err(blob_unknown(&d)),
+                Err(e) => Err(internal(e)),
+            }
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// `GET /v2/<name>/referrers/<digest>`: an OCI index of the manifests whose
+/// subject is the digest (`artifactType` filters).
+pub(super) fn referrers(
+    app: &Arc<App>,
+    req: &Request,
+    cx: &Call<'_>,
+    name: &str,
+    digest: &str,
+) -> ApiResult {
+    app.admit(cx, name, Action::Pull)?;
+    let d = parse_digest(digest)?;
+    let q = query(req);
+    let filter = param(&q, "artifactType");
+    let mut list = app.storage.referrers(name, &d);
+    if let Some(f) = filter {
+        list.retain(|x| x.artifact_type.as_deref() == Some(f));
+    }
+    let mut ix = Index::new();
+    ix.media_type = Some(berth_types::image::media_types::OCI_INDEX.into());
+    ix.manifests = list;
+    let mut r = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            berth_types::image::media_types::OCI_INDEX,
+        )],
+        serde_json::to_vec(&ix).expect("index"),
+    )
+        .into_response();
+    if filter.is_some() {
+        r.headers_mut().insert(
+            "oci-filters-applied",
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(r)
+}

@@ -157,3 +157,45 @@ pub(super) async fn put_manifest(
         Err(PutManifestError::Io(e)) => Err(internal(e)),
     }
 }
+
+/// `/v2/<name>/manifests/<reference>`: get, head, put, delete.
+pub(super) async fn manifest_route(
+    app: &Arc<App>,
+    req: Request,
+    cx: &Call<'_>,
+    name: &str,
+    reference: &str,
+) -> ApiResult {
+    app.admit(cx, name, cx.action)?;
+    if !reference.contains(':') && !valid_tag(reference) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            format!("invalid tag {reference:?}"),
+        ));
+    }
+    if reference.contains(':') && reference.parse::<Digest>().is_err() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("invalid digest {reference:?}"),
+        ));
+    }
+    match cx.method {
+        Method::GET | Method::HEAD => {
+            get_manifest(app, cx.headers, name, reference, cx.method == Method::HEAD)
+        }
+        Method::PUT => put_manifest(app, req, name, reference).await,
+        Method::DELETE => {
+            if !app.config.delete_enabled {
+                return Err(unsupported("deletes are disabled on this registry"));
+            }
+            match app.storage.delete_manifest(name, reference) {
+                Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
+                Ok(false) => Err(manifest_unknown(name, reference)),
+                Err(e) => Err(internal(e)),
+            }
+        }
+        _ => Err(method_not_allowed()),
+    }
+}

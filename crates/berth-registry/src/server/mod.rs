@@ -20,12 +20,16 @@ pub mod guard;
 pub mod storage;
 
 mod blobs;
+mod errors;
 mod manifests;
+mod routes;
 mod token;
 mod uploads;
 
 use blobs::*;
+use errors::*;
 use manifests::*;
+use routes::*;
 use token::*;
 use uploads::*;
 
@@ -139,93 +143,6 @@ struct App {
     uploads: Mutex<HashMap<String, UploadState>>,
 }
 
-/// A registry error in the spec's shape.
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    headers: Vec<(header::HeaderName, String)>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            headers: Vec::new(),
-        }
-    }
-    fn with(mut self, h: header::HeaderName, v: impl Into<String>) -> Self {
-        self.headers.push((h, v.into()));
-        self
-    }
-
-    /// Adds `scope` to a challenge's `scope="…"` (space-separated, as the
-    /// token spec has several scopes).
-    fn add_scope(&mut self, scope: &str) {
-        if let Some((_, v)) = self
-            .headers
-            .iter_mut()
-            .find(|(k, _)| k == header::WWW_AUTHENTICATE)
-        {
-            match v.find("scope=\"") {
-                Some(i) => {
-                    let end = i + 7 + v[i + 7..].find('"').unwrap_or(0);
-                    v.insert_str(end, &format!(" {scope}"));
-                }
-                None => v.push_str(&format!(",scope=\"{scope}\"")),
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"errors": [{"code": self.code, "message": self.message, "detail": null}]})
-            .to_string();
-        let mut r = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-        for (k, v) in self.headers {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                r.headers_mut().insert(k, v);
-            }
-        }
-        r
-    }
-}
-
-type ApiResult = Result<Response, ApiError>;
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
-}
-
-/// The accounts cannot be read: refused (503), the cause logged, not told.
-fn unavailable(e: Unreadable) -> ApiError {
-    eprintln!("berth registry: refusing requests: {e}");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "UNAVAILABLE",
-        "the registry cannot check credentials now; try again later",
-    )
-}
-
-/// A client that must wait before trying credentials again (429).
-fn too_many(wait: Duration) -> ApiError {
-    let secs = wait.as_secs().max(1);
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "TOOMANYREQUESTS",
-        format!("too many failed logins; try again in {secs}s"),
-    )
-    .with(header::RETRY_AFTER, secs.to_string())
-}
-
 /// The next chunk of a request body, or an error when none came for
 /// `stall` (a client that stopped sending must not hold the request).
 async fn next_chunk<S>(s: &mut S, stall: Duration) -> Option<Result<bytes::Bytes, String>>
@@ -239,70 +156,6 @@ where
             stall.as_secs()
         ))),
     }
-}
-
-/// Where a `/v2/` path leads.
-#[derive(Debug, PartialEq)]
-enum Route {
-    Base,
-    Catalog,
-    Tags(String),
-    Manifest(String, String),
-    Blob(String, String),
-    UploadStart(String),
-    Upload(String, String),
-    Referrers(String, String),
-}
-
-fn route(path: &str) -> Option<Route> {
-    let rest = path.strip_prefix("/v2")?;
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
-    if rest.is_empty() {
-        return Some(Route::Base);
-    }
-    if rest == "_catalog" {
-        return Some(Route::Catalog);
-    }
-    let segs: Vec<&str> = rest.split('/').collect();
-    let n = segs.len();
-    let name = |k: usize| segs[..n - k].join("/");
-    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
-        return Some(Route::Tags(name(2)));
-    }
-    if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
-        return Some(Route::UploadStart(name(2)));
-    }
-    if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
-        return Some(if segs[n - 1].is_empty() {
-            Route::UploadStart(name(3))
-        } else {
-            Route::Upload(name(3), segs[n - 1].into())
-        });
-    }
-    if n >= 3 {
-        let last = segs[n - 1].to_string();
-        match segs[n - 2] {
-            "manifests" => return Some(Route::Manifest(name(2), last)),
-            "blobs" => return Some(Route::Blob(name(2), last)),
-            "referrers" => return Some(Route::Referrers(name(2), last)),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn query(req: &Request) -> Vec<(String, String)> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn header_str(h: &HeaderMap, k: header::HeaderName) -> Option<&str> {
-    h.get(k).and_then(|v| v.to_str().ok())
 }
 
 /// Who is asking, and what they may do.
@@ -723,356 +576,112 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String, peer: IpAddr)
     let headers = req.headers().clone();
     let caller = app.caller(&headers, peer).await?;
     *user = caller.user.clone();
-    let check_name = |n: &str| -> Result<(), ApiError> {
-        if valid_name(n) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "NAME_INVALID",
-                format!("invalid repository name {n:?}"),
-            ))
-        }
-    };
     let method = req.method().clone();
     let action = match method {
         Method::GET | Method::HEAD => Action::Pull,
         Method::DELETE => Action::Delete,
         _ => Action::Push,
     };
+    let cx = Call {
+        headers: &headers,
+        caller: &caller,
+        method,
+        action,
+    };
     match r {
-        Route::Base => {
-            if !app.config.open && caller.who == Principal::Anonymous {
-                return Err(app.challenge(&headers, None, "authentication required"));
-            }
-            Ok((
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, "application/json"),
-                    (
-                        header::HeaderName::from_static("docker-distribution-api-version"),
-                        "registry/2.0",
-                    ),
-                ],
-                "{}",
-            )
-                .into_response())
-        }
-        Route::Catalog => {
-            if !app.config.open && caller.who == Principal::Anonymous && !app.config.public {
-                return Err(app.challenge(
-                    &headers,
-                    Some("registry:catalog:*"),
-                    "authentication required",
-                ));
-            }
-            let who = match &caller.who {
-                Principal::Granted { name, .. } => {
-                    app.auth.principal_of(name).map_err(unavailable)?
-                }
-                w => w.clone(),
-            };
-            let all: Vec<String> = app
-                .storage
-                .catalog()
-                .into_iter()
-                .filter(|r| app.allowed(&who, r).contains(&Action::Pull))
-                .collect();
-            let q = query(&req);
-            paginate(
-                &q,
-                all,
-                "/v2/_catalog",
-                |page| serde_json::json!({ "repositories": page }),
-            )
-        }
-        Route::Tags(name) => {
-            check_name(&name)?;
-            app.require(&headers, &caller, &name, Action::Pull)?;
-            if !app.storage.repo_exists(&name) {
-                return Err(name_unknown(&name));
-            }
-            let q = query(&req);
-            let tags = app.storage.tags(&name);
-            paginate(
-                &q,
-                tags,
-                &format!("/v2/{name}/tags/list"),
-                |page| serde_json::json!({ "name": name, "tags": page }),
-            )
-        }
-        Route::Manifest(name, reference) => {
-            check_name(&name)?;
-            app.require(&headers, &caller, &name, action)?;
-            if !reference.contains(':') && !valid_tag(&reference) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "TAG_INVALID",
-                    format!("invalid tag {reference:?}"),
-                ));
-            }
-            if reference.contains(':') && reference.parse::<Digest>().is_err() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "DIGEST_INVALID",
-                    format!("invalid digest {reference:?}"),
-                ));
-            }
-            match method {
-                Method::GET | Method::HEAD => {
-                    get_manifest(app, &headers, &name, &reference, method == Method::HEAD)
-                }
-                Method::PUT => put_manifest(app, req, &name, &reference).await,
-                Method::DELETE => {
-                    if !app.config.delete_enabled {
-                        return Err(unsupported("deletes are disabled on this registry"));
-                    }
-                    match app.storage.delete_manifest(&name, &reference) {
-                        Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
-                        Ok(false) => Err(manifest_unknown(&name, &reference)),
-                        Err(e) => Err(internal(e)),
-                    }
-                }
-                _ => Err(method_not_allowed()),
-            }
-        }
-        Route::Blob(name, digest) => {
-            check_name(&name)?;
-            app.require(&headers, &caller, &name, action)?;
-            let d = parse_digest(&digest)?;
-            match method {
-                Method::GET | Method::HEAD => {
-                    get_blob(app, &headers, &name, &d, method == Method::HEAD).await
-                }
-                Method::DELETE => {
-                    if !app.config.delete_enabled {
-                        return Err(unsupported("deletes are disabled on this registry"));
-                    }
-                    match app.storage.unlink_blob(&name, &d) {
-                        Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
-                        Ok(false) => Err(blob_unknown(&d)),
-                        Err(e) => Err(internal(e)),
-                    }
-                }
-                _ => Err(method_not_allowed()),
-            }
-        }
-        Route::UploadStart(name) => {
-            check_name(&name)?;
-            if method != Method::POST {
-                return Err(method_not_allowed());
-            }
-            if let Err(mut e) = app.require(&headers, &caller, &name, Action::Push) {
-                // A mount from another repository needs pull there too: ask
-                // for both at once, as distribution does, so the client's
-                // next token can mount.
-                let q = query(&req);
-                if param(&q, "mount").is_some()
-                    && let Some(from) = param(&q, "from").filter(|f| valid_name(f))
-                {
-                    e.add_scope(&format!("repository:{from}:pull"));
-                }
-                return Err(e);
-            }
-            start_upload(app, req, &caller, &name).await
-        }
-        Route::Upload(name, id) => {
-            check_name(&name)?;
-            app.require(&headers, &caller, &name, Action::Push)?;
-            if !valid_upload_id(&id)
-                || app.storage.upload_repo(&id).as_deref() != Some(name.as_str())
-            {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UPLOAD_UNKNOWN",
-                    format!("no upload {id} in {name}"),
-                ));
-            }
-            match method {
-                Method::GET => {
-                    let size = std::fs::metadata(app.storage.upload_path(&id))
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                    Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
-                }
-                Method::PATCH => patch_upload(app, req, &name, &id).await,
-                Method::PUT => finish_upload(app, req, &name, &id).await,
-                Method::DELETE => {
-                    app.uploads.lock().expect("uploads").remove(&id);
-                    app.storage.end_upload(&id);
-                    Ok(StatusCode::NO_CONTENT.into_response())
-                }
-                _ => Err(method_not_allowed()),
-            }
-        }
-        Route::Referrers(name, digest) => {
-            check_name(&name)?;
-            app.require(&headers, &caller, &name, Action::Pull)?;
-            let d = parse_digest(&digest)?;
-            let q = query(&req);
-            let filter = param(&q, "artifactType");
-            let mut list = app.storage.referrers(&name, &d);
-            if let Some(f) = filter {
-                list.retain(|x| x.artifact_type.as_deref() == Some(f));
-            }
-            let mut ix = Index::new();
-            ix.media_type = Some(berth_types::image::media_types::OCI_INDEX.into());
-            ix.manifests = list;
-            let mut r = (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    berth_types::image::media_types::OCI_INDEX,
-                )],
-                serde_json::to_vec(&ix).expect("index"),
-            )
-                .into_response();
-            if filter.is_some() {
-                r.headers_mut().insert(
-                    "oci-filters-applied",
-                    HeaderValue::from_static("artifactType"),
-                );
-            }
-            Ok(r)
-        }
+        Route::Base => base(app, &cx),
+        Route::Catalog => catalog(app, &req, &cx),
+        Route::Tags(name) => tags(app, &req, &cx, &name),
+        Route::Manifest(name, reference) => manifest_route(app, req, &cx, &name, &reference).await,
+        Route::Blob(name, digest) => blob_route(app, &cx, &name, &digest).await,
+        Route::UploadStart(name) => upload_start_route(app, req, &cx, &name).await,
+        Route::Upload(name, id) => upload_route(app, req, &cx, &name, &id).await,
+        Route::Referrers(name, digest) => referrers(app, &req, &cx, &name, &digest),
     }
 }
 
-fn name_unknown(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "NAME_UNKNOWN",
-        format!("repository name not known to registry: {name}"),
-    )
+/// One authenticated request, as the route handlers see it: its headers,
+/// who asks, its method and the action that method needs.
+pub(super) struct Call<'r> {
+    headers: &'r HeaderMap,
+    caller: &'r Caller,
+    method: Method,
+    action: Action,
 }
 
-fn manifest_unknown(name: &str, reference: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "MANIFEST_UNKNOWN",
-        format!("manifest unknown: {name}:{reference}"),
-    )
-}
-
-fn blob_unknown(d: &Digest) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "BLOB_UNKNOWN",
-        format!("blob unknown to registry: {d}"),
-    )
-}
-
-fn unsupported(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", msg)
-}
-
-fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "UNSUPPORTED",
-        "the operation is unsupported",
-    )
-}
-
-fn parse_digest(s: &str) -> Result<Digest, ApiError> {
-    let d: Digest = s.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "DIGEST_INVALID",
-            format!("invalid digest {s:?}"),
-        )
-    })?;
-    Ok(d)
-}
-
-fn paginate(
-    q: &[(String, String)],
-    all: Vec<String>,
-    base: &str,
-    body: impl Fn(&[String]) -> serde_json::Value,
-) -> ApiResult {
-    let last = param(q, "last");
-    let n: Option<usize> = match param(q, "n") {
-        Some(s) => Some(s.parse().map_err(|_| {
-            ApiError::new(
+impl App {
+    /// `name` is a valid repository name, and the caller may do `action`
+    /// in it.
+    fn admit(&self, cx: &Call<'_>, name: &str, action: Action) -> Result<(), ApiError> {
+        if !valid_name(name) {
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "PAGINATION_NUMBER_INVALID",
-                format!("invalid number of results requested: {s:?}"),
-            )
-        })?),
-        None => None,
-    };
-    let rest: Vec<String> = all
-        .into_iter()
-        .filter(|t| last.is_none_or(|l| t.as_str() > l))
-        .collect();
-    let (page, more) = match n {
-        Some(n) if n < rest.len() => (&rest[..n], true),
-        _ => (&rest[..], false),
-    };
-    let mut r = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body(page).to_string(),
-    )
-        .into_response();
-    if more && let (Some(n), Some(l)) = (n, page.last()) {
-        let link = format!(
-            "<{base}?n={n}&last={}>; rel=\"next\"",
-            form_urlencoded::byte_serialize(l.as_bytes()).collect::<String>()
-        );
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            r.headers_mut().insert(header::LINK, v);
+                "NAME_INVALID",
+                format!("invalid repository name {name:?}"),
+            ));
         }
+        self.require(cx.headers, cx.caller, name, action)
     }
-    Ok(r)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_by_the_path_tail() {
-        assert_eq!(route("/v2/"), Some(Route::Base));
-        assert_eq!(route("/v2"), Some(Route::Base));
-        assert_eq!(route("/v2/_catalog"), Some(Route::Catalog));
-        assert_eq!(route("/v2/a/b/tags/list"), Some(Route::Tags("a/b".into())));
-        assert_eq!(
-            route("/v2/a/manifests/x/manifests/v1"),
-            Some(Route::Manifest("a/manifests/x".into(), "v1".into()))
-        );
-        assert_eq!(
-            route("/v2/a/blobs/uploads/"),
-            Some(Route::UploadStart("a".into()))
-        );
-        assert_eq!(
-            route("/v2/a/blobs/uploads"),
-            Some(Route::UploadStart("a".into()))
-        );
-        assert_eq!(
-            route("/v2/a/blobs/uploads/123"),
-            Some(Route::Upload("a".into(), "123".into()))
-        );
-        assert_eq!(
-            route("/v2/a/b/blobs/sha256:00"),
-            Some(Route::Blob("a/b".into(), "sha256:00".into()))
-        );
-        assert_eq!(
-            route("/v2/a/referrers/sha256:00"),
-            Some(Route::Referrers("a".into(), "sha256:00".into()))
-        );
-        assert_eq!(route("/v2/a"), None);
-        assert_eq!(route("/other"), None);
+/// `GET /v2/`: the API version check (and the challenge for anonymous
+/// callers of a closed registry).
+fn base(app: &Arc<App>, cx: &Call<'_>) -> ApiResult {
+    if !app.config.open && cx.caller.who == Principal::Anonymous {
+        return Err(app.challenge(cx.headers, None, "authentication required"));
     }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::HeaderName::from_static("docker-distribution-api-version"),
+                "registry/2.0",
+            ),
+        ],
+        "{}",
+    )
+        .into_response())
+}
 
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
+/// `GET /v2/_catalog`: the repositories the caller may pull, paginated.
+fn catalog(app: &Arc<App>, req: &Request, cx: &Call<'_>) -> ApiResult {
+    if !app.config.open && cx.caller.who == Principal::Anonymous && !app.config.public {
+        return Err(app.challenge(
+            cx.headers,
+            Some("registry:catalog:*"),
+            "authentication required",
+        ));
     }
+    let who = match &cx.caller.who {
+        Principal::Granted { name, .. } => app.auth.principal_of(name).map_err(unavailable)?,
+        w => w.clone(),
+    };
+    let all: Vec<String> = app
+        .storage
+        .catalog()
+        .into_iter()
+        .filter(|r| app.allowed(&who, r).contains(&Action::Pull))
+        .collect();
+    paginate(
+        &query(req),
+        all,
+        "/v2/_catalog",
+        |page| serde_json::json!({ "repositories": page }),
+    )
+}
+
+/// `GET /v2/<name>/tags/list`, paginated.
+fn tags(app: &Arc<App>, req: &Request, cx: &Call<'_>, name: &str) -> ApiResult {
+    app.admit(cx, name, Action::Pull)?;
+    if !app.storage.repo_exists(name) {
+        return Err(name_unknown(name));
+    }
+    let tags = app.storage.tags(name);
+    paginate(
+        &query(req),
+        tags,
+        &format!("/v2/{name}/tags/list"),
+        |page| serde_json::json!({ "name": name, "tags": page }),
+    )
 }

@@ -260,3 +260,63 @@ pub(super) async fn finish_upload(app: &Arc<App>, req: Request, name: &str, id: 
     append(app, req, id).await?;
     commit(app, name, id, &d).await
 }
+
+/// `POST /v2/<name>/blobs/uploads/`: a new upload, a monolithic one, or a
+/// cross-repository mount.
+pub(super) async fn upload_start_route(
+    app: &Arc<App>,
+    req: Request,
+    cx: &Call<'_>,
+    name: &str,
+) -> ApiResult {
+    if cx.method != Method::POST {
+        return Err(method_not_allowed());
+    }
+    if let Err(mut e) = app.admit(cx, name, Action::Push) {
+        // A mount from another repository needs pull there too: ask for
+        // both at once, as distribution does, so the client's next token
+        // can mount.
+        let q = query(&req);
+        if param(&q, "mount").is_some()
+            && let Some(from) = param(&q, "from").filter(|f| valid_name(f))
+        {
+            e.add_scope(&format!("repository:{from}:pull"));
+        }
+        return Err(e);
+    }
+    start_upload(app, req, cx.caller, name).await
+}
+
+/// `/v2/<name>/blobs/uploads/<id>`: status, a chunk, the end, a cancel.
+pub(super) async fn upload_route(
+    app: &Arc<App>,
+    req: Request,
+    cx: &Call<'_>,
+    name: &str,
+    id: &str,
+) -> ApiResult {
+    app.admit(cx, name, Action::Push)?;
+    if !valid_upload_id(id) || app.storage.upload_repo(id).as_deref() != Some(name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "BLOB_UPLOAD_UNKNOWN",
+            format!("no upload {id} in {name}"),
+        ));
+    }
+    match cx.method {
+        Method::GET => {
+            let size = std::fs::metadata(app.storage.upload_path(id))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            Ok(upload_accepted(StatusCode::NO_CONTENT, name, id, size))
+        }
+        Method::PATCH => patch_upload(app, req, name, id).await,
+        Method::PUT => finish_upload(app, req, name, id).await,
+        Method::DELETE => {
+            app.uploads.lock().expect("uploads").remove(id);
+            app.storage.end_upload(id);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
