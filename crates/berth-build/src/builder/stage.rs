@@ -1,0 +1,266 @@
+//! One stage of a build: its base (`scratch`, an earlier stage or an image
+//! in the store), the default PATH docker's builders add, the base's ONBUILD
+//! triggers, then each instruction with its words expanded (build args in
+//! scope, then ENV): ARG and metadata as history rows, RUN, COPY/ADD and
+//! WORKDIR as steps.
+
+use super::*;
+
+impl<'a> Builder<'a> {
+    /// Builds stage `idx` of `plan`: its base, then each instruction
+    /// (ONBUILD triggers of the base first); `used_args` collects the build
+    /// args it read.
+    pub(super) fn build_stage(
+        &mut self,
+        plan: &Plan<'_>,
+        idx: usize,
+        used_args: &mut BTreeSet<String>,
+    ) -> Result<StageImage, BuildError> {
+        let (file, opts, meta) = (plan.file, plan.opts, plan.meta);
+        let stage: &Stage = &plan.df.stages[idx];
+        let lex = Lex::new(plan.df.escape);
+        let mut st = self.stage_base_state(plan, idx)?;
+        let commands = with_triggers(&mut st, stage)?;
+        let mut state = StageState::default();
+        // ARGs in scope for this stage, with values.
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        for cmd in &commands {
+            // The environment words expand with: build args in scope, then ENV.
+            let mut env: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            env.extend(
+                st.config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.env.clone())
+                    .unwrap_or_default(),
+            );
+            let mut inst = cmd.inst.clone();
+            let used = inst
+                .expand(&lex, &berth_dockerfile::shell::env_lookup(&env))
+                .map_err(|e| step_err(file, cmd, e))?;
+            used_args.extend(used.iter().filter(|u| args.contains_key(*u)).cloned());
+            let text = cmd.node.original.trim().to_string();
+            match &inst {
+                Instruction::Arg(decls) => {
+                    arg_step(&mut st, decls, opts, meta, &mut args, used_args);
+                }
+                Instruction::Run(r) => {
+                    let step = Step {
+                        plan,
+                        idx,
+                        cmd,
+                        text: &text,
+                        n: plan.next_step(),
+                        args: &args,
+                    };
+                    st = self.run_step(&step, r, st)?;
+                }
+                Instruction::Copy(c) | Instruction::Add(c) => {
+                    let n_step = plan.next_step();
+                    let is_add = matches!(inst, Instruction::Add(_));
+                    // Unquoted heredoc delimiters expand their body, quotes kept.
+                    let mut c = c.clone();
+                    let hlex = Lex {
+                        skip_process_quotes: true,
+                        ..lex
+                    };
+                    for h in c.heredocs.iter_mut().filter(|h| h.expand) {
+                        h.content = hlex
+                            .process_word(&h.content, &berth_dockerfile::shell::env_lookup(&env))
+                            .map_err(|e| step_err(file, cmd, e))?;
+                    }
+                    let step = Step {
+                        plan,
+                        idx,
+                        cmd,
+                        text: &text,
+                        n: n_step,
+                        args: &args,
+                    };
+                    st = self.copy_step(&step, &c, is_add, st)?;
+                }
+                Instruction::Workdir(w) => {
+                    let n_step = plan.next_step();
+                    let base_dir = st
+                        .config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.working_dir.clone())
+                        .unwrap_or_else(|| "/".into());
+                    let dir = dispatch::resolve_workdir(&base_dir, w);
+                    let step = Step {
+                        plan,
+                        idx,
+                        cmd,
+                        text: &text,
+                        n: n_step,
+                        args: &args,
+                    };
+                    st = self.workdir_step(&step, &dir, st)?;
+                    dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?;
+                }
+                Instruction::From { .. } => unreachable!("FROM starts stages"),
+                _ => {
+                    let created_by = dispatch::apply_metadata(&mut st.config, &mut state, &inst)
+                        .map_err(|e| step_err(file, cmd, e))?
+                        .unwrap_or_default();
+                    st.config.history.push(History {
+                        created: Some(created(opts)),
+                        created_by: Some(created_by.clone()),
+                        empty_layer: true,
+                        ..Default::default()
+                    });
+                    st.key = cache::key(&st.key, &created_by, &Inputs::default());
+                }
+            }
+        }
+        Ok(self.stage_finish(st, opts))
+    }
+
+    /// The state stage `idx` starts from, shown as its FROM step: scratch,
+    /// an earlier stage's result, or an image of the store; with docker's
+    /// default PATH when the base sets none.
+    fn stage_base_state(&mut self, plan: &Plan<'_>, idx: usize) -> Result<StageImage, BuildError> {
+        let (df, file, meta, done, total) = (plan.df, plan.file, plan.meta, plan.done, plan.total);
+        let stage: &Stage = &df.stages[idx];
+        let base = &stage_base(df, idx, meta, file)?;
+        let n_step = plan.next_step();
+        let (v, t) = self.vertex(&format!(
+            "[{}{}/{}] FROM {}",
+            stage
+                .name
+                .as_ref()
+                .map(|n| format!("{n} "))
+                .unwrap_or_default(),
+            n_step,
+            total,
+            base
+        ));
+        let mut st = if base == "scratch" {
+            StageImage {
+                config: ImageConfig::new_for_host(),
+                layers: Vec::new(),
+                key: Digest::sha256_of(b"scratch").hex().to_string(),
+            }
+        } else if let Some(j) = earlier_stage(df, idx, base) {
+            done.get(&j)
+                .cloned()
+                .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
+        } else {
+            // fetch_bases pulled it already, if it could be pulled.
+            let img = self.store.resolve(base).map_err(|_| {
+                step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
+            })?;
+            // The base's history stays; its created time is its own.
+            StageImage {
+                config: img.config.clone(),
+                layers: img.manifest.layers.clone(),
+                key: Digest::sha256_of(format!("FROM {}", img.id).as_bytes())
+                    .hex()
+                    .to_string(),
+            }
+        };
+        self.done(v, t);
+        // docker's builders give every stage a PATH when its base has none.
+        {
+            let c = st.config.config_mut();
+            let env = c.env.get_or_insert_with(Vec::new);
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.insert(0, format!("PATH={}", berth_spec::DEFAULT_PATH));
+            }
+        }
+        Ok(st)
+    }
+
+    /// The stage's config as the image's: created now, or, when the same
+    /// chain of steps was built before (all cached, same metadata), the
+    /// config it had then, times included, so the same image id, as with
+    /// docker.
+    fn stage_finish(&self, mut st: StageImage, opts: &BuildOptions) -> StageImage {
+        st.config.created = Some(created(opts));
+        if !opts.no_cache && opts.source_date_epoch.is_none() {
+            match self.cache.get_stage(&st.key) {
+                Some(prev) if prev.rootfs.diff_ids == st.config.rootfs.diff_ids => {
+                    st.config = prev;
+                }
+                _ => {
+                    let _ = self.cache.put_stage(&st.key, &st.config);
+                }
+            }
+        }
+        st
+    }
+}
+
+/// The stage's instructions after the ONBUILD triggers of its base (which
+/// run first, and are not inherited further).
+fn with_triggers(st: &mut StageImage, stage: &Stage) -> Result<Vec<Located>, BuildError> {
+    // ONBUILD triggers of the base run first.
+    let triggers: Vec<String> = st
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.on_build.clone())
+        .unwrap_or_default();
+    if let Some(c) = st.config.config.as_mut() {
+        c.on_build = None;
+    }
+    let mut commands: Vec<Located> = Vec::new();
+    for tr in triggers {
+        commands.push(
+            instructions::parse_instruction(&tr)
+                .map_err(|e| BuildError::Other(format!("ONBUILD trigger {tr:?}: {e}")))?,
+        );
+    }
+    commands.extend(stage.commands.iter().cloned());
+    Ok(commands)
+}
+
+/// ARG: a history row of its own (no layer) and the args in scope, valued
+/// from the build args, the default, or the meta ARG of the same name.
+fn arg_step(
+    st: &mut StageImage,
+    decls: &[instructions::ArgDecl],
+    opts: &BuildOptions,
+    meta: &BTreeMap<String, String>,
+    args: &mut BTreeMap<String, String>,
+    used_args: &mut BTreeSet<String>,
+) {
+    // docker: a history row of its own, no layer.
+    let created_by = format!(
+        "/bin/sh -c #(nop)  ARG {}",
+        decls
+            .iter()
+            .map(|d| match &d.default {
+                Some(v) => format!("{}={v}", d.name),
+                None => d.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    st.config.history.push(History {
+        created: Some(created(opts)),
+        created_by: Some(created_by.clone()),
+        empty_layer: true,
+        ..Default::default()
+    });
+    st.key = cache::key(&st.key, &created_by, &Inputs::default());
+    for d in decls {
+        let val = opts
+            .build_args
+            .get(&d.name)
+            .cloned()
+            .or_else(|| d.default.clone())
+            .or_else(|| meta.get(&d.name).cloned());
+        used_args.insert(d.name.clone());
+        match val {
+            Some(v) => {
+                args.insert(d.name.clone(), v);
+            }
+            None => {
+                args.remove(&d.name);
+            }
+        }
+    }
+}
