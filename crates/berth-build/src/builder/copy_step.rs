@@ -10,6 +10,7 @@ use super::*;
 /// destination (a directory when it ends in `/` or there are several
 /// sources), and the context itself when reading from it (for
 /// `.dockerignore` and its open tree).
+#[derive(Clone, Copy)]
 pub(super) struct CopyInto<'x> {
     pub(super) src_root: &'x Path,
     pub(super) dest: &'x str,
@@ -151,12 +152,147 @@ impl<'a> Builder<'a> {
         (v, t): (usize, Instant),
     ) -> Result<StageImage, BuildError> {
         let (file, cmd, text, opts) = (s.plan.file, s.cmd, s.text, s.plan.opts);
+        let Resolved {
+            mut items,
+            archives,
+            downloads,
+            repos,
+            inputs,
+        } = self.resolve_sources(s, c, is_add, &into)?;
+        let step_id = cache::step_id(text);
+        let key = cache::key(&st.key, text, &inputs);
+        if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
+            return Ok(hit);
+        }
+        // Repositories: fetched now that the step runs; their files go into
+        // the destination as a directory's contents do.
+        let mut _checkouts = Vec::new();
+        for (g, commit, d) in &repos {
+            let tmp = tempfile::Builder::new()
+                .prefix("git-")
+                .tempdir_in(&self.work)
+                .map_err(|e| step_err(file, cmd, format!("scratch space: {e}")))?;
+            g.checkout(commit, tmp.path(), c.keep_git_dir)
+                .map_err(|e| step_err(file, cmd, e))?;
+            let repo =
+                Arc::new(InRoot::open(tmp.path()).map_err(|e| step_err(file, cmd, e.to_string()))?);
+            let sub = repo
+                .resolve(g.subdir.as_deref().unwrap_or(""))
+                .ok()
+                .filter(|r| repo.lstat(r).is_ok_and(|st| inroot::is_dir(&st)));
+            let Some(sub) = sub else {
+                return Err(step_err(
+                    file,
+                    cmd,
+                    format!(
+                        "{}: no directory {:?} in the repository at {commit}",
+                        g.remote,
+                        g.subdir.as_deref().unwrap_or("")
+                    ),
+                ));
+            };
+            walk(&repo, &sub, d, &mut items, None).map_err(|e| step_err(file, cmd, e))?;
+            _checkouts.push(tmp);
+        }
+        self.ensure_unpacked(&st)?;
+        let snap = crate::leftovers::step_key(
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, st.top_chain().as_ref(), Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+        let applied = write_sources(
+            &mnt,
+            c,
+            &Sources {
+                items: &items,
+                archives: &archives,
+                downloads: &downloads,
+            },
+            &into,
+            opts,
+        );
+        unmount(&mnt);
+        if let Err(e) = applied {
+            let _ = self.store.snapshots.remove_active(&snap);
+            return Err(step_err(file, cmd, e));
+        }
+        let verb = if is_add { "ADD" } else { "COPY" };
+        let shown = cmd.node.original.trim()[verb.len()..].trim().to_string();
+        let parent_key = st.key.clone();
+        let mut next = self.commit_snapshot(
+            &snap,
+            st,
+            &format!("/bin/sh -c #(nop) {verb} {shown}"),
+            opts,
+        )?;
+        next.key = key.clone();
+        self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
+        self.done(v, t);
+        Ok(next)
+    }
+    /// ADD's URL source `s`, downloaded and checked against `--checksum`:
+    /// where it goes (docker: the URL's last path segment names the file
+    /// in a directory destination; never extracted; mode 0600), its bytes,
+    /// its Last-Modified time, and its hash for the cache.
+    fn download_source(
+        &mut self,
+        s: &str,
+        c: &CopyArgs,
+        dest: &str,
+        dest_is_dir: bool,
+    ) -> Result<(String, Vec<u8>, Option<i64>, String), String> {
+        let dl = self
+            .download
+            .clone()
+            .ok_or_else(|| format!("{s}: this builder cannot download"))?;
+        let (data, modified) = (dl.lock().unwrap_or_else(|p| p.into_inner()))(s)?;
+        let sum = Digest::sha256_of(&data);
+        if let Some(want) = &c.checksum
+            && *want != sum.to_string()
+        {
+            return Err(format!("{s}: digest mismatch: expected {want}, got {sum}"));
+        }
+        // docker: the last path segment names the file in a directory
+        // destination; never extracted; mode 0600.
+        let name = s
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .rsplit('/')
+            .find(|x| !x.is_empty())
+            .unwrap_or("index.html")
+            .to_string();
+        let target = if dest_is_dir {
+            format!("{}/{name}", dest.trim_end_matches('/'))
+        } else {
+            dest.to_string()
+        };
+        Ok((target, data, modified, sum.hex().to_string()))
+    }
+
+    /// COPY/ADD's sources resolved, each inside its tree (the context, a
+    /// stage, an image; links followed as if the tree were `/`), URLs
+    /// downloaded and git references resolved to commits, and every one
+    /// hashed into the step's cache inputs.
+    fn resolve_sources(
+        &mut self,
+        s: &Step<'_>,
+        c: &CopyArgs,
+        is_add: bool,
+        into: &CopyInto<'_>,
+    ) -> Result<Resolved, BuildError> {
+        let (file, cmd) = (s.plan.file, s.cmd);
         let CopyInto {
             src_root,
             dest,
             dest_is_dir,
             ctx,
-        } = into;
+        } = *into;
         // Resolve sources and hash them for the cache.
         let tree = match ctx {
             Some(cx) => cx.tree.clone(),
@@ -190,39 +326,10 @@ impl<'a> Builder<'a> {
                 if !is_add {
                     return Err(step_err(file, cmd, "source can't be a URL for COPY"));
                 }
-                let dl = self.download.clone().ok_or_else(|| {
-                    step_err(file, cmd, format!("{s}: this builder cannot download"))
-                })?;
-                let (data, modified) = (dl.lock().unwrap_or_else(|p| p.into_inner()))(s)
+                let (target, data, modified, sum) = self
+                    .download_source(s, c, dest, dest_is_dir)
                     .map_err(|e| step_err(file, cmd, e))?;
-                let sum = Digest::sha256_of(&data);
-                if let Some(want) = &c.checksum
-                    && *want != sum.to_string()
-                {
-                    return Err(step_err(
-                        file,
-                        cmd,
-                        format!("{s}: digest mismatch: expected {want}, got {sum}"),
-                    ));
-                }
-                // docker: the last path segment names the file in a directory
-                // destination; never extracted; mode 0600.
-                let name = s
-                    .split(['?', '#'])
-                    .next()
-                    .unwrap_or_default()
-                    .rsplit('/')
-                    .find(|x| !x.is_empty())
-                    .unwrap_or("index.html")
-                    .to_string();
-                let target = if dest_is_dir {
-                    format!("{}/{name}", dest.trim_end_matches('/'))
-                } else {
-                    dest.to_string()
-                };
-                inputs
-                    .items
-                    .insert(format!("url:{target}"), sum.hex().to_string());
+                inputs.items.insert(format!("url:{target}"), sum);
                 downloads.push((target, data, modified.unwrap_or(0)));
                 continue;
             }
@@ -294,155 +401,13 @@ impl<'a> Builder<'a> {
                 inputs.items.insert(format!("flag:{k}"), x.clone());
             }
         }
-        let step_id = cache::step_id(text);
-        let key = cache::key(&st.key, text, &inputs);
-        if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
-            return Ok(hit);
-        }
-        // Repositories: fetched now that the step runs; their files go into
-        // the destination as a directory's contents do.
-        let mut _checkouts = Vec::new();
-        for (g, commit, d) in &repos {
-            let tmp = tempfile::Builder::new()
-                .prefix("git-")
-                .tempdir_in(&self.work)
-                .map_err(|e| step_err(file, cmd, format!("scratch space: {e}")))?;
-            g.checkout(commit, tmp.path(), c.keep_git_dir)
-                .map_err(|e| step_err(file, cmd, e))?;
-            let repo =
-                Arc::new(InRoot::open(tmp.path()).map_err(|e| step_err(file, cmd, e.to_string()))?);
-            let sub = repo
-                .resolve(g.subdir.as_deref().unwrap_or(""))
-                .ok()
-                .filter(|r| repo.lstat(r).is_ok_and(|st| inroot::is_dir(&st)));
-            let Some(sub) = sub else {
-                return Err(step_err(
-                    file,
-                    cmd,
-                    format!(
-                        "{}: no directory {:?} in the repository at {commit}",
-                        g.remote,
-                        g.subdir.as_deref().unwrap_or("")
-                    ),
-                ));
-            };
-            walk(&repo, &sub, d, &mut items, None).map_err(|e| step_err(file, cmd, e))?;
-            _checkouts.push(tmp);
-        }
-        self.ensure_unpacked(&st)?;
-        let snap = crate::leftovers::step_key(
-            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
-        );
-        let mounts = self
-            .store
-            .snapshots
-            .prepare(&snap, st.top_chain().as_ref(), Default::default())
-            .map_err(other)?;
-        let mnt = self.mountpoint()?;
-        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
-        let applied = (|| -> Result<(), String> {
-            let (uid, gid) = match &c.chown {
-                Some(ch) => {
-                    let pw = std::fs::read(mnt.join("etc/passwd")).ok();
-                    let gr = std::fs::read(mnt.join("etc/group")).ok();
-                    // BuildKit: a uid without a group means that number as
-                    // the gid too; a name, its primary group from passwd.
-                    let spec = match ch.parse::<u32>() {
-                        Ok(_) => format!("{ch}:{ch}"),
-                        Err(_) => ch.clone(),
-                    };
-                    let u = berth_types::user::resolve(&spec, pw.as_deref(), gr.as_deref())?;
-                    (Some(u.uid), Some(u.gid))
-                }
-                None => (Some(0), Some(0)),
-            };
-            let mode = c
-                .chmod
-                .as_deref()
-                .map(|m| u32::from_str_radix(m, 8).map_err(|_| format!("invalid chmod {m:?}")))
-                .transpose()?;
-            let ov = Overrides { uid, gid, mode };
-            let mut mapped: Vec<Mapped> = items
-                .iter()
-                .map(|it| Mapped::InRoot {
-                    root: it.tree.clone(),
-                    rel: it.rel.as_bytes().to_vec(),
-                    name: it.dest.trim_start_matches('/').as_bytes().to_vec(),
-                })
-                .collect();
-            for (d, data, mtime) in &downloads {
-                mapped.push(Mapped::Data {
-                    name: d.trim_start_matches('/').as_bytes().to_vec(),
-                    data: data.clone(),
-                    mode: 0o600,
-                    mtime: opts.source_date_epoch.unwrap_or(*mtime),
-                });
-            }
-            for h in &c.heredocs {
-                let content = if h.chomp {
-                    berth_dockerfile::parser::chomp_heredoc(&h.content)
-                } else {
-                    h.content.clone()
-                };
-                let d = if dest_is_dir {
-                    format!("{}/{}", dest.trim_end_matches('/'), h.name)
-                } else {
-                    dest.to_string()
-                };
-                mapped.push(Mapped::Data {
-                    name: d.trim_start_matches('/').as_bytes().to_vec(),
-                    data: content.into_bytes(),
-                    mode: 0o644,
-                    mtime: opts.source_date_epoch.unwrap_or(0),
-                });
-            }
-            let tar = write_mapped(
-                &mapped,
-                &ov,
-                Vec::new(),
-                &WriteOptions {
-                    clamp_mtime: opts.source_date_epoch,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            berth_store::archive::apply::apply(&mnt, &tar[..], &Default::default())
-                .map_err(|e| e.to_string())?;
-            for a in &archives {
-                use std::os::unix::fs::PermissionsExt;
-                let root = pathrs::Root::open(&mnt).map_err(|e| e.to_string())?;
-                let h = root
-                    .mkdir_all(&a.dest, &std::fs::Permissions::from_mode(0o755))
-                    .map_err(|e| e.to_string())?;
-                let fd: std::os::fd::OwnedFd = h.into();
-                let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-                let f = a
-                    .tree
-                    .open_file(&a.rel)
-                    .map_err(|e| format!("{}: {e}", a.rel))?;
-                let (_, plain) = berth_store::archive::decompress(f).map_err(|e| e.to_string())?;
-                berth_store::archive::apply::apply(Path::new(&target), plain, &Default::default())
-                    .map_err(|e| format!("extracting {}: {e}", a.rel))?;
-            }
-            Ok(())
-        })();
-        unmount(&mnt);
-        if let Err(e) = applied {
-            let _ = self.store.snapshots.remove_active(&snap);
-            return Err(step_err(file, cmd, e));
-        }
-        let verb = if is_add { "ADD" } else { "COPY" };
-        let shown = cmd.node.original.trim()[verb.len()..].trim().to_string();
-        let parent_key = st.key.clone();
-        let mut next = self.commit_snapshot(
-            &snap,
-            st,
-            &format!("/bin/sh -c #(nop) {verb} {shown}"),
-            opts,
-        )?;
-        next.key = key.clone();
-        self.remember(&key, &step_id, &parent_key, &next, &inputs)?;
-        self.done(v, t);
-        Ok(next)
+        Ok(Resolved {
+            items,
+            archives,
+            downloads,
+            repos,
+            inputs,
+        })
     }
 }
 
@@ -523,4 +488,119 @@ pub(super) fn file_hash(tree: &InRoot, rel: &str, known: &mut crate::cache::Hash
         );
     }
     h.finish().hex()[..16].to_string()
+}
+
+/// What a COPY/ADD writes: the sources resolved, the files downloaded.
+struct Sources<'x> {
+    items: &'x [Source],
+    archives: &'x [Source],
+    downloads: &'x [(String, Vec<u8>, i64)],
+}
+
+/// A COPY/ADD's sources, as resolved before the cache lookup.
+pub(super) struct Resolved {
+    items: Vec<Source>,
+    archives: Vec<Source>,
+    downloads: Vec<(String, Vec<u8>, i64)>,
+    /// (repository, commit it names now, destination)
+    repos: Vec<(crate::git::GitSource, String, String)>,
+    inputs: Inputs,
+}
+
+/// Writes the sources into the stage's snapshot mounted at `mnt`: files
+/// (owned and moded as `--chown`/`--chmod` say, else root's), downloads
+/// (0600), heredocs, and archives ADD unpacks into their destination.
+fn write_sources(
+    mnt: &Path,
+    c: &CopyArgs,
+    src: &Sources<'_>,
+    into: &CopyInto<'_>,
+    opts: &BuildOptions,
+) -> Result<(), String> {
+    let (items, archives, downloads) = (src.items, src.archives, src.downloads);
+    let (dest, dest_is_dir) = (into.dest, into.dest_is_dir);
+
+    let (uid, gid) = match &c.chown {
+        Some(ch) => {
+            let pw = std::fs::read(mnt.join("etc/passwd")).ok();
+            let gr = std::fs::read(mnt.join("etc/group")).ok();
+            // BuildKit: a uid without a group means that number as
+            // the gid too; a name, its primary group from passwd.
+            let spec = match ch.parse::<u32>() {
+                Ok(_) => format!("{ch}:{ch}"),
+                Err(_) => ch.clone(),
+            };
+            let u = berth_types::user::resolve(&spec, pw.as_deref(), gr.as_deref())?;
+            (Some(u.uid), Some(u.gid))
+        }
+        None => (Some(0), Some(0)),
+    };
+    let mode = c
+        .chmod
+        .as_deref()
+        .map(|m| u32::from_str_radix(m, 8).map_err(|_| format!("invalid chmod {m:?}")))
+        .transpose()?;
+    let ov = Overrides { uid, gid, mode };
+    let mut mapped: Vec<Mapped> = items
+        .iter()
+        .map(|it| Mapped::InRoot {
+            root: it.tree.clone(),
+            rel: it.rel.as_bytes().to_vec(),
+            name: it.dest.trim_start_matches('/').as_bytes().to_vec(),
+        })
+        .collect();
+    for (d, data, mtime) in downloads {
+        mapped.push(Mapped::Data {
+            name: d.trim_start_matches('/').as_bytes().to_vec(),
+            data: data.clone(),
+            mode: 0o600,
+            mtime: opts.source_date_epoch.unwrap_or(*mtime),
+        });
+    }
+    for h in &c.heredocs {
+        let content = if h.chomp {
+            berth_dockerfile::parser::chomp_heredoc(&h.content)
+        } else {
+            h.content.clone()
+        };
+        let d = if dest_is_dir {
+            format!("{}/{}", dest.trim_end_matches('/'), h.name)
+        } else {
+            dest.to_string()
+        };
+        mapped.push(Mapped::Data {
+            name: d.trim_start_matches('/').as_bytes().to_vec(),
+            data: content.into_bytes(),
+            mode: 0o644,
+            mtime: opts.source_date_epoch.unwrap_or(0),
+        });
+    }
+    let tar = write_mapped(
+        &mapped,
+        &ov,
+        Vec::new(),
+        &WriteOptions {
+            clamp_mtime: opts.source_date_epoch,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    berth_store::archive::apply::apply(mnt, &tar[..], &Default::default())
+        .map_err(|e| e.to_string())?;
+    for a in archives {
+        use std::os::unix::fs::PermissionsExt;
+        let root = pathrs::Root::open(mnt).map_err(|e| e.to_string())?;
+        let h = root
+            .mkdir_all(&a.dest, &std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let fd: std::os::fd::OwnedFd = h.into();
+        let target = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let f = a
+            .tree
+            .open_file(&a.rel)
+            .map_err(|e| format!("{}: {e}", a.rel))?;
+        let (_, plain) = berth_store::archive::decompress(f).map_err(|e| e.to_string())?;
+        berth_store::archive::apply::apply(Path::new(&target), plain, &Default::default())
+            .map_err(|e| format!("extracting {}: {e}", a.rel))?;
+    }
+    Ok(())
 }
