@@ -14,6 +14,7 @@
 
 pub mod apparmor;
 pub mod container;
+mod create;
 pub mod docs;
 pub mod events;
 pub mod health;
