@@ -1,0 +1,218 @@
+//! Active snapshots (containerd's word): a writable upper directory over a
+//! chain of committed layers, or a read-only view of one — prepared,
+//! listed, mounted, diffed (hiding the runtime's mount points), committed
+//! as a new layer, and removed.
+
+use super::*;
+
+impl Snapshotter {
+    /// Creates a writable snapshot `key` on top of layer `parent`.
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create_active(key, parent, labels, false)
+    }
+
+    /// Creates a read-only view `key` of layer `parent`.
+    pub fn view(
+        &self,
+        key: &str,
+        parent: &Digest,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create_active(key, Some(parent), labels, true)
+    }
+
+    fn create_active(
+        &self,
+        key: &str,
+        parent: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+        readonly: bool,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        validate_key(key)?;
+        if let Some(p) = parent
+            && !self.has_layer(p)
+        {
+            return Err(SnapshotError::MissingParent(p.clone()));
+        }
+        let dest = self.active_dir(key);
+        if dest.exists() {
+            return Err(SnapshotError::Exists(key.to_string()));
+        }
+        let tmp = self.root.join("tmp").join(unique_name("a-"));
+        let res = (|| {
+            mkdir_all(&tmp.join("work"))?;
+            match (self.driver, parent) {
+                (Driver::Copy, Some(p)) if !readonly => {
+                    copy_tree(&self.layer_fs(p), &tmp.join("fs"))?
+                }
+                _ => mkdir_all(&tmp.join("fs"))?,
+            }
+            let meta = ActiveMeta {
+                key: key.to_string(),
+                parent: parent.cloned(),
+                readonly,
+                labels,
+            };
+            atomic_write(
+                &tmp.join("meta.json"),
+                &serde_json::to_vec_pretty(&meta).expect("meta serialises"),
+            )?;
+            fs::rename(&tmp, &dest).ctx("rename", &dest)?;
+            Ok::<(), SnapshotError>(())
+        })();
+        if let Err(e) = res {
+            let _ = remove_any(&tmp);
+            return Err(e);
+        }
+        self.mounts(key)
+    }
+
+    /// An active snapshot's metadata.
+    pub fn active(&self, key: &str) -> Result<Option<ActiveMeta>, SnapshotError> {
+        validate_key(key)?;
+        read_meta(&self.active_dir(key).join("meta.json"))
+    }
+
+    /// Every active snapshot.
+    pub fn actives(&self) -> Result<Vec<ActiveMeta>, SnapshotError> {
+        read_metas(&self.root.join("active"))
+    }
+
+    /// The writable directory of an active snapshot (overlay upper, or the full
+    /// copy), where the engine finds a container's changes.
+    pub fn upper_dir(&self, key: &str) -> PathBuf {
+        self.active_dir(key).join("fs")
+    }
+
+    /// How to mount an active snapshot.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let dir = self.active_dir(key);
+        let upper = dir.join("fs");
+        let bind = |src: &Path, ro: bool| Mount {
+            typ: "bind".into(),
+            source: src.display().to_string(),
+            options: if ro {
+                vec!["rbind".into(), "ro".into()]
+            } else {
+                vec!["rbind".into(), "rw".into()]
+            },
+        };
+        let Some(parent) = meta.parent else {
+            return Ok(vec![bind(&upper, meta.readonly)]);
+        };
+        if self.driver == Driver::Copy {
+            let src = if meta.readonly {
+                self.layer_fs(&parent)
+            } else {
+                upper
+            };
+            return Ok(vec![bind(&src, meta.readonly)]);
+        }
+        let lowers = self.lower_dirs(&parent)?;
+        if meta.readonly && lowers.len() == 1 {
+            return Ok(vec![bind(&lowers[0], true)]);
+        }
+        let lowerdir = lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut options = vec![format!("lowerdir={lowerdir}")];
+        if !meta.readonly {
+            options.push(format!("upperdir={}", upper.display()));
+            options.push(format!("workdir={}", dir.join("work").display()));
+        }
+        Ok(vec![Mount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        }])
+    }
+
+    /// The changes an active snapshot holds, relative to its parent.
+    pub fn changes(&self, key: &str) -> Result<Vec<diff::Change>, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let upper = self.upper_dir(key);
+        match (self.driver, &meta.parent) {
+            (Driver::Overlay, _) | (Driver::Copy, None) => Ok(diff::changes_overlay(&upper)?),
+            (Driver::Copy, Some(p)) => Ok(diff::changes_dirs(&self.layer_fs(p), &upper)?),
+        }
+    }
+
+    /// [`Snapshotter::changes`] without the stubs a runtime made among
+    /// `points` to mount over (see [`diff::hide_mount_points`]).
+    pub fn changes_hiding(
+        &self,
+        key: &str,
+        points: &[&str],
+    ) -> Result<Vec<diff::Change>, SnapshotError> {
+        let parent = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?
+            .parent;
+        let below = |p: &str| {
+            parent
+                .as_ref()
+                .and_then(|t| self.find_below(t, p))
+                .map(|(_, st)| st)
+        };
+        Ok(diff::hide_mount_points(
+            self.changes(key)?,
+            &self.upper_dir(key),
+            points,
+            &below,
+        )?)
+    }
+
+    /// Turns an active snapshot into a committed layer whose diff id the caller
+    /// computed (by writing the layer tar from [`Snapshotter::changes`]).
+    /// The active snapshot is consumed.
+    pub fn commit_active(&self, key: &str, diff_id: &Digest) -> Result<Digest, SnapshotError> {
+        let meta = self
+            .active(key)?
+            .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
+        let chain = match &meta.parent {
+            None => diff_id.clone(),
+            Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+        };
+        let dir = self.active_dir(key);
+        let size = crate::fsutil::du(&dir.join("fs"));
+        let tmp = self.root.join("tmp").join(unique_name("c-"));
+        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        let _ = fs::remove_file(tmp.join("meta.json"));
+        let _ = remove_any(&tmp.join("work"));
+        let lm = LayerMeta {
+            chain_id: chain.clone(),
+            parent: meta.parent.clone(),
+            diff_id: diff_id.clone(),
+            size,
+            blobs: Vec::new(),
+        };
+        let res = self.publish(&tmp, &lm);
+        let _ = remove_any(&tmp);
+        res.map(|()| chain)
+    }
+
+    /// Removes an active snapshot (which must be unmounted).
+    pub fn remove_active(&self, key: &str) -> Result<(), SnapshotError> {
+        validate_key(key)?;
+        let dir = self.active_dir(key);
+        if !dir.exists() {
+            return Err(SnapshotError::NotFound(key.to_string()));
+        }
+        let tmp = self.root.join("tmp").join(unique_name("rm-"));
+        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        remove_any(&tmp)?;
+        Ok(())
+    }
+}
