@@ -373,7 +373,14 @@ fn the_docker_cli_drives_berth() {
         &["info", "--format", "{{.Images}} {{.Driver}}"],
     ));
     assert!(info.starts_with("1 "), "{info}");
-    ok(docker(&b, &s, &["system", "df"]));
+    // The docker CLI's df (from `GET /system/df`) and berth's agree: one
+    // accounting in the engine, layers counted once, each container's
+    // writable layer, each volume's references.
+    let fmt = "{{.Type}} {{.TotalCount}} {{.Active}} {{.Size}}";
+    let theirs = ok(docker(&b, &s, &["system", "df", "--format", fmt]));
+    let ours = b.run(&["system", "df", "--format", fmt]).ok();
+    let first3 = |t: &str| t.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(first3(&theirs), first3(&ours));
     ok(docker(&b, &s, &["container", "prune", "-f"]));
 }
 

@@ -1102,6 +1102,38 @@ fn system_df_format_and_verbose() {
         "{v}"
     );
     b.run(&["rm", "dfc"]).ok();
+    // docker counts a layer two images share once in the Images size, and
+    // as SHARED SIZE in each: an image built on busybox holds all of it.
+    let ctx = b.path("dfctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo more > /more\n",
+    )
+    .unwrap();
+    b.run(&["build", "-q", "-t", "derived", ctx.to_str().unwrap()])
+        .ok();
+    let derived: f64 = b
+        .run(&["image", "inspect", "-f", "{{.Size}}", "derived"])
+        .ok()
+        .trim()
+        .parse()
+        .unwrap();
+    let rows = b
+        .run(&["system", "df", "--format", "{{.Type}} {{.Size}}"])
+        .ok();
+    // docker's df prints 4 digits (go-units HumanSize): "Images 1.983MB".
+    let shown = rows.lines().next().unwrap().trim_start_matches("Images ");
+    let mb: f64 = shown.trim_end_matches("MB").parse().unwrap();
+    assert!(
+        shown.ends_with("MB") && (mb * 1e6 - derived).abs() / derived < 0.001,
+        "{rows} vs {derived}"
+    );
+    let v = b.run(&["system", "df", "-v"]).ok();
+    let busybox = v.lines().find(|l| l.starts_with("busybox")).unwrap();
+    let cells: Vec<&str> = busybox.split_whitespace().collect();
+    // SIZE equals SHARED SIZE: every layer of busybox is derived's too.
+    assert_eq!(cells[cells.len() - 4], cells[cells.len() - 3], "{v}");
 }
 
 /// docker's `run -a`: only the streams named are attached (`-a stdout`

@@ -169,60 +169,61 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
     }))
 }
 
-/// `GET /system/df`.
+/// `GET /system/df`: the engine's accounting (`berth_engine::df`) in
+/// dockerd's shape: shared sizes, each container's writable layer, each
+/// volume's size and reference count, the layers counted once.
 pub async fn df(ctx: &Ctx) -> Res {
-    let (images, containers, volumes) = ctx
+    let doc = ctx
         .blocking(|e| {
-            let store = &e.store;
-            let imgs = store.images().map_err(ApiError::from)?;
-            let in_use = store.images_in_use().map_err(ApiError::from)?;
-            let images: Vec<serde_json::Value> = imgs
+            let du = e.disk_usage()?;
+            let images: Vec<serde_json::Value> = du
+                .images
                 .iter()
-                .map(|i| {
-                    let used = in_use.get(&i.id).map_or(0, Vec::len);
-                    let size = berth_engine::docs::image_size(store, i);
+                .map(|u| {
+                    let i = &u.image;
                     json!({
                         "Id": i.id.to_string(),
                         "ParentId": "",
                         "RepoTags": i.names.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
                         "RepoDigests": i.repo_digests.iter().map(|n| n.familiar()).collect::<Vec<_>>(),
                         "Created": crate::images::unix(i.config.created.as_deref()),
-                        "Size": size,
-                        "SharedSize": 0,
-                        "VirtualSize": size,
+                        "Size": u.size,
+                        "SharedSize": u.shared,
+                        "VirtualSize": u.size,
                         "Labels": i.config.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default(),
-                        "Containers": used,
+                        "Containers": u.containers,
                     })
                 })
                 .collect();
-            let containers: Vec<serde_json::Value> = e
-                .containers()?
+            let containers: Vec<serde_json::Value> = du
+                .containers
                 .iter()
-                .map(crate::containers::summary)
-                .collect();
-            let volumes: Vec<serde_json::Value> = e
-                .volumes()?
-                .iter()
-                .map(|v| {
-                    let mut j = crate::volumes::json_of(v);
-                    j["UsageData"] = json!({
-                        "Size": berth_store::fsutil::du(std::path::Path::new(&v.mountpoint)),
-                        "RefCount": 0
-                    });
+                .map(|u| {
+                    let mut j = crate::containers::summary(&u.container);
+                    j["SizeRw"] = json!(u.size_rw);
+                    j["SizeRootFs"] = json!(u.size_root);
                     j
                 })
                 .collect();
-            Ok((images, containers, volumes))
+            let volumes: Vec<serde_json::Value> = du
+                .volumes
+                .iter()
+                .map(|u| {
+                    let mut j = crate::volumes::json_of(&u.volume);
+                    j["UsageData"] = json!({"Size": u.size, "RefCount": u.links});
+                    j
+                })
+                .collect();
+            Ok(json!({
+                "LayersSize": du.layers_size,
+                "Images": images,
+                "Containers": containers,
+                "Volumes": volumes,
+                "BuildCache": [],
+            }))
         })
         .await?;
-    let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
-    ok(json!({
-        "LayersSize": layers,
-        "Images": images,
-        "Containers": containers,
-        "Volumes": volumes,
-        "BuildCache": [],
-    }))
+    ok(doc)
 }
 
 /// A time of the events query: Unix seconds (`1700000000.5`), or RFC 3339.

@@ -15,6 +15,7 @@
 pub mod apparmor;
 pub mod container;
 mod create;
+pub mod df;
 pub mod docs;
 pub mod events;
 pub mod health;

@@ -297,6 +297,8 @@ enum SystemCmd {
     Events(commands::system::EventsArgs),
 }
 
+/// Dispatches a parsed command. Long on purpose: one arm per command (and
+/// alias), each a call into `commands/`.
 fn run(cli: Cli) -> anyhow::Result<()> {
     use commands::{container as ct, image, system};
     let config_dir = cli.config.as_deref();

@@ -30,7 +30,8 @@ pub fn parse_ssh(s: &str) -> Result<(String, PathBuf), String> {
     Ok((id, path))
 }
 
-/// Parses one `--mount` value.
+/// Parses one `--mount` value. Long on purpose: one arm per option key
+/// of BuildKit's syntax, each checked with its message.
 pub fn parse(s: &str) -> Result<RunMount, String> {
     let mut typ = "bind".to_string();
     let mut target = None;

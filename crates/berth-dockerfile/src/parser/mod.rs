@@ -250,7 +250,9 @@ fn trim_continuation(line: &str, escape: char) -> (String, bool) {
     (line.to_string(), true)
 }
 
-/// Parses a whole Dockerfile.
+/// Parses a whole Dockerfile. Long on purpose: one pass over the lines
+/// (directives, comments, continuations, heredocs) as BuildKit's parser
+/// makes it, kept in one loop so their interplay reads in one place.
 pub fn parse(src: &str) -> Result<Ast, ParseError> {
     let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let lines: Vec<&str> = src.split_inclusive('\n').collect();

@@ -370,6 +370,9 @@ impl Word<'_> {
         out
     }
 
+    /// Expands one `$…` word. Long on purpose: BuildKit's lexer is one
+    /// state machine (`$x`, `${x}`, and each `${x:-…}` modifier), kept whole
+    /// so it reads against BuildKit's `processDollar`.
     fn process_dollar(&mut self) -> Result<String, String> {
         self.next();
         if self.peek() != Some('{') {

@@ -295,6 +295,8 @@ fn console_pair(tty: bool) -> anyhow::Result<(Option<OwnedFd>, Option<OwnedFd>)>
     Ok((Some(a), Some(b)))
 }
 
+/// Runs one runc command. Long on purpose: one arm per runc verb, each a
+/// few lines of flag handling over the runtime library.
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let rt = Runtime::new(&cli.root);
     match cli.cmd {

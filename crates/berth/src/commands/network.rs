@@ -96,7 +96,8 @@ fn inspect_value(engine: &Engine, n: &berth_engine::network::Network) -> anyhow:
     Ok(berth_engine::docs::network_inspect(engine, n)?)
 }
 
-/// `network …`.
+/// `network …`. Long on purpose: one arm per subcommand (create, ls,
+/// inspect, rm, prune, connect, disconnect), each parsing and printing.
 pub fn network(engine: &Engine, cmd: NetworkCmd) -> anyhow::Result<()> {
     let daemon = |e: berth_engine::EngineError| exit_err(1, e.to_string());
     match cmd {

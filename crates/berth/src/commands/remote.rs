@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use super::container::exit_err;
 use crate::{Cmd, ContainerCmd, ImageCmd, SystemCmd};
 
-/// Runs `cmd` against the service at `host`.
+/// Runs `cmd` against the service at `host`. Long on purpose: one arm per
+/// command sent, each a request or two; the bigger ones are functions below.
 pub fn run(host: &str, cmd: Cmd) -> anyhow::Result<()> {
     let c = Client::new(host).map_err(daemon)?;
     match cmd {

@@ -1,10 +1,9 @@
 //! `system df`, `system check`, `system prune`, `system service`,
 //! `system restore`, and `version`, `info` and `events`.
 
-use berth_engine::{Engine, Status};
+use berth_engine::Engine;
 use clap::Args;
 
-use crate::commands::image::image_size;
 use crate::output::{Table, human_size};
 
 /// `system restore`.
@@ -94,102 +93,13 @@ pub struct DfArgs {
     pub format: Option<String>,
 }
 
+/// `system df`: the engine's accounting (`berth_engine::df`), printed as
+/// docker prints it; the build cache's own layers from the builder's cache.
 pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
-    let store = &engine.store;
-    let images = store.images()?;
-    let in_use = store.images_in_use()?;
-    // Layers shared between images count once, as docker's SIZE column does.
-    let mut seen = std::collections::BTreeSet::new();
-    let (mut total, mut reclaimable) = (0u64, 0u64);
-    for img in &images {
-        let used = in_use.contains_key(&img.id);
-        for c in berth_types::chain_ids(&img.config.rootfs.diff_ids) {
-            if seen.insert(c.clone()) {
-                let s = store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
-                total += s;
-                if !used {
-                    reclaimable += s;
-                }
-            }
-        }
-    }
-    let active = images.iter().filter(|i| in_use.contains_key(&i.id)).count();
-    let pct = |r: u64, t: u64| {
-        (r * 100)
-            .checked_div(t)
-            .map(|p| format!(" ({p}%)"))
-            .unwrap_or_default()
-    };
-    let mut rows: Vec<serde_json::Value> = Vec::new();
-    let row = |typ: &str, total: usize, active: usize, size: u64, reclaim: String| {
-        serde_json::json!({
-            "Type": typ,
-            "TotalCount": total.to_string(),
-            "Active": active.to_string(),
-            "Size": human_size(size),
-            "Reclaimable": reclaim,
-        })
-    };
-    rows.push(row(
-        "Images",
-        images.len(),
-        active,
-        total,
-        format!("{}{}", human_size(reclaimable), pct(reclaimable, total)),
-    ));
-    let containers = engine.containers()?;
-    let live =
-        |c: &&berth_engine::Container| matches!(c.state.status, Status::Running | Status::Paused);
-    let running = containers.iter().filter(live).count();
-    let (mut csize, mut creclaim) = (0u64, 0u64);
-    let mut csizes = Vec::new();
-    for c in &containers {
-        let s = berth_store::fsutil::du(&store.snapshots.upper_dir(&c.id));
-        csizes.push(s);
-        csize += s;
-        if !live(&c) {
-            creclaim += s;
-        }
-    }
-    rows.push(row(
-        "Containers",
-        containers.len(),
-        running,
-        csize,
-        format!("{}{}", human_size(creclaim), pct(creclaim, csize)),
-    ));
-    let vols = engine.volumes()?;
-    let used: Vec<(String, String)> = engine.volumes_in_use()?;
-    let links = |name: &str| used.iter().filter(|(n, _)| n == name).count();
-    let (mut vsize, mut vreclaim) = (0u64, 0u64);
-    let mut vsizes = Vec::new();
-    for v in &vols {
-        let s = berth_store::fsutil::du(std::path::Path::new(&v.mountpoint));
-        vsizes.push(s);
-        vsize += s;
-        if links(&v.name) == 0 {
-            vreclaim += s;
-        }
-    }
-    let vactive = vols.iter().filter(|v| links(&v.name) > 0).count();
-    rows.push(row(
-        "Local Volumes",
-        vols.len(),
-        vactive,
-        vsize,
-        format!("{}{}", human_size(vreclaim), pct(vreclaim, vsize)),
-    ));
-    // Build cache: its records, and the layers only the cache keeps (those
-    // shared with an image are counted there), all reclaimable by
-    // `builder prune` as with BuildKit.
+    let du = engine.disk_usage()?;
     let cache = berth_build::cache::Cache::open(&engine.root().join("buildcache"))?;
-    let mut bsize = 0u64;
-    for c in cache.chain_ids() {
-        if !seen.contains(&c) {
-            bsize += store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
-        }
-    }
-    rows.push(row("Build Cache", cache.len(), 0, bsize, human_size(bsize)));
+    let bsize = du.layers_outside(engine, cache.chain_ids());
+    let rows = df_rows(&du, cache.len(), bsize);
     let format = crate::output::Format::parse(a.format.as_deref())?;
     if !a.verbose {
         return crate::output::print_items(&format, &rows, |rows| {
@@ -205,7 +115,85 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
             t
         });
     }
-    // docker's -v: one section per kind.
+    df_verbose(&du, bsize)
+}
+
+/// `system df`'s four rows (docker's Type, TotalCount, Active, Size,
+/// Reclaimable).
+fn df_rows(
+    du: &berth_engine::df::DiskUsage,
+    cache_records: usize,
+    bsize: u64,
+) -> Vec<serde_json::Value> {
+    let pct = |r: u64, t: u64| {
+        (r * 100)
+            .checked_div(t)
+            .map(|p| format!(" ({p}%)"))
+            .unwrap_or_default()
+    };
+    let row = |typ: &str, total: usize, active: usize, size: u64, reclaim: u64, with_pct: bool| {
+        serde_json::json!({
+            "Type": typ,
+            "TotalCount": total.to_string(),
+            "Active": active.to_string(),
+            "Size": crate::output::human_size4(size),
+            "Reclaimable": if with_pct {
+                format!("{}{}", crate::output::human_size4(reclaim), pct(reclaim, size))
+            } else {
+                crate::output::human_size4(reclaim)
+            },
+        })
+    };
+    let live = |c: &&berth_engine::df::ContainerUsage| {
+        berth_engine::df::DiskUsage::is_active(&c.container)
+    };
+    let csize: u64 = du.containers.iter().map(|c| c.size_rw).sum();
+    let creclaim: u64 = du
+        .containers
+        .iter()
+        .filter(|c| !live(c))
+        .map(|c| c.size_rw)
+        .sum();
+    let vsize: u64 = du.volumes.iter().map(|v| v.size).sum();
+    let vreclaim: u64 = du
+        .volumes
+        .iter()
+        .filter(|v| v.links == 0)
+        .map(|v| v.size)
+        .sum();
+    vec![
+        row(
+            "Images",
+            du.images.len(),
+            du.images_active(),
+            du.layers_size,
+            du.layers_reclaimable,
+            true,
+        ),
+        row(
+            "Containers",
+            du.containers.len(),
+            du.containers.iter().filter(live).count(),
+            csize,
+            creclaim,
+            true,
+        ),
+        row(
+            "Local Volumes",
+            du.volumes.len(),
+            du.volumes.iter().filter(|v| v.links > 0).count(),
+            vsize,
+            vreclaim,
+            true,
+        ),
+        // All of the build cache is reclaimable by `builder prune`, as
+        // with BuildKit.
+        row("Build Cache", cache_records, 0, bsize, bsize, false),
+    ]
+}
+
+/// docker's `system df -v`: one section per kind.
+fn df_verbose(du: &berth_engine::df::DiskUsage, bsize: u64) -> anyhow::Result<()> {
     println!("Images space usage:\n");
     let mut t = Table::new(&[
         "REPOSITORY",
@@ -217,26 +205,8 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
         "UNIQUE SIZE",
         "CONTAINERS",
     ]);
-    // A layer is shared when more than one image has it.
-    let mut layer_images: std::collections::BTreeMap<berth_types::Digest, usize> =
-        Default::default();
-    for img in &images {
-        for c in berth_types::chain_ids(&img.config.rootfs.diff_ids) {
-            *layer_images.entry(c).or_default() += 1;
-        }
-    }
-    for img in &images {
-        let size = image_size(store, img);
-        let mut shared = 0u64;
-        for c in berth_types::chain_ids(&img.config.rootfs.diff_ids) {
-            if layer_images.get(&c).copied().unwrap_or(0) > 1 {
-                shared += store.snapshots.layer(&c)?.map(|m| m.size).unwrap_or(0);
-            }
-        }
-        let n_containers = containers
-            .iter()
-            .filter(|c| c.image_id == img.id.to_string())
-            .count();
+    for i in &du.images {
+        let img = &i.image;
         let created = crate::output::since(img.config.created.as_deref());
         let cells = |repo: String, tag: String| {
             vec![
@@ -244,10 +214,10 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
                 tag,
                 img.id.short().to_string(),
                 created.clone(),
-                human_size(size),
-                human_size(shared),
-                human_size(size.saturating_sub(shared)),
-                n_containers.to_string(),
+                human_size(i.size),
+                human_size(i.shared),
+                human_size(i.size.saturating_sub(i.shared)),
+                i.containers.to_string(),
             ]
         };
         if img.names.is_empty() {
@@ -269,7 +239,8 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
         "STATUS",
         "NAMES",
     ]);
-    for (c, size) in containers.iter().zip(&csizes) {
+    for u in &du.containers {
+        let c = &u.container;
         let mut cmd = c.path.clone();
         for a in &c.args {
             cmd.push(' ');
@@ -281,7 +252,7 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
             c.config.image.clone(),
             format!("\"{}\"", crate::output::ellipsis(&cmd, 20)),
             vols_of.to_string(),
-            human_size(*size),
+            human_size(u.size_rw),
             crate::output::since(Some(&c.created)),
             c.status_text(),
             c.name.clone(),
@@ -290,11 +261,11 @@ pub fn df(engine: &Engine, a: DfArgs) -> anyhow::Result<()> {
     t.print()?;
     println!("\nLocal Volumes space usage:\n");
     let mut t = Table::new(&["VOLUME NAME", "LINKS", "SIZE"]);
-    for (v, size) in vols.iter().zip(&vsizes) {
+    for v in &du.volumes {
         t.row(vec![
-            v.name.clone(),
-            links(&v.name).to_string(),
-            human_size(*size),
+            v.volume.name.clone(),
+            v.links.to_string(),
+            human_size(v.size),
         ]);
     }
     t.print()?;

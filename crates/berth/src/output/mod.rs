@@ -138,8 +138,19 @@ pub fn print_deleted(what: &str, items: &[String]) {
     println!();
 }
 
-/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
+/// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant
+/// digits (what docker's `images`, `ps -s` and `history` print).
 pub fn human_size(size: u64) -> String {
+    human_size_precision(size, 3)
+}
+
+/// go-units `HumanSize`: 4 significant digits (what docker's `system df`
+/// prints: `1.983MB` where `images` says `1.98MB`).
+pub fn human_size4(size: u64) -> String {
+    human_size_precision(size, 4)
+}
+
+fn human_size_precision(size: u64, precision: i32) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut s = size as f64;
     let mut i = 0;
@@ -147,19 +158,20 @@ pub fn human_size(size: u64) -> String {
         s /= 1000.0;
         i += 1;
     }
-    format!("{}{}", go_g3(s), UNITS[i])
+    format!("{}{}", go_g(s, precision), UNITS[i])
 }
 
-/// Go's `%.3g` for the values human_size produces (0 ≤ v < 1000).
-fn go_g3(v: f64) -> String {
+/// Go's `%.<precision>g` for the values human sizes produce (0 ≤ v < 1000).
+fn go_g(v: f64, precision: i32) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let digits = v.abs().log10().floor() as i32 + 1;
-    let decimals = (3 - digits).max(0) as usize;
+    let decimals = (precision - digits).max(0) as usize;
     let mut s = format!("{v:.decimals$}");
-    // Rounding may reach 1000 (999.95 → "1000"): Go prints 1e+03.
-    if s.trim_end_matches(".0") == "1000" || s.starts_with("1000") {
+    // Rounding may reach 1000 (999.95 → "1000"): with 3 digits Go prints
+    // 1e+03 (with 4, 1000 fits).
+    if precision == 3 && (s.trim_end_matches(".0") == "1000" || s.starts_with("1000")) {
         return "1e+03".into();
     }
     if s.contains('.') {
@@ -217,6 +229,11 @@ mod tests {
         assert_eq!(human_size(4_000_000), "4MB");
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size(1_500_000_000), "1.5GB");
+        // go-units HumanSize (docker's `system df`): 4 digits.
+        assert_eq!(human_size4(1_983_000), "1.983MB");
+        assert_eq!(human_size4(0), "0B");
+        assert_eq!(human_size4(999_960), "1000kB");
+        assert_eq!(human_size4(123_456_789), "123.5MB");
     }
 
     #[test]

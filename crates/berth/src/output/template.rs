@@ -378,6 +378,8 @@ fn eval_arg(a: &Arg, dot: &Value, root: &Value) -> Result<Value, TemplateError> 
     })
 }
 
+/// Evaluates one pipeline command. Long on purpose: one arm per function
+/// of Go's templates and docker's additions (`json`, `join`, `table`, …).
 fn eval_command(
     c: &Command,
     dot: &Value,
