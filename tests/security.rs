@@ -1221,3 +1221,41 @@ fn a_client_that_hangs_up_kills_no_server() {
     let (code, _, _) = curl(&[&format!("http://{}/v2/", reg.addr)]);
     assert_eq!(code, 200);
 }
+
+/// Found running berth from a chroot (a build sandbox, a rescue system):
+/// the container's init pivots from the chroot's root, which is a mount
+/// below its namespace's root, and `exec` — joining that mount namespace —
+/// was left at the namespace's root: the host's `/`, outside both the
+/// container and the chroot. Now exec enters the container's own root.
+#[test]
+fn exec_from_a_chrooted_berth_stays_in_the_container() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let jail = b.path("jail");
+    std::fs::create_dir_all(&jail).unwrap();
+    // The whole host under `jail`, in a mount namespace of the test's own,
+    // so berth and its store are where they were; berth runs chrooted there.
+    let script = format!(
+        "mount --rbind / {j} && exec chroot {j} {berth} run -d --name cj busybox sh -c 'touch /inside; sleep 120'",
+        j = jail.display(),
+        berth = common::berth_bin(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("BERTH_ROOT", b.root())
+        .env("BERTH_DEFAULT_NETWORK", "none")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for _ in 0..100 {
+        if b.run(&["exec", "cj", "test", "-e", "/inside"]).code() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    b.run(&["exec", "cj", "test", "-e", "/inside"]).ok();
+    // The container's root (its own /inside), not the host's.
+    let listed = b.run(&["exec", "cj", "ls", "/"]).ok();
+    assert!(listed.lines().any(|l| l == "inside"), "{listed}");
+    b.run(&["rm", "-f", "cj"]).ok();
+}

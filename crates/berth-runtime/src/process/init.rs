@@ -409,6 +409,17 @@ pub fn exec_child(
 ) -> ! {
     let r = (|| -> Result<Infallible, InitError> {
         wait_go(&chan)?;
+        // The container's root, held before its mount namespace is joined:
+        // setns puts us at the namespace's root, which is the container's
+        // only when its init pivoted from there — not when the runtime ran
+        // chrooted (its root a mount below the namespace's), where an exec
+        // would otherwise land in the host's root.
+        let root = rustix::fs::open(
+            format!("/proc/{pid}/root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| InitError::Other(format!("open /proc/{pid}/root: {e}")))?;
         let own = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).ok();
         let theirs = |n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).ok();
         for t in namespaces::ORDER {
@@ -417,6 +428,11 @@ pub fn exec_child(
                 namespaces::join(t, Path::new(&format!("/proc/{pid}/ns/{n}"))).map_err(other)?;
             }
         }
+        rustix::process::fchdir(&root)
+            .and_then(|()| rustix::process::chroot("."))
+            .map_err(|e| InitError::Other(format!("entering the container's root: {e}")))?;
+        drop(root);
+        std::env::set_current_dir("/").map_err(|e| InitError::Other(format!("chdir /: {e}")))?;
         fork_past_intermediate(&chan, "fork into the container")?;
         // SAFETY: setsid in the new process.
         unsafe {
