@@ -13,7 +13,9 @@ use std::time::Duration;
 use berth_store::Store;
 use berth_store::content::ContentError;
 use berth_store::snapshot::Extracted;
-use berth_types::image::{AnyManifest, Descriptor, ImageConfig, Platform, media_types};
+use berth_types::image::{
+    AnyManifest, Descriptor, ImageConfig, Manifest as ImageManifest, Platform, media_types,
+};
 use berth_types::{Digest, Reference};
 
 use super::{Error, ErrorKind, Progress, Registry, Result, response_error, scope};
@@ -89,13 +91,95 @@ pub fn pull(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
+    let (manifest, manifest_bytes, manifest_type, manifest_digest, top_digest) =
+        resolve_manifest(reg, r, &repo, &scopes, &reference, opts, progress)?;
+    let _lock = store.write_lock().map_err(store_err)?;
+    // The config.
+    let mut downloaded = false;
+    if !store.content.exists(&manifest.config.digest) {
+        fetch_blob(store, reg, &repo, &scopes, &manifest.config, None, None)?;
+        downloaded = true;
+    }
+    let config_bytes = store
+        .content
+        .read(&manifest.config.digest)
+        .map_err(store_err)?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::other(format!("image config {}: {e}", manifest.config.digest)))?;
+    let diff_ids = config.rootfs.diff_ids.clone();
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(Error::other(format!(
+            "{}: the manifest has {} layers but its config lists {} diff ids",
+            r.familiar(),
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    downloaded |= fetch_layers(store, reg, (&repo, &scopes), &manifest, &diff_ids, progress)?;
+    // The manifest last, then the name.
+    store
+        .content
+        .put(&manifest_bytes, Some(&manifest_digest))
+        .map_err(store_err)?;
+    let mt = manifest
+        .media_type
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            if manifest_type.is_empty() {
+                media_types::OCI_MANIFEST.to_string()
+            } else {
+                manifest_type.clone()
+            }
+        });
+    let desc = Descriptor::new(&mt, manifest_digest.clone(), manifest_bytes.len() as u64);
+    let repo_digest = r.with_digest(top_digest.clone());
+    let name = if r.digest().is_some() {
+        repo_digest.clone()
+    } else {
+        r.clone().with_default_tag()
+    };
+    let before = store
+        .resolve(&name.to_string())
+        .ok()
+        .map(|i| i.manifest_desc.digest);
+    downloaded |= before.as_ref() != Some(&manifest_digest);
+    store
+        .add_name(&desc, Some(&name), Some(&repo_digest))
+        .map_err(store_err)?;
+    super::sources::record(
+        store.root(),
+        &reg.domain,
+        &repo,
+        manifest.layers.iter().map(|l| &l.digest),
+    );
+    Ok(Pulled {
+        reference: name,
+        digest: top_digest,
+        id: manifest.config.digest.clone(),
+        downloaded,
+    })
+}
+
+/// The image manifest `r` names (through an index, the entry for
+/// `opts.platform`), checked to be an image's: its bytes, media type and
+/// digest, and the digest of what `r` named (the index's, for one).
+fn resolve_manifest(
+    reg: &Registry,
+    r: &Reference,
+    repo: &str,
+    scopes: &[String],
+    reference: &str,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<(ImageManifest, Vec<u8>, String, Digest, Digest)> {
     let (bytes, ct, top_digest) = reg
-        .manifest(&repo, &reference, &scopes)
+        .manifest(repo, reference, scopes)
         .map_err(|e| access_denied(r, &e))?;
     let label = r
         .tag()
         .map(str::to_string)
-        .unwrap_or_else(|| reference.clone());
+        .unwrap_or_else(|| reference.to_string());
     progress.message(&format!("{label}: Pulling from {}", r.path()));
     let (manifest_bytes, manifest_type, manifest_digest) =
         match AnyManifest::parse(&bytes, Some(&ct)).map_err(store_err)? {
@@ -127,7 +211,7 @@ pub fn pull(
                     ),
                 )
             })?;
-                let (b, t, dg) = reg.manifest(&repo, &d.digest.to_string(), &scopes)?;
+                let (b, t, dg) = reg.manifest(repo, &d.digest.to_string(), scopes)?;
                 (
                     b,
                     if t.is_empty() {
@@ -162,31 +246,29 @@ pub fn pull(
             )));
         }
     }
-    let _lock = store.write_lock().map_err(store_err)?;
-    // The config.
-    let mut downloaded = false;
-    if !store.content.exists(&manifest.config.digest) {
-        fetch_blob(store, reg, &repo, &scopes, &manifest.config, None, None)?;
-        downloaded = true;
-    }
-    let config_bytes = store
-        .content
-        .read(&manifest.config.digest)
-        .map_err(store_err)?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| Error::other(format!("image config {}: {e}", manifest.config.digest)))?;
-    let diff_ids = config.rootfs.diff_ids.clone();
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(Error::other(format!(
-            "{}: the manifest has {} layers but its config lists {} diff ids",
-            r.familiar(),
-            manifest.layers.len(),
-            diff_ids.len()
-        )));
-    }
-    // Layers: missing ones download on a pool; the main thread unpacks in order.
+    Ok((
+        manifest,
+        manifest_bytes,
+        manifest_type,
+        manifest_digest,
+        top_digest,
+    ))
+}
+
+/// The layers of `manifest` that are not in the store, downloaded on a
+/// pool of threads (unpacked while they stream in where the driver allows)
+/// while this thread unpacks them in order; whether anything was
+/// downloaded. The first failure stops the pool and is the answer.
+fn fetch_layers(
+    store: &Store,
+    reg: &Registry,
+    (repo, scopes): (&str, &[String]),
+    manifest: &ImageManifest,
+    diff_ids: &[Digest],
+    progress: &dyn Progress,
+) -> Result<bool> {
     let blobs: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
-    let chains = berth_types::chain_ids(&diff_ids);
+    let chains = berth_types::chain_ids(diff_ids);
     let mut ready: Vec<bool> = Vec::with_capacity(blobs.len());
     let mut todo: Vec<usize> = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
@@ -199,7 +281,7 @@ pub fn pull(
         }
         ready.push(have);
     }
-    downloaded |= !todo.is_empty();
+    let downloaded = !todo.is_empty();
     let queue = Mutex::new(todo.into_iter());
     // Each finished download reports its layer, already extracted when it could
     // be unpacked while it streamed in (overlay driver).
@@ -211,8 +293,6 @@ pub fn pull(
             let tx = tx.clone();
             let queue = &queue;
             let layers = &manifest.layers;
-            let scopes = &scopes;
-            let repo = &repo;
             s.spawn(move || {
                 loop {
                     let next = queue.lock().expect("queue").next();
@@ -284,50 +364,8 @@ pub fn pull(
     if let Some(e) = first_err {
         return Err(e);
     }
-    store.unpack(&blobs, &diff_ids).map_err(store_err)?;
-    // The manifest last, then the name.
-    store
-        .content
-        .put(&manifest_bytes, Some(&manifest_digest))
-        .map_err(store_err)?;
-    let mt = manifest
-        .media_type
-        .clone()
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| {
-            if manifest_type.is_empty() {
-                media_types::OCI_MANIFEST.to_string()
-            } else {
-                manifest_type.clone()
-            }
-        });
-    let desc = Descriptor::new(&mt, manifest_digest.clone(), manifest_bytes.len() as u64);
-    let repo_digest = r.with_digest(top_digest.clone());
-    let name = if r.digest().is_some() {
-        repo_digest.clone()
-    } else {
-        r.clone().with_default_tag()
-    };
-    let before = store
-        .resolve(&name.to_string())
-        .ok()
-        .map(|i| i.manifest_desc.digest);
-    downloaded |= before.as_ref() != Some(&manifest_digest);
-    store
-        .add_name(&desc, Some(&name), Some(&repo_digest))
-        .map_err(store_err)?;
-    super::sources::record(
-        store.root(),
-        &reg.domain,
-        &repo,
-        manifest.layers.iter().map(|l| &l.digest),
-    );
-    Ok(Pulled {
-        reference: name,
-        digest: top_digest,
-        id: manifest.config.digest.clone(),
-        downloaded,
-    })
+    store.unpack(&blobs, diff_ids).map_err(store_err)?;
+    Ok(downloaded)
 }
 
 /// Reads what a download thread sends, as one stream.
