@@ -173,6 +173,11 @@ pub struct Builder<'a> {
     /// binary as a child process (fork and exec are safe from a threaded
     /// process; the runtime library's in-process clone is not).
     exec_runtime: Option<PathBuf>,
+    /// The `berth-runtime` binary stage workers run their steps through,
+    /// found when the builder is made: after the build enters its private
+    /// mount namespace, `/proc/self/exe` may name the binary by a path
+    /// outside a chroot the build runs in.
+    stage_runtime: Option<PathBuf>,
 }
 
 /// Where progress lines go: the build's writer, or (for a stage built on a
@@ -365,6 +370,7 @@ impl<'a> Builder<'a> {
                 &root.join("buildcache"),
             ))),
             exec_runtime: None,
+            stage_runtime: runtime_binary(),
         })
     }
 
@@ -485,7 +491,7 @@ impl<'a> Builder<'a> {
         // Stages that do not depend on each other are built at once (their
         // RUN steps go through the berth-runtime binary; without it, in turn).
         for level in stage_levels(df, &needed) {
-            if level.len() == 1 || runtime_binary().is_none() {
+            if level.len() == 1 || self.stage_runtime.is_none() {
                 for &i in &level {
                     let plan = Plan {
                         df,
@@ -615,7 +621,7 @@ impl<'a> Builder<'a> {
         plan: &Plan<'_>,
         level: &[usize],
     ) -> Result<Vec<(usize, StageImage, BTreeSet<String>)>, BuildError> {
-        let runtime_bin = runtime_binary().ok_or_else(|| {
+        let runtime_bin = self.stage_runtime.clone().ok_or_else(|| {
             BuildError::Other("berth-runtime is not installed beside berth".into())
         })?;
         let (tx, rx) = mpsc::channel::<String>();
@@ -638,6 +644,7 @@ impl<'a> Builder<'a> {
                     pull_always: false,
                     hashes: self.hashes.clone(),
                     exec_runtime: Some(runtime_bin.clone()),
+                    stage_runtime: None,
                 },
             ));
         }
