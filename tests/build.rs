@@ -1091,6 +1091,15 @@ fn independent_stages_build_in_parallel() {
     let d = ctx(&b, "parallel", &[("Dockerfile", &df)]);
     let r = build(&b, &d, &["-t", "par", "--progress", "plain"]);
     r.ok();
+    // The same from a chroot (a build sandbox), with a cache of its own so
+    // the marks are new: the stages still meet.
+    let d2 = ctx(
+        &b,
+        "parallel-chrooted",
+        &[("Dockerfile", &df.replace("id=meet,", "id=meet-chrooted,"))],
+    );
+    b.run_chrooted(&["build", "-q", "-t", "par-chrooted", d2.to_str().unwrap()])
+        .ok();
     assert_eq!(b.run(&["run", "--rm", "par"]).ok(), "a met b\nb met a\n");
     // Every vertex number is given out once.
     let log = r.stderr();

@@ -1231,22 +1231,17 @@ fn a_client_that_hangs_up_kills_no_server() {
 fn exec_from_a_chrooted_berth_stays_in_the_container() {
     let b = Berth::new();
     b.import_busybox("busybox");
-    let jail = b.path("jail");
-    std::fs::create_dir_all(&jail).unwrap();
-    // The whole host under `jail`, in a mount namespace of the test's own,
-    // so berth and its store are where they were; berth runs chrooted there.
-    let script = format!(
-        "mount --rbind / {j} && exec chroot {j} {berth} run -d --name cj busybox sh -c 'touch /inside; sleep 120'",
-        j = jail.display(),
-        berth = common::berth_bin(),
-    );
-    let o = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .env("BERTH_ROOT", b.root())
-        .env("BERTH_DEFAULT_NETWORK", "none")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    b.run_chrooted(&[
+        "run",
+        "-d",
+        "--name",
+        "cj",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /inside; sleep 120",
+    ])
+    .ok();
     for _ in 0..100 {
         if b.run(&["exec", "cj", "test", "-e", "/inside"]).code() == 0 {
             break;

@@ -244,6 +244,33 @@ impl Berth {
         }
     }
 
+    /// Runs berth from a chroot, as in a build sandbox or a rescue system:
+    /// the whole host rbound under the test's directory, in a mount
+    /// namespace of its own (so paths are the same inside and nothing
+    /// reaches the host's mount table), and berth chrooted there.
+    #[allow(dead_code)]
+    pub fn run_chrooted(&self, args: &[&str]) -> Run {
+        let jail = self.dir.path().join("jail");
+        std::fs::create_dir_all(&jail).expect("jail");
+        let mut script = format!(
+            "mount --rbind / {j} && exec chroot {j} {berth}",
+            j = jail.display(),
+            berth = berth_bin()
+        );
+        for a in args {
+            script.push_str(&format!(" '{}'", a.replace('\'', "'\\''")));
+        }
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .env("BERTH_ROOT", self.root())
+            .env("BERTH_DEFAULT_NETWORK", "none")
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdin(Stdio::null());
+        Run {
+            out: c.output().expect("spawn unshare"),
+        }
+    }
+
     /// Runs with `input` on stdin.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
         use std::io::Write;
