@@ -365,51 +365,7 @@ impl Engine {
             let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
             let log = open_logs(&log_path);
             berth_runtime::wait::block_signals();
-            let launched = (|| -> Result<(i32, Io, Option<OwnedFd>)> {
-                let (out_r, out_w) = pipe()?;
-                let (err_r, err_w) = pipe()?;
-                if c.config.tty {
-                    let (ours, theirs) = socketpair()?;
-                    let pid = self.launch(&mut c, None, Some(theirs))?;
-                    let master = berth_runtime::tty::recv_fd(&ours)?;
-                    let input = c
-                        .config
-                        .open_stdin
-                        .then(|| master.try_clone().ok())
-                        .flatten();
-                    return Ok((
-                        pid,
-                        Io::Tty {
-                            master,
-                            stdin: false,
-                        },
-                        input,
-                    ));
-                }
-                // `-i`: a pipe the input server feeds; else our /dev/null.
-                let (in_r, in_w) = if c.config.open_stdin {
-                    let (r, w) = pipe()?;
-                    (Some(r), Some(w))
-                } else {
-                    (None, None)
-                };
-                let in_fd = in_r.as_ref().map_or(0, |r| r.as_raw_fd());
-                let pid = self.launch(
-                    &mut c,
-                    Some([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()]),
-                    None,
-                )?;
-                drop((out_w, err_w, in_r));
-                Ok((
-                    pid,
-                    Io::Pipes {
-                        out: out_r,
-                        err: err_r,
-                        input: None,
-                    },
-                    in_w,
-                ))
-            })();
+            let launched = self.launch_detached(&mut c);
             let (pid, io, input) = match launched {
                 Ok(x) => x,
                 Err(e) => {
@@ -449,18 +405,7 @@ impl Engine {
             if self.record_exit(&mut c, code).is_err() {
                 return 1;
             }
-            let policy = c.host_config.restart_policy.name.as_str();
-            let restart = !c.state.stopped_by_user
-                && match policy {
-                    "always" | "unless-stopped" => true,
-                    "on-failure" => {
-                        code != 0
-                            && (c.host_config.restart_policy.max_retries == 0
-                                || c.state.restart_count < c.host_config.restart_policy.max_retries)
-                    }
-                    _ => false,
-                };
-            if !restart {
+            if !restart_wanted(&c, code) {
                 if c.host_config.auto_remove {
                     self.remember_exit(&c.id, code);
                     let _ = self.remove(&c.id, true, false);
@@ -484,6 +429,65 @@ impl Engine {
             }
         }
     }
+
+    /// The monitor's start of the container: its output to pipes the
+    /// monitor logs (or a terminal's master), and for `-i` the input the
+    /// input server will feed (a pipe, or the master again).
+    fn launch_detached(&self, c: &mut Container) -> Result<(i32, Io, Option<OwnedFd>)> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        if c.config.tty {
+            let (ours, theirs) = socketpair()?;
+            let pid = self.launch(c, None, Some(theirs))?;
+            let master = berth_runtime::tty::recv_fd(&ours)?;
+            let input = c
+                .config
+                .open_stdin
+                .then(|| master.try_clone().ok())
+                .flatten();
+            return Ok((
+                pid,
+                Io::Tty {
+                    master,
+                    stdin: false,
+                },
+                input,
+            ));
+        }
+        // `-i`: a pipe the input server feeds; else our /dev/null.
+        let (in_r, in_w) = if c.config.open_stdin {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let in_fd = in_r.as_ref().map_or(0, |r| r.as_raw_fd());
+        let pid = self.launch(c, Some([in_fd, out_w.as_raw_fd(), err_w.as_raw_fd()]), None)?;
+        drop((out_w, err_w, in_r));
+        Ok((
+            pid,
+            Io::Pipes {
+                out: out_r,
+                err: err_r,
+                input: None,
+            },
+            in_w,
+        ))
+    }
+}
+
+/// Whether the restart policy starts the container again after it exited
+/// with `code` (never after a stop the user asked for).
+fn restart_wanted(c: &Container, code: i32) -> bool {
+    let p = &c.host_config.restart_policy;
+    !c.state.stopped_by_user
+        && match p.name.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => {
+                code != 0 && (p.max_retries == 0 || c.state.restart_count < p.max_retries)
+            }
+            _ => false,
+        }
 }
 
 /// Runs `body` in a process of its own that outlives the caller: forked,
