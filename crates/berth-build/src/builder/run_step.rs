@@ -344,6 +344,19 @@ impl<'a> Builder<'a> {
         if let Some(bin) = self.exec_runtime.clone() {
             return self.run_bundle_exec(&bin, snap, &bundle, mounts, v, t);
         }
+        self.run_bundle_here(snap, &bundle, mounts, (v, t))
+    }
+
+    /// Runs the step's bundle in this process through the runtime library,
+    /// its output shown line by line as it comes (BuildKit's plain
+    /// progress), not when the step ends; its exit code.
+    fn run_bundle_here(
+        &mut self,
+        snap: &str,
+        bundle: &Path,
+        mounts: &[berth_store::snapshot::Mount],
+        (v, t): (usize, Instant),
+    ) -> Result<i32, String> {
         let (out_r, out_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
         let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
@@ -364,7 +377,7 @@ impl<'a> Builder<'a> {
         let _ = self.runtime.delete(snap, true);
         let pid = self
             .runtime
-            .create(snap, &bundle, &copts)
+            .create(snap, bundle, &copts)
             .map_err(|e| e.to_string())?;
         drop(out_w);
         self.runtime.start(snap).map_err(|e| e.to_string())?;
@@ -395,7 +408,7 @@ impl<'a> Builder<'a> {
             ));
         }
         let _ = self.runtime.delete(snap, true);
-        let _ = std::fs::remove_dir_all(&bundle);
+        let _ = std::fs::remove_dir_all(bundle);
         Ok(code)
     }
 
