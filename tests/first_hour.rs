@@ -76,8 +76,11 @@ fn load_shows_progress_on_a_terminal_only() {
             other.display(),
             tar.display()
         );
+        // A terminal that can redraw (a `dumb` one gets no bar, as from
+        // indicatif everywhere).
         let o = std::process::Command::new("script")
             .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "xterm")
             .output()
             .expect("script (util-linux)");
         assert!(o.status.success());
