@@ -189,11 +189,46 @@ fn push_blob(
     d: &Descriptor,
     progress: &dyn Progress,
 ) -> Result<()> {
+    let Some(location) = upload_location(store, reg, repo, scopes, d, progress)? else {
+        return Ok(());
+    };
+    let path = store.content.path(&d.digest);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| Error::other(format!("blob {} is missing from the store: {e}", d.digest)))?
+        .len();
+    progress.start(&d.digest, size, "Pushing");
+    let upload = Upload {
+        reg,
+        scopes,
+        d,
+        path: &path,
+        size,
+        progress,
+    };
+    match reg.opts.chunk_size.filter(|c| *c > 0 && *c < size) {
+        None => upload.whole(&location)?,
+        Some(chunk) => upload.chunks(location, chunk)?,
+    }
+    progress.done(&d.digest, "Pushed");
+    Ok(())
+}
+
+/// Where `d` is to be uploaded: `None` when the registry has it already or
+/// mounted it from another repository that has it (the ones this store
+/// pulled it from), else the upload's location.
+fn upload_location(
+    store: &Store,
+    reg: &Registry,
+    repo: &str,
+    scopes: &[String],
+    d: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<Option<String>> {
     let blob_url = reg.url(&format!("{repo}/blobs/{}", d.digest));
     let r = reg.send(Method::HEAD, &blob_url, scopes, &[], None)?;
     if r.status() == 200 {
         progress.done(&d.digest, "Layer already exists");
-        return Ok(());
+        return Ok(None);
     }
     // Mount from a repository that has it.
     let mut location = None;
@@ -212,7 +247,7 @@ fn push_blob(
         match r.status().as_u16() {
             201 => {
                 progress.done(&d.digest, &format!("Mounted from {src}"));
-                return Ok(());
+                return Ok(None);
             }
             202 => {
                 location = r
@@ -225,7 +260,7 @@ fn push_blob(
             _ => {}
         }
     }
-    let location = match location {
+    Ok(Some(match location {
         Some(l) => l,
         None => {
             let url = reg.url(&format!("{repo}/blobs/uploads/"));
@@ -248,93 +283,119 @@ fn push_blob(
                     })?,
             )
         }
-    };
-    let path = store.content.path(&d.digest);
-    let size = std::fs::metadata(&path)
-        .map_err(|e| Error::other(format!("blob {} is missing from the store: {e}", d.digest)))?
-        .len();
-    progress.start(&d.digest, size, "Pushing");
-    let ct = ("content-type", "application/octet-stream".to_string());
-    match reg.opts.chunk_size.filter(|c| *c > 0 && *c < size) {
-        None => {
+    }))
+}
+
+/// One blob's upload to its location, whole or in chunks.
+struct Upload<'u> {
+    reg: &'u Registry,
+    scopes: &'u [String],
+    d: &'u Descriptor,
+    path: &'u std::path::Path,
+    size: u64,
+    progress: &'u dyn Progress,
+}
+
+impl Upload<'_> {
+    /// One PUT with the whole blob.
+    fn whole(&self, location: &str) -> Result<()> {
+        let (reg, scopes, d, path, size, progress) = (
+            self.reg,
+            self.scopes,
+            self.d,
+            self.path,
+            self.size,
+            self.progress,
+        );
+        let ct = ("content-type", "application/octet-stream".to_string());
+        let mut body = || -> Result<(Box<dyn Read + Send + '_>, Option<u64>)> {
+            progress.reset(&d.digest, 0);
+            let f = std::fs::File::open(path)
+                .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+            Ok((
+                Box::new(Counting {
+                    inner: f,
+                    id: &d.digest,
+                    progress,
+                }),
+                Some(size),
+            ))
+        };
+        let mut r = reg.send(
+            Method::PUT,
+            &with_digest(location, &d.digest),
+            scopes,
+            &[ct],
+            Some(&mut body),
+        )?;
+        if r.status() != 201 {
+            return Err(response_error(&mut r, &format!("uploading {}", d.digest)));
+        }
+        Ok(())
+    }
+
+    /// PATCHes of `chunk` bytes, then the closing PUT.
+    fn chunks(&self, location: String, chunk: u64) -> Result<()> {
+        let (reg, scopes, d, path, size, progress) = (
+            self.reg,
+            self.scopes,
+            self.d,
+            self.path,
+            self.size,
+            self.progress,
+        );
+        let ct = ("content-type", "application/octet-stream".to_string());
+        let mut loc = location;
+        let mut off = 0u64;
+        while off < size {
+            let n = chunk.min(size - off);
+            let start = off;
             let mut body = || -> Result<(Box<dyn Read + Send + '_>, Option<u64>)> {
-                progress.reset(&d.digest, 0);
-                let f = std::fs::File::open(&path)
+                let mut f = std::fs::File::open(path)
                     .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+                f.seek(SeekFrom::Start(start))
+                    .map_err(|e| Error::other(e.to_string()))?;
                 Ok((
                     Box::new(Counting {
-                        inner: f,
+                        inner: f.take(n),
                         id: &d.digest,
                         progress,
                     }),
-                    Some(size),
+                    Some(n),
                 ))
             };
-            let mut r = reg.send(
-                Method::PUT,
-                &with_digest(&location, &d.digest),
-                scopes,
-                &[ct],
-                Some(&mut body),
-            )?;
-            if r.status() != 201 {
-                return Err(response_error(&mut r, &format!("uploading {}", d.digest)));
-            }
-        }
-        Some(chunk) => {
-            let mut loc = location;
-            let mut off = 0u64;
-            while off < size {
-                let n = chunk.min(size - off);
-                let start = off;
-                let mut body = || -> Result<(Box<dyn Read + Send + '_>, Option<u64>)> {
-                    let mut f = std::fs::File::open(&path)
-                        .map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
-                    f.seek(SeekFrom::Start(start))
-                        .map_err(|e| Error::other(e.to_string()))?;
-                    Ok((
-                        Box::new(Counting {
-                            inner: f.take(n),
-                            id: &d.digest,
-                            progress,
-                        }),
-                        Some(n),
-                    ))
-                };
-                let headers = [
-                    ct.clone(),
-                    ("content-range", format!("{start}-{}", start + n - 1)),
-                ];
-                let mut r = reg.send(Method::PATCH, &loc, scopes, &headers, Some(&mut body))?;
-                if r.status() != 202 {
-                    return Err(response_error(
-                        &mut r,
-                        &format!("uploading {} (bytes {start}-{})", d.digest, start + n - 1),
-                    ));
-                }
-                if let Some(l) = r.headers().get("location").and_then(|v| v.to_str().ok()) {
-                    loc = reg.location(l);
-                }
-                off += n;
-            }
-            let mut empty = || -> Result<(Box<dyn Read + Send>, Option<u64>)> {
-                Ok((Box::new(std::io::empty()), Some(0)))
-            };
-            let mut r = reg.send(
-                Method::PUT,
-                &with_digest(&loc, &d.digest),
-                scopes,
-                &[],
-                Some(&mut empty),
-            )?;
-            if r.status() != 201 {
+            let headers = [
+                ct.clone(),
+                ("content-range", format!("{start}-{}", start + n - 1)),
+            ];
+            let mut r = reg.send(Method::PATCH, &loc, scopes, &headers, Some(&mut body))?;
+            if r.status() != 202 {
                 return Err(response_error(
                     &mut r,
-                    &format!("finishing the upload of {}", d.digest),
+                    &format!("uploading {} (bytes {start}-{})", d.digest, start + n - 1),
                 ));
             }
+            if let Some(l) = r.headers().get("location").and_then(|v| v.to_str().ok()) {
+                loc = reg.location(l);
+            }
+            off += n;
         }
+        let mut empty = || -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+            Ok((Box::new(std::io::empty()), Some(0)))
+        };
+        let mut r = reg.send(
+            Method::PUT,
+            &with_digest(&loc, &d.digest),
+            scopes,
+            &[],
+            Some(&mut empty),
+        )?;
+        if r.status() != 201 {
+            return Err(response_error(
+                &mut r,
+                &format!("finishing the upload of {}", d.digest),
+            ));
+        }
+        Ok(())
     }
-    progress.done(&d.digest, "Pushed");
-    Ok(())
 }
