@@ -450,36 +450,8 @@ impl<'a> Builder<'a> {
         ctx: &Context,
         opts: &BuildOptions,
     ) -> Result<Image, BuildError> {
-        // Global scope: ARGs before FROM, build args, automatic platform args.
-        let mut meta: BTreeMap<String, String> = platform_args();
-        for a in &df.meta_args {
-            if let Instruction::Arg(decls) = &a.inst {
-                for d in decls {
-                    let v = opts.build_args.get(&d.name).cloned().or_else(|| {
-                        d.default.as_ref().map(|def| {
-                            let env: Vec<String> =
-                                meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                            Lex::new(df.escape)
-                                .process_word(def, &berth_dockerfile::shell::env_lookup(&env))
-                                .unwrap_or_default()
-                        })
-                    });
-                    if let Some(v) = v {
-                        meta.insert(d.name.clone(), v);
-                    }
-                }
-            }
-        }
-        let target = match &opts.target {
-            Some(t) => df
-                .stages
-                .iter()
-                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
-                .ok_or_else(|| {
-                    BuildError::Other(format!("target stage \"{t}\" could not be found"))
-                })?,
-            None => df.stages.len() - 1,
-        };
+        let meta = plan::meta_args(df, opts);
+        let target = plan::target_stage(df, opts.target.as_deref())?;
         let needed = needed_stages(df, target);
         let total = count_steps(df, &needed);
         let mut results: BTreeMap<usize, StageImage> = BTreeMap::new();

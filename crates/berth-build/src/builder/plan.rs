@@ -172,6 +172,44 @@ pub(super) fn count_steps(df: &Dockerfile, needed: &[usize]) -> usize {
         .sum()
 }
 
+/// The build's global scope: the automatic platform args, then the ARGs
+/// before the first FROM, valued from the build args or their defaults
+/// (expanded with what came before).
+pub(super) fn meta_args(df: &Dockerfile, opts: &BuildOptions) -> BTreeMap<String, String> {
+    let mut meta: BTreeMap<String, String> = platform_args();
+    for a in &df.meta_args {
+        if let Instruction::Arg(decls) = &a.inst {
+            for d in decls {
+                let v = opts.build_args.get(&d.name).cloned().or_else(|| {
+                    d.default.as_ref().map(|def| {
+                        let env: Vec<String> =
+                            meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        Lex::new(df.escape)
+                            .process_word(def, &berth_dockerfile::shell::env_lookup(&env))
+                            .unwrap_or_default()
+                    })
+                });
+                if let Some(v) = v {
+                    meta.insert(d.name.clone(), v);
+                }
+            }
+        }
+    }
+    meta
+}
+
+/// The stage `--target` names (case-blind), or the last one.
+pub(super) fn target_stage(df: &Dockerfile, target: Option<&str>) -> Result<usize, BuildError> {
+    match target {
+        Some(t) => df
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+            .ok_or_else(|| BuildError::Other(format!("target stage \"{t}\" could not be found"))),
+        None => Ok(df.stages.len() - 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +268,30 @@ WORKDIR /app
         let df = parse(MULTI);
         // FROM each (4) + RUN base, RUN tools, RUN docs, COPY, RUN, WORKDIR.
         assert_eq!(count_steps(&df, &needed_stages(&df, 4)), 10);
+    }
+
+    #[test]
+    fn meta_args_take_build_args_then_defaults_and_the_target_is_found() {
+        let df = parse("ARG A=1\nARG B=${A}2\nARG C\nFROM x AS Last\n");
+        let mut opts = BuildOptions::default();
+        let meta = meta_args(&df, &opts);
+        assert_eq!(meta.get("A").map(String::as_str), Some("1"));
+        assert_eq!(meta.get("B").map(String::as_str), Some("12"));
+        assert!(!meta.contains_key("C"));
+        assert!(meta.contains_key("TARGETARCH"));
+        opts.build_args.insert("A".into(), "9".into());
+        opts.build_args.insert("C".into(), "c".into());
+        let meta = meta_args(&df, &opts);
+        assert_eq!(meta.get("B").map(String::as_str), Some("92"));
+        assert_eq!(meta.get("C").map(String::as_str), Some("c"));
+        assert_eq!(target_stage(&df, Some("LAST")).unwrap(), 0);
+        assert_eq!(target_stage(&df, None).unwrap(), 0);
+        assert!(
+            target_stage(&df, Some("nope"))
+                .unwrap_err()
+                .to_string()
+                .contains("target stage \"nope\" could not be found")
+        );
     }
 
     #[test]
