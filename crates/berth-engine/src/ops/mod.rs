@@ -36,8 +36,10 @@ impl Engine {
             )));
         }
         self.mark_stopped_by_user(&c.id)?;
-        self.runtime.kill(&c.id, signal, false)?;
+        // The event first: the monitor records `die` as soon as the signal
+        // lands, and dockerd's order is kill, then die.
         self.container_event(&c, "kill", &[("signal", signal.to_string())]);
+        self.runtime.kill(&c.id, signal, false)?;
         if signal == libc::SIGKILL {
             // docker's kill of SIGKILL returns once the container is dead:
             // `kill x && rm x` and `kill x && start x` must work.
@@ -76,8 +78,8 @@ impl Engine {
         if c.state.status == Status::Paused {
             let _ = self.runtime.resume(&c.id);
         }
-        let _ = self.runtime.kill(&c.id, sig, false);
         self.container_event(&c, "kill", &[("signal", sig.to_string())]);
+        let _ = self.runtime.kill(&c.id, sig, false);
         let deadline =
             std::time::Instant::now() + std::time::Duration::from_secs(timeout.max(0) as u64);
         loop {
@@ -125,9 +127,10 @@ impl Engine {
                 return Err(running_conflict(&c.name));
             }
             self.mark_stopped_by_user(&c.id)?;
-            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
-            // dockerd's `rm -f` of a running container: kill, die, destroy.
+            // dockerd's `rm -f` of a running container: kill, die, destroy
+            // (the kill recorded before the signal, which the die follows).
             self.container_event(&c, "kill", &[("signal", libc::SIGKILL.to_string())]);
+            let _ = self.runtime.kill(&c.id, libc::SIGKILL, true);
             match self.wait(&c.id) {
                 // An --rm container: its monitor removed it once it died,
                 // which is what was asked (docker's `rm -f` succeeds too).
