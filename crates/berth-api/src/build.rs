@@ -66,6 +66,50 @@ pub async fn build(ctx: &Ctx, req: Req, q: &Query) -> Res {
         )));
     }
     let body = body_bytes(req, MAX_CONTEXT).await?;
+    let (scratch, context) = unpack_context(ctx, body).await?;
+    let job = Job {
+        context,
+        dockerfile,
+        tags: tags.clone(),
+        build_args: q.json_map("buildargs")?,
+        target: q
+            .get("target")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        no_cache: q.bool("nocache"),
+        labels: q.json_map("labels")?,
+        network,
+        pull: q.bool("pull"),
+    };
+    let child = tokio::process::Command::new(&ctx.exe)
+        .arg("--root")
+        .arg(&ctx.root)
+        .arg("__api-helper")
+        .arg("build")
+        .arg(serde_json::to_string(&job).expect("job"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| ApiError::internal(format!("build: {e}")))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(relay(child, quiet, tags, scratch, tx));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::poll_fn(
+            move |cx| rx.poll_recv(cx),
+        )))
+        .expect("response"))
+}
+
+/// The context tar (compressed or not) unpacked into a scratch directory
+/// of its own under `builds/`, as a layer is, its paths kept inside it:
+/// the scratch directory and the context in it.
+async fn unpack_context(
+    ctx: &Ctx,
+    body: bytes::Bytes,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), ApiError> {
     let scratch = ctx.root.join("builds").join(format!(
         "api-{}-{}",
         std::process::id(),
@@ -93,95 +137,71 @@ pub async fn build(ctx: &Ctx, req: Req, q: &Query) -> Res {
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     }
-    let job = Job {
-        context,
-        dockerfile,
-        tags: tags.clone(),
-        build_args: q.json_map("buildargs")?,
-        target: q
-            .get("target")
-            .filter(|t| !t.is_empty())
-            .map(str::to_string),
-        no_cache: q.bool("nocache"),
-        labels: q.json_map("labels")?,
-        network,
-        pull: q.bool("pull"),
-    };
-    let mut child = tokio::process::Command::new(&ctx.exe)
-        .arg("--root")
-        .arg(&ctx.root)
-        .arg("__api-helper")
-        .arg("build")
-        .arg(serde_json::to_string(&job).expect("job"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| ApiError::internal(format!("build: {e}")))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    Ok((scratch, context))
+}
+
+/// Relays the build helper's progress to the client as docker's JSON
+/// stream (`stream` lines; `aux` with the id and "Successfully built/tagged"
+/// at the end, or the error), then removes the scratch directory.
+async fn relay(
+    mut child: tokio::process::Child,
+    quiet: bool,
+    tags: Vec<String>,
+    scratch: std::path::PathBuf,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
     let line = |v: serde_json::Value| Ok(bytes::Bytes::from(v.to_string() + "\r\n"));
-    tokio::spawn(async move {
-        let out = child.stdout.take().expect("piped");
-        let err = child.stderr.take().expect("piped");
-        let mut lines = tokio::io::BufReader::new(out).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            if !quiet && tx.send(line(json!({"stream": l + "\n"}))).await.is_err() {
-                let _ = child.kill().await;
-                break;
-            }
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if !quiet && tx.send(line(json!({"stream": l + "\n"}))).await.is_err() {
+            let _ = child.kill().await;
+            break;
         }
-        let mut result = String::new();
-        let _ = tokio::io::AsyncReadExt::read_to_string(
-            &mut tokio::io::BufReader::new(err),
-            &mut result,
-        )
-        .await;
-        let _ = child.wait().await;
-        let _ = tokio::fs::remove_dir_all(&scratch).await;
-        let v: serde_json::Value = result
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| json!({"message": result.trim()}));
-        match v["id"].as_str() {
-            Some(id) => {
-                let short = id.trim_start_matches("sha256:").get(..12).unwrap_or(id);
-                let _ = tx.send(line(json!({"aux": {"ID": id}}))).await;
-                if quiet {
-                    let _ = tx.send(line(json!({"stream": format!("{id}\n")}))).await;
-                } else {
+    }
+    let mut result = String::new();
+    let _ =
+        tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::BufReader::new(err), &mut result)
+            .await;
+    let _ = child.wait().await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    let v: serde_json::Value = result
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| json!({"message": result.trim()}));
+    match v["id"].as_str() {
+        Some(id) => {
+            let short = id.trim_start_matches("sha256:").get(..12).unwrap_or(id);
+            let _ = tx.send(line(json!({"aux": {"ID": id}}))).await;
+            if quiet {
+                let _ = tx.send(line(json!({"stream": format!("{id}\n")}))).await;
+            } else {
+                let _ = tx
+                    .send(line(
+                        json!({"stream": format!("Successfully built {short}\n")}),
+                    ))
+                    .await;
+                for t in &tags {
+                    let shown = Reference::parse(t)
+                        .map(|r| r.familiar())
+                        .unwrap_or(t.clone());
                     let _ = tx
                         .send(line(
-                            json!({"stream": format!("Successfully built {short}\n")}),
+                            json!({"stream": format!("Successfully tagged {shown}\n")}),
                         ))
                         .await;
-                    for t in &tags {
-                        let shown = Reference::parse(t)
-                            .map(|r| r.familiar())
-                            .unwrap_or(t.clone());
-                        let _ = tx
-                            .send(line(
-                                json!({"stream": format!("Successfully tagged {shown}\n")}),
-                            ))
-                            .await;
-                    }
                 }
             }
-            None => {
-                let msg = v["message"].as_str().unwrap_or("build failed").to_string();
-                let _ = tx
-                    .send(line(json!({"errorDetail": {"message": msg}, "error": msg})))
-                    .await;
-            }
         }
-    });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::poll_fn(
-            move |cx| rx.poll_recv(cx),
-        )))
-        .expect("response"))
+        None => {
+            let msg = v["message"].as_str().unwrap_or("build failed").to_string();
+            let _ = tx
+                .send(line(json!({"errorDetail": {"message": msg}, "error": msg})))
+                .await;
+        }
+    }
 }
 
 /// The helper's side: builds `job` (progress on stdout), reports
