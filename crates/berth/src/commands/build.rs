@@ -134,45 +134,7 @@ pub fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let quiet = a.quiet || a.progress == "quiet";
     // A tar context on stdin is unpacked (safely) into scratch space first.
-    let mut _scratch: Option<tempfile::TempDir> = None;
-    let mut dockerfile_content = None;
-    let context = if a.context == "-" {
-        let dir = tempfile::Builder::new()
-            .prefix("context-")
-            .tempdir_in(engine.root())?;
-        let mut data = Vec::new();
-        std::io::stdin().read_to_end(&mut data)?;
-        if is_archive(&data) {
-            let (_, plain) = berth_store::archive::decompress(&data[..])?;
-            berth_store::archive::apply::apply(dir.path(), plain, &Default::default())
-                .context("reading the build context from stdin")?;
-        } else {
-            // docker: what is not an archive is a Dockerfile, with an
-            // empty context.
-            dockerfile_content = Some(String::from_utf8_lossy(&data).into_owned());
-        }
-        let p = dir.path().to_path_buf();
-        _scratch = Some(dir);
-        p
-    } else {
-        PathBuf::from(&a.context)
-    };
-    if !context.is_dir() {
-        bail!("unable to prepare context: path {:?} not found", a.context);
-    }
-    let dockerfile = match a.file.as_deref() {
-        _ if dockerfile_content.is_some() => None,
-        Some("-") => {
-            let mut s = String::new();
-            if a.context != "-" {
-                std::io::stdin().read_to_string(&mut s)?;
-            }
-            dockerfile_content = Some(s);
-            None
-        }
-        Some(f) => Some(PathBuf::from(f)),
-        None => None,
-    };
+    let (context, dockerfile, dockerfile_content, _scratch) = context_of(engine, &a)?;
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -256,6 +218,60 @@ pub fn build(
             .into())
         }
     }
+}
+
+/// Where the build reads from: the context directory (a tar on stdin
+/// unpacked into scratch space, kept alive by the returned guard; a plain
+/// Dockerfile on stdin means an empty context, as docker has it), and the
+/// Dockerfile (`-f`, `-f -` from stdin, or the context's).
+type Sources = (
+    PathBuf,
+    Option<PathBuf>,
+    Option<String>,
+    Option<tempfile::TempDir>,
+);
+
+fn context_of(engine: &Engine, a: &BuildArgs) -> anyhow::Result<Sources> {
+    let mut scratch: Option<tempfile::TempDir> = None;
+    let mut dockerfile_content = None;
+    let context = if a.context == "-" {
+        let dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(engine.root())?;
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data)?;
+        if is_archive(&data) {
+            let (_, plain) = berth_store::archive::decompress(&data[..])?;
+            berth_store::archive::apply::apply(dir.path(), plain, &Default::default())
+                .context("reading the build context from stdin")?;
+        } else {
+            // docker: what is not an archive is a Dockerfile, with an
+            // empty context.
+            dockerfile_content = Some(String::from_utf8_lossy(&data).into_owned());
+        }
+        let p = dir.path().to_path_buf();
+        scratch = Some(dir);
+        p
+    } else {
+        PathBuf::from(&a.context)
+    };
+    if !context.is_dir() {
+        bail!("unable to prepare context: path {:?} not found", a.context);
+    }
+    let dockerfile = match a.file.as_deref() {
+        _ if dockerfile_content.is_some() => None,
+        Some("-") => {
+            let mut s = String::new();
+            if a.context != "-" {
+                std::io::stdin().read_to_string(&mut s)?;
+            }
+            dockerfile_content = Some(s);
+            None
+        }
+        Some(f) => Some(PathBuf::from(f)),
+        None => None,
+    };
+    Ok((context, dockerfile, dockerfile_content, scratch))
 }
 
 /// The lines around `line..=end` with `>>>` on the ones meant, as docker
