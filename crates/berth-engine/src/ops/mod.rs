@@ -119,10 +119,15 @@ impl Engine {
     /// `rm`: removes a stopped container (running ones with `force`).
     pub fn remove(&self, q: &str, force: bool, volumes: bool) -> Result<String> {
         let c = self.find(q)?;
-        if matches!(
+        let running = matches!(
             c.state.status,
             Status::Running | Status::Paused | Status::Restarting
-        ) {
+        );
+        // An --rm container killed here is removed by its monitor too: if
+        // the monitor gets there first, what was asked is done (docker's
+        // `rm -f` succeeds).
+        let removes_itself = running && c.host_config.auto_remove;
+        if running {
             if !force {
                 return Err(running_conflict(&c.name));
             }
@@ -144,6 +149,9 @@ impl Engine {
         // it; a concurrent rm, prune or start then finds no such container
         // instead of half a one.
         let dir = self.dir(&c.id);
+        if removes_itself && !dir.exists() {
+            return Ok(c.id);
+        }
         let gone = || EngineError::NotFound(q.to_string());
         // Named by this process (its pid), so a prune can tell an abandoned
         // claim from one in progress; the container's id is in its record.
@@ -154,12 +162,17 @@ impl Engine {
         {
             let _l = match container::lock(&dir) {
                 Ok(l) => l,
+                Err(_) if !dir.exists() && removes_itself => return Ok(c.id),
                 Err(_) if !dir.exists() => return Err(gone()),
                 Err(e) => return Err(e),
             };
             // The record as it is now (`find` above already corrected a
             // crashed one; refresh would take this lock again).
-            let now = container::load(&dir).map_err(|_| gone())?;
+            let now = match container::load(&dir) {
+                Ok(now) => now,
+                Err(_) if removes_itself && !dir.exists() => return Ok(c.id),
+                Err(_) => return Err(gone()),
+            };
             if matches!(
                 now.state.status,
                 Status::Running | Status::Paused | Status::Restarting
@@ -167,10 +180,14 @@ impl Engine {
                 // Started since it was looked at.
                 return Err(running_conflict(&c.name));
             }
-            std::fs::rename(&dir, &tomb).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => gone(),
-                _ => EngineError::io("rename", &dir, e),
-            })?;
+            match std::fs::rename(&dir, &tomb) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && removes_itself => {
+                    return Ok(c.id);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+                Err(e) => return Err(EngineError::io("rename", &dir, e)),
+            }
         }
         self.finish_removal(c, &tomb, volumes)
     }
