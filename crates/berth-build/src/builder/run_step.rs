@@ -341,7 +341,15 @@ impl<'a> Builder<'a> {
             serde_json::to_vec_pretty(&spec).expect("spec"),
         )
         .map_err(|e| e.to_string())?;
-        if let Some(bin) = self.exec_runtime.clone() {
+        // Through the binary on a stage worker, or wherever other threads
+        // run (a terminal's progress view): a bare clone is for a
+        // single-threaded process only.
+        let via_binary = self.exec_runtime.clone().or_else(|| {
+            (!berth_runtime::process::single_threaded())
+                .then(|| self.stage_runtime.clone())
+                .flatten()
+        });
+        if let Some(bin) = via_binary {
             return self.run_bundle_exec(&bin, snap, &bundle, mounts, v, t);
         }
         self.run_bundle_here(snap, &bundle, mounts, (v, t))

@@ -22,9 +22,26 @@ pub enum Forked {
     Parent(i32),
 }
 
-/// Forks with `flags` (CLONE_NEW*), via clone3 or clone. The caller must be
-/// single-threaded: the child continues on a copy of the caller's stack.
+/// Whether this process runs one thread, what [`clone_process`] needs.
+/// Where this process's own `/proc` is not in view (a process that joined
+/// a container's mount namespace sees the container's), it cannot tell and
+/// answers yes: such callers are fresh single-threaded children.
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").map_or(true, |d| d.count() == 1)
+}
+
+/// Forks with `flags` (CLONE_NEW*), via clone3 or clone. Refused when the
+/// process runs other threads: the child continues on a copy of the
+/// caller's stack and runs arbitrary code, and a bare clone (no atfork
+/// handlers) would copy any lock another thread holds — the allocator's
+/// among them — held for ever. Callers with threads go through the
+/// `berth-runtime` binary instead.
 pub fn clone_process(flags: libc::c_int) -> std::io::Result<Forked> {
+    if !single_threaded() {
+        return Err(std::io::Error::other(
+            "other threads run in this process: a bare clone could copy their locks held (run through the berth-runtime binary)",
+        ));
+    }
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -45,8 +62,8 @@ pub fn clone_process(flags: libc::c_int) -> std::io::Result<Forked> {
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without a new stack behaves like fork; the caller is
-    // single-threaded, so the child may run arbitrary code.
+    // SAFETY: clone3 without a new stack behaves like fork; the process is
+    // single-threaded (checked above), so the child may run arbitrary code.
     let mut r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -400,5 +417,26 @@ pub fn reset_signals() {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bare clone is refused while another thread runs (it could copy a
+    /// lock that thread holds into a child that then waits on it for ever,
+    /// as a terminal build view's ticker thread once made a RUN step hang).
+    #[test]
+    fn clone_is_refused_beside_other_threads() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        assert!(!single_threaded());
+        let err = clone_process(0).err().expect("refused");
+        assert!(err.to_string().contains("other threads"), "{err}");
+        drop(tx);
+        t.join().unwrap();
     }
 }
