@@ -1142,8 +1142,16 @@ fn a_client_that_hangs_up_kills_no_server() {
     b.import_busybox("busybox");
     // The Engine API service: a save (a ~2 MB tar) abandoned, three times.
     let sock = b.path("api.sock");
-    let mut svc = b
-        .command(&[
+    // Killed when the test ends, passed or failed.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut svc = Reaped(
+        b.command(&[
             "system",
             "service",
             "-H",
@@ -1152,7 +1160,8 @@ fn a_client_that_hangs_up_kills_no_server() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap(),
+    );
     for _ in 0..100 {
         if sock.exists() {
             break;
@@ -1180,11 +1189,10 @@ fn a_client_that_hangs_up_kills_no_server() {
     ]);
     assert_ne!(code, 200);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(svc.try_wait().unwrap().is_none(), "the service died");
+    assert!(svc.0.try_wait().unwrap().is_none(), "the service died");
     let (code, _, body) = curl(&["--unix-socket", sock.to_str().unwrap(), "http://x/_ping"]);
     assert_eq!((code, body.as_slice()), (200, b"OK".as_slice()));
-    let _ = svc.kill();
-    let _ = svc.wait();
+    drop(svc);
 
     // The registry: a layer blob abandoned, three times.
     let mut reg = RegistryServer::start(&b.path("reg"), &["--open"]);
