@@ -411,6 +411,12 @@ fn user_namespace_maps_root() {
         m.retain(|x| x["type"] != "cgroup");
     });
     let (code, out, err) = b.run();
+    if code != 0 && err.contains("cannot be made from a chroot") {
+        // The kernel refuses CLONE_NEWUSER from a chroot (a test run in a
+        // fresh mmdebstrap root): said clearly, nothing more to check here.
+        eprintln!("skipped: user namespaces cannot be made from a chroot");
+        return;
+    }
     assert_eq!(code, 0, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "0", "root inside");

@@ -201,7 +201,18 @@ impl Runtime {
         } else {
             None
         };
-        let forked = clone_process(plan.new_flags).sys("clone", format!("container {id}"))?;
+        let forked = clone_process(plan.new_flags).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM)
+                && plan.new_flags & libc::CLONE_NEWUSER != 0
+                && crate::process::in_chroot()
+            {
+                RuntimeError::Spec(
+                    "a user namespace cannot be made from a chroot (the kernel refuses it): run the runtime from the mount namespace's own root".into(),
+                )
+            } else {
+                RuntimeError::sys("clone", format!("container {id}"), e)
+            }
+        })?;
         let pid = match forked {
             Forked::Child => {
                 drop(parent);
