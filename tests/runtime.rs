@@ -411,10 +411,11 @@ fn user_namespace_maps_root() {
         m.retain(|x| x["type"] != "cgroup");
     });
     let (code, out, err) = b.run();
-    if code != 0 && err.contains("cannot be made from a chroot") {
-        // The kernel refuses CLONE_NEWUSER from a chroot (a test run in a
-        // fresh mmdebstrap root): said clearly, nothing more to check here.
-        eprintln!("skipped: user namespaces cannot be made from a chroot");
+    if code != 0 && err.contains("the kernel refused to make a user namespace") {
+        // As from a chroot (a test run in a fresh mmdebstrap root), where
+        // the kernel refuses CLONE_NEWUSER: said clearly, nothing more to
+        // check here.
+        eprintln!("skipped: the kernel makes no user namespace here");
         return;
     }
     assert_eq!(code, 0, "{out}{err}");

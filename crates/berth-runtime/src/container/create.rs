@@ -202,12 +202,10 @@ impl Runtime {
             None
         };
         let forked = clone_process(plan.new_flags).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM)
-                && plan.new_flags & libc::CLONE_NEWUSER != 0
-                && crate::process::in_chroot()
+            if e.raw_os_error() == Some(libc::EPERM) && plan.new_flags & libc::CLONE_NEWUSER != 0
             {
                 RuntimeError::Spec(
-                    "a user namespace cannot be made from a chroot (the kernel refuses it): run the runtime from the mount namespace's own root".into(),
+                    "the kernel refused to make a user namespace: it always does from a chroot (run the runtime from its mount namespace's own root), and where user namespaces are disabled (sysctl user.max_user_namespaces)".into(),
                 )
             } else {
                 RuntimeError::sys("clone", format!("container {id}"), e)

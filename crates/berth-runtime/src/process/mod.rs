@@ -30,16 +30,6 @@ pub fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").map_or(true, |d| d.count() == 1)
 }
 
-/// Whether this process is chrooted: its root is not the root of its
-/// mount namespace (as init's, `/proc/1/root`, is taken to be).
-pub fn in_chroot() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root/")) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
 /// Forks with `flags` (CLONE_NEW*), via clone3 or clone. Refused when the
 /// process runs other threads: the child continues on a copy of the
 /// caller's stack and runs arbitrary code, and a bare clone (no atfork
