@@ -213,24 +213,32 @@ impl Client {
     /// One call, its body collected; an error status is an error.
     pub fn call(&self, method: Method, path: &str, call: Call<'_>) -> Result<Response> {
         let req = self.request(method, path, call)?;
-        self.rt.block_on(async {
-            let mut s = self.sender().await?;
-            let resp = s.send_request(req).await.map_err(|e| self.connect_err(e))?;
-            let status = resp.status().as_u16();
-            let content_type = content_type(resp.headers());
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.connect_err(e))?
-                .to_bytes();
-            check(status, &body)?;
-            Ok(Response {
-                status,
-                content_type,
-                body,
-            })
+        self.rt.block_on(self.exchange(req))
+    }
+
+    /// Sends `req` on a connection of its own and collects the answer; an
+    /// error status is an error.
+    async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<Response> {
+        let mut s = self.sender().await?;
+        let resp = s.send_request(req).await.map_err(|e| self.connect_err(e))?;
+        let status = resp.status().as_u16();
+        let content_type = content_type(resp.headers());
+        let body = self.collect(resp.into_body()).await?;
+        check(status, &body)?;
+        Ok(Response {
+            status,
+            content_type,
+            body,
         })
+    }
+
+    /// A whole body.
+    async fn collect(&self, body: hyper::body::Incoming) -> Result<Bytes> {
+        Ok(body
+            .collect()
+            .await
+            .map_err(|e| self.connect_err(e))?
+            .to_bytes())
     }
 
     /// `GET path`, as JSON.
@@ -271,11 +279,7 @@ impl Client {
             };
             let mut body = resp.into_body();
             if head.status >= 400 {
-                let b = body
-                    .collect()
-                    .await
-                    .map_err(|e| self.connect_err(e))?
-                    .to_bytes();
+                let b = self.collect(body).await?;
                 return Err(daemon_error(head.status, &b));
             }
             while let Some(frame) = body.frame().await {
@@ -340,12 +344,7 @@ impl Client {
                 body: Bytes::new(),
             };
             if head.status >= 400 {
-                let b = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| self.connect_err(e))?
-                    .to_bytes();
+                let b = self.collect(resp.into_body()).await?;
                 return Err(daemon_error(head.status, &b));
             }
             let mut out: Box<dyn AsyncRead + Unpin + Send> = if head.status == 101 {
@@ -376,16 +375,7 @@ impl Client {
             };
             if let Some(t) = &then {
                 let r = self.request(Method::POST, &t.start, Call::default())?;
-                let mut s = self.sender().await?;
-                let resp = s.send_request(r).await.map_err(|e| self.connect_err(e))?;
-                let status = resp.status().as_u16();
-                let b = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| self.connect_err(e))?
-                    .to_bytes();
-                check(status, &b)?;
+                self.exchange(r).await?;
             }
             let mut buf = vec![0u8; 32 * 1024];
             loop {

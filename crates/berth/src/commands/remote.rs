@@ -104,22 +104,11 @@ pub fn run(host: &str, cmd: Cmd) -> anyhow::Result<()> {
                 Call::default(),
             )
         }),
-        Cmd::Wait(a) | Cmd::Container(ContainerCmd::Wait(a)) => {
-            let mut failed = false;
-            for id in &a.containers {
-                match c.post(&format!("/containers/{}/wait", q(id)), None) {
-                    Ok(r) => println!("{}", r.json().map_err(daemon)?["StatusCode"]),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                return Err(exit_err(1, String::new()));
-            }
+        Cmd::Wait(a) | Cmd::Container(ContainerCmd::Wait(a)) => each_with(&a.containers, |id| {
+            let r = c.post(&format!("/containers/{}/wait", q(id)), None)?;
+            println!("{}", r.json()?["StatusCode"]);
             Ok(())
-        }
+        }),
         Cmd::Logs(a) | Cmd::Container(ContainerCmd::Logs(a)) => logs(&c, a),
         Cmd::Exec(a) | Cmd::Container(ContainerCmd::Exec(a)) => exec(&c, a),
         Cmd::Attach(a) | Cmd::Container(ContainerCmd::Attach(a)) => {
@@ -152,35 +141,19 @@ pub fn run(host: &str, cmd: Cmd) -> anyhow::Result<()> {
             .map_err(daemon)?;
             Ok(())
         }
-        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => {
-            let mut failed = false;
-            for i in &a.images {
-                let path = format!("/images/{}?force={}&noprune={}", q(i), a.force, a.no_prune);
-                match c
-                    .call(Method::DELETE, &path, Call::default())
-                    .and_then(|r| r.json())
-                {
-                    Ok(v) => {
-                        for e in v.as_array().into_iter().flatten() {
-                            if let Some(t) = e["Untagged"].as_str() {
-                                println!("Untagged: {t}");
-                            }
-                            if let Some(d) = e["Deleted"].as_str() {
-                                println!("Deleted: {d}");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("{e}");
-                        failed = true;
-                    }
+        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => each_with(&a.images, |i| {
+            let path = format!("/images/{}?force={}&noprune={}", q(i), a.force, a.no_prune);
+            let v = c.call(Method::DELETE, &path, Call::default())?.json()?;
+            for e in v.as_array().into_iter().flatten() {
+                if let Some(t) = e["Untagged"].as_str() {
+                    println!("Untagged: {t}");
+                }
+                if let Some(d) = e["Deleted"].as_str() {
+                    println!("Deleted: {d}");
                 }
             }
-            if failed {
-                return Err(exit_err(1, String::new()));
-            }
             Ok(())
-        }
+        }),
         other => Err(exit_err(
             1,
             format!(
@@ -207,14 +180,20 @@ fn each(
     names: &[String],
     mut f: impl FnMut(&str) -> Result<berth_api::client::Response, ClientError>,
 ) -> anyhow::Result<()> {
+    each_with(names, |n| f(n).map(|_| println!("{n}")))
+}
+
+/// docker's loop over names, `f` printing each answer itself: each error
+/// on stderr, exit 1 if any failed.
+fn each_with(
+    names: &[String],
+    mut f: impl FnMut(&str) -> Result<(), ClientError>,
+) -> anyhow::Result<()> {
     let mut failed = false;
     for n in names {
-        match f(n) {
-            Ok(_) => println!("{n}"),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
+        if let Err(e) = f(n) {
+            eprintln!("{e}");
+            failed = true;
         }
     }
     if failed {
@@ -223,9 +202,10 @@ fn each(
     Ok(())
 }
 
-fn ps(c: &Client, a: super::container::PsArgs) -> anyhow::Result<()> {
+/// `--filter name=value` flags as the API's `filters` map.
+fn filter_map(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
     let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in &a.filter {
+    for f in flags {
         let (k, v) = f
             .split_once('=')
             .ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
@@ -234,6 +214,11 @@ fn ps(c: &Client, a: super::container::PsArgs) -> anyhow::Result<()> {
             .or_default()
             .push(v.to_string());
     }
+    Ok(filters)
+}
+
+fn ps(c: &Client, a: super::container::PsArgs) -> anyhow::Result<()> {
+    let filters = filter_map(&a.filter)?;
     let all = a.all || a.latest || a.last >= 0;
     let mut path = format!("/containers/json?all={all}&size={}", a.size);
     if !filters.is_empty() {
@@ -326,16 +311,7 @@ fn ps_item(d: &Value, no_trunc: bool, size: bool) -> Value {
 
 fn images(c: &Client, a: super::image::ImagesArgs) -> anyhow::Result<()> {
     let mut path = format!("/images/json?all={}", a.all);
-    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for f in &a.filter {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
-        filters
-            .entry(k.to_string())
-            .or_default()
-            .push(v.to_string());
-    }
+    let mut filters = filter_map(&a.filter)?;
     if let Some(r) = &a.reference {
         filters
             .entry("reference".into())
