@@ -105,7 +105,7 @@ impl Engine {
             extra.push(own);
         }
         let hosts =
-            berth_runtime::defaults::hosts_file(&c.config.hostname, &[c.name.as_str()], &extra);
+            berth_spec::defaults::hosts_file(&c.config.hostname, &[c.name.as_str()], &extra);
         write_file(&dir.join("hosts"), &hosts)?;
         write_file(&dir.join("hostname"), &format!("{}\n", c.config.hostname))?;
         let resolv = if c.host_config.dns.is_empty() {

@@ -10,7 +10,6 @@
 
 pub mod capabilities;
 pub mod container;
-pub mod defaults;
 pub mod error;
 pub mod fdpass;
 pub mod hooks;

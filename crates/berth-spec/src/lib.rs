@@ -7,8 +7,11 @@
 //! rules, the namespaces, the default `PATH` and docker's environment merge.
 //! The engine (containers) and the builder (RUN steps) both start from
 //! [`Sandbox`] and [`spec`], so the two cannot drift apart; `berth-runtime`
-//! only executes specs (the tables of defaults still live in its
-//! `defaults` and `seccomp` modules, which its `spec` command shares).
+//! only executes specs. The tables are in [`defaults`] (mounts, paths,
+//! devices, hosts file) and [`seccomp`] (the profile).
+
+pub mod defaults;
+pub mod seccomp;
 
 use std::collections::HashSet;
 
@@ -22,6 +25,24 @@ use serde_json::Value;
 /// docker's default PATH (what both of docker's builders put in an image's
 /// env when the base sets none, and every container's process gets first).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set (`00000000a80425fb`).
+pub const DOCKER_DEFAULT: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
 
 /// Sets `KEY=value` in `env`, replacing an earlier entry of the same key
 /// where it stands (docker's merge of image and `-e` environments).
@@ -48,10 +69,7 @@ pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> Vec<St
             format!("CAP_{u}")
         }
     };
-    let mut set: Vec<String> = berth_runtime::capabilities::DOCKER_DEFAULT
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut set: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
     for d in drop.iter().map(norm) {
         if d == "ALL" {
             set.clear();
@@ -191,7 +209,7 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     }
     let mut mounts: Vec<Mount> = typed(
         "default mounts",
-        Value::Array(berth_runtime::defaults::mounts(
+        Value::Array(defaults::mounts(
             s.privileged,
             &s.files.0,
             &s.files.1,
@@ -225,7 +243,7 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     if !resources.is_object() {
         resources = Value::Object(Default::default());
     }
-    resources["devices"] = Value::Array(berth_runtime::defaults::device_rules(s.privileged));
+    resources["devices"] = Value::Array(defaults::device_rules(s.privileged));
     let resources: LinuxResources = typed("resources", resources)?;
     let mut linux = LinuxBuilder::default()
         .resources(resources)
@@ -237,19 +255,19 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     } else {
         linux = linux
             .masked_paths(
-                berth_runtime::defaults::MASKED_PATHS
+                defaults::MASKED_PATHS
                     .iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>(),
             )
             .readonly_paths(
-                berth_runtime::defaults::READONLY_PATHS
+                defaults::READONLY_PATHS
                     .iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>(),
             );
         let profile = match &s.seccomp {
-            Seccomp::Default => Some(berth_runtime::seccomp::docker_default(&s.caps)),
+            Seccomp::Default => Some(seccomp::docker_default(&s.caps)),
             Seccomp::Unconfined => None,
             Seccomp::Profile(p) => Some(p.clone()),
         };

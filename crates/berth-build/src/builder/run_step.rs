@@ -180,7 +180,7 @@ impl<'a> Builder<'a> {
         // The mount points the step's mounts make where the image has none
         // (its --mount targets, /etc/hosts and the other defaults) are
         // removed after it, as BuildKit removes its mount stubs.
-        let defaults = berth_runtime::defaults::MOUNT_POINTS
+        let defaults = berth_spec::defaults::MOUNT_POINTS
             .iter()
             .map(|p| format!("/{p}"));
         let stubs: Vec<(String, String)> = extra
@@ -283,7 +283,7 @@ impl<'a> Builder<'a> {
         let hostname = "buildkitsandbox";
         std::fs::write(
             bundle.join("hosts"),
-            berth_runtime::defaults::hosts_file(hostname, &[], &[]),
+            berth_spec::defaults::hosts_file(hostname, &[], &[]),
         )
         .map_err(|e| e.to_string())?;
         std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))

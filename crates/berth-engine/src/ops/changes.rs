@@ -11,7 +11,7 @@ impl Engine {
         Ok(self
             .store
             .snapshots
-            .changes_hiding(id, berth_runtime::defaults::MOUNT_POINTS)?)
+            .changes_hiding(id, berth_spec::defaults::MOUNT_POINTS)?)
     }
 
     /// `diff`: changes of the container's filesystem (`A`, `C`, `D` as docker prints them).

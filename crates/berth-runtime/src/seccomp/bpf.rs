@@ -241,8 +241,8 @@ fn cond(p: &mut Program, c: &Cond) {
     }
 }
 
-/// Runs `p` on a `seccomp_data`, as the kernel would: for tests.
-#[cfg(test)]
+/// Runs `p` on a `seccomp_data`, as the kernel would (for
+/// [`super::Filters::verdict`]).
 pub fn emulate(p: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     let mut data = [0u8; 64];
     data[0..4].copy_from_slice(&nr.to_le_bytes());
@@ -254,7 +254,10 @@ pub fn emulate(p: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         |off: u32| u32::from_le_bytes(data[off as usize..off as usize + 4].try_into().unwrap());
     let (mut a, mut pc) = (0u32, 0usize);
     loop {
-        let i = p[pc];
+        // The kernel refuses such programs at load: a verdict that kills.
+        let Some(&i) = p.get(pc) else {
+            return ret::KILL_PROCESS;
+        };
         pc += 1;
         match i.code {
             LD_W_ABS => a = word(i.k),
@@ -269,7 +272,7 @@ pub fn emulate(p: &Program, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
                 pc += usize::from(if t { i.jt } else { i.jf });
             }
             RET_K => return i.k,
-            c => panic!("unexpected opcode {c:#x}"),
+            _ => return ret::KILL_PROCESS,
         }
     }
 }

@@ -14,12 +14,13 @@
 //! descriptor to the agent at `listenerPath` with the container's state, as the
 //! runtime spec says.
 //!
-//! [`docker_default`] builds Docker's default profile for a capability set.
+//! Which profile a container gets is the caller's policy: Docker's default
+//! profile lives in `berth-spec`. [`Filters::verdict`] answers, without
+//! installing anything, what the kernel would make of a syscall.
 
 mod bpf;
-mod docker_default;
 
-pub use docker_default::docker_default;
+pub use bpf::ret;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::str::FromStr;
@@ -27,7 +28,7 @@ use std::str::FromStr;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
 use crate::error::{Result, RuntimeError};
-use bpf::{Cond, Op, Rules, ret};
+use bpf::{Cond, Op, Rules};
 
 /// A compiled filter.
 pub type BpfProgram = bpf::Program;
@@ -49,6 +50,30 @@ impl Filters {
     /// which is gone by the time the process execs).
     pub fn install_early(&self, no_new_privs: bool) -> bool {
         !no_new_privs || self.listener.is_some()
+    }
+
+    /// The kernel's verdict on syscall `nr` with `args` from this machine's
+    /// architecture, through the whole stack (each filter run as the kernel
+    /// runs it; the most severe action wins: kill, trap, errno, user
+    /// notification, trace, log, allow). For tests and diagnostics.
+    pub fn verdict(&self, nr: u32, args: [u64; 6]) -> Result<u32> {
+        let arch = audit_arch()?;
+        let rank = |r: u32| match r & 0xffff_0000 {
+            0x8000_0000 => 0,
+            0 => 1,
+            0x0003_0000 => 2,
+            0x0005_0000 => 3,
+            0x7fc0_0000 => 4,
+            0x7ff0_0000 => 5,
+            0x7ffc_0000 => 6,
+            _ => 7,
+        };
+        Ok(self
+            .programs
+            .iter()
+            .map(|f| bpf::emulate(f, arch, nr, args))
+            .min_by_key(|r| rank(*r))
+            .unwrap_or(ret::ALLOW))
     }
 }
 
@@ -237,78 +262,6 @@ pub fn send_listener(
 mod tests {
     use super::*;
 
-    /// Docker's default profile for Docker's default capabilities, compiled.
-    fn docker_default_filters() -> Vec<BpfProgram> {
-        let caps: Vec<String> = crate::capabilities::DOCKER_DEFAULT
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let profile: LinuxSeccomp = serde_json::from_value(docker_default(&caps)).unwrap();
-        compile(&profile).unwrap().programs
-    }
-
-    #[test]
-    fn docker_default_compiles_into_two_filters() {
-        let f = docker_default_filters();
-        assert_eq!(f.len(), 2, "allow-list filter plus clone3 → ENOSYS");
-        assert!(f[0].len() > 100);
-    }
-
-    /// The kernel's verdict over a stack of filters: the most severe action
-    /// wins (kill, trap, errno, user notification, trace, log, allow).
-    fn verdict(filters: &[BpfProgram], nr: u32, args: [u64; 6]) -> u32 {
-        let rank = |r: u32| match r & 0xffff_0000 {
-            0x8000_0000 => 0,
-            0 => 1,
-            0x0003_0000 => 2,
-            0x0005_0000 => 3,
-            0x7fc0_0000 => 4,
-            0x7ff0_0000 => 5,
-            0x7ffc_0000 => 6,
-            _ => 7,
-        };
-        filters
-            .iter()
-            .map(|f| bpf::emulate(f, audit_arch().unwrap(), nr, args))
-            .min_by_key(|r| rank(*r))
-            .unwrap()
-    }
-
-    #[test]
-    fn docker_default_means_what_docker_s_does() {
-        use syscalls::Sysno;
-        let f = docker_default_filters();
-        let v = |s: Sysno, args: [u64; 6]| verdict(&f, s.id() as u32, args);
-        let eperm = ret::errno(libc::EPERM as u32);
-        assert_eq!(v(Sysno::read, [0; 6]), ret::ALLOW);
-        assert_eq!(v(Sysno::execve, [0; 6]), ret::ALLOW);
-        assert_eq!(v(Sysno::clone3, [0; 6]), ret::errno(libc::ENOSYS as u32));
-        assert_eq!(v(Sysno::unshare, [0; 6]), eperm);
-        assert_eq!(v(Sysno::mount, [0; 6]), eperm);
-        assert_eq!(v(Sysno::kexec_load, [0; 6]), eperm);
-        // personality: only the listed personas.
-        assert_eq!(v(Sysno::personality, [0, 0, 0, 0, 0, 0]), ret::ALLOW);
-        assert_eq!(
-            v(Sysno::personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
-            ret::ALLOW
-        );
-        assert_eq!(v(Sysno::personality, [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
-        // socket: anything but AF_VSOCK (40).
-        assert_eq!(v(Sysno::socket, [2, 1, 0, 0, 0, 0]), ret::ALLOW);
-        assert_eq!(v(Sysno::socket, [40, 1, 0, 0, 0, 0]), eperm);
-        // clone: without namespace flags only (CAP_SYS_ADMIN is not granted).
-        assert_eq!(
-            v(Sysno::clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
-            ret::ALLOW
-        );
-        assert_eq!(
-            v(Sysno::clone, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]),
-            eperm
-        );
-        // A syscall number no table knows.
-        assert_eq!(verdict(&f, 1000, [0; 6]), eperm);
-    }
-
     #[test]
     fn enforced_in_a_child() {
         // A child process installs "getpid → EPERM-like errno 42" and reports what it sees.
@@ -356,7 +309,7 @@ mod tests {
             bpf::emulate(&f.programs[i], arch, getcwd, [0; 6]),
             ret::USER_NOTIF
         );
-        assert_eq!(verdict(&f.programs, getcwd, [0; 6]), ret::USER_NOTIF);
+        assert_eq!(f.verdict(getcwd, [0; 6]).unwrap(), ret::USER_NOTIF);
         assert!(f.install_early(true), "the listener goes out before exec");
         let d: LinuxSeccomp = serde_json::from_value(serde_json::json!({
             "defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"

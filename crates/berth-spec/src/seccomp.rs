@@ -603,6 +603,8 @@ pub fn docker_default(caps: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_runtime::seccomp::{Filters, ret};
+    use oci_spec::runtime::LinuxSeccomp;
 
     #[test]
     fn resolves_by_capabilities() {
@@ -630,5 +632,62 @@ mod tests {
         let admin = docker_default(&["CAP_SYS_ADMIN".into()]);
         assert!(names(&admin).contains(&"mount".to_string()));
         assert!(!admin.to_string().contains("\"errnoRet\":38"));
+    }
+
+    /// Docker's default profile for Docker's default capabilities, compiled
+    /// by the runtime.
+    fn docker_default_filters() -> Filters {
+        let caps: Vec<String> = crate::DOCKER_DEFAULT
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let profile: LinuxSeccomp = serde_json::from_value(docker_default(&caps)).unwrap();
+        berth_runtime::seccomp::compile(&profile).unwrap()
+    }
+
+    #[test]
+    fn docker_default_compiles_into_two_filters() {
+        let f = docker_default_filters();
+        assert_eq!(
+            f.programs.len(),
+            2,
+            "allow-list filter plus clone3 → ENOSYS"
+        );
+        assert!(f.programs[0].len() > 100);
+    }
+
+    #[test]
+    fn docker_default_means_what_docker_s_does() {
+        use syscalls::Sysno;
+        let f = docker_default_filters();
+        let v = |s: Sysno, args: [u64; 6]| f.verdict(s.id() as u32, args).unwrap();
+        let eperm = ret::errno(libc::EPERM as u32);
+        assert_eq!(v(Sysno::read, [0; 6]), ret::ALLOW);
+        assert_eq!(v(Sysno::execve, [0; 6]), ret::ALLOW);
+        assert_eq!(v(Sysno::clone3, [0; 6]), ret::errno(libc::ENOSYS as u32));
+        assert_eq!(v(Sysno::unshare, [0; 6]), eperm);
+        assert_eq!(v(Sysno::mount, [0; 6]), eperm);
+        assert_eq!(v(Sysno::kexec_load, [0; 6]), eperm);
+        // personality: only the listed personas.
+        assert_eq!(v(Sysno::personality, [0, 0, 0, 0, 0, 0]), ret::ALLOW);
+        assert_eq!(
+            v(Sysno::personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
+            ret::ALLOW
+        );
+        assert_eq!(v(Sysno::personality, [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
+        // socket: anything but AF_VSOCK (40).
+        assert_eq!(v(Sysno::socket, [2, 1, 0, 0, 0, 0]), ret::ALLOW);
+        assert_eq!(v(Sysno::socket, [40, 1, 0, 0, 0, 0]), eperm);
+        // clone: without namespace flags only (CAP_SYS_ADMIN is not granted).
+        assert_eq!(
+            v(Sysno::clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            ret::ALLOW
+        );
+        assert_eq!(
+            v(Sysno::clone, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]),
+            eperm
+        );
+        // A syscall number no table knows.
+        assert_eq!(f.verdict(1000, [0; 6]).unwrap(), eperm);
     }
 }
