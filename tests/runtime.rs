@@ -825,7 +825,7 @@ fn seccomp_profiles_are_enforced() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let profile = berth_runtime::seccomp::docker_default(&caps);
+    let profile = berth_spec::seccomp::docker_default(&caps);
     b.edit(|c| c["linux"]["seccomp"] = profile);
     let (code, out, err) = b.run();
     assert_eq!(code, 0, "{err}");

@@ -9,9 +9,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 use oci_spec::runtime::LinuxCapabilities;
 
 use crate::error::{Result, RuntimeError};
+use crate::sys::Syscalls;
 
-fn to_set(list: Option<&oci_spec::runtime::Capabilities>) -> CapsHashSet {
-    let supported = caps::runtime::thread_all_supported();
+fn to_set(sys: &dyn Syscalls, list: Option<&oci_spec::runtime::Capabilities>) -> CapsHashSet {
+    let supported = sys.caps_supported();
     list.into_iter()
         .flatten()
         .filter_map(|c| Capability::from_str(&format!("CAP_{c}")).ok())
@@ -19,36 +20,49 @@ fn to_set(list: Option<&oci_spec::runtime::Capabilities>) -> CapsHashSet {
         .collect()
 }
 
-fn err(what: &str, e: caps::errors::CapsError) -> RuntimeError {
-    RuntimeError::sys("capset", what, std::io::Error::other(e.to_string()))
+fn err(what: &str, e: std::io::Error) -> RuntimeError {
+    RuntimeError::sys("capset", what, e)
 }
 
 /// Drops every capability not in the spec's bounding set.
-pub fn drop_bounding(c: Option<&LinuxCapabilities>) -> Result<()> {
-    let keep = to_set(c.and_then(|c| c.bounding().as_ref()));
-    for cap in caps::runtime::thread_all_supported() {
+pub fn drop_bounding(sys: &dyn Syscalls, c: Option<&LinuxCapabilities>) -> Result<()> {
+    let keep = to_set(sys, c.and_then(|c| c.bounding().as_ref()));
+    let mut all: Vec<Capability> = sys.caps_supported().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    for cap in all {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| err("bounding set", e))?;
+            sys.caps_drop_bounding(cap)
+                .map_err(|e| err("bounding set", e))?;
         }
     }
     Ok(())
 }
 
 /// Sets the effective, permitted, inheritable and ambient sets.
-pub fn apply(c: Option<&LinuxCapabilities>) -> Result<()> {
-    let eff = to_set(c.and_then(|c| c.effective().as_ref()));
-    let perm = to_set(c.and_then(|c| c.permitted().as_ref()));
-    let inh = to_set(c.and_then(|c| c.inheritable().as_ref()));
-    let amb = to_set(c.and_then(|c| c.ambient().as_ref()));
-    caps::set(None, CapSet::Inheritable, &inh).map_err(|e| err("inheritable set", e))?;
+pub fn apply(sys: &dyn Syscalls, c: Option<&LinuxCapabilities>) -> Result<()> {
+    let eff = to_set(sys, c.and_then(|c| c.effective().as_ref()));
+    let perm = to_set(sys, c.and_then(|c| c.permitted().as_ref()));
+    let inh = to_set(sys, c.and_then(|c| c.inheritable().as_ref()));
+    let amb = to_set(sys, c.and_then(|c| c.ambient().as_ref()));
+    sys.caps_set(CapSet::Inheritable, &inh)
+        .map_err(|e| err("inheritable set", e))?;
     // Effective must stay within permitted: widen permitted first if needed.
-    let cur_perm = caps::read(None, CapSet::Permitted).map_err(|e| err("permitted set", e))?;
-    let union: CapsHashSet = cur_perm.union(&perm).cloned().collect();
-    let _ = caps::set(None, CapSet::Permitted, &union);
-    caps::set(None, CapSet::Effective, &eff).map_err(|e| err("effective set", e))?;
-    caps::set(None, CapSet::Permitted, &perm).map_err(|e| err("permitted set", e))?;
+    let cur_perm = sys
+        .caps_read(CapSet::Permitted)
+        .map_err(|e| err("permitted set", e))?;
+    if !perm.is_subset(&cur_perm) {
+        let union: CapsHashSet = cur_perm.union(&perm).cloned().collect();
+        let _ = sys.caps_set(CapSet::Permitted, &union);
+    }
+    sys.caps_set(CapSet::Effective, &eff)
+        .map_err(|e| err("effective set", e))?;
+    sys.caps_set(CapSet::Permitted, &perm)
+        .map_err(|e| err("permitted set", e))?;
     if !amb.is_empty() {
-        caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient set", e))?;
+        sys.caps_clear_ambient()
+            .map_err(|e| err("ambient set", e))?;
+        let mut amb: Vec<Capability> = amb.into_iter().collect();
+        amb.sort_by_key(|c| c.index());
         let mut skipped: Vec<String> = Vec::new();
         for a in amb {
             // An ambient capability must be permitted and inheritable; runc
@@ -58,7 +72,8 @@ pub fn apply(c: Option<&LinuxCapabilities>) -> Result<()> {
                 skipped.push(a.to_string());
                 continue;
             }
-            caps::raise(None, CapSet::Ambient, a).map_err(|e| err("ambient set", e))?;
+            sys.caps_raise_ambient(a)
+                .map_err(|e| err("ambient set", e))?;
         }
         if !skipped.is_empty() {
             skipped.sort();

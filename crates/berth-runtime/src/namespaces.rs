@@ -1,12 +1,13 @@
 //! Namespaces: which to create (clone flags) and which to join (`setns` on a
 //! path), in the order the kernel needs (user first, mount last).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
-use crate::error::{Result, RuntimeError, SysContext};
+use crate::error::{Result, SysContext};
+use crate::sys::Syscalls;
 
 /// The clone flag of a namespace type.
 pub fn clone_flag(t: LinuxNamespaceType) -> libc::c_int {
@@ -95,18 +96,10 @@ pub fn plan(list: &[LinuxNamespace]) -> Plan {
 }
 
 /// Joins the namespace at `path`.
-pub fn join(t: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {
+pub fn join(sys: &dyn Syscalls, t: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {
     let f = std::fs::File::open(path).sys("open", path.display())?;
-    // SAFETY: setns on a descriptor we hold open.
-    let r = unsafe { libc::setns(f.as_raw_fd(), clone_flag(t)) };
-    if r != 0 {
-        return Err(RuntimeError::sys(
-            "setns",
-            path.display(),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    sys.setns(f.as_fd(), clone_flag(t))
+        .sys("setns", path.display())
 }
 
 #[cfg(test)]

@@ -12,12 +12,13 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use rustix::fs::{Mode, OFlags};
 
 use super::channel::{Channel, InitError, ToChild, ToParent};
-use super::{prepare_exec, reset_signals, set_rlimits, set_user};
+use super::{fail, prepare_exec, reset_signals, set_rlimits, set_user};
 use crate::capabilities;
 use crate::error::RuntimeError;
 use crate::namespaces::{self, Plan};
 use crate::rootfs::{self, RootfsContext};
 use crate::seccomp;
+use crate::sys::{Linux, Syscalls};
 
 /// What the container's init needs.
 pub struct InitArgs<'a> {
@@ -110,6 +111,7 @@ pub fn container_init(a: InitArgs, chan: Channel) -> ! {
 }
 
 fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
+    let sys = &Linux;
     wait_go(chan)?;
     if let Some(j) = a.cgroup_join {
         // Still single-threaded, before anything is forked or allocated much.
@@ -117,140 +119,19 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
             .map_err(|e| InitError::Other(format!("join the container's cgroup: {e}")))?;
     }
     let spec = a.spec;
-    let linux = spec.linux().as_ref();
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| InitError::Other("process: missing".into()))?;
-
-    if a.plan.user {
-        // Become root of the new user namespace (the mappings are written).
-        // SAFETY: credential syscalls.
-        unsafe {
-            libc::setresgid(0, 0, 0);
-            libc::setresuid(0, 0, 0);
-        }
-    }
-    for (t, path) in &a.plan.join {
-        if *t == LinuxNamespaceType::User {
-            namespaces::join(*t, path).map_err(other)?;
-        }
-    }
-    for (t, path) in &a.plan.join {
-        if *t != LinuxNamespaceType::User && *t != LinuxNamespaceType::Mount {
-            namespaces::join(*t, path).map_err(other)?;
-        }
-    }
-    if a.plan.new_cgroup {
-        // Now that the runtime has moved us into the container's cgroup.
-        // SAFETY: unshare with a constant flag.
-        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-            return Err(InitError::Other(format!(
-                "unshare(CLONE_NEWCGROUP): {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-    }
-    if a.plan.join_pid {
-        // A joined pid namespace applies to children: the next fork is init.
-        fork_past_intermediate(chan, "fork into the pid namespace")?;
-    }
-    for (t, path) in &a.plan.join {
-        if *t == LinuxNamespaceType::Mount {
-            namespaces::join(*t, path).map_err(other)?;
-        }
-    }
-    // SAFETY: setsid in the fresh process; it is not a group leader.
-    unsafe {
-        libc::setsid();
-    }
-    if a.plan.new_flags & libc::CLONE_NEWNET != 0 {
-        loopback_up().map_err(|e| InitError::Other(format!("bring up lo: {e}")))?;
-    }
-    let has_ns = |t: LinuxNamespaceType| {
-        linux
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
-    };
-    if has_ns(LinuxNamespaceType::Uts) {
-        if let Some(h) = spec.hostname() {
-            rustix::system::sethostname(h.as_bytes())
-                .map_err(|e| InitError::Other(format!("sethostname {h:?}: {e}")))?;
-        }
-        if let Some(d) = spec.domainname() {
-            rustix::system::setdomainname(d.as_bytes())
-                .map_err(|e| InitError::Other(format!("setdomainname {d:?}: {e}")))?;
-        }
-    }
-    rootfs::prepare(
-        spec,
-        &RootfsContext {
-            rootfs_mounts: a.rootfs_mounts,
-            rootfs: a.rootfs,
-            userns: a.plan.user,
-            cgroupns: has_ns(LinuxNamespaceType::Cgroup),
-            cgroup_paths: &a.cgroup_paths,
-            host_mount_ns: !a.plan.mount,
-        },
-    )
-    .map_err(other)?;
-    // Hooks in the runtime's namespaces, then in ours, both before pivot_root.
-    chan.send(&ToParent::RunCreateHooks).map_err(other)?;
-    match chan.recv::<ToChild>().map_err(other)? {
-        Some(ToChild::HooksDone) => {}
-        other_msg => {
-            return Err(InitError::Other(format!(
-                "runtime sent {other_msg:?} instead of HooksDone"
-            )));
-        }
-    }
-    if let Some(h) = spec
-        .hooks()
-        .as_ref()
-        .and_then(|h| h.create_container().as_ref())
-    {
-        crate::hooks::run("createContainer", h, &a.state).map_err(other)?;
-    }
-    // The fifo lives on the host: hold it by an O_PATH descriptor across pivot_root.
-    let fifo = rustix::fs::open(a.fifo, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| InitError::Other(format!("open {}: {e}", a.fifo.display())))?;
-    let how = if !a.plan.mount {
-        rootfs::RootChange::Chroot
-    } else if a.no_pivot {
-        rootfs::RootChange::MoveAndChroot
-    } else {
-        rootfs::RootChange::Pivot
-    };
-    rootfs::pivot(a.rootfs, how).map_err(other)?;
-    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
-        for (k, v) in sysctl {
-            let p = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&p, v).map_err(|e| InitError::Other(format!("write {p}: {e}")))?;
-        }
-    }
-    rootfs::finish(spec).map_err(other)?;
-    // docker creates a missing working directory.
-    if !process.cwd().exists() {
-        std::fs::create_dir_all(process.cwd())
-            .map_err(|e| InitError::Other(format!("mkdir {}: {e}", process.cwd().display())))?;
-    }
-    if process.terminal() == Some(true) {
-        let size = process
-            .console_size()
-            .as_ref()
-            .map(|b| (b.height() as u16, b.width() as u16));
-        let master = crate::tty::setup_in_container(size).map_err(other)?;
-        let sock = a.console.as_ref().ok_or_else(|| {
-            InitError::Other("process.terminal is set but no console socket was given".into())
-        })?;
-        crate::tty::send_fd(sock, &master, "/dev/pts/ptmx").map_err(other)?;
-    }
-    drop(a.console);
+    enter_namespaces(sys, &a, chan)?;
+    set_identity(&a)?;
+    let fifo = make_root(sys, &a, chan)?;
+    open_console(process, a.console)?;
     if let Some(score) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| InitError::Other(format!("write /proc/self/oom_score_adj: {e}")))?;
     }
-    let filters = match linux.and_then(|l| l.seccomp().as_ref()) {
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => seccomp::compile(s).map_err(other)?,
         None => seccomp::Filters::default(),
     };
@@ -288,6 +169,147 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     eprintln!("berth-runtime: {}", RuntimeError::from(e));
     // SAFETY: leaving the failed child.
     unsafe { libc::_exit(127) }
+}
+
+/// Joins and makes the namespaces in their order: root of a new user
+/// namespace first, then a joined user namespace, the others but mount, a
+/// new cgroup namespace (now that the runtime has moved us into the
+/// container's cgroup), the fork into a joined pid namespace, and last a
+/// joined mount namespace.
+fn enter_namespaces(sys: &dyn Syscalls, a: &InitArgs, chan: &Channel) -> Result<(), InitError> {
+    if a.plan.user {
+        // Become root of the new user namespace (the mappings are written).
+        sys.setresgid(0)
+            .map_err(fail("setresgid(0) in the user namespace"))?;
+        sys.setresuid(0)
+            .map_err(fail("setresuid(0) in the user namespace"))?;
+    }
+    let join = |pick: &dyn Fn(LinuxNamespaceType) -> bool| -> Result<(), InitError> {
+        for (t, path) in a.plan.join.iter().filter(|(t, _)| pick(*t)) {
+            namespaces::join(sys, *t, path).map_err(other)?;
+        }
+        Ok(())
+    };
+    join(&|t| t == LinuxNamespaceType::User)?;
+    join(&|t| t != LinuxNamespaceType::User && t != LinuxNamespaceType::Mount)?;
+    if a.plan.new_cgroup {
+        sys.unshare(libc::CLONE_NEWCGROUP)
+            .map_err(fail("unshare(CLONE_NEWCGROUP)"))?;
+    }
+    if a.plan.join_pid {
+        // A joined pid namespace applies to children: the next fork is init.
+        fork_past_intermediate(chan, "fork into the pid namespace")?;
+    }
+    join(&|t| t == LinuxNamespaceType::Mount)
+}
+
+/// A session of its own, `lo` up in a new network namespace, and the
+/// hostname and domain name in a UTS namespace of its own.
+fn set_identity(a: &InitArgs) -> Result<(), InitError> {
+    // SAFETY: setsid in the fresh process; it is not a group leader.
+    unsafe {
+        libc::setsid();
+    }
+    if a.plan.new_flags & libc::CLONE_NEWNET != 0 {
+        loopback_up().map_err(|e| InitError::Other(format!("bring up lo: {e}")))?;
+    }
+    if has_ns(a.spec, LinuxNamespaceType::Uts) {
+        if let Some(h) = a.spec.hostname() {
+            rustix::system::sethostname(h.as_bytes())
+                .map_err(|e| InitError::Other(format!("sethostname {h:?}: {e}")))?;
+        }
+        if let Some(d) = a.spec.domainname() {
+            rustix::system::setdomainname(d.as_bytes())
+                .map_err(|e| InitError::Other(format!("setdomainname {d:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
+}
+
+/// The container's root: its mounts, the createRuntime/createContainer hooks
+/// (the runtime's, then ours, both before pivot_root), the change of root,
+/// sysctls, masked and read-only paths, and the working directory docker
+/// creates when missing. Returns the exec fifo, held by an O_PATH
+/// descriptor across the change of root (it lives on the host).
+fn make_root(sys: &dyn Syscalls, a: &InitArgs, chan: &Channel) -> Result<OwnedFd, InitError> {
+    let spec = a.spec;
+    rootfs::prepare(
+        sys,
+        spec,
+        &RootfsContext {
+            rootfs_mounts: a.rootfs_mounts,
+            rootfs: a.rootfs,
+            userns: a.plan.user,
+            cgroupns: has_ns(spec, LinuxNamespaceType::Cgroup),
+            cgroup_paths: &a.cgroup_paths,
+            host_mount_ns: !a.plan.mount,
+        },
+    )
+    .map_err(other)?;
+    chan.send(&ToParent::RunCreateHooks).map_err(other)?;
+    match chan.recv::<ToChild>().map_err(other)? {
+        Some(ToChild::HooksDone) => {}
+        other_msg => {
+            return Err(InitError::Other(format!(
+                "runtime sent {other_msg:?} instead of HooksDone"
+            )));
+        }
+    }
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+    {
+        crate::hooks::run("createContainer", h, &a.state).map_err(other)?;
+    }
+    let fifo = rustix::fs::open(a.fifo, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| InitError::Other(format!("open {}: {e}", a.fifo.display())))?;
+    let how = if !a.plan.mount {
+        rootfs::RootChange::Chroot
+    } else if a.no_pivot {
+        rootfs::RootChange::MoveAndChroot
+    } else {
+        rootfs::RootChange::Pivot
+    };
+    rootfs::pivot(sys, a.rootfs, how).map_err(other)?;
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let p = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&p, v).map_err(|e| InitError::Other(format!("write {p}: {e}")))?;
+        }
+    }
+    rootfs::finish(sys, spec).map_err(other)?;
+    if let Some(process) = spec.process()
+        && !process.cwd().exists()
+    {
+        std::fs::create_dir_all(process.cwd())
+            .map_err(|e| InitError::Other(format!("mkdir {}: {e}", process.cwd().display())))?;
+    }
+    Ok(fifo)
+}
+
+/// With `process.terminal`: a new pty whose master goes to the console
+/// socket. The socket is closed either way.
+fn open_console(process: &Process, console: Option<OwnedFd>) -> Result<(), InitError> {
+    if process.terminal() == Some(true) {
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let master = crate::tty::setup_in_container(size).map_err(other)?;
+        let sock = console.as_ref().ok_or_else(|| {
+            InitError::Other("process.terminal is set but no console socket was given".into())
+        })?;
+        crate::tty::send_fd(sock, &master, "/dev/pts/ptmx").map_err(other)?;
+    }
+    Ok(())
 }
 
 /// A new network namespace starts with `lo` down; containers expect it up.
@@ -386,14 +408,14 @@ pub fn finish_process(
         }
     }
     let caps = process.capabilities().as_ref();
-    capabilities::drop_bounding(caps).map_err(other)?;
+    capabilities::drop_bounding(&Linux, caps).map_err(other)?;
     let listener = if filters.install_early(nnp) {
         seccomp::install(filters).map_err(other)?
     } else {
         None
     };
-    set_user(process)?;
-    capabilities::apply(caps).map_err(other)?;
+    set_user(&Linux, process)?;
+    capabilities::apply(&Linux, caps).map_err(other)?;
     reset_signals();
     Ok((prepare_exec(process)?, listener))
 }
@@ -425,7 +447,8 @@ pub fn exec_child(
         for t in namespaces::ORDER {
             let n = namespaces::proc_name(t);
             if theirs(n).is_some() && theirs(n) != own(n) {
-                namespaces::join(t, Path::new(&format!("/proc/{pid}/ns/{n}"))).map_err(other)?;
+                namespaces::join(&Linux, t, Path::new(&format!("/proc/{pid}/ns/{n}")))
+                    .map_err(other)?;
             }
         }
         rustix::process::fchdir(&root)
@@ -438,18 +461,7 @@ pub fn exec_child(
         unsafe {
             libc::setsid();
         }
-        if process.terminal() == Some(true) {
-            let size = process
-                .console_size()
-                .as_ref()
-                .map(|b| (b.height() as u16, b.width() as u16));
-            let master = crate::tty::setup_in_container(size).map_err(other)?;
-            let sock = console.as_ref().ok_or_else(|| {
-                InitError::Other("process.terminal is set but no console socket was given".into())
-            })?;
-            crate::tty::send_fd(sock, &master, "/dev/pts/ptmx").map_err(other)?;
-        }
-        drop(console);
+        open_console(process, console)?;
         let filters = match seccomp {
             Some(s) => crate::seccomp::compile(s).map_err(other)?,
             None => crate::seccomp::Filters::default(),

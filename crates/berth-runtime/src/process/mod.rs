@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{PosixRlimitType, Process};
 
+use crate::sys::Syscalls;
 use channel::InitError;
 
 /// The result of [`clone_process`].
@@ -358,39 +359,29 @@ fn unique_groups(gids: &[u32]) -> Vec<libc::gid_t> {
     gids.iter().copied().filter(|g| seen.insert(*g)).collect()
 }
 
-/// Switches to the spec's user: supplementary groups, gid, uid — keeping the
-/// permitted capabilities so they can be set afterwards.
-pub fn set_user(p: &Process) -> Result<(), InitError> {
+/// Maps a failed call's error to the init's message for `what`.
+pub(crate) fn fail(what: &'static str) -> impl Fn(std::io::Error) -> InitError {
+    move |e| InitError::Other(format!("{what}: {e}"))
+}
+
+/// Sets the process's groups, gid and uid (keeping permitted capabilities
+/// for [`crate::capabilities::apply`]) and its umask.
+pub fn set_user(sys: &dyn Syscalls, p: &Process) -> Result<(), InitError> {
     let u = p.user();
-    let sys = |what: &str, r: libc::c_int| -> Result<(), InitError> {
-        if r != 0 {
-            return Err(InitError::Other(format!(
-                "{what}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
-    };
-    // SAFETY: credential syscalls with plain integer arguments.
+    sys.keep_caps().map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
+    let groups = unique_groups(u.additional_gids().as_deref().unwrap_or(&[]));
+    // setgroups is denied in user namespaces with setgroups=deny; only fatal
+    // when groups were asked for.
+    if let Err(e) = sys.setgroups(&groups)
+        && !groups.is_empty()
+    {
+        return Err(fail("setgroups")(e));
+    }
+    sys.setresgid(u.gid()).map_err(fail("setresgid"))?;
+    sys.setresuid(u.uid()).map_err(fail("setresuid"))?;
+    // SAFETY: umask cannot fail.
     unsafe {
-        sys(
-            "prctl(PR_SET_KEEPCAPS)",
-            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
-        )?;
-        let groups = unique_groups(u.additional_gids().as_deref().unwrap_or(&[]));
-        let r = libc::setgroups(groups.len(), groups.as_ptr());
-        // setgroups is denied in user namespaces with setgroups=deny; only fatal
-        // when groups were asked for.
-        if r != 0 && !groups.is_empty() {
-            sys("setgroups", r)?;
-        }
-        sys("setresgid", libc::setresgid(u.gid(), u.gid(), u.gid()))?;
-        sys("setresuid", libc::setresuid(u.uid(), u.uid(), u.uid()))?;
-        if let Some(m) = u.umask() {
-            libc::umask(m as libc::mode_t);
-        } else {
-            libc::umask(0o022);
-        }
+        libc::umask(u.umask().unwrap_or(0o022) as libc::mode_t);
     }
     Ok(())
 }
@@ -423,6 +414,88 @@ pub fn reset_signals() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::record::Recorder;
+
+    /// The credential sequence of an init through the syscall seam, as
+    /// `finish_process` runs it: bounding set, then user (keep-caps,
+    /// groups once each, gid before uid), then the capability sets.
+    #[test]
+    fn credentials_in_order() {
+        let process: Process = serde_json::from_value(serde_json::json!({
+            "cwd": "/", "args": ["sh"],
+            "user": {"uid": 1000, "gid": 1001, "additionalGids": [10, 10, 20]},
+            "capabilities": {
+                "bounding": ["CAP_CHOWN", "CAP_KILL"],
+                "effective": ["CAP_CHOWN", "CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_KILL"],
+                "inheritable": ["CAP_KILL"],
+                "ambient": ["CAP_KILL", "CAP_CHOWN"]
+            }
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sys = Recorder::new(dir.path());
+        let caps = process.capabilities().as_ref();
+        crate::capabilities::drop_bounding(&sys, caps).unwrap();
+        // SAFETY: umask cannot fail; the test's own is put back below.
+        let umask = unsafe { libc::umask(0o022) };
+        set_user(&sys, &process).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::umask(umask) };
+        crate::capabilities::apply(&sys, caps).unwrap();
+        let log = sys.take();
+        let dropped = log
+            .iter()
+            .take_while(|l| l.starts_with("drop bounding"))
+            .count();
+        assert_eq!(dropped, caps::all().len() - 2, "{log:#?}");
+        assert!(
+            !log.iter()
+                .any(|l| l == "drop bounding CAP_CHOWN" || l == "drop bounding CAP_KILL")
+        );
+        assert_eq!(
+            log[dropped..],
+            [
+                "prctl PR_SET_KEEPCAPS",
+                "setgroups [10, 20]",
+                "setresgid 1001",
+                "setresuid 1000",
+                "capset Inheritable [CAP_KILL]",
+                // Permitted widened first so effective fits, then exact.
+                "capset Permitted [CAP_CHOWN,CAP_KILL]",
+                "capset Effective [CAP_CHOWN,CAP_KILL]",
+                "capset Permitted [CAP_CHOWN,CAP_KILL]",
+                "clear ambient",
+                // CAP_CHOWN is not inheritable: runc's rule, not raised.
+                "raise ambient CAP_KILL",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_uid_change_is_an_error() {
+        let process: Process = serde_json::from_value(serde_json::json!({
+            "cwd": "/", "args": ["sh"], "user": {"uid": 1000, "gid": 1000}
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sys = Recorder::new(dir.path());
+        sys.fail = vec![("setresuid".into(), libc::EPERM)];
+        let err = set_user(&sys, &process).unwrap_err();
+        assert!(
+            matches!(&err, InitError::Other(m) if m.starts_with("setresuid: ")),
+            "{err:?}"
+        );
+        // Groups failing without groups asked for is not fatal (setgroups=deny).
+        let mut sys = Recorder::new(dir.path());
+        sys.fail = vec![("setgroups".into(), libc::EPERM)];
+        // SAFETY: umask cannot fail; put back below.
+        let umask = unsafe { libc::umask(0o022) };
+        let r = set_user(&sys, &process);
+        // SAFETY: as above.
+        unsafe { libc::umask(umask) };
+        r.unwrap();
+    }
 
     /// A bare clone is refused while another thread runs (it could copy a
     /// lock that thread holds into a child that then waits on it for ever,

@@ -7,11 +7,12 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Spec};
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::mount::{mount_at, open_target};
 use crate::error::{Result, SysContext};
+use crate::sys::{Node, Syscalls};
 
 /// (path, type, major, minor) of the devices every container gets.
 const DEFAULTS: &[(&str, char, u32, u32)] = &[
@@ -25,43 +26,42 @@ const DEFAULTS: &[(&str, char, u32, u32)] = &[
 
 struct Dev {
     path: String,
-    typ: char,
-    major: u32,
-    minor: u32,
-    mode: u32,
-    uid: u32,
-    gid: u32,
+    node: Node,
 }
 
 fn from_spec(d: &LinuxDevice) -> Dev {
-    let typ = match d.typ() {
+    let kind = match d.typ() {
         LinuxDeviceType::B => 'b',
         LinuxDeviceType::P => 'p',
         _ => 'c',
     };
     Dev {
         path: d.path().display().to_string(),
-        typ,
-        major: d.major() as u32,
-        minor: d.minor() as u32,
-        mode: d.file_mode().unwrap_or(0o666),
-        uid: d.uid().unwrap_or(0),
-        gid: d.gid().unwrap_or(0),
+        node: Node {
+            kind,
+            major: d.major() as u32,
+            minor: d.minor() as u32,
+            mode: d.file_mode().unwrap_or(0o666),
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        },
     }
 }
 
 /// Creates the device nodes and /dev links under the rootfs (before pivot).
-pub fn create(spec: &Spec, rootfd: &OwnedFd, userns: bool) -> Result<()> {
+pub fn create(sys: &dyn Syscalls, spec: &Spec, rootfd: &OwnedFd, userns: bool) -> Result<()> {
     let mut devs: Vec<Dev> = DEFAULTS
         .iter()
         .map(|(p, t, ma, mi)| Dev {
             path: p.to_string(),
-            typ: *t,
-            major: *ma,
-            minor: *mi,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
+            node: Node {
+                kind: *t,
+                major: *ma,
+                minor: *mi,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            },
         })
         .collect();
     for d in spec
@@ -76,7 +76,7 @@ pub fn create(spec: &Spec, rootfd: &OwnedFd, userns: bool) -> Result<()> {
         devs.push(nd);
     }
     for d in &devs {
-        make(rootfd, d, userns)?;
+        make(sys, rootfd, d, userns)?;
     }
     links(rootfd)
 }
@@ -98,45 +98,15 @@ fn parent_dir(rootfd: &OwnedFd, path: &Path) -> Result<(OwnedFd, String)> {
     Ok((dir, name))
 }
 
-fn make(rootfd: &OwnedFd, d: &Dev, userns: bool) -> Result<()> {
+fn make(sys: &dyn Syscalls, rootfd: &OwnedFd, d: &Dev, userns: bool) -> Result<()> {
     let path = Path::new(&d.path);
     if userns {
         // mknod is refused in a user namespace: bind the host node instead.
         let target = open_target(rootfd, path, true)?;
-        return mount_at(Some(&d.path), &target, None, libc::MS_BIND, None, path);
+        return mount_at(sys, Some(&d.path), &target, None, libc::MS_BIND, None, path);
     }
     let (dir, name) = parent_dir(rootfd, path)?;
-    let ft = match d.typ {
-        'b' => FileType::BlockDevice,
-        'p' => FileType::Fifo,
-        _ => FileType::CharacterDevice,
-    };
-    let _ = rustix::fs::unlinkat(&dir, name.as_str(), rustix::fs::AtFlags::empty());
-    match rustix::fs::mknodat(
-        &dir,
-        name.as_str(),
-        ft,
-        Mode::from_raw_mode(d.mode & 0o7777),
-        rustix::fs::makedev(d.major, d.minor),
-    ) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(e).sys("mknod", &d.path),
-    }
-    rustix::fs::chmodat(
-        &dir,
-        name.as_str(),
-        Mode::from_raw_mode(d.mode & 0o7777),
-        rustix::fs::AtFlags::empty(),
-    )
-    .sys("chmod", &d.path)?;
-    rustix::fs::chownat(
-        &dir,
-        name.as_str(),
-        Some(rustix::fs::Uid::from_raw(d.uid)),
-        Some(rustix::fs::Gid::from_raw(d.gid)),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .sys("chown", &d.path)
+    sys.mknod(&dir, &name, &d.node).sys("mknod", &d.path)
 }
 
 fn links(rootfd: &OwnedFd) -> Result<()> {

@@ -13,7 +13,8 @@ use oci_spec::runtime::Spec;
 use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Result, RuntimeError, SysContext};
-use mount::{existing_flags, mount_at, open_target, parse_options, propagation_flag, sys_mount};
+use crate::sys::Syscalls;
+use mount::{mount_at, open_target, parse_options, propagation_flag};
 
 /// A filesystem an engine mounts on the rootfs directory (overlay of layers).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,7 +46,7 @@ pub struct RootfsContext<'a> {
 }
 
 /// Everything before pivot_root.
-pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
+pub fn prepare(sys: &dyn Syscalls, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
     let linux = spec.linux().as_ref();
     let rootfs = ctx
         .rootfs
@@ -62,7 +63,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         if prop & libc::MS_UNBINDABLE != 0 {
             prop = libc::MS_PRIVATE | libc::MS_REC;
         }
-        sys_mount(None, "/", None, prop, None).map_err(|e| {
+        sys.mount(None, "/", None, prop, None).map_err(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) {
                 // A plain chroot: its "/" is no mount of its own, so nothing
                 // can keep the container's mounts from reaching the host's
@@ -78,7 +79,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         // mount can be bound and is not shared; after anything else (not
         // recursive, shared, unbindable) it may be either.
         if prop & libc::MS_REC == 0 || prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
-            parent_mount_private(rootfs)?;
+            parent_mount_private(sys, rootfs)?;
         }
     }
     for m in ctx.rootfs_mounts {
@@ -88,13 +89,13 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         } else {
             (Some(m.typ.as_str()), o.flags)
         };
-        sys_mount(Some(&m.source), rootfs, typ, flags, Some(&o.data))
+        sys.mount(Some(&m.source), rootfs, typ, flags, Some(&o.data))
             .sys("mount", format!("{} {} on {rootfs}", m.typ, m.source))?;
     }
     // pivot_root and a read-only root need the root to be a mount point (the
     // host view already is one).
     if !ctx.host_mount_ns {
-        sys_mount(
+        sys.mount(
             Some(rootfs),
             rootfs,
             Some("bind"),
@@ -115,7 +116,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
         let dest = m.destination();
         if typ == "cgroup" || typ == "cgroup2" {
-            mount_cgroup(&rootfd, dest, &opts, ctx)?;
+            mount_cgroup(sys, &rootfd, dest, &opts, ctx)?;
             continue;
         }
         let is_bind = opts.flags & libc::MS_BIND != 0 || typ == "bind";
@@ -137,6 +138,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         let target = open_target(&rootfd, dest, file_target)?;
         if is_bind {
             mount_at(
+                sys,
                 source.as_deref(),
                 &target,
                 None,
@@ -149,8 +151,9 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
             let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
             if extra != 0 {
                 let top = open_target(&rootfd, dest, file_target)?;
-                let keep = existing_flags(&mount::fd_path(&top)) & !opts.clear;
+                let keep = sys.mount_flags(&mount::fd_path(&top)) & !opts.clear;
                 mount_at(
+                    sys,
                     None,
                     &top,
                     None,
@@ -163,6 +166,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
             let flags = opts.flags;
             let data = crate::lsm::label_mount_data(&opts.data, typ, &asked);
             let res = mount_at(
+                sys,
                 source.as_deref(),
                 &target,
                 Some(typ),
@@ -175,6 +179,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
                 // bind the host's, read-only, as runc does.
                 if typ == "sysfs" && ctx.userns {
                     mount_at(
+                        sys,
                         Some("/sys"),
                         &target,
                         None,
@@ -184,13 +189,14 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
                     )?;
                     let top = open_target(&rootfd, dest, false)?;
                     mount_at(
+                        sys,
                         None,
                         &top,
                         None,
                         libc::MS_BIND
                             | libc::MS_REMOUNT
                             | libc::MS_RDONLY
-                            | existing_flags(&mount::fd_path(&top)),
+                            | sys.mount_flags(&mount::fd_path(&top)),
                         None,
                         dest,
                     )?;
@@ -201,16 +207,16 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
         }
         if opts.rec_set != 0 || opts.rec_clear != 0 {
             let top = open_target(&rootfd, dest, file_target)?;
-            mount::set_recursive_attrs(&top, opts.rec_set, opts.rec_clear, dest)?;
+            mount::set_recursive_attrs(sys, &top, opts.rec_set, opts.rec_clear, dest)?;
         }
         if !opts.propagation.is_empty() {
             let top = open_target(&rootfd, dest, file_target)?;
             for p in &opts.propagation {
-                mount_at(None, &top, None, *p, None, dest)?;
+                mount_at(sys, None, &top, None, *p, None, dest)?;
             }
         }
     }
-    devices::create(spec, &rootfd, ctx.userns)?;
+    devices::create(sys, spec, &rootfd, ctx.userns)?;
     Ok(())
 }
 
@@ -218,6 +224,7 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> Result<()> {
 /// hierarchy (the container's own cgroup as its root when it has a cgroup
 /// namespace, else a bind of its directory).
 fn mount_cgroup(
+    sys: &dyn Syscalls,
     rootfd: &OwnedFd,
     dest: &Path,
     opts: &mount::Options,
@@ -230,6 +237,7 @@ fn mount_cgroup(
     if v2 {
         if ctx.cgroupns {
             return mount_at(
+                sys,
                 Some("cgroup2"),
                 &target,
                 Some("cgroup2"),
@@ -240,6 +248,7 @@ fn mount_cgroup(
         }
         let src = ctx.cgroup_paths[0].1.display().to_string();
         mount_at(
+            sys,
             Some(&src),
             &target,
             None,
@@ -249,6 +258,7 @@ fn mount_cgroup(
         )?;
         let top = open_target(rootfd, dest, false)?;
         return mount_at(
+            sys,
             None,
             &top,
             None,
@@ -258,6 +268,7 @@ fn mount_cgroup(
         );
     }
     mount_at(
+        sys,
         Some("tmpfs"),
         &target,
         Some("tmpfs"),
@@ -280,6 +291,7 @@ fn mount_cgroup(
         let t = open_target(rootfd, &sub, false)?;
         if ctx.cgroupns {
             mount_at(
+                sys,
                 Some("cgroup"),
                 &t,
                 Some("cgroup"),
@@ -295,6 +307,7 @@ fn mount_cgroup(
                 .map(|(_, p)| p.clone())
                 .unwrap_or_else(|| h.mountpoint.clone());
             mount_at(
+                sys,
                 Some(&dir.display().to_string()),
                 &t,
                 None,
@@ -304,6 +317,7 @@ fn mount_cgroup(
             )?;
             let top = open_target(rootfd, &sub, false)?;
             mount_at(
+                sys,
                 None,
                 &top,
                 None,
@@ -330,6 +344,7 @@ fn mount_cgroup(
     if ro != 0 {
         let top = open_target(rootfd, dest, false)?;
         mount_at(
+            sys,
             None,
             &top,
             None,
@@ -355,27 +370,28 @@ pub enum RootChange {
 }
 
 /// Makes `rootfs` the process's root.
-pub fn pivot(rootfs: &Path, how: RootChange) -> Result<()> {
+pub fn pivot(sys: &dyn Syscalls, rootfs: &Path, how: RootChange) -> Result<()> {
     let r = rootfs.display();
-    std::env::set_current_dir(rootfs).sys("chdir", &r)?;
+    sys.chdir(rootfs).sys("chdir", &r)?;
+    let root = Path::new("/");
     if how == RootChange::Chroot {
-        rustix::process::chroot(".").sys("chroot", &r)?;
-        return std::env::set_current_dir("/").sys("chdir", "/");
+        sys.chroot(".").sys("chroot", &r)?;
+        return sys.chdir(root).sys("chdir", "/");
     }
     let no_pivot = how == RootChange::MoveAndChroot;
     if no_pivot {
-        sys_mount(Some("."), "/", None, libc::MS_MOVE, None)
+        sys.mount(Some("."), "/", None, libc::MS_MOVE, None)
             .sys("mount", format!("{r} (MS_MOVE to /)"))?;
-        rustix::process::chroot(".").sys("chroot", &r)?;
-        return std::env::set_current_dir("/").sys("chdir", "/");
+        sys.chroot(".").sys("chroot", &r)?;
+        return sys.chdir(root).sys("chdir", "/");
     }
-    rustix::process::pivot_root(".", ".").sys("pivot_root", &r)?;
+    sys.pivot_root(".", ".").sys("pivot_root", &r)?;
     // The old root is stacked under the new one at "."; make it private to us
     // before detaching so the unmount does not propagate to the host.
-    sys_mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
+    sys.mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
         .sys("mount", "old root (slave)")?;
-    rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH).sys("umount2", "old root")?;
-    std::env::set_current_dir("/").sys("chdir", "/")
+    sys.unmount_detach(".").sys("umount2", "old root")?;
+    sys.chdir(root).sys("chdir", "/")
 }
 
 /// Where [`make_host_view`] puts the root of the container whose state
@@ -391,11 +407,12 @@ pub fn host_view(state_dir: &Path) -> std::path::PathBuf {
 /// `view` ([`detach_host_view`]) takes them all away. runc mounts into the
 /// bundle's rootfs itself there and leaves the mounts behind.
 pub fn make_host_view(rootfs: &Path, view: &Path) -> Result<()> {
+    let sys = &crate::sys::Linux;
     std::fs::create_dir(view).sys("mkdir", view.display())?;
     let (r, v) = (rootfs.display().to_string(), view.display().to_string());
-    sys_mount(Some(&r), &v, None, libc::MS_BIND | libc::MS_REC, None)
+    sys.mount(Some(&r), &v, None, libc::MS_BIND | libc::MS_REC, None)
         .sys("mount", format!("{r} on {v} (rootfs view)"))?;
-    sys_mount(None, &v, None, libc::MS_PRIVATE | libc::MS_REC, None)
+    sys.mount(None, &v, None, libc::MS_PRIVATE | libc::MS_REC, None)
         .sys("mount", format!("{v} (private)"))
 }
 
@@ -420,7 +437,7 @@ pub fn detach_host_view(view: &Path) -> Result<()> {
 /// carry the rootfs bind out to the host, and an unbindable one cannot be
 /// bound at all: make that one mount private, as runc does. The requested propagation is applied to the new `/` after
 /// pivot_root, in [`finish`].
-fn parent_mount_private(rootfs: &str) -> Result<()> {
+fn parent_mount_private(sys: &dyn Syscalls, rootfs: &str) -> Result<()> {
     let table = berth_cgroups::mountinfo::read().sys("read", "/proc/self/mountinfo")?;
     let under = |mp: &str| {
         mp == "/" || rootfs == mp || rootfs.strip_prefix(mp).is_some_and(|r| r.starts_with('/'))
@@ -436,7 +453,7 @@ fn parent_mount_private(rootfs: &str) -> Result<()> {
         })
         .max_by_key(|(mp, _)| mp.len());
     if let Some((mp, true)) = parent {
-        sys_mount(None, &mp, None, libc::MS_PRIVATE, None)
+        sys.mount(None, &mp, None, libc::MS_PRIVATE, None)
             .sys("mount", format!("{mp} (private, parent of the rootfs)"))?;
     }
     Ok(())
@@ -444,14 +461,14 @@ fn parent_mount_private(rootfs: &str) -> Result<()> {
 
 /// After pivot_root: read-only and masked paths, the read-only root, then
 /// the requested root propagation.
-pub fn finish(spec: &Spec) -> Result<()> {
+pub fn finish(sys: &dyn Syscalls, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
     for p in linux
         .and_then(|l| l.readonly_paths().as_ref())
         .into_iter()
         .flatten()
     {
-        match sys_mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
+        match sys.mount(Some(p), p, None, libc::MS_BIND | libc::MS_REC, None) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => {
@@ -462,8 +479,8 @@ pub fn finish(spec: &Spec) -> Result<()> {
                 ));
             }
         }
-        let keep = existing_flags(p);
-        sys_mount(
+        let keep = sys.mount_flags(p);
+        sys.mount(
             None,
             p,
             None,
@@ -477,14 +494,13 @@ pub fn finish(spec: &Spec) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        let md = match std::fs::metadata(p) {
-            Ok(md) => md,
-            Err(_) => continue,
+        let Some(dir) = sys.is_dir(p) else {
+            continue;
         };
-        let r = if md.is_dir() {
-            sys_mount(Some("tmpfs"), p, Some("tmpfs"), libc::MS_RDONLY, None)
+        let r = if dir {
+            sys.mount(Some("tmpfs"), p, Some("tmpfs"), libc::MS_RDONLY, None)
         } else {
-            sys_mount(Some("/dev/null"), p, None, libc::MS_BIND, None)
+            sys.mount(Some("/dev/null"), p, None, libc::MS_BIND, None)
         };
         r.sys("mount", format!("{p} (masked)"))?;
     }
@@ -493,8 +509,8 @@ pub fn finish(spec: &Spec) -> Result<()> {
         .as_ref()
         .is_some_and(|r| r.readonly() == Some(true))
     {
-        let keep = existing_flags("/");
-        sys_mount(
+        let keep = sys.mount_flags("/");
+        sys.mount(
             None,
             "/",
             None,
@@ -508,7 +524,11 @@ pub fn finish(spec: &Spec) -> Result<()> {
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(propagation_flag)
     {
-        sys_mount(None, "/", None, prop, None).sys("mount", "/ (rootfsPropagation)")?;
+        sys.mount(None, "/", None, prop, None)
+            .sys("mount", "/ (rootfsPropagation)")?;
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

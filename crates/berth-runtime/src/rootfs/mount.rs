@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, RuntimeError};
+use crate::sys::Syscalls;
 
 /// Parsed mount options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -263,6 +264,7 @@ pub fn open_target(root: &OwnedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
 
 /// Mounts `source` (a host path, or a filesystem name) on `target_fd`.
 pub fn mount_at(
+    sys: &dyn Syscalls,
     source: Option<&str>,
     target: &OwnedFd,
     fstype: Option<&str>,
@@ -270,45 +272,32 @@ pub fn mount_at(
     data: Option<&str>,
     shown: &Path,
 ) -> Result<()> {
-    sys_mount(source, &fd_path(target), fstype, flags, data).map_err(|e| {
-        RuntimeError::sys(
-            "mount",
-            format!("{} on {}", source.unwrap_or("none"), shown.display()),
-            e,
-        )
-    })
+    sys.mount(source, &fd_path(target), fstype, flags, data)
+        .map_err(|e| {
+            RuntimeError::sys(
+                "mount",
+                format!("{} on {}", source.unwrap_or("none"), shown.display()),
+                e,
+            )
+        })
 }
 
 /// Applies recursive mount attributes to the mount at `target` and every mount
 /// beneath it (mount_setattr(2) with AT_RECURSIVE; Linux 5.12+).
-pub fn set_recursive_attrs(target: &OwnedFd, set: u64, clear: u64, shown: &Path) -> Result<()> {
-    let attr = libc::mount_attr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid descriptor, an empty NUL-terminated path and a mount_attr
-    // of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(RuntimeError::sys(
+pub fn set_recursive_attrs(
+    sys: &dyn Syscalls,
+    target: &OwnedFd,
+    set: u64,
+    clear: u64,
+    shown: &Path,
+) -> Result<()> {
+    sys.mount_setattr(target, set, clear).map_err(|e| {
+        RuntimeError::sys(
             "mount_setattr",
             format!("{} (recursive attributes)", shown.display()),
-            std::io::Error::last_os_error(),
-        ))
-    }
+            e,
+        )
+    })
 }
 
 /// The flags a mount already has (statvfs), so a read-only remount keeps its
