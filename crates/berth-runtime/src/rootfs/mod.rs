@@ -45,42 +45,15 @@ pub struct RootfsContext<'a> {
     pub host_mount_ns: bool,
 }
 
-/// Everything before pivot_root.
+/// Everything before pivot_root: propagation, the rootfs mounts and its
+/// self-bind, config.json's mounts in order, then the devices.
 pub fn prepare(sys: &dyn Syscalls, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
-    let linux = spec.linux().as_ref();
     let rootfs = ctx
         .rootfs
         .to_str()
         .ok_or_else(|| RuntimeError::Spec("root.path: not UTF-8".into()))?;
     if !ctx.host_mount_ns {
-        let mut prop = linux
-            .and_then(|l| l.rootfs_propagation().as_deref())
-            .and_then(propagation_flag)
-            .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-        // Unbindable mounts cannot be the source of the binds to come (the
-        // rootfs, cgroups, the spec's binds): start private, and [`finish`]
-        // makes the new root unbindable.
-        if prop & libc::MS_UNBINDABLE != 0 {
-            prop = libc::MS_PRIVATE | libc::MS_REC;
-        }
-        sys.mount(None, "/", None, prop, None).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                // A plain chroot: its "/" is no mount of its own, so nothing
-                // can keep the container's mounts from reaching the host's
-                // (runc fails the same way, less clearly).
-                RuntimeError::Spec(
-                    "the root directory is not a mount point (a chroot?): a container needs a root whose propagation it can change; bind-mount the chroot onto itself first (mount --bind DIR DIR), or use a container or a VM".into(),
-                )
-            } else {
-                RuntimeError::sys("mount", "/ (propagation)", e)
-            }
-        })?;
-        // After a recursive slave or private propagation the rootfs's parent
-        // mount can be bound and is not shared; after anything else (not
-        // recursive, shared, unbindable) it may be either.
-        if prop & libc::MS_REC == 0 || prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
-            parent_mount_private(sys, rootfs)?;
-        }
+        isolate_propagation(sys, spec, rootfs)?;
     }
     for m in ctx.rootfs_mounts {
         let o = parse_options(&m.options);
@@ -112,111 +85,155 @@ pub fn prepare(sys: &dyn Syscalls, spec: &Spec, ctx: &RootfsContext) -> Result<(
     .sys("open", rootfs)?;
     let asked = crate::lsm::Asked::of(spec);
     for m in spec.mounts().iter().flatten() {
-        let typ = m.typ().as_deref().unwrap_or("");
-        let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
-        let dest = m.destination();
-        if typ == "cgroup" || typ == "cgroup2" {
-            mount_cgroup(sys, &rootfd, dest, &opts, ctx)?;
-            continue;
-        }
-        let is_bind = opts.flags & libc::MS_BIND != 0 || typ == "bind";
-        let source = m.source().as_ref().map(|s| s.display().to_string());
-        let file_target = is_bind
-            && source
-                .as_deref()
-                .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
-        if is_bind
-            && let Some(s) = &source
-            && std::fs::symlink_metadata(s).is_err()
-        {
-            return Err(RuntimeError::sys(
-                "mount",
-                format!("{s} on {}", dest.display()),
-                std::io::Error::from_raw_os_error(libc::ENOENT),
-            ));
-        }
-        let target = open_target(&rootfd, dest, file_target)?;
-        if is_bind {
-            mount_at(
-                sys,
-                source.as_deref(),
-                &target,
-                None,
-                opts.flags & (libc::MS_BIND | libc::MS_REC),
-                None,
-                dest,
-            )?;
-            // A bind takes its flags only on remount, of the new mount (re-resolved:
-            // the descriptor we mounted on still names the directory beneath).
-            let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
-            if extra != 0 {
-                let top = open_target(&rootfd, dest, file_target)?;
-                let keep = sys.mount_flags(&mount::fd_path(&top)) & !opts.clear;
-                mount_at(
-                    sys,
-                    None,
-                    &top,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | extra | keep,
-                    None,
-                    dest,
-                )?;
-            }
+        mount_one(sys, &rootfd, m, ctx, &asked)?;
+    }
+    devices::create(sys, spec, &rootfd, ctx.userns)
+}
+
+/// Changes the propagation of every mount in the new mount namespace (the
+/// spec's rootfsPropagation, rslave by default) so nothing the container
+/// mounts reaches the host.
+fn isolate_propagation(sys: &dyn Syscalls, spec: &Spec, rootfs: &str) -> Result<()> {
+    let mut prop = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flag)
+        .unwrap_or(libc::MS_SLAVE | libc::MS_REC);
+    // Unbindable mounts cannot be the source of the binds to come (the
+    // rootfs, cgroups, the spec's binds): start private, and [`finish`]
+    // makes the new root unbindable.
+    if prop & libc::MS_UNBINDABLE != 0 {
+        prop = libc::MS_PRIVATE | libc::MS_REC;
+    }
+    sys.mount(None, "/", None, prop, None).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            // A plain chroot: its "/" is no mount of its own, so nothing
+            // can keep the container's mounts from reaching the host's
+            // (runc fails the same way, less clearly).
+            RuntimeError::Spec(
+                "the root directory is not a mount point (a chroot?): a container needs a root whose propagation it can change; bind-mount the chroot onto itself first (mount --bind DIR DIR), or use a container or a VM".into(),
+            )
         } else {
-            let flags = opts.flags;
-            let data = crate::lsm::label_mount_data(&opts.data, typ, &asked);
-            let res = mount_at(
-                sys,
-                source.as_deref(),
-                &target,
-                Some(typ),
-                flags,
-                Some(&data),
-                dest,
-            );
-            if let Err(e) = res {
-                // sysfs cannot be mounted in a user namespace without its own netns:
-                // bind the host's, read-only, as runc does.
-                if typ == "sysfs" && ctx.userns {
-                    mount_at(
-                        sys,
-                        Some("/sys"),
-                        &target,
-                        None,
-                        libc::MS_BIND | libc::MS_REC,
-                        None,
-                        dest,
-                    )?;
-                    let top = open_target(&rootfd, dest, false)?;
-                    mount_at(
-                        sys,
-                        None,
-                        &top,
-                        None,
-                        libc::MS_BIND
-                            | libc::MS_REMOUNT
-                            | libc::MS_RDONLY
-                            | sys.mount_flags(&mount::fd_path(&top)),
-                        None,
-                        dest,
-                    )?;
-                } else {
-                    return Err(e);
-                }
-            }
+            RuntimeError::sys("mount", "/ (propagation)", e)
         }
-        if opts.rec_set != 0 || opts.rec_clear != 0 {
-            let top = open_target(&rootfd, dest, file_target)?;
-            mount::set_recursive_attrs(sys, &top, opts.rec_set, opts.rec_clear, dest)?;
-        }
-        if !opts.propagation.is_empty() {
-            let top = open_target(&rootfd, dest, file_target)?;
-            for p in &opts.propagation {
-                mount_at(sys, None, &top, None, *p, None, dest)?;
+    })?;
+    // After a recursive slave or private propagation the rootfs's parent
+    // mount can be bound and is not shared; after anything else (not
+    // recursive, shared, unbindable) it may be either.
+    if prop & libc::MS_REC == 0 || prop & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
+        parent_mount_private(sys, rootfs)?;
+    }
+    Ok(())
+}
+
+/// One of config.json's mounts, on its destination resolved inside the
+/// rootfs: a cgroup mount, a bind (then its flags by remount), or a
+/// filesystem; then recursive attributes and propagation.
+fn mount_one(
+    sys: &dyn Syscalls,
+    rootfd: &OwnedFd,
+    m: &oci_spec::runtime::Mount,
+    ctx: &RootfsContext,
+    asked: &crate::lsm::Asked,
+) -> Result<()> {
+    let typ = m.typ().as_deref().unwrap_or("");
+    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let dest = m.destination();
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroup(sys, rootfd, dest, &opts, ctx);
+    }
+    let is_bind = opts.flags & libc::MS_BIND != 0 || typ == "bind";
+    let source = m.source().as_ref().map(|s| s.display().to_string());
+    let file_target = is_bind
+        && source
+            .as_deref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+    if is_bind {
+        bind_one(sys, rootfd, source.as_deref(), dest, &opts, file_target)?;
+    } else {
+        let target = open_target(rootfd, dest, false)?;
+        let data = crate::lsm::label_mount_data(&opts.data, typ, asked);
+        let res = mount_at(
+            sys,
+            source.as_deref(),
+            &target,
+            Some(typ),
+            opts.flags,
+            Some(&data),
+            dest,
+        );
+        match res {
+            // sysfs cannot be mounted in a user namespace without its own
+            // netns: bind the host's, read-only, as runc does.
+            Err(_) if typ == "sysfs" && ctx.userns => {
+                let ro = mount::Options {
+                    flags: libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY,
+                    ..Default::default()
+                };
+                bind_one(sys, rootfd, Some("/sys"), dest, &ro, false)?;
             }
+            r => r?,
         }
     }
-    devices::create(sys, spec, &rootfd, ctx.userns)?;
+    if opts.rec_set != 0 || opts.rec_clear != 0 {
+        let top = open_target(rootfd, dest, file_target)?;
+        mount::set_recursive_attrs(sys, &top, opts.rec_set, opts.rec_clear, dest)?;
+    }
+    if !opts.propagation.is_empty() {
+        let top = open_target(rootfd, dest, file_target)?;
+        for p in &opts.propagation {
+            mount_at(sys, None, &top, None, *p, None, dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// A bind of `source` on `dest`, then its other flags by a remount of the
+/// new mount (a bind takes them only so), keeping the flags it has.
+fn bind_one(
+    sys: &dyn Syscalls,
+    rootfd: &OwnedFd,
+    source: Option<&str>,
+    dest: &Path,
+    opts: &mount::Options,
+    file_target: bool,
+) -> Result<()> {
+    if let Some(s) = source
+        && std::fs::symlink_metadata(s).is_err()
+    {
+        return Err(RuntimeError::sys(
+            "mount",
+            format!("{s} on {}", dest.display()),
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+    }
+    let target = open_target(rootfd, dest, file_target)?;
+    mount_at(
+        sys,
+        source,
+        &target,
+        None,
+        opts.flags & (libc::MS_BIND | libc::MS_REC),
+        None,
+        dest,
+    )?;
+    let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT);
+    if extra != 0 {
+        // Re-resolved: the descriptor we mounted on still names the
+        // directory beneath.
+        let top = open_target(rootfd, dest, file_target)?;
+        let keep = sys.mount_flags(&mount::fd_path(&top)) & !opts.clear;
+        mount_at(
+            sys,
+            None,
+            &top,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | extra | keep,
+            None,
+            dest,
+        )?;
+    }
     Ok(())
 }
 
@@ -230,49 +247,39 @@ fn mount_cgroup(
     opts: &mount::Options,
     ctx: &RootfsContext,
 ) -> Result<()> {
-    let base_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    let ro = opts.flags & libc::MS_RDONLY;
-    let target = open_target(rootfd, dest, false)?;
-    let v2 = ctx.cgroup_paths.len() == 1 && ctx.cgroup_paths[0].0.is_empty();
-    if v2 {
-        if ctx.cgroupns {
-            return mount_at(
-                sys,
-                Some("cgroup2"),
-                &target,
-                Some("cgroup2"),
-                base_flags | ro,
-                None,
-                dest,
-            );
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | (opts.flags & libc::MS_RDONLY);
+    let bind = |src: &Path, at: &Path| {
+        let o = mount::Options {
+            flags: libc::MS_BIND | libc::MS_REC | flags,
+            ..Default::default()
+        };
+        bind_one(sys, rootfd, Some(&src.display().to_string()), at, &o, false)
+    };
+    if let [(v2, dir)] = ctx.cgroup_paths
+        && v2.is_empty()
+    {
+        if !ctx.cgroupns {
+            return bind(dir, dest);
         }
-        let src = ctx.cgroup_paths[0].1.display().to_string();
-        mount_at(
-            sys,
-            Some(&src),
-            &target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-            dest,
-        )?;
-        let top = open_target(rootfd, dest, false)?;
+        let target = open_target(rootfd, dest, false)?;
         return mount_at(
             sys,
-            None,
-            &top,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | base_flags | ro,
+            Some("cgroup2"),
+            &target,
+            Some("cgroup2"),
+            flags,
             None,
             dest,
         );
     }
+    let target = open_target(rootfd, dest, false)?;
+    let tmpfs_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount_at(
         sys,
         Some("tmpfs"),
         &target,
         Some("tmpfs"),
-        base_flags,
+        tmpfs_flags,
         Some("mode=755"),
         dest,
     )?;
@@ -288,15 +295,16 @@ fn mount_cgroup(
             continue;
         }
         let sub = dest.join(&name);
-        let t = open_target(rootfd, &sub, false)?;
         if ctx.cgroupns {
+            let t = open_target(rootfd, &sub, false)?;
+            let controllers = h.controllers.join(",");
             mount_at(
                 sys,
                 Some("cgroup"),
                 &t,
                 Some("cgroup"),
-                base_flags | ro,
-                Some(&h.controllers.join(",")),
+                flags,
+                Some(&controllers),
                 &sub,
             )?;
         } else {
@@ -304,27 +312,8 @@ fn mount_cgroup(
                 .cgroup_paths
                 .iter()
                 .find(|(c, _)| h.controllers.contains(c))
-                .map(|(_, p)| p.clone())
-                .unwrap_or_else(|| h.mountpoint.clone());
-            mount_at(
-                sys,
-                Some(&dir.display().to_string()),
-                &t,
-                None,
-                libc::MS_BIND | libc::MS_REC,
-                None,
-                &sub,
-            )?;
-            let top = open_target(rootfd, &sub, false)?;
-            mount_at(
-                sys,
-                None,
-                &top,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | base_flags | ro,
-                None,
-                &sub,
-            )?;
+                .map_or(h.mountpoint.as_path(), |(_, p)| p.as_path());
+            bind(dir, &sub)?;
         }
         // cpu,cpuacct mounted together: also reachable as cpu and cpuacct.
         if h.controllers.len() > 1 {
@@ -341,17 +330,10 @@ fn mount_cgroup(
             }
         }
     }
-    if ro != 0 {
+    if flags & libc::MS_RDONLY != 0 {
         let top = open_target(rootfd, dest, false)?;
-        mount_at(
-            sys,
-            None,
-            &top,
-            None,
-            libc::MS_REMOUNT | base_flags | libc::MS_RDONLY,
-            Some("mode=755"),
-            dest,
-        )?;
+        let ro = libc::MS_REMOUNT | tmpfs_flags | libc::MS_RDONLY;
+        mount_at(sys, None, &top, None, ro, Some("mode=755"), dest)?;
     }
     Ok(())
 }

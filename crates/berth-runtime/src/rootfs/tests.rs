@@ -180,3 +180,28 @@ fn no_pivot_moves_the_root_and_chroots() {
         ["chdir /", "mount . on / MS_MOVE", "chroot .", "chdir /"]
     );
 }
+
+#[test]
+fn without_a_cgroup_namespace_the_cgroup_is_bound_read_only() {
+    let f = fixture();
+    let spec = docker_like(&f.hosts);
+    let paths = vec![(String::new(), f.cgroup.clone())];
+    let sys = Recorder::new(&f.rootfs);
+    let mut ctx = context(&f, &paths, false);
+    ctx.cgroupns = false;
+    prepare(&sys, &spec, &ctx).unwrap();
+    let cg = f.cgroup.canonicalize().unwrap().display().to_string();
+    let got: Vec<String> = sys
+        .take()
+        .into_iter()
+        .filter(|l| l.contains("/sys/fs/cgroup"))
+        .map(|l| l.replace(&cg, "<cgroup>"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "mount <cgroup> on /sys/fs/cgroup MS_BIND|MS_REC",
+            "mount none on /sys/fs/cgroup MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND",
+        ]
+    );
+}
