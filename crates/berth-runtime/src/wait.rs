@@ -122,27 +122,7 @@ pub enum Stdio {
 /// subreaper reaps its other children meanwhile (the orphans it inherits):
 /// call it as one only where no other thread waits for a child.
 pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool, &[u8])) -> i32 {
-    // SAFETY: a signalfd over the signals block_signals blocked.
-    let sfd: Option<OwnedFd> = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *s);
-        }
-        // Non-blocking: a thread of ours that does not block these signals
-        // may take one between our poll and our read.
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        (fd >= 0).then(|| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd))
-    };
-    // SAFETY: the standard descriptors outlive this function.
-    let (stdin, stdout, stderr) = unsafe {
-        (
-            BorrowedFd::borrow_raw(0),
-            BorrowedFd::borrow_raw(1),
-            BorrowedFd::borrow_raw(2),
-        )
-    };
-    let (master, out, err, mut input, want_stdin) = match io {
+    let (master, out, err, input, want_stdin) = match io {
         Stdio::Inherited => (None, None, None, None, false),
         Stdio::Tty { master, stdin } => (Some(master), None, None, None, stdin),
         Stdio::Pipes { out, err, input } => {
@@ -154,140 +134,229 @@ pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool
     if let Some(m) = &master
         && attached
     {
-        crate::tty::copy_winsize(stdin, m);
+        crate::tty::copy_winsize(std_fd(0), m);
     }
-    let reap_all = is_subreaper();
-    let mut out_open = master.is_some() || out.is_some();
-    let mut err_open = err.is_some();
-    let mut stdin_open = want_stdin && attached;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut exit: Option<i32> = None;
+    let mut p = Proxy {
+        pid,
+        attached,
+        reap_all: is_subreaper(),
+        sfd: forwarded_signals(),
+        out_open: master.is_some() || out.is_some(),
+        err_open: err.is_some(),
+        stdin_open: want_stdin && attached,
+        master,
+        out,
+        err,
+        input,
+        exit: None,
+        buf: vec![0u8; 64 * 1024],
+        on_output,
+    };
     loop {
-        // A subreaper reaps every child that exited, not only `pid`: it
-        // inherits the orphans of the processes it started (an exec'd
-        // process whose parent died), and a container's init cannot finish
-        // exiting while a process of its namespace is our unreaped zombie.
-        while exit.is_none() {
+        p.reap();
+        if p.exit.is_some() && !p.out_open && !p.err_open {
+            break;
+        }
+        let Some(ready) = p.poll() else {
+            break;
+        };
+        for source in ready {
+            match source {
+                Source::Out => p.copy_output(false),
+                Source::Err => p.copy_output(true),
+                Source::Signal => p.forward_signal(),
+                Source::Stdin => p.copy_input(),
+            }
+        }
+    }
+    p.exit.unwrap_or(255)
+}
+
+/// One of our standard descriptors.
+fn std_fd(n: i32) -> BorrowedFd<'static> {
+    // SAFETY: the standard descriptors stay open for the process's life.
+    unsafe { BorrowedFd::borrow_raw(n) }
+}
+
+/// A signalfd over the signals [`block_signals`] blocked, and SIGCHLD.
+fn forwarded_signals() -> Option<OwnedFd> {
+    // SAFETY: sigset calls on a zeroed set, and signalfd with it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
+            libc::sigaddset(&mut set, *s);
+        }
+        // Non-blocking: a thread of ours that does not block these signals
+        // may take one between our poll and our read.
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        (fd >= 0).then(|| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd))
+    }
+}
+
+/// What [`Proxy::poll`] found readable.
+#[derive(Clone, Copy)]
+enum Source {
+    Out,
+    Err,
+    Signal,
+    Stdin,
+}
+
+/// [`proxy`]'s state: the process, its streams and which are still open.
+struct Proxy<'a> {
+    pid: i32,
+    attached: bool,
+    reap_all: bool,
+    sfd: Option<OwnedFd>,
+    master: Option<OwnedFd>,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    input: Option<OwnedFd>,
+    out_open: bool,
+    err_open: bool,
+    stdin_open: bool,
+    exit: Option<i32>,
+    buf: Vec<u8>,
+    on_output: &'a mut dyn FnMut(bool, &[u8]),
+}
+
+impl Proxy<'_> {
+    /// Reaps without blocking. A subreaper reaps every child that exited,
+    /// not only `pid`: it inherits the orphans of the processes it started
+    /// (an exec'd process whose parent died), and a container's init cannot
+    /// finish exiting while a process of its namespace is our unreaped zombie.
+    fn reap(&mut self) {
+        let target = if self.reap_all { -1 } else { self.pid };
+        while self.exit.is_none() {
             let mut st = 0;
             // SAFETY: waitpid without blocking.
-            let r =
-                unsafe { libc::waitpid(if reap_all { -1 } else { pid }, &mut st, libc::WNOHANG) };
-            if r == pid {
-                exit = Some(exit_code(st));
+            let r = unsafe { libc::waitpid(target, &mut st, libc::WNOHANG) };
+            if r == self.pid {
+                self.exit = Some(exit_code(st));
             } else if r < 0 {
-                exit = Some(255);
+                self.exit = Some(255);
             } else if r == 0 {
                 break;
             }
         }
-        if exit.is_some() && !out_open && !err_open {
-            break;
-        }
-        let outfd = master
+    }
+
+    /// The process's stdout: the terminal's master, or the pipe.
+    fn out_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.master
             .as_ref()
-            .map(|m| m.as_fd())
-            .or(out.as_ref().map(|o| o.as_fd()));
+            .or(self.out.as_ref())
+            .map(|f| f.as_fd())
+    }
+
+    /// Waits for something to read (briefly once the process has exited, to
+    /// drain its output); `None` when nothing came after the exit.
+    fn poll(&self) -> Option<Vec<Source>> {
         let mut fds: Vec<PollFd> = Vec::new();
         let mut kinds = Vec::new();
-        if out_open && let Some(o) = &outfd {
-            fds.push(PollFd::new(o, PollFlags::IN));
-            kinds.push(0);
+        if self.out_open
+            && let Some(o) = self.out_fd()
+        {
+            fds.push(PollFd::from_borrowed_fd(o, PollFlags::IN));
+            kinds.push(Source::Out);
         }
-        if err_open && let Some(e) = &err {
+        if self.err_open
+            && let Some(e) = &self.err
+        {
             fds.push(PollFd::new(e, PollFlags::IN));
-            kinds.push(1);
+            kinds.push(Source::Err);
         }
-        if let Some(s) = &sfd {
+        if let Some(s) = &self.sfd {
             fds.push(PollFd::new(s, PollFlags::IN));
-            kinds.push(2);
+            kinds.push(Source::Signal);
         }
-        if stdin_open && exit.is_none() {
-            fds.push(PollFd::new(&stdin, PollFlags::IN));
-            kinds.push(3);
+        if self.stdin_open && self.exit.is_none() {
+            fds.push(PollFd::from_borrowed_fd(std_fd(0), PollFlags::IN));
+            kinds.push(Source::Stdin);
         }
-        let ns = if exit.is_some() {
-            20_000_000
-        } else {
-            200_000_000
-        };
+        let ms = if self.exit.is_some() { 20 } else { 200 };
         let timeout = rustix::event::Timespec {
             tv_sec: 0,
-            tv_nsec: ns,
+            tv_nsec: ms * 1_000_000,
         };
         let n = poll(&mut fds, Some(&timeout)).unwrap_or(0);
-        if n == 0 && exit.is_some() {
-            break;
+        if n == 0 && self.exit.is_some() {
+            return None;
         }
-        let ready: Vec<(i32, bool)> = fds
-            .iter()
-            .zip(&kinds)
-            .map(|(f, k)| (*k, !f.revents().is_empty()))
-            .collect();
-        for (kind, is_ready) in ready {
-            if !is_ready {
-                continue;
+        Some(
+            fds.iter()
+                .zip(kinds)
+                .filter(|(f, _)| !f.revents().is_empty())
+                .map(|(_, k)| k)
+                .collect(),
+        )
+    }
+
+    /// Copies what the process wrote to the callback (and to ours when
+    /// attached); end of file closes the stream.
+    fn copy_output(&mut self, is_err: bool) {
+        let fd = if is_err {
+            self.err.as_ref()
+        } else {
+            self.master.as_ref().or(self.out.as_ref())
+        };
+        let Some(fd) = fd else { return };
+        match rustix::io::read(fd, &mut self.buf) {
+            Ok(n) if n > 0 => {
+                (self.on_output)(is_err, &self.buf[..n]);
+                if self.attached {
+                    write_all(std_fd(if is_err { 2 } else { 1 }), &self.buf[..n]);
+                }
             }
-            match kind {
-                0 | 1 => {
-                    let fd = if kind == 0 {
-                        outfd.expect("polled")
-                    } else {
-                        err.as_ref().expect("polled").as_fd()
-                    };
-                    match rustix::io::read(fd, &mut buf) {
-                        Ok(n) if n > 0 => {
-                            on_output(kind == 1, &buf[..n]);
-                            if attached {
-                                write_all(if kind == 0 { stdout } else { stderr }, &buf[..n]);
-                            }
-                        }
-                        _ => {
-                            if kind == 0 {
-                                out_open = false;
-                            } else {
-                                err_open = false;
-                            }
-                        }
-                    }
-                }
-                2 => {
-                    let mut info = [0u8; 128];
-                    if let Ok(n) = rustix::io::read(sfd.as_ref().expect("polled"), &mut info)
-                        && n >= 4
-                    {
-                        let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
-                        if signo == libc::SIGWINCH {
-                            if let Some(m) = &master {
-                                crate::tty::copy_winsize(stdin, m);
-                            }
-                        } else if signo != libc::SIGCHLD && exit.is_none() {
-                            // SAFETY: forwarding a signal to the process we wait for.
-                            unsafe {
-                                libc::kill(pid, signo);
-                            }
-                        }
-                    }
-                }
-                _ => match rustix::io::read(stdin, &mut buf) {
-                    Ok(n) if n > 0 => {
-                        let target = master
-                            .as_ref()
-                            .map(|m| m.as_fd())
-                            .or(input.as_ref().map(|i| i.as_fd()));
-                        if let Some(t) = target {
-                            write_all(t, &buf[..n]);
-                        }
-                    }
-                    _ => {
-                        stdin_open = false;
-                        // Our EOF closes the process's stdin (pipes).
-                        input = None;
-                    }
-                },
+            _ if is_err => self.err_open = false,
+            _ => self.out_open = false,
+        }
+    }
+
+    /// A signal for us: the window size follows ours, the others go to the
+    /// process while it runs.
+    fn forward_signal(&mut self) {
+        let mut info = [0u8; 128];
+        let Some(sfd) = &self.sfd else { return };
+        let Ok(n) = rustix::io::read(sfd, &mut info) else {
+            return;
+        };
+        if n < 4 {
+            return;
+        }
+        let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
+        if signo == libc::SIGWINCH {
+            if let Some(m) = &self.master {
+                crate::tty::copy_winsize(std_fd(0), m);
+            }
+        } else if signo != libc::SIGCHLD && self.exit.is_none() {
+            // SAFETY: forwarding a signal to the process we wait for.
+            unsafe {
+                libc::kill(self.pid, signo);
             }
         }
     }
-    exit.unwrap_or(255)
+
+    /// Our input to the process's; our end of file closes its stdin (pipes).
+    fn copy_input(&mut self) {
+        match rustix::io::read(std_fd(0), &mut self.buf) {
+            Ok(n) if n > 0 => {
+                let target = self
+                    .master
+                    .as_ref()
+                    .or(self.input.as_ref())
+                    .map(|f| f.as_fd());
+                if let Some(t) = target {
+                    write_all(t, &self.buf[..n]);
+                }
+            }
+            _ => {
+                self.stdin_open = false;
+                self.input = None;
+            }
+        }
+    }
 }
 
 /// Whether this process is a child subreaper (`PR_SET_CHILD_SUBREAPER`).

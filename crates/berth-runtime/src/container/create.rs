@@ -114,8 +114,31 @@ impl Runtime {
         self.create_with_console(id, bundle, opts, console)
     }
 
+    /// Makes the container's state directory (and the runtime's root);
+    /// an existing one means the id is taken.
+    fn make_state_dir(&self, id: &str) -> Result<PathBuf> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
+            .sys("mkdir", self.root.display())?;
+        let dir = self.dir(id);
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(RuntimeError::Exists(id.to_string()))
+            }
+            Err(e) => Err(e).sys("mkdir", dir.display()),
+        }
+    }
+
     /// [`Runtime::create`] with an already connected console socket (one end of a
     /// socketpair the caller reads the terminal master from).
+    ///
+    /// Long by reason: it is the create sequence of the runtime spec in one
+    /// place (state directory, cgroup, fifo, clone, id maps, cgroup join,
+    /// the init's handshake, state), each step owning what the cleanup
+    /// undoes; the steps with logic of their own are functions beside it.
     pub fn create_with_console(
         &self,
         id: &str,
@@ -129,19 +152,7 @@ impl Runtime {
         let spec = crate::spec::load(&bundle)?;
         crate::spec::validate(&spec, &bundle)?;
         let rootfs = crate::spec::rootfs(&spec, &bundle)?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&self.root)
-            .sys("mkdir", self.root.display())?;
-        let dir = self.dir(id);
-        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::Exists(id.to_string()));
-            }
-            Err(e) => return Err(e).sys("mkdir", dir.display()),
-        }
+        let dir = self.make_state_dir(id)?;
         let mut cleanup = Cleanup {
             dir: dir.clone(),
             cgroup: None,
@@ -160,30 +171,8 @@ impl Runtime {
             crate::rootfs::make_host_view(&rootfs, &v)?;
             v
         };
-        let cgroup_path = linux
-            .cgroups_path()
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("/berth/{id}"));
-        let cg = berth_cgroups::Manager::new(&cgroup_path)?;
-        cg.create()?;
-        cleanup.cgroup = Some(cg.clone());
-        let mut resources = linux.resources().clone().unwrap_or_default();
-        if resources.devices().is_some() || linux.devices().is_some() {
-            resources.set_devices(Some(device_rules(linux)));
-        }
-        cg.apply(&resources)?;
-        let fifo = dir.join("exec.fifo");
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::Mode::from_raw_mode(0o622),
-        )
-        .sys("mkfifo", fifo.display())?;
-        // The fifo mode is filtered by the umask; make it writable by the
-        // container's user as intended.
-        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-            .sys("chmod", fifo.display())?;
+        let (cg, cgroup_path) = make_cgroup(linux, id, &mut cleanup)?;
+        let fifo = make_fifo(&dir)?;
         let (parent, child) = channel::pair()?;
         let state_for_hooks = hook_state(&spec, id, "creating", 0, &bundle);
         if plan.join_pid {
@@ -201,25 +190,13 @@ impl Runtime {
         } else {
             None
         };
-        let forked = clone_process(plan.new_flags).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) && plan.new_flags & libc::CLONE_NEWUSER != 0
-            {
-                RuntimeError::Spec(
-                    "the kernel refused to make a user namespace: it always does from a chroot (run the runtime from its mount namespace's own root), and where user namespaces are disabled (sysctl user.max_user_namespaces)".into(),
-                )
-            } else {
-                RuntimeError::sys("clone", format!("container {id}"), e)
-            }
-        })?;
-        let pid = match forked {
+        let pid = match clone_init(plan.new_flags, id)? {
             Forked::Child => {
                 drop(parent);
-                if let Some(fds) = opts.stdio {
-                    for (target, fd) in fds.iter().enumerate() {
-                        // SAFETY: dup2 of descriptors the caller keeps open.
-                        unsafe {
-                            libc::dup2(*fd, target as i32);
-                        }
+                for (target, fd) in opts.stdio.iter().flatten().enumerate() {
+                    // SAFETY: dup2 of descriptors the caller keeps open.
+                    unsafe {
+                        libc::dup2(*fd, target as i32);
                     }
                 }
                 // flock locks belong to the open file: the child's copy must go, or
@@ -249,72 +226,27 @@ impl Runtime {
         drop(console);
         cleanup.pid = Some(pid);
         if plan.new_flags & libc::CLONE_NEWUSER != 0 {
-            write_mappings(
-                pid,
-                "uid_map",
-                linux.uid_mappings().as_deref().unwrap_or(&[]),
-            )?;
-            write_mappings(
-                pid,
-                "gid_map",
-                linux.gid_mappings().as_deref().unwrap_or(&[]),
-            )?;
+            for (file, map) in [
+                ("uid_map", linux.uid_mappings()),
+                ("gid_map", linux.gid_mappings()),
+            ] {
+                write_mappings(pid, file, map.as_deref().unwrap_or(&[]))?;
+            }
         }
         if self_join.is_none() {
             cg.add_pid(pid)?;
         }
         drop(self_join);
         parent.send(&ToChild::Go)?;
-        let mut init_pid = pid;
-        // With a joined pid namespace the intermediate process reports the
-        // init's pid, and the init its readiness, on one channel from two
-        // processes: Ready may come first, so both are awaited.
-        let mut pid_pending = plan.join_pid;
-        let mut ready = false;
-        loop {
-            let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
-                Some((m, fd)) => (Some(m), fd),
-                None => (None, None),
-            };
-            match msg {
-                Some(ToParent::SeccompListener) => {
-                    let st = hook_state(&spec, id, "creating", init_pid, &bundle);
-                    hand_to_agent(&spec, fd, init_pid, &st)?;
-                    parent.send(&ToChild::SeccompDone)?;
-                }
-                Some(ToParent::Pid(p)) => {
-                    // SAFETY: reap the intermediate process, our child.
-                    unsafe {
-                        libc::waitpid(pid, std::ptr::null_mut(), 0);
-                    }
-                    init_pid = p;
-                    cleanup.pid = Some(p);
-                    pid_pending = false;
-                }
-                Some(ToParent::RunCreateHooks) => {
-                    let st = hook_state(&spec, id, "created", init_pid, &bundle);
-                    if let Some(h) = spec.hooks() {
-                        crate::hooks::run("prestart", h.prestart().as_deref().unwrap_or(&[]), &st)?;
-                        crate::hooks::run(
-                            "createRuntime",
-                            h.create_runtime().as_deref().unwrap_or(&[]),
-                            &st,
-                        )?;
-                    }
-                    parent.send(&ToChild::HooksDone)?;
-                }
-                Some(ToParent::Ready) => ready = true,
-                Some(ToParent::Error(e)) => return Err(e.into()),
-                None => {
-                    return Err(RuntimeError::Init(
-                        "the container's init exited before it was ready".into(),
-                    ));
-                }
-            }
-            if ready && !pid_pending {
-                break;
-            }
-        }
+        let init_pid = await_ready(
+            &parent,
+            &spec,
+            id,
+            &bundle,
+            pid,
+            plan.join_pid,
+            &mut cleanup,
+        )?;
         let pid_start = proc_stat(init_pid).map(|(_, s)| s).ok_or_else(|| {
             RuntimeError::Init("the container's init exited before it was ready".into())
         })?;
@@ -339,6 +271,121 @@ impl Runtime {
         drop(lock);
         Ok(init_pid)
     }
+}
+
+/// The container's cgroup (`linux.cgroupsPath`, `/berth/<id>` by default),
+/// made and given the spec's resources and device rules; the cleanup removes
+/// it on failure. Returns it and its path.
+fn make_cgroup(
+    linux: &oci_spec::runtime::Linux,
+    id: &str,
+    cleanup: &mut Cleanup,
+) -> Result<(berth_cgroups::Manager, String)> {
+    let cgroup_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/berth/{id}"));
+    let cg = berth_cgroups::Manager::new(&cgroup_path)?;
+    cg.create()?;
+    cleanup.cgroup = Some(cg.clone());
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    if resources.devices().is_some() || linux.devices().is_some() {
+        resources.set_devices(Some(device_rules(linux)));
+    }
+    cg.apply(&resources)?;
+    Ok((cg, cgroup_path))
+}
+
+/// Forks the container's init into its new namespaces.
+fn clone_init(flags: libc::c_int, id: &str) -> Result<Forked> {
+    clone_process(flags).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) && flags & libc::CLONE_NEWUSER != 0 {
+            RuntimeError::Spec(
+                "the kernel refused to make a user namespace: it always does from a chroot (run the runtime from its mount namespace's own root), and where user namespaces are disabled (sysctl user.max_user_namespaces)".into(),
+            )
+        } else {
+            RuntimeError::sys("clone", format!("container {id}"), e)
+        }
+    })
+}
+
+/// The exec fifo the init blocks on until `start`, writable by the
+/// container's user.
+fn make_fifo(dir: &Path) -> Result<PathBuf> {
+    let fifo = dir.join("exec.fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o622),
+    )
+    .sys("mkfifo", fifo.display())?;
+    // The fifo mode is filtered by the umask; make it what is intended.
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .sys("chmod", fifo.display())?;
+    Ok(fifo)
+}
+
+/// Serves the init over its channel until it is ready: the seccomp
+/// listener to the agent, the init's pid from an intermediate process (with
+/// a joined pid namespace), the prestart and createRuntime hooks. Returns
+/// the init's pid.
+fn await_ready(
+    parent: &channel::Channel,
+    spec: &Spec,
+    id: &str,
+    bundle: &Path,
+    pid: i32,
+    join_pid: bool,
+    cleanup: &mut Cleanup,
+) -> Result<i32> {
+    let mut init_pid = pid;
+    // With a joined pid namespace the intermediate process reports the
+    // init's pid, and the init its readiness, on one channel from two
+    // processes: Ready may come first, so both are awaited.
+    let mut pid_pending = join_pid;
+    let mut ready = false;
+    while !(ready && !pid_pending) {
+        let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
+            Some((m, fd)) => (m, fd),
+            None => {
+                return Err(RuntimeError::Init(
+                    "the container's init exited before it was ready".into(),
+                ));
+            }
+        };
+        match msg {
+            ToParent::SeccompListener => {
+                let st = hook_state(spec, id, "creating", init_pid, bundle);
+                hand_to_agent(spec, fd, init_pid, &st)?;
+                parent.send(&ToChild::SeccompDone)?;
+            }
+            ToParent::Pid(p) => {
+                // SAFETY: reap the intermediate process, our child.
+                unsafe {
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                init_pid = p;
+                cleanup.pid = Some(p);
+                pid_pending = false;
+            }
+            ToParent::RunCreateHooks => {
+                let st = hook_state(spec, id, "created", init_pid, bundle);
+                if let Some(h) = spec.hooks() {
+                    crate::hooks::run("prestart", h.prestart().as_deref().unwrap_or(&[]), &st)?;
+                    crate::hooks::run(
+                        "createRuntime",
+                        h.create_runtime().as_deref().unwrap_or(&[]),
+                        &st,
+                    )?;
+                }
+                parent.send(&ToChild::HooksDone)?;
+            }
+            ToParent::Ready => ready = true,
+            ToParent::Error(e) => return Err(e.into()),
+        }
+    }
+    Ok(init_pid)
 }
 
 /// Passes the seccomp notify listener the init sent to the profile's agent.
