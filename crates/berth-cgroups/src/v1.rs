@@ -207,7 +207,7 @@ impl V1Manager {
         Ok(())
     }
 
-    /// Applies `r`.
+    /// Applies `r`, controller by controller.
     pub fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         if let Some(u) = r.unified()
             && !u.is_empty()
@@ -217,87 +217,10 @@ impl V1Manager {
             ));
         }
         if let Some(m) = r.memory() {
-            let d = self.dir("memory")?;
-            let limit = m.limit();
-            let swap = m.swap();
-            let set_limit = |v: i64| write(&d.join("memory.limit_in_bytes"), &v.to_string());
-            let memsw = d.join("memory.memsw.limit_in_bytes");
-            match (limit, swap) {
-                (Some(l), Some(s)) => {
-                    if !memsw.exists() {
-                        if s != l && s != -1 && s != 0 {
-                            return Err(CgroupError::Invalid(
-                                "swap limit set but the kernel has no swap accounting (memory.memsw.limit_in_bytes)".into(),
-                            ));
-                        }
-                        set_limit(l)?;
-                    } else if s == -1 {
-                        write(&memsw, "-1")?;
-                        set_limit(l)?;
-                    } else if set_limit(l).is_err() {
-                        // The new limit is above the current memsw limit: raise memsw first.
-                        write(&memsw, &s.to_string())?;
-                        set_limit(l)?;
-                    } else {
-                        write(&memsw, &s.to_string())?;
-                    }
-                }
-                (Some(l), None) => set_limit(l)?,
-                (None, Some(s)) if memsw.exists() => write(&memsw, &s.to_string())?,
-                _ => {}
-            }
-            if let Some(res) = m.reservation() {
-                write(&d.join("memory.soft_limit_in_bytes"), &res.to_string())?;
-            }
-            if let Some(sw) = m.swappiness() {
-                if sw > 100 {
-                    return Err(CgroupError::Invalid(format!(
-                        "invalid memory swappiness {sw}: must be 0 to 100"
-                    )));
-                }
-                write(&d.join("memory.swappiness"), &sw.to_string())?;
-            }
-            if m.disable_oom_killer() == Some(true) {
-                write(&d.join("memory.oom_control"), "1")?;
-            }
+            self.apply_memory(m)?;
         }
         if let Some(c) = r.cpu() {
-            let d = self.dir("cpu")?;
-            if let Some(s) = c.shares()
-                && s != 0
-            {
-                write(&d.join("cpu.shares"), &s.to_string())?;
-            }
-            if let Some(p) = c.period()
-                && p != 0
-            {
-                write(&d.join("cpu.cfs_period_us"), &p.to_string())?;
-            }
-            if let Some(q) = c.quota()
-                && q != 0
-            {
-                write(&d.join("cpu.cfs_quota_us"), &q.to_string())?;
-            }
-            if let Some(p) = c.realtime_period()
-                && p != 0
-            {
-                write(&d.join("cpu.rt_period_us"), &p.to_string())?;
-            }
-            if let Some(rt) = c.realtime_runtime()
-                && rt != 0
-            {
-                write(&d.join("cpu.rt_runtime_us"), &rt.to_string())?;
-            }
-            if let Some(idle) = c.idle() {
-                write(&d.join("cpu.idle"), &idle.to_string())?;
-            }
-            let cs = self.dir("cpuset");
-            if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
-                write(&cs?.join("cpuset.cpus"), cpus)?;
-            }
-            if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
-                write(&self.dir("cpuset")?.join("cpuset.mems"), mems)?;
-            }
+            self.apply_cpu(c)?;
         }
         if let Some(p) = r.pids() {
             let d = self.dir("pids")?;
@@ -309,47 +232,7 @@ impl V1Manager {
             write(&d.join("pids.max"), &v)?;
         }
         if let Some(b) = r.block_io() {
-            let d = self.dir("blkio")?;
-            if let Some(w) = b.weight() {
-                write(&d.join("blkio.weight"), &w.to_string())?;
-            }
-            if let Some(w) = b.leaf_weight() {
-                write(&d.join("blkio.leaf_weight"), &w.to_string())?;
-            }
-            for wd in b.weight_device().iter().flatten() {
-                if let Some(w) = wd.weight() {
-                    write(
-                        &d.join("blkio.weight_device"),
-                        &format!("{}:{} {w}", wd.major(), wd.minor()),
-                    )?;
-                }
-            }
-            let throttles = [
-                (
-                    "blkio.throttle.read_bps_device",
-                    b.throttle_read_bps_device(),
-                ),
-                (
-                    "blkio.throttle.write_bps_device",
-                    b.throttle_write_bps_device(),
-                ),
-                (
-                    "blkio.throttle.read_iops_device",
-                    b.throttle_read_iops_device(),
-                ),
-                (
-                    "blkio.throttle.write_iops_device",
-                    b.throttle_write_iops_device(),
-                ),
-            ];
-            for (file, devs) in throttles {
-                for t in devs.iter().flatten() {
-                    write(
-                        &d.join(file),
-                        &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
-                    )?;
-                }
-            }
+            self.apply_blkio(b)?;
         }
         if let Some(devs) = r.devices() {
             let d = self.dir("devices")?;
@@ -380,6 +263,142 @@ impl V1Manager {
                 write(
                     &self.dir("net_prio")?.join("net_prio.ifpriomap"),
                     &format!("{} {}", p.name(), p.priority()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The memory controller: limit and swap (in the order the kernel
+    /// accepts), reservation, swappiness, OOM killer.
+    fn apply_memory(&self, m: &oci_spec::runtime::LinuxMemory) -> Result<(), CgroupError> {
+        let d = self.dir("memory")?;
+        let limit = m.limit();
+        let swap = m.swap();
+        let set_limit = |v: i64| write(&d.join("memory.limit_in_bytes"), &v.to_string());
+        let memsw = d.join("memory.memsw.limit_in_bytes");
+        match (limit, swap) {
+            (Some(l), Some(s)) => {
+                if !memsw.exists() {
+                    if s != l && s != -1 && s != 0 {
+                        return Err(CgroupError::Invalid(
+                            "swap limit set but the kernel has no swap accounting (memory.memsw.limit_in_bytes)".into(),
+                        ));
+                    }
+                    set_limit(l)?;
+                } else if s == -1 {
+                    write(&memsw, "-1")?;
+                    set_limit(l)?;
+                } else if set_limit(l).is_err() {
+                    // The new limit is above the current memsw limit: raise memsw first.
+                    write(&memsw, &s.to_string())?;
+                    set_limit(l)?;
+                } else {
+                    write(&memsw, &s.to_string())?;
+                }
+            }
+            (Some(l), None) => set_limit(l)?,
+            (None, Some(s)) if memsw.exists() => write(&memsw, &s.to_string())?,
+            _ => {}
+        }
+        if let Some(res) = m.reservation() {
+            write(&d.join("memory.soft_limit_in_bytes"), &res.to_string())?;
+        }
+        if let Some(sw) = m.swappiness() {
+            if sw > 100 {
+                return Err(CgroupError::Invalid(format!(
+                    "invalid memory swappiness {sw}: must be 0 to 100"
+                )));
+            }
+            write(&d.join("memory.swappiness"), &sw.to_string())?;
+        }
+        if m.disable_oom_killer() == Some(true) {
+            write(&d.join("memory.oom_control"), "1")?;
+        }
+        Ok(())
+    }
+
+    /// The cpu and cpuset controllers.
+    fn apply_cpu(&self, c: &oci_spec::runtime::LinuxCpu) -> Result<(), CgroupError> {
+        let d = self.dir("cpu")?;
+        if let Some(s) = c.shares()
+            && s != 0
+        {
+            write(&d.join("cpu.shares"), &s.to_string())?;
+        }
+        if let Some(p) = c.period()
+            && p != 0
+        {
+            write(&d.join("cpu.cfs_period_us"), &p.to_string())?;
+        }
+        if let Some(q) = c.quota()
+            && q != 0
+        {
+            write(&d.join("cpu.cfs_quota_us"), &q.to_string())?;
+        }
+        if let Some(p) = c.realtime_period()
+            && p != 0
+        {
+            write(&d.join("cpu.rt_period_us"), &p.to_string())?;
+        }
+        if let Some(rt) = c.realtime_runtime()
+            && rt != 0
+        {
+            write(&d.join("cpu.rt_runtime_us"), &rt.to_string())?;
+        }
+        if let Some(idle) = c.idle() {
+            write(&d.join("cpu.idle"), &idle.to_string())?;
+        }
+        let cs = self.dir("cpuset");
+        if let Some(cpus) = c.cpus().as_deref().filter(|s| !s.is_empty()) {
+            write(&cs?.join("cpuset.cpus"), cpus)?;
+        }
+        if let Some(mems) = c.mems().as_deref().filter(|s| !s.is_empty()) {
+            write(&self.dir("cpuset")?.join("cpuset.mems"), mems)?;
+        }
+        Ok(())
+    }
+
+    /// The blkio controller: weights and throttles.
+    fn apply_blkio(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<(), CgroupError> {
+        let d = self.dir("blkio")?;
+        if let Some(w) = b.weight() {
+            write(&d.join("blkio.weight"), &w.to_string())?;
+        }
+        if let Some(w) = b.leaf_weight() {
+            write(&d.join("blkio.leaf_weight"), &w.to_string())?;
+        }
+        for wd in b.weight_device().iter().flatten() {
+            if let Some(w) = wd.weight() {
+                write(
+                    &d.join("blkio.weight_device"),
+                    &format!("{}:{} {w}", wd.major(), wd.minor()),
+                )?;
+            }
+        }
+        let throttles = [
+            (
+                "blkio.throttle.read_bps_device",
+                b.throttle_read_bps_device(),
+            ),
+            (
+                "blkio.throttle.write_bps_device",
+                b.throttle_write_bps_device(),
+            ),
+            (
+                "blkio.throttle.read_iops_device",
+                b.throttle_read_iops_device(),
+            ),
+            (
+                "blkio.throttle.write_iops_device",
+                b.throttle_write_iops_device(),
+            ),
+        ];
+        for (file, devs) in throttles {
+            for t in devs.iter().flatten() {
+                write(
+                    &d.join(file),
+                    &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
                 )?;
             }
         }
