@@ -148,7 +148,30 @@ fn timestamps(h: &tar::Header) -> Timestamps {
     }
 }
 
+/// One entry's place and metadata, for the writers of each kind.
+struct Target<'a> {
+    /// The entry's path as the tar has it (for errors).
+    raw: &'a [u8],
+    /// Its parent directory, resolved in the root.
+    dir: &'a OwnedFd,
+    /// Its name there.
+    nm: &'a OsStr,
+    mode: Mode,
+    uid: u32,
+    gid: u32,
+    ts: Timestamps,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Target<'_> {
+    fn fail(&self, what: &str, err: Errno) -> ArchiveError {
+        ArchiveError::entry(self.raw, format!("{what}: {err}"))
+    }
+}
+
 impl Applier {
+    /// Applies one tar entry: whiteouts, then the entry in its resolved
+    /// parent, replacing what was there.
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<(), ArchiveError> {
         let raw = e.path_bytes().into_owned();
         let kind = e.header().entry_type();
@@ -182,118 +205,42 @@ impl Applier {
         let gid = h.gid().unwrap_or(0) as u32;
         let nm = OsStr::from_bytes(name);
 
-        // Replace whatever is there, except a directory by a directory.
-        match rustix::fs::statat(&dir, nm, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => {
-                let existing_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                if self.opts.keep_types && existing_dir != is_dir {
-                    let shown = String::from_utf8_lossy(&raw);
-                    return Err(ArchiveError::entry(
-                        &raw,
-                        if existing_dir {
-                            format!("cannot overwrite directory {shown:?} with non-directory")
-                        } else {
-                            format!("cannot overwrite non-directory {shown:?} with directory")
-                        },
-                    ));
-                }
-                if !(existing_dir && is_dir) {
-                    remove_all_at(dir.as_fd(), name)
-                        .map_err(|err| ArchiveError::entry(&raw, format!("replace: {err}")))?;
-                }
-            }
-            Err(Errno::NOENT) => {}
-            Err(err) => return Err(ArchiveError::entry(&raw, format!("stat: {err}"))),
-        }
-
-        let xattrs = self.xattrs(e, &raw)?;
-        let fail = |what: &str, err: Errno| ArchiveError::entry(&raw, format!("{what}: {err}"));
-        let ts = timestamps(&h);
+        self.make_room(&raw, &dir, name, is_dir)?;
+        let t = Target {
+            raw: &raw,
+            dir: &dir,
+            nm,
+            mode,
+            uid,
+            gid,
+            ts: timestamps(&h),
+            xattrs: self.xattrs(e, &raw)?,
+        };
         match kind {
             tar::EntryType::Directory => {
-                match rustix::fs::mkdirat(&dir, nm, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(err) => return Err(fail("mkdir", err)),
-                }
-                self.owner_at(&dir, nm, uid, gid)
-                    .map_err(|err| fail("chown", err))?;
-                rustix::fs::chmodat(&dir, nm, mode, AtFlags::empty())
-                    .map_err(|err| fail("chmod", err))?;
-                if !xattrs.is_empty() {
-                    let fd = rustix::fs::openat(
-                        &dir,
-                        nm,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|err| fail("open", err))?;
-                    set_xattrs(&fd, &xattrs).map_err(|err| fail("setxattr", err))?;
-                }
+                self.write_dir(&t)?;
                 let mut full = parent.iter().map(|c| c.to_vec()).collect::<Vec<_>>();
                 full.push(name.to_vec());
-                self.dir_times.push((full, ts));
+                self.dir_times.push((full, t.ts));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let fd = rustix::fs::openat(
-                    &dir,
-                    nm,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|err| fail("create", err))?;
-                let mut f = File::from(fd);
-                loop {
-                    let n = e.read(&mut self.buf).map_err(ArchiveError::Tar)?;
-                    if n == 0 {
-                        break;
-                    }
-                    f.write_all(&self.buf[..n])
-                        .map_err(|err| ArchiveError::entry(&raw, format!("write: {err}")))?;
-                    self.stats.content_bytes += n as u64;
-                }
-                if self.opts.chown {
-                    rustix::fs::fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                        .map_err(|err| fail("chown", err))?;
-                }
-                rustix::fs::fchmod(&f, mode).map_err(|err| fail("chmod", err))?;
-                set_xattrs(&f, &xattrs).map_err(|err| fail("setxattr", err))?;
-                rustix::fs::futimens(&f, &ts).map_err(|err| fail("utimes", err))?;
+                self.write_file(&t, e)?;
             }
             tar::EntryType::Symlink => {
                 let target = e
                     .link_name_bytes()
                     .ok_or_else(|| ArchiveError::entry(&raw, "symlink without a target"))?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, nm)
-                    .map_err(|err| fail("symlink", err))?;
+                    .map_err(|err| t.fail("symlink", err))?;
                 self.owner_at(&dir, nm, uid, gid)
-                    .map_err(|err| fail("chown", err))?;
-                let _ = rustix::fs::utimensat(&dir, nm, &ts, AtFlags::SYMLINK_NOFOLLOW);
+                    .map_err(|err| t.fail("chown", err))?;
+                let _ = rustix::fs::utimensat(&dir, nm, &t.ts, AtFlags::SYMLINK_NOFOLLOW);
             }
             tar::EntryType::Link => {
                 let target = e
                     .link_name_bytes()
                     .ok_or_else(|| ArchiveError::entry(&raw, "hardlink without a target"))?;
-                let tcomps = clean_components(&target).ok_or_else(|| {
-                    ArchiveError::entry(
-                        &raw,
-                        format!(
-                            "hardlink target {:?} escapes the layer root",
-                            String::from_utf8_lossy(&target)
-                        ),
-                    )
-                })?;
-                let Some((tname, tparent)) = tcomps.split_last() else {
-                    return Err(ArchiveError::entry(&raw, "hardlink to the root"));
-                };
-                let tdir = self.resolve_dir(tparent, false).map_err(|err| {
-                    ArchiveError::entry(&raw, format!("hardlink target directory: {err}"))
-                })?;
-                rustix::fs::linkat(&tdir, OsStr::from_bytes(tname), &dir, nm, AtFlags::empty())
-                    .map_err(|err| fail("link", err))?;
+                self.write_hardlink(&t, &target)?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let ft = match kind {
@@ -305,12 +252,12 @@ impl Applier {
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(&dir, nm, ft, mode, dev).map_err(|err| fail("mknod", err))?;
+                rustix::fs::mknodat(&dir, nm, ft, mode, dev).map_err(|err| t.fail("mknod", err))?;
                 self.owner_at(&dir, nm, uid, gid)
-                    .map_err(|err| fail("chown", err))?;
+                    .map_err(|err| t.fail("chown", err))?;
                 rustix::fs::chmodat(&dir, nm, mode, AtFlags::empty())
-                    .map_err(|err| fail("chmod", err))?;
-                let _ = rustix::fs::utimensat(&dir, nm, &ts, AtFlags::SYMLINK_NOFOLLOW);
+                    .map_err(|err| t.fail("chmod", err))?;
+                let _ = rustix::fs::utimensat(&dir, nm, &t.ts, AtFlags::SYMLINK_NOFOLLOW);
             }
             other => {
                 return Err(ArchiveError::entry(
@@ -323,6 +270,124 @@ impl Applier {
         full.push(name);
         self.created.insert(join(&full));
         Ok(())
+    }
+
+    /// Replaces whatever is at `name` in `dir`, except a directory by a
+    /// directory (merged); with `keep_types`, a change of kind is an error.
+    fn make_room(
+        &self,
+        raw: &[u8],
+        dir: &OwnedFd,
+        name: &[u8],
+        is_dir: bool,
+    ) -> Result<(), ArchiveError> {
+        match rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let existing_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+                if self.opts.keep_types && existing_dir != is_dir {
+                    let shown = String::from_utf8_lossy(raw);
+                    return Err(ArchiveError::entry(
+                        raw,
+                        if existing_dir {
+                            format!("cannot overwrite directory {shown:?} with non-directory")
+                        } else {
+                            format!("cannot overwrite non-directory {shown:?} with directory")
+                        },
+                    ));
+                }
+                if !(existing_dir && is_dir) {
+                    remove_all_at(dir.as_fd(), name)
+                        .map_err(|err| ArchiveError::entry(raw, format!("replace: {err}")))?;
+                }
+                Ok(())
+            }
+            Err(Errno::NOENT) => Ok(()),
+            Err(err) => Err(ArchiveError::entry(raw, format!("stat: {err}"))),
+        }
+    }
+
+    /// A directory (or an existing one's metadata): owner, mode, xattrs.
+    fn write_dir(&self, t: &Target) -> Result<(), ArchiveError> {
+        match rustix::fs::mkdirat(t.dir, t.nm, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(err) => return Err(t.fail("mkdir", err)),
+        }
+        self.owner_at(t.dir, t.nm, t.uid, t.gid)
+            .map_err(|err| t.fail("chown", err))?;
+        rustix::fs::chmodat(t.dir, t.nm, t.mode, AtFlags::empty())
+            .map_err(|err| t.fail("chmod", err))?;
+        if !t.xattrs.is_empty() {
+            let fd = rustix::fs::openat(
+                t.dir,
+                t.nm,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| t.fail("open", err))?;
+            set_xattrs(&fd, &t.xattrs).map_err(|err| t.fail("setxattr", err))?;
+        }
+        Ok(())
+    }
+
+    /// A regular file, created exclusively (never through a link), its
+    /// content copied, then owner, mode, xattrs and times.
+    fn write_file<R: Read>(
+        &mut self,
+        t: &Target,
+        e: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ArchiveError> {
+        let fd = rustix::fs::openat(
+            t.dir,
+            t.nm,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|err| t.fail("create", err))?;
+        let mut f = File::from(fd);
+        loop {
+            let n = e.read(&mut self.buf).map_err(ArchiveError::Tar)?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&self.buf[..n])
+                .map_err(|err| ArchiveError::entry(t.raw, format!("write: {err}")))?;
+            self.stats.content_bytes += n as u64;
+        }
+        if self.opts.chown {
+            rustix::fs::fchown(&f, Some(Uid::from_raw(t.uid)), Some(Gid::from_raw(t.gid)))
+                .map_err(|err| t.fail("chown", err))?;
+        }
+        rustix::fs::fchmod(&f, t.mode).map_err(|err| t.fail("chmod", err))?;
+        set_xattrs(&f, &t.xattrs).map_err(|err| t.fail("setxattr", err))?;
+        rustix::fs::futimens(&f, &t.ts).map_err(|err| t.fail("utimes", err))
+    }
+
+    /// A hard link to an entry already in the layer, its target resolved
+    /// inside the root (never through a symlink out of it).
+    fn write_hardlink(&self, t: &Target, target: &[u8]) -> Result<(), ArchiveError> {
+        let tcomps = clean_components(target).ok_or_else(|| {
+            ArchiveError::entry(
+                t.raw,
+                format!(
+                    "hardlink target {:?} escapes the layer root",
+                    String::from_utf8_lossy(target)
+                ),
+            )
+        })?;
+        let Some((tname, tparent)) = tcomps.split_last() else {
+            return Err(ArchiveError::entry(t.raw, "hardlink to the root"));
+        };
+        let tdir = self.resolve_dir(tparent, false).map_err(|err| {
+            ArchiveError::entry(t.raw, format!("hardlink target directory: {err}"))
+        })?;
+        rustix::fs::linkat(
+            &tdir,
+            OsStr::from_bytes(tname),
+            t.dir,
+            t.nm,
+            AtFlags::empty(),
+        )
+        .map_err(|err| t.fail("link", err))
     }
 
     fn owner_at(&self, dir: &OwnedFd, nm: &OsStr, uid: u32, gid: u32) -> Result<(), Errno> {
