@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use berth_types::image::Descriptor;
 use berth_types::{AnyManifest, Digest, ImageConfig};
 
 use crate::content::ContentError;
@@ -262,76 +263,83 @@ impl Store {
                 .next()
                 .map(str::to_string)
                 .unwrap_or_else(|| desc.digest.to_string());
-            let docs = if corrupt.contains(&desc.digest) {
-                Err(StoreError::invalid("manifest", "corrupt"))
-            } else {
-                self.load_image_docs(desc)
-            };
-            let (m, c) = match docs {
-                Ok(x) => x,
-                Err(e) => {
+            match self.check_image(desc, &corrupt, &mut verified) {
+                ImageCheck::Sound => {}
+                ImageCheck::Broken(reason) => {
                     broken_manifests.insert(desc.digest.clone());
                     r.problems.push(Problem::BrokenImage {
                         image: label,
-                        reason: e.to_string(),
+                        reason,
                     });
-                    continue;
                 }
-            };
-            let bad_layer = m
-                .layers
-                .iter()
-                .find(|l| corrupt.contains(&l.digest) || !self.content.exists(&l.digest));
-            if let Some(l) = bad_layer {
-                broken_manifests.insert(desc.digest.clone());
-                r.problems.push(Problem::BrokenImage {
-                    image: label,
-                    reason: format!("layer blob {} is missing or corrupt", l.digest),
-                });
-                continue;
-            }
-            // Each layer blob must unpack to the diff id the config names
-            // (once per pair: images share layers).
-            let mut mismatch = None;
-            for (l, d) in m.layers.iter().zip(&c.rootfs.diff_ids) {
-                if verified.contains(&(l.digest.clone(), d.clone())) {
-                    continue;
-                }
-                match self.verify_layer_blob(&l.digest, d) {
-                    Ok(()) => {
-                        verified.insert((l.digest.clone(), d.clone()));
-                    }
-                    Err(e) => {
-                        mismatch = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            if let Some(reason) = mismatch {
-                broken_manifests.insert(desc.digest.clone());
-                r.problems.push(Problem::BrokenImage {
-                    image: label,
-                    reason,
-                });
-                continue;
-            }
-            for chain in berth_types::chain_ids(&c.rootfs.diff_ids) {
-                if !self.snapshots.has_layer(&chain) {
+                ImageCheck::Unpack(chain_id, layers) => {
                     r.problems.push(Problem::MissingLayer {
-                        image: label.clone(),
-                        chain_id: chain,
+                        image: label,
+                        chain_id,
                     });
-                    relayer.push((
-                        m.layers
-                            .iter()
-                            .map(|l| l.digest.clone())
-                            .collect::<Vec<_>>(),
-                        c.rootfs.diff_ids.clone(),
-                    ));
-                    break;
+                    relayer.push(layers);
                 }
             }
         }
+        self.check_files(&mut r);
+        if repair {
+            self.repair(&mut r, &broken_manifests, relayer)?;
+        }
+        Ok(r)
+    }
+
+    /// One image: its documents load, its layer blobs are there, intact and
+    /// unpack to the diff ids its config names (once per pair: images share
+    /// layers), and its layers are unpacked.
+    fn check_image(
+        &self,
+        desc: &Descriptor,
+        corrupt: &BTreeSet<Digest>,
+        verified: &mut BTreeSet<(Digest, Digest)>,
+    ) -> ImageCheck {
+        let docs = if corrupt.contains(&desc.digest) {
+            Err(StoreError::invalid("manifest", "corrupt"))
+        } else {
+            self.load_image_docs(desc)
+        };
+        let (m, c) = match docs {
+            Ok(x) => x,
+            Err(e) => return ImageCheck::Broken(e.to_string()),
+        };
+        let bad_layer = m
+            .layers
+            .iter()
+            .find(|l| corrupt.contains(&l.digest) || !self.content.exists(&l.digest));
+        if let Some(l) = bad_layer {
+            return ImageCheck::Broken(format!("layer blob {} is missing or corrupt", l.digest));
+        }
+        for (l, d) in m.layers.iter().zip(&c.rootfs.diff_ids) {
+            let pair = (l.digest.clone(), d.clone());
+            if verified.contains(&pair) {
+                continue;
+            }
+            if let Err(e) = self.verify_layer_blob(&l.digest, d) {
+                return ImageCheck::Broken(e.to_string());
+            }
+            verified.insert(pair);
+        }
+        let missing = berth_types::chain_ids(&c.rootfs.diff_ids)
+            .into_iter()
+            .find(|chain| !self.snapshots.has_layer(chain));
+        match missing {
+            Some(chain) => ImageCheck::Unpack(
+                chain,
+                (
+                    m.layers.iter().map(|l| l.digest.clone()).collect(),
+                    c.rootfs.diff_ids.clone(),
+                ),
+            ),
+            None => ImageCheck::Sound,
+        }
+    }
+
+    /// Leftover temporaries, and store directories others can read.
+    fn check_files(&self, r: &mut CheckReport) {
         for p in self
             .content
             .stale_ingests()
@@ -350,9 +358,17 @@ impl Store {
                     .push(Problem::Exposed(p, m.permissions().mode() & 0o7777));
             }
         }
-        if !repair {
-            return Ok(r);
-        }
+    }
+
+    /// `check --repair`: deletes corrupt blobs, broken layers and leftovers,
+    /// makes exposed directories private, drops broken images from the
+    /// index, and unpacks the layers of sound images again.
+    fn repair(
+        &self,
+        r: &mut CheckReport,
+        broken_manifests: &BTreeSet<Digest>,
+        relayer: Vec<(Vec<Digest>, Vec<Digest>)>,
+    ) -> Result<(), StoreError> {
         for p in &r.problems {
             match p {
                 Problem::CorruptBlob(d) => {
@@ -392,11 +408,21 @@ impl Store {
             }
         }
         for (blobs, diff_ids) in relayer {
-            let top = self.unpack(&blobs, &diff_ids)?;
-            if let Some(t) = top {
+            if let Some(t) = self.unpack(&blobs, &diff_ids)? {
                 r.repairs.push(format!("re-unpacked layers up to {t}"));
             }
         }
-        Ok(r)
+        Ok(())
     }
+}
+
+/// What [`Store::check`] found of one image.
+enum ImageCheck {
+    /// Nothing wrong.
+    Sound,
+    /// Broken beyond repair (removed by `--repair`), and why.
+    Broken(String),
+    /// Sound, but a layer is not unpacked: the first missing chain id, and
+    /// the layer blobs and diff ids to unpack again.
+    Unpack(Digest, (Vec<Digest>, Vec<Digest>)),
 }
