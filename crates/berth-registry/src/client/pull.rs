@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use berth_store::Store;
-use berth_store::content::ContentError;
+use berth_store::content::{ContentError, Writer};
 use berth_store::snapshot::Extracted;
 use berth_types::image::{
     AnyManifest, Descriptor, ImageConfig, Manifest as ImageManifest, Platform, media_types,
@@ -444,12 +444,19 @@ pub fn fetch_blob(
     scopes: &[String],
     desc: &Descriptor,
     progress: Option<&dyn Progress>,
-    mut tee: Option<mpsc::SyncSender<Vec<u8>>>,
+    tee: Option<mpsc::SyncSender<Vec<u8>>>,
 ) -> Result<bool> {
-    let mut teed_all = tee.is_some();
     let url = reg.url(&format!("{repo}/blobs/{}", desc.digest));
-    let mut attempts = 0u32;
     let mut w = store.content.writer().map_err(store_err)?;
+    let mut d = Download {
+        store,
+        desc,
+        progress,
+        teed_all: tee.is_some(),
+        tee,
+        attempts: 0,
+        retries: reg.opts.retries,
+    };
     if let Some(p) = progress {
         p.start(&desc.digest, desc.size, "Downloading");
     }
@@ -461,23 +468,16 @@ pub fn fetch_blob(
         }
         let mut resp = match reg.get(&url, scopes, &headers) {
             Ok(r) => r,
-            Err(e) if attempts < reg.opts.retries && e.kind == ErrorKind::Transport => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(500 << attempts));
+            Err(e) if d.attempts < d.retries && e.kind == ErrorKind::Transport => {
+                d.attempts += 1;
+                std::thread::sleep(Duration::from_millis(500 << d.attempts));
                 continue;
             }
             Err(e) => return Err(e),
         };
         match resp.status().as_u16() {
-            200 if have > 0 => {
-                // The server ignored the range: start over.
-                w = store.content.writer().map_err(store_err)?;
-                tee = None;
-                teed_all = false;
-                if let Some(p) = progress {
-                    p.reset(&desc.digest, 0);
-                }
-            }
+            // The server ignored the range: start over.
+            200 if have > 0 => w = d.restart()?,
             200 | 206 => {}
             _ => {
                 return Err(response_error(
@@ -486,89 +486,116 @@ pub fn fetch_blob(
                 ));
             }
         }
-        let mut reader = resp.into_body().into_reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut dropped = None;
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if w.len() + n as u64 > desc.size && desc.size > 0 {
-                        return Err(Error::other(format!(
-                            "blob {}: the registry sent more than the {} bytes the manifest declares",
-                            desc.digest, desc.size
-                        )));
-                    }
-                    w.write_all(&buf[..n])
-                        .map_err(|e| Error::other(format!("writing blob {}: {e}", desc.digest)))?;
-                    if let Some(t) = &tee
-                        && t.send(buf[..n].to_vec()).is_err()
-                    {
-                        tee = None; // the extractor gave up; unpack from the blob later
-                        teed_all = false;
-                    }
-                    if let Some(p) = progress {
-                        p.advance(&desc.digest, n as u64);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    dropped = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = dropped {
-            attempts += 1;
-            if attempts > reg.opts.retries {
-                return Err(Error::new(
-                    ErrorKind::Transport,
-                    format!(
-                        "downloading blob {}: {e} (after {} attempts)",
-                        desc.digest, attempts
-                    ),
-                ));
-            }
+        if let Some(e) = d.copy_body(&mut w, resp.into_body().into_reader())? {
+            d.retry(|n| format!("downloading blob {}: {e} (after {n} attempts)", desc.digest))?;
             if let Some(p) = progress {
                 p.reset(&desc.digest, w.len());
             }
-            std::thread::sleep(Duration::from_millis(200 << attempts.min(5)));
+            std::thread::sleep(Duration::from_millis(200 << d.attempts.min(5)));
             continue;
         }
         if desc.size > 0 && w.len() < desc.size {
-            attempts += 1;
-            if attempts > reg.opts.retries {
-                return Err(Error::new(
-                    ErrorKind::Transport,
-                    format!(
-                        "downloading blob {}: connection closed after {} of {} bytes",
-                        desc.digest,
-                        w.len(),
-                        desc.size
-                    ),
-                ));
-            }
+            let got = w.len();
+            d.retry(|_| {
+                format!(
+                    "downloading blob {}: connection closed after {got} of {} bytes",
+                    desc.digest, desc.size
+                )
+            })?;
             continue;
         }
-        drop(tee.take());
-        return match w.commit(Some(&desc.digest), (desc.size > 0).then_some(desc.size)) {
-            Ok(_) => Ok(teed_all),
+        match d.commit(w)? {
+            Some(teed_all) => return Ok(teed_all),
+            None => w = d.restart()?,
+        }
+    }
+}
+
+/// One blob's download in progress (see [`fetch_blob`]).
+struct Download<'a> {
+    store: &'a Store,
+    desc: &'a Descriptor,
+    progress: Option<&'a dyn Progress>,
+    tee: Option<mpsc::SyncSender<Vec<u8>>>,
+    teed_all: bool,
+    attempts: u32,
+    retries: u32,
+}
+
+impl Download<'_> {
+    /// Starts again from the first byte, without the tee: a new writer.
+    fn restart(&mut self) -> Result<Writer> {
+        self.tee = None;
+        self.teed_all = false;
+        if let Some(p) = self.progress {
+            p.reset(&self.desc.digest, 0);
+        }
+        self.store.content.writer().map_err(store_err)
+    }
+
+    /// Counts a failed attempt; past the retries, the error `msg` makes of
+    /// their number.
+    fn retry(&mut self, msg: impl FnOnce(u32) -> String) -> Result<()> {
+        self.attempts += 1;
+        if self.attempts > self.retries {
+            return Err(Error::new(ErrorKind::Transport, msg(self.attempts)));
+        }
+        Ok(())
+    }
+
+    /// Copies a response body to the blob (and the tee), never past the
+    /// declared size. Returns the error that cut the stream, if one did.
+    fn copy_body(
+        &mut self,
+        w: &mut Writer,
+        mut reader: impl Read,
+    ) -> Result<Option<std::io::Error>> {
+        let desc = self.desc;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Some(e)),
+            };
+            if w.len() + n as u64 > desc.size && desc.size > 0 {
+                return Err(Error::other(format!(
+                    "blob {}: the registry sent more than the {} bytes the manifest declares",
+                    desc.digest, desc.size
+                )));
+            }
+            w.write_all(&buf[..n])
+                .map_err(|e| Error::other(format!("writing blob {}: {e}", desc.digest)))?;
+            if let Some(t) = &self.tee
+                && t.send(buf[..n].to_vec()).is_err()
+            {
+                self.tee = None; // the extractor gave up; unpack from the blob later
+                self.teed_all = false;
+            }
+            if let Some(p) = self.progress {
+                p.advance(&desc.digest, n as u64);
+            }
+        }
+    }
+
+    /// Verifies and stores the blob: whether the tee saw all of it, or
+    /// `None` to download it again (corrupted in transit: one fresh try).
+    fn commit(&mut self, w: Writer) -> Result<Option<bool>> {
+        drop(self.tee.take());
+        let desc = self.desc;
+        match w.commit(Some(&desc.digest), (desc.size > 0).then_some(desc.size)) {
+            Ok(_) => Ok(Some(self.teed_all)),
             Err(ContentError::DigestMismatch { expected, actual }) => {
-                // Corrupted in transit: one fresh download, then give up.
-                if attempts < reg.opts.retries.min(1) {
-                    attempts += 1;
-                    teed_all = false;
-                    w = store.content.writer().map_err(store_err)?;
-                    if let Some(p) = progress {
-                        p.reset(&desc.digest, 0);
-                    }
-                    continue;
+                if self.attempts < self.retries.min(1) {
+                    self.attempts += 1;
+                    return Ok(None);
                 }
                 Err(Error::other(format!(
                     "filesystem layer verification failed for digest {expected}: got content with digest {actual}"
                 )))
             }
             Err(e) => Err(store_err(e)),
-        };
+        }
     }
 }
