@@ -302,112 +302,109 @@ impl<'a> Builder<'a> {
             ),
         };
         let ignore = ctx.map(|cx| &cx.ignore);
-        let mut items: Vec<Source> = Vec::new();
-        let mut archives: Vec<Source> = Vec::new();
-        let mut downloads: Vec<(String, Vec<u8>, i64)> = Vec::new();
-        // (repository, commit it names now, destination)
-        let mut repos: Vec<(crate::git::GitSource, String, String)> = Vec::new();
-        let mut inputs = Inputs::default();
+        let mut r = Resolved::default();
         for s in &c.sources {
             if s.starts_with("<<") {
                 continue;
             }
+            let url = s.starts_with("http://") || s.starts_with("https://");
+            if (url || crate::git::is_git(s)) && !is_add {
+                return Err(step_err(file, cmd, "source can't be a URL for COPY"));
+            }
             if crate::git::is_git(s) {
-                if !is_add {
-                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
-                }
                 let g = crate::git::GitSource::parse(s).map_err(|e| step_err(file, cmd, e))?;
                 let commit = g.resolve().map_err(|e| step_err(file, cmd, e))?;
-                inputs.items.insert(format!("git:{s}"), commit.clone());
-                repos.push((g, commit, dest.to_string()));
-                continue;
-            }
-            if s.starts_with("http://") || s.starts_with("https://") {
-                if !is_add {
-                    return Err(step_err(file, cmd, "source can't be a URL for COPY"));
-                }
+                r.inputs.items.insert(format!("git:{s}"), commit.clone());
+                r.repos.push((g, commit, dest.to_string()));
+            } else if url {
                 let (target, data, modified, sum) = self
                     .download_source(s, c, dest, dest_is_dir)
                     .map_err(|e| step_err(file, cmd, e))?;
-                inputs.items.insert(format!("url:{target}"), sum);
-                downloads.push((target, data, modified.unwrap_or(0)));
-                continue;
-            }
-            let not_found = || {
-                step_err(
-                    file,
-                    cmd,
-                    format!(
-                        "failed to calculate checksum: \"/{}\": not found",
-                        s.trim_start_matches("./").trim_start_matches('/')
-                    ),
-                )
-            };
-            let matches = crate::context::resolve_sources(&tree, ignore, s);
-            if matches.is_empty() {
-                return Err(not_found());
-            }
-            for rel in matches {
-                // A source that is a link is followed, inside the tree (BuildKit).
-                let real = tree.resolve(&rel).map_err(|_| not_found())?;
-                let st = tree
-                    .lstat(&real)
-                    .map_err(|e| step_err(file, cmd, format!("{rel}: {e}")))?;
-                let name = Path::new(&rel)
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if inroot::is_dir(&st) {
-                    // A directory's contents go into the destination.
-                    walk(&tree, &real, dest, &mut items, ignore)
-                        .map_err(|e| step_err(file, cmd, e))?;
-                } else if is_add && is_archive(&tree, &real) {
-                    archives.push(Source {
-                        tree: tree.clone(),
-                        rel: real,
-                        dest: dest.to_string(),
-                    });
-                } else {
-                    let target = if dest_is_dir {
-                        format!("{}/{name}", dest.trim_end_matches('/'))
-                    } else {
-                        dest.to_string()
-                    };
-                    items.push(Source {
-                        tree: tree.clone(),
-                        rel: real,
-                        dest: target,
-                    });
-                }
+                r.inputs.items.insert(format!("url:{target}"), sum);
+                r.downloads.push((target, data, modified.unwrap_or(0)));
+            } else {
+                r.add_local(&tree, ignore, s, into, is_add)
+                    .map_err(|e| step_err(file, cmd, e))?;
             }
         }
         {
             let mut known = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
-            for it in items.iter().chain(archives.iter()) {
-                inputs.items.insert(
+            for it in r.items.iter().chain(r.archives.iter()) {
+                r.inputs.items.insert(
                     format!("file:{}", it.dest),
                     file_hash(&it.tree, &it.rel, &mut known),
                 );
             }
         }
         for h in &c.heredocs {
-            inputs.items.insert(
+            r.inputs.items.insert(
                 format!("heredoc:{}", h.name),
                 Digest::sha256_of(h.content.as_bytes()).hex().to_string(),
             );
         }
         for (k, val) in [("chown", &c.chown), ("chmod", &c.chmod)] {
             if let Some(x) = val {
-                inputs.items.insert(format!("flag:{k}"), x.clone());
+                r.inputs.items.insert(format!("flag:{k}"), x.clone());
             }
         }
-        Ok(Resolved {
-            items,
-            archives,
-            downloads,
-            repos,
-            inputs,
-        })
+        Ok(r)
+    }
+}
+
+impl Resolved {
+    /// A path source (a glob) in `tree`: each match, a link followed inside
+    /// the tree (BuildKit's rule); a directory's contents go into the
+    /// destination, an archive ADD unpacks is kept apart, a file goes into
+    /// the destination directory or becomes the destination.
+    fn add_local(
+        &mut self,
+        tree: &Arc<InRoot>,
+        ignore: Option<&crate::context::Ignore>,
+        s: &str,
+        into: &CopyInto<'_>,
+        is_add: bool,
+    ) -> Result<(), String> {
+        let dest = into.dest;
+        let not_found = || {
+            format!(
+                "failed to calculate checksum: \"/{}\": not found",
+                s.trim_start_matches("./").trim_start_matches('/')
+            )
+        };
+        let matches = crate::context::resolve_sources(tree, ignore, s);
+        if matches.is_empty() {
+            return Err(not_found());
+        }
+        for rel in matches {
+            let real = tree.resolve(&rel).map_err(|_| not_found())?;
+            let st = tree.lstat(&real).map_err(|e| format!("{rel}: {e}"))?;
+            if inroot::is_dir(&st) {
+                walk(tree, &real, dest, &mut self.items, ignore)?;
+                continue;
+            }
+            let target = if is_add && is_archive(tree, &real) {
+                self.archives.push(Source {
+                    tree: tree.clone(),
+                    rel: real,
+                    dest: dest.to_string(),
+                });
+                continue;
+            } else if into.dest_is_dir {
+                let name = Path::new(&rel)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                format!("{}/{name}", dest.trim_end_matches('/'))
+            } else {
+                dest.to_string()
+            };
+            self.items.push(Source {
+                tree: tree.clone(),
+                rel: real,
+                dest: target,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -498,6 +495,7 @@ struct Sources<'x> {
 }
 
 /// A COPY/ADD's sources, as resolved before the cache lookup.
+#[derive(Default)]
 pub(super) struct Resolved {
     items: Vec<Source>,
     archives: Vec<Source>,
