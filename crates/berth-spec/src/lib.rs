@@ -170,6 +170,38 @@ fn cap_set(list: &[String]) -> Result<HashSet<Capability>, String> {
 
 /// The OCI spec of a sandbox with docker's defaults.
 pub fn spec(s: &Sandbox) -> Result<Spec, String> {
+    let mut mounts: Vec<Mount> = typed(
+        "default mounts",
+        Value::Array(defaults::mounts(
+            s.privileged,
+            &s.files.0,
+            &s.files.1,
+            &s.files.2,
+        )),
+    )?;
+    let extra: Vec<Mount> = typed("mounts", Value::Array(s.mounts.clone()))?;
+    mounts.extend(extra);
+    let root = RootBuilder::default()
+        .path(s.root.0.clone())
+        .readonly(s.root.1)
+        .build()
+        .map_err(err("root"))?;
+    let mut spec = SpecBuilder::default()
+        .version("1.2.0")
+        .process(process(s)?)
+        .root(root)
+        .hostname(s.hostname.clone())
+        .mounts(mounts)
+        .linux(linux(s)?)
+        .build()
+        .map_err(err("spec"))?;
+    spec.set_annotations(None);
+    Ok(spec)
+}
+
+/// The process: user, arguments, environment, capabilities (docker's
+/// set, adjusted), rlimits only as asked, the AppArmor profile.
+fn process(s: &Sandbox) -> Result<oci_spec::runtime::Process, String> {
     let caps = cap_set(&s.caps)?;
     // As docker since 20.10 (CVE-2022-24769): no inheritable or ambient
     // capabilities (oci-spec's builder would default them to three).
@@ -207,17 +239,12 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     if let Some(p) = &s.apparmor {
         process.set_apparmor_profile(Some(p.clone()));
     }
-    let mut mounts: Vec<Mount> = typed(
-        "default mounts",
-        Value::Array(defaults::mounts(
-            s.privileged,
-            &s.files.0,
-            &s.files.1,
-            &s.files.2,
-        )),
-    )?;
-    let extra: Vec<Mount> = typed("mounts", Value::Array(s.mounts.clone()))?;
-    mounts.extend(extra);
+    Ok(process)
+}
+
+/// The namespaces: pid, ipc, uts and mount always; the network's own,
+/// joined or the host's; a cgroup namespace where asked.
+fn namespaces(s: &Sandbox) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, String> {
     let ns = |t: LinuxNamespaceType, path: Option<&str>| {
         let mut b = LinuxNamespaceBuilder::default().typ(t);
         if let Some(p) = path {
@@ -239,6 +266,13 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     if s.cgroup_ns {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
+    Ok(namespaces)
+}
+
+/// The linux section: resources with docker's device rules, namespaces,
+/// and unless privileged the masked and read-only paths and the seccomp
+/// profile.
+fn linux(s: &Sandbox) -> Result<oci_spec::runtime::Linux, String> {
     let mut resources = s.resources.clone();
     if !resources.is_object() {
         resources = Value::Object(Default::default());
@@ -248,7 +282,7 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
     let mut linux = LinuxBuilder::default()
         .resources(resources)
         .cgroups_path(s.cgroups_path.clone())
-        .namespaces(namespaces);
+        .namespaces(namespaces(s)?);
     if s.privileged {
         // (oci-spec's builder would mask its own list.)
         linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
@@ -276,23 +310,7 @@ pub fn spec(s: &Sandbox) -> Result<Spec, String> {
             linux = linux.seccomp(sc);
         }
     }
-    let linux = linux.build().map_err(err("linux"))?;
-    let root = RootBuilder::default()
-        .path(s.root.0.clone())
-        .readonly(s.root.1)
-        .build()
-        .map_err(err("root"))?;
-    let mut spec = SpecBuilder::default()
-        .version("1.2.0")
-        .process(process)
-        .root(root)
-        .hostname(s.hostname.clone())
-        .mounts(mounts)
-        .linux(linux)
-        .build()
-        .map_err(err("spec"))?;
-    spec.set_annotations(None);
-    Ok(spec)
+    linux.build().map_err(err("linux"))
 }
 
 #[cfg(test)]

@@ -206,7 +206,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_buildkit_mount_syntax() {
+    fn cache_mounts() {
         assert_eq!(
             parse("type=cache,target=/root/.cache/pip").unwrap(),
             RunMount::Cache {
@@ -241,6 +241,10 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn tmpfs_and_bind_mounts() {
         assert_eq!(
             parse("type=tmpfs,target=/t,size=1m").unwrap(),
             RunMount::Tmpfs {
@@ -285,6 +289,10 @@ mod tests {
                 "{ro}"
             );
         }
+    }
+
+    #[test]
+    fn secret_and_ssh_mounts() {
         assert_eq!(
             parse("type=secret,id=aws").unwrap(),
             RunMount::Secret {
@@ -321,6 +329,10 @@ mod tests {
                 required: false
             }
         );
+    }
+
+    #[test]
+    fn bad_mounts_are_refused() {
         for bad in [
             "type=secret",
             "type=ssh,mode=0666",
