@@ -13,7 +13,7 @@ pub mod git;
 pub mod leftovers;
 pub mod run_mount;
 
-pub use builder::{BuildError, BuildOptions, Builder};
+pub use builder::{BuildError, BuildOptions, Builder, Cause};
 
 /// What [`prune`] removed: cache records and leftovers, and the bytes the
 /// store's collection then freed.
@@ -34,14 +34,11 @@ pub fn prune(
     store: &berth_store::Store,
     root: &std::path::Path,
 ) -> Result<PruneReport, BuildError> {
-    let other = |e: String| BuildError::Other(e);
-    let cache = cache::Cache::open(&root.join("buildcache")).map_err(|e| other(e.to_string()))?;
-    let n = cache.clear().map_err(|e| other(e.to_string()))?;
-    store
-        .set_roots("buildcache", &[])
-        .map_err(|e| other(e.to_string()))?;
+    let cache = cache::Cache::open(&root.join("buildcache")).map_err(Cause::from)?;
+    let n = cache.clear().map_err(Cause::from)?;
+    store.set_roots("buildcache", &[]).map_err(Cause::from)?;
     let left = leftovers::collect(store, root, false).len();
-    let report = store.gc().map_err(|e| other(e.to_string()))?;
+    let report = store.gc().map_err(Cause::from)?;
     Ok(PruneReport {
         objects: n + left,
         layers: report.layers_removed,

@@ -59,7 +59,7 @@ impl<'a> Builder<'a> {
         };
         let src_root: PathBuf = match &from {
             None => ctx.root.clone(),
-            Some(m) => m.dir.clone(),
+            Some(m) => m.dir.path().to_path_buf(),
         };
         let into = CopyInto {
             src_root: &src_root,
@@ -124,19 +124,23 @@ impl<'a> Builder<'a> {
             .view(&key, &top, Default::default())
             .map_err(other)?;
         let mnt = self.mountpoint()?;
-        if let Err(e) = mount_snapshot(&mounts, &mnt) {
-            let _ = self.store.snapshots.remove_active(&key);
-            return Err(step_err(file, cmd, e));
-        }
+        let mounted = match mount_snapshot(&mounts, &mnt) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.store.snapshots.remove_active(&key);
+                return Err(step_err(file, cmd, e));
+            }
+        };
         Ok(FromMount {
-            dir: mnt,
+            dir: mounted,
             snapshot: key,
             content: top.to_string(),
         })
     }
 
+    /// Unmounts a [`FromMount`] and removes its view snapshot.
     pub(super) fn unmount_from(&mut self, m: FromMount) {
-        unmount(&m.dir);
+        drop(m.dir);
         let _ = self.store.snapshots.remove_active(&m.snapshot);
     }
 
@@ -194,19 +198,11 @@ impl<'a> Builder<'a> {
             walk(&repo, &sub, d, &mut items, None).map_err(|e| step_err(file, cmd, e))?;
             _checkouts.push(tmp);
         }
-        self.ensure_unpacked(&st)?;
-        let snap = crate::leftovers::step_key(
-            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
-        );
-        let mounts = self
-            .store
-            .snapshots
-            .prepare(&snap, st.top_chain().as_ref(), Default::default())
-            .map_err(other)?;
-        let mnt = self.mountpoint()?;
-        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
+        let (snap, mnt) = self
+            .mount_step(&st, &key)
+            .map_err(|e| step_err(file, cmd, e))?;
         let applied = write_sources(
-            &mnt,
+            mnt.path(),
             c,
             &Sources {
                 items: &items,
@@ -216,7 +212,7 @@ impl<'a> Builder<'a> {
             &into,
             opts,
         );
-        unmount(&mnt);
+        drop(mnt);
         if let Err(e) = applied {
             let _ = self.store.snapshots.remove_active(&snap);
             return Err(step_err(file, cmd, e));

@@ -80,23 +80,15 @@ impl<'a> Builder<'a> {
             });
         }
         let _ = text;
-        self.ensure_unpacked(&st)?;
-        let snap = crate::leftovers::step_key(
-            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
-        );
-        let mounts = self
-            .store
-            .snapshots
-            .prepare(&snap, st.top_chain().as_ref(), Default::default())
-            .map_err(other)?;
-        let mnt = self.mountpoint()?;
-        mount_snapshot(&mounts, &mnt).map_err(|e| step_err(file, cmd, e))?;
-        let r = pathrs::Root::open(&mnt).and_then(|root| {
+        let (snap, mnt) = self
+            .mount_step(&st, &key)
+            .map_err(|e| step_err(file, cmd, e))?;
+        let r = pathrs::Root::open(mnt.path()).and_then(|root| {
             use std::os::unix::fs::PermissionsExt;
             root.mkdir_all(dir, &std::fs::Permissions::from_mode(0o755))
                 .map(drop)
         });
-        unmount(&mnt);
+        drop(mnt);
         r.map_err(|e| step_err(file, cmd, format!("mkdir {dir}: {e}")))?;
         let parent_key = st.key.clone();
         // One history row, docker's words: with the layer of the directory
@@ -117,6 +109,32 @@ impl<'a> Builder<'a> {
         )?;
         self.done(v, t);
         Ok(next)
+    }
+
+    /// The writable snapshot of a step keyed `key` on top of `st`, prepared
+    /// and mounted: its name (to commit or remove) and the mount.
+    pub(super) fn mount_step(
+        &mut self,
+        st: &StageImage,
+        key: &str,
+    ) -> Result<(String, Mounted), BuildError> {
+        self.ensure_unpacked(st)?;
+        let snap = crate::leftovers::step_key(
+            Digest::sha256_of(format!("{}{key}", self.work.display()).as_bytes()).short(),
+        );
+        let mounts = self
+            .store
+            .snapshots
+            .prepare(&snap, st.top_chain().as_ref(), Default::default())
+            .map_err(other)?;
+        let mnt = self.mountpoint()?;
+        match mount_snapshot(&mounts, &mnt) {
+            Ok(m) => Ok((snap, m)),
+            Err(e) => {
+                let _ = self.store.snapshots.remove_active(&snap);
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn mountpoint(&mut self) -> Result<PathBuf, BuildError> {

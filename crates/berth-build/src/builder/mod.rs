@@ -44,15 +44,16 @@ pub enum BuildError {
     /// The Dockerfile.
     #[error(transparent)]
     Dockerfile(#[from] instructions::DockerfileError),
-    /// A step, located in the Dockerfile.
-    #[error("{file}:{line}: {msg}")]
+    /// A step, located in the Dockerfile, and what failed in it.
+    #[error("{file}:{line}: {source}")]
     Step {
         /// Dockerfile name.
         file: String,
         /// Line.
         line: usize,
-        /// What failed.
-        msg: String,
+        /// What failed, its own error kept.
+        #[source]
+        source: Cause,
     },
     /// A RUN step that exited non-zero.
     #[error("{file}:{line}: process \"{cmd}\" did not complete successfully: exit code: {code}")]
@@ -66,12 +67,78 @@ pub enum BuildError {
         /// Its exit code.
         code: i32,
     },
-    /// Anything else.
+    /// Anything else (outside a step: the store, the runtime, a stage's thread).
+    #[error(transparent)]
+    Other(#[from] Cause),
+}
+
+/// What failed, as its own error where there is one (so an error chain
+/// reaches the store's or the system's error), else a message.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// A message (a rule of Dockerfiles or of the build).
     #[error("{0}")]
-    Other(String),
+    Message(String),
+    /// The image store.
+    #[error(transparent)]
+    Store(#[from] berth_store::StoreError),
+    /// The store's blobs.
+    #[error(transparent)]
+    Content(#[from] berth_store::content::ContentError),
+    /// The store's snapshots.
+    #[error(transparent)]
+    Snapshot(#[from] berth_store::snapshot::SnapshotError),
+    /// A layer's archive.
+    #[error(transparent)]
+    Archive(#[from] berth_store::archive::ArchiveError),
+    /// A file of the store, with the operation and path.
+    #[error(transparent)]
+    Path(#[from] berth_store::fsutil::PathError),
+    /// An instruction's words (variable expansion).
+    #[error(transparent)]
+    Shell(#[from] berth_dockerfile::shell::ShellError),
+    /// An instruction applied to the image's configuration.
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
+    /// The system.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<String> for Cause {
+    fn from(m: String) -> Cause {
+        Cause::Message(m)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(m: &str) -> Cause {
+        Cause::Message(m.to_string())
+    }
+}
+
+impl From<BuildError> for Cause {
+    /// A build error met inside a step: its cause, or its message.
+    fn from(e: BuildError) -> Cause {
+        match e {
+            BuildError::Other(c) => c,
+            e => Cause::Message(e.to_string()),
+        }
+    }
+}
+
+impl From<String> for BuildError {
+    fn from(m: String) -> BuildError {
+        BuildError::Other(Cause::Message(m))
+    }
 }
 
 impl BuildError {
+    /// An error that is a message only.
+    pub fn msg(m: impl Into<String>) -> BuildError {
+        BuildError::Other(Cause::Message(m.into()))
+    }
+
     /// The exit code `build` should end with (a failing RUN's own code).
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -138,7 +205,7 @@ impl BuildOptions {
         std::fs::read(&p)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .map_err(|e| {
-                BuildError::Other(format!(
+                BuildError::msg(format!(
                     "failed to read dockerfile: open {}: {e}",
                     p.display()
                 ))
@@ -236,7 +303,7 @@ fn private_mounts() -> Result<(), BuildError> {
     // SAFETY: unshare and a propagation change in the single-threaded CLI.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(BuildError::Other(format!(
+            return Err(BuildError::msg(format!(
                 "unshare(CLONE_NEWNS): {}",
                 std::io::Error::last_os_error()
             )));
@@ -250,7 +317,7 @@ fn private_mounts() -> Result<(), BuildError> {
             std::ptr::null(),
         ) != 0
         {
-            return Err(BuildError::Other(format!(
+            return Err(BuildError::msg(format!(
                 "make / private: {}",
                 std::io::Error::last_os_error()
             )));
@@ -262,22 +329,40 @@ fn private_mounts() -> Result<(), BuildError> {
 /// An earlier stage's or an image's filesystem, mounted for one step.
 struct FromMount {
     /// Where it is mounted.
-    dir: PathBuf,
+    dir: Mounted,
     /// The view snapshot behind it.
     snapshot: String,
     /// Its top chain id: what it holds, for cache keys.
     content: String,
 }
 
+/// A snapshot mounted for one step: unmounted when dropped, so no error
+/// path of the step's work leaves the mount behind.
+pub(super) struct Mounted(PathBuf);
+
+impl Mounted {
+    /// Where it is mounted.
+    pub(super) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// Mounts the first of a snapshot's mounts on `target`.
 fn mount_snapshot(
     mounts: &[berth_store::snapshot::Mount],
     target: &Path,
-) -> Result<(), BuildError> {
+) -> Result<Mounted, BuildError> {
     let m = mounts
         .first()
-        .ok_or_else(|| BuildError::Other("snapshot has no mounts".into()))?;
+        .ok_or_else(|| BuildError::msg("snapshot has no mounts"))?;
     let tgt = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|e| BuildError::Other(e.to_string()))?;
+        .map_err(|e| BuildError::msg(e.to_string()))?;
     let (src, typ, flags, data) = if m.typ == "bind" {
         let ro = m.options.iter().any(|o| o == "ro");
         (
@@ -294,9 +379,9 @@ fn mount_snapshot(
             m.options.join(","),
         )
     };
-    let csrc = std::ffi::CString::new(src).map_err(|e| BuildError::Other(e.to_string()))?;
+    let csrc = std::ffi::CString::new(src).map_err(|e| BuildError::msg(e.to_string()))?;
     let ctyp = typ.map(|t| std::ffi::CString::new(t).expect("fs type"));
-    let cdata = std::ffi::CString::new(data).map_err(|e| BuildError::Other(e.to_string()))?;
+    let cdata = std::ffi::CString::new(data).map_err(|e| BuildError::msg(e.to_string()))?;
     // SAFETY: mount with valid C strings.
     let r = unsafe {
         libc::mount(
@@ -308,22 +393,18 @@ fn mount_snapshot(
         )
     };
     if r != 0 {
-        return Err(BuildError::Other(format!(
+        return Err(BuildError::msg(format!(
             "mount {} on {}: {}",
             m.typ,
             target.display(),
             std::io::Error::last_os_error()
         )));
     }
-    Ok(())
+    Ok(Mounted(target.to_path_buf()))
 }
 
-fn unmount(target: &Path) {
-    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
-}
-
-fn other<E: std::fmt::Display>(e: E) -> BuildError {
-    BuildError::Other(e.to_string())
+fn other<E: Into<Cause>>(e: E) -> BuildError {
+    BuildError::Other(e.into())
 }
 
 /// The timestamp written into configs and history.
@@ -421,11 +502,11 @@ impl<'a> Builder<'a> {
         }
         if let Some(msg) = df.lint_violation() {
             // `# check=error=true`: findings fail the build before any step runs.
-            return Err(BuildError::Other(msg));
+            return Err(BuildError::msg(msg));
         }
         self.done(v, t);
         let ctx = Context::open(&opts.context, opts.dockerfile.as_deref()).map_err(|e| {
-            BuildError::Other(format!(
+            BuildError::msg(format!(
                 "unable to prepare context: path {:?} not found: {e}",
                 opts.context.display().to_string()
             ))
@@ -593,9 +674,10 @@ impl<'a> Builder<'a> {
         plan: &Plan<'_>,
         level: &[usize],
     ) -> Result<Vec<(usize, StageImage, BTreeSet<String>)>, BuildError> {
-        let runtime_bin = self.stage_runtime.clone().ok_or_else(|| {
-            BuildError::Other("berth-runtime is not installed beside berth".into())
-        })?;
+        let runtime_bin = self
+            .stage_runtime
+            .clone()
+            .ok_or_else(|| BuildError::msg("berth-runtime is not installed beside berth"))?;
         let (tx, rx) = mpsc::channel::<String>();
         let mut workers = Vec::new();
         for &i in level {
@@ -639,8 +721,7 @@ impl<'a> Builder<'a> {
         });
         let mut built = Vec::new();
         for o in outcomes {
-            let (i, r, used) =
-                o.map_err(|_| BuildError::Other("a stage's build thread panicked".into()))?;
+            let (i, r, used) = o.map_err(|_| BuildError::msg("a stage's build thread panicked"))?;
             built.push((i, r?, used));
         }
         Ok(built)
@@ -738,5 +819,39 @@ impl<W: Write> Write for HashTee<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_error_keeps_its_line_and_its_cause() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = BuildError::Step {
+            file: "Dockerfile".into(),
+            line: 3,
+            source: Cause::from(full),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("Dockerfile:3: No space left on device"),
+            "{e}"
+        );
+        let cause = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<Cause>())
+            .expect("the cause is kept as an error");
+        assert!(
+            matches!(cause, Cause::Io(io) if io.raw_os_error() == Some(libc::ENOSPC)),
+            "{cause:?}"
+        );
+        // A build error met inside a step keeps its own cause.
+        let inner = BuildError::Other(Cause::from(std::io::Error::from_raw_os_error(libc::EIO)));
+        assert!(matches!(Cause::from(inner), Cause::Io(_)));
+        assert!(matches!(
+            Cause::from(BuildError::msg("plain")),
+            Cause::Message(m) if m == "plain"
+        ));
     }
 }

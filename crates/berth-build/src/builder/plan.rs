@@ -40,11 +40,11 @@ pub(super) struct Step<'s> {
     pub(super) args: &'s BTreeMap<String, String>,
 }
 
-pub(super) fn step_err(file: &str, l: &Located, msg: impl std::fmt::Display) -> BuildError {
+pub(super) fn step_err(file: &str, l: &Located, cause: impl Into<Cause>) -> BuildError {
     BuildError::Step {
         file: file.to_string(),
         line: l.node.start_line,
-        msg: msg.to_string(),
+        source: cause.into(),
     }
 }
 
@@ -205,7 +205,7 @@ pub(super) fn target_stage(df: &Dockerfile, target: Option<&str>) -> Result<usiz
             .stages
             .iter()
             .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
-            .ok_or_else(|| BuildError::Other(format!("target stage \"{t}\" could not be found"))),
+            .ok_or_else(|| BuildError::msg(format!("target stage \"{t}\" could not be found"))),
         None => Ok(df.stages.len() - 1),
     }
 }

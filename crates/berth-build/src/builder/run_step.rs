@@ -111,7 +111,7 @@ impl<'a> Builder<'a> {
                     Some(f) => {
                         let fm = self.mount_from(s, &f)?;
                         let c = format!("{f} {}:{source}", fm.content);
-                        *from = Some(fm.dir.display().to_string());
+                        *from = Some(fm.dir.path().display().to_string());
                         froms.push(fm);
                         c
                     }
@@ -434,7 +434,7 @@ impl<'a> Builder<'a> {
     ) -> Result<i32, String> {
         use std::io::BufRead;
         let rootfs = bundle.join("rootfs");
-        mount_snapshot(mounts, &rootfs).map_err(|e| e.to_string())?;
+        let mounted = mount_snapshot(mounts, &rootfs).map_err(|e| e.to_string())?;
         let root = self.runtime.root().to_path_buf();
         // A leftover of the same name first, and the container after.
         let delete = || {
@@ -476,7 +476,9 @@ impl<'a> Builder<'a> {
             Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
         })();
         delete();
-        unmount(&rootfs);
+        // Unmounted before the bundle goes, or its removal would reach
+        // into the snapshot.
+        drop(mounted);
         let _ = std::fs::remove_dir_all(bundle);
         run
     }

@@ -210,7 +210,7 @@ fn with_triggers(st: &mut StageImage, stage: &Stage) -> Result<Vec<Located>, Bui
     for tr in triggers {
         commands.push(
             instructions::parse_instruction(&tr)
-                .map_err(|e| BuildError::Other(format!("ONBUILD trigger {tr:?}: {e}")))?,
+                .map_err(|e| BuildError::msg(format!("ONBUILD trigger {tr:?}: {e}")))?,
         );
     }
     commands.extend(stage.commands.iter().cloned());

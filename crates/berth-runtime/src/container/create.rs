@@ -345,7 +345,7 @@ fn await_ready(
     // processes: Ready may come first, so both are awaited.
     let mut pid_pending = join_pid;
     let mut ready = false;
-    while !(ready && !pid_pending) {
+    while !ready || pid_pending {
         let (msg, fd) = match parent.recv_with_fd::<ToParent>()? {
             Some((m, fd)) => (m, fd),
             None => {
