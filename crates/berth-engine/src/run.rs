@@ -384,6 +384,11 @@ impl Engine {
             };
             c.state.monitor_pid = std::process::id() as i32;
             let _ = self.save_state(&c);
+            // Listening before the start is reported, so an `attach` right
+            // after `run -di` reaches the input. Before any thread of ours
+            // starts (the prober's): a fork.
+            let server =
+                input.and_then(|fd| crate::input::Server::spawn(&self.dir(&c.id), fd).ok());
             if let Some(mut r) = ready.take() {
                 let _ = std::io::Write::write_all(&mut r, b"ok");
             }
@@ -395,9 +400,6 @@ impl Engine {
                 libc::malloc_trim(0);
             }
             let started = std::time::Instant::now();
-            // Before any thread of ours starts (the prober's): a fork.
-            let server =
-                input.and_then(|fd| crate::input::Server::spawn(&self.dir(&c.id), fd).ok());
             let prober = self.health_start(&c);
             let code = io_loop(pid, io, log, false);
             drop(server);
