@@ -17,6 +17,7 @@ pub enum RuntimeError {
         /// What it was called on.
         path: String,
         /// The errno.
+        #[source]
         err: std::io::Error,
     },
     /// cgroup setup.

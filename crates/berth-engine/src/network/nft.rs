@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 pub enum NftError {
     /// `nft` is missing or could not run.
     #[error("nft (from the nftables package) is needed for bridge networks: {0}")]
-    Spawn(std::io::Error),
+    Spawn(#[source] std::io::Error),
     /// The kernel or nft refused the change.
     #[error("nft: {what}: {stderr}")]
     Failed {

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use ureq::ResponseExt;
 use ureq::http::{Method, Response};
 
 pub use config::{AuthConfig, CredentialStore};
@@ -53,7 +54,9 @@ pub enum ErrorKind {
     Other,
 }
 
-/// A registry error with docker's wording.
+/// A registry error with docker's wording, and as data what it concerns
+/// (the URL asked, the HTTP status answered, the blob or manifest digest)
+/// where known, for callers that act on them rather than print them.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{msg}")]
 pub struct Error {
@@ -61,6 +64,12 @@ pub struct Error {
     pub kind: ErrorKind,
     /// The message.
     pub msg: String,
+    /// The URL of the request that failed.
+    pub url: Option<String>,
+    /// The HTTP status the registry answered with.
+    pub status: Option<u16>,
+    /// The digest of the blob or manifest concerned.
+    pub digest: Option<berth_types::Digest>,
 }
 
 impl Error {
@@ -69,7 +78,22 @@ impl Error {
         Error {
             kind,
             msg: msg.into(),
+            url: None,
+            status: None,
+            digest: None,
         }
+    }
+
+    /// The error, about the request to `url`.
+    pub fn at(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The error, about the content `digest`.
+    pub fn of(mut self, digest: &berth_types::Digest) -> Self {
+        self.digest = Some(digest.clone());
+        self
     }
     /// A category-less error.
     pub fn other(msg: impl Into<String>) -> Self {
@@ -162,7 +186,7 @@ pub type Body = ureq::Body;
 pub type BodySource<'b> = dyn FnMut() -> Result<(Box<dyn Read + Send + 'b>, Option<u64>)> + 'b;
 
 fn transport(e: ureq::Error, url: &str) -> Error {
-    Error::new(ErrorKind::Transport, format!("Get \"{url}\": {e}"))
+    Error::new(ErrorKind::Transport, format!("Get \"{url}\": {e}")).at(url)
 }
 
 fn retryable(status: u16) -> bool {
@@ -228,7 +252,9 @@ pub fn response_error(resp: &mut Response<Body>, what: &str) -> Error {
         (c, "") => c.to_ascii_lowercase(),
         (c, m) => format!("{}: {m}", c.to_ascii_lowercase()),
     };
-    Error::new(kind, format!("{what}: {text}"))
+    let mut e = Error::new(kind, format!("{what}: {text}")).at(resp.get_uri().to_string());
+    e.status = Some(status);
+    e
 }
 
 impl Registry {
@@ -513,7 +539,9 @@ impl Registry {
         {
             return Err(Error::other(format!(
                 "manifest verification failed for digest {want}: the registry sent content with digest {digest}"
-            )));
+            ))
+            .at(url)
+            .of(&want));
         }
         if let Some(h) = r
             .headers()
@@ -525,7 +553,9 @@ impl Registry {
         {
             return Err(Error::other(format!(
                 "manifest verification failed for {repo}:{reference}: the registry says {hd} but sent content with digest {digest}"
-            )));
+            ))
+            .at(url)
+            .of(&hd));
         }
         Ok((bytes, ct, digest))
     }
@@ -539,6 +569,81 @@ pub fn scope(repo: &str, actions: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry on loopback that answers each request from `answer`
+    /// (path → status, headers, body), one connection a request.
+    fn tiny_registry(answer: fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>)) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                // (A TLS hello first, as the client tries https: not HTTP.)
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut first = Vec::new();
+                if r.read_until(b'\n', &mut first).is_err() || !first.starts_with(b"GET ") {
+                    continue;
+                }
+                let first = String::from_utf8_lossy(&first).into_owned();
+                let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                let mut line = Vec::new();
+                while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let (status, headers, body) = answer(&path);
+                let mut w = conn;
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head += &format!("{k}: {v}\r\n");
+                }
+                let _ = w.write_all(format!("{head}\r\n").as_bytes());
+                let _ = w.write_all(&body);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn errors_carry_the_url_status_and_digest() {
+        let host = tiny_registry(|path| match path {
+            "/v2/" => (200, vec![], b"{}".to_vec()),
+            "/v2/app/manifests/gone" => (
+                404,
+                vec![("content-type", "application/json".into())],
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+                    .to_vec(),
+            ),
+            _ => (
+                200,
+                vec![
+                    (
+                        "content-type",
+                        "application/vnd.oci.image.manifest.v1+json".into(),
+                    ),
+                    (
+                        "docker-content-digest",
+                        berth_types::Digest::sha256_of(b"other").to_string(),
+                    ),
+                ],
+                br#"{"schemaVersion":2}"#.to_vec(),
+            ),
+        });
+        let reg = Registry::connect(&host, None, Options::default()).unwrap();
+        let e = reg.manifest("app", "gone", &[]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.status, Some(404));
+        assert_eq!(
+            e.url.as_deref(),
+            Some(format!("http://{host}/v2/app/manifests/gone").as_str())
+        );
+        assert!(e.msg.contains("manifest unknown"), "{}", e.msg);
+        let e = reg.manifest("app", "lies", &[]).unwrap_err();
+        assert!(e.msg.contains("manifest verification failed"), "{}", e.msg);
+        assert_eq!(e.digest, Some(berth_types::Digest::sha256_of(b"other")));
+    }
 
     #[test]
     fn challenges() {

@@ -436,8 +436,24 @@ fn fetch_and_extract(
 
 /// Downloads one blob into the store, verifying it, resuming after drops.
 /// `tee` gets every byte in order; it is dropped (and false returned) if the
-/// stream had to restart from the beginning.
+/// stream had to restart from the beginning. An error names the blob's
+/// digest as data too ([`Error::digest`]).
 pub fn fetch_blob(
+    store: &Store,
+    reg: &Registry,
+    repo: &str,
+    scopes: &[String],
+    desc: &Descriptor,
+    progress: Option<&dyn Progress>,
+    tee: Option<mpsc::SyncSender<Vec<u8>>>,
+) -> Result<bool> {
+    download_blob(store, reg, repo, scopes, desc, progress, tee).map_err(|e| match e.digest {
+        Some(_) => e,
+        None => e.of(&desc.digest),
+    })
+}
+
+fn download_blob(
     store: &Store,
     reg: &Registry,
     repo: &str,

@@ -24,7 +24,7 @@ pub enum ArchiveError {
     Io(#[from] PathError),
     /// The tar stream itself is broken (truncated, bad header, bad compression).
     #[error("invalid layer tar: {0}")]
-    Tar(io::Error),
+    Tar(#[source] io::Error),
     /// An entry that may not be applied, with its name inside the tar.
     #[error("layer entry {path:?}: {msg}")]
     Entry {
