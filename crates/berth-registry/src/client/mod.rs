@@ -572,7 +572,10 @@ mod tests {
 
     /// A registry on loopback that answers each request from `answer`
     /// (path → status, headers, body), one connection a request.
-    fn tiny_registry(answer: fn(&str) -> (u16, Vec<(&'static str, String)>, Vec<u8>)) -> String {
+    /// A canned answer: status, headers, body.
+    type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+    fn tiny_registry(answer: fn(&str) -> Answer) -> String {
         use std::io::{BufRead, BufReader, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap().to_string();
