@@ -60,7 +60,7 @@ pub fn key(parent: &str, text: &str, inputs: &Inputs) -> String {
 /// process: stages built at once may record the same step together.
 fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = p.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(berth_store::fsutil::unique_name(".tmp-"));
+    let tmp = dir.join(berth_fs::unique_name(".tmp-"));
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, p).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

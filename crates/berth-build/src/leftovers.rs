@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_fs::owner_alive;
 use berth_store::Store;
-use berth_store::fsutil::owner_alive;
 
 /// The prefix of a build's step containers and snapshots.
 pub const PREFIX: &str = "build-";

@@ -141,7 +141,7 @@ impl Engine {
         }
         du.image_layers = counted;
         for c in containers {
-            let size_rw = berth_store::fsutil::du(&store.snapshots.upper_dir(&c.id));
+            let size_rw = berth_fs::du(&store.snapshots.upper_dir(&c.id));
             let size_root = du
                 .images
                 .iter()
@@ -155,7 +155,7 @@ impl Engine {
         }
         let used = self.volumes_in_use()?;
         for v in self.volumes()? {
-            let size = berth_store::fsutil::du(std::path::Path::new(&v.mountpoint));
+            let size = berth_fs::du(std::path::Path::new(&v.mountpoint));
             let links = used.iter().filter(|(n, _)| *n == v.name).count();
             du.volumes.push(VolumeUsage {
                 volume: v,

@@ -181,7 +181,7 @@ impl Engine {
 /// docker's `SizeRw` and `SizeRootFs` of a container: what its writable
 /// layer holds, and that plus its image.
 pub fn container_sizes(engine: &crate::Engine, c: &crate::Container) -> (u64, u64) {
-    let rw = berth_store::fsutil::du(&engine.store.snapshots.upper_dir(&c.id));
+    let rw = berth_fs::du(&engine.store.snapshots.upper_dir(&c.id));
     let image = engine
         .store
         .resolve(&c.image_id)

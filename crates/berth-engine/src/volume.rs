@@ -60,7 +60,7 @@ impl Engine {
             let dir = self.volume_dir(name);
             std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("mkdir", &dir, e))?;
             let p = dir.join("labels.json");
-            berth_store::fsutil::atomic_write(&p, &serde_json::to_vec(labels).expect("labels"))
+            berth_fs::atomic_write(&p, &serde_json::to_vec(labels).expect("labels"))
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         std::fs::create_dir_all(&d).map_err(|e| EngineError::io("mkdir", &d, e))?;

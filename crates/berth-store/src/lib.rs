@@ -28,8 +28,8 @@ use berth_types::reference::ReferenceError;
 
 use crate::archive::ArchiveError;
 use crate::content::{ContentError, ContentStore};
-use crate::fsutil::{LockGuard, PathError, lock_exclusive, lock_shared};
 use crate::snapshot::{SnapshotError, Snapshotter};
+use berth_fs::{LockGuard, PathError, lock_exclusive, lock_shared};
 
 /// Every error the store returns.
 #[derive(Debug, thiserror::Error)]

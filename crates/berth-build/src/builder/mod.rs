@@ -93,7 +93,7 @@ pub enum Cause {
     Archive(#[from] berth_store::archive::ArchiveError),
     /// A file of the store, with the operation and path.
     #[error(transparent)]
-    Path(#[from] berth_store::fsutil::PathError),
+    Path(#[from] berth_fs::PathError),
     /// An instruction's words (variable expansion).
     #[error(transparent)]
     Shell(#[from] berth_dockerfile::shell::ShellError),

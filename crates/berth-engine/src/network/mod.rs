@@ -39,7 +39,7 @@ const DEFAULT_IFACE: &str = "berth0";
 
 fn write_json(path: &std::path::Path, v: &impl Serialize) -> Result<()> {
     let data = serde_json::to_vec_pretty(v).expect("serialises");
-    berth_store::fsutil::atomic_write(path, &data)
+    berth_fs::atomic_write(path, &data)
         .map_err(|e| EngineError::io("write", path, std::io::Error::other(e.to_string())))
 }
 

@@ -158,7 +158,7 @@ impl Engine {
         let tomb = self
             .root()
             .join("containers")
-            .join(berth_store::fsutil::unique_name(".removing-"));
+            .join(berth_fs::unique_name(".removing-"));
         {
             let _l = match container::lock(&dir) {
                 Ok(l) => l,
@@ -221,7 +221,7 @@ impl Engine {
         let dir = self.root().join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(".removing-") || berth_store::fsutil::owner_alive(&name) {
+            if !name.starts_with(".removing-") || berth_fs::owner_alive(&name) {
                 continue;
             }
             match container::load(&e.path()) {

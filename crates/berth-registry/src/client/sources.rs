@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use berth_store::fsutil::{atomic_write, lock_exclusive};
+use berth_fs::{atomic_write, lock_exclusive};
 use berth_types::Digest;
 
 type Map = BTreeMap<String, BTreeMap<String, Vec<String>>>;

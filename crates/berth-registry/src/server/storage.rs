@@ -25,8 +25,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use berth_fs::atomic_write;
 use berth_store::content::{ContentError, ContentStore};
-use berth_store::fsutil::atomic_write;
 use berth_types::Digest;
 use berth_types::image::{AnyManifest, Descriptor};
 
@@ -228,7 +228,7 @@ impl Storage {
     ) -> Result<(), ContentError> {
         self.content.commit_file(file, expected, hashed)?;
         self.link_blob(name, expected).map_err(|e| {
-            ContentError::Io(berth_store::fsutil::PathError {
+            ContentError::Io(berth_fs::PathError {
                 op: "link",
                 path: self.layer_link(name, expected),
                 source: e,

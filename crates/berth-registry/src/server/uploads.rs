@@ -77,12 +77,8 @@ pub(super) async fn append(app: &App, req: Request, id: &str) -> Result<u64, Api
                     st.hasher.update(&c);
                 }
                 written += c.len() as u64;
-                if written - written_back >= berth_store::fsutil::WRITEBACK_CHUNK {
-                    berth_store::fsutil::start_writeback(
-                        &file,
-                        written_back,
-                        written - written_back,
-                    );
+                if written - written_back >= berth_fs::WRITEBACK_CHUNK {
+                    berth_fs::start_writeback(&file, written_back, written - written_back);
                     written_back = written;
                 }
             }

@@ -26,7 +26,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::{ArchiveError, clean_components};
-use crate::fsutil::IoContext;
+use berth_fs::IoContext;
 
 /// What to do with whiteout entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use rustix::fs::{FileType, OFlags};
 
 use super::ArchiveError;
-use crate::fsutil::IoContext;
 use crate::inroot::{self, InRoot, Stat};
+use berth_fs::IoContext;
 
 /// One change in a layer, by path relative to the root (`etc/passwd`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

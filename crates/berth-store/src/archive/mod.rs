@@ -14,7 +14,7 @@ mod layer_tests;
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use crate::fsutil::PathError;
+use berth_fs::PathError;
 
 /// Errors from reading or writing layer archives.
 #[derive(Debug, thiserror::Error)]

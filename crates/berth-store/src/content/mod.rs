@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use berth_types::Digest;
 use berth_types::digest::{Algorithm, Hasher};
 
-use crate::fsutil::{IoContext, PathError, mkdir_all, sync_dir, unique_name};
+use berth_fs::{IoContext, PathError, mkdir_all, sync_dir, unique_name};
 
 /// Errors of the content store.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ impl ContentStore {
         mkdir_all(&root.join("ingest"))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
-            crate::fsutil::atomic_write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            berth_fs::atomic_write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
         Ok(ContentStore {
             root: root.to_path_buf(),
@@ -249,7 +249,7 @@ impl ContentStore {
         fs::read_dir(dir)
             .map(|rd| {
                 rd.flatten()
-                    .filter(|e| !crate::fsutil::owner_alive(&e.file_name().to_string_lossy()))
+                    .filter(|e| !berth_fs::owner_alive(&e.file_name().to_string_lossy()))
                     .map(|e| e.path())
                     .collect()
             })
@@ -351,12 +351,8 @@ impl Write for Writer {
         self.hasher.update(&buf[..n]);
         let f = self.file.as_ref().expect("writer not yet committed");
         let on_disk = self.hasher.len() - f.buffer().len() as u64;
-        if on_disk - self.written_back >= crate::fsutil::WRITEBACK_CHUNK {
-            crate::fsutil::start_writeback(
-                f.get_ref(),
-                self.written_back,
-                on_disk - self.written_back,
-            );
+        if on_disk - self.written_back >= berth_fs::WRITEBACK_CHUNK {
+            berth_fs::start_writeback(f.get_ref(), self.written_back, on_disk - self.written_back);
             self.written_back = on_disk;
         }
         Ok(n)

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use super::Image;
 use super::gc::MAX_MANIFEST_SIZE;
 use crate::archive::{ArchiveError, Compression, clean_components, decompress};
-use crate::fsutil::IoContext;
 use crate::{Store, StoreError};
+use berth_fs::IoContext;
 
 /// Archive formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,8 +16,8 @@ use berth_types::image::Descriptor;
 use berth_types::{AnyManifest, Digest, ImageConfig};
 
 use crate::content::ContentError;
-use crate::fsutil::{atomic_write, mkdir_all, remove_any};
 use crate::{Store, StoreError};
+use berth_fs::{atomic_write, mkdir_all, remove_any};
 
 /// Manifests larger than this are refused everywhere (as registries do).
 pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use berth_types::image::annotations;
 use berth_types::{AnyManifest, Descriptor, Digest, ImageConfig, Index, Manifest, Reference};
 
-use crate::fsutil::atomic_write;
 use crate::{Store, StoreError};
+use berth_fs::atomic_write;
 
 /// Annotation recording a registry digest (`name@sha256:…`) of a pulled image.
 pub const REPO_DIGEST_ANNOTATION: &str = "io.berth.repo-digest";
@@ -87,7 +87,7 @@ impl Store {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| StoreError::invalid(p.display().to_string(), e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::new()),
-            Err(e) => Err(crate::fsutil::PathError {
+            Err(e) => Err(berth_fs::PathError {
                 op: "read",
                 path: p,
                 source: e,
@@ -340,7 +340,7 @@ impl Store {
     /// ones, or with `all` every one; returns what went and the bytes freed.
     pub fn prune_images(&self, all: bool) -> Result<(Vec<RemoveEvent>, u64), StoreError> {
         let in_use = self.images_in_use()?;
-        let before = crate::fsutil::du(self.root());
+        let before = berth_fs::du(self.root());
         let mut events = Vec::new();
         for img in self.images()? {
             if in_use.contains_key(&img.id) || (!all && !img.names.is_empty()) {
@@ -348,7 +348,7 @@ impl Store {
             }
             events.extend(self.remove_image(&img.id.to_string(), true)?);
         }
-        let after = crate::fsutil::du(self.root());
+        let after = berth_fs::du(self.root());
         Ok((events, before.saturating_sub(after)))
     }
 

@@ -186,7 +186,7 @@ impl Snapshotter {
             Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
         };
         let dir = self.active_dir(key);
-        let size = crate::fsutil::du(&dir.join("fs"));
+        let size = berth_fs::du(&dir.join("fs"));
         let tmp = self.root.join("tmp").join(unique_name("c-"));
         fs::rename(&dir, &tmp).ctx("rename", &dir)?;
         let _ = fs::remove_file(tmp.join("meta.json"));

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::apply::{ApplyOptions, Whiteouts, apply};
 use crate::archive::{ArchiveError, diff};
-use crate::fsutil::{IoContext, PathError, atomic_write, mkdir_all, remove_any, unique_name};
 use crate::inroot::InRoot;
+use berth_fs::{IoContext, PathError, atomic_write, mkdir_all, remove_any, unique_name};
 use rustix::fs::FileType;
 
 /// Errors of the snapshotter.
@@ -266,7 +266,7 @@ impl Snapshotter {
         fs::read_dir(self.root.join("tmp"))
             .map(|rd| {
                 rd.flatten()
-                    .filter(|e| !crate::fsutil::owner_alive(&e.file_name().to_string_lossy()))
+                    .filter(|e| !berth_fs::owner_alive(&e.file_name().to_string_lossy()))
                     .map(|e| e.path())
                     .collect()
             })
@@ -411,7 +411,7 @@ impl Snapshotter {
             Err(e) if self.has_layer(&meta.chain_id) => drop(e),
             Err(e) => return Err(e).ctx("rename", &dest)?,
         }
-        crate::fsutil::sync_dir(&self.root.join("layers"))?;
+        berth_fs::sync_dir(&self.root.join("layers"))?;
         Ok(())
     }
 

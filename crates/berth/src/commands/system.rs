@@ -311,7 +311,7 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let before = berth_store::fsutil::du(engine.root());
+    let before = berth_fs::du(engine.root());
     crate::output::print_deleted("Containers", &engine.prune()?);
     berth_build::leftovers::collect(&engine.store, engine.root(), false);
     crate::output::print_deleted("Networks", &engine.network_prune()?);
@@ -338,7 +338,7 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
         }
     }
     engine.store.gc()?;
-    let after = berth_store::fsutil::du(engine.root());
+    let after = berth_fs::du(engine.root());
     println!(
         "Total reclaimed space: {}",
         human_size(before.saturating_sub(after))

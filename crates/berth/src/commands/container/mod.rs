@@ -555,9 +555,9 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let before = berth_store::fsutil::du(&engine.root().join("snapshots"));
+    let before = berth_fs::du(&engine.root().join("snapshots"));
     crate::output::print_deleted("Containers", &engine.prune()?);
-    let after = berth_store::fsutil::du(&engine.root().join("snapshots"));
+    let after = berth_fs::du(&engine.root().join("snapshots"));
     println!(
         "Total reclaimed space: {}",
         human_size(before.saturating_sub(after))
