@@ -230,7 +230,8 @@ fn split_domain(name: &str) -> (String, String) {
     }
 }
 
-fn valid_tag(t: &str) -> bool {
+/// Whether `t` is a valid tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
@@ -281,9 +282,19 @@ fn valid_domain(d: &str) -> bool {
         })
 }
 
-/// Whether `p` is a valid repository path (`a/b-c/d_e`).
+/// Whether `p` is a valid repository path (`a/b-c/d_e`): the distribution
+/// spec's grammar,
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
+/// The one place berth knows it: references, the registry's routes and its
+/// accounts' namespaces all ask here.
 pub fn valid_path(p: &str) -> bool {
     !p.is_empty() && p.split('/').all(valid_path_component)
+}
+
+/// Whether `name` may name a repository on a registry: a valid path of at
+/// most 255 characters (the distribution spec's limit).
+pub fn valid_repository(name: &str) -> bool {
+    name.len() <= 255 && valid_path(name)
 }
 
 fn valid_path_component(c: &str) -> bool {
