@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Berth, berth_bin};
+use common::{Berth, berth_bin, echo_through};
 
 /// A `berth system service` on a socket of the test's own, stopped on drop.
 struct Service {
@@ -1522,7 +1522,6 @@ fn docker_cli_follow_exec_it_and_prune() {
 /// (`BERTH_ROOT`, empty here) is not touched.
 #[test]
 fn the_berth_cli_drives_a_service_with_h() {
-    use std::io::{BufRead, Write};
     let b = Berth::new();
     b.import_busybox("busybox");
     let s = Service::start(&b, &[]);
@@ -1591,33 +1590,15 @@ fn the_berth_cli_drives_a_service_with_h() {
     );
     // Input to a detached `-i` container, through BERTH_HOST this time.
     assert_eq!(cli(&["run", "-di", "--name", "cat", "busybox", "cat"]).0, 0);
-    let mut child = Command::new(berth_bin())
+    let mut attach = Command::new(berth_bin());
+    attach
         .env("BERTH_ROOT", &empty)
         .env("BERTH_HOST", &host)
-        .args(["attach", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = out.read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let mut line = None;
-    for _ in 0..50 {
-        input.write_all(b"through the service\n").unwrap();
-        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            line = Some(l);
-            break;
-        }
-    }
-    assert_eq!(line.as_deref(), Some("through the service\n"));
-    let _ = child.kill();
-    let _ = child.wait();
+        .args(["attach", "cat"]);
+    assert_eq!(
+        echo_through(attach, "through the service").as_deref(),
+        Some("through the service\n")
+    );
     let (code, out, _) = cli(&["stop", "-t", "1", "bg"]);
     assert_eq!((code, out.as_str()), (0, "bg\n"));
     assert_eq!(cli(&["rm", "-f", "bg", "cat"]).1, "bg\ncat\n");

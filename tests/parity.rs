@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Berth;
+use common::{Berth, echo_through};
 
 /// docker: `rmi -f` of an image a stopped container uses only untags it (the
 /// container keeps its image and starts again); of one a running container
@@ -1168,39 +1168,13 @@ fn run_attach_picks_streams() {
 /// next (`StdinOnce` is false for a detached container).
 #[test]
 fn attach_sends_input_to_a_detached_interactive_container() {
-    use std::io::{BufRead, Write};
     let b = Berth::new();
     b.import_busybox("busybox");
     b.run(&["run", "-di", "--name", "cat", "busybox", "cat"])
         .ok();
     for word in ["first", "second"] {
-        let mut child = b
-            .command(&["attach", "cat"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        // Written until it comes back: the attach may still be connecting.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut line = None;
-        for _ in 0..50 {
-            input.write_all(format!("{word}\n").as_bytes()).unwrap();
-            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-                line = Some(l);
-                break;
-            }
-        }
-        assert_eq!(line.as_deref(), Some(format!("{word}\n").as_str()));
-        drop(input);
-        let _ = child.kill();
-        let _ = child.wait();
+        let got = echo_through(b.command(&["attach", "cat"]), word);
+        assert_eq!(got.as_deref(), Some(format!("{word}\n").as_str()));
     }
     let logs = b.run(&["logs", "cat"]).ok();
     assert!(logs.starts_with("first\n"), "{logs}");

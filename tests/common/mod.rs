@@ -457,3 +457,37 @@ pub fn header(head: &str, name: &str) -> Option<String> {
             .then(|| v.trim().to_string())
     })
 }
+
+/// Runs `cmd` (an `attach` to a container that echoes its input, such as
+/// `cat`), writes `line` until it comes back on its stdout (the attach may
+/// still be connecting), then stops it. Returns what came back.
+pub fn echo_through(mut cmd: Command, line: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = String::new();
+        let _ = out.read_line(&mut got);
+        let _ = tx.send(got);
+    });
+    let mut got = None;
+    for _ in 0..50 {
+        if input.write_all(format!("{line}\n").as_bytes()).is_err() {
+            break;
+        }
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            got = Some(l);
+            break;
+        }
+    }
+    drop(input);
+    let _ = child.kill();
+    let _ = child.wait();
+    got
+}
