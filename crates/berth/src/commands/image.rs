@@ -118,22 +118,42 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
                 .and_then(|d| d.digest())
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "<none>".into());
-            items.push(json!({
-                "Containers": "N/A",
-                "CreatedAt": created_at(img.config.created.as_deref()),
-                "CreatedSince": since(img.config.created.as_deref()),
-                "Digest": digest,
-                "ID": short_id(&img, a.no_trunc),
-                "Repository": repo,
-                "SharedSize": "N/A",
-                "Size": size,
-                "Tag": tag,
-                "UniqueSize": "N/A",
-                "VirtualSize": size,
-            }));
+            items.push(image_row(
+                &repo,
+                &tag,
+                &digest,
+                &short_id(&img, a.no_trunc),
+                img.config.created.as_deref(),
+                &size,
+            ));
         }
     }
     print_images(&a, &items)
+}
+
+/// One row of `images` (docker's `--format` fields), from the store or
+/// from a service's answer.
+pub fn image_row(
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    id: &str,
+    created: Option<&str>,
+    size: &str,
+) -> Value {
+    json!({
+        "Containers": "N/A",
+        "CreatedAt": created_at(created),
+        "CreatedSince": since(created),
+        "Digest": digest,
+        "ID": id,
+        "Repository": repo,
+        "SharedSize": "N/A",
+        "Size": size,
+        "Tag": tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": size,
+    })
 }
 
 /// `images`' output from its rows (from the store, or from a service's
@@ -141,9 +161,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<()> {
 pub fn print_images(a: &ImagesArgs, items: &[Value]) -> anyhow::Result<()> {
     let format = Format::parse(a.format.as_deref())?;
     if a.quiet {
-        for i in items {
-            println!("{}", i["ID"].as_str().unwrap_or_default());
-        }
+        crate::output::print_ids(items);
         return Ok(());
     }
     print_items(&format, items, |items| {

@@ -361,19 +361,14 @@ fn images(c: &Client, a: super::image::ImagesArgs) -> anyhow::Result<()> {
             rows.push(("<none>".into(), "<none>".into()));
         }
         for (repo, tag) in rows {
-            items.push(json!({
-                "Containers": "N/A",
-                "CreatedAt": crate::output::created_at(created.as_deref()),
-                "CreatedSince": crate::output::since(created.as_deref()),
-                "Digest": digest,
-                "ID": shown,
-                "Repository": repo,
-                "SharedSize": "N/A",
-                "Size": size,
-                "Tag": tag,
-                "UniqueSize": "N/A",
-                "VirtualSize": size,
-            }));
+            items.push(super::image::image_row(
+                &repo,
+                &tag,
+                &digest,
+                &shown,
+                created.as_deref(),
+                &size,
+            ));
         }
     }
     super::image::print_images(&a, &items)

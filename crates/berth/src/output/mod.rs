@@ -257,3 +257,10 @@ mod tests {
         assert_eq!(ellipsis("abc", 4), "abc");
     }
 }
+
+/// `--quiet`'s output: each row's `ID`, one a line.
+pub fn print_ids(items: &[serde_json::Value]) {
+    for i in items {
+        println!("{}", i["ID"].as_str().unwrap_or_default());
+    }
+}

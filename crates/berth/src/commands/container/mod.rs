@@ -137,9 +137,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> anyhow::Result<()> {
 pub fn print_ps(a: &PsArgs, items: &[Value]) -> anyhow::Result<()> {
     let format = Format::parse(a.format.as_deref())?;
     if a.quiet {
-        for i in items {
-            println!("{}", i["ID"].as_str().unwrap_or_default());
-        }
+        crate::output::print_ids(items);
         return Ok(());
     }
     print_items(&format, items, |items| {
