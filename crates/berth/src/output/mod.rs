@@ -212,6 +212,13 @@ pub fn ellipsis(s: &str, max: usize) -> String {
     out
 }
 
+/// `--quiet`'s output: each row's `ID`, one a line.
+pub fn print_ids(items: &[serde_json::Value]) {
+    for i in items {
+        println!("{}", i["ID"].as_str().unwrap_or_default());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,12 +262,5 @@ mod tests {
         assert_eq!(header_of("{{.CreatedBy}}"), "CREATED BY");
         assert_eq!(ellipsis("abcdef", 4), "abc…");
         assert_eq!(ellipsis("abc", 4), "abc");
-    }
-}
-
-/// `--quiet`'s output: each row's `ID`, one a line.
-pub fn print_ids(items: &[serde_json::Value]) {
-    for i in items {
-        println!("{}", i["ID"].as_str().unwrap_or_default());
     }
 }
