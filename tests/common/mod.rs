@@ -2,6 +2,8 @@
 //! temporary directory and drives the real `berth` binary.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -43,10 +43,17 @@ pub struct AccessToken {
     pub id: String,
     /// The owner.
     pub user: String,
+    /// What its owner called it.
+    #[serde(default)]
+    pub name: String,
     /// sha256 of the secret.
     pub hash: String,
-    /// `pull` or `push`.
+    /// `pull` (read), `push` (read and write) or `delete` (read, write and
+    /// delete): Docker Hub's three scopes.
     pub scope: String,
+    /// When it was last used (RFC 3339, to the minute), or empty.
+    #[serde(default)]
+    pub last_used: String,
     /// RFC 3339, or empty for none.
     pub expires: String,
     /// RFC 3339.
@@ -92,7 +99,8 @@ pub enum Principal {
         name: String,
         /// Admin.
         admin: bool,
-        /// `Some("pull")` when authenticated by a pull-only token.
+        /// The scope of the access token used (`pull` or `push`), `None`
+        /// for a password or a token that may delete.
         cap: Option<String>,
     },
     /// A bearer token's grants.
@@ -113,7 +121,7 @@ pub struct Unreadable(pub String);
 const MIN_SECRET: usize = 32;
 
 /// Writes `p` atomically, private (0600) from its first byte.
-fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = p.with_extension(format!("tmp{}-{}", std::process::id(), random_hex(4)));
@@ -145,7 +153,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
@@ -154,7 +162,8 @@ pub fn sha_hex(s: &[u8]) -> String {
     hex::encode(Sha256::digest(s))
 }
 
-fn random_hex(n: usize) -> String {
+/// `n` random bytes, as hex.
+pub(super) fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
     hex::encode(b)
@@ -196,7 +205,7 @@ impl AuthStore {
 
     /// A JSON file of the store; missing is empty, anything else unreadable
     /// is an error.
-    fn read_json<T: serde::de::DeserializeOwned + Default>(
+    pub(super) fn read_json<T: serde::de::DeserializeOwned + Default>(
         &self,
         name: &str,
     ) -> Result<T, Unreadable> {
@@ -219,7 +228,7 @@ impl AuthStore {
         self.read_json("tokens.json")
     }
 
-    fn lock(&self) -> std::io::Result<std::fs::File> {
+    pub(super) fn lock(&self) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .mode(0o600)
@@ -231,8 +240,14 @@ impl AuthStore {
         Ok(f)
     }
 
-    /// Adds or replaces a user.
-    pub fn add_user(&self, name: &str, password: &str, admin: bool) -> Result<(), String> {
+    /// The auth directory.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks the name and password rules (a valid one-component
+    /// repository name; at least 8 characters) and hashes the password.
+    pub(super) fn check_rules_and_hash(name: &str, password: &str) -> Result<String, String> {
         if !berth_types::reference::valid_path(name) || name.contains('/') {
             return Err(format!(
                 "invalid user name {name:?}: use lowercase letters, digits and separators"
@@ -241,32 +256,25 @@ impl AuthStore {
         if password.len() < 8 {
             return Err("the password must have at least 8 characters".into());
         }
-        let _l = self.lock().map_err(|e| e.to_string())?;
-        let mut users = self.users().map_err(|e| e.to_string())?;
+        if password.len() > 1024 {
+            return Err("the password must have at most 1024 characters".into());
+        }
         let mut salt = [0u8; 16];
         let _ = rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty());
         let salt =
             argon2::password_hash::SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-        let hash = argon2::PasswordHasher::hash_password(
+        Ok(argon2::PasswordHasher::hash_password(
             &argon2::Argon2::default(),
             password.as_bytes(),
             &salt,
         )
         .map_err(|e| e.to_string())?
-        .to_string();
-        users.insert(
-            name.to_string(),
-            User {
-                password_hash: hash,
-                admin,
-                created: now(),
-            },
-        );
-        write_atomic(
-            &self.dir.join("users.json"),
-            &serde_json::to_vec_pretty(&users).expect("users"),
-        )
-        .map_err(|e| e.to_string())
+        .to_string())
+    }
+
+    /// Adds or replaces a user.
+    pub fn add_user(&self, name: &str, password: &str, admin: bool) -> Result<(), String> {
+        self.put_user(name, password, admin, true)
     }
 
     /// Removes a user and their tokens.
@@ -307,11 +315,15 @@ impl AuthStore {
     pub fn create_token(
         &self,
         user: &str,
+        name: &str,
         scope: &str,
         expires_in_secs: Option<i64>,
     ) -> Result<(String, String), String> {
-        if !matches!(scope, "pull" | "push") {
-            return Err(format!("invalid scope {scope:?}: use pull or push"));
+        if !matches!(scope, "pull" | "push" | "delete") {
+            return Err(format!("invalid scope {scope:?}: use pull, push or delete"));
+        }
+        if name.len() > 100 || name.chars().any(char::is_control) {
+            return Err("a token's name is at most 100 printable characters".into());
         }
         let _l = self.lock().map_err(|e| e.to_string())?;
         if !self.users().map_err(|e| e.to_string())?.contains_key(user) {
@@ -330,8 +342,10 @@ impl AuthStore {
         tokens.push(AccessToken {
             id: id.clone(),
             user: user.into(),
+            name: name.into(),
             hash: sha_hex(secret.as_bytes()),
             scope: scope.into(),
+            last_used: String::new(),
             expires,
             created: now(),
         });
@@ -406,29 +420,20 @@ impl AuthStore {
                     _ => return Ok(None),
                 }
             }
+            self.touch_token(&t);
             return Ok(Some(Principal::User {
                 name: user,
                 admin: u.admin,
-                cap: (t.scope == "pull").then(|| "pull".into()),
+                cap: (t.scope != "delete").then(|| t.scope.clone()),
             }));
         }
-        let Ok(parsed) = argon2::PasswordHash::new(&u.password_hash) else {
-            return Err(Unreadable(format!("user {user}: malformed password hash")));
-        };
-        if argon2::PasswordVerifier::verify_password(
-            &argon2::Argon2::default(),
-            pass.as_bytes(),
-            &parsed,
-        )
-        .is_err()
-        {
-            return Ok(None);
-        }
-        Ok(Some(Principal::User {
-            name: user,
-            admin: u.admin,
-            cap: None,
-        }))
+        Ok(self
+            .verify_password(&user, &pass)?
+            .map(|u| Principal::User {
+                name: user,
+                admin: u.admin,
+                cap: None,
+            }))
     }
 
     /// The signing key: an error (never an empty key, with which anyone
@@ -528,6 +533,7 @@ impl AuthStore {
     /// What `who` may do on `repo` (as the token endpoint grants and checks
     /// it) on a registry with accounts.
     pub fn allowed(&self, who: &Principal, repo: &str, public: bool) -> Vec<Action> {
+        let public = public || self.is_public(repo);
         match who {
             Principal::Anonymous => {
                 if public {
@@ -544,6 +550,8 @@ impl AuthStore {
                 }
                 if own && cap.as_deref() != Some("pull") {
                     v.push(Action::Push);
+                }
+                if own && cap.is_none() {
                     v.push(Action::Delete);
                 }
                 v
@@ -600,14 +608,14 @@ mod tests {
         );
         assert_eq!(a.allowed(&who, "bob/app", true), vec![Action::Pull]);
         assert_eq!(a.allowed(&Principal::Anonymous, "alice/app", false), vec![]);
-        let (_, pull_tok) = a.create_token("alice", "pull", None).unwrap();
+        let (_, pull_tok) = a.create_token("alice", "ci", "pull", None).unwrap();
         let p = a.check_basic(&basic("alice", &pull_tok)).unwrap().unwrap();
         assert_eq!(
             a.allowed(&p, "alice/app", false),
             vec![Action::Pull],
             "a pull token cannot push"
         );
-        let (id, push_tok) = a.create_token("alice", "push", Some(-10)).unwrap();
+        let (id, push_tok) = a.create_token("alice", "old", "push", Some(-10)).unwrap();
         assert!(
             a.check_basic(&basic("alice", &push_tok)).unwrap().is_none(),
             "expired"

@@ -14,6 +14,7 @@
 //! never access. Connections are bounded ([`conn`]), password guessing is
 //! slowed per address and account ([`guard`]).
 
+pub mod accounts;
 pub mod auth;
 pub mod conn;
 pub mod guard;
@@ -25,6 +26,7 @@ mod manifests;
 mod routes;
 mod token;
 mod uploads;
+mod web;
 
 use blobs::*;
 use errors::*;
@@ -95,6 +97,9 @@ pub struct Config {
     pub write_timeout: u64,
     /// Seconds requests in flight get to finish after SIGTERM.
     pub shutdown_timeout: u64,
+    /// Who may make an account on the web pages: `closed` (admins only),
+    /// `invite` (with a code an admin made) or `open`.
+    pub signup: String,
 }
 
 impl Default for Config {
@@ -118,6 +123,7 @@ impl Default for Config {
             body_timeout: 60,
             write_timeout: 60,
             shutdown_timeout: 30,
+            signup: "closed".into(),
         }
     }
 }
@@ -349,6 +355,12 @@ fn open_app(config: &Config) -> Result<Arc<App>, String> {
     let users = auth
         .users()
         .map_err(|e| format!("{e}: fix or remove the file, or serve with --open"))?;
+    if !matches!(config.signup.as_str(), "closed" | "invite" | "open") {
+        return Err(format!(
+            "invalid sign-up policy {:?}: use closed, invite or open",
+            config.signup
+        ));
+    }
     if config.open && !users.is_empty() {
         return Err(format!(
             "--open lets anyone push and delete, but {} has {} account(s): remove them \
@@ -370,13 +382,18 @@ impl App {
     /// What the startup line says of access.
     fn mode(&self) -> String {
         let users = self.auth.users().map(|u| u.len()).unwrap_or(0);
+        let signup = match self.config.signup.as_str() {
+            "open" => ", sign-up open at /signup",
+            "invite" => ", sign-up with an invitation at /signup",
+            _ => "",
+        };
         if self.config.open {
             "OPEN: anyone may pull, push and delete (--open)".to_string()
         } else if users == 0 {
-            "closed: no accounts yet (berth registry user add)".to_string()
+            format!("closed: no accounts yet (berth registry user add){signup}")
         } else {
             format!(
-                "{users} account(s), {}",
+                "{users} account(s), {}{signup}",
                 if self.config.public {
                     "anyone may pull"
                 } else {
@@ -565,6 +582,9 @@ async fn dispatch(app: &Arc<App>, req: Request, user: &mut String, peer: IpAddr)
     }
     if path == "/v1/search" {
         return search(app, req, peer).await;
+    }
+    if path != "/v2" && !path.starts_with("/v2/") {
+        return Ok(web::handle(app, req, peer, user).await);
     }
     let Some(r) = route(&path) else {
         return Err(ApiError::new(

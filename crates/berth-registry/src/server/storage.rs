@@ -409,6 +409,13 @@ impl Storage {
         Ok(true)
     }
 
+    /// When `tag` was last pushed (its link's modification time).
+    pub fn tag_pushed(&self, name: &str, tag: &str) -> Option<SystemTime> {
+        fs::metadata(self.tag_path(name, tag))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     fn tag_digest(&self, name: &str, tag: &str) -> Option<Digest> {
         fs::read_to_string(self.tag_path(name, tag))
             .ok()?

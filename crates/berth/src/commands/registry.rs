@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// firewalled registry). Without it a registry with no accounts is closed.
     #[arg(long, conflicts_with = "public")]
     pub open: bool,
+    /// Who may make an account on the web pages: closed (only
+    /// `registry user add` and admins), invite (with a code an admin made),
+    /// open (anyone).
+    #[arg(long, value_parser = ["closed", "invite", "open"])]
+    pub signup: Option<String>,
     /// Do not log requests.
     #[arg(long, short)]
     pub quiet: bool,
@@ -140,9 +145,13 @@ pub struct TokenCreateArgs {
     /// The owner.
     #[arg(long)]
     pub user: String,
-    /// What it may do: pull, or push (which includes pull).
+    /// What it may do: pull (read), push (read and write) or delete (read,
+    /// write and delete), Docker Hub's three scopes.
     #[arg(long, default_value = "push")]
     pub scope: String,
+    /// A name to tell it by.
+    #[arg(long, default_value = "")]
+    pub name: String,
     /// Lifetime, e.g. 30d, 12h, 90m (default: no expiry).
     #[arg(long)]
     pub expires: Option<String>,
@@ -220,6 +229,9 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             }
             c.public |= a.public;
             c.open |= a.open;
+            if let Some(s) = a.signup {
+                c.signup = s;
+            }
             c.log_requests &= !a.quiet;
             server::serve(c).map_err(|e| anyhow!("{e}"))
         }
@@ -254,7 +266,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 .map(|d| d.as_secs() as i64);
             let (id, secret) =
                 a.at.auth()?
-                    .create_token(&a.user, &a.scope, secs)
+                    .create_token(&a.user, &a.name, &a.scope, secs)
                     .map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "token {id} for {} ({}): copy it now, it is not shown again",
@@ -264,14 +276,26 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             Ok(())
         }
         RegistryCmd::Token(TokenCmd::Ls(at)) => {
-            let mut t = Table::new(&["ID", "USER", "SCOPE", "CREATED", "EXPIRES"]);
+            let mut t = Table::new(&[
+                "ID",
+                "USER",
+                "NAME",
+                "SCOPE",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+            ]);
+            let or = |s: String, none: &str| if s.is_empty() { none.to_string() } else { s };
             for tok in at.auth()?.list_tokens()? {
-                let exp = if tok.expires.is_empty() {
-                    "never".to_string()
-                } else {
-                    tok.expires
-                };
-                t.row(vec![tok.id, tok.user, tok.scope, tok.created, exp]);
+                t.row(vec![
+                    tok.id,
+                    tok.user,
+                    tok.name,
+                    tok.scope,
+                    tok.created,
+                    or(tok.expires, "never"),
+                    or(tok.last_used, "never"),
+                ]);
             }
             t.print()?;
             Ok(())
