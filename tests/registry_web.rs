@@ -356,6 +356,13 @@ fn forms_refuse_forged_requests_and_names_they_may_not_take() {
         (code, header(&head, "location").as_deref()),
         (303, Some("/login"))
     );
+    // Accounts that cannot be read grant nothing: 503, never a page as if
+    // nobody were there.
+    std::fs::write(reg.storage.join("auth/users.json"), b"{torn").unwrap();
+    let (code, _, body) = Client::new(&reg.addr).get("/login");
+    assert_eq!(code, 503, "{body}");
+    let (code, _, _) = d.get("/tokens");
+    assert_eq!(code, 503);
 }
 
 #[test]
@@ -400,6 +407,47 @@ fn invitations_visibility_and_admin_pages() {
     assert_eq!(eve.sign_up("eve", &[("invite", &code_)]).0, 403);
     // Not an admin: no admin page.
     assert_eq!(alice.get("/admin").0, 403);
+    // A password change needs the current one and ends her other sessions.
+    let other = Client::new(&reg.addr);
+    assert_eq!(other.log_in("alice", PASSWORD).0, 303);
+    let csrf = alice.csrf("/account");
+    let new_pw = "a new long password";
+    let (code, _, body) = alice.post(
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", "not it at all"),
+            ("password", new_pw),
+            ("confirm", new_pw),
+        ],
+    );
+    assert!(
+        code == 200 && body.contains("current password is wrong"),
+        "{code} {body}"
+    );
+    let (code, _, _) = alice.post(
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", PASSWORD),
+            ("password", new_pw),
+            ("confirm", new_pw),
+        ],
+    );
+    assert_eq!(code, 303);
+    assert_eq!(alice.get("/account").0, 200, "this browser stays signed in");
+    assert_eq!(other.get("/account").0, 303, "the other session ended");
+    assert_eq!(Client::new(&reg.addr).log_in("alice", PASSWORD).0, 401);
+    let csrf = alice.csrf("/account");
+    alice.post(
+        "/account/password",
+        &[
+            ("csrf", &csrf),
+            ("current", new_pw),
+            ("password", PASSWORD),
+            ("confirm", PASSWORD),
+        ],
+    );
 
     // alice pushes with her password; the repository is private: its page
     // is "not found" to others, until she makes it public.
