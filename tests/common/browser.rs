@@ -155,6 +155,29 @@ impl Browser {
         .map_or(0, |a| a.len())
     }
 
+    /// Waits (10 s at most) until `css` selects `n` elements: a click that
+    /// submits a form returns before the next page is there.
+    pub fn wait_count(&self, css: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.count(css) != n {
+            assert!(Instant::now() < deadline, "{css}: never {n} of them");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (10 s at most) until the URL ends with `suffix`.
+    pub fn wait_url(&self, suffix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.url().ends_with(suffix) {
+            assert!(
+                Instant::now() < deadline,
+                "never at {suffix}: {}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Types `text` into the field `css` selects (cleared first).
     pub fn fill(&self, css: &str, text: &str) {
         let e = self.find(css);
