@@ -6,25 +6,6 @@ mod common;
 
 use common::Berth;
 
-/// Run as an ordinary user, berth says it needs root (rootless mode is
-/// not there yet) instead of failing on a lock file or a cgroup.
-#[test]
-fn an_ordinary_user_is_told_root_is_needed() {
-    let b = Berth::new();
-    let o = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(common::berth_bin())
-        .args(["--root", b.root().to_str().unwrap(), "ps"])
-        .output()
-        .expect("setpriv (util-linux)");
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("root is needed") && err.contains("sudo"),
-        "{err}"
-    );
-}
-
 /// A missing image whose registry cannot be reached: two facts, the image
 /// is not in the store and the registry could not be reached.
 #[test]

@@ -107,6 +107,25 @@ pub async fn info(ctx: &Ctx) -> Res {
 /// dockerd's info document for the engine's root (also `berth info`).
 pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError> {
     let root = e.root().to_path_buf();
+    let (rootless, warnings) = if berth_engine::rootless::active() {
+        let network = if berth_engine::network::pasta::available() {
+            "pasta"
+        } else {
+            "none (install passt for pasta)"
+        };
+        (
+            serde_json::json!({
+                "IDMap": berth_engine::rootless::current_mapping().map(|m| m.describe()),
+                "Network": network,
+                "Cgroups": "none: resource limits are not available rootless on this machine",
+            }),
+            vec![
+                "WARNING: rootless: no cgroup delegated to this user; --memory, --cpus and --pids-limit are not available",
+            ],
+        )
+    } else {
+        (serde_json::Value::Null, Vec::new())
+    };
     let containers = e.containers()?;
     let images = e.store.images().map_err(ApiError::from)?.len();
     let driver = e.store.snapshots.driver().name().to_string();
@@ -164,9 +183,20 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
         "LiveRestoreEnabled": true,
         "Isolation": "",
         "InitBinary": "berth-init",
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Warnings": [],
+        "SecurityOptions": security_options(),
+        "Warnings": warnings,
+        // berth's own: how a user's (rootless) berth runs.
+        "BerthRootless": rootless,
     }))
+}
+
+/// docker's list: seccomp, and `name=rootless` for a user's berth.
+fn security_options() -> Vec<&'static str> {
+    let mut v = vec!["name=seccomp,profile=builtin"];
+    if berth_engine::rootless::active() {
+        v.push("name=rootless");
+    }
+    v
 }
 
 /// `GET /system/df`: the engine's accounting (`berth_engine::df`) in

@@ -84,8 +84,15 @@ pub enum Manager {
 
 impl Manager {
     /// A manager for `path` (absolute, or relative to this process's cgroup) on
-    /// the machine's layout.
+    /// the machine's layout. An empty path (a container a rootless runtime
+    /// ran without a cgroup) or `/` is refused: a manager of a hierarchy's
+    /// root would freeze, kill or limit everything.
     pub fn new(path: &str) -> Result<Manager, CgroupError> {
+        if path.trim_matches('/').is_empty() {
+            return Err(CgroupError::Invalid(
+                "the container has no cgroup of its own".into(),
+            ));
+        }
         Ok(match detect_layout() {
             Layout::V1 => Manager::V1(v1::V1Manager::new(path)?),
             Layout::V2 => Manager::V2(v2::V2Manager::new(Path::new("/sys/fs/cgroup"), path)?),

@@ -27,6 +27,7 @@ pub mod objfilter;
 pub mod ops;
 pub mod reset;
 pub mod restore;
+pub mod rootless;
 pub mod run;
 pub mod spec;
 pub mod update;

@@ -121,12 +121,58 @@ impl Engine {
                 }
                 Some(format!("/proc/{}/ns/net", o.state.pid))
             }
+            // A rootless container's network namespace is made and wired
+            // by pasta first; the container joins it.
+            None if c.host_config.network_mode == crate::network::pasta::MODE => {
+                Some(self.pasta_prepare(c)?.display().to_string())
+            }
             None => None,
         };
+        let made = self.create_prepared(c, &dir, &user, join_netns.as_deref(), stdio, console);
+        if made.is_err() && c.host_config.network_mode == crate::network::pasta::MODE {
+            self.network_detach(c);
+        }
+        let pid = made?;
+        // The network is ready before the process runs (runc's createRuntime
+        // hook point): on failure the created container is torn down.
+        if let Err(e) = self.network_attach(c, pid) {
+            let _ = self.runtime.delete(&c.id, true);
+            return Err(e);
+        }
+        if let Err(e) = self.runtime.start(&c.id) {
+            self.network_detach(c);
+            return Err(e.into());
+        }
+        c.state.status = Status::Running;
+        c.state.pid = pid;
+        c.state.pid_start = berth_runtime::state::proc_stat(pid)
+            .map(|(_, s)| s)
+            .unwrap_or(0);
+        c.state.started_at = now();
+        c.state.finished_at = "0001-01-01T00:00:00Z".into();
+        c.state.error.clear();
+        // docker: a running container has no exit code yet.
+        c.state.exit_code = 0;
+        c.state.oom_killed = false;
+        self.container_event(c, "start", &[]);
+        Ok(pid)
+    }
+
+    /// Writes the container's spec (joining `join_netns` when set) and
+    /// has the runtime create it; its init's pid.
+    fn create_prepared(
+        &self,
+        c: &Container,
+        dir: &std::path::Path,
+        user: &berth_types::user::User,
+        join_netns: Option<&str>,
+        stdio: Option<[i32; 3]>,
+        console: Option<OwnedFd>,
+    ) -> Result<i32> {
         let s = spec::generate(&spec::Input {
-            join_netns: join_netns.as_deref(),
+            join_netns,
             c,
-            user: &user,
+            user,
             rootfs: "rootfs",
             files: spec::Files {
                 hosts: &dir.join("hosts").display().to_string(),
@@ -152,39 +198,16 @@ impl Engine {
             .collect();
         // A leftover runtime record from an earlier run of this container.
         let _ = self.runtime.delete(&c.id, true);
-        let _ = std::fs::remove_file(exit_file(&dir));
+        let _ = std::fs::remove_file(exit_file(dir));
         let opts = CreateOptions {
             rootfs_mounts,
             reaper: c.host_config.init,
             stdio,
             ..Default::default()
         };
-        let pid = self
+        Ok(self
             .runtime
-            .create_with_console(&c.id, &dir, &opts, console)?;
-        // The network is ready before the process runs (runc's createRuntime
-        // hook point): on failure the created container is torn down.
-        if let Err(e) = self.network_attach(c, pid) {
-            let _ = self.runtime.delete(&c.id, true);
-            return Err(e);
-        }
-        if let Err(e) = self.runtime.start(&c.id) {
-            self.network_detach(c);
-            return Err(e.into());
-        }
-        c.state.status = Status::Running;
-        c.state.pid = pid;
-        c.state.pid_start = berth_runtime::state::proc_stat(pid)
-            .map(|(_, s)| s)
-            .unwrap_or(0);
-        c.state.started_at = now();
-        c.state.finished_at = "0001-01-01T00:00:00Z".into();
-        c.state.error.clear();
-        // docker: a running container has no exit code yet.
-        c.state.exit_code = 0;
-        c.state.oom_killed = false;
-        self.container_event(c, "start", &[]);
-        Ok(pid)
+            .create_with_console(&c.id, dir, &opts, console)?)
     }
 
     /// Records an exit and releases the runtime record.
@@ -355,6 +378,9 @@ impl Engine {
             }
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         }
+        // Close-on-exec: no process the monitor starts (the container, a
+        // health probe, pasta) may hold the start report open.
+        let _ = rustix::io::fcntl_setfd(&ready, rustix::io::FdFlags::CLOEXEC);
         let mut ready = Some(std::fs::File::from(ready));
         let mut delay_ms = 100u64;
         loop {

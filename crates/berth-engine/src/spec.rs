@@ -140,19 +140,30 @@ pub fn generate(i: &Input) -> Result<Value> {
     args.extend(c.args.iter().cloned());
     let net = match hc.network_mode.as_str() {
         "host" => berth_spec::Net::Host,
-        other if other.starts_with("container:") => match i.join_netns {
-            Some(p) => berth_spec::Net::Join(p.to_string()),
-            None => {
-                return Err(EngineError::Invalid(format!(
-                    "--network {other}: the container is not running"
-                )));
+        other if other.starts_with("container:") || other == crate::network::pasta::MODE => {
+            match i.join_netns {
+                Some(p) => berth_spec::Net::Join(p.to_string()),
+                None => {
+                    return Err(EngineError::Invalid(format!(
+                        "--network {other}: the container is not running"
+                    )));
+                }
             }
-        },
+        }
         // none, bridge and user networks: a namespace of its own (the engine
         // connects it between create and start).
         _ => berth_spec::Net::Own,
     };
     let resources = resources(hc);
+    if crate::rootless::active()
+        && resources
+            .as_object()
+            .is_some_and(|r| r.keys().any(|k| k != "devices"))
+    {
+        return Err(EngineError::Invalid(
+            "rootless berth cannot apply --memory, --cpus, --cpu-shares, --pids-limit or other resource limits on this machine: no cgroup is delegated to your user (cgroup v2 with systemd's user@.service delegation is needed); run without them, or as root".into(),
+        ));
+    }
     let cwd = if c.config.working_dir.is_empty() {
         "/".to_string()
     } else {

@@ -25,14 +25,10 @@ use commands::system::{CheckArgs, DfArgs, SystemPruneArgs};
 #[derive(Parser, Debug)]
 #[command(name = "berth", disable_help_subcommand = true, max_term_width = 100)]
 struct Cli {
-    /// Where berth keeps images and containers.
-    #[arg(
-        long,
-        env = "BERTH_ROOT",
-        default_value = "/var/lib/berth",
-        global = true
-    )]
-    root: PathBuf,
+    /// Where berth keeps images and containers [default: /var/lib/berth; for
+    /// a user other than root, $XDG_DATA_HOME/berth or ~/.local/share/berth].
+    #[arg(long, env = "BERTH_ROOT", global = true)]
+    root: Option<PathBuf>,
     /// A berth (or docker) service to send the command to instead of using
     /// the store here: `unix:///path`, `tcp://host:port` or a socket path.
     #[arg(short = 'H', long = "host", env = "BERTH_HOST", value_name = "HOST")]
@@ -349,14 +345,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(commands::container::exit_err(
-            1,
-            "root is needed for the store, containers and networks: run as root or with sudo (rootless berth is not there yet)",
-        ));
-    }
-    let mut engine = berth_engine::Engine::open(&cli.root)?;
+    // A user's berth: into their own namespaces first (rootless mode).
+    berth_engine::rootless::enter().map_err(|e| commands::container::exit_err(1, e))?;
+    let root = cli.root.clone().unwrap_or_else(|| {
+        if berth_engine::rootless::active() {
+            berth_engine::rootless::default_root()
+        } else {
+            PathBuf::from("/var/lib/berth")
+        }
+    });
+    let mut engine = berth_engine::Engine::open(&root)?;
     engine.monitor_exe = std::env::current_exe().ok();
     if let Cmd::ApiHelper { args } = &cmd {
         std::process::exit(berth_api::helper::main(&engine, args));
@@ -426,7 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::System(SystemCmd::Df(a)) => system::df(&engine, a),
         Cmd::System(SystemCmd::Check(a)) => system::check(&engine, a),
         Cmd::System(SystemCmd::Prune(a)) => system::prune(&engine, a),
-        Cmd::System(SystemCmd::Service(a)) => system::service(&cli.root, config_dir, a),
+        Cmd::System(SystemCmd::Service(a)) => system::service(&root, config_dir, a),
         Cmd::System(SystemCmd::Restore(a)) => system::restore(&engine, a),
         Cmd::System(SystemCmd::Reset { force }) => {
             if !force
@@ -608,6 +606,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => match e.downcast_ref::<commands::container::ExitError>() {
+            // A rootless store without the ids an image's files need:
+            // the error, then how to get them.
+            _ if format!("{e:#}").contains(berth_store::archive::apply::UNMAPPED)
+                && berth_engine::rootless::unmapped_owner_hint().is_some() =>
+            {
+                let code = e
+                    .downcast_ref::<commands::container::ExitError>()
+                    .map_or(1, |x| x.code);
+                let msg = e
+                    .downcast_ref::<commands::container::ExitError>()
+                    .map_or_else(|| chain(&e), |x| x.msg.clone());
+                eprintln!("Error: {}", msg.trim_start_matches("Error: "));
+                if let Some(h) = berth_engine::rootless::unmapped_owner_hint() {
+                    eprintln!("{h}");
+                }
+                ExitCode::from(code)
+            }
             Some(x) => {
                 // One style for every error: `Error: …` (berth has no daemon
                 // to blame); BuildKit's `ERROR: …` of a build stays as it is.

@@ -18,7 +18,24 @@ impl Engine {
         aliases: &[String],
     ) -> Result<Option<container::Lock>> {
         let mode = c.host_config.network_mode.clone();
-        if matches!(mode.as_str(), "host" | "none") || mode.starts_with("container:") {
+        if matches!(mode.as_str(), "host" | "none" | pasta::MODE) || mode.starts_with("container:")
+        {
+            return Ok(None);
+        }
+        if crate::rootless::active() {
+            // A user cannot make bridges or veths on the host: the default
+            // network becomes pasta's user-mode one.
+            if mode != DEFAULT && mode != "default" {
+                return Err(EngineError::Invalid(format!(
+                    "network {mode}: rootless berth has no user networks yet: use the default (pasta), none or host"
+                )));
+            }
+            if !pasta::available() {
+                return Err(EngineError::Invalid(
+                    "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
+                ));
+            }
+            c.host_config.network_mode = pasta::MODE.to_string();
             return Ok(None);
         }
         let net = self.network_find(&mode)?;
@@ -232,6 +249,9 @@ impl Engine {
     /// address and default route, and its ports published. On error nothing
     /// is left behind.
     pub(crate) fn network_attach(&self, c: &mut Container, pid: i32) -> Result<()> {
+        if c.host_config.network_mode == pasta::MODE {
+            return Ok(()); // wired before the container was made
+        }
         let mut eps: Vec<(String, Endpoint)> = c
             .network_settings
             .networks
@@ -347,71 +367,13 @@ impl Engine {
     /// Resolves and publishes the container's port bindings (random host
     /// ports chosen now), refusing host ports already taken.
     fn publish_ports(&self, c: &mut Container, ep: &Endpoint) -> Result<()> {
-        let mut wanted: BTreeMap<String, Vec<PortBinding>> = c.host_config.port_bindings.clone();
-        if c.host_config.publish_all_ports {
-            for p in c.config.exposed_ports.keys() {
-                let key = if p.contains('/') {
-                    p.clone()
-                } else {
-                    format!("{p}/tcp")
-                };
-                wanted
-                    .entry(key)
-                    .or_insert_with(|| vec![PortBinding::default()]);
-            }
-        }
-        if wanted.is_empty() {
-            c.network_settings.ports.clear();
-            return Ok(());
-        }
+        let ip: Ipv4Addr = ep.ip_address.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
         let _l = self.network_lock()?;
         let taken = self.published_by_others(&c.id)?;
-        let ip: Ipv4Addr = ep.ip_address.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let mut rules = Vec::new();
-        let mut shown: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
-        for (key, binds) in &wanted {
-            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-            let port: u16 = port
-                .parse()
-                .map_err(|_| EngineError::Invalid(format!("invalid port {key}")))?;
-            for b in binds {
-                let host_ip: Option<Ipv4Addr> = match b.host_ip.as_str() {
-                    "" | "0.0.0.0" => None,
-                    s => Some(s.parse().map_err(|_| {
-                        EngineError::Invalid(format!("invalid host IP {s} for port {key}"))
-                    })?),
-                };
-                let host_port = match b.host_port.as_str() {
-                    "" => free_port(proto, host_ip, &taken, &rules)?,
-                    s => s
-                        .parse::<u16>()
-                        .map_err(|_| EngineError::Invalid(format!("invalid host port {s}")))?,
-                };
-                let clash = taken.iter().chain(rules.iter()).any(|p: &nft::Published| {
-                    p.proto == proto
-                        && p.host_port == host_port
-                        && (p.host_ip.is_none() || host_ip.is_none() || p.host_ip == host_ip)
-                });
-                if clash || !port_free(proto, host_ip, host_port) {
-                    return Err(EngineError::Conflict(format!(
-                        "driver failed programming external connectivity on endpoint {} ({}): Bind for {}:{host_port} failed: port is already allocated",
-                        c.name,
-                        &c.id[..12],
-                        host_ip.map(|a| a.to_string()).unwrap_or("0.0.0.0".into())
-                    )));
-                }
-                rules.push(nft::Published {
-                    proto: proto.to_string(),
-                    host_ip,
-                    host_port,
-                    ip,
-                    port,
-                });
-                shown.entry(key.clone()).or_default().push(PortBinding {
-                    host_ip: host_ip.map(|a| a.to_string()).unwrap_or("0.0.0.0".into()),
-                    host_port: host_port.to_string(),
-                });
-            }
+        let (rules, shown) = plan_ports(c, ip, &taken)?;
+        if rules.is_empty() {
+            c.network_settings.ports.clear();
+            return Ok(());
         }
         nft::publish(&rules).map_err(nft_err)?;
         c.network_settings.ports = shown;
@@ -467,6 +429,9 @@ impl Engine {
     /// Withdraws what [`Engine::network_attach`] set up for a container that
     /// stopped: its published ports.
     pub(crate) fn network_detach(&self, c: &mut Container) {
+        if c.host_config.network_mode == pasta::MODE {
+            return self.pasta_detach(c);
+        }
         if c.network_settings.networks.is_empty() {
             return;
         }
@@ -480,6 +445,78 @@ impl Engine {
             e.mac_address.clear();
         }
     }
+}
+
+/// The ports `c` publishes (`-p`, and `-P`'s exposed ports on random host
+/// ports) to its address `ip`, none clashing with `taken` or in use on the
+/// host: the rules, and what `port`/`inspect` show of them.
+pub(super) type PortPlan = (Vec<nft::Published>, BTreeMap<String, Vec<PortBinding>>);
+
+pub(super) fn plan_ports(
+    c: &Container,
+    ip: Ipv4Addr,
+    taken: &[nft::Published],
+) -> Result<PortPlan> {
+    let mut wanted: BTreeMap<String, Vec<PortBinding>> = c.host_config.port_bindings.clone();
+    if c.host_config.publish_all_ports {
+        for p in c.config.exposed_ports.keys() {
+            let key = if p.contains('/') {
+                p.clone()
+            } else {
+                format!("{p}/tcp")
+            };
+            wanted
+                .entry(key)
+                .or_insert_with(|| vec![PortBinding::default()]);
+        }
+    }
+    let mut rules = Vec::new();
+    let mut shown: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
+    for (key, binds) in &wanted {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let port: u16 = port
+            .parse()
+            .map_err(|_| EngineError::Invalid(format!("invalid port {key}")))?;
+        for b in binds {
+            let host_ip: Option<Ipv4Addr> = match b.host_ip.as_str() {
+                "" | "0.0.0.0" => None,
+                s => Some(s.parse().map_err(|_| {
+                    EngineError::Invalid(format!("invalid host IP {s} for port {key}"))
+                })?),
+            };
+            let host_port = match b.host_port.as_str() {
+                "" => free_port(proto, host_ip, taken, &rules)?,
+                s => s
+                    .parse::<u16>()
+                    .map_err(|_| EngineError::Invalid(format!("invalid host port {s}")))?,
+            };
+            let clash = taken.iter().chain(rules.iter()).any(|p: &nft::Published| {
+                p.proto == proto
+                    && p.host_port == host_port
+                    && (p.host_ip.is_none() || host_ip.is_none() || p.host_ip == host_ip)
+            });
+            if clash || !port_free(proto, host_ip, host_port) {
+                return Err(EngineError::Conflict(format!(
+                    "driver failed programming external connectivity on endpoint {} ({}): Bind for {}:{host_port} failed: port is already allocated",
+                    c.name,
+                    &c.id[..12],
+                    host_ip.map(|a| a.to_string()).unwrap_or("0.0.0.0".into())
+                )));
+            }
+            rules.push(nft::Published {
+                proto: proto.to_string(),
+                host_ip,
+                host_port,
+                ip,
+                port,
+            });
+            shown.entry(key.clone()).or_default().push(PortBinding {
+                host_ip: host_ip.map(|a| a.to_string()).unwrap_or("0.0.0.0".into()),
+                host_port: host_port.to_string(),
+            });
+        }
+    }
+    Ok((rules, shown))
 }
 
 /// The nft entries of a container's published ports.

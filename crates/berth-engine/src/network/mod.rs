@@ -21,6 +21,7 @@ pub mod dns;
 mod model;
 pub mod netlink;
 pub mod nft;
+pub mod pasta;
 
 pub use model::*;
 

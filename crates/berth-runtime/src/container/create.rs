@@ -185,10 +185,11 @@ impl Runtime {
         // Without a user namespace the init moves itself into the cgroup,
         // which avoids the kernel's global migration lock (see SelfJoin); in
         // one, the cgroup files are not its to write, so we move it.
-        let self_join = if plan.new_flags & libc::CLONE_NEWUSER == 0 {
-            berth_cgroups::SelfJoin::open(&cg)?
-        } else {
-            None
+        let self_join = match &cg {
+            Some(cg) if plan.new_flags & libc::CLONE_NEWUSER == 0 => {
+                berth_cgroups::SelfJoin::open(cg)?
+            }
+            _ => None,
         };
         let pid = match clone_init(plan.new_flags, id)? {
             Forked::Child => {
@@ -210,7 +211,7 @@ impl Runtime {
                         fifo: &fifo,
                         console,
                         no_pivot: opts.no_pivot,
-                        cgroup_paths: cg.paths(),
+                        cgroup_paths: cg.as_ref().map(|c| c.paths()).unwrap_or_default(),
                         preserve_fds: opts.preserve_fds,
                         rootfs_mounts: &opts.rootfs_mounts,
                         reaper: opts.reaper,
@@ -233,7 +234,9 @@ impl Runtime {
                 write_mappings(pid, file, map.as_deref().unwrap_or(&[]))?;
             }
         }
-        if self_join.is_none() {
+        if let Some(cg) = &cg
+            && self_join.is_none()
+        {
             cg.add_pid(pid)?;
         }
         drop(self_join);
@@ -276,25 +279,54 @@ impl Runtime {
 /// The container's cgroup (`linux.cgroupsPath`, `/berth/<id>` by default),
 /// made and given the spec's resources and device rules; the cleanup removes
 /// it on failure. Returns it and its path.
+///
+/// In a user namespace (a rootless runtime) a cgroup that cannot be made
+/// is none at all when the spec sets no limits (as runc's rootless mode
+/// does): the device rules then stand as the user namespace's, where no
+/// device can be made anyway. Limits that cannot be applied are an error.
 fn make_cgroup(
     linux: &oci_spec::runtime::Linux,
     id: &str,
     cleanup: &mut Cleanup,
-) -> Result<(berth_cgroups::Manager, String)> {
+) -> Result<(Option<berth_cgroups::Manager>, String)> {
     let cgroup_path = linux
         .cgroups_path()
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("/berth/{id}"));
-    let cg = berth_cgroups::Manager::new(&cgroup_path)?;
-    cg.create()?;
+    let made = berth_cgroups::Manager::new(&cgroup_path).and_then(|cg| cg.create().map(|()| cg));
+    let cg = match made {
+        Ok(cg) => cg,
+        Err(e) if crate::namespaces::in_user_namespace() => {
+            if has_limits(linux) {
+                return Err(RuntimeError::Spec(format!(
+                    "resource limits need a cgroup this user may manage, and there is none ({e}): rootless limits need cgroup v2 with a delegated subtree (systemd's user@.service delegation)"
+                )));
+            }
+            return Ok((None, String::new()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     cleanup.cgroup = Some(cg.clone());
     let mut resources = linux.resources().clone().unwrap_or_default();
     if resources.devices().is_some() || linux.devices().is_some() {
         resources.set_devices(Some(device_rules(linux)));
     }
     cg.apply(&resources)?;
-    Ok((cg, cgroup_path))
+    Ok((Some(cg), cgroup_path))
+}
+
+/// Whether the spec limits anything besides devices.
+fn has_limits(linux: &oci_spec::runtime::Linux) -> bool {
+    linux.resources().as_ref().is_some_and(|r| {
+        r.memory().is_some()
+            || r.cpu().is_some()
+            || r.pids().is_some()
+            || r.block_io().is_some()
+            || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+            || r.network().is_some()
+            || r.unified().as_ref().is_some_and(|u| !u.is_empty())
+    })
 }
 
 /// Forks the container's init into its new namespaces.

@@ -32,11 +32,24 @@ impl Runtime {
                 status.as_str()
             )));
         }
-        let cg = self.cgroup(&st)?;
-        if status != Status::Stopped {
-            berth_cgroups::kill_all(&cg)?;
+        if st.cgroup_path.is_empty() {
+            // No cgroup: every process of its pid namespace (the init's
+            // death takes the rest of a namespace of its own).
+            if status != Status::Stopped {
+                for p in self.processes(&st)? {
+                    // SAFETY: kill(2) with a pid of the container.
+                    unsafe {
+                        libc::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
+        } else {
+            let cg = self.cgroup(&st)?;
+            if status != Status::Stopped {
+                berth_cgroups::kill_all(&cg)?;
+            }
+            cg.destroy()?;
         }
-        cg.destroy()?;
         if st.host_mounts {
             crate::rootfs::detach_host_view(&crate::rootfs::host_view(&dir))?;
         }

@@ -54,7 +54,11 @@ impl Runtime {
         }
         let spec = crate::spec::load(&st.bundle)?;
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let cg = self.cgroup(&st)?;
+        let cg = if st.cgroup_path.is_empty() {
+            None
+        } else {
+            Some(self.cgroup(&st)?)
+        };
         let (parent, child) = channel::pair()?;
         // The exec'd process is a grandchild: become its reaper.
         // SAFETY: prctl with constant arguments.
@@ -76,7 +80,7 @@ impl Runtime {
                 libc::waitpid(mid, std::ptr::null_mut(), 0);
             }
         };
-        if let Err(e) = cg.add_pid(mid) {
+        if let Some(Err(e)) = cg.as_ref().map(|cg| cg.add_pid(mid)) {
             // SAFETY: kill our child.
             unsafe {
                 libc::kill(mid, libc::SIGKILL);

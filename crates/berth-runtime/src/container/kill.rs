@@ -11,7 +11,7 @@ impl Runtime {
             return Err(RuntimeError::State("container not running".into()));
         }
         let pids = if all {
-            self.cgroup(&st)?.pids()?
+            self.processes(&st)?
         } else {
             vec![st.pid]
         };
@@ -24,7 +24,7 @@ impl Runtime {
                 }
             }
         }
-        if all && signal == libc::SIGKILL {
+        if all && signal == libc::SIGKILL && !st.cgroup_path.is_empty() {
             let cg = self.cgroup(&st)?;
             if cg.frozen() {
                 cg.freeze(berth_cgroups::FreezerState::Thawed)?;

@@ -89,9 +89,37 @@ impl Runtime {
         }
     }
 
-    /// The cgroup manager of a container.
+    /// The cgroup manager of a container (an error for one a rootless
+    /// runtime ran without a cgroup: what needs one says so).
     pub fn cgroup(&self, st: &ContainerState) -> Result<berth_cgroups::Manager> {
+        if st.cgroup_path.is_empty() {
+            return Err(RuntimeError::State(
+                "the container has no cgroup (a rootless container on a machine with no cgroup delegated to the user): pausing, limits and statistics need one".into(),
+            ));
+        }
         Ok(berth_cgroups::Manager::new(&st.cgroup_path)?)
+    }
+
+    /// The container's processes: its cgroup's, or without a cgroup those
+    /// in its init's pid namespace (the init alone when it shares the host's).
+    pub fn processes(&self, st: &ContainerState) -> Result<Vec<i32>> {
+        if !st.cgroup_path.is_empty() {
+            return Ok(self.cgroup(st)?.pids()?);
+        }
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let (Some(theirs), Some(ours)) = (ns(&st.pid.to_string()), ns("self")) else {
+            return Ok(vec![st.pid]);
+        };
+        if theirs == ours {
+            return Ok(vec![st.pid]);
+        }
+        Ok(std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| ns(&p.to_string()).as_ref() == Some(&theirs))
+            .collect())
     }
 }
 

@@ -75,7 +75,7 @@ impl Runtime {
     /// Processes of the container.
     pub fn ps(&self, id: &str) -> Result<Vec<i32>> {
         let st = self.load(id)?;
-        let mut p = self.cgroup(&st)?.pids()?;
+        let mut p = self.processes(&st)?;
         p.sort();
         Ok(p)
     }

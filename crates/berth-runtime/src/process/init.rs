@@ -246,7 +246,7 @@ fn make_root(sys: &dyn Syscalls, a: &InitArgs, chan: &Channel) -> Result<OwnedFd
         &RootfsContext {
             rootfs_mounts: a.rootfs_mounts,
             rootfs: a.rootfs,
-            userns: a.plan.user,
+            userns: a.plan.user || namespaces::in_user_namespace(),
             cgroupns: has_ns(spec, LinuxNamespaceType::Cgroup),
             cgroup_paths: &a.cgroup_paths,
             host_mount_ns: !a.plan.mount,

@@ -359,6 +359,11 @@ fn unique_groups(gids: &[u32]) -> Vec<libc::gid_t> {
     gids.iter().copied().filter(|g| seen.insert(*g)).collect()
 }
 
+/// Whether this user namespace forbids setgroups (`/proc/self/setgroups`).
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
 /// Maps a failed call's error to the init's message for `what`.
 pub(crate) fn fail(what: &'static str) -> impl Fn(std::io::Error) -> InitError {
     move |e| InitError::Other(format!("{what}: {e}"))
@@ -370,10 +375,13 @@ pub fn set_user(sys: &dyn Syscalls, p: &Process) -> Result<(), InitError> {
     let u = p.user();
     sys.keep_caps().map_err(fail("prctl(PR_SET_KEEPCAPS)"))?;
     let groups = unique_groups(u.additional_gids().as_deref().unwrap_or(&[]));
-    // setgroups is denied in user namespaces with setgroups=deny; only fatal
-    // when groups were asked for.
+    // setgroups is denied in user namespaces with setgroups=deny (one that
+    // maps a rootless user's own ids alone, where no other group exists
+    // either): the process keeps no supplementary groups there. Elsewhere
+    // a failure is fatal when groups were asked for.
     if let Err(e) = sys.setgroups(&groups)
         && !groups.is_empty()
+        && !setgroups_denied()
     {
         return Err(fail("setgroups")(e));
     }

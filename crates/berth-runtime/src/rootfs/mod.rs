@@ -173,6 +173,21 @@ fn mount_one(
                 };
                 bind_one(sys, rootfd, Some("/sys"), dest, &ro, false)?;
             }
+            // devpts's gid= names a group (tty, 5) a user namespace that
+            // maps one id alone does not have: without it, as podman does.
+            Err(_) if typ == "devpts" && ctx.userns && data.contains("gid=") => {
+                let data: Vec<&str> = data.split(',').filter(|o| !o.starts_with("gid=")).collect();
+                let target = open_target(rootfd, dest, false)?;
+                mount_at(
+                    sys,
+                    source.as_deref(),
+                    &target,
+                    Some(typ),
+                    opts.flags,
+                    Some(&data.join(",")),
+                    dest,
+                )?;
+            }
             r => r?,
         }
     }

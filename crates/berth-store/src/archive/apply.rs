@@ -148,6 +148,10 @@ fn timestamps(h: &tar::Header) -> Timestamps {
     }
 }
 
+/// What a chown to an id this user namespace does not map says (callers
+/// that know why add how to fix it).
+pub const UNMAPPED: &str = "the owner's id is not mapped in this user namespace";
+
 /// One entry's place and metadata, for the writers of each kind.
 struct Target<'a> {
     /// The entry's path as the tar has it (for errors).
@@ -166,6 +170,18 @@ struct Target<'a> {
 impl Target<'_> {
     fn fail(&self, what: &str, err: Errno) -> ArchiveError {
         ArchiveError::entry(self.raw, format!("{what}: {err}"))
+    }
+
+    /// A failed chown: EINVAL means the owner has no id in this user
+    /// namespace (a rootless store with too few ids), said so.
+    fn chown_failed(&self, err: Errno) -> ArchiveError {
+        if err == Errno::INVAL {
+            return ArchiveError::entry(
+                self.raw,
+                format!("chown to {}:{}: {UNMAPPED}", self.uid, self.gid),
+            );
+        }
+        self.fail("chown", err)
     }
 }
 
@@ -233,7 +249,7 @@ impl Applier {
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, nm)
                     .map_err(|err| t.fail("symlink", err))?;
                 self.owner_at(&dir, nm, uid, gid)
-                    .map_err(|err| t.fail("chown", err))?;
+                    .map_err(|err| t.chown_failed(err))?;
                 let _ = rustix::fs::utimensat(&dir, nm, &t.ts, AtFlags::SYMLINK_NOFOLLOW);
             }
             tar::EntryType::Link => {
@@ -254,7 +270,7 @@ impl Applier {
                 );
                 rustix::fs::mknodat(&dir, nm, ft, mode, dev).map_err(|err| t.fail("mknod", err))?;
                 self.owner_at(&dir, nm, uid, gid)
-                    .map_err(|err| t.fail("chown", err))?;
+                    .map_err(|err| t.chown_failed(err))?;
                 rustix::fs::chmodat(&dir, nm, mode, AtFlags::empty())
                     .map_err(|err| t.fail("chmod", err))?;
                 let _ = rustix::fs::utimensat(&dir, nm, &t.ts, AtFlags::SYMLINK_NOFOLLOW);
@@ -313,7 +329,7 @@ impl Applier {
             Err(err) => return Err(t.fail("mkdir", err)),
         }
         self.owner_at(t.dir, t.nm, t.uid, t.gid)
-            .map_err(|err| t.fail("chown", err))?;
+            .map_err(|err| t.chown_failed(err))?;
         rustix::fs::chmodat(t.dir, t.nm, t.mode, AtFlags::empty())
             .map_err(|err| t.fail("chmod", err))?;
         if !t.xattrs.is_empty() {
@@ -355,7 +371,7 @@ impl Applier {
         }
         if self.opts.chown {
             rustix::fs::fchown(&f, Some(Uid::from_raw(t.uid)), Some(Gid::from_raw(t.gid)))
-                .map_err(|err| t.fail("chown", err))?;
+                .map_err(|err| t.chown_failed(err))?;
         }
         rustix::fs::fchmod(&f, t.mode).map_err(|err| t.fail("chmod", err))?;
         set_xattrs(&f, &t.xattrs).map_err(|err| t.fail("setxattr", err))?;

@@ -514,6 +514,13 @@ pub fn print_info(a: &InfoArgs, doc: &serde_json::Value) -> anyhow::Result<()> {
     println!(" Security Options:");
     println!("  seccomp");
     println!("   Profile: builtin");
+    if doc["BerthRootless"].is_object() {
+        let r = &doc["BerthRootless"];
+        println!("  rootless");
+        println!("   ID map: {}", r["IDMap"].as_str().unwrap_or("?"));
+        println!("   Network: {}", r["Network"].as_str().unwrap_or("?"));
+        println!("   Cgroups: {}", r["Cgroups"].as_str().unwrap_or("?"));
+    }
     println!(" Kernel Version: {}", s("KernelVersion"));
     println!(" Operating System: {}", s("OperatingSystem"));
     println!(" OSType: {}", s("OSType"));
@@ -537,6 +544,9 @@ pub fn print_info(a: &InfoArgs, doc: &serde_json::Value) -> anyhow::Result<()> {
         println!("  {}", r.as_str().unwrap_or(""));
     }
     println!(" Live Restore Enabled: {}", s("LiveRestoreEnabled"));
+    for w in doc["Warnings"].as_array().into_iter().flatten() {
+        eprintln!("{}", w.as_str().unwrap_or_default());
+    }
     Ok(())
 }
 

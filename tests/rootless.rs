@@ -1,0 +1,276 @@
+//! Rootless berth, as an ordinary user the test makes (`useradd`, with a
+//! subordinate id range, or without one): the same binary and no setup
+//! step. The store is the user's own, the user is root inside a user
+//! namespace whose other ids are theirs too, networking is pasta's, and
+//! what a user cannot have (cgroup limits without delegation, image files
+//! of users a single-id mapping has not got) is refused with a message
+//! that says why and what to do.
+
+mod common;
+
+use common::RegistryServer;
+use common::user::TestUser;
+
+/// The body of `GET /` on the host's loopback `port`, when it answers 200.
+fn get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+}
+
+#[test]
+fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
+    let Some(u) = TestUser::new("a", true) else {
+        return;
+    };
+    u.import_busybox("busybox");
+    // Root inside, in the user's own store.
+    let id = u
+        .berth(&["run", "--rm", "--network", "none", "busybox", "id", "-u"])
+        .ok();
+    assert_eq!(id.trim(), "0");
+    let info = u.berth(&["info"]).ok();
+    assert!(
+        info.contains("rootless")
+            && info.contains(&format!("uid 0:{}:1,1:", u.uid))
+            && info.contains(&format!("/home/{}/.local/share/berth", u.name)),
+        "{info}"
+    );
+    // A build whose files belong to other users keeps their owners (the
+    // subordinate ids), and `chown` in a RUN step works.
+    let ctx = u.write(
+        "app/Dockerfile",
+        b"FROM busybox\nRUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && mkdir -p /home/app && echo hi > /f && chown 1000:1000 /f /home/app && touch /n && chown 65534:65534 /n\nUSER app\nCMD [\"id\", \"-u\"]\n",
+    );
+    let dir = ctx.parent().unwrap().to_str().unwrap().to_string();
+    u.berth(&["build", "-q", "-t", "owned", &dir]).ok();
+    assert_eq!(
+        u.berth(&["run", "--rm", "--network", "none", "owned"])
+            .ok()
+            .trim(),
+        "1000"
+    );
+    let owners = u
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "0",
+            "owned",
+            "stat",
+            "-c",
+            "%u:%g %n",
+            "/f",
+            "/n",
+            "/home/app",
+        ])
+        .ok();
+    assert_eq!(
+        owners,
+        "1000:1000 /f\n65534:65534 /n\n1000:1000 /home/app\n"
+    );
+    assert!(
+        u.berth(&["history", "--no-trunc", "owned"])
+            .ok()
+            .contains("chown 1000:1000")
+    );
+    // A volume is how a container writes to the host: the files are the user's.
+    let data = u.write("data/.keep", b"").parent().unwrap().to_path_buf();
+    u.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{}:/data", data.display()),
+        "busybox",
+        "sh",
+        "-c",
+        "echo out > /data/x",
+    ])
+    .ok();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(data.join("x")).map(|m| m.uid()).ok(),
+        Some(u.uid)
+    );
+
+    // Limits need a delegated cgroup: refused, saying why (podman's rule).
+    let err = u
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-m",
+            "10m",
+            "busybox",
+            "true",
+        ])
+        .fails(125);
+    assert!(
+        err.contains("rootless") && err.contains("--memory"),
+        "{err}"
+    );
+
+    // Push to a registry on loopback and pull back, as the lecture does.
+    let storage = tempfile::tempdir().unwrap();
+    let reg = RegistryServer::start(storage.path(), &["--open"]);
+    let r = format!("{}/team/owned:1", reg.addr);
+    u.berth(&["tag", "owned", &r]).ok();
+    u.berth(&["push", &r]).ok();
+    u.berth(&["rmi", &r, "owned"]).ok();
+    u.berth(&["pull", &r]).ok();
+    assert_eq!(
+        u.berth(&["run", "--rm", "--network", "none", &r])
+            .ok()
+            .trim(),
+        "1000"
+    );
+    assert!(u.berth(&["images"]).ok().contains("team/owned"));
+    u.berth(&["system", "prune", "-af"]).ok();
+    assert!(!u.berth(&["images"]).ok().contains("team/owned"));
+}
+
+#[test]
+fn a_published_port_reaches_a_rootless_container() {
+    if !common::have("pasta", "passt") {
+        return;
+    }
+    let Some(u) = TestUser::new("p", true) else {
+        return;
+    };
+    u.import_busybox("busybox");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    u.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\nrootless\\n' | nc -l -p 80; done",
+    ])
+    .ok();
+    let mut body = None;
+    for _ in 0..50 {
+        body = get(port);
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body.as_deref(), Some("rootless\n"));
+    assert_eq!(
+        u.berth(&["port", "web"]).ok(),
+        format!("80/tcp -> 0.0.0.0:{port}\n")
+    );
+    u.berth(&["rm", "-f", "web"]).ok();
+    assert_eq!(get(port), None, "the port is withdrawn with the container");
+}
+
+#[test]
+fn two_users_do_not_see_each_other() {
+    let (Some(a), Some(b)) = (TestUser::new("x", true), TestUser::new("y", true)) else {
+        return;
+    };
+    a.import_busybox("busybox");
+    b.import_busybox("busybox");
+    a.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "mine",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
+    assert!(a.berth(&["ps"]).ok().contains("mine"));
+    assert!(!b.berth(&["ps", "-a"]).ok().contains("mine"));
+    // Nor may one read the other's store.
+    let theirs = a.home.join(".local/share/berth");
+    let r = b.berth(&["--root", theirs.to_str().unwrap(), "ps", "-a"]);
+    assert_ne!(r.code(), 0, "{}", r.stdout());
+    a.berth(&["rm", "-f", "mine"]).ok();
+}
+
+#[test]
+fn a_user_without_subordinate_ids_gets_root_s_files_and_a_clear_error() {
+    let Some(u) = TestUser::new("s", false) else {
+        return;
+    };
+    u.import_busybox("busybox");
+    // busybox's files are all root's: it runs, root inside, one id mapped.
+    let out = u
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map",
+        ])
+        .ok();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["0"]);
+    assert_eq!(lines[1], ["0", &u.uid.to_string(), "1"]);
+    // A terminal still works (devpts without the tty group).
+    let tty = u
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "ls",
+            "/dev/pts/ptmx",
+        ])
+        .ok();
+    assert!(tty.contains("/dev/pts/ptmx"), "{tty}");
+    // An image with a file of uid 1000 cannot be unpacked: say how to fix it.
+    let tree = u.home.join("tree/home/app");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"x").unwrap();
+    let tar = u.home.join("owned.tar");
+    let ok = std::process::Command::new("tar")
+        .args(["--owner=1000", "--group=1000", "-C"])
+        .arg(u.home.join("tree"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg("home")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _ = std::process::Command::new("chown")
+        .args([&format!("{0}:{0}", u.name), tar.to_str().unwrap()])
+        .status();
+    let err = u
+        .berth(&["import", tar.to_str().unwrap(), "owned"])
+        .fails(1);
+    assert!(
+        err.contains("not mapped in this user namespace") && err.contains("usermod --add-subuids"),
+        "{err}"
+    );
+}
