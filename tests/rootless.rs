@@ -8,7 +8,15 @@
 
 mod common;
 
-use common::RegistryServer;
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 use common::user::TestUser;
 
 /// The body of `GET /` on the host's loopback `port`, when it answers 200.
@@ -121,10 +129,100 @@ fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
         "{err}"
     );
 
-    // Push to a registry on loopback and pull back, as the lecture does.
-    let storage = tempfile::tempdir().unwrap();
-    let reg = RegistryServer::start(storage.path(), &["--open"]);
-    let r = format!("{}/team/owned:1", reg.addr);
+    // The lecture's example, and `run -it` under a real terminal.
+    let hello = u.write(
+        "hello/Dockerfile",
+        &std::fs::read(common::project_root().join("examples/hello/Dockerfile")).unwrap(),
+    );
+    u.berth(&[
+        "build",
+        "-q",
+        "-t",
+        "hello",
+        hello.parent().unwrap().to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        u.berth(&["run", "--rm", "--network", "none", "hello"]).ok(),
+        "Hello world\n"
+    );
+    let bin = u.bin_path("berth");
+    let tty = u
+        .command(
+            "script",
+            &[
+                "-qec",
+                &format!("{bin} run --rm -it --network none busybox sh -c 'tty; exit 3'"),
+                "/dev/null",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(tty.status.code(), Some(3), "{tty:?}");
+    assert!(
+        String::from_utf8_lossy(&tty.stdout).contains("/dev/pts/0"),
+        "{tty:?}"
+    );
+
+    // The user's own registry on a high port, an account there, `login`
+    // into the user's ~/.docker/config.json, push, and pull back.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let storage = u.home.join("registry");
+    let st = storage.to_str().unwrap().to_string();
+    u.berth_stdin(
+        &[
+            "registry",
+            "user",
+            "add",
+            "--storage",
+            &st,
+            "--password-stdin",
+            "team",
+        ],
+        b"correct horse\n",
+    )
+    .ok();
+    let _reg = Killed(
+        u.command(
+            bin.as_str(),
+            &[
+                "registry",
+                "serve",
+                "--storage",
+                &st,
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "-q",
+            ],
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    u.berth_stdin(
+        &["login", "-u", "team", "--password-stdin", &addr],
+        b"correct horse\n",
+    )
+    .ok();
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = u.home.join(".docker/config.json");
+    assert_eq!(
+        std::fs::metadata(&cfg)
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok(),
+        Some(0o600)
+    );
+    let r = format!("{addr}/team/owned:1");
     u.berth(&["tag", "owned", &r]).ok();
     u.berth(&["push", &r]).ok();
     u.berth(&["rmi", &r, "owned"]).ok();

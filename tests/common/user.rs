@@ -119,6 +119,11 @@ impl TestUser {
         c
     }
 
+    /// The path of the user's copy of `bin` (berth, berth-runtime).
+    pub fn bin_path(&self, bin: &str) -> String {
+        self.bin.path().join(bin).display().to_string()
+    }
+
     /// Runs the user's berth.
     pub fn berth(&self, args: &[&str]) -> super::Run {
         let bin = self.bin.path().join("berth");
