@@ -1359,3 +1359,116 @@ fn progress_tty_and_rawjson() {
     let err = build(&b, &d, &["--progress", "fancy"]).fails(1);
     assert!(err.contains("invalid progress mode"), "{err}");
 }
+
+/// BuildKit's exporters (`docker buildx build -o`): the final stage's
+/// files into a directory or a tar (a file, or stdout with `-o -`), and the
+/// image as a docker or OCI archive that loads elsewhere.
+#[test]
+fn outputs_write_the_final_stage_and_the_image() {
+    let b = Berth::new();
+    b.import_busybox("busybox");
+    let dir = ctx(
+        &b,
+        "out",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS builder\nRUN echo built > /artifact && echo junk > /builder-only\nFROM scratch\nCOPY --from=builder /artifact /bin/artifact\n",
+        )],
+    );
+    // A directory: exactly the final stage's files. Run again into the same
+    // directory, as CI does: BuildKit's rule, the files are replaced.
+    let out = b.path("local");
+    for _ in 0..2 {
+        build(
+            &b,
+            &dir,
+            &["-q", "-o", &format!("type=local,dest={}", out.display())],
+        )
+        .ok();
+    }
+    let mut files: Vec<String> = walk(&out);
+    files.sort();
+    assert_eq!(files, ["bin", "bin/artifact"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("bin/artifact")).unwrap(),
+        "built\n"
+    );
+    // A tar file, and `-o -` on stdout (stdout carries the tar alone).
+    let tar = b.path("fs.tar");
+    build(
+        &b,
+        &dir,
+        &["-q", "-o", &format!("type=tar,dest={}", tar.display())],
+    )
+    .ok();
+    let listed = common::tool("tar", &["-tf", tar.to_str().unwrap()]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["bin/", "bin/artifact"]);
+    let piped = build(&b, &dir, &["-q", "-o", "-"]);
+    assert!(piped.out.status.success());
+    let stdout_tar = b.path("stdout.tar");
+    std::fs::write(&stdout_tar, &piped.out.stdout).unwrap();
+    assert_eq!(
+        common::tool("tar", &["-tf", stdout_tar.to_str().unwrap()]),
+        listed
+    );
+    // The image as a docker archive, named by -t: another store loads it.
+    let archive = b.path("img.tar");
+    build(
+        &b,
+        &dir,
+        &[
+            "-q",
+            "-t",
+            "artifact:1",
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+        ],
+    )
+    .ok();
+    let other = Berth::new();
+    other.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    assert!(other.run(&["images"]).ok().contains("artifact"));
+    // And as an OCI layout archive (skopeo reads it where installed).
+    let oci = b.path("oci.tar");
+    build(
+        &b,
+        &dir,
+        &["-q", "-o", &format!("type=oci,dest={}", oci.display())],
+    )
+    .ok();
+    let index = common::tool("tar", &["-xOf", oci.to_str().unwrap(), "index.json"]);
+    assert!(
+        index.contains("application/vnd.oci.image.index.v1+json"),
+        "{index}"
+    );
+    if common::have("skopeo", "skopeo") {
+        let raw = common::tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}", oci.display()),
+            ],
+        );
+        assert!(raw.contains("\"layers\""), "{raw}");
+    }
+    // Unknown exporters and options are refused, not ignored.
+    let err = build(&b, &dir, &["-o", "type=registry"]).fails(1);
+    assert!(err.contains("unknown type \"registry\""), "{err}");
+}
+
+/// Relative paths of everything under `root`.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}

@@ -36,6 +36,42 @@ impl Engine {
         Ok(out)
     }
 
+    /// Applies every layer of `image`, in order, into the directory `into`
+    /// (the store's hardened tar reader: no path leaves `into`).
+    fn flatten_layers(&self, image: &berth_store::image::Image, into: &Path) -> Result<()> {
+        std::fs::create_dir_all(into).map_err(|e| EngineError::io("mkdir", into, e))?;
+        for l in &image.manifest.layers {
+            let r = self.store.content.open(&l.digest)?;
+            let (_, plain) = berth_store::archive::decompress(r)
+                .map_err(|e| EngineError::io("read", Path::new("layer"), e))?;
+            berth_store::archive::apply::apply(into, plain, &Default::default())?;
+        }
+        Ok(())
+    }
+
+    /// `build --output type=local`: the image's files written into `dest`
+    /// (made when missing). As BuildKit's local exporter, what is already
+    /// there stays unless the image has a path of that name, which replaces
+    /// it; nothing is written outside `dest`, whatever links it holds.
+    pub fn image_to_dir(&self, image: &str, dest: &Path) -> Result<()> {
+        let image = self.store.resolve(image)?;
+        self.flatten_layers(&image, dest)
+    }
+
+    /// `build --output type=tar`: the image's files as one tar stream.
+    pub fn image_to_tar(&self, image: &str, w: &mut dyn Write) -> Result<()> {
+        let image = self.store.resolve(image)?;
+        let tmp = tempdir_in(&self.root().join("containers"))?;
+        let flat = tmp.join("fs");
+        let r = self.flatten_layers(&image, &flat).and_then(|()| {
+            let all = berth_store::archive::diff::changes_all(&flat)?;
+            write_layer(&flat, &all, w, &WriteOptions::default())?;
+            Ok(())
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        r
+    }
+
     /// `export`: the container's full filesystem as a tar stream.
     pub fn export(&self, q: &str, w: &mut dyn Write) -> Result<()> {
         let c = self.find(q)?;
@@ -43,13 +79,7 @@ impl Engine {
         // Flatten: every layer, then the container's changes, applied in a temp dir.
         let tmp = tempdir_in(&self.root().join("containers"))?;
         let flat = tmp.join("fs");
-        std::fs::create_dir_all(&flat).map_err(|e| EngineError::io("mkdir", &flat, e))?;
-        for l in &image.manifest.layers {
-            let r = self.store.content.open(&l.digest)?;
-            let (_, plain) = berth_store::archive::decompress(r)
-                .map_err(|e| EngineError::io("read", Path::new("layer"), e))?;
-            berth_store::archive::apply::apply(&flat, plain, &Default::default())?;
-        }
+        self.flatten_layers(&image, &flat)?;
         let changes = self.store.snapshots.changes(&c.id)?;
         let layer = write_layer(
             &self.store.snapshots.upper_dir(&c.id),

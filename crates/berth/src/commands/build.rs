@@ -45,6 +45,11 @@ pub struct BuildArgs {
     /// Write the image ID to the file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Output destination (BuildKit's form: `type=local,dest=DIR`,
+    /// `type=tar,dest=FILE`, `type=docker|oci,dest=FILE`; a bare path is
+    /// local, `-` a tar on stdout).
+    #[arg(short, long, value_name = "OUTPUT")]
+    pub output: Vec<String>,
     /// Secret to expose to the build (`id=mysecret[,src=/local/secret]` or `id=X,env=VAR`).
     #[arg(long)]
     pub secret: Vec<String>,
@@ -170,6 +175,14 @@ pub fn build(
             Ok(())
         };
     }
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| super::build_output::Output::parse(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if outputs.iter().filter(|o| o.to_stdout()).count() > 1 {
+        anyhow::bail!("only one --output may write to stdout");
+    }
     let mode = if quiet {
         crate::output::buildview::Mode::Quiet
     } else {
@@ -204,7 +217,11 @@ pub fn build(
                 std::fs::write(p, img.id.to_string())
                     .with_context(|| format!("write {}", p.display()))?;
             }
-            if quiet {
+            for o in &outputs {
+                o.write(engine, &img.id.to_string(), &a.tag)?;
+            }
+            // A tar on stdout is all stdout carries.
+            if quiet && !outputs.iter().any(|o| o.to_stdout()) {
                 println!("{}", img.id);
             }
             Ok(())
