@@ -1605,3 +1605,96 @@ fn search_lists_matching_repositories() {
         .fails(1);
     assert!(err.contains("invalid filter 'bogus'"), "{err}");
 }
+
+/// docker's `manifest` commands: two images pushed to a registry on
+/// loopback (in two repositories), made one list with the second annotated
+/// as arm64, pushed under a third repository (the images' blobs mounted
+/// there); skopeo sees an index of two; `pull --platform linux/arm64` gets
+/// the annotated image; `inspect` reads the local list, then the registry's.
+#[test]
+fn manifest_lists_from_images_in_a_registry() {
+    let storage = tempfile::tempdir().unwrap();
+    let reg = common::RegistryServer::start(storage.path(), &["--open"]);
+    let b = Berth::new();
+    let tar = common::busybox_tar().to_str().unwrap().to_string();
+    for (name, word) in [("one", "amd"), ("two", "arm")] {
+        b.run(&[
+            "import",
+            "--change",
+            &format!("CMD [\"echo\", \"{word}\"]"),
+            &tar,
+            name,
+        ])
+        .ok();
+        let r = format!("{}/team/{name}:1", reg.addr);
+        b.run(&["tag", name, &r]).ok();
+        b.run(&["push", &r]).ok();
+    }
+    let (one, two) = (
+        format!("{}/team/one:1", reg.addr),
+        format!("{}/team/two:1", reg.addr),
+    );
+    let list = format!("{}/team/app:multi", reg.addr);
+    assert!(
+        b.run(&["manifest", "create", &list, &one, &two])
+            .ok()
+            .contains("Created manifest list")
+    );
+    let again = b.run(&["manifest", "create", &list, &one]).fails(1);
+    assert!(again.contains("--amend"), "{again}");
+    b.run(&[
+        "manifest",
+        "annotate",
+        "--arch",
+        "arm64",
+        "--variant",
+        "v8",
+        &list,
+        &two,
+    ])
+    .ok();
+    let local: serde_json::Value =
+        serde_json::from_str(&b.run(&["manifest", "inspect", &list]).ok()).unwrap();
+    let ms = local["manifests"].as_array().unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!(
+        ms[0]["platform"]["architecture"],
+        std::env::consts::ARCH
+            .replace("x86_64", "amd64")
+            .replace("aarch64", "arm64")
+    );
+    assert_eq!(ms[1]["platform"]["architecture"], "arm64");
+    assert_eq!(ms[1]["platform"]["variant"], "v8");
+    let pushed = b.run(&["manifest", "push", "--purge", &list]).ok();
+    assert!(pushed.trim().starts_with("sha256:"), "{pushed}");
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{list}"),
+        ],
+    );
+    let idx: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        idx["manifests"].as_array().map(|a| a.len()),
+        Some(2),
+        "{raw}"
+    );
+    // Purged: inspect now reads the registry's index.
+    let remote: serde_json::Value =
+        serde_json::from_str(&b.run(&["manifest", "inspect", &list]).ok()).unwrap();
+    assert_eq!(remote, idx);
+    assert!(
+        b.run(&["manifest", "rm", &list])
+            .fails(1)
+            .contains("No such manifest")
+    );
+    // A pull for arm64 gets the image annotated so.
+    let other = Berth::new();
+    other
+        .run(&["pull", "--platform", "linux/arm64", &list])
+        .ok();
+    assert_eq!(other.run(&["run", "--rm", &list]).ok(), "arm\n");
+}

@@ -166,6 +166,9 @@ enum Cmd {
     Login(commands::distribution::LoginArgs),
     /// Search a registry for images.
     Search(commands::distribution::SearchArgs),
+    /// Manage manifest lists (images of several platforms under one name).
+    #[command(subcommand)]
+    Manifest(commands::manifest::ManifestCmd),
     /// Log out from a registry.
     Logout(commands::distribution::LogoutArgs),
     /// Download an image from a registry.
@@ -342,6 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Registry(c) => return commands::registry::run(c),
         Cmd::Login(a) => return commands::distribution::login(config_dir, a),
         Cmd::Search(a) => return commands::distribution::search(config_dir, a),
+        Cmd::Manifest(c) => return commands::manifest::run(config_dir, c),
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
@@ -417,6 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Login(_)
         | Cmd::Logout(_)
         | Cmd::Search(_)
+        | Cmd::Manifest(_)
         | Cmd::Completion { .. } => {
             unreachable!("handled before the engine opens")
         }

@@ -561,6 +561,112 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// A blob's bytes (a config), at most `max` of them, verified against
+    /// its digest.
+    pub fn blob_bytes(
+        &self,
+        repo: &str,
+        digest: &berth_types::Digest,
+        scopes: &[String],
+        max: u64,
+    ) -> Result<Vec<u8>> {
+        let url = self.url(&format!("{repo}/blobs/{digest}"));
+        let mut r = self.get(&url, scopes, &[])?;
+        if r.status() != 200 {
+            return Err(response_error(&mut r, &format!("fetching blob {digest}")).of(digest));
+        }
+        let bytes = r
+            .body_mut()
+            .with_config()
+            .limit(max)
+            .read_to_vec()
+            .map_err(|e| {
+                Error::new(ErrorKind::Transport, format!("reading blob {digest}: {e}")).of(digest)
+            })?;
+        if berth_types::Digest::sha256_of(&bytes) != *digest {
+            return Err(
+                Error::other(format!("blob {digest}: content does not match its digest"))
+                    .at(url)
+                    .of(digest),
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Mounts blob `digest` of repository `from` into `repo` (the same
+    /// registry): an error when the registry will not.
+    pub fn mount_blob(
+        &self,
+        repo: &str,
+        from: &str,
+        digest: &berth_types::Digest,
+        scopes: &[String],
+    ) -> Result<()> {
+        let url = self.url(&format!("{repo}/blobs/uploads/?mount={digest}&from={from}"));
+        let mut r = self.send(Method::POST, &url, scopes, &[], None)?;
+        match r.status().as_u16() {
+            201 => Ok(()),
+            202 => {
+                // An upload began instead: cancel it, and say so.
+                if let Some(loc) = r.headers().get("location").and_then(|v| v.to_str().ok()) {
+                    let _ = self.send(Method::DELETE, &self.location(loc), scopes, &[], None);
+                }
+                Err(Error::other(format!(
+                    "the registry would not mount {digest} from {from} into {repo}"
+                ))
+                .at(url)
+                .of(digest))
+            }
+            _ => Err(response_error(&mut r, &format!("mounting {digest} from {from}")).of(digest)),
+        }
+    }
+
+    /// Puts a manifest (or index) under `reference` (a tag or its digest);
+    /// the digest the registry stored it as, checked against the bytes.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        scopes: &[String],
+    ) -> Result<berth_types::Digest> {
+        let url = self.url(&format!("{repo}/manifests/{reference}"));
+        let digest = berth_types::Digest::sha256_of(bytes);
+        let len = bytes.len() as u64;
+        let mut body = || -> Result<(Box<dyn Read + Send + '_>, Option<u64>)> {
+            Ok((Box::new(bytes), Some(len)))
+        };
+        let mut r = self.send(
+            Method::PUT,
+            &url,
+            scopes,
+            &[("content-type", media_type.to_string())],
+            Some(&mut body),
+        )?;
+        if r.status() != 201 && r.status() != 200 {
+            return Err(
+                response_error(&mut r, &format!("pushing manifest {repo}:{reference}")).of(&digest),
+            );
+        }
+        if let Some(h) = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            && let Ok(d) = h.parse::<berth_types::Digest>()
+            && d != digest
+        {
+            return Err(Error::other(format!(
+                "the registry stored the manifest as {d}, but its content has digest {digest}"
+            ))
+            .at(url)
+            .of(&digest));
+        }
+        Ok(digest)
+    }
+}
+
 /// `repository:<repo>:<actions>`.
 pub fn scope(repo: &str, actions: &str) -> String {
     format!("repository:{repo}:{actions}")

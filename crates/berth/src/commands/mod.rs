@@ -5,6 +5,7 @@ pub mod build_output;
 pub mod container;
 pub mod distribution;
 pub mod image;
+pub mod manifest;
 pub mod network;
 pub mod registry;
 pub mod remote;
