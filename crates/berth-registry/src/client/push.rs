@@ -108,45 +108,15 @@ pub fn push(
     if let Some(e) = errors.into_inner().expect("errors").into_iter().next() {
         return Err(push_denied(target, e));
     }
-    let url = reg.url(&format!("{repo}/manifests/{tag}"));
-    let mt = image.manifest_desc.media_type.clone();
-    let len = manifest_bytes.len() as u64;
-    let mut body = || -> Result<(Box<dyn Read + Send>, Option<u64>)> {
-        Ok((
-            Box::new(std::io::Cursor::new(manifest_bytes.clone())),
-            Some(len),
-        ))
-    };
-    let mut r = reg
-        .send(
-            Method::PUT,
-            &url,
+    let digest = reg
+        .put_manifest(
+            &repo,
+            &tag,
+            &image.manifest_desc.media_type,
+            &manifest_bytes,
             &scopes,
-            &[("content-type", mt)],
-            Some(&mut body),
         )
         .map_err(|e| push_denied(target, e))?;
-    if r.status() != 201 && r.status() != 200 {
-        return Err(push_denied(
-            target,
-            response_error(
-                &mut r,
-                &format!("pushing manifest for {}", target.familiar()),
-            ),
-        ));
-    }
-    let digest = image.manifest_desc.digest.clone();
-    if let Some(h) = r
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        && let Ok(d) = h.parse::<Digest>()
-        && d != digest
-    {
-        return Err(Error::other(format!(
-            "the registry stored the manifest as {d}, but its content has digest {digest}"
-        )));
-    }
     sources::record(
         store.root(),
         &reg.domain,
@@ -168,7 +138,7 @@ pub fn push(
     );
     Ok(Pushed {
         digest,
-        size: len,
+        size: manifest_bytes.len() as u64,
         tag,
     })
 }
