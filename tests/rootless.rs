@@ -34,10 +34,9 @@ fn get(port: u16) -> Option<String> {
 
 #[test]
 fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
-    let Some(u) = TestUser::new("a", true) else {
+    let Some(u) = TestUser::with_busybox("a", true) else {
         return;
     };
-    u.import_busybox("busybox");
     // Root inside, in the user's own store.
     let id = u
         .berth(&["run", "--rm", "--network", "none", "busybox", "id", "-u"])
@@ -243,10 +242,9 @@ fn a_published_port_reaches_a_rootless_container() {
     if !common::have("pasta", "passt") {
         return;
     }
-    let Some(u) = TestUser::new("p", true) else {
+    let Some(u) = TestUser::with_busybox("p", true) else {
         return;
     };
-    u.import_busybox("busybox");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -311,10 +309,9 @@ fn two_users_do_not_see_each_other() {
 
 #[test]
 fn a_user_without_subordinate_ids_gets_root_s_files_and_a_clear_error() {
-    let Some(u) = TestUser::new("s", false) else {
+    let Some(u) = TestUser::with_busybox("s", false) else {
         return;
     };
-    u.import_busybox("busybox");
     // busybox's files are all root's: it runs, root inside, one id mapped.
     let out = u
         .berth(&[

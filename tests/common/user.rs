@@ -79,6 +79,13 @@ impl TestUser {
         Some(u)
     }
 
+    /// [`TestUser::new`] with the busybox base imported as `busybox`.
+    pub fn with_busybox(tag: &str, sub_ids: bool) -> Option<TestUser> {
+        let u = TestUser::new(tag, sub_ids)?;
+        u.import_busybox("busybox");
+        Some(u)
+    }
+
     fn chown_home(&self) {
         let _ = run_root(
             "chown",

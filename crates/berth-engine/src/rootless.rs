@@ -144,7 +144,8 @@ pub fn plan(uid: u32, gid: u32) -> Mapping {
     }
 }
 
-fn which(prog: &str) -> Option<PathBuf> {
+/// `prog` on the PATH (or in /usr/bin, /usr/sbin, /bin).
+pub(crate) fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()

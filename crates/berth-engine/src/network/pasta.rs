@@ -19,19 +19,9 @@ use super::*;
 /// The mode name a rootless container's default network becomes.
 pub const MODE: &str = "pasta";
 
-fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/bin".into()])
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
-}
-
 /// Whether pasta is installed.
 pub fn available() -> bool {
-    which("pasta").is_some()
+    crate::rootless::which("pasta").is_some()
 }
 
 fn dir() -> PathBuf {
@@ -87,7 +77,7 @@ impl Engine {
     /// interface and routes configured, its published ports forwarded):
     /// the file the container's spec joins.
     pub(crate) fn pasta_prepare(&self, c: &mut Container) -> Result<PathBuf> {
-        let prog = which("pasta").ok_or_else(|| {
+        let prog = crate::rootless::which("pasta").ok_or_else(|| {
             EngineError::Invalid(
                 "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
             )
