@@ -17,6 +17,7 @@ pub mod container;
 mod create;
 pub mod df;
 pub mod docs;
+pub mod emulation;
 pub mod events;
 pub mod health;
 pub mod input;

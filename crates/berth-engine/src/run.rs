@@ -99,6 +99,20 @@ impl Engine {
             .parse()
             .map_err(|_| EngineError::Corrupt(format!("image id {}", c.image_id)))?;
         let image = self.store.resolve(&image_id.to_string())?;
+        let arch = image.config.architecture.as_str();
+        if !arch.is_empty() {
+            match crate::emulation::ensure(arch) {
+                Ok(Some(said)) => eprintln!("berth: {said}"),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(EngineError::Invalid(format!(
+                        "image {} is for linux/{arch} and this machine is linux/{}: {e}",
+                        c.config.image,
+                        crate::emulation::host_arch()
+                    )));
+                }
+            }
+        }
         let top = image.top_chain();
         let read = |p: &str| {
             top.as_ref()

@@ -294,6 +294,8 @@ enum SystemCmd {
     Info(commands::system::InfoArgs),
     /// Get real time events from the engine.
     Events(commands::system::EventsArgs),
+    /// List, install or remove the emulators that run other machines' images.
+    Emulators(commands::system::EmulatorsArgs),
 }
 
 /// Dispatches a parsed command. Long on purpose: one arm per command (and
@@ -346,6 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Login(a) => return commands::distribution::login(config_dir, a),
         Cmd::Search(a) => return commands::distribution::search(config_dir, a),
         Cmd::Manifest(c) => return commands::manifest::run(config_dir, c),
+        Cmd::System(SystemCmd::Emulators(a)) => return commands::system::emulators(a),
         Cmd::Logout(a) => return commands::distribution::logout(config_dir, a),
         c => c,
     };
@@ -422,6 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Logout(_)
         | Cmd::Search(_)
         | Cmd::Manifest(_)
+        | Cmd::System(SystemCmd::Emulators(_))
         | Cmd::Completion { .. } => {
             unreachable!("handled before the engine opens")
         }

@@ -109,6 +109,10 @@ impl BuildOptions {
 /// fresh copy even when one is present.
 pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + Send + 'a>;
 
+/// Called with a base image's architecture before its stage runs: makes
+/// sure this machine can run its programs (an emulator), or says why not.
+pub type PlatformCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Downloads a URL for `ADD <url>`: (body, Last-Modified as a unix time).
 pub type Downloader<'a> =
     Box<dyn FnMut(&str) -> Result<(Vec<u8>, Option<i64>), String> + Send + 'a>;
@@ -124,6 +128,7 @@ pub struct Builder<'a> {
     vertex: Arc<AtomicUsize>,
     mounts_made: usize,
     fetch: Option<Fetcher<'a>>,
+    platform_check: Option<PlatformCheck>,
     download: Option<Arc<Mutex<Downloader<'a>>>>,
     pull_always: bool,
     /// Context files' hashes by identity (shared with the stage workers).
@@ -337,6 +342,7 @@ impl<'a> Builder<'a> {
             vertex: Arc::new(AtomicUsize::new(0)),
             mounts_made: 0,
             fetch: None,
+            platform_check: None,
             download: None,
             pull_always: false,
             hashes: Arc::new(Mutex::new(crate::cache::HashCache::load(
@@ -350,6 +356,14 @@ impl<'a> Builder<'a> {
     /// Lets `ADD <url>` download.
     pub fn with_downloader(mut self, d: Downloader<'a>) -> Self {
         self.download = Some(Arc::new(Mutex::new(d)));
+        self
+    }
+
+    /// What a foreign base image's architecture is checked with (see
+    /// [`PlatformCheck`]; without one, its RUN steps may fail with "exec
+    /// format error").
+    pub fn with_platform_check(mut self, c: PlatformCheck) -> Self {
+        self.platform_check = Some(c);
         self
     }
 
@@ -586,6 +600,7 @@ impl<'a> Builder<'a> {
                     vertex: self.vertex.clone(),
                     mounts_made: 0,
                     fetch: None,
+                    platform_check: self.platform_check.clone(),
                     download: self.download.clone(),
                     pull_always: false,
                     hashes: self.hashes.clone(),

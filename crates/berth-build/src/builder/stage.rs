@@ -152,6 +152,20 @@ impl<'a> Builder<'a> {
             let img = self.store.resolve(base).map_err(|_| {
                 step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
             })?;
+            if let Some(check) = &self.platform_check
+                && !img.config.architecture.is_empty()
+            {
+                check(&img.config.architecture).map_err(|e| {
+                    step_err(
+                        file,
+                        &stage.from,
+                        format!(
+                            "base image {base} is for linux/{}: {e}",
+                            img.config.architecture
+                        ),
+                    )
+                })?;
+            }
             // The base's history stays; its created time is its own.
             StageImage {
                 config: img.config.clone(),

@@ -207,7 +207,13 @@ pub fn build(
     };
     let mut b = Builder::new(&engine.store, engine.root(), out)?
         .with_fetcher(Box::new(fetch))
-        .with_downloader(Box::new(download));
+        .with_downloader(Box::new(download))
+        .with_platform_check(std::sync::Arc::new(|arch: &str| {
+            if let Some(said) = berth_engine::emulation::ensure(arch)? {
+                eprintln!("berth: {said}");
+            }
+            Ok(())
+        }));
     let built = b.build(&opts);
     // The progress view's last draw comes before anything printed below.
     drop(b);

@@ -660,3 +660,57 @@ fn bytes_size(n: u64) -> String {
     }
     format!("{}{}", format!("{v:.2}").trim_end_matches(".00"), units[i])
 }
+
+/// `system emulators`.
+#[derive(clap::Args, Debug)]
+pub struct EmulatorsArgs {
+    /// Register the emulators of these architectures (`arm64`, `all`).
+    #[arg(long, value_delimiter = ',')]
+    pub install: Vec<String>,
+    /// Remove the handlers of these architectures (`all`).
+    #[arg(long, value_delimiter = ',')]
+    pub uninstall: Vec<String>,
+}
+
+/// `system emulators`: the binfmt_misc handlers of QEMU's emulators that
+/// let this machine run other machines' images (`berth_engine::emulation`).
+pub fn emulators(a: EmulatorsArgs) -> anyhow::Result<()> {
+    use berth_engine::emulation;
+    let expand = |list: &[String]| -> Vec<String> {
+        if list.iter().any(|x| x == "all") {
+            emulation::list()
+                .into_iter()
+                .filter(|e| e.available)
+                .map(|e| e.arch)
+                .collect()
+        } else {
+            list.to_vec()
+        }
+    };
+    for arch in expand(&a.install) {
+        match emulation::ensure(&arch).map_err(|e| anyhow::anyhow!(e))? {
+            Some(said) => eprintln!("{said}"),
+            None => eprintln!("{arch}: already registered"),
+        }
+    }
+    for arch in expand(&a.uninstall) {
+        emulation::remove(&arch).map_err(|e| anyhow::anyhow!(e))?;
+        eprintln!("{arch}: removed");
+    }
+    let mut t = crate::output::Table::new(&["ARCH", "EMULATOR", "STATUS"]);
+    for e in emulation::list() {
+        let status = match (e.registered, e.available) {
+            (true, _) => "registered",
+            (false, true) => "installed (registered when first needed)",
+            (false, false) => "not installed (apt-get install qemu-user-static)",
+        };
+        let q = emulation::qemu_name(&e.arch).unwrap_or("-");
+        t.row(vec![
+            e.arch.clone(),
+            format!("qemu-{q}"),
+            status.to_string(),
+        ]);
+    }
+    t.print()?;
+    Ok(())
+}
