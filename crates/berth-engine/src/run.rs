@@ -99,6 +99,7 @@ impl Engine {
             .parse()
             .map_err(|_| EngineError::Corrupt(format!("image id {}", c.image_id)))?;
         let image = self.store.resolve(&image_id.to_string())?;
+        berth_runtime::trace::mark("engine: image resolved");
         let arch = image.config.architecture.as_str();
         if !arch.is_empty() {
             match crate::emulation::ensure(arch) {
@@ -142,7 +143,9 @@ impl Engine {
             }
             None => None,
         };
+        berth_runtime::trace::mark("engine: user and network resolved");
         let made = self.create_prepared(c, &dir, &user, join_netns.as_deref(), stdio, console);
+        berth_runtime::trace::mark("runtime: created (init ready)");
         if made.is_err() && c.host_config.network_mode == crate::network::pasta::MODE {
             self.network_detach(c);
         }
@@ -153,10 +156,12 @@ impl Engine {
             let _ = self.runtime.delete(&c.id, true);
             return Err(e);
         }
+        berth_runtime::trace::mark("engine: network attached");
         if let Err(e) = self.runtime.start(&c.id) {
             self.network_detach(c);
             return Err(e.into());
         }
+        berth_runtime::trace::mark("runtime: started");
         c.state.status = Status::Running;
         c.state.pid = pid;
         c.state.pid_start = berth_runtime::state::proc_stat(pid)
@@ -199,6 +204,7 @@ impl Engine {
             &dir.join("config.json"),
             &serde_json::to_string_pretty(&s).expect("spec serialises"),
         )?;
+        berth_runtime::trace::mark("engine: spec written");
         let rootfs_mounts = self
             .store
             .snapshots
@@ -322,6 +328,7 @@ impl Engine {
         self.save_state(&c)?;
         let prober = self.health_start(&c);
         let code = io_loop(pid, io, log, true);
+        berth_runtime::trace::mark("engine: process exited, output drained");
         self.health_stop(&c, prober);
         // Removed meanwhile (an `rm -f` beside the run): the exit code is
         // still the run's answer, and --rm's removal is done.
@@ -331,9 +338,11 @@ impl Engine {
             r => r,
         };
         gone(self.record_exit(&mut c, code))?;
+        berth_runtime::trace::mark("engine: exit recorded, runtime state deleted");
         if c.host_config.auto_remove {
             self.remember_exit(&c.id, code);
             gone(self.remove(&c.id, true, false).map(drop))?;
+            berth_runtime::trace::mark("engine: removed (--rm)");
         }
         Ok(code)
     }

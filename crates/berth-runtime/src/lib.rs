@@ -21,6 +21,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod trace;
 pub mod tty;
 pub mod wait;
 

@@ -575,6 +575,7 @@ fn print_and_fail(
 }
 
 fn main() -> ExitCode {
+    berth_runtime::trace::mark("cli: start");
     // Behave like other Unix tools when stdout is a closed pipe (`berth images | head`).
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {

@@ -123,9 +123,11 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
         .process()
         .as_ref()
         .ok_or_else(|| InitError::Other("process: missing".into()))?;
+    crate::trace::mark("init: go");
     enter_namespaces(sys, &a, chan)?;
     set_identity(&a)?;
     let fifo = make_root(sys, &a, chan)?;
+    crate::trace::mark("init: root made (mounts, devices, pivot_root)");
     open_console(process, a.console)?;
     if let Some(score) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
@@ -136,6 +138,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
         None => seccomp::Filters::default(),
     };
     let (exec, listener) = finish_process(process, &filters)?;
+    crate::trace::mark("init: process set up (rlimits, user, caps, seccomp)");
     hand_listener(chan, listener)?;
     super::cloexec_from(3 + a.preserve_fds);
     chan.send(&ToParent::Ready).map_err(other)?;
@@ -164,6 +167,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     if late {
         seccomp::install(&filters).map_err(other)?;
     }
+    crate::trace::mark("init: exec");
     let e = super::execve(&exec);
     // The runtime has gone by now: say it where the user will see it.
     eprintln!("berth-runtime: {}", RuntimeError::from(e));
