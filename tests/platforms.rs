@@ -14,13 +14,23 @@ use common::Berth;
 
 const ARM64_BUSYBOX: &str = "/var/cache/berth-test/busybox-arm64";
 
-/// Removes the arm64 handler when dropped, if it was not there before.
-struct Unregister(bool);
+/// Puts back what the test changed when dropped: the arm64 handler
+/// removed if it was not registered before, binfmt_misc unmounted if it
+/// was not mounted.
+struct Unregister {
+    handler: bool,
+    mount: bool,
+}
 
 impl Drop for Unregister {
     fn drop(&mut self) {
-        if self.0 {
+        if self.handler {
             let _ = std::fs::write("/proc/sys/fs/binfmt_misc/qemu-aarch64", "-1");
+        }
+        if self.mount {
+            let _ = std::process::Command::new("umount")
+                .arg("/proc/sys/fs/binfmt_misc")
+                .status();
         }
     }
 }
@@ -38,7 +48,10 @@ fn arm64_images_run_and_build_under_emulation() {
     }
     let b = Berth::new();
     // Left as found: a handler this test registers goes when it ends.
-    let _undo = Unregister(!Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists());
+    let _undo = Unregister {
+        handler: !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
+        mount: !Path::new("/proc/sys/fs/binfmt_misc/register").exists(),
+    };
     let r = b.run(&["system", "emulators", "--install", "arm64"]);
     if r.code() != 0 {
         eprintln!("skipped: binfmt_misc cannot be set up here: {}", r.stderr());
