@@ -123,4 +123,37 @@ fn an_architecture_without_an_emulator_is_refused() {
         err.contains("is for linux/sparc64") && err.contains("no emulator"),
         "{err}"
     );
+    // `run --platform` asks for a platform: a local image of another is
+    // refused with docker's words.
+    b.import_busybox("busybox");
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let err = b
+        .run(&[
+            "run",
+            "--rm",
+            "--platform",
+            "linux/riscv64",
+            "busybox",
+            "true",
+        ])
+        .fails(125);
+    assert!(
+        err.contains(&format!(
+            "image with reference busybox:latest was found but does not match the specified platform: wanted linux/riscv64, actual: linux/{host}"
+        )),
+        "{err}"
+    );
+    b.run(&[
+        "run",
+        "--rm",
+        "--platform",
+        &format!("linux/{host}"),
+        "busybox",
+        "true",
+    ])
+    .ok();
 }

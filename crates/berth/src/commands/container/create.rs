@@ -150,6 +150,10 @@ pub struct CreateArgs {
     /// Pull image before running (`always`, `missing`, `never`).
     #[arg(long, default_value = "missing")]
     pub pull: String,
+    /// Set platform if server is multi-platform capable (`linux/arm64`):
+    /// what a pull selects, and what the local image must be.
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Automatically remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
@@ -387,16 +391,38 @@ fn ensure_image(
     engine: &Engine,
     image: &str,
     pull: &str,
+    platform: Option<&str>,
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let normalized = Reference::parse(image)
         .map(|r| r.with_default_tag().familiar())
         .unwrap_or(image.to_string());
-    match crate::commands::distribution::ensure(&engine.store, config_dir, image, pull, None) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(exit_err(125, format!("No such image: {normalized}"))),
-        Err(e) => Err(exit_err(125, format!("{e:#}"))),
+    match crate::commands::distribution::ensure(&engine.store, config_dir, image, pull, platform) {
+        Ok(true) => {}
+        Ok(false) => return Err(exit_err(125, format!("No such image: {normalized}"))),
+        Err(e) => return Err(exit_err(125, format!("{e:#}"))),
     }
+    // docker's check: the image found must be of the platform asked for.
+    if let (Some(want), Ok(img)) = (platform, engine.store.resolve(image)) {
+        let c = &img.config;
+        let actual = match c.variant.as_deref() {
+            Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
+            None => format!("{}/{}", c.os, c.architecture),
+        };
+        let w: Vec<&str> = want.split('/').collect();
+        let a: Vec<&str> = actual.split('/').collect();
+        let same =
+            w.len() >= 2 && w[0] == a[0] && w[1] == a[1] && (w.len() < 3 || a.get(2) == w.get(2));
+        if !same {
+            return Err(exit_err(
+                125,
+                format!(
+                    "image with reference {normalized} was found but does not match the specified platform: wanted {want}, actual: {actual}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn engine_err(e: EngineError) -> anyhow::Error {
@@ -410,7 +436,7 @@ pub fn create(
     a: CreateArgs,
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    ensure_image(engine, &a.image, &a.pull, config_dir)?;
+    ensure_image(engine, &a.image, &a.pull, a.platform.as_deref(), config_dir)?;
     let req = request(&a).map_err(|e| exit_err(125, e.to_string()))?;
     let cid = CidFile::claim(a.cidfile.as_deref())?;
     let c = engine.create(&req).map_err(engine_err)?;
@@ -490,7 +516,13 @@ pub fn run(
             ));
         }
     }
-    ensure_image(engine, &a.c.image, &a.c.pull, config_dir)?;
+    ensure_image(
+        engine,
+        &a.c.image,
+        &a.c.pull,
+        a.c.platform.as_deref(),
+        config_dir,
+    )?;
     let req = request(&a.c).map_err(|e| exit_err(125, e.to_string()))?;
     if a.c.tty && !a.detach && !std::io::stdin().is_terminal() && a.c.interactive {
         return Err(exit_err(1, "the input device is not a TTY"));
