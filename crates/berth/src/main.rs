@@ -362,6 +362,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     let mut engine = berth_engine::Engine::open(&root)?;
+    berth_runtime::trace::mark("cli: store opened");
     engine.monitor_exe = std::env::current_exe().ok();
     if let Cmd::ApiHelper { args } = &cmd {
         std::process::exit(berth_api::helper::main(&engine, args));

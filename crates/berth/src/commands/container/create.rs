@@ -529,6 +529,7 @@ pub fn run(
     }
     let cid = CidFile::claim(a.c.cidfile.as_deref())?;
     let c = engine.create(&req).map_err(engine_err)?;
+    berth_runtime::trace::mark("engine: container created (record, snapshot)");
     cid.write(&c.id)?;
     if a.detach {
         if let Err(e) = engine.start_detached(&c.id) {
