@@ -124,8 +124,8 @@ pub async fn start_attached(ctx: &Ctx, id: &str) -> Result<bool, ApiError> {
     // ended: with the error it reported, or none (it ran and is done).
     let read_error = |errf: &PathBuf| -> Option<ApiError> {
         let m = std::fs::read_to_string(errf).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&m).ok()?;
         let _ = std::fs::remove_file(errf);
-        let v: serde_json::Value = serde_json::from_str(&m).unwrap_or_default();
         Some(ApiError::new(
             axum::http::StatusCode::from_u16(v["status"].as_u64().unwrap_or(500) as u16)
                 .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
@@ -172,11 +172,15 @@ pub fn helper_main(engine: &berth_engine::Engine, id: &str, stdin: bool, error_f
             {
                 let _ = engine.remove(&c.id, true, true);
             }
-            let _ = std::fs::write(
-                error_file,
-                serde_json::json!({"status": api.status.as_u16(), "message": api.message})
-                    .to_string(),
-            );
+            // Whole or not at all: the server polls for this file, and must
+            // never read it half-written (an empty file read as "start
+            // failed" turned a 127 into a 125).
+            let tmp = format!("{error_file}.tmp");
+            let body = serde_json::json!({"status": api.status.as_u16(), "message": api.message})
+                .to_string();
+            if std::fs::write(&tmp, body).is_ok() {
+                let _ = std::fs::rename(&tmp, error_file);
+            }
             code
         }
     }
