@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use axum::body::Body;
 use axum::http::{Response, StatusCode, header};
 use berth_types::Reference;
 use serde::{Deserialize, Serialize};
@@ -92,14 +91,12 @@ pub async fn build(ctx: &Ctx, req: Req, q: &Query) -> Res {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| ApiError::internal(format!("build: {e}")))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     tokio::spawn(relay(child, quiet, tags, scratch, tx));
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::poll_fn(
-            move |cx| rx.poll_recv(cx),
-        )))
+        .body(crate::stream::channel_body(rx))
         .expect("response"))
 }
 

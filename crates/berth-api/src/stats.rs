@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::http::{Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -141,7 +140,7 @@ pub async fn stats(ctx: &Ctx, id: String, q: &Query) -> Res {
         let id = id.clone();
         ctx.blocking(move |e| Ok(e.stats(&id)?)).await?
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let e = ctx.engine.clone();
     tokio::spawn(async move {
         let mut pre = Sample::default();
@@ -191,9 +190,7 @@ pub async fn stats(ctx: &Ctx, id: String, q: &Query) -> Res {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::poll_fn(
-            move |cx| rx.poll_recv(cx),
-        )))
+        .body(crate::stream::channel_body(rx))
         .expect("response"))
 }
 

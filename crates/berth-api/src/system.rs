@@ -277,7 +277,7 @@ pub async fn events(ctx: &Ctx, q: &Query) -> Res {
     let until = event_time(q.get("until"))?;
     let filters = berth_engine::events::EventFilters::from_json(q.get("filters").unwrap_or(""))
         .map_err(ApiError::from)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     let e = ctx.engine.clone();
     // Opened here, so an unreadable log is an error before the 200.
     ctx.blocking(|e| {
@@ -298,8 +298,6 @@ pub async fn events(ctx: &Ctx, q: &Query) -> Res {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::poll_fn(
-            move |cx| rx.poll_recv(cx),
-        )))
+        .body(crate::stream::channel_body(rx))
         .expect("response"))
 }
