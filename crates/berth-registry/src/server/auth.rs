@@ -533,10 +533,12 @@ impl AuthStore {
     /// What `who` may do on `repo` (as the token endpoint grants and checks
     /// it) on a registry with accounts.
     pub fn allowed(&self, who: &Principal, repo: &str, public: bool) -> Vec<Action> {
-        let public = public || self.is_public(repo);
+        // The repository's own flag is read only where it decides anything
+        // (an owner's or admin's request needs no file read).
+        let public = || public || self.is_public(repo);
         match who {
             Principal::Anonymous => {
-                if public {
+                if public() {
                     vec![Action::Pull]
                 } else {
                     vec![]
@@ -545,7 +547,7 @@ impl AuthStore {
             Principal::User { name, admin, cap } => {
                 let own = *admin || repo == name.as_str() || repo.starts_with(&format!("{name}/"));
                 let mut v = Vec::new();
-                if own || public {
+                if own || public() {
                     v.push(Action::Pull);
                 }
                 if own && cap.as_deref() != Some("pull") {
@@ -568,7 +570,7 @@ impl AuthStore {
                         _ => None,
                     })
                     .collect();
-                if public && !v.contains(&Action::Pull) {
+                if !v.contains(&Action::Pull) && public() {
                     v.push(Action::Pull);
                 }
                 v

@@ -164,6 +164,16 @@ where
     }
 }
 
+/// Why [`App::guarded`] gave no verdict.
+enum Refused {
+    /// The guard makes this address or account wait.
+    Wait(Duration),
+    /// The accounts cannot be read.
+    Unavailable(Unreadable),
+    /// The server is stopping, or the check panicked.
+    Internal(String),
+}
+
 /// Who is asking, and what they may do.
 struct Caller {
     who: Principal,
@@ -246,30 +256,54 @@ impl App {
         peer: IpAddr,
     ) -> Result<Option<Principal>, ApiError> {
         let account = AuthStore::basic_user(header);
-        if let Some(w) = self.guard.wait(peer, account.as_deref()) {
-            return Err(too_many(w));
+        let h = header.to_string();
+        self.guarded(peer, account.as_deref(), move |auth| auth.check_basic(&h))
+            .await
+            .map_err(|r| match r {
+                Refused::Wait(w) => too_many(w),
+                Refused::Unavailable(e) => unavailable(e),
+                Refused::Internal(e) => internal(e),
+            })
+    }
+
+    /// A credential check `check` (an argon2 verification: off the async
+    /// workers, one per core at a time) after the guessing guard's wait for
+    /// this address and account; its verdict counts for or against them.
+    /// The API's basic auth and the pages' login both go through here.
+    async fn guarded<T, F>(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        account: Option<&str>,
+        check: F,
+    ) -> Result<Option<T>, Refused>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AuthStore) -> Result<Option<T>, Unreadable> + Send + 'static,
+    {
+        if let Some(w) = self.guard.wait(peer, account) {
+            return Err(Refused::Wait(w));
         }
         let permit = self
             .guard
             .verify
             .acquire()
             .await
-            .map_err(|e| internal(e.to_string()))?;
-        let (app, h) = (self.clone(), header.to_string());
-        let r = tokio::task::spawn_blocking(move || app.auth.check_basic(&h))
+            .map_err(|e| Refused::Internal(e.to_string()))?;
+        let app = self.clone();
+        let r = tokio::task::spawn_blocking(move || check(&app.auth))
             .await
-            .map_err(internal)?;
+            .map_err(|e| Refused::Internal(e.to_string()))?;
         drop(permit);
         match r {
             Ok(Some(p)) => {
-                self.guard.succeeded(peer, account.as_deref());
+                self.guard.succeeded(peer, account);
                 Ok(Some(p))
             }
             Ok(None) => {
-                self.guard.failed(peer, account.as_deref());
+                self.guard.failed(peer, account);
                 Ok(None)
             }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(Refused::Unavailable(e)),
         }
     }
 

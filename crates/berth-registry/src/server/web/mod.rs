@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use super::auth::Principal;
+use super::auth::{Principal, Unreadable};
 use session::Session;
 
 /// The session cookie.
@@ -335,24 +335,22 @@ pub(super) async fn handle(
     let path = req.uri().path().to_string();
     let headers = req.headers().clone();
     let cookies = cookies_of(&headers);
-    let session = match cookies.get(SESSION) {
-        Some(id) => {
-            let (a, id) = (app.clone(), id.clone());
-            tokio::task::spawn_blocking(move || session::find(&a.auth, &id).map(|s| (id, s)))
-                .await
-                .ok()
-                .flatten()
-        }
-        None => None,
-    };
-    let admin = match &session {
-        Some((_, s)) => app
-            .auth
-            .users()
-            .ok()
-            .and_then(|u| u.get(&s.user).map(|u| u.admin))
-            .unwrap_or(false),
-        None => false,
+    // The accounts, read once for the session, the admin flag and the
+    // fail-closed answer below; the session's file beside them.
+    let (a, id) = (app.clone(), cookies.get(SESSION).cloned());
+    let (users, session) = tokio::task::spawn_blocking(move || {
+        let users = a.auth.users();
+        let session = match (&users, id) {
+            (Ok(u), Some(id)) => session::find(&a.auth, u, &id).map(|s| (id, s)),
+            _ => None,
+        };
+        (users, session)
+    })
+    .await
+    .unwrap_or_else(|e| (Err(Unreadable(e.to_string())), None));
+    let admin = match (&session, &users) {
+        (Some((_, s)), Ok(u)) => u.get(&s.user).is_some_and(|u| u.admin),
+        _ => false,
     };
     if let Some((_, s)) = &session {
         *user = s.user.clone();
@@ -386,7 +384,7 @@ pub(super) async fn handle(
             return forbidden_form(&cx);
         }
     }
-    if app.auth.users().is_err() {
+    if users.is_err() {
         return message(
             &cx,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -30,33 +30,25 @@ fn signed_in<'c>(cx: &'c Ctx) -> Result<&'c str, Box<Response>> {
     cx.user().ok_or_else(|| Box::new(redirect("/login", &[])))
 }
 
-/// Checks a password off the async workers, after the guessing guard's
-/// wait for this address and account (the API's rules).
+/// Checks a password with the API's guessing guard ([`App::guarded`]).
 async fn verify(cx: &Ctx<'_>, user: &str, password: &str) -> Result<bool, Response> {
-    if let Some(w) = cx.app.guard.wait(cx.peer, Some(user)) {
-        return Err(pages_wait(cx, w));
-    }
-    let permit = cx.app.guard.verify.acquire().await.map_err(|_| {
-        message(
+    let (u, p) = (user.to_string(), password.to_string());
+    match cx
+        .app
+        .guarded(cx.peer, Some(user), move |auth| {
+            auth.verify_password(&u, &p)
+        })
+        .await
+    {
+        Ok(found) => Ok(found.is_some()),
+        Err(crate::server::Refused::Wait(w)) => Err(pages_wait(cx, w)),
+        Err(crate::server::Refused::Internal(_)) => Err(message(
             cx,
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
             "The server is stopping.",
-        )
-    })?;
-    let (app, u, p) = (cx.app.clone(), user.to_string(), password.to_string());
-    let r = tokio::task::spawn_blocking(move || app.auth.verify_password(&u, &p)).await;
-    drop(permit);
-    match r {
-        Ok(Ok(Some(_))) => {
-            cx.app.guard.succeeded(cx.peer, Some(user));
-            Ok(true)
-        }
-        Ok(Ok(None)) => {
-            cx.app.guard.failed(cx.peer, Some(user));
-            Ok(false)
-        }
-        _ => Err(message(
+        )),
+        Err(crate::server::Refused::Unavailable(_)) => Err(message(
             cx,
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::auth::{AuthStore, now, random_hex, sha_hex};
+use crate::server::auth::{AuthStore, User, now, random_hex, sha_hex};
 
 /// How long a session lasts, seconds (12 hours).
 pub const TTL: i64 = 12 * 3600;
@@ -65,14 +65,15 @@ pub fn create(auth: &AuthStore, user: &str) -> Result<(String, Session), String>
     Ok((id, s))
 }
 
-/// The live session whose id is `id`, if any (its account still there).
-pub fn find(auth: &AuthStore, id: &str) -> Option<Session> {
+/// The live session whose id is `id`, if any (its account still among
+/// `users`).
+pub fn find(auth: &AuthStore, users: &BTreeMap<String, User>, id: &str) -> Option<Session> {
     if id.len() != 64 {
         return None;
     }
     let m: Sessions = auth.read_json("sessions.json").ok()?;
     let s = m.get(&sha_hex(id.as_bytes()))?;
-    if s.expires <= unix_now() || !auth.users().ok()?.contains_key(&s.user) {
+    if s.expires <= unix_now() || !users.contains_key(&s.user) {
         return None;
     }
     Some(s.clone())
@@ -148,14 +149,14 @@ mod tests {
         let (id, s) = create(&a, "alice").unwrap();
         let file = std::fs::read_to_string(t.path().join("auth/sessions.json")).unwrap();
         assert!(!file.contains(&id), "the id itself is never stored");
-        assert_eq!(find(&a, &id).unwrap().csrf, s.csrf);
-        assert!(find(&a, &"0".repeat(64)).is_none());
+        assert_eq!(find(&a, &a.users().unwrap(), &id).unwrap().csrf, s.csrf);
+        assert!(find(&a, &a.users().unwrap(), &"0".repeat(64)).is_none());
         end(&a, &id).unwrap();
-        assert!(find(&a, &id).is_none(), "logged out");
+        assert!(find(&a, &a.users().unwrap(), &id).is_none(), "logged out");
         let (id, _) = create(&a, "alice").unwrap();
         a.remove_user("alice").unwrap();
         assert!(
-            find(&a, &id).is_none(),
+            find(&a, &a.users().unwrap(), &id).is_none(),
             "a removed account's session grants nothing"
         );
     }
