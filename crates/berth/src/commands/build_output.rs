@@ -80,14 +80,10 @@ impl Output {
             Output::Local(dir) => engine
                 .image_to_dir(image, dir)
                 .with_context(|| format!("--output type=local,dest={}", dir.display())),
-            Output::Tar(Some(file)) => {
-                let (tmp, mut w) = temp_beside(file)?;
-                engine.image_to_tar(image, &mut w)?;
-                drop(w);
-                tmp.persist(file)
-                    .with_context(|| format!("write {}", file.display()))?;
+            Output::Tar(Some(file)) => super::image::write_whole(file, |w| {
+                engine.image_to_tar(image, w)?;
                 Ok(())
-            }
+            }),
             Output::Tar(None) => {
                 let mut out = std::io::stdout().lock();
                 engine.image_to_tar(image, &mut out)?;
@@ -107,21 +103,6 @@ impl Output {
             ),
         }
     }
-}
-
-/// A temporary file beside `file` (renamed over it once complete) and a
-/// buffered writer on it.
-fn temp_beside(
-    file: &std::path::Path,
-) -> anyhow::Result<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>)> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-    let w = std::io::BufWriter::new(tmp.reopen()?);
-    Ok((tmp, w))
 }
 
 #[cfg(test)]

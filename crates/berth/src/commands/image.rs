@@ -476,6 +476,35 @@ pub struct SaveArgs {
     pub format: String,
 }
 
+/// Writes `path` whole or not at all: `write` fills a temporary file beside
+/// it, which is flushed, synced, made readable like any file the user
+/// creates (tempfile makes 0600) and renamed over `path`; on any error
+/// nothing is left. `save -o` and `build -o type=tar` write this way.
+pub fn write_whole(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w)?;
+        w.flush()?;
+    }
+    tmp.as_file().sync_all()?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.persist(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
 pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
     let format = match a.format.as_str() {
         "docker-archive" | "docker" => ArchiveFormat::Docker,
@@ -487,31 +516,16 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
     let _lease = store.write_lock()?;
     let sel = store.save_selection(&a.images)?;
     match &a.output {
-        Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-            let bar = crate::output::progress::byte_bar("Saving", None, false);
-            let w = std::io::BufWriter::new(tmp.as_file_mut());
-            match &bar {
+        Some(path) => write_whole(path, |w| {
+            match crate::output::progress::byte_bar("Saving", None, false) {
                 Some(b) => {
                     store.save(&sel, format, b.wrap_write(w))?.flush()?;
                     b.finish_and_clear();
                 }
                 None => store.save(&sel, format, w)?.flush()?,
             }
-            tmp.as_file().sync_all()?;
-            // Readable like any file the user creates (tempfile makes 0600).
-            std::fs::set_permissions(
-                tmp.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o644),
-            )?;
-            tmp.persist(path)
-                .with_context(|| format!("write {}", path.display()))?;
-        }
+            Ok(())
+        })?,
         None => {
             if std::io::stdout().is_terminal() {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");

@@ -156,6 +156,14 @@ fn normal(name: &str) -> anyhow::Result<Reference> {
         .with_default_tag())
 }
 
+/// What `/v2/<repo>/manifests/` is asked for: the digest, else the tag.
+fn manifest_ref(r: &Reference) -> String {
+    r.digest()
+        .map(|d| d.to_string())
+        .or_else(|| r.tag().map(str::to_string))
+        .unwrap_or_else(|| "latest".into())
+}
+
 fn list_path(config_dir: Option<&Path>, name: &Reference) -> PathBuf {
     // docker's escaping: the reference with '/' and ':' made '_'.
     let file = name.to_string().replace(['/', ':', '@'], "_");
@@ -202,11 +210,7 @@ fn describe(config_dir: Option<&Path>, image: &str, insecure: bool) -> anyhow::R
     let r = normal(image)?;
     let reg = registry(config_dir, &r, insecure)?;
     let repo = r.path().to_string();
-    let reference = r
-        .digest()
-        .map(|d| d.to_string())
-        .or_else(|| r.tag().map(str::to_string))
-        .unwrap_or_else(|| "latest".into());
+    let reference = manifest_ref(&r);
     let scopes = [scope(&repo, "pull")];
     let (bytes, media_type, digest) = reg
         .manifest(&repo, &reference, &scopes)
@@ -329,11 +333,7 @@ pub fn run(config_dir: Option<&Path>, cmd: ManifestCmd) -> anyhow::Result<()> {
             }
             let reg = registry(config_dir, &name, a.insecure)?;
             let repo = name.path().to_string();
-            let reference = name
-                .digest()
-                .map(|d| d.to_string())
-                .or_else(|| name.tag().map(str::to_string))
-                .unwrap_or_else(|| "latest".into());
+            let reference = manifest_ref(&name);
             let (bytes, _, _) = reg
                 .manifest(&repo, &reference, &[scope(&repo, "pull")])
                 .map_err(|e| anyhow!("{}: {e}", name.familiar()))?;
