@@ -616,39 +616,39 @@ fn main() -> ExitCode {
             eprintln!("Error: {e:?}");
             ExitCode::FAILURE
         }
-        Err(e) => match e.downcast_ref::<commands::container::ExitError>() {
-            // A rootless store without the ids an image's files need:
-            // the error, then how to get them.
-            _ if format!("{e:#}").contains(berth_store::archive::apply::UNMAPPED)
-                && berth_engine::rootless::unmapped_owner_hint().is_some() =>
-            {
-                let code = e
-                    .downcast_ref::<commands::container::ExitError>()
-                    .map_or(1, |x| x.code);
-                let msg = e
-                    .downcast_ref::<commands::container::ExitError>()
-                    .map_or_else(|| chain(&e), |x| x.msg.clone());
-                eprintln!("Error: {}", msg.trim_start_matches("Error: "));
-                if let Some(h) = berth_engine::rootless::unmapped_owner_hint() {
-                    eprintln!("{h}");
-                }
-                ExitCode::from(code)
+        Err(e) => {
+            // A rootless store without the ids an image's files need: the
+            // error as always, then how to get them.
+            let hint = format!("{e:#}")
+                .contains(berth_store::archive::apply::UNMAPPED)
+                .then(berth_engine::rootless::unmapped_owner_hint)
+                .flatten();
+            let code = report(&e);
+            if let Some(h) = hint {
+                eprintln!("{h}");
             }
-            Some(x) => {
-                // One style for every error: `Error: …` (berth has no daemon
-                // to blame); BuildKit's `ERROR: …` of a build stays as it is.
-                if x.msg.starts_with("ERROR") || x.msg.starts_with("Error") {
-                    eprintln!("{}", x.msg);
-                } else if !x.msg.is_empty() {
-                    eprintln!("Error: {}", x.msg);
-                }
-                ExitCode::from(x.code)
+            code
+        }
+    }
+}
+
+/// Prints a command's error in berth's one style; its exit code.
+fn report(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<commands::container::ExitError>() {
+        Some(x) => {
+            // One style for every error: `Error: …` (berth has no daemon
+            // to blame); BuildKit's `ERROR: …` of a build stays as it is.
+            if x.msg.starts_with("ERROR") || x.msg.starts_with("Error") {
+                eprintln!("{}", x.msg);
+            } else if !x.msg.is_empty() {
+                eprintln!("Error: {}", x.msg);
             }
-            None => {
-                eprintln!("Error: {}", chain(&e));
-                ExitCode::FAILURE
-            }
-        },
+            ExitCode::from(x.code)
+        }
+        None => {
+            eprintln!("Error: {}", chain(e));
+            ExitCode::FAILURE
+        }
     }
 }
 
