@@ -30,11 +30,7 @@ impl Engine {
                     "network {mode}: rootless berth has no user networks yet: use the default (pasta), none or host"
                 )));
             }
-            if !pasta::available() {
-                return Err(EngineError::Invalid(
-                    "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
-                ));
-            }
+            pasta::program()?;
             c.host_config.network_mode = pasta::MODE.to_string();
             return Ok(None);
         }

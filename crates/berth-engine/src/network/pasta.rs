@@ -19,6 +19,15 @@ use super::*;
 /// The mode name a rootless container's default network becomes.
 pub const MODE: &str = "pasta";
 
+/// pasta's program, or the error that says how to get it.
+pub fn program() -> Result<PathBuf> {
+    crate::rootless::which("pasta").ok_or_else(|| {
+        EngineError::Invalid(
+            "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
+        )
+    })
+}
+
 /// Whether pasta is installed.
 pub fn available() -> bool {
     crate::rootless::which("pasta").is_some()
@@ -77,11 +86,7 @@ impl Engine {
     /// interface and routes configured, its published ports forwarded):
     /// the file the container's spec joins.
     pub(crate) fn pasta_prepare(&self, c: &mut Container) -> Result<PathBuf> {
-        let prog = crate::rootless::which("pasta").ok_or_else(|| {
-            EngineError::Invalid(
-                "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
-            )
-        })?;
+        let prog = program()?;
         let (ns, pidfile) = files(&c.id);
         self.pasta_detach(c);
         make_netns(&ns).map_err(|e| EngineError::io("make network namespace", &ns, e))?;
