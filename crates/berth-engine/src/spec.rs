@@ -161,7 +161,7 @@ pub fn generate(i: &Input) -> Result<Value> {
             .is_some_and(|r| r.keys().any(|k| k != "devices"))
     {
         return Err(EngineError::Invalid(
-            "rootless berth cannot apply --memory, --cpus, --cpu-shares, --pids-limit or other resource limits on this machine: no cgroup is delegated to your user (cgroup v2 with systemd's user@.service delegation is needed); run without them, or as root".into(),
+            "rootless berth cannot apply --memory, --cpus, --cpu-shares, --pids-limit or other resource limits: it runs containers without a cgroup (a cgroup v2 subtree delegated to your user is not used yet); run without them, or as root".into(),
         ));
     }
     let cwd = if c.config.working_dir.is_empty() {
