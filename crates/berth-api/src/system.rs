@@ -117,10 +117,10 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
             serde_json::json!({
                 "IDMap": berth_engine::rootless::current_mapping().map(|m| m.describe()),
                 "Network": network,
-                "Cgroups": "none: resource limits are not available rootless on this machine",
+                "Cgroups": "none: rootless containers run without a cgroup (no resource limits)",
             }),
             vec![
-                "WARNING: rootless: no cgroup delegated to this user; --memory, --cpus and --pids-limit are not available",
+                "WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available",
             ],
         )
     } else {
