@@ -4,7 +4,9 @@
 //! busybox (Debian's busybox-static for arm64, fetched by .ci/run) imported
 //! as linux/arm64, run, and built FROM with a RUN step — `uname -m` says
 //! aarch64 each time. An architecture with no emulator is refused with the
-//! reason, before anything starts.
+//! reason, before anything starts. A `build --platform linux/amd64,linux/arm64`
+//! makes one index (each platform's stages from that platform's base, pulled
+//! through a manifest list), pushed whole and run per platform.
 
 mod common;
 
@@ -35,36 +37,55 @@ impl Drop for Unregister {
     }
 }
 
-#[test]
-fn arm64_images_run_and_build_under_emulation() {
+/// The tests that register the arm64 handler take turns: one's cleanup
+/// would pull the handler from under another.
+static EMULATION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// arm64 emulation set up for one test (None, said why, when this machine
+/// cannot): held until the test ends, then put back as found.
+fn arm64_emulation(b: &Berth) -> Option<(std::sync::MutexGuard<'static, ()>, Unregister)> {
     if std::env::consts::ARCH != "x86_64"
         || !common::have("qemu-aarch64-static", "qemu-user-static")
     {
-        return;
+        return None;
     }
     if !Path::new(ARM64_BUSYBOX).exists() {
         eprintln!("skipped: {ARM64_BUSYBOX} is missing (.ci/run fetches busybox-static:arm64)");
-        return;
+        return None;
     }
-    let b = Berth::new();
+    let turn = EMULATION.lock().unwrap_or_else(|p| p.into_inner());
     // Left as found: a handler this test registers goes when it ends.
-    let _undo = Unregister {
+    let undo = Unregister {
         handler: !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
         mount: !Path::new("/proc/sys/fs/binfmt_misc/register").exists(),
     };
     let r = b.run(&["system", "emulators", "--install", "arm64"]);
     if r.code() != 0 {
         eprintln!("skipped: binfmt_misc cannot be set up here: {}", r.stderr());
-        return;
+        return None;
     }
-    assert!(b.run(&["system", "emulators"]).ok().contains("arm64"));
-    let tar = b.path("arm64.tar");
+    Some((turn, undo))
+}
+
+/// Debian's arm64 busybox as a rootfs tar at `tar`.
+fn arm64_rootfs(tar: &Path) {
     let ok = std::process::Command::new(common::project_root().join("scripts/busybox-rootfs.sh"))
-        .arg(&tar)
+        .arg(tar)
         .env("BUSYBOX", ARM64_BUSYBOX)
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+#[test]
+fn arm64_images_run_and_build_under_emulation() {
+    let b = Berth::new();
+    let Some(_emulation) = arm64_emulation(&b) else {
+        return;
+    };
+    assert!(b.run(&["system", "emulators"]).ok().contains("arm64"));
+    let tar = b.path("arm64.tar");
+    arm64_rootfs(&tar);
     b.run(&[
         "import",
         "--platform",
@@ -156,4 +177,132 @@ fn an_architecture_without_an_emulator_is_refused() {
         "true",
     ])
     .ok();
+}
+
+/// buildx's multi-platform build, the way the user does it: bases
+/// for both platforms published as one manifest list in a registry, a
+/// Dockerfile with `RUN uname -m`, `build --platform linux/amd64,linux/arm64`
+/// in an empty store (each platform's base pulled for it), then the index
+/// pushed whole and each platform run, here and after a pull elsewhere.
+#[test]
+fn a_multi_platform_build_is_one_index_of_each_platform() {
+    let b = Berth::new();
+    let Some(_emulation) = arm64_emulation(&b) else {
+        return;
+    };
+    let storage = tempfile::tempdir().unwrap();
+    let reg = common::RegistryServer::start(storage.path(), &["--open"]);
+    let r = |n: &str| format!("{}/{n}", reg.addr);
+    // The bases: busybox for amd64 and for arm64, one list.
+    let tar = b.path("arm64.tar");
+    arm64_rootfs(&tar);
+    let amd = common::busybox_tar().to_str().unwrap().to_string();
+    b.run(&["import", &amd, &r("bb:amd64")]).ok();
+    b.run(&[
+        "import",
+        "--platform",
+        "linux/arm64",
+        tar.to_str().unwrap(),
+        &r("bb:arm64"),
+    ])
+    .ok();
+    for t in ["bb:amd64", "bb:arm64"] {
+        b.run(&["push", "-q", &r(t)]).ok();
+    }
+    b.run(&[
+        "manifest",
+        "create",
+        &r("busybox:multi"),
+        &r("bb:amd64"),
+        &r("bb:arm64"),
+    ])
+    .ok();
+    b.run(&["manifest", "push", "--purge", &r("busybox:multi")])
+        .ok();
+    // The build, in a store that has neither base.
+    let builder = Berth::new();
+    let ctx = builder.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\nARG TARGETPLATFORM\nARG TARGETARCH\nRUN uname -m > /arch && echo \"$TARGETPLATFORM $TARGETARCH\" >> /arch\nCMD [\"cat\", \"/arch\"]\n",
+            r("busybox:multi")
+        ),
+    )
+    .unwrap();
+    let app = r("app:1");
+    let built = builder.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        &app,
+        ctx.to_str().unwrap(),
+    ]);
+    built.ok();
+    let out = built.stderr() + &built.stdout();
+    // BuildKit's step labels and export lines.
+    assert!(out.contains("[linux/arm64 2/2] RUN uname -m"), "{out}");
+    assert!(out.contains("exporting manifest list sha256:"), "{out}");
+    // `images` shows it once; each platform runs, the foreign one emulated.
+    let images = builder
+        .run(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    assert_eq!(images.matches("/app:1").count(), 1, "{images}");
+    assert_eq!(
+        builder
+            .run(&["run", "--rm", "--platform", "linux/amd64", &app])
+            .ok(),
+        "x86_64\nlinux/amd64 amd64\n"
+    );
+    assert_eq!(
+        builder
+            .run(&["run", "--rm", "--platform", "linux/arm64", &app])
+            .ok(),
+        "aarch64\nlinux/arm64/v8 arm64\n"
+    );
+    // push sends the whole index: skopeo sees two manifests.
+    builder.run(&["push", &app]).ok();
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{app}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let idx: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let arches: Vec<&str> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(arches, ["amd64", "arm64"], "{idx}");
+    // Elsewhere: a pull for arm64 runs arm64 (and says so in inspect).
+    let other = Berth::new();
+    other
+        .run(&["pull", "-q", "--platform", "linux/arm64", &app])
+        .ok();
+    assert_eq!(
+        other.run(&["run", "--rm", &app]).ok(),
+        "aarch64\nlinux/arm64/v8 arm64\n"
+    );
+    assert_eq!(
+        other
+            .run(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", &app])
+            .ok(),
+        "linux/arm64\n"
+    );
+    // A base with no image for the platform asked is named with the platform.
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {}\n", r("bb:amd64"))).unwrap();
+    let err = builder
+        .run(&["build", "--platform", "linux/arm64", ctx.to_str().unwrap()])
+        .fails(1);
+    assert!(err.contains("linux/arm64"), "{err}");
 }

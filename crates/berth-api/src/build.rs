@@ -31,6 +31,9 @@ pub struct Job {
     labels: BTreeMap<String, String>,
     network: String,
     pull: bool,
+    /// `platform`: one or several (comma-separated) `os/arch[/variant]`.
+    #[serde(default)]
+    platforms: Vec<String>,
 }
 
 /// The largest context accepted.
@@ -64,6 +67,18 @@ pub async fn build(ctx: &Ctx, req: Req, q: &Query) -> Res {
             "the Dockerfile ({d}) must be within the build context"
         )));
     }
+    let platforms: Vec<String> = q
+        .get("platform")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            berth_types::Platform::parse(p)
+                .map(|x| x.to_string())
+                .map_err(ApiError::bad_request)
+        })
+        .collect::<Result<_, _>>()?;
     let body = body_bytes(req, MAX_CONTEXT).await?;
     let (scratch, context) = unpack_context(ctx, body).await?;
     let job = Job {
@@ -79,6 +94,7 @@ pub async fn build(ctx: &Ctx, req: Req, q: &Query) -> Res {
         labels: q.json_map("labels")?,
         network,
         pull: q.bool("pull"),
+        platforms,
     };
     let child = tokio::process::Command::new(&ctx.exe)
         .arg("--root")
@@ -225,12 +241,21 @@ pub fn helper_main(engine: &berth_engine::Engine, job: &str) -> i32 {
             quiet: false,
             pull: job.pull,
             provided: Default::default(),
+            platforms: job
+                .platforms
+                .iter()
+                .map(|p| berth_types::Platform::parse(p))
+                .collect::<Result<_, _>>()?,
         };
         let store = &engine.store;
         // Base images the store lacks are pulled (anonymously: a client's
         // registry credentials for builds are not passed on yet).
-        let fetch = move |base: &str, always: bool| -> Result<(), String> {
-            if !always && store.resolve(base).is_ok() {
+        let fetch = move |base: &str, always: bool, platform: Option<&str>| -> Result<(), String> {
+            let platform = match platform {
+                Some(p) => berth_types::Platform::parse(p)?,
+                None => berth_types::Platform::host(),
+            };
+            if !always && store.resolve_platform(base, &platform).is_ok() {
                 return Ok(());
             }
             let r = Reference::parse(base).map_err(|e| e.to_string())?;
@@ -244,9 +269,7 @@ pub fn helper_main(engine: &berth_engine::Engine, job: &str) -> i32 {
                 store,
                 &reg,
                 &r,
-                &berth_registry::client::pull::PullOptions {
-                    platform: berth_types::Platform::host(),
-                },
+                &berth_registry::client::pull::PullOptions { platform },
                 &berth_registry::client::progress::Quiet,
             )
             .map(drop)

@@ -109,13 +109,21 @@ pub async fn inspect(ctx: &Ctx, id: String) -> Res {
 /// image is not here (the docker CLI then pulls and asks again).
 pub async fn create(ctx: &Ctx, req: Req, q: &Query) -> Res {
     let body: Option<CreateBody> = body_json(req, 4 << 20).await?;
-    let r = request(body.unwrap_or_default(), q.get("name").map(str::to_string))?;
+    let mut r = request(body.unwrap_or_default(), q.get("name").map(str::to_string))?;
+    // `?platform=os/arch[/variant]`: which platform of a multi-platform image.
+    if let Some(p) = q.get("platform").filter(|p| !p.is_empty()) {
+        r.platform = Some(berth_types::Platform::parse(p).map_err(ApiError::bad_request)?);
+    }
     let id = ctx
         .blocking(move |e| {
             if r.host.memory > 0 && r.host.memory < 6 * 1024 * 1024 {
                 return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
             }
-            if e.store.resolve(&r.image).is_err() {
+            let found = match &r.platform {
+                Some(p) => e.store.resolve_platform(&r.image, p),
+                None => e.store.resolve(&r.image),
+            };
+            if found.is_err() {
                 let shown = berth_types::Reference::parse(&r.image)
                     .map(|x| x.with_default_tag().familiar())
                     .unwrap_or_else(|_| r.image.clone());

@@ -211,6 +211,7 @@ pub(crate) fn request(b: CreateBody, name: Option<String>) -> Result<CreateReque
     let entrypoint = b.entrypoint.map(StrSlice::into_vec);
     Ok(CreateRequest {
         image,
+        platform: None,
         name,
         cmd: b.cmd.map(StrSlice::into_vec).unwrap_or_default(),
         entrypoint,

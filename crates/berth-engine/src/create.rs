@@ -16,7 +16,10 @@ impl Engine {
         // From the image lookup until its snapshot holds the image's layers,
         // gc (a concurrent prune or rmi) waits.
         let lease = self.store.write_lock()?;
-        let image = self.store.resolve(&req.image)?;
+        let image = match &req.platform {
+            Some(p) => self.store.resolve_platform(&req.image, p)?,
+            None => self.store.resolve(&req.image)?,
+        };
         let names_lock = container::lock(&self.root().join("containers"))?;
         let id = container::new_id();
         let name = self.pick_name(req.name.as_deref(), &id)?;

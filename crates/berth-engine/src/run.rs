@@ -24,6 +24,9 @@ use crate::{Engine, EngineError, Result, now};
 pub struct CreateRequest {
     /// The image as the user wrote it.
     pub image: String,
+    /// `--platform`: which platform of a multi-platform image (the host's,
+    /// else the first the store has, when unset).
+    pub platform: Option<berth_types::Platform>,
     /// `--name`.
     pub name: Option<String>,
     /// Arguments after the image (replace CMD).

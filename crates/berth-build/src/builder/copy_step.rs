@@ -27,10 +27,10 @@ impl<'a> Builder<'a> {
         st: StageImage,
     ) -> Result<StageImage, BuildError> {
         let (file, cmd, ctx) = (s.plan.file, s.cmd, s.plan.ctx);
-        let (n, total) = (s.n, s.plan.total);
         let verb = if is_add { "ADD" } else { "COPY" };
         let (v, t) = self.vertex(&format!(
-            "[{n}/{total}] {verb} {}",
+            "[{}] {verb} {}",
+            s.plan.step_label(s.n),
             cmd.node.original.trim()[verb.len()..].trim()
         ));
         let workdir = st

@@ -66,9 +66,8 @@ impl<'a> Builder<'a> {
         st: StageImage,
     ) -> Result<StageImage, BuildError> {
         let (file, cmd, text, opts) = (s.plan.file, s.cmd, s.text, s.plan.opts);
-        let (n, total) = (s.n, s.plan.total);
         let key = cache::key(&st.key, &format!("WORKDIR {dir}"), &Inputs::default());
-        let (v, t) = self.vertex(&format!("[{n}/{total}] WORKDIR {dir}"));
+        let (v, t) = self.vertex(&format!("[{}] WORKDIR {dir}", s.plan.step_label(s.n)));
         if !opts.no_cache
             && let Some(rec) = self.cached(&key)
         {

@@ -69,6 +69,10 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
     pub provided: crate::run_mount::Provided,
+    /// `--platform`: none builds for each base's platform (this machine's
+    /// for `scratch`); one builds that platform's image; several build one
+    /// image each, named together by an OCI index.
+    pub platforms: Vec<Platform>,
 }
 
 impl BuildOptions {
@@ -106,8 +110,9 @@ impl BuildOptions {
 }
 
 /// Fetches a base image into the store (a registry pull); `always` asks for a
-/// fresh copy even when one is present.
-pub type Fetcher<'a> = Box<dyn FnMut(&str, bool) -> Result<(), String> + Send + 'a>;
+/// fresh copy even when one is present; the platform (`os/arch[/variant]`)
+/// is the one the stage is built for, when the build names one.
+pub type Fetcher<'a> = Box<dyn FnMut(&str, bool, Option<&str>) -> Result<(), String> + Send + 'a>;
 
 /// Called with a base image's architecture before its stage runs: makes
 /// sure this machine can run its programs (an emulator), or says why not.
@@ -178,11 +183,12 @@ const PREDEFINED_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-fn platform_args() -> BTreeMap<String, String> {
-    let p = Platform::host();
-    let plat = p.to_string();
+/// BuildKit's automatic platform args: `TARGET*` for the platform being
+/// built, `BUILD*` for this machine's.
+fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    for pre in ["TARGET", "BUILD"] {
+    for (pre, p) in [("TARGET", target.clone()), ("BUILD", Platform::host())] {
+        let plat = p.to_string();
         m.insert(format!("{pre}PLATFORM"), plat.clone());
         m.insert(format!("{pre}OS"), p.os.clone());
         m.insert(format!("{pre}ARCH"), p.architecture.clone());
@@ -192,6 +198,16 @@ fn platform_args() -> BTreeMap<String, String> {
         );
     }
     m
+}
+
+/// Whether an image config is of platform `p` (arm64's variant defaults to v8).
+fn of_platform(c: &ImageConfig, p: &Platform) -> bool {
+    p.matches(&Platform {
+        os: c.os.clone(),
+        architecture: c.architecture.clone(),
+        variant: c.variant.clone(),
+        ..Default::default()
+    })
 }
 
 /// Enters a mount namespace of our own, so the overlays the build mounts for
@@ -422,7 +438,7 @@ impl<'a> Builder<'a> {
         // bases, layers and cache records it is about to reference are not
         // collected between its steps (BuildKit keeps leases for the same).
         let lease = self.store.write_lock().map_err(other)?;
-        let res = self.build_stages(&df, &file, &ctx, opts);
+        let res = self.build_platforms(&df, &file, &ctx, opts);
         self.hashes.lock().unwrap_or_else(|p| p.into_inner()).save();
         let _ = std::fs::remove_dir_all(&self.work);
         let _ = self.store.set_roots("buildcache", &self.cache.referenced());
@@ -430,14 +446,40 @@ impl<'a> Builder<'a> {
         res
     }
 
-    fn build_stages(
+    /// The build for each platform asked for (or the one implied), then its
+    /// export: one image, or an index over one image per platform.
+    fn build_platforms(
         &mut self,
         df: &Dockerfile,
         file: &str,
         ctx: &Context,
         opts: &BuildOptions,
     ) -> Result<Image, BuildError> {
-        let meta = plan::meta_args(df, opts);
+        if opts.platforms.len() <= 1 {
+            let fin = self.build_stages(df, file, ctx, opts, opts.platforms.first(), false)?;
+            return self.export_image(fin, opts);
+        }
+        let mut built = Vec::new();
+        for p in &opts.platforms {
+            let fin = self.build_stages(df, file, ctx, opts, Some(p), true)?;
+            built.push(fin);
+        }
+        self.export_index(built, opts)
+    }
+
+    /// Builds the stages the target needs for `platform` (see
+    /// [`Plan::platform`]); the target stage's result, labels added.
+    fn build_stages(
+        &mut self,
+        df: &Dockerfile,
+        file: &str,
+        ctx: &Context,
+        opts: &BuildOptions,
+        platform: Option<&Platform>,
+        several: bool,
+    ) -> Result<StageImage, BuildError> {
+        let host = Platform::host();
+        let meta = plan::meta_args(df, opts, platform.unwrap_or(&host));
         let target = plan::target_stage(df, opts.target.as_deref())?;
         let needed = needed_stages(df, target);
         let total = count_steps(df, &needed);
@@ -446,27 +488,10 @@ impl<'a> Builder<'a> {
         let mut used_args = BTreeSet::new();
         // Base images first (pulled if missing, or all with --pull), so that
         // stages can then be built on worker threads, which do not pull.
-        self.fetch_bases(df, &needed, &meta, file)?;
+        self.fetch_bases(df, &needed, &meta, file, platform)?;
         // Stages that do not depend on each other are built at once (their
         // RUN steps go through the berth-runtime binary; without it, in turn).
         for level in stage_levels(df, &needed) {
-            if level.len() == 1 || self.stage_runtime.is_none() {
-                for &i in &level {
-                    let plan = Plan {
-                        df,
-                        file,
-                        ctx,
-                        opts,
-                        meta: &meta,
-                        done: &results,
-                        step_no: &step_no,
-                        total,
-                    };
-                    let img = self.build_stage(&plan, i, &mut used_args)?;
-                    results.insert(i, img);
-                }
-                continue;
-            }
             let plan = Plan {
                 df,
                 file,
@@ -476,8 +501,19 @@ impl<'a> Builder<'a> {
                 done: &results,
                 step_no: &step_no,
                 total,
+                platform,
+                several,
             };
-            let built = self.build_in_parallel(&plan, &level)?;
+            let built = if level.len() == 1 || self.stage_runtime.is_none() {
+                let mut out = Vec::new();
+                for &i in &level {
+                    let img = self.build_stage(&plan, i, &mut used_args)?;
+                    out.push((i, img, BTreeSet::new()));
+                }
+                out
+            } else {
+                self.build_in_parallel(&plan, &level)?
+            };
             for (i, img, used) in built {
                 results.insert(i, img);
                 used_args.extend(used);
@@ -506,6 +542,11 @@ impl<'a> Builder<'a> {
                 .get_or_insert_with(BTreeMap::new);
             labels.extend(opts.labels.clone());
         }
+        Ok(fin)
+    }
+
+    /// Stores the built image under the build's names.
+    fn export_image(&mut self, fin: StageImage, opts: &BuildOptions) -> Result<Image, BuildError> {
         let (v, t) = self.vertex("exporting to image");
         let _w = self.store.write_lock().map_err(other)?;
         let first = opts.tags.first();
@@ -517,14 +558,73 @@ impl<'a> Builder<'a> {
             self.store.tag(&image, tag).map_err(other)?;
         }
         self.line(&format!("#{v} writing image {}", image.id));
+        self.naming(v, opts);
+        self.done(v, t);
+        Ok(image)
+    }
+
+    /// Stores each platform's image and an OCI index over them, which the
+    /// build's names point at; the image returned is the one the index runs
+    /// as here, with the index.
+    fn export_index(
+        &mut self,
+        built: Vec<StageImage>,
+        opts: &BuildOptions,
+    ) -> Result<Image, BuildError> {
+        let (v, t) = self.vertex("exporting to image");
+        let _w = self.store.write_lock().map_err(other)?;
+        let mut children = Vec::new();
+        let mut images = Vec::new();
+        for fin in built {
+            let image = self
+                .store
+                .put_image(&fin.config, fin.layers.clone(), None)
+                .map_err(other)?;
+            let c = &image.config;
+            let mut desc = image.manifest_desc.clone();
+            desc.platform = Some(Platform {
+                os: c.os.clone(),
+                architecture: c.architecture.clone(),
+                variant: c.variant.clone(),
+                ..Default::default()
+            });
+            self.line(&format!(
+                "#{v} exporting manifest {} for {}",
+                desc.digest,
+                desc.platform.as_ref().expect("set")
+            ));
+            children.push(desc);
+            images.push(image);
+        }
+        let index = self
+            .store
+            .put_index(children.clone(), &opts.tags)
+            .map_err(other)?;
+        self.line(&format!("#{v} exporting manifest list {}", index.digest));
+        self.naming(v, opts);
+        self.done(v, t);
+        let host = Platform::host();
+        let pick = children
+            .iter()
+            .position(|d| d.platform.as_ref().is_some_and(|p| host.matches(p)))
+            .unwrap_or(0);
+        let mut image = images.swap_remove(pick);
+        image.index = Some(index);
+        image.names = opts
+            .tags
+            .iter()
+            .map(|t| t.clone().with_default_tag())
+            .collect();
+        Ok(image)
+    }
+
+    fn naming(&mut self, v: usize, opts: &BuildOptions) {
         for tag in &opts.tags {
             self.line(&format!(
                 "#{v} naming to {}",
                 tag.clone().with_default_tag()
             ));
         }
-        self.done(v, t);
-        Ok(image)
     }
 
     /// The base image a stage's FROM names, with the meta ARGs expanded, if
@@ -540,27 +640,38 @@ impl<'a> Builder<'a> {
     }
 
     /// Pulls the base images of the stages to build that are missing (all of
-    /// them with `--pull`), before any stage starts.
+    /// them with `--pull`), for the platform each stage is built for, before
+    /// any stage starts.
     fn fetch_bases(
         &mut self,
         df: &Dockerfile,
         needed: &[usize],
         meta: &BTreeMap<String, String>,
         file: &str,
+        asked: Option<&Platform>,
     ) -> Result<(), BuildError> {
         let mut seen = BTreeSet::new();
+        let always = self.pull_always;
         for &i in needed {
             let Some(base) = Self::stage_base_image(df, i, meta, file)? else {
                 continue;
             };
-            if !seen.insert(base.clone()) {
+            let platform = plan::stage_platform(df, i, meta, file, asked)?;
+            if !seen.insert((base.clone(), platform.as_ref().map(Platform::to_string))) {
                 continue;
             }
-            let present = self.store.resolve(&base).is_ok();
-            if (!present || self.pull_always)
+            let present = match &platform {
+                Some(p) => self
+                    .store
+                    .resolve_platform(&base, p)
+                    .is_ok_and(|img| of_platform(&img.config, p)),
+                None => self.store.resolve(&base).is_ok(),
+            };
+            if (!present || always)
                 && let Some(f) = self.fetch.as_mut()
             {
-                f(&base, self.pull_always).map_err(|e| {
+                let p = platform.as_ref().map(Platform::to_string);
+                f(&base, always, p.as_deref()).map_err(|e| {
                     step_err(file, &df.stages[i].from, format!("base image {base}: {e}"))
                 })?;
             }

@@ -19,12 +19,31 @@ pub(super) struct Plan<'p> {
     pub(super) done: &'p BTreeMap<usize, StageImage>,
     pub(super) step_no: &'p AtomicUsize,
     pub(super) total: usize,
+    /// The platform asked for (`--platform`), which stages are built for
+    /// unless their FROM says another; none: each stage is its base's.
+    pub(super) platform: Option<&'p Platform>,
+    /// Whether the build makes several platforms (steps are labelled with
+    /// theirs, as BuildKit's `[linux/arm64 2/3]`).
+    pub(super) several: bool,
 }
 
 impl Plan<'_> {
     /// The next step's number (of [`Plan::total`]).
     pub(super) fn next_step(&self) -> usize {
         self.step_no.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// How step `n` is shown: `2/3`, or `linux/arm64 2/3` when the build
+    /// makes several platforms.
+    pub(super) fn step_label(&self, n: usize) -> String {
+        match self.platform.filter(|_| self.several) {
+            // arm64's default variant goes unsaid, as BuildKit shows it.
+            Some(p) if p.architecture == "arm64" && p.variant.as_deref() == Some("v8") => {
+                format!("{}/{} {n}/{}", p.os, p.architecture, self.total)
+            }
+            Some(p) => format!("{p} {n}/{}", self.total),
+            None => format!("{n}/{}", self.total),
+        }
     }
 }
 
@@ -68,6 +87,29 @@ pub(super) fn stage_base(
         unreachable!("stage starts with FROM")
     };
     Ok(base)
+}
+
+/// The platform stage `idx` is built for: its FROM's `--platform` (with
+/// the meta ARGs, `$BUILDPLATFORM` among them, expanded), else the one the
+/// build asked for; none when neither says (the base's own).
+pub(super) fn stage_platform(
+    df: &Dockerfile,
+    idx: usize,
+    meta: &BTreeMap<String, String>,
+    file: &str,
+    asked: Option<&Platform>,
+) -> Result<Option<Platform>, BuildError> {
+    let stage: &Stage = &df.stages[idx];
+    let Some(written) = &stage.platform else {
+        return Ok(asked.cloned());
+    };
+    let meta_env: Vec<String> = meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let value = Lex::new(df.escape)
+        .process_word(written, &berth_dockerfile::shell::env_lookup(&meta_env))
+        .map_err(|e| step_err(file, &stage.from, e))?;
+    Platform::parse(&value)
+        .map(Some)
+        .map_err(|e| step_err(file, &stage.from, format!("FROM --platform: {e}")))
 }
 
 /// The earlier stage (before `idx`) named `name`, if there is one.
@@ -175,8 +217,12 @@ pub(super) fn count_steps(df: &Dockerfile, needed: &[usize]) -> usize {
 /// The build's global scope: the automatic platform args, then the ARGs
 /// before the first FROM, valued from the build args or their defaults
 /// (expanded with what came before).
-pub(super) fn meta_args(df: &Dockerfile, opts: &BuildOptions) -> BTreeMap<String, String> {
-    let mut meta: BTreeMap<String, String> = platform_args();
+pub(super) fn meta_args(
+    df: &Dockerfile,
+    opts: &BuildOptions,
+    target: &Platform,
+) -> BTreeMap<String, String> {
+    let mut meta: BTreeMap<String, String> = platform_args(target);
     for a in &df.meta_args {
         if let Instruction::Arg(decls) = &a.inst {
             for d in decls {
@@ -274,14 +320,15 @@ WORKDIR /app
     fn meta_args_take_build_args_then_defaults_and_the_target_is_found() {
         let df = parse("ARG A=1\nARG B=${A}2\nARG C\nFROM x AS Last\n");
         let mut opts = BuildOptions::default();
-        let meta = meta_args(&df, &opts);
+        let host = Platform::host();
+        let meta = meta_args(&df, &opts, &host);
         assert_eq!(meta.get("A").map(String::as_str), Some("1"));
         assert_eq!(meta.get("B").map(String::as_str), Some("12"));
         assert!(!meta.contains_key("C"));
         assert!(meta.contains_key("TARGETARCH"));
         opts.build_args.insert("A".into(), "9".into());
         opts.build_args.insert("C".into(), "c".into());
-        let meta = meta_args(&df, &opts);
+        let meta = meta_args(&df, &opts, &host);
         assert_eq!(meta.get("B").map(String::as_str), Some("92"));
         assert_eq!(meta.get("C").map(String::as_str), Some("c"));
         assert_eq!(target_stage(&df, Some("LAST")).unwrap(), 0);
@@ -291,6 +338,44 @@ WORKDIR /app
                 .unwrap_err()
                 .to_string()
                 .contains("target stage \"nope\" could not be found")
+        );
+    }
+
+    #[test]
+    fn target_args_name_the_platform_built_and_build_args_this_machine() {
+        // BuildKit's automatic args: TARGET* for the platform being built,
+        // BUILD* for the builder's own; a meta ARG can derive from them.
+        let df =
+            parse("ARG OUT=bin-${TARGETARCH}\nFROM --platform=$BUILDPLATFORM x AS cross\nFROM x\n");
+        let arm = Platform::parse("linux/arm64").unwrap();
+        let meta = meta_args(&df, &BuildOptions::default(), &arm);
+        assert_eq!(meta["TARGETPLATFORM"], "linux/arm64/v8");
+        assert_eq!(meta["TARGETOS"], "linux");
+        assert_eq!(meta["TARGETARCH"], "arm64");
+        assert_eq!(meta["TARGETVARIANT"], "v8");
+        assert_eq!(meta["OUT"], "bin-arm64");
+        let host = Platform::host();
+        assert_eq!(meta["BUILDARCH"], host.architecture);
+        assert_eq!(meta["BUILDPLATFORM"], host.to_string());
+        // FROM --platform=$BUILDPLATFORM builds that stage for this machine;
+        // a stage without the flag is built for the platform asked for.
+        assert_eq!(
+            stage_platform(&df, 0, &meta, "Dockerfile", Some(&arm)).unwrap(),
+            Some(host)
+        );
+        assert_eq!(
+            stage_platform(&df, 1, &meta, "Dockerfile", Some(&arm)).unwrap(),
+            Some(arm)
+        );
+        assert_eq!(
+            stage_platform(&df, 1, &meta, "Dockerfile", None).unwrap(),
+            None
+        );
+        let bad = parse("FROM --platform=linux x\n");
+        let e = stage_platform(&bad, 0, &meta, "Dockerfile", None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("Dockerfile:1: FROM --platform"),
+            "{e}"
         );
     }
 

@@ -134,11 +134,15 @@ impl<'a> Builder<'a> {
         run_mounts: Vec<crate::run_mount::RunMount>,
     ) -> Result<StageImage, BuildError> {
         let (file, cmd, text, opts, args) = (s.plan.file, s.cmd, s.text, s.plan.opts, s.args);
-        let (n, total) = (s.n, s.plan.total);
+        let n = s.n;
         let step_id = cache::step_id(text);
         let mount_text: String = r.mounts.iter().map(|m| format!("--mount={m} ")).collect();
         let key = cache::key(&st.key, &format!("RUN {mount_text}{shown}"), &inputs);
-        let (v, t) = self.vertex(&format!("[{n}/{total}] RUN {}", r.cmd.args.join(" ")));
+        let (v, t) = self.vertex(&format!(
+            "[{}] RUN {}",
+            s.plan.step_label(s.n),
+            r.cmd.args.join(" ")
+        ));
         if let Some(hit) = self.lookup(v, &key, &step_id, &st.key, &inputs, opts) {
             return Ok(hit);
         }

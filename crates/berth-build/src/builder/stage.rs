@@ -122,26 +122,47 @@ impl<'a> Builder<'a> {
     /// an earlier stage's result, or an image of the store; with docker's
     /// default PATH when the base sets none.
     fn stage_base_state(&mut self, plan: &Plan<'_>, idx: usize) -> Result<StageImage, BuildError> {
-        let (df, file, meta, done, total) = (plan.df, plan.file, plan.meta, plan.done, plan.total);
+        let (df, file, meta, done) = (plan.df, plan.file, plan.meta, plan.done);
         let stage: &Stage = &df.stages[idx];
         let base = &stage_base(df, idx, meta, file)?;
+        let platform = plan::stage_platform(df, idx, meta, file, plan.platform)?;
         let n_step = plan.next_step();
         let (v, t) = self.vertex(&format!(
-            "[{}{}/{}] FROM {}",
+            "[{}{}] FROM {}",
             stage
                 .name
                 .as_ref()
                 .map(|n| format!("{n} "))
                 .unwrap_or_default(),
-            n_step,
-            total,
+            plan.step_label(n_step),
             base
         ));
-        let mut st = if base == "scratch" {
+        let check = |arch: &str| -> Result<(), BuildError> {
+            if let Some(check) = &self.platform_check {
+                check(arch).map_err(|e| {
+                    step_err(
+                        file,
+                        &stage.from,
+                        format!("base image {base} is for linux/{arch}: {e}"),
+                    )
+                })?;
+            }
+            Ok(())
+        };
+        let st = if base == "scratch" {
+            let mut config = ImageConfig::new_for_host();
+            let mut key = "scratch".to_string();
+            if let Some(p) = platform.as_ref().filter(|p| !p.matches(&Platform::host())) {
+                config.os = p.os.clone();
+                config.architecture = p.architecture.clone();
+                config.variant = p.variant.clone();
+                key = format!("scratch {p}");
+                check(&p.architecture)?;
+            }
             StageImage {
-                config: ImageConfig::new_for_host(),
+                config,
                 layers: Vec::new(),
-                key: Digest::sha256_of(b"scratch").hex().to_string(),
+                key: Digest::sha256_of(key.as_bytes()).hex().to_string(),
             }
         } else if let Some(j) = earlier_stage(df, idx, base) {
             done.get(&j)
@@ -149,22 +170,28 @@ impl<'a> Builder<'a> {
                 .ok_or_else(|| step_err(file, &stage.from, format!("stage {base} was not built")))?
         } else {
             // fetch_bases pulled it already, if it could be pulled.
-            let img = self.store.resolve(base).map_err(|_| {
+            let found = match &platform {
+                Some(p) => self.store.resolve_platform(base, p),
+                None => self.store.resolve(base),
+            };
+            let img = found.map_err(|_| {
                 step_err(file, &stage.from, format!("base image {base}: not found in the local store: pull, import, load or build it first"))
             })?;
-            if let Some(check) = &self.platform_check
-                && !img.config.architecture.is_empty()
+            let c = &img.config;
+            if let Some(p) = &platform
+                && !of_platform(c, p)
             {
-                check(&img.config.architecture).map_err(|e| {
-                    step_err(
-                        file,
-                        &stage.from,
-                        format!(
-                            "base image {base} is for linux/{}: {e}",
-                            img.config.architecture
-                        ),
-                    )
-                })?;
+                return Err(step_err(
+                    file,
+                    &stage.from,
+                    format!(
+                        "base image {base} is for {}/{}, not {p}: the store has no {p} image of it (pull it for {p}, or build it with --platform {p})",
+                        c.os, c.architecture
+                    ),
+                ));
+            }
+            if !c.architecture.is_empty() {
+                check(&c.architecture)?;
             }
             // The base's history stays; its created time is its own.
             StageImage {
@@ -176,6 +203,7 @@ impl<'a> Builder<'a> {
             }
         };
         self.done(v, t);
+        let mut st = st;
         // docker's builders give every stage a PATH when its base has none.
         {
             let c = st.config.config_mut();

@@ -91,8 +91,14 @@ pub fn pull(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let (manifest, manifest_bytes, manifest_type, manifest_digest, top_digest) =
-        resolve_manifest(reg, r, &repo, &scopes, &reference, opts, progress)?;
+    let Resolved {
+        manifest,
+        manifest_bytes,
+        manifest_type,
+        manifest_digest,
+        top_digest,
+        index,
+    } = resolve_manifest(reg, r, &repo, &scopes, &reference, opts, progress)?;
     let _lock = store.write_lock().map_err(store_err)?;
     // The config.
     let mut downloaded = false;
@@ -132,7 +138,16 @@ pub fn pull(
                 manifest_type.clone()
             }
         });
-    let desc = Descriptor::new(&mt, manifest_digest.clone(), manifest_bytes.len() as u64);
+    let mut desc = Descriptor::new(&mt, manifest_digest.clone(), manifest_bytes.len() as u64);
+    // Pulled through an index: the name points at the index, which keeps
+    // each platform pulled (containerd's image store does the same).
+    if let Some((bytes, media_type)) = &index {
+        store
+            .content
+            .put(bytes, Some(&top_digest))
+            .map_err(store_err)?;
+        desc = Descriptor::new(media_type, top_digest.clone(), bytes.len() as u64);
+    }
     let repo_digest = r.with_digest(top_digest.clone());
     let name = if r.digest().is_some() {
         repo_digest.clone()
@@ -140,7 +155,7 @@ pub fn pull(
         r.clone().with_default_tag()
     };
     let before = store
-        .resolve(&name.to_string())
+        .resolve_platform(&name.to_string(), &opts.platform)
         .ok()
         .map(|i| i.manifest_desc.digest);
     downloaded |= before.as_ref() != Some(&manifest_digest);
@@ -161,9 +176,21 @@ pub fn pull(
     })
 }
 
+/// What a reference resolved to in the registry.
+struct Resolved {
+    /// The platform's image manifest.
+    manifest: ImageManifest,
+    manifest_bytes: Vec<u8>,
+    manifest_type: String,
+    manifest_digest: Digest,
+    /// The digest of what the reference named (the index's, for one).
+    top_digest: Digest,
+    /// The index's bytes and media type, when the reference named one.
+    index: Option<(Vec<u8>, String)>,
+}
+
 /// The image manifest `r` names (through an index, the entry for
-/// `opts.platform`), checked to be an image's: its bytes, media type and
-/// digest, and the digest of what `r` named (the index's, for one).
+/// `opts.platform`), checked to be an image's.
 fn resolve_manifest(
     reg: &Registry,
     r: &Reference,
@@ -172,7 +199,7 @@ fn resolve_manifest(
     reference: &str,
     opts: &PullOptions,
     progress: &dyn Progress,
-) -> Result<(ImageManifest, Vec<u8>, String, Digest, Digest)> {
+) -> Result<Resolved> {
     let (bytes, ct, top_digest) = reg
         .manifest(repo, reference, scopes)
         .map_err(|e| access_denied(r, &e))?;
@@ -181,6 +208,7 @@ fn resolve_manifest(
         .map(str::to_string)
         .unwrap_or_else(|| reference.to_string());
     progress.message(&format!("{label}: Pulling from {}", r.path()));
+    let mut index = None;
     let (manifest_bytes, manifest_type, manifest_digest) =
         match AnyManifest::parse(&bytes, Some(&ct)).map_err(store_err)? {
             AnyManifest::Index(ix) => {
@@ -212,6 +240,12 @@ fn resolve_manifest(
                 )
             })?;
                 let (b, t, dg) = reg.manifest(repo, &d.digest.to_string(), scopes)?;
+                let index_type = match ix.media_type.as_deref() {
+                    Some(m) if !m.is_empty() => m.to_string(),
+                    _ if !ct.is_empty() => ct.clone(),
+                    _ => media_types::OCI_INDEX.to_string(),
+                };
+                index = Some((bytes.clone(), index_type));
                 (
                     b,
                     if t.is_empty() {
@@ -246,13 +280,14 @@ fn resolve_manifest(
             )));
         }
     }
-    Ok((
+    Ok(Resolved {
         manifest,
         manifest_bytes,
         manifest_type,
         manifest_digest,
         top_digest,
-    ))
+        index,
+    })
 }
 
 /// The layers of `manifest` that are not in the store, downloaded on a

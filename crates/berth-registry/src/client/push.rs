@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use berth_store::Store;
 use berth_store::image::Image;
-use berth_types::image::Descriptor;
+use berth_types::image::{Descriptor, Manifest};
 use berth_types::{Digest, Reference};
 use ureq::http::Method;
 
@@ -57,7 +57,11 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Pushes `image` as `target` (tag defaults to `latest`).
+/// Pushes `image` as `target` (tag defaults to `latest`). A multi-platform
+/// image whose index has all its platforms in the store goes whole: each
+/// platform's blobs and manifest (by digest), then the index under the tag.
+/// One with only some platforms here (a pull of one platform) goes as the
+/// image it runs as, as docker's classic store pushes it.
 pub fn push(
     store: &Store,
     reg: &Registry,
@@ -72,18 +76,81 @@ pub fn push(
         "The push refers to repository [{}]",
         target.name()
     ));
-    let manifest_bytes = store
+    let whole_index = image.index.as_ref().and_then(|top| {
+        let children = store.index_children(top).ok()?;
+        children
+            .iter()
+            .all(|c| store.content.exists(&c.digest))
+            .then(|| (top.clone(), children))
+    });
+    let top = match whole_index {
+        Some((top, children)) => {
+            for child in &children {
+                let (manifest, _) = store
+                    .load_image_docs(child)
+                    .map_err(|e| Error::other(e.to_string()))?;
+                let bytes = store
+                    .content
+                    .read(&child.digest)
+                    .map_err(|e| Error::other(e.to_string()))?;
+                push_blobs(store, reg, (&repo, &scopes), &manifest, progress)
+                    .map_err(|e| push_denied(target, e))?;
+                reg.put_manifest(
+                    &repo,
+                    &child.digest.to_string(),
+                    &child.media_type,
+                    &bytes,
+                    &scopes,
+                )
+                .map_err(|e| push_denied(target, e))?;
+            }
+            top
+        }
+        None => {
+            push_blobs(store, reg, (&repo, &scopes), &image.manifest, progress)
+                .map_err(|e| push_denied(target, e))?;
+            image.manifest_desc.clone()
+        }
+    };
+    let top_bytes = store
         .content
-        .read(&image.manifest_desc.digest)
+        .read(&top.digest)
         .map_err(|e| Error::other(e.to_string()))?;
-    let mut blobs: Vec<Descriptor> = image.manifest.layers.clone();
+    let digest = reg
+        .put_manifest(&repo, &tag, &top.media_type, &top_bytes, &scopes)
+        .map_err(|e| push_denied(target, e))?;
+    let named = target
+        .with_tag(&tag)
+        .map_err(|e| Error::other(e.to_string()))?;
+    let _ = store.add_name(
+        &top,
+        Some(&named),
+        Some(&target.with_digest(digest.clone())),
+    );
+    Ok(Pushed {
+        digest,
+        size: top_bytes.len() as u64,
+        tag,
+    })
+}
+
+/// Every blob of `manifest` the registry lacks (layers top first, as docker
+/// lists them, the config last) on `max_concurrent` threads; the blobs are
+/// recorded as now being in `repo`, for later mounts.
+fn push_blobs(
+    store: &Store,
+    reg: &Registry,
+    (repo, scopes): (&str, &[String]),
+    manifest: &Manifest,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut blobs: Vec<Descriptor> = manifest.layers.clone();
     blobs.retain(|l| l.urls.as_ref().is_none_or(|u| u.is_empty())); // foreign layers stay where they are
-    // Layers top first, as docker lists them; the config last.
     blobs.reverse();
     for l in &blobs {
         progress.start(&l.digest, l.size, "Preparing");
     }
-    blobs.push(image.manifest.config.clone());
+    blobs.push(manifest.config.clone());
     let queue = Mutex::new(blobs.iter());
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -95,9 +162,9 @@ pub fn push(
                     }
                     let next = queue.lock().expect("queue").next();
                     let Some(d) = next else { break };
-                    let is_config = d.digest == image.manifest.config.digest;
+                    let is_config = d.digest == manifest.config.digest;
                     let p: &dyn Progress = if is_config { &super::Quiet } else { progress };
-                    if let Err(e) = push_blob(store, reg, &repo, &scopes, d, p) {
+                    if let Err(e) = push_blob(store, reg, repo, scopes, d, p) {
                         errors.lock().expect("errors").push(e);
                         break;
                     }
@@ -106,41 +173,19 @@ pub fn push(
         }
     });
     if let Some(e) = errors.into_inner().expect("errors").into_iter().next() {
-        return Err(push_denied(target, e));
+        return Err(e);
     }
-    let digest = reg
-        .put_manifest(
-            &repo,
-            &tag,
-            &image.manifest_desc.media_type,
-            &manifest_bytes,
-            &scopes,
-        )
-        .map_err(|e| push_denied(target, e))?;
     sources::record(
         store.root(),
         &reg.domain,
-        &repo,
-        image
-            .manifest
+        repo,
+        manifest
             .layers
             .iter()
             .map(|l| &l.digest)
-            .chain(std::iter::once(&image.manifest.config.digest)),
+            .chain(std::iter::once(&manifest.config.digest)),
     );
-    let named = target
-        .with_tag(&tag)
-        .map_err(|e| Error::other(e.to_string()))?;
-    let _ = store.add_name(
-        &image.manifest_desc,
-        Some(&named),
-        Some(&target.with_digest(digest.clone())),
-    );
-    Ok(Pushed {
-        digest,
-        size: manifest_bytes.len() as u64,
-        tag,
-    })
+    Ok(())
 }
 
 fn with_digest(loc: &str, d: &Digest) -> String {

@@ -263,7 +263,7 @@ impl Store {
                 .next()
                 .map(str::to_string)
                 .unwrap_or_else(|| desc.digest.to_string());
-            match self.check_image(desc, &corrupt, &mut verified) {
+            match self.check_entry(desc, &corrupt, &mut verified) {
                 ImageCheck::Sound => {}
                 ImageCheck::Broken(reason) => {
                     broken_manifests.insert(desc.digest.clone());
@@ -286,6 +286,39 @@ impl Store {
             self.repair(&mut r, &broken_manifests, relayer)?;
         }
         Ok(r)
+    }
+
+    /// One entry of the name index: an image, or an index whose present
+    /// children are each checked (the first broken one breaks the entry).
+    fn check_entry(
+        &self,
+        top: &Descriptor,
+        corrupt: &BTreeSet<Digest>,
+        verified: &mut BTreeSet<(Digest, Digest)>,
+    ) -> ImageCheck {
+        if !berth_types::image::media_types::is_index(&top.media_type) {
+            return self.check_image(top, corrupt, verified);
+        }
+        if corrupt.contains(&top.digest) {
+            return ImageCheck::Broken("index: corrupt".into());
+        }
+        let children = match self.entry_images(top) {
+            Ok(c) => c,
+            Err(e) => return ImageCheck::Broken(e.to_string()),
+        };
+        let mut first = ImageCheck::Sound;
+        for (child, _) in children {
+            match self.check_image(&child, corrupt, verified) {
+                ImageCheck::Sound => {}
+                b @ ImageCheck::Broken(_) => return b,
+                u => {
+                    if matches!(first, ImageCheck::Sound) {
+                        first = u;
+                    }
+                }
+            }
+        }
+        first
     }
 
     /// One image: its documents load, its layer blobs are there, intact and

@@ -129,6 +129,8 @@ impl Store {
             config,
             names: name.into_iter().collect(),
             repo_digests: repo_digest.into_iter().cloned().collect(),
+            index: None,
+            secondary: false,
         })
     }
 }

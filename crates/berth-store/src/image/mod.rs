@@ -3,6 +3,13 @@
 //! full normalised reference; a descriptor without the annotation is a dangling
 //! image). Image ids are config digests, as in docker.
 //!
+//! A name may point at an OCI index (a multi-platform build, a pull through
+//! a manifest list): its children present in the store are its platforms'
+//! images, of which one — the host's, else the first present — is the one
+//! the name lists and runs as (containerd's image store does the same);
+//! [`Store::resolve_platform`] picks another. The other children are found
+//! by id but not listed, so `images` shows the index once.
+//!
 //! Submodules: [`import`] (rootfs tarball → image), [`archive`] (docker-archive and
 //! oci-archive save and load), [`gc`] (garbage collection and `system check`).
 
@@ -13,6 +20,7 @@ pub mod import;
 use std::collections::BTreeMap;
 
 use berth_types::image::annotations;
+use berth_types::image::media_types;
 use berth_types::{AnyManifest, Descriptor, Digest, ImageConfig, Index, Manifest, Reference};
 
 use crate::{Store, StoreError};
@@ -41,6 +49,12 @@ pub struct Image {
     pub names: Vec<Reference>,
     /// Registry digests (`docker.io/library/busybox@sha256:…`).
     pub repo_digests: Vec<Reference>,
+    /// The index the name it was resolved by points at, when it points at
+    /// one (a multi-platform image); the manifest is then that index's child.
+    pub index: Option<Descriptor>,
+    /// A child of an index that is not the one the index's names stand for
+    /// (another platform): found by id, not listed.
+    pub secondary: bool,
 }
 
 impl Image {
@@ -63,6 +77,7 @@ impl Image {
 #[derive(Debug, Default)]
 pub(crate) struct DocMemo {
     manifests: std::collections::HashMap<Digest, std::sync::Arc<Manifest>>,
+    indexes: std::collections::HashMap<Digest, std::sync::Arc<Index>>,
     configs: std::collections::HashMap<Digest, std::sync::Arc<ImageConfig>>,
 }
 
@@ -147,7 +162,167 @@ impl Store {
     /// with its names. Sorted newest first.
     pub fn images(&self) -> Result<Vec<Image>, StoreError> {
         let idx = self.read_index()?;
-        self.images_of(&idx, |_| true)
+        let mut all = self.images_of(&idx, |_| true)?;
+        all.retain(|i| !i.secondary);
+        Ok(all)
+    }
+
+    /// Whether `desc` is an index (OCI, or a Docker manifest list).
+    fn is_index(desc: &Descriptor) -> bool {
+        media_types::is_index(&desc.media_type)
+    }
+
+    /// The images an entry of the name index stands for: an image manifest
+    /// itself, or an index's children that are in the store, each with
+    /// whether it is the one the entry's names stand for (the host's
+    /// platform, else the first present).
+    pub(crate) fn entry_images(
+        &self,
+        top: &Descriptor,
+    ) -> Result<Vec<(Descriptor, bool)>, StoreError> {
+        if !Self::is_index(top) {
+            return Ok(vec![(strip(top), true)]);
+        }
+        let index = self.memo_index(top)?;
+        let present: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| media_types::is_manifest(&d.media_type) && self.content.exists(&d.digest))
+            .collect();
+        let host = berth_types::Platform::host();
+        let primary = present
+            .iter()
+            .position(|d| d.platform.as_ref().is_some_and(|p| host.matches(p)))
+            .unwrap_or(0);
+        Ok(present
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), i == primary))
+            .collect())
+    }
+
+    /// The image manifests an index lists (present in the store or not).
+    pub fn index_children(&self, top: &Descriptor) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self
+            .memo_index(top)?
+            .manifests
+            .iter()
+            .filter(|d| media_types::is_manifest(&d.media_type))
+            .cloned()
+            .collect())
+    }
+
+    /// The index `desc` names, read and verified once per process.
+    fn memo_index(&self, desc: &Descriptor) -> Result<std::sync::Arc<Index>, StoreError> {
+        if let Some(i) = self.docs.lock().expect("docs").indexes.get(&desc.digest) {
+            return Ok(i.clone());
+        }
+        let bytes = self.content.read(&desc.digest)?;
+        let index = match AnyManifest::parse(&bytes, Some(&desc.media_type)) {
+            Ok(AnyManifest::Index(i)) => std::sync::Arc::new(*i),
+            Ok(AnyManifest::Image(_)) => {
+                return Err(StoreError::invalid(
+                    format!("index {}", desc.digest),
+                    "is an image manifest, not an index",
+                ));
+            }
+            Err(e) => {
+                return Err(StoreError::invalid(
+                    format!("index {}", desc.digest),
+                    e.to_string(),
+                ));
+            }
+        };
+        let mut docs = self.docs.lock().expect("docs");
+        docs.indexes.insert(desc.digest.clone(), index.clone());
+        Ok(index)
+    }
+
+    /// The multi-platform image `name` points at, for `platform`: the
+    /// index's child for it when the name points at an index and the child
+    /// is in the store; otherwise whatever [`Store::resolve`] finds (whose
+    /// platform the caller checks).
+    pub fn resolve_platform(
+        &self,
+        s: &str,
+        platform: &berth_types::Platform,
+    ) -> Result<Image, StoreError> {
+        let idx = self.read_index()?;
+        let named = Reference::parse(s)
+            .ok()
+            .filter(|r| r.digest().is_none())
+            .map(|r| r.with_default_tag().to_string());
+        let top = named.and_then(|n| {
+            idx.manifests
+                .iter()
+                .find(|d| d.annotation(annotations::REF_NAME) == Some(n.as_str()))
+        });
+        let Some(top) = top.filter(|d| Self::is_index(d)) else {
+            return self.resolve(s);
+        };
+        let Some(child) = self.memo_index(top)?.select(platform).cloned() else {
+            return self.resolve(s);
+        };
+        if !self.content.exists(&child.digest) {
+            return Err(StoreError::ImageNotFound(format!("{s} for {platform}")));
+        }
+        self.image_through(&idx, top, &child)
+    }
+
+    /// The image of `child`, the manifest a name's entry `top` stands for
+    /// (itself, or a child of the index it is), with that index as the one
+    /// it was found through.
+    fn image_through(
+        &self,
+        idx: &Index,
+        top: &Descriptor,
+        child: &Descriptor,
+    ) -> Result<Image, StoreError> {
+        let manifest = self.memo_manifest(child)?;
+        let id = manifest.config.digest.clone();
+        let mut img = self
+            .images_of(idx, |c| *c == id)?
+            .pop()
+            .ok_or_else(|| StoreError::ImageNotFound(child.digest.to_string()))?;
+        if Self::is_index(top) {
+            img.index = Some(strip(top));
+            img.manifest_desc = strip(child);
+            img.manifest = (*manifest).clone();
+        }
+        Ok(img)
+    }
+
+    /// Stores an OCI index over `children` (image manifests in the store,
+    /// each with its platform) and points `names` at it; the children's own
+    /// unnamed entries go (the index keeps them). Callers hold the write lock.
+    pub fn put_index(
+        &self,
+        children: Vec<Descriptor>,
+        names: &[Reference],
+    ) -> Result<Descriptor, StoreError> {
+        for c in &children {
+            if !self.content.exists(&c.digest) {
+                return Err(crate::content::ContentError::NotFound(c.digest.clone()).into());
+            }
+        }
+        let mut index = Index::new();
+        index.manifests = children;
+        let bytes = serde_json::to_vec(&index).expect("index serialises");
+        let digest = self.content.put(&bytes, None)?;
+        let desc = Descriptor::new(media_types::OCI_INDEX, digest, bytes.len() as u64);
+        let kids: Vec<Digest> = index.manifests.iter().map(|c| c.digest.clone()).collect();
+        self.update_index(|idx| {
+            idx.manifests
+                .retain(|d| !(kids.contains(&d.digest) && d.annotations.is_none()));
+            if names.is_empty() {
+                idx.manifests.push(desc.clone());
+            }
+            for n in names {
+                set_name(idx, &desc, &n.clone().with_default_tag(), None);
+            }
+            Ok(())
+        })?;
+        Ok(desc)
     }
 
     /// The images of `idx` whose id `keep` accepts. Only their configs are
@@ -159,37 +334,48 @@ impl Store {
         keep: impl Fn(&Digest) -> bool,
     ) -> Result<Vec<Image>, StoreError> {
         let mut by_id: BTreeMap<Digest, Image> = BTreeMap::new();
-        for d in &idx.manifests {
-            let manifest = self.memo_manifest(d)?;
-            if !keep(&manifest.config.digest) {
-                continue;
-            }
-            let img = match by_id.entry(manifest.config.digest.clone()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(Image {
-                    id: manifest.config.digest.clone(),
-                    manifest_desc: strip(d),
-                    manifests: Vec::new(),
-                    config: self.memo_config(&manifest.config.digest)?,
-                    manifest: (*manifest).clone(),
-                    names: Vec::new(),
-                    repo_digests: Vec::new(),
-                }),
-            };
-            if !img.manifests.contains(&d.digest) {
-                img.manifests.push(d.digest.clone());
-            }
-            if let Some(n) = d.annotation(annotations::REF_NAME)
-                && let Ok(r) = Reference::parse(n)
-                && !img.names.contains(&r)
-            {
-                img.names.push(r);
-            }
-            if let Some(n) = d.annotation(REPO_DIGEST_ANNOTATION)
-                && let Ok(r) = Reference::parse(n)
-                && !img.repo_digests.contains(&r)
-            {
-                img.repo_digests.push(r);
+        for top in &idx.manifests {
+            for (d, primary) in self.entry_images(top)? {
+                let manifest = self.memo_manifest(&d)?;
+                if !keep(&manifest.config.digest) {
+                    continue;
+                }
+                let img = match by_id.entry(manifest.config.digest.clone()) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => e.insert(Image {
+                        id: manifest.config.digest.clone(),
+                        manifest_desc: strip(&d),
+                        manifests: Vec::new(),
+                        config: self.memo_config(&manifest.config.digest)?,
+                        manifest: (*manifest).clone(),
+                        names: Vec::new(),
+                        repo_digests: Vec::new(),
+                        index: None,
+                        secondary: true,
+                    }),
+                };
+                if !img.manifests.contains(&d.digest) {
+                    img.manifests.push(d.digest.clone());
+                }
+                if !primary {
+                    continue;
+                }
+                img.secondary = false;
+                if Self::is_index(top) && !img.manifests.contains(&top.digest) {
+                    img.manifests.push(top.digest.clone());
+                }
+                if let Some(n) = top.annotation(annotations::REF_NAME)
+                    && let Ok(r) = Reference::parse(n)
+                    && !img.names.contains(&r)
+                {
+                    img.names.push(r);
+                }
+                if let Some(n) = top.annotation(REPO_DIGEST_ANNOTATION)
+                    && let Ok(r) = Reference::parse(n)
+                    && !img.repo_digests.contains(&r)
+                {
+                    img.repo_digests.push(r);
+                }
             }
         }
         let mut out: Vec<Image> = by_id.into_values().collect();
@@ -272,9 +458,9 @@ impl Store {
                         .and_then(|n| Reference::parse(n).ok())
                         .is_some_and(|n| n == r)
                 }) {
-                    let id = self.memo_manifest(desc)?.config.digest.clone();
-                    if let Some(img) = self.images_of(&idx, |c| *c == id)?.pop() {
-                        return Ok(img);
+                    let primary = self.entry_images(desc)?.into_iter().find(|(_, p)| *p);
+                    if let Some((child, _)) = primary {
+                        return self.image_through(&idx, desc, &child);
                     }
                 }
                 if is_hex {
@@ -297,7 +483,11 @@ impl Store {
                 name.familiar()
             )));
         }
-        let desc = image.manifest_desc.clone();
+        // A multi-platform image's new name points at its index too.
+        let desc = image
+            .index
+            .clone()
+            .unwrap_or_else(|| image.manifest_desc.clone());
         self.update_index(|idx| {
             set_name(idx, &desc, &name, None);
             Ok(())
@@ -356,6 +546,12 @@ impl Store {
     /// name); by id, deletes the image (all its names when `force`).
     pub fn remove_image(&self, s: &str, force: bool) -> Result<Vec<RemoveEvent>, StoreError> {
         let image = self.resolve(s)?;
+        if image.secondary {
+            return Err(StoreError::Conflict(format!(
+                "conflict: unable to delete {} - it is one platform of a multi-platform image: remove that image by its name",
+                image.id.short()
+            )));
+        }
         let by_name = Reference::parse(s)
             .ok()
             .map(|r| r.with_default_tag())

@@ -310,3 +310,86 @@ fn concurrent_imports_and_tags_are_safe() {
     assert!(s.check(false).unwrap().problems.is_empty());
     let _ = Path::new("");
 }
+
+/// An image of `arch` (its config says so), unnamed, as a multi-platform
+/// build stores each platform's.
+fn import_for(s: &Store, arch: &str, marker: &str) -> super::Image {
+    let mut cfg = ImageConfig::new_for_host();
+    cfg.architecture = arch.into();
+    cfg.variant = (arch == "arm64").then(|| "v8".into());
+    s.import(
+        &rootfs_tar(marker)[..],
+        ImportOptions {
+            name: None,
+            config: cfg,
+            comment: String::new(),
+            created: "2026-01-01T00:00:00Z".into(),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_name_on_an_index_lists_once_and_resolves_each_platform() {
+    use berth_types::Platform;
+    let (_t, s) = store(Driver::Overlay);
+    let host = Platform::host();
+    let other = if host.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let mine = import_for(&s, &host.architecture, "mine");
+    let theirs = import_for(&s, other, "theirs");
+    let with_platform = |img: &super::Image| {
+        let mut d = img.manifest_desc.clone();
+        d.platform = Some(Platform {
+            os: "linux".into(),
+            architecture: img.config.architecture.clone(),
+            variant: img.config.variant.clone(),
+            ..Default::default()
+        });
+        d
+    };
+    // The foreign platform first: the name still runs as the host's.
+    let index = s
+        .put_index(
+            vec![with_platform(&theirs), with_platform(&mine)],
+            &[Reference::parse("app:multi").unwrap()],
+        )
+        .unwrap();
+    let listed = s.images().unwrap();
+    assert_eq!(listed.len(), 1, "one line for the index: {listed:?}");
+    assert_eq!(listed[0].id, mine.id);
+    let named = s.resolve("app:multi").unwrap();
+    assert_eq!(named.index.as_ref().map(|d| &d.digest), Some(&index.digest));
+    let other_p = Platform::parse(&format!("linux/{other}")).unwrap();
+    assert_eq!(s.resolve("app:multi").unwrap().id, mine.id);
+    let foreign = s.resolve_platform("app:multi", &other_p).unwrap();
+    assert_eq!(foreign.id, theirs.id);
+    // The other platform is found by id (a container made from it), not listed.
+    assert!(s.resolve(&theirs.id.to_string()).unwrap().secondary);
+    let e = s.remove_image(&theirs.id.to_string(), true).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("one platform of a multi-platform image"),
+        "{e}"
+    );
+    // gc keeps both platforms; check finds the index sound.
+    s.gc().unwrap();
+    assert!(s.content.exists(&theirs.manifest_desc.digest));
+    let report = s.check(false).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // A new name follows the index; removing the names frees everything.
+    s.tag(&named, &Reference::parse("app:copy").unwrap())
+        .unwrap();
+    assert_eq!(
+        s.resolve_platform("app:copy", &other_p).unwrap().id,
+        theirs.id
+    );
+    s.remove_image("app:copy", false).unwrap();
+    s.remove_image("app:multi", false).unwrap();
+    assert!(s.images().unwrap().is_empty());
+    assert!(!s.content.exists(&theirs.manifest_desc.digest));
+    assert!(!s.content.exists(&index.digest));
+}

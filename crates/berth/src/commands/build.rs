@@ -36,7 +36,7 @@ pub struct BuildArgs {
     /// Networking mode for the RUN instructions (`default`, `host`, `none`).
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// Set target platform for build (only the host's is supported).
+    /// Set target platform(s) for build: `linux/arm64`, or a comma list for one multi-platform image (foreign ones run under emulation).
     #[arg(long)]
     pub platform: Option<String>,
     /// Set metadata for an image.
@@ -117,21 +117,29 @@ fn provided(
     Ok(p)
 }
 
+/// `--platform`: a comma-separated list of `os/arch[/variant]`, each once.
+fn platforms_of(arg: Option<&str>) -> anyhow::Result<Vec<berth_types::Platform>> {
+    let mut out: Vec<berth_types::Platform> = Vec::new();
+    for p in arg.unwrap_or("").split(',').map(str::trim) {
+        if p.is_empty() {
+            continue;
+        }
+        let parsed = berth_types::Platform::parse(p).map_err(anyhow::Error::msg)?;
+        if out.contains(&parsed) {
+            bail!("--platform {p}: named twice");
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
 /// `build`.
 pub fn build(
     engine: &Engine,
     a: BuildArgs,
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    if let Some(p) = &a.platform {
-        let want = berth_types::Platform::parse(p).map_err(anyhow::Error::msg)?;
-        if !berth_types::Platform::host().matches(&want) {
-            bail!(
-                "--platform {p}: only the host platform ({}) can be built",
-                berth_types::Platform::host()
-            );
-        }
-    }
+    let platforms = platforms_of(a.platform.as_deref())?;
     let tags = a
         .tag
         .iter()
@@ -156,6 +164,7 @@ pub fn build(
         quiet,
         pull: a.pull,
         provided: provided(&a.secret, &a.ssh)?,
+        platforms,
     };
     if a.check || a.print {
         let read_err = |e: berth_build::BuildError| ExitError {
@@ -180,6 +189,11 @@ pub fn build(
         .iter()
         .map(|o| super::build_output::Output::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if opts.platforms.len() > 1 && !outputs.is_empty() {
+        anyhow::bail!(
+            "--output with several platforms is not supported: build one platform per --output, or push the multi-platform image and export it from the registry"
+        );
+    }
     if outputs.iter().filter(|o| o.to_stdout()).count() > 1 {
         anyhow::bail!("only one --output may write to stdout");
     }
@@ -190,10 +204,9 @@ pub fn build(
     };
     let out = crate::output::buildview::writer(mode);
     let store = &engine.store;
-    let platform = a.platform.clone();
-    let fetch = move |base: &str, always: bool| -> Result<(), String> {
+    let fetch = move |base: &str, always: bool, platform: Option<&str>| -> Result<(), String> {
         let policy = if always { "always" } else { "missing" };
-        crate::commands::distribution::ensure(store, config_dir, base, policy, platform.as_deref())
+        crate::commands::distribution::ensure(store, config_dir, base, policy, platform)
             .map(|_| ())
             .map_err(|e| format!("{e:#}"))
     };
@@ -227,8 +240,12 @@ pub fn build(
                 o.write(engine, &img.id.to_string(), &a.tag)?;
             }
             // A tar on stdout is all stdout carries.
+            // A multi-platform image is known by its index's digest.
             if quiet && !outputs.iter().any(|o| o.to_stdout()) {
-                println!("{}", img.id);
+                match &img.index {
+                    Some(ix) => println!("{}", ix.digest),
+                    None => println!("{}", img.id),
+                }
             }
             Ok(())
         }

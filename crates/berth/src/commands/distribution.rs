@@ -412,7 +412,13 @@ pub fn ensure(
     policy: &str,
     platform: Option<&str>,
 ) -> anyhow::Result<bool> {
-    let present = store.resolve(image).is_ok();
+    // A multi-platform image without the platform asked for is missing.
+    let present = match platform {
+        Some(p) => store
+            .resolve_platform(image, &platform_of(Some(p))?)
+            .is_ok(),
+        None => store.resolve(image).is_ok(),
+    };
     match policy {
         "never" => return Ok(present),
         "missing" if present => return Ok(true),

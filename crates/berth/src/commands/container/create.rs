@@ -325,6 +325,12 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     }
     Ok(CreateRequest {
         image: a.image.clone(),
+        platform: a
+            .platform
+            .as_deref()
+            .map(berth_types::Platform::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         name: a.name.clone(),
         cmd: a.command.clone(),
         entrypoint: a.entrypoint.clone().map(|e| vec![e]),
@@ -403,7 +409,12 @@ fn ensure_image(
         Err(e) => return Err(exit_err(125, format!("{e:#}"))),
     }
     // docker's check: the image found must be of the platform asked for.
-    if let (Some(want), Ok(img)) = (platform, engine.store.resolve(image)) {
+    let found = platform
+        .map(berth_types::Platform::parse)
+        .transpose()
+        .map_err(|e| exit_err(125, e))?
+        .map(|p| engine.store.resolve_platform(image, &p));
+    if let (Some(want), Some(Ok(img))) = (platform, found) {
         let c = &img.config;
         let actual = match c.variant.as_deref() {
             Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
