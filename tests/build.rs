@@ -1472,3 +1472,138 @@ fn walk(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// The CI case of BuildKit's `--cache-to` / `--cache-from`: one job builds
+/// and exports its cache to the team's registry; the next job starts with
+/// an empty store, imports it, and every step is restored from the
+/// registry (none runs), giving the same image id. The same through a
+/// directory (`type=local`), `mode=min` exporting only the final image's
+/// steps, and a first run whose cache is not there yet.
+#[test]
+fn a_ci_build_restores_every_step_from_a_shared_cache() {
+    let storage = tempfile::tempdir().unwrap();
+    let reg = common::RegistryServer::start(storage.path(), &["--open"]);
+    let base = format!("{}/ci/busybox:1", reg.addr);
+    let first = Berth::new();
+    first.import_busybox(&base);
+    first.run(&["push", "-q", &base]).ok();
+    let dockerfile = format!(
+        "FROM {base} AS tools\nRUN echo tool > /tool\n\
+         FROM {base}\nRUN echo one > /one\nCOPY hello /hello\n\
+         COPY --from=tools /tool /tool\nRUN cat /hello /tool > /two\nWORKDIR /app\n"
+    );
+    let dir = ctx(
+        &first,
+        "ci",
+        &[("Dockerfile", &dockerfile), ("hello", "hi\n")],
+    );
+    let cache = format!("{}/ci/cache:main", reg.addr);
+    let exported = build(
+        &first,
+        &dir,
+        &[
+            "-t",
+            "app",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--cache-from",
+            &cache,
+        ],
+    );
+    exported.ok();
+    // A first run: no cache there yet, said, not an error.
+    assert!(
+        exported.stderr().contains("no cache at registry"),
+        "{}",
+        exported.stderr()
+    );
+    assert!(
+        exported.stderr().contains("exporting cache to registry"),
+        "{}",
+        exported.stderr()
+    );
+    let id = first.run(&["images", "-q", "--no-trunc", "app"]).ok();
+    // skopeo sees BuildKit's cache manifest: the cache config and the layers.
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{cache}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.buildkit.cacheconfig.v0"
+    );
+    assert!(m["layers"].as_array().unwrap().len() >= 4, "{m}");
+    // The next job: an empty store.
+    let next = Berth::new();
+    let restored = build(
+        &next,
+        &dir,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+        ],
+    );
+    let log = restored.stderr() + &restored.ok();
+    assert_eq!(
+        log.matches(&format!("CACHED (from registry {cache})"))
+            .count(),
+        6,
+        "every RUN, COPY and WORKDIR restored: {log}"
+    );
+    assert!(!log.contains("cache miss"), "{log}");
+    assert_eq!(next.run(&["images", "-q", "--no-trunc", "app"]).ok(), id);
+    assert_eq!(
+        next.run(&["run", "--rm", "app", "cat", "/two"]).ok(),
+        "hi\ntool\n"
+    );
+    // Through a directory, as a CI cache action keeps it.
+    let keep = tempfile::tempdir().unwrap();
+    let local = keep.path().join("cache");
+    let to_dir = build(
+        &first,
+        &dir,
+        &[
+            "-t",
+            "app",
+            "--cache-to",
+            &format!("type=local,dest={}", local.display()),
+        ],
+    );
+    to_dir.ok();
+    assert!(local.join("index.json").is_file() && local.join("oci-layout").is_file());
+    let third = Berth::new();
+    let from_dir = build(
+        &third,
+        &dir,
+        &[
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=local,src={}", local.display()),
+        ],
+    );
+    let log = from_dir.stderr() + &from_dir.ok();
+    // mode=min (the default): the final image's steps only; the tools
+    // stage's RUN runs again (its layer is not in the final image).
+    assert_eq!(log.matches("CACHED (from local").count(), 5, "{log}");
+    assert_eq!(log.matches("cache miss").count(), 1, "{log}");
+    assert_eq!(third.run(&["images", "-q", "--no-trunc", "app"]).ok(), id);
+    // Bad options are named.
+    let err = build(&third, &dir, &["--cache-to", "type=inline"]).fails(1);
+    assert!(err.contains("type=inline is not supported"), "{err}");
+    let err = build(&third, &dir, &["--cache-to", "type=registry"]).fails(1);
+    assert!(err.contains("needs ref="), "{err}");
+}

@@ -68,15 +68,25 @@ impl<'a> Builder<'a> {
         let (file, cmd, text, opts) = (s.plan.file, s.cmd, s.text, s.plan.opts);
         let key = cache::key(&st.key, &format!("WORKDIR {dir}"), &Inputs::default());
         let (v, t) = self.vertex(&format!("[{}] WORKDIR {dir}", s.plan.step_label(s.n)));
-        if !opts.no_cache
-            && let Some(rec) = self.cached(&key)
-        {
-            self.line(&format!("#{v} CACHED"));
-            return Ok(StageImage {
-                config: rec.config,
-                layers: rec.layers,
-                key,
-            });
+        let step_id = cache::step_id(&format!("WORKDIR {dir}"));
+        if !opts.no_cache {
+            // Found here or in a shared cache; a miss is not explained (a
+            // WORKDIR's only input is its parent).
+            let hit = match self.cached(&key) {
+                Some(rec) => {
+                    self.line(&format!("#{v} CACHED"));
+                    self.touch_step(&key);
+                    Some(rec)
+                }
+                None => self.restore_shared(v, &key, &step_id, &st.key, &Inputs::default()),
+            };
+            if let Some(rec) = hit {
+                return Ok(StageImage {
+                    config: rec.config,
+                    layers: rec.layers,
+                    key,
+                });
+            }
         }
         let _ = text;
         let (snap, mnt) = self
@@ -99,13 +109,7 @@ impl<'a> Builder<'a> {
             opts,
         )?;
         next.key = key.clone();
-        self.remember(
-            &key,
-            &cache::step_id(&format!("WORKDIR {dir}")),
-            &parent_key,
-            &next,
-            &Inputs::default(),
-        )?;
+        self.remember(&key, &step_id, &parent_key, &next, &Inputs::default())?;
         self.done(v, t);
         Ok(next)
     }

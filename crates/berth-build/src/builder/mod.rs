@@ -147,6 +147,20 @@ pub struct Builder<'a> {
     /// mount namespace, `/proc/self/exe` may name the binary by a path
     /// outside a chroot the build runs in.
     stage_runtime: Option<PathBuf>,
+    /// Shared caches read (`--cache-from`), tried after the local one.
+    remotes: Vec<Arc<crate::cache_share::Remote>>,
+    /// What this build's steps used or made (shared with stage workers),
+    /// for `--cache-to`.
+    touched: Arc<Mutex<Touched>>,
+}
+
+/// The cache records and finished stages a build used or made, and its
+/// final images' layers.
+#[derive(Debug, Default)]
+struct Touched {
+    steps: BTreeSet<String>,
+    stages: BTreeSet<String>,
+    finals: Vec<Vec<Descriptor>>,
 }
 
 /// Where progress lines go: the build's writer, or (for a stage built on a
@@ -366,7 +380,50 @@ impl<'a> Builder<'a> {
             ))),
             exec_runtime: None,
             stage_runtime: runtime_binary(),
+            remotes: Vec::new(),
+            touched: Arc::default(),
         })
+    }
+
+    /// Steps missing from the local cache are looked up in these shared
+    /// caches (`--cache-from`), in turn.
+    pub fn with_cache_from(mut self, remotes: Vec<Arc<crate::cache_share::Remote>>) -> Self {
+        self.remotes = remotes;
+        self
+    }
+
+    /// The cache records this build used or made, for `--cache-to`: every
+    /// one (`mode=max`), or only those on the final images' layer chains
+    /// (`mode=min`, BuildKit's default); and the finished stages' configs
+    /// (the final ones for `min`).
+    pub fn cache_records(
+        &self,
+        max: bool,
+    ) -> (BTreeMap<String, Record>, BTreeMap<String, ImageConfig>) {
+        let t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        let on_final = |layers: &[Descriptor]| {
+            t.finals
+                .iter()
+                .any(|f| f.len() >= layers.len() && f[..layers.len()] == *layers)
+        };
+        let records = t
+            .steps
+            .iter()
+            .filter_map(|k| Some((k.clone(), self.cache.get(k)?)))
+            .filter(|(_, r)| max || on_final(&r.layers))
+            .collect();
+        let stages = t
+            .stages
+            .iter()
+            .filter_map(|k| Some((k.clone(), self.cache.get_stage(k)?)))
+            .filter(|(_, c)| max || t.finals.iter().any(|f| f.len() == c.rootfs.diff_ids.len()))
+            .collect();
+        (records, stages)
+    }
+
+    fn touch_step(&self, key: &str) {
+        let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        t.steps.insert(key.to_string());
     }
 
     /// Lets `ADD <url>` download.
@@ -549,6 +606,11 @@ impl<'a> Builder<'a> {
     fn export_image(&mut self, fin: StageImage, opts: &BuildOptions) -> Result<Image, BuildError> {
         let (v, t) = self.vertex("exporting to image");
         let _w = self.store.write_lock().map_err(other)?;
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finals
+            .push(fin.layers.clone());
         let first = opts.tags.first();
         let image = self
             .store
@@ -576,6 +638,11 @@ impl<'a> Builder<'a> {
         let mut children = Vec::new();
         let mut images = Vec::new();
         for fin in built {
+            self.touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .finals
+                .push(fin.layers.clone());
             let image = self
                 .store
                 .put_image(&fin.config, fin.layers.clone(), None)
@@ -717,6 +784,8 @@ impl<'a> Builder<'a> {
                     hashes: self.hashes.clone(),
                     exec_runtime: Some(runtime_bin.clone()),
                     stage_runtime: None,
+                    remotes: self.remotes.clone(),
+                    touched: self.touched.clone(),
                 },
             ));
         }
@@ -759,6 +828,7 @@ impl<'a> Builder<'a> {
             config: next.config.clone(),
             layers: next.layers.clone(),
         };
+        self.touch_step(key);
         self.cache
             .put(key, step_id, parent, &rec, inputs)
             .map_err(other)
@@ -781,6 +851,14 @@ impl<'a> Builder<'a> {
         }
         if let Some(rec) = self.cached(key) {
             self.line(&format!("#{v} CACHED"));
+            self.touch_step(key);
+            return Some(StageImage {
+                config: rec.config,
+                layers: rec.layers,
+                key: key.to_string(),
+            });
+        }
+        if let Some(rec) = self.restore_shared(v, key, step_id, parent, inputs) {
             return Some(StageImage {
                 config: rec.config,
                 layers: rec.layers,
@@ -789,6 +867,33 @@ impl<'a> Builder<'a> {
         }
         let why = self.cache.explain(step_id, parent, inputs);
         self.line(&format!("#{v} cache miss: {why}"));
+        None
+    }
+
+    /// Step `key`'s result from the first shared cache that has it (its
+    /// layers fetched and unpacked, then kept in the local cache), said as
+    /// `CACHED (from …)`. A shared cache that fails to give it is said and
+    /// passed over: the step then runs.
+    fn restore_shared(
+        &mut self,
+        v: usize,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        inputs: &Inputs,
+    ) -> Option<Record> {
+        for r in self.remotes.clone() {
+            match r.restore(self.store, key) {
+                None => continue,
+                Some(Ok(rec)) => {
+                    let _ = self.cache.put(key, step_id, parent, &rec, inputs);
+                    self.touch_step(key);
+                    self.line(&format!("#{v} CACHED (from {})", r.describe()));
+                    return Some(rec);
+                }
+                Some(Err(e)) => self.line(&format!("#{v} cache from {}: {e}", r.describe())),
+            }
+        }
         None
     }
 

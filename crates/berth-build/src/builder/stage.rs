@@ -216,20 +216,22 @@ impl<'a> Builder<'a> {
     }
 
     /// The stage's config as the image's: created now, or, when the same
-    /// chain of steps was built before (all cached, same metadata), the
-    /// config it had then, times included, so the same image id, as with
-    /// docker.
+    /// chain of steps was built before (all cached, same metadata; here or
+    /// where a shared cache came from), the config it had then, times
+    /// included, so the same image id, as with docker.
     fn stage_finish(&self, mut st: StageImage, opts: &BuildOptions) -> StageImage {
         st.config.created = Some(created(opts));
         if !opts.no_cache && opts.source_date_epoch.is_none() {
-            match self.cache.get_stage(&st.key) {
+            let shared = || self.remotes.iter().find_map(|r| r.stage(&st.key));
+            match self.cache.get_stage(&st.key).or_else(shared) {
                 Some(prev) if prev.rootfs.diff_ids == st.config.rootfs.diff_ids => {
                     st.config = prev;
                 }
-                _ => {
-                    let _ = self.cache.put_stage(&st.key, &st.config);
-                }
+                _ => {}
             }
+            let _ = self.cache.put_stage(&st.key, &st.config);
+            let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            t.stages.insert(st.key.clone());
         }
         st
     }

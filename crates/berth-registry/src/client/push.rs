@@ -134,6 +134,31 @@ pub fn push(
     })
 }
 
+/// Pushes a manifest whose config and layers are in the store (an
+/// artifact such as a build cache, not necessarily an image) as `target`:
+/// its blobs the registry lacks, then the manifest under the tag. The
+/// registry's digest of it.
+pub fn push_manifest(
+    store: &Store,
+    reg: &Registry,
+    target: &Reference,
+    manifest: &Manifest,
+    bytes: &[u8],
+    progress: &dyn Progress,
+) -> Result<Digest> {
+    let repo = target.path().to_string();
+    let scopes = vec![scope(&repo, "pull,push")];
+    let tag = target.tag().unwrap_or("latest").to_string();
+    push_blobs(store, reg, (&repo, &scopes), manifest, progress)
+        .map_err(|e| push_denied(target, e))?;
+    let media_type = manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| berth_types::image::media_types::OCI_MANIFEST.to_string());
+    reg.put_manifest(&repo, &tag, &media_type, bytes, &scopes)
+        .map_err(|e| push_denied(target, e))
+}
+
 /// Every blob of `manifest` the registry lacks (layers top first, as docker
 /// lists them, the config last) on `max_concurrent` threads; the blobs are
 /// recorded as now being in `repo`, for later mounts.

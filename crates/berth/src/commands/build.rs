@@ -10,6 +10,7 @@ use berth_engine::Engine;
 use berth_types::Reference;
 use clap::Args;
 
+use crate::commands::build_cache::CacheOption;
 use crate::commands::container::ExitError;
 
 /// `build`.
@@ -27,6 +28,14 @@ pub struct BuildArgs {
     /// Set the target build stage to build.
     #[arg(long)]
     pub target: Option<String>,
+    /// Export the build cache: `type=registry,ref=<name>[,mode=max]` or
+    /// `type=local,dest=<dir>` (BuildKit's cache format).
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: `type=registry,ref=<name>`, `type=local,src=<dir>`,
+    /// or a bare image reference.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// Do not use cache when building the image.
     #[arg(long)]
     pub no_cache: bool,
@@ -115,6 +124,56 @@ fn provided(
         p.ssh.insert(id, sock);
     }
     Ok(p)
+}
+
+/// The `--cache-from` caches, read before the build starts: one that is
+/// not there yet (a first CI run) is said and skipped, as BuildKit does.
+fn cache_sources(
+    from: &[String],
+    config_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<std::sync::Arc<berth_build::cache_share::Remote>>> {
+    let mut out = Vec::new();
+    for c in from {
+        let opt = CacheOption::parse(c, false, config_dir)?;
+        let what = opt.transport.describe();
+        match berth_build::cache_share::Remote::load(opt.transport) {
+            Ok(Some(r)) => out.push(std::sync::Arc::new(r)),
+            Ok(None) => eprintln!("berth: --cache-from {c}: no cache at {what} yet"),
+            Err(e) => eprintln!("berth: --cache-from {c}: {e} (building without it)"),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the cache the build used and made to each `--cache-to`; the
+/// lines that say so (printed once the progress view is done).
+fn export_cache(
+    b: &Builder<'_>,
+    store: &berth_store::Store,
+    to: &[CacheOption],
+) -> anyhow::Result<Vec<String>> {
+    let mut said = Vec::new();
+    for c in to {
+        let (records, stages) = b.cache_records(c.max);
+        let what = c.transport.describe();
+        let written =
+            berth_build::cache_share::write(store, c.transport.as_ref(), &records, &stages);
+        match written {
+            Ok(d) => said.push(format!(
+                "exporting cache to {what}: {} steps, manifest {d}",
+                records.len()
+            )),
+            Err(e) if c.ignore_error => said.push(format!("berth: exporting cache to {what}: {e}")),
+            Err(e) => {
+                return Err(ExitError {
+                    code: 1,
+                    msg: format!("ERROR: failed to export cache to {what}: {e}"),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(said)
 }
 
 /// `--platform`: a comma-separated list of `os/arch[/variant]`, each once.
@@ -218,7 +277,14 @@ pub fn build(
             .map(|z| z.timestamp().as_second());
         Ok((body, mtime))
     };
+    let cache_to = a
+        .cache_to
+        .iter()
+        .map(|c| CacheOption::parse(c, true, config_dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = cache_sources(&a.cache_from, config_dir)?;
     let mut b = Builder::new(&engine.store, engine.root(), out)?
+        .with_cache_from(cache_from)
         .with_fetcher(Box::new(fetch))
         .with_downloader(Box::new(download))
         .with_platform_check(std::sync::Arc::new(|arch: &str| {
@@ -228,8 +294,17 @@ pub fn build(
             Ok(())
         }));
     let built = b.build(&opts);
+    let exported = match &built {
+        Ok(_) => export_cache(&b, &engine.store, &cache_to),
+        Err(_) => Ok(Vec::new()),
+    };
     // The progress view's last draw comes before anything printed below.
     drop(b);
+    for line in exported? {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    }
     match built {
         Ok(img) => {
             if let Some(p) = &a.iidfile {

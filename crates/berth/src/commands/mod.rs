@@ -1,6 +1,7 @@
 //! One module per command family; each takes parsed arguments and an open store.
 
 pub mod build;
+pub mod build_cache;
 pub mod build_output;
 pub mod container;
 pub mod distribution;
