@@ -71,6 +71,8 @@ struct ApiHostConfig {
     dns: Option<Vec<String>>,
     publish_all_ports: Option<bool>,
     mounts: Option<Vec<Mount>>,
+    devices: Option<Vec<berth_engine::container::DeviceMapping>>,
+    device_requests: Option<Vec<berth_engine::container::DeviceRequest>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +251,19 @@ pub(crate) fn request(b: CreateBody, name: Option<String>) -> Result<CreateReque
             dns: hc.dns.unwrap_or_default(),
             port_bindings,
             publish_all_ports: hc.publish_all_ports.unwrap_or(false),
+            devices: hc
+                .devices
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut d| {
+                    // docker: no container path means the host's.
+                    if d.path_in_container.is_empty() {
+                        d.path_in_container = d.path_on_host.clone();
+                    }
+                    d
+                })
+                .collect(),
+            device_requests: hc.device_requests.unwrap_or_default(),
             ..Default::default()
         },
         ip,

@@ -107,7 +107,7 @@ pub async fn info(ctx: &Ctx) -> Res {
 /// dockerd's info document for the engine's root (also `berth info`).
 pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError> {
     let root = e.root().to_path_buf();
-    let (rootless, warnings) = if berth_engine::rootless::active() {
+    let (rootless, mut warnings) = if berth_engine::rootless::active() {
         let network = if berth_engine::network::pasta::available() {
             "pasta"
         } else {
@@ -120,7 +120,7 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
                 "Cgroups": "none: rootless containers run without a cgroup (no resource limits)",
             }),
             vec![
-                "WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available",
+                "WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available".to_string(),
             ],
         )
     } else {
@@ -136,6 +136,10 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
         .to_string_lossy()
         .into_owned();
     let layout = berth_runtime::cgroup_layout();
+    let (cdi_dirs, cdi_devices, cdi_errors) = berth_engine::devices::discovered();
+    for e in cdi_errors {
+        warnings.push(format!("WARNING: CDI spec not read: {e}"));
+    }
     Ok(json!({
         "ID": "berth",
         "Containers": containers.len(),
@@ -184,6 +188,8 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
         "Isolation": "",
         "InitBinary": "berth-init",
         "SecurityOptions": security_options(),
+        "CDISpecDirs": cdi_dirs,
+        "DiscoveredDevices": cdi_devices.iter().map(|d| json!({"Source": "cdi", "ID": d})).collect::<Vec<_>>(),
         "Warnings": warnings,
         // berth's own: how a user's (rootless) berth runs.
         "BerthRootless": rootless,

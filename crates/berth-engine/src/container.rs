@@ -167,6 +167,55 @@ pub struct HostConfig {
     /// `-P`: every exposed port on a random host port.
     #[serde(default)]
     pub publish_all_ports: bool,
+    /// `--device /dev/x[:/dev/y[:rwm]]`: host devices.
+    #[serde(default)]
+    pub devices: Vec<DeviceMapping>,
+    /// `--gpus`, and `--device vendor.com/class=name` (CDI devices).
+    #[serde(default)]
+    pub device_requests: Vec<DeviceRequest>,
+}
+
+/// One host device given to a container (docker's `Devices` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DeviceMapping {
+    /// The node on the host (or a directory of nodes).
+    pub path_on_host: String,
+    /// Where it appears in the container.
+    pub path_in_container: String,
+    /// The cgroup access, `rwm` or part of it.
+    pub cgroup_permissions: String,
+}
+
+/// A request for devices by driver (docker's `DeviceRequests` entry):
+/// `cdi` with qualified names, or a GPU driver by count or ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceRequest {
+    /// `cdi`, `nvidia`, or empty (any that has the capabilities).
+    #[serde(default)]
+    pub driver: String,
+    /// How many (-1: all); with no ids.
+    #[serde(default)]
+    pub count: i64,
+    /// Device ids (GPU indexes or UUIDs; CDI names for `cdi`).
+    #[serde(default, rename = "DeviceIDs", deserialize_with = "null_as_empty")]
+    pub device_ids: Vec<String>,
+    /// Alternatives of capability sets (`[["gpu"]]`).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub capabilities: Vec<Vec<String>>,
+    /// Driver options.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A JSON `null` (docker-py and the docker CLI send them) as an empty value.
+fn null_as_empty<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One `--ulimit`.

@@ -30,6 +30,8 @@ impl Engine {
         labels.extend(req.labels.clone());
         let mounts = self.mounts_of(req, &ic)?;
         let host = host_config_of(req);
+        // An unknown or unusable device fails here, before anything is made.
+        crate::devices::check(&host)?;
         let mut c = Container {
             id: id.clone(),
             name,

@@ -15,6 +15,7 @@
 pub mod apparmor;
 pub mod container;
 mod create;
+pub mod devices;
 pub mod df;
 pub mod docs;
 pub mod emulation;

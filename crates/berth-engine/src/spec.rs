@@ -198,7 +198,8 @@ pub fn generate(i: &Input) -> Result<Value> {
             .collect(),
         apparmor: crate::apparmor::profile_for(c)?,
     };
-    let spec = berth_spec::spec(&sandbox).map_err(EngineError::Invalid)?;
+    let mut spec = berth_spec::spec(&sandbox).map_err(EngineError::Invalid)?;
+    crate::devices::apply(&mut spec, hc)?;
     Ok(serde_json::to_value(spec).expect("a spec serialises"))
 }
 

@@ -296,6 +296,9 @@ enum SystemCmd {
     Events(commands::system::EventsArgs),
     /// List, install or remove the emulators that run other machines' images.
     Emulators(commands::system::EmulatorsArgs),
+    /// CDI devices: list them, or generate a spec for this host's NVIDIA GPUs.
+    #[command(subcommand)]
+    Cdi(commands::cdi::CdiCmd),
 }
 
 /// Dispatches a parsed command. Long on purpose: one arm per command (and
@@ -333,6 +336,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     };
     let cmd = match cmd {
+        // Also a hook inside a starting container: nothing else first.
+        Cmd::System(SystemCmd::Cdi(c)) => return commands::cdi::run(c),
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
             let mut c = Cli::command();
@@ -427,6 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Search(_)
         | Cmd::Manifest(_)
         | Cmd::System(SystemCmd::Emulators(_))
+        | Cmd::System(SystemCmd::Cdi(_))
         | Cmd::Completion { .. } => {
             unreachable!("handled before the engine opens")
         }

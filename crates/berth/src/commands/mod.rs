@@ -3,6 +3,7 @@
 pub mod build;
 pub mod build_cache;
 pub mod build_output;
+pub mod cdi;
 pub mod container;
 pub mod distribution;
 pub mod image;

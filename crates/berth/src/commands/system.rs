@@ -544,6 +544,24 @@ pub fn print_info(a: &InfoArgs, doc: &serde_json::Value) -> anyhow::Result<()> {
         println!("  {}", r.as_str().unwrap_or(""));
     }
     println!(" Live Restore Enabled: {}", s("LiveRestoreEnabled"));
+    println!(" CDI spec directories:");
+    for d in doc["CDISpecDirs"].as_array().into_iter().flatten() {
+        println!("  {}", d.as_str().unwrap_or(""));
+    }
+    let devices = doc["DiscoveredDevices"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !devices.is_empty() {
+        println!(" Discovered Devices:");
+        for d in devices {
+            println!(
+                "  {}: {}",
+                d["Source"].as_str().unwrap_or(""),
+                d["ID"].as_str().unwrap_or("")
+            );
+        }
+    }
     for w in doc["Warnings"].as_array().into_iter().flatten() {
         eprintln!("{}", w.as_str().unwrap_or_default());
     }

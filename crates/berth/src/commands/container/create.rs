@@ -144,6 +144,13 @@ pub struct CreateArgs {
     /// Add a custom host-to-IP mapping (`host:ip`).
     #[arg(long)]
     pub add_host: Vec<String>,
+    /// Add a host device (`/dev/x[:/dev/y][:rwm]`) or a CDI device
+    /// (`vendor.com/class=name`).
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// GPU devices to add (`all`, a count, or `"device=0,1"`), through CDI.
+    #[arg(long)]
+    pub gpus: Option<String>,
     /// Set custom DNS servers.
     #[arg(long)]
     pub dns: Vec<String>,
@@ -323,6 +330,10 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
         eprintln!("WARNING: Published ports are discarded when using host network mode");
         port_bindings.clear();
     }
+    let (host_devices, mut device_requests) = super::device_flags::devices(&a.device)?;
+    if let Some(g) = &a.gpus {
+        device_requests.push(super::device_flags::gpus(g)?);
+    }
     Ok(CreateRequest {
         image: a.image.clone(),
         platform: a
@@ -384,6 +395,8 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
             dns: a.dns.clone(),
             port_bindings,
             publish_all_ports: a.publish_all,
+            devices: host_devices,
+            device_requests,
             ..Default::default()
         },
         ip: a.ip.clone(),

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::output::{Format, Table, created_at, ellipsis, human_size, print_items, since};
 
 mod create;
+mod device_flags;
 mod io;
 mod volume;
 
