@@ -58,12 +58,18 @@ pub fn gpus(value: &str) -> anyhow::Result<DeviceRequest> {
         capabilities: vec![vec!["gpu".into()]],
         ..Default::default()
     };
-    // docker reads a CSV line: a field without `=` continues the one before
-    // (`device=0,1` quoted as one field).
+    // docker reads a CSV line: a field without `=` continues a list value
+    // before it (`device=0,1`, `capabilities=compute,utility`, quoted as
+    // one field).
     let mut fields: Vec<String> = Vec::new();
     for f in v.split(',') {
         match fields.last_mut() {
-            Some(last) if !f.contains('=') && last.starts_with("device=") => {
+            Some(last)
+                if !f.contains('=')
+                    && ["device=", "capabilities="]
+                        .iter()
+                        .any(|k| last.starts_with(k)) =>
+            {
                 last.push(',');
                 last.push_str(f);
             }
