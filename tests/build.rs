@@ -1607,3 +1607,61 @@ fn a_ci_build_restores_every_step_from_a_shared_cache() {
     let err = build(&third, &dir, &["--cache-to", "type=registry"]).fails(1);
     assert!(err.contains("needs ref="), "{err}");
 }
+
+/// `--compression-format zstd` (buildah's and BuildKit's zstd layers): the
+/// build's own layers are zstd, its base's stay as they are, a registry
+/// and skopeo see `tar+zstd`, and another store pulls and runs the image.
+/// A gzip build of the same Dockerfile does not take the zstd build's
+/// cached steps (their layers are another format).
+#[test]
+fn zstd_layers_are_built_pushed_and_pulled() {
+    let storage = tempfile::tempdir().unwrap();
+    let reg = common::RegistryServer::start(storage.path(), &["--open"]);
+    let b = Berth::new();
+    let base = format!("{}/z/busybox:1", reg.addr);
+    b.import_busybox(&base);
+    let dir = ctx(
+        &b,
+        "z",
+        &[("Dockerfile", &format!("FROM {base}\nRUN echo zstd > /x\n"))],
+    );
+    let image = format!("{}/z/app:1", reg.addr);
+    build(&b, &dir, &["--compression-format", "zstd", "-t", &image]).ok();
+    b.run(&["push", "-q", &image]).ok();
+    let raw = common::tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ],
+    );
+    let m: Value = serde_json::from_str(&raw).unwrap();
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ],
+        "{raw}"
+    );
+    let other = Berth::new();
+    other.run(&["pull", "-q", &image]).ok();
+    assert_eq!(
+        other.run(&["run", "--rm", &image, "cat", "/x"]).ok(),
+        "zstd\n"
+    );
+    // The same steps in gzip are built anew, not taken from the zstd build.
+    let again = build(&b, &dir, &["--progress", "plain", "-t", "gz"]);
+    let log = again.stderr() + &again.ok();
+    assert!(log.contains("cache miss"), "{log}");
+    let bad = build(&b, &dir, &["--compression-format", "lz4"]).fails(1);
+    assert!(bad.contains("lz4"), "{bad}");
+}

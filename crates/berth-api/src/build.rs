@@ -246,6 +246,7 @@ pub fn helper_main(engine: &berth_engine::Engine, job: &str) -> i32 {
                 .iter()
                 .map(|p| berth_types::Platform::parse(p))
                 .collect::<Result<_, _>>()?,
+            compression: Default::default(),
         };
         let store = &engine.store;
         // Base images the store lacks are pulled (anonymously: a client's

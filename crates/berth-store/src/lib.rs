@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod compress;
 pub mod content;
 pub mod fsutil;
 pub mod image;

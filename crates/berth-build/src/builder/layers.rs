@@ -13,7 +13,9 @@ impl<'a> Builder<'a> {
         created_by: &str,
         opts: &BuildOptions,
     ) -> Result<StageImage, BuildError> {
+        berth_runtime::trace::mark("build: commit starts");
         let changes = self.store.snapshots.changes(snap).map_err(other)?;
+        berth_runtime::trace::mark("build: changes listed");
         let upper = self.store.snapshots.upper_dir(snap);
         if changes.is_empty() {
             self.store.snapshots.remove_active(snap).map_err(other)?;
@@ -27,9 +29,7 @@ impl<'a> Builder<'a> {
         }
         let _w = self.store.write_lock().map_err(other)?;
         let writer = self.store.content.writer().map_err(other)?;
-        let gz =
-            berth_store::pgzip::ParGzEncoder::new(writer, berth_store::image::import::gzip_level())
-                .map_err(other)?;
+        let gz = opts.compression.encoder(writer).map_err(other)?;
         let tee = HashTee {
             h: Hasher::new(),
             w: gz,
@@ -40,17 +40,20 @@ impl<'a> Builder<'a> {
         let tee = write_layer(&upper, &changes, tee, &wopts).map_err(other)?;
         let diff_id = tee.h.finish();
         let blob_w = tee.w.finish().map_err(other)?;
+        berth_runtime::trace::mark("build: layer written (tar, sha256, gzip)");
         let size = blob_w.len();
         let blob = blob_w.commit(None, None).map_err(other)?;
+        berth_runtime::trace::mark("build: blob committed (digest, fsync, rename)");
         let chain = self
             .store
             .snapshots
             .commit_active(snap, &diff_id)
             .map_err(other)?;
         self.store.snapshots.vouch(&chain, &blob).map_err(other)?;
+        berth_runtime::trace::mark("build: layer committed to the snapshotter");
         st.config.rootfs.diff_ids.push(diff_id);
         st.layers
-            .push(Descriptor::new(media_types::OCI_LAYER_GZIP, blob, size));
+            .push(Descriptor::new(opts.compression.media_type(), blob, size));
         st.config.history.push(History {
             created: Some(created(opts)),
             created_by: Some(created_by.into()),

@@ -30,7 +30,7 @@ use berth_store::archive::diff::{Mapped, Overrides, WriteOptions, write_layer, w
 use berth_store::image::Image;
 use berth_store::inroot::{self, InRoot};
 use berth_types::digest::Hasher;
-use berth_types::{Descriptor, Digest, History, ImageConfig, Platform, Reference, media_types};
+use berth_types::{Descriptor, Digest, History, ImageConfig, Platform, Reference};
 use serde_json::json;
 
 use crate::cache::{self, Cache, Inputs, Record};
@@ -69,6 +69,10 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--secret` and `--ssh`, for `RUN --mount=type=secret|ssh`.
     pub provided: crate::run_mount::Provided,
+    /// `--compression-format`: how new layers are compressed (gzip unless
+    /// asked; steps restored from the cache of a build in the other format
+    /// are not reused, their keys differ).
+    pub compression: berth_store::compress::LayerCompression,
     /// `--platform`: none builds for each base's platform (this machine's
     /// for `scratch`); one builds that platform's image; several build one
     /// image each, named together by an OCI index.

@@ -204,6 +204,17 @@ impl<'a> Builder<'a> {
         };
         self.done(v, t);
         let mut st = st;
+        // Layers of another compression are other results: a zstd build
+        // keys its steps apart from a gzip one (an earlier stage's key has
+        // it already).
+        if plan.opts.compression != berth_store::compress::LayerCompression::Gzip
+            && earlier_stage(df, idx, base).is_none()
+        {
+            st.key =
+                Digest::sha256_of(format!("{} {:?}", st.key, plan.opts.compression).as_bytes())
+                    .hex()
+                    .to_string();
+        }
         // docker's builders give every stage a PATH when its base has none.
         {
             let c = st.config.config_mut();

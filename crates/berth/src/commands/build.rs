@@ -28,6 +28,10 @@ pub struct BuildArgs {
     /// Set the target build stage to build.
     #[arg(long)]
     pub target: Option<String>,
+    /// Compress new layers with gzip (the default, which every client reads)
+    /// or zstd (smaller and faster; containerd 1.5+, podman, docker 23+).
+    #[arg(long = "compression-format", default_value = "gzip")]
+    pub compression_format: String,
     /// Export the build cache: `type=registry,ref=<name>[,mode=max]` or
     /// `type=local,dest=<dir>` (BuildKit's cache format).
     #[arg(long = "cache-to")]
@@ -224,6 +228,8 @@ pub fn build(
         pull: a.pull,
         provided: provided(&a.secret, &a.ssh)?,
         platforms,
+        compression: berth_store::compress::LayerCompression::parse(&a.compression_format)
+            .map_err(anyhow::Error::msg)?,
     };
     if a.check || a.print {
         let read_err = |e: berth_build::BuildError| ExitError {
