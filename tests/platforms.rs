@@ -306,3 +306,98 @@ fn a_multi_platform_build_is_one_index_of_each_platform() {
         .fails(1);
     assert!(err.contains("linux/arm64"), "{err}");
 }
+
+/// A multi-platform image moves whole through an OCI archive (#21's
+/// "save/load keep indexes"): `save --format oci-archive` writes the index
+/// and every platform's image, skopeo reads the index from the archive,
+/// `load` in another store names the index again (listed once, the host's
+/// platform runs), and saving it there gives the same index digest. Built
+/// FROM scratch with a file per TARGETARCH, so no emulator is needed.
+#[test]
+fn a_multi_platform_image_saves_and_loads_as_one_index() {
+    let b = Berth::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /file\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
+    std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
+    b.run(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "multi:1",
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    let tar = b.path("multi.tar");
+    b.run(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        tar.to_str().unwrap(),
+        "multi:1",
+    ])
+    .ok();
+    let inspect = |t: &Path| {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:1", t.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let raw = inspect(&tar);
+    let idx: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let arches: Vec<&str> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(arches, ["amd64", "arm64"], "{idx}");
+    let other = Berth::new();
+    assert!(
+        other
+            .run(&["load", "-i", tar.to_str().unwrap()])
+            .ok()
+            .contains("multi:1")
+    );
+    let listed = other
+        .run(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    assert_eq!(listed, "multi:1\n");
+    let host = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    assert_eq!(
+        other
+            .run(&["image", "inspect", "-f", "{{.Architecture}}", "multi:1"])
+            .ok(),
+        format!("{host}\n")
+    );
+    let again = other.path("again.tar");
+    other
+        .run(&[
+            "save",
+            "--format",
+            "oci-archive",
+            "-o",
+            again.to_str().unwrap(),
+            "multi:1",
+        ])
+        .ok();
+    assert_eq!(inspect(&again), raw, "the index is the same, byte for byte");
+}

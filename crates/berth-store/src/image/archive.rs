@@ -133,18 +133,32 @@ impl Store {
         for (img, names) in images {
             let config_bytes = self.content.read(&img.id)?;
             out.bytes(&blob_path(&img.id), &config_bytes)?;
-            let manifest_desc = match format {
-                ArchiveFormat::Oci => {
-                    for l in &img.manifest.layers {
-                        let f = self.content.open(&l.digest)?;
-                        out.file(&blob_path(&l.digest), l.size, f)
-                            .map_err(|e| self.read_error(e, &l.digest))?;
+            let whole_index = img.index.as_ref().and_then(|top| {
+                let children = self.index_children(top).ok()?;
+                children
+                    .iter()
+                    .all(|c| self.content.exists(&c.digest))
+                    .then(|| (top.clone(), children))
+            });
+            let manifest_desc = match (format, whole_index) {
+                // A multi-platform image with every platform here: the
+                // index itself and each platform's image, digests kept.
+                (ArchiveFormat::Oci, Some((top, children))) => {
+                    for child in &children {
+                        let (m, _) = self.load_image_docs(child)?;
+                        let cb = self.content.read(&m.config.digest)?;
+                        out.bytes(&blob_path(&m.config.digest), &cb)?;
+                        self.write_oci_image(&mut out, child, &m)?;
                     }
-                    let mb = self.content.read(&img.manifest_desc.digest)?;
-                    out.bytes(&blob_path(&img.manifest_desc.digest), &mb)?;
+                    let ib = self.content.read(&top.digest)?;
+                    out.bytes(&blob_path(&top.digest), &ib)?;
+                    top
+                }
+                (ArchiveFormat::Oci, None) => {
+                    self.write_oci_image(&mut out, &img.manifest_desc, &img.manifest)?;
                     img.manifest_desc.clone()
                 }
-                ArchiveFormat::Docker => {
+                (ArchiveFormat::Docker, _) => {
                     let mut layers = Vec::new();
                     for (l, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids)
                     {
@@ -213,6 +227,23 @@ impl Store {
         out.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         out.b.finish().map_err(ArchiveError::Tar)?;
         Ok(out.b.into_inner().map_err(ArchiveError::Tar)?)
+    }
+
+    /// An image's layers and manifest as OCI layout blobs (its config is
+    /// the caller's).
+    fn write_oci_image<W: Write>(
+        &self,
+        out: &mut TarOut<W>,
+        desc: &Descriptor,
+        m: &Manifest,
+    ) -> Result<(), StoreError> {
+        for l in &m.layers {
+            let f = self.content.open(&l.digest)?;
+            out.file(&blob_path(&l.digest), l.size, f)
+                .map_err(|e| self.read_error(e, &l.digest))?;
+        }
+        let mb = self.content.read(&desc.digest)?;
+        out.bytes(&blob_path(&desc.digest), &mb)
     }
 
     fn read_error(&self, e: StoreError, d: &Digest) -> StoreError {
@@ -416,7 +447,12 @@ impl Store {
             .map_err(|e| StoreError::invalid("archive index.json", e.to_string()))?;
         let mut by_manifest: BTreeMap<Digest, (Descriptor, Vec<Reference>)> = BTreeMap::new();
         for top in &index.manifests {
-            let desc = self.select_platform(top, &Platform::host())?;
+            // A multi-platform image whose platforms are all in the archive
+            // stays one (its name on the index); else the host's platform.
+            let desc = match self.whole_index(top) {
+                Some(ix) => ix,
+                None => self.select_platform(top, &Platform::host())?,
+            };
             let name = top
                 .annotation(annotations::CONTAINERD_IMAGE_NAME)
                 .or_else(|| {
@@ -433,26 +469,72 @@ impl Store {
         }
         let mut out = Vec::new();
         for (_, (desc, names)) in by_manifest {
-            let (m, c) = self.load_image_docs(&desc)?;
-            self.unpack(
-                &m.layers
-                    .iter()
-                    .map(|l| l.digest.clone())
-                    .collect::<Vec<_>>(),
-                &c.rootfs.diff_ids,
-            )?;
+            let images = if media_types::is_index(&desc.media_type) {
+                self.index_children(&desc)?
+            } else {
+                vec![desc.clone()]
+            };
+            let mut id = None;
+            for child in &images {
+                let (m, c) = self.load_image_docs(child)?;
+                self.unpack(
+                    &m.layers
+                        .iter()
+                        .map(|l| l.digest.clone())
+                        .collect::<Vec<_>>(),
+                    &c.rootfs.diff_ids,
+                )?;
+                let host = child
+                    .platform
+                    .as_ref()
+                    .is_some_and(|p| Platform::host().matches(p));
+                if id.is_none() || host {
+                    id = Some(m.config.digest.clone());
+                }
+            }
+            let id = id.expect("an image or an index with images");
             if names.is_empty() {
                 self.add_name(&desc, None, None)?;
             }
             for n in &names {
                 self.add_name(&desc, Some(n), None)?;
             }
-            out.push(Loaded {
-                id: m.config.digest.clone(),
-                names,
-            });
+            out.push(Loaded { id, names });
         }
         Ok(out)
+    }
+
+    /// `top` (or the one index it wraps, as docker's and buildx's OCI
+    /// exports nest it) when it is an index of images whose manifests,
+    /// configs and layers are all in the store.
+    fn whole_index(&self, top: &Descriptor) -> Option<Descriptor> {
+        let mut cur = top.clone();
+        for _ in 0..4 {
+            if !media_types::is_index(&cur.media_type) {
+                return None;
+            }
+            let bytes = self.content.read(&cur.digest).ok()?;
+            let Ok(AnyManifest::Index(ix)) = AnyManifest::parse(&bytes, Some(&cur.media_type))
+            else {
+                return None;
+            };
+            match ix.manifests.as_slice() {
+                [only] if media_types::is_index(&only.media_type) => {
+                    cur = only.clone();
+                    continue;
+                }
+                _ => {}
+            }
+            let whole = ix.manifests.iter().all(|d| {
+                media_types::is_manifest(&d.media_type)
+                    && self
+                        .load_image_docs(d)
+                        .is_ok_and(|(m, _)| m.layers.iter().all(|l| self.content.exists(&l.digest)))
+            });
+            return (whole && !ix.manifests.is_empty())
+                .then(|| Descriptor::new(&cur.media_type, cur.digest.clone(), cur.size));
+        }
+        None
     }
 
     /// Follows an index down to the manifest for `platform`.

@@ -29,7 +29,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub target: Option<String>,
     /// Compress new layers with gzip (the default, which every client reads)
-    /// or zstd (smaller and faster; containerd 1.5+, podman, docker 23+).
+    /// or zstd (smaller on most layers, faster to unpack; read by containerd 1.5+, podman, docker 23+).
     #[arg(long = "compression-format", default_value = "gzip")]
     pub compression_format: String,
     /// Export the build cache: `type=registry,ref=<name>[,mode=max]` or
