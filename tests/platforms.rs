@@ -401,3 +401,72 @@ fn a_multi_platform_image_saves_and_loads_as_one_index() {
         .ok();
     assert_eq!(inspect(&again), raw, "the index is the same, byte for byte");
 }
+
+/// A multi-platform image built here, pushed, pulled elsewhere with
+/// `--all-platforms` and pushed on to another repository arrives there
+/// byte for byte (#21: images move between berth, registries and cluster
+/// nodes unchanged). FROM scratch, so no emulator is needed.
+#[test]
+fn an_index_moves_between_registries_unchanged() {
+    let storage = tempfile::tempdir().unwrap();
+    let reg = common::RegistryServer::start(storage.path(), &["--open"]);
+    let b = Berth::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /file\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
+    std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
+    let first = format!("{}/team/multi:1", reg.addr);
+    b.run(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        &first,
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    b.run(&["push", "-q", &first]).ok();
+    let raw = |r: &str| {
+        common::tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{r}"),
+            ],
+        )
+    };
+    let pushed = raw(&first);
+    let other = Berth::new();
+    other.run(&["pull", "-q", "--all-platforms", &first]).ok();
+    assert_eq!(
+        other
+            .run(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .ok()
+            .lines()
+            .count(),
+        1
+    );
+    let second = format!("{}/elsewhere/multi:1", reg.addr);
+    other.run(&["tag", &first, &second]).ok();
+    other.run(&["push", "-q", &second]).ok();
+    assert_eq!(raw(&second), pushed, "the index arrives unchanged");
+    // Both platforms came along: the second repository serves arm64 too.
+    let third = Berth::new();
+    third
+        .run(&["pull", "-q", "--platform", "linux/arm64", &second])
+        .ok();
+    assert_eq!(
+        third
+            .run(&["image", "inspect", "-f", "{{.Architecture}}", &second])
+            .ok(),
+        "arm64\n"
+    );
+}

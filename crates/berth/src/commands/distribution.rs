@@ -59,6 +59,10 @@ pub struct PullArgs {
     /// Set platform if server is multi-platform capable (os/arch[/variant]).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image (the index is kept
+    /// whole, so a push elsewhere gives the same digest).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Parallel layer downloads.
@@ -294,9 +298,53 @@ pub fn pull(store: &Store, config_dir: Option<&Path>, a: PullArgs) -> anyhow::Re
         println!("Using default tag: latest");
     }
     let r = r.with_default_tag();
-    pull_one(store, config_dir, &r, &platform, opts, a.quiet, false)?;
+    let platforms = if a.all_platforms {
+        index_platforms(&connect(config_dir, r.domain(), opts.clone())?, &r)?
+    } else {
+        Vec::new()
+    };
+    if platforms.is_empty() {
+        pull_one(
+            store,
+            config_dir,
+            &r,
+            &platform,
+            opts.clone(),
+            a.quiet,
+            false,
+        )?;
+    }
+    for p in &platforms {
+        if !a.quiet {
+            println!("{p}:");
+        }
+        pull_one(store, config_dir, &r, p, opts.clone(), a.quiet, false)?;
+    }
     println!("{r}");
     Ok(())
+}
+
+/// The platforms of the index `r` names (none when it names one image).
+fn index_platforms(reg: &Registry, r: &Reference) -> anyhow::Result<Vec<Platform>> {
+    let scopes = vec![client::scope(r.path(), "pull")];
+    let reference = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, t) => t.unwrap_or("latest").to_string(),
+    };
+    let (bytes, ct, _) = reg
+        .manifest(r.path(), &reference, &scopes)
+        .map_err(|e| anyhow!("{}", client::pull::access_denied(r, &e)))?;
+    Ok(
+        match berth_types::AnyManifest::parse(&bytes, Some(&ct)).map_err(|e| anyhow!("{e}"))? {
+            berth_types::AnyManifest::Index(ix) => ix
+                .manifests
+                .iter()
+                .filter(|d| berth_types::image::media_types::is_manifest(&d.media_type))
+                .filter_map(|d| d.platform.clone())
+                .collect(),
+            berth_types::AnyManifest::Image(_) => Vec::new(),
+        },
+    )
 }
 
 fn list_tags(reg: &Registry, repo: &str) -> anyhow::Result<Vec<String>> {
