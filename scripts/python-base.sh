@@ -10,7 +10,8 @@
 # bundle (/etc/pip.conf), so pip and pipenv work behind such a proxy even after
 # `pip install --upgrade pip` replaces Debian's pip.
 #
-# Usage: scripts/python-base.sh [BERTH] [MIRROR]   (as root)
+# Usage: scripts/python-base.sh [BERTH] [MIRROR]   (as root; BERTH may be a
+#        command that runs a user's berth, for their rootless store)
 set -eu
 berth=${1:-berth}
 mirror=${2:-http://deb.debian.org/debian}
@@ -19,6 +20,8 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
 fi
 work=$(mktemp -d /tmp/berth-python-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# Readable by the berth that imports it, which may be a user's (rootless).
+chmod 755 "$work"
 mmdebstrap --quiet --variant=minbase \
     --include=python3,python3-pip,python3-venv,python3-distutils,ca-certificates \
     --customize-hook='ln -sf /usr/bin/python3 "$1/usr/local/bin/python"' \

@@ -369,3 +369,124 @@ fn a_user_without_subordinate_ids_gets_root_s_files_and_a_clear_error() {
         "{err}"
     );
 }
+
+/// The lecture's simple-translate as an ordinary user (#19's done-when):
+/// the python base made offline from Debian into the user's own store
+/// (`scripts/python-base.sh` with a berth that runs as the user), the
+/// lecture's Dockerfile built rootless — apt-get upgrade and install,
+/// whose `_apt` sandbox needs the subordinate ids, pip and pipenv from
+/// PyPI over the host's network — and the app run in a container.
+#[test]
+fn a_user_builds_and_runs_the_lecture_s_translate() {
+    let Some(u) = TestUser::new("tr", true) else {
+        return;
+    };
+    if !common::have("mmdebstrap", "mmdebstrap") {
+        return;
+    }
+    // A berth that runs as the user, for the script run as root.
+    let wrapper = u.write(
+        "berth-as-user",
+        format!(
+            "#!/bin/sh\nexec setpriv --reuid={uid} --regid={uid} --init-groups --reset-env env HOME={home} USER={name} PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin {bin} \"$@\"\n",
+            uid = u.uid,
+            home = u.home.display(),
+            name = u.name,
+            bin = u.bin_path("berth"),
+        )
+        .as_bytes(),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let st = std::process::Command::new(common::project_root().join("scripts/python-base.sh"))
+        .arg(&wrapper)
+        .status()
+        .expect("scripts/python-base.sh");
+    assert!(
+        st.success(),
+        "scripts/python-base.sh failed (mmdebstrap and Debian's mirror are needed)"
+    );
+    assert!(u.berth(&["images"]).ok().contains("3.9-slim-bullseye"));
+    // The example, in the user's home.
+    let src = common::project_root().join("examples/translate");
+    for f in [
+        "Dockerfile",
+        "Pipfile",
+        "Pipfile.lock",
+        "cli.py",
+        "README.md",
+    ] {
+        u.write(
+            &format!("translate/{f}"),
+            &std::fs::read(src.join(f)).unwrap(),
+        );
+    }
+    let dir = u.home.join("translate");
+    let built = u.berth(&["build", "-t", "translate", dir.to_str().unwrap()]);
+    assert!(built.code() == 0, "{}", built.stderr());
+    let out = u
+        .berth(&[
+            "run",
+            "--rm",
+            "translate",
+            "-c",
+            "pipenv run python cli.py 'good morning' --all",
+        ])
+        .ok();
+    assert!(
+        out.contains("buongiorno") && out.contains("buenos días"),
+        "{out}"
+    );
+    // The files the build made belong to the user's ids, nobody else's.
+    let owner = std::fs::metadata(u.home.join(".local/share/berth"))
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
+    assert_eq!(owner, u.uid);
+}
+
+/// A layer with device nodes (Debian's rootfs has /dev/console, /dev/null…)
+/// unpacks for a user, whose namespace may not make devices: they are left
+/// out, as moby's and containers/storage's rootless unpackers leave them
+/// out, and everything else of the layer is there (a FIFO too).
+#[test]
+fn a_layer_s_device_nodes_are_left_out_for_a_user() {
+    let Some(u) = TestUser::with_busybox("dv", true) else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("tree");
+    std::fs::create_dir_all(tree.join("dev")).unwrap();
+    std::fs::write(tree.join("kept"), "kept\n").unwrap();
+    let mk = |p: &std::path::Path, mode: u32, dev: libc::dev_t| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mknod with a valid path.
+        assert_eq!(unsafe { libc::mknod(c.as_ptr(), mode, dev) }, 0);
+    };
+    mk(
+        &tree.join("dev/null"),
+        libc::S_IFCHR | 0o666,
+        libc::makedev(1, 3),
+    );
+    mk(&tree.join("dev/fifo"), libc::S_IFIFO | 0o644, 0);
+    let tar = u.home.join("devs.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&tree)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::chown(&tar, Some(u.uid), Some(u.uid)).unwrap();
+    u.berth(&["import", tar.to_str().unwrap(), "devs"]).ok();
+    // The image has no shell: look through a busybox container at its layer.
+    u.berth(&["create", "--name", "devc", "devs", "x"]).ok();
+    let out = u.berth(&["cp", "devc:/kept", "-"]).ok();
+    assert!(out.contains("kept"), "{out}");
+    let dev = u.berth(&["cp", "devc:/dev", "-"]).ok();
+    assert!(
+        dev.contains("dev/fifo") && !dev.contains("dev/null"),
+        "{dev}"
+    );
+}

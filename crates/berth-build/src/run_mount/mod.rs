@@ -434,10 +434,16 @@ fn spec_mount(
                 for d in [&upper, &work] {
                     std::fs::create_dir(d).map_err(|e| format!("{}: {e}", d.display()))?;
                 }
+                let mut options = vec![
+                    format!("lowerdir={}", p.display()),
+                    format!("upperdir={}", upper.display()),
+                    format!("workdir={}", work.display()),
+                ];
+                options.extend(
+                    berth_store::archive::overlay_meta::mount_options().map(str::to_string),
+                );
                 json!({"destination": target, "type": "overlay", "source": "overlay",
-                    "options": [format!("lowerdir={}", p.display()),
-                        format!("upperdir={}", upper.display()),
-                        format!("workdir={}", work.display())]})
+                    "options": options})
             } else {
                 if p.is_dir() {
                     berth_store::snapshot::copy_tree(&p, &copy).map_err(|e| e.to_string())?;

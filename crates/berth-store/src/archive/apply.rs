@@ -74,7 +74,6 @@ pub struct ApplyStats {
 
 const WH_PREFIX: &[u8] = b".wh.";
 const WH_OPAQUE: &[u8] = b".wh..wh..opq";
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
@@ -268,7 +267,19 @@ impl Applier {
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(&dir, nm, ft, mode, dev).map_err(|err| t.fail("mknod", err))?;
+                match rustix::fs::mknodat(&dir, nm, ft, mode, dev) {
+                    Ok(()) => {}
+                    // A user namespace may not make device nodes: skipped, as
+                    // moby's and containers/storage's rootless unpackers
+                    // skip them (a container's /dev is its own anyway). A
+                    // FIFO is made; any other failure is the layer's error.
+                    Err(Errno::PERM)
+                        if ft != FileType::Fifo && super::overlay_meta::in_user_namespace() =>
+                    {
+                        return Ok(());
+                    }
+                    Err(err) => return Err(t.fail("mknod", err)),
+                }
                 self.owner_at(&dir, nm, uid, gid)
                     .map_err(|err| t.chown_failed(err))?;
                 rustix::fs::chmodat(&dir, nm, mode, AtFlags::empty())
@@ -431,7 +442,7 @@ impl Applier {
                 let Ok(key) = ext.key() else { continue };
                 if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                     // A layer may not forge overlayfs metadata.
-                    if name.starts_with("trusted.overlay.") {
+                    if super::overlay_meta::is_overlay_xattr(name) {
                         continue;
                     }
                     if name.is_empty() || name.contains('\0') {
@@ -468,7 +479,7 @@ impl Applier {
             if overlay {
                 rustix::fs::fsetxattr(
                     &reopen_dir(&dir).map_err(|err| fail("open", err))?,
-                    OVERLAY_OPAQUE_XATTR,
+                    super::overlay_meta::opaque_xattr(),
                     b"y",
                     XattrFlags::empty(),
                 )

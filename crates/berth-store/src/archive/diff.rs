@@ -1,7 +1,7 @@
 //! Turning filesystem changes into a layer tar.
 //!
 //! Two ways to find the changes: [`changes_overlay`] reads an overlayfs upper
-//! directory (0/0 character devices are deletions, `trusted.overlay.opaque=y`
+//! directory (0/0 character devices are deletions, `trusted.overlay.opaque=y`, `user.overlay.opaque` for a user's store
 //! marks opaque directories), [`changes_dirs`] compares two full trees the way
 //! docker's naive differ does (type, mode, owner, size, mtime, link target, device).
 //! [`write_layer`] then writes a deterministic tar: entries sorted by path with
@@ -213,11 +213,7 @@ fn is_opaque(root: &InRoot, rel: &[u8]) -> bool {
     else {
         return false;
     };
-    let mut buf = [0u8; 4];
-    matches!(
-        rustix::fs::fgetxattr(&dir, "trusted.overlay.opaque", &mut buf[..]),
-        Ok(1) if buf[0] == b'y'
-    )
+    super::overlay_meta::is_opaque(&dir)
 }
 
 /// Every path under `dir` as an addition (a layer holding the whole tree).

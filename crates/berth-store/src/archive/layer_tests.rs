@@ -482,3 +482,40 @@ fn compressed_layers_apply() {
     apply(&f.root, r, &ApplyOptions::default()).unwrap();
     assert_eq!(fs::read_to_string(f.root.join("hello")).unwrap(), "world");
 }
+
+/// A layer may carry its files' xattrs, but not overlayfs's own metadata in
+/// either namespace: `trusted.overlay.*` (root's overlay) or
+/// `user.overlay.*` (a user's, mounted with `userxattr`), which would let it
+/// hide the layers below or redirect lookups.
+#[test]
+fn a_layer_cannot_forge_overlay_metadata_in_either_namespace() {
+    let f = fixture();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.user.kept", &b"yes"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_mtime(1_700_000_000);
+    b.append_data(&mut h, "d", &[][..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    f.apply(&tar).unwrap();
+    let d = f.root.join("d");
+    let mut buf = [0u8; 8];
+    for forged in ["user.overlay.opaque", "trusted.overlay.opaque"] {
+        assert!(
+            rustix::fs::lgetxattr(&d, forged, &mut buf[..]).is_err(),
+            "{forged} was set"
+        );
+    }
+    // The filesystem here may not take user xattrs; when it does, an
+    // ordinary one is kept.
+    if let Ok(n) = rustix::fs::lgetxattr(&d, "user.kept", &mut buf[..]) {
+        assert_eq!(&buf[..n], b"yes");
+    }
+}

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod diff;
 #[cfg(test)]
 mod layer_tests;
+pub mod overlay_meta;
 
 use std::io::{self, BufRead, BufReader, Read};
 

@@ -130,6 +130,9 @@ impl Snapshotter {
             options.push(format!("upperdir={}", upper.display()));
             options.push(format!("workdir={}", dir.join("work").display()));
         }
+        // Inside a user namespace overlayfs keeps its metadata in user.*
+        // xattrs, which the layers' opaque markers are written in too.
+        options.extend(crate::archive::overlay_meta::mount_options().map(str::to_string));
         Ok(vec![Mount {
             typ: "overlay".into(),
             source: "overlay".into(),

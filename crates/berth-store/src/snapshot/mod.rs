@@ -480,11 +480,13 @@ impl Snapshotter {
                         }
                         cur.push_str(&comp.as_os_str().to_string_lossy());
                         let Ok(fd) = root.open_path(&cur) else { break };
-                        let mut buf = [0u8; 2];
-                        let proc =
-                            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-                        if matches!(rustix::fs::getxattr(proc.as_str(), "trusted.overlay.opaque", &mut buf[..]), Ok(1) if buf[0] == b'y')
-                        {
+                        let Ok(dirfd) = crate::inroot::reopen(
+                            &fd,
+                            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                        ) else {
+                            break;
+                        };
+                        if crate::archive::overlay_meta::is_opaque(&dirfd) {
                             return None;
                         }
                     }
