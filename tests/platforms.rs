@@ -470,3 +470,128 @@ fn an_index_moves_between_registries_unchanged() {
         "arm64\n"
     );
 }
+
+/// A private containerd (its own root, state and socket), stopped and
+/// removed when dropped.
+struct Containerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Option<Containerd> {
+        if !common::have("containerd", "containerd") || !common::have("ctr", "containerd") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{r}/ctr.sock\"\n[ttrpc]\n  address = \"{r}/ctr.sock.ttrpc\"\n",
+                r = d.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let c = Containerd { child, dir };
+        for _ in 0..100 {
+            if c.dir.path().join("ctr.sock").exists() {
+                return Some(c);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("skipped: containerd made no socket");
+        None
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("ctr")
+            .arg("-a")
+            .arg(self.dir.path().join("ctr.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Anything it left mounted under its root goes before the directory.
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("root"))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// containerd imports berth's OCI archive of a multi-platform image as the
+/// index it is, both platforms present (`ctr images import --all-platforms`),
+/// as a cluster node would take an image moved by hand.
+#[test]
+fn containerd_imports_a_multi_platform_archive_whole() {
+    let Some(cd) = Containerd::start() else {
+        return;
+    };
+    let b = Berth::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /file\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
+    std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
+    let index = b
+        .run(&[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:1",
+            ctx.to_str().unwrap(),
+        ])
+        .ok();
+    let tar = b.path("multi.tar");
+    b.run(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        tar.to_str().unwrap(),
+        "multi:1",
+    ])
+    .ok();
+    cd.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
+    let ls = cd.ctr(&["images", "ls"]);
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with("docker.io/library/multi:1"))
+        .unwrap_or_else(|| panic!("{ls}"));
+    assert!(
+        row.contains("application/vnd.oci.image.index.v1+json"),
+        "{row}"
+    );
+    assert!(row.contains(index.trim()), "the index berth built: {row}");
+    assert!(
+        row.contains("linux/amd64") && row.contains("linux/arm64"),
+        "{row}"
+    );
+}
