@@ -421,17 +421,25 @@ fn an_index_moves_between_registries_unchanged() {
     std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
     std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
     let first = format!("{}/team/multi:1", reg.addr);
-    b.run(&[
+    // `build --push`, as buildx's: the index and both platforms go.
+    let built = b.run(&[
         "build",
         "-q",
+        "--push",
         "--platform",
         "linux/amd64,linux/arm64",
         "-t",
         &first,
         ctx.to_str().unwrap(),
-    ])
-    .ok();
-    b.run(&["push", "-q", &first]).ok();
+    ]);
+    let index = built.ok();
+    assert!(
+        built
+            .stderr()
+            .contains(&format!("pushed {first}@{}", index.trim())),
+        "{}",
+        built.stderr()
+    );
     let raw = |r: &str| {
         common::tool(
             "skopeo",

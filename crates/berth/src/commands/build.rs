@@ -28,6 +28,10 @@ pub struct BuildArgs {
     /// Set the target build stage to build.
     #[arg(long)]
     pub target: Option<String>,
+    /// Push the image (every tag; a multi-platform index whole) when the
+    /// build succeeds, as `buildx build --push`.
+    #[arg(long)]
+    pub push: bool,
     /// Compress new layers with gzip (the default, which every client reads)
     /// or zstd (smaller on most layers, faster to unpack; read by containerd 1.5+, podman, docker 23+).
     #[arg(long = "compression-format", default_value = "gzip")]
@@ -203,6 +207,9 @@ pub fn build(
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let platforms = platforms_of(a.platform.as_deref())?;
+    if a.push && a.tag.is_empty() {
+        bail!("--push needs a name to push: -t REGISTRY/NAME[:TAG]");
+    }
     let tags = a
         .tag
         .iter()
@@ -319,6 +326,9 @@ pub fn build(
             }
             for o in &outputs {
                 o.write(engine, &img.id.to_string(), &a.tag)?;
+            }
+            if a.push {
+                crate::commands::distribution::push_built(&engine.store, config_dir, &a.tag)?;
             }
             // A tar on stdout is all stdout carries.
             // A multi-platform image is known by its index's digest.

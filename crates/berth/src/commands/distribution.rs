@@ -451,6 +451,23 @@ pub fn push(store: &Store, config_dir: Option<&Path>, a: PushArgs) -> anyhow::Re
     Ok(())
 }
 
+/// `build --push`: each of the build's names pushed, said on stderr (stdout
+/// keeps what `build` prints).
+pub fn push_built(store: &Store, config_dir: Option<&Path>, tags: &[String]) -> anyhow::Result<()> {
+    let _lease = store.write_lock()?;
+    for t in tags {
+        let r = Reference::parse(t)
+            .map_err(|e| anyhow!("invalid reference format: {e}"))?
+            .with_default_tag();
+        let reg = connect(config_dir, r.domain(), Options::default())?;
+        let image = store.resolve(&r.to_string())?;
+        let pushed = client::push::push(store, &reg, &image, &r, &client::Quiet)
+            .map_err(|e| anyhow!("pushing {}: {e}", r.familiar()))?;
+        eprintln!("pushed {}@{}", r.familiar(), pushed.digest);
+    }
+    Ok(())
+}
+
 /// The implicit pull of `run`/`create`/`build`: `missing` pulls when the image
 /// is absent, `always` every time, `never` not at all.
 pub fn ensure(
