@@ -1473,6 +1473,17 @@ fn walk(root: &Path) -> Vec<String> {
     out
 }
 
+/// `build --progress plain -t app --cache-from FROM` of `dir` in `b`'s
+/// store, which must succeed; its whole log.
+fn build_from_cache(b: &Berth, dir: &Path, from: &str) -> String {
+    let r = build(
+        b,
+        dir,
+        &["--progress", "plain", "-t", "app", "--cache-from", from],
+    );
+    r.stderr() + &r.ok()
+}
+
 /// The CI case of BuildKit's `--cache-to` / `--cache-from`: one job builds
 /// and exports its cache to the team's registry; the next job starts with
 /// an empty store, imports it, and every step is restored from the
@@ -1524,17 +1535,16 @@ fn a_ci_build_restores_every_step_from_a_shared_cache() {
     );
     let id = first.run(&["images", "-q", "--no-trunc", "app"]).ok();
     // skopeo sees BuildKit's cache manifest: the cache config and the layers.
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{cache}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = common::tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{cache}"),
+        ],
     );
-    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let m: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(
         m["config"]["mediaType"],
         "application/vnd.buildkit.cacheconfig.v0"
@@ -1542,19 +1552,7 @@ fn a_ci_build_restores_every_step_from_a_shared_cache() {
     assert!(m["layers"].as_array().unwrap().len() >= 4, "{m}");
     // The next job: an empty store.
     let next = Berth::new();
-    let restored = build(
-        &next,
-        &dir,
-        &[
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &format!("type=registry,ref={cache}"),
-        ],
-    );
-    let log = restored.stderr() + &restored.ok();
+    let log = build_from_cache(&next, &dir, &format!("type=registry,ref={cache}"));
     assert_eq!(
         log.matches(&format!("CACHED (from registry {cache})"))
             .count(),
@@ -1583,19 +1581,7 @@ fn a_ci_build_restores_every_step_from_a_shared_cache() {
     to_dir.ok();
     assert!(local.join("index.json").is_file() && local.join("oci-layout").is_file());
     let third = Berth::new();
-    let from_dir = build(
-        &third,
-        &dir,
-        &[
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &format!("type=local,src={}", local.display()),
-        ],
-    );
-    let log = from_dir.stderr() + &from_dir.ok();
+    let log = build_from_cache(&third, &dir, &format!("type=local,src={}", local.display()));
     // mode=min (the default): the final image's steps only; the tools
     // stage's RUN runs again (its layer is not in the final image).
     assert_eq!(log.matches("CACHED (from local").count(), 5, "{log}");

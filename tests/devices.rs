@@ -84,15 +84,22 @@ containerEdits:
     )
 }
 
-#[test]
-fn cdi_devices_get_exactly_their_edits() {
-    let b = Berth::new();
+/// The busybox base as `bb`, and a spec directory holding [`test_spec`]
+/// over a node the test makes and a host file saying "from the host".
+fn with_test_spec(b: &Berth) -> Specs {
     b.import_busybox("bb");
-    let specs = Specs::new(&b);
-    let node = fake_node(&b);
+    let specs = Specs::new(b);
+    let node = fake_node(b);
     let shared = b.path("shared.txt");
     std::fs::write(&shared, "from the host\n").unwrap();
     specs.write("test.yaml", &test_spec(&node, &shared));
+    specs
+}
+
+#[test]
+fn cdi_devices_get_exactly_their_edits() {
+    let b = Berth::new();
+    let specs = with_test_spec(&b);
     let out = specs
         .run(
             &b,
@@ -368,12 +375,7 @@ fn the_engine_api_takes_device_requests() {
         return;
     };
     let b = Berth::new();
-    b.import_busybox("bb");
-    let specs = Specs::new(&b);
-    let node = fake_node(&b);
-    let shared = b.path("shared.txt");
-    std::fs::write(&shared, "x\n").unwrap();
-    specs.write("test.yaml", &test_spec(&node, &shared));
+    let specs = with_test_spec(&b);
     specs.write(
         "gpu.yaml",
         "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    env: [GPU_0=1]\n",

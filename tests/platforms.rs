@@ -266,24 +266,16 @@ fn a_multi_platform_build_is_one_index_of_each_platform() {
     );
     // push sends the whole index: skopeo sees two manifests.
     builder.run(&["push", &app]).ok();
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{app}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = common::tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{app}"),
+        ],
     );
-    let idx: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
-    let arches: Vec<&str> = idx["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
-    assert_eq!(arches, ["amd64", "arm64"], "{idx}");
+    assert_eq!(index_arches(&raw), ["amd64", "arm64"], "{raw}");
     // Elsewhere: a pull for arm64 runs arm64 (and says so in inspect).
     let other = Berth::new();
     other
@@ -307,15 +299,21 @@ fn a_multi_platform_build_is_one_index_of_each_platform() {
     assert!(err.contains("linux/arm64"), "{err}");
 }
 
-/// A multi-platform image moves whole through an OCI archive (#21's
-/// "save/load keep indexes"): `save --format oci-archive` writes the index
-/// and every platform's image, skopeo reads the index from the archive,
-/// `load` in another store names the index again (listed once, the host's
-/// platform runs), and saving it there gives the same index digest. Built
-/// FROM scratch with a file per TARGETARCH, so no emulator is needed.
-#[test]
-fn a_multi_platform_image_saves_and_loads_as_one_index() {
-    let b = Berth::new();
+/// The architectures an image index (its JSON) lists, in order.
+fn index_arches(raw: &str) -> Vec<String> {
+    let idx: serde_json::Value = serde_json::from_str(raw).unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `build -q --platform linux/amd64,linux/arm64 -t TAG` (and `extra`) of
+/// a Dockerfile that copies a file per TARGETARCH FROM scratch: a
+/// multi-platform image with no RUN step, so no emulator is needed.
+fn build_scratch_multi(b: &Berth, tag: &str, extra: &[&str]) -> common::Run {
     let ctx = b.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
@@ -325,16 +323,30 @@ fn a_multi_platform_image_saves_and_loads_as_one_index() {
     .unwrap();
     std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
     std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
-    b.run(&[
+    let mut args = vec![
         "build",
         "-q",
         "--platform",
         "linux/amd64,linux/arm64",
         "-t",
-        "multi:1",
-        ctx.to_str().unwrap(),
-    ])
-    .ok();
+        tag,
+    ];
+    args.extend_from_slice(extra);
+    let dir = ctx.to_str().unwrap().to_string();
+    args.push(&dir);
+    b.run(&args)
+}
+
+/// A multi-platform image moves whole through an OCI archive (#21's
+/// "save/load keep indexes"): `save --format oci-archive` writes the index
+/// and every platform's image, skopeo reads the index from the archive,
+/// `load` in another store names the index again (listed once, the host's
+/// platform runs), and saving it there gives the same index digest. Built
+/// FROM scratch with a file per TARGETARCH, so no emulator is needed.
+#[test]
+fn a_multi_platform_image_saves_and_loads_as_one_index() {
+    let b = Berth::new();
+    build_scratch_multi(&b, "multi:1", &[]).ok();
     let tar = b.path("multi.tar");
     b.run(&[
         "save",
@@ -346,27 +358,17 @@ fn a_multi_platform_image_saves_and_loads_as_one_index() {
     ])
     .ok();
     let inspect = |t: &Path| {
-        let out = std::process::Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci-archive:{}:1", t.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        common::tool(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}:1", t.display()),
+            ],
+        )
     };
     let raw = inspect(&tar);
-    let idx: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    let arches: Vec<&str> = idx["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
-    assert_eq!(arches, ["amd64", "arm64"], "{idx}");
+    assert_eq!(index_arches(&raw), ["amd64", "arm64"], "{raw}");
     let other = Berth::new();
     assert!(
         other
@@ -411,27 +413,9 @@ fn an_index_moves_between_registries_unchanged() {
     let storage = tempfile::tempdir().unwrap();
     let reg = common::RegistryServer::start(storage.path(), &["--open"]);
     let b = Berth::new();
-    let ctx = b.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /file\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
-    std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
     let first = format!("{}/team/multi:1", reg.addr);
     // `build --push`, as buildx's: the index and both platforms go.
-    let built = b.run(&[
-        "build",
-        "-q",
-        "--push",
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-t",
-        &first,
-        ctx.to_str().unwrap(),
-    ]);
+    let built = build_scratch_multi(&b, &first, &["--push"]);
     let index = built.ok();
     assert!(
         built
@@ -557,26 +541,7 @@ fn containerd_imports_a_multi_platform_archive_whole() {
         return;
     };
     let b = Berth::new();
-    let ctx = b.path("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /file\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("file-amd64"), "amd64\n").unwrap();
-    std::fs::write(ctx.join("file-arm64"), "arm64\n").unwrap();
-    let index = b
-        .run(&[
-            "build",
-            "-q",
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "-t",
-            "multi:1",
-            ctx.to_str().unwrap(),
-        ])
-        .ok();
+    let index = build_scratch_multi(&b, "multi:1", &[]).ok();
     let tar = b.path("multi.tar");
     b.run(&[
         "save",

@@ -277,44 +277,25 @@ pub fn generate(root: &Path, hook_program: &Path) -> Result<Spec, CdiError> {
             break;
         }
     }
-    let program = hook_program.display().to_string();
+    // berth itself, as `system cdi hook NAME --FLAG value…`.
+    let hook = |name: &str, flag: &str, values: &[String]| Hook {
+        hook_name: "createContainer".into(),
+        path: hook_program.display().to_string(),
+        args: ["berth", "system", "cdi", "hook", name]
+            .iter()
+            .map(|a| a.to_string())
+            .chain(values.iter().flat_map(|v| [flag.to_string(), v.clone()]))
+            .collect(),
+        env: Vec::new(),
+        timeout: None,
+    };
     if !links.is_empty() {
-        let mut args = vec![
-            "berth".to_string(),
-            "system".into(),
-            "cdi".into(),
-            "hook".into(),
-            "create-symlinks".into(),
-        ];
-        for l in &links {
-            args.extend(["--link".to_string(), l.clone()]);
-        }
-        common.hooks.push(Hook {
-            hook_name: "createContainer".into(),
-            path: program.clone(),
-            args,
-            env: Vec::new(),
-            timeout: None,
-        });
+        common.hooks.push(hook("create-symlinks", "--link", &links));
     }
     if !folders.is_empty() {
-        let mut args = vec![
-            "berth".to_string(),
-            "system".into(),
-            "cdi".into(),
-            "hook".into(),
-            "update-ldcache".into(),
-        ];
-        for f in &folders {
-            args.extend(["--folder".to_string(), f.clone()]);
-        }
-        common.hooks.push(Hook {
-            hook_name: "createContainer".into(),
-            path: program,
-            args,
-            env: Vec::new(),
-            timeout: None,
-        });
+        common
+            .hooks
+            .push(hook("update-ldcache", "--folder", &folders));
     }
     let gpu_edits = |g: &Gpu| ContainerEdits {
         device_nodes: vec![node(&format!("/dev/nvidia{}", g.minor))],

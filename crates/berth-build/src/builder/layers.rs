@@ -75,15 +75,7 @@ impl<'a> Builder<'a> {
         if !opts.no_cache {
             // Found here or in a shared cache; a miss is not explained (a
             // WORKDIR's only input is its parent).
-            let hit = match self.cached(&key) {
-                Some(rec) => {
-                    self.line(&format!("#{v} CACHED"));
-                    self.touch_step(&key);
-                    Some(rec)
-                }
-                None => self.restore_shared(v, &key, &step_id, &st.key, &Inputs::default()),
-            };
-            if let Some(rec) = hit {
+            if let Some(rec) = self.hit(v, &key, &step_id, &st.key, &Inputs::default()) {
                 return Ok(StageImage {
                     config: rec.config,
                     layers: rec.layers,

@@ -853,16 +853,7 @@ impl<'a> Builder<'a> {
         if opts.no_cache {
             return None;
         }
-        if let Some(rec) = self.cached(key) {
-            self.line(&format!("#{v} CACHED"));
-            self.touch_step(key);
-            return Some(StageImage {
-                config: rec.config,
-                layers: rec.layers,
-                key: key.to_string(),
-            });
-        }
-        if let Some(rec) = self.restore_shared(v, key, step_id, parent, inputs) {
+        if let Some(rec) = self.hit(v, key, step_id, parent, inputs) {
             return Some(StageImage {
                 config: rec.config,
                 layers: rec.layers,
@@ -872,6 +863,24 @@ impl<'a> Builder<'a> {
         let why = self.cache.explain(step_id, parent, inputs);
         self.line(&format!("#{v} cache miss: {why}"));
         None
+    }
+
+    /// Step `key`'s result from the local cache (said as `CACHED`), else
+    /// from a shared one ([`Builder::restore_shared`]).
+    fn hit(
+        &mut self,
+        v: usize,
+        key: &str,
+        step_id: &str,
+        parent: &str,
+        inputs: &Inputs,
+    ) -> Option<Record> {
+        if let Some(rec) = self.cached(key) {
+            self.line(&format!("#{v} CACHED"));
+            self.touch_step(key);
+            return Some(rec);
+        }
+        self.restore_shared(v, key, step_id, parent, inputs)
     }
 
     /// Step `key`'s result from the first shared cache that has it (its

@@ -76,14 +76,7 @@ pub fn push(
         "The push refers to repository [{}]",
         target.name()
     ));
-    let whole_index = image.index.as_ref().and_then(|top| {
-        let children = store.index_children(top).ok()?;
-        children
-            .iter()
-            .all(|c| store.content.exists(&c.digest))
-            .then(|| (top.clone(), children))
-    });
-    let top = match whole_index {
+    let top = match store.complete_index(image) {
         Some((top, children)) => {
             for child in &children {
                 let (manifest, _) = store

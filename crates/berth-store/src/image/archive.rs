@@ -133,14 +133,7 @@ impl Store {
         for (img, names) in images {
             let config_bytes = self.content.read(&img.id)?;
             out.bytes(&blob_path(&img.id), &config_bytes)?;
-            let whole_index = img.index.as_ref().and_then(|top| {
-                let children = self.index_children(top).ok()?;
-                children
-                    .iter()
-                    .all(|c| self.content.exists(&c.digest))
-                    .then(|| (top.clone(), children))
-            });
-            let manifest_desc = match (format, whole_index) {
+            let manifest_desc = match (format, self.complete_index(img)) {
                 // A multi-platform image with every platform here: the
                 // index itself and each platform's image, digests kept.
                 (ArchiveFormat::Oci, Some((top, children))) => {

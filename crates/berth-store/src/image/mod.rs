@@ -212,6 +212,19 @@ impl Store {
             .collect())
     }
 
+    /// The index `image` was found through, with its image manifests, when
+    /// every one of them is in the store (a multi-platform image that can
+    /// travel whole: pushed, saved); None for a single image or an index
+    /// with platforms missing here.
+    pub fn complete_index(&self, image: &Image) -> Option<(Descriptor, Vec<Descriptor>)> {
+        let top = image.index.as_ref()?;
+        let children = self.index_children(top).ok()?;
+        children
+            .iter()
+            .all(|c| self.content.exists(&c.digest))
+            .then(|| (top.clone(), children))
+    }
+
     /// The index `desc` names, read and verified once per process.
     fn memo_index(&self, desc: &Descriptor) -> Result<std::sync::Arc<Index>, StoreError> {
         if let Some(i) = self.docs.lock().expect("docs").indexes.get(&desc.digest) {
