@@ -216,26 +216,71 @@ pub fn generate(root: &Path, hook_program: &Path) -> Result<Spec, CdiError> {
             driver.version
         )));
     }
-    let exists = |p: &str| root.join(p.trim_start_matches('/')).exists();
-    let mut common = ContainerEdits::default();
-    for n in CONTROL_NODES {
-        if exists(n) {
-            common.device_nodes.push(node(n));
-        }
+    let mut common = ContainerEdits {
+        device_nodes: control_nodes(root),
+        ..Default::default()
+    };
+    let (links, folders) = driver_files(root, &driver.version, &mut common.mounts);
+    // berth itself, as `system cdi hook NAME --FLAG value…`.
+    let hook = |name: &str, flag: &str, values: &[String]| Hook {
+        hook_name: "createContainer".into(),
+        path: hook_program.display().to_string(),
+        args: ["berth", "system", "cdi", "hook", name]
+            .iter()
+            .map(|a| a.to_string())
+            .chain(values.iter().flat_map(|v| [flag.to_string(), v.clone()]))
+            .collect(),
+        env: Vec::new(),
+        timeout: None,
+    };
+    if !links.is_empty() {
+        common.hooks.push(hook("create-symlinks", "--link", &links));
     }
+    if !folders.is_empty() {
+        common
+            .hooks
+            .push(hook("update-ldcache", "--folder", &folders));
+    }
+    Ok(Spec {
+        cdi_version: "0.5.0".into(),
+        kind: KIND.into(),
+        annotations: Default::default(),
+        devices: gpu_devices(&driver.gpus),
+        container_edits: common,
+    })
+}
+
+/// The control nodes under `root` every GPU needs, `/dev/nvidia-caps/*` too.
+fn control_nodes(root: &Path) -> Vec<DeviceNode> {
+    let mut nodes: Vec<DeviceNode> = CONTROL_NODES
+        .iter()
+        .filter(|n| root.join(n.trim_start_matches('/')).exists())
+        .map(|n| node(n))
+        .collect();
     if let Ok(rd) = std::fs::read_dir(root.join("dev/nvidia-caps")) {
         let mut caps: Vec<String> = rd
             .flatten()
             .map(|e| format!("/dev/nvidia-caps/{}", e.file_name().to_string_lossy()))
             .collect();
         caps.sort();
-        common.device_nodes.extend(caps.iter().map(|c| node(c)));
+        nodes.extend(caps.iter().map(|c| node(c)));
     }
-    let libs = libraries(root, &driver.version);
+    nodes
+}
+
+/// The driver's files of `version` under `root` as read-only mounts (its
+/// libraries, tools, firmware, the persistenced socket), and what the hooks
+/// need: the libraries' soname links (`target::link`) and their folders.
+fn driver_files(
+    root: &Path,
+    version: &str,
+    mounts: &mut Vec<crate::spec::Mount>,
+) -> (Vec<String>, Vec<String>) {
+    let exists = |p: &str| root.join(p.trim_start_matches('/')).exists();
     let mut links = Vec::new();
     let mut folders: Vec<String> = Vec::new();
-    for (path, sonames) in &libs {
-        common.mounts.push(ro_mount(path));
+    for (path, sonames) in &libraries(root, version) {
+        mounts.push(ro_mount(path));
         let p = Path::new(path);
         let dir = p
             .parent()
@@ -257,84 +302,55 @@ pub fn generate(root: &Path, hook_program: &Path) -> Result<Spec, CdiError> {
     for b in BINARIES {
         let p = format!("/usr/bin/{b}");
         if exists(&p) {
-            common.mounts.push(ro_mount(&p));
+            mounts.push(ro_mount(&p));
         }
     }
-    let firmware = root.join(format!("lib/firmware/nvidia/{}", driver.version));
+    let firmware = root.join(format!("lib/firmware/nvidia/{version}"));
     if let Ok(rd) = std::fs::read_dir(&firmware) {
         let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
         files.sort();
         for f in files.iter().filter(|f| f.is_file()) {
-            common.mounts.push(ro_mount(&host_path(root, f)));
+            mounts.push(ro_mount(&host_path(root, f)));
         }
     }
-    for sock in [
+    if let Some(sock) = [
         "/run/nvidia-persistenced/socket",
         "/var/run/nvidia-persistenced/socket",
-    ] {
-        if exists(sock) {
-            common.mounts.push(ro_mount(sock));
-            break;
-        }
+    ]
+    .into_iter()
+    .find(|s| exists(s))
+    {
+        mounts.push(ro_mount(sock));
     }
-    // berth itself, as `system cdi hook NAME --FLAG value…`.
-    let hook = |name: &str, flag: &str, values: &[String]| Hook {
-        hook_name: "createContainer".into(),
-        path: hook_program.display().to_string(),
-        args: ["berth", "system", "cdi", "hook", name]
+    (links, folders)
+}
+
+/// One device per GPU by index and by UUID, and `all`.
+fn gpu_devices(gpus: &[Gpu]) -> Vec<Device> {
+    let nodes = |gs: &[&Gpu]| ContainerEdits {
+        device_nodes: gs
             .iter()
-            .map(|a| a.to_string())
-            .chain(values.iter().flat_map(|v| [flag.to_string(), v.clone()]))
+            .map(|g| node(&format!("/dev/nvidia{}", g.minor)))
             .collect(),
-        env: Vec::new(),
-        timeout: None,
-    };
-    if !links.is_empty() {
-        common.hooks.push(hook("create-symlinks", "--link", &links));
-    }
-    if !folders.is_empty() {
-        common
-            .hooks
-            .push(hook("update-ldcache", "--folder", &folders));
-    }
-    let gpu_edits = |g: &Gpu| ContainerEdits {
-        device_nodes: vec![node(&format!("/dev/nvidia{}", g.minor))],
         ..Default::default()
     };
+    let device = |name: String, container_edits| Device {
+        name,
+        annotations: Default::default(),
+        container_edits,
+    };
     let mut devices = Vec::new();
-    for g in &driver.gpus {
-        devices.push(Device {
-            name: g.minor.to_string(),
-            annotations: Default::default(),
-            container_edits: gpu_edits(g),
-        });
+    for g in gpus {
+        devices.push(device(g.minor.to_string(), nodes(&[g])));
         if let Some(u) = &g.uuid {
-            devices.push(Device {
-                name: u.clone(),
-                annotations: Default::default(),
-                container_edits: gpu_edits(g),
-            });
+            devices.push(device(u.clone(), nodes(&[g])));
         }
     }
-    devices.push(Device {
-        name: "all".into(),
-        annotations: Default::default(),
-        container_edits: ContainerEdits {
-            device_nodes: driver
-                .gpus
-                .iter()
-                .map(|g| node(&format!("/dev/nvidia{}", g.minor)))
-                .collect(),
-            ..Default::default()
-        },
-    });
-    Ok(Spec {
-        cdi_version: "0.5.0".into(),
-        kind: KIND.into(),
-        annotations: Default::default(),
-        devices,
-        container_edits: common,
-    })
+    devices.push(device(
+        "all".into(),
+        nodes(&gpus.iter().collect::<Vec<_>>()),
+    ));
+    devices
 }
 
 /// The container's root directory, from the OCI state a hook reads on

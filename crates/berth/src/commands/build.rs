@@ -13,6 +13,46 @@ use clap::Args;
 use crate::commands::build_cache::CacheOption;
 use crate::commands::container::ExitError;
 
+/// The build's options from the flags; the scratch directory a tar
+/// context on stdin was unpacked into (kept alive by the caller).
+fn options(
+    engine: &Engine,
+    a: &BuildArgs,
+) -> anyhow::Result<(BuildOptions, Option<tempfile::TempDir>)> {
+    let platforms = platforms_of(a.platform.as_deref())?;
+    if a.push && a.tag.is_empty() {
+        bail!("--push needs a name to push: -t REGISTRY/NAME[:TAG]");
+    }
+    let tags = a
+        .tag
+        .iter()
+        .map(|t| Reference::parse(t).map(|r| r.with_default_tag()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A tar context on stdin is unpacked (safely) into scratch space first.
+    let (context, dockerfile, dockerfile_content, scratch) = context_of(engine, a)?;
+    let opts = BuildOptions {
+        context,
+        dockerfile,
+        dockerfile_content,
+        tags,
+        build_args: kv(&a.build_arg, "build-arg")?,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        labels: kv(&a.label, "label")?,
+        network: a.network.clone(),
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.parse().ok()),
+        quiet: a.quiet || a.progress == "quiet",
+        pull: a.pull,
+        provided: provided(&a.secret, &a.ssh)?,
+        platforms,
+        compression: berth_store::compress::LayerCompression::parse(&a.compression_format)
+            .map_err(anyhow::Error::msg)?,
+    };
+    Ok((opts, scratch))
+}
+
 /// `build`.
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -206,38 +246,8 @@ pub fn build(
     a: BuildArgs,
     config_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    let platforms = platforms_of(a.platform.as_deref())?;
-    if a.push && a.tag.is_empty() {
-        bail!("--push needs a name to push: -t REGISTRY/NAME[:TAG]");
-    }
-    let tags = a
-        .tag
-        .iter()
-        .map(|t| Reference::parse(t).map(|r| r.with_default_tag()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let quiet = a.quiet || a.progress == "quiet";
-    // A tar context on stdin is unpacked (safely) into scratch space first.
-    let (context, dockerfile, dockerfile_content, _scratch) = context_of(engine, &a)?;
-    let opts = BuildOptions {
-        context,
-        dockerfile,
-        dockerfile_content,
-        tags,
-        build_args: kv(&a.build_arg, "build-arg")?,
-        target: a.target.clone(),
-        no_cache: a.no_cache,
-        labels: kv(&a.label, "label")?,
-        network: a.network.clone(),
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|s| s.parse().ok()),
-        quiet,
-        pull: a.pull,
-        provided: provided(&a.secret, &a.ssh)?,
-        platforms,
-        compression: berth_store::compress::LayerCompression::parse(&a.compression_format)
-            .map_err(anyhow::Error::msg)?,
-    };
+    let (opts, _scratch) = options(engine, &a)?;
+    let quiet = opts.quiet;
     if a.check || a.print {
         let read_err = |e: berth_build::BuildError| ExitError {
             code: 1,

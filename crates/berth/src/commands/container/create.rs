@@ -282,6 +282,17 @@ pub(super) fn parse_restart(s: &str) -> anyhow::Result<RestartPolicy> {
     })
 }
 
+/// `--cpus` as nano-CPUs, in docker's range: 0.01 up to the CPUs this
+/// machine has.
+fn nano_cpus(cpus: Option<f64>) -> anyhow::Result<i64> {
+    let Some(c) = cpus else { return Ok(0) };
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !(0.01..=n as f64).contains(&c) {
+        bail!("Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available");
+    }
+    Ok((c * 1e9) as i64)
+}
+
 pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -370,19 +381,7 @@ pub fn request(a: &CreateArgs) -> anyhow::Result<CreateRequest> {
             init: a.init,
             memory,
             memory_swap,
-            nano_cpus: match a.cpus {
-                None => 0,
-                Some(c) => {
-                    // docker's range: 0.01 up to the CPUs this machine has.
-                    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    if !(0.01..=n as f64).contains(&c) {
-                        bail!(
-                            "Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available"
-                        );
-                    }
-                    (c * 1e9) as i64
-                }
-            },
+            nano_cpus: nano_cpus(a.cpus)?,
             cpu_shares: a.cpu_shares.unwrap_or(0),
             cpuset_cpus: a.cpuset_cpus.clone().unwrap_or_default(),
             pids_limit: a.pids_limit,
