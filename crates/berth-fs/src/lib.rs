@@ -3,13 +3,25 @@
 //! build cache): atomic replacement (temp + fsync + rename + fsync of the
 //! directory), unique temporary names and whether their owner still runs,
 //! advisory locks on lock files (`std::fs::File::lock`), writeback hints,
-//! sizes on disk, and errors that carry the operation and path they concern.
+//! sizes on disk, errors that carry the operation and path they concern, and
+//! whether this process is in a user namespace (which changes what it may
+//! make on disk: device nodes, `trusted.*` xattrs).
 //! No crate does these together with the durability rules berth needs; each
 //! is a few lines over std and libc.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// Whether this process runs in a user namespace other than the initial
+/// one (rootless berth): its uid map is not the whole identity. Read each
+/// time: a process may enter one after start.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f != ["0", "0", "4294967295"]
+    })
+}
 
 /// An I/O error with the operation and path it happened on (`open '/x': EACCES`).
 #[derive(Debug, thiserror::Error)]

@@ -96,13 +96,8 @@ pub fn plan(list: &[LinuxNamespace]) -> Plan {
 }
 
 /// Whether this process runs in a user namespace other than the initial
-/// one (a rootless runtime): its uid map is not the whole identity.
-pub fn in_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-        let f: Vec<&str> = m.split_whitespace().collect();
-        f != ["0", "0", "4294967295"]
-    })
-}
+/// one (a rootless runtime).
+pub use berth_fs::in_user_namespace;
 
 /// Joins the namespace at `path`.
 pub fn join(sys: &dyn Syscalls, t: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {

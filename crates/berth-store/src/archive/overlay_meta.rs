@@ -7,17 +7,9 @@
 
 use std::os::fd::AsFd;
 
-/// Whether this process is in a user namespace other than the host's (its
-/// uid map is not the whole range).
-pub fn in_user_namespace() -> bool {
-    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IN.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-            let f: Vec<&str> = m.split_whitespace().collect();
-            !(f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-        })
-    })
-}
+/// Whether this process is in a user namespace (berth-fs's answer, read
+/// each time).
+pub use berth_fs::in_user_namespace;
 
 /// The opaque-directory xattr overlayfs reads here.
 pub fn opaque_xattr() -> &'static str {
