@@ -271,10 +271,10 @@ impl Store {
                 .find(|d| d.annotation(annotations::REF_NAME) == Some(n.as_str()))
         });
         let Some(top) = top.filter(|d| Self::is_index(d)) else {
-            return self.resolve(s);
+            return self.resolve_in(&idx, s);
         };
         let Some(child) = self.memo_index(top)?.select(platform).cloned() else {
-            return self.resolve(s);
+            return self.resolve_in(&idx, s);
         };
         if !self.content.exists(&child.digest) {
             return Err(StoreError::ImageNotFound(format!("{s} for {platform}")));
@@ -435,13 +435,17 @@ impl Store {
     /// config is read, so the lookup does not grow with the store's size
     /// beyond one small manifest read per image (once per process).
     pub fn resolve(&self, s: &str) -> Result<Image, StoreError> {
-        let idx = self.read_index()?;
+        self.resolve_in(&self.read_index()?, s)
+    }
+
+    /// [`Store::resolve`] over the name index `idx` already read.
+    fn resolve_in(&self, idx: &Index, s: &str) -> Result<Image, StoreError> {
         let hexpart = s.strip_prefix("sha256:").unwrap_or(s);
         let is_hex = !hexpart.is_empty() && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
         let by_id = || {
             let lower = hexpart.to_ascii_lowercase();
             let mut m = self
-                .images_of(&idx, |id| id.has_hex_prefix(&lower))?
+                .images_of(idx, |id| id.has_hex_prefix(&lower))?
                 .into_iter();
             match (m.next(), m.next()) {
                 (Some(i), None) => Ok(i),
@@ -456,7 +460,7 @@ impl Store {
             Ok(r) => {
                 let r = r.with_default_tag();
                 if let Some(d) = r.digest() {
-                    let images = self.images_of(&idx, |_| true)?;
+                    let images = self.images_of(idx, |_| true)?;
                     if let Some(img) = images.iter().find(|i| {
                         (i.manifests.contains(d)
                             && (i.names.iter().any(|n| n.name() == r.name())
@@ -473,7 +477,7 @@ impl Store {
                 }) {
                     let primary = self.entry_images(desc)?.into_iter().find(|(_, p)| *p);
                     if let Some((child, _)) = primary {
-                        return self.image_through(&idx, desc, &child);
+                        return self.image_through(idx, desc, &child);
                     }
                 }
                 if is_hex {
