@@ -79,13 +79,25 @@ pub fn push(
     let top = match store.complete_index(image) {
         Some((top, children)) => {
             for child in &children {
-                let (manifest, _) = store
-                    .load_image_docs(child)
-                    .map_err(|e| Error::other(e.to_string()))?;
+                // The manifest's bytes, read (and verified) once: parsed for
+                // its blobs, sent as they are.
                 let bytes = store
                     .content
                     .read(&child.digest)
                     .map_err(|e| Error::other(e.to_string()))?;
+                let manifest =
+                    match berth_types::AnyManifest::parse(&bytes, Some(&child.media_type)) {
+                        Ok(berth_types::AnyManifest::Image(m)) => *m,
+                        Ok(_) => {
+                            return Err(Error::other(format!(
+                                "manifest {} of the index is not an image's",
+                                child.digest
+                            )));
+                        }
+                        Err(e) => {
+                            return Err(Error::other(format!("manifest {}: {e}", child.digest)));
+                        }
+                    };
                 push_blobs(store, reg, (&repo, &scopes), &manifest, progress)
                     .map_err(|e| push_denied(target, e))?;
                 reg.put_manifest(
