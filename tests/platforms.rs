@@ -310,6 +310,19 @@ fn index_arches(raw: &str) -> Vec<String> {
         .collect()
 }
 
+/// `save --format oci-archive -o TAR IMAGE`, which must succeed.
+fn save_oci(b: &Berth, image: &str, tar: &Path) {
+    b.run(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        tar.to_str().unwrap(),
+        image,
+    ])
+    .ok();
+}
+
 /// `build -q --platform linux/amd64,linux/arm64 -t TAG` (and `extra`) of
 /// a Dockerfile that copies a file per TARGETARCH FROM scratch: a
 /// multi-platform image with no RUN step, so no emulator is needed.
@@ -348,15 +361,7 @@ fn a_multi_platform_image_saves_and_loads_as_one_index() {
     let b = Berth::new();
     build_scratch_multi(&b, "multi:1", &[]).ok();
     let tar = b.path("multi.tar");
-    b.run(&[
-        "save",
-        "--format",
-        "oci-archive",
-        "-o",
-        tar.to_str().unwrap(),
-        "multi:1",
-    ])
-    .ok();
+    save_oci(&b, "multi:1", &tar);
     let inspect = |t: &Path| {
         common::tool(
             "skopeo",
@@ -391,16 +396,7 @@ fn a_multi_platform_image_saves_and_loads_as_one_index() {
         format!("{host}\n")
     );
     let again = other.path("again.tar");
-    other
-        .run(&[
-            "save",
-            "--format",
-            "oci-archive",
-            "-o",
-            again.to_str().unwrap(),
-            "multi:1",
-        ])
-        .ok();
+    save_oci(&other, "multi:1", &again);
     assert_eq!(inspect(&again), raw, "the index is the same, byte for byte");
 }
 
@@ -543,15 +539,7 @@ fn containerd_imports_a_multi_platform_archive_whole() {
     let b = Berth::new();
     let index = build_scratch_multi(&b, "multi:1", &[]).ok();
     let tar = b.path("multi.tar");
-    b.run(&[
-        "save",
-        "--format",
-        "oci-archive",
-        "-o",
-        tar.to_str().unwrap(),
-        "multi:1",
-    ])
-    .ok();
+    save_oci(&b, "multi:1", &tar);
     cd.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
     let ls = cd.ctr(&["images", "ls"]);
     let row = ls
