@@ -4,56 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::service::Service;
 use common::{Berth, berth_bin, echo_through};
-
-/// A `berth system service` on a socket of the test's own, stopped on drop.
-struct Service {
-    child: std::process::Child,
-    sock: PathBuf,
-}
-
-impl Service {
-    fn start(b: &Berth, extra: &[&str]) -> Service {
-        let sock = b.path("api.sock");
-        let child = b
-            .command(&[
-                "system",
-                "service",
-                "-H",
-                &format!("unix://{}", sock.display()),
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn berth system service");
-        for _ in 0..100 {
-            if sock.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(sock.exists(), "the service made no socket");
-        Service { child, sock }
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.sock.display())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid"),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.child.wait();
-    }
-}
 
 /// Whether a docker CLI is here; when not, the test says it is skipped.
 fn have_docker() -> bool {

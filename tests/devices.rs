@@ -11,8 +11,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
+use common::service::Service;
 use common::{Berth, Run, berth_bin};
 
 /// A spec directory of the test's own.
@@ -380,29 +380,11 @@ fn the_engine_api_takes_device_requests() {
         "gpu.yaml",
         "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    env: [GPU_0=1]\n",
     );
-    let sock = b.path("api.sock");
-    let mut service = b
-        .command(&[
-            "system",
-            "service",
-            "-H",
-            &format!("unix://{}", sock.display()),
-        ])
-        .env("BERTH_CDI_SPEC_DIRS", &specs.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if sock.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let service = Service::start_with(&b, &[], &[("BERTH_CDI_SPEC_DIRS", specs.dir.as_os_str())]);
     let run = |args: &[&str]| {
         std::process::Command::new(docker)
             .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
+            .arg(service.host())
             .args(args)
             .env("DOCKER_CONFIG", b.path("docker-config"))
             .output()
@@ -428,11 +410,7 @@ fn the_engine_api_takes_device_requests() {
         "-c",
         "echo $GPU_0",
     ]);
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(service.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    );
-    let _ = service.wait();
+    drop(service);
     assert!(
         cdi.status.success(),
         "{}",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod service;
 pub mod user;
 
 use std::path::{Path, PathBuf};
