@@ -366,6 +366,12 @@ impl Registry {
             method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE
         );
+        // A request that never got an answer (a pooled connection the
+        // registry had just closed) may be sent again when repeating it is
+        // harmless: the idempotent methods, and the distribution API's POSTs
+        // (starting an upload, mounting a blob), whose body is replayed from
+        // its source. PATCH (a chunk at an offset) is not.
+        let resend_on_transport_error = idempotent || method == Method::POST;
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
@@ -423,7 +429,7 @@ impl Registry {
                     attempt += 1;
                 }
                 Ok(r) => return Ok(r),
-                Err(e) if idempotent && attempt < self.opts.retries => {
+                Err(e) if resend_on_transport_error && attempt < self.opts.retries => {
                     let _ = e;
                     std::thread::sleep(Duration::from_millis(250 << attempt));
                     attempt += 1;
