@@ -409,6 +409,27 @@ fn an_index_moves_between_registries_unchanged() {
     let storage = tempfile::tempdir().unwrap();
     let reg = common::RegistryServer::start(storage.path(), &["--open"]);
     let b = Berth::new();
+    // Refused before anything is built: --push with no name to push, and
+    // -o with several platforms (BuildKit writes one directory each).
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let e = b.run(&["build", "--push", ctx.to_str().unwrap()]).fails(1);
+    assert!(e.contains("--push needs a name"), "{e}");
+    let out = b.path("out");
+    let e = b
+        .run(&[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            out.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ])
+        .fails(1);
+    assert!(e.contains("--output with several platforms"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    assert_eq!(b.run(&["images", "-q"]).ok(), "", "nothing built");
     let first = format!("{}/team/multi:1", reg.addr);
     // `build --push`, as buildx's: the index and both platforms go.
     let built = build_scratch_multi(&b, &first, &["--push"]);
