@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod s3;
 pub mod service;
 pub mod user;
 
@@ -360,11 +361,17 @@ pub struct RegistryServer {
 impl RegistryServer {
     /// Starts a server on `storage` with extra flags.
     pub fn start(storage: &Path, extra: &[&str]) -> RegistryServer {
+        Self::start_env(storage, extra, &[])
+    }
+
+    /// Starts a server on `storage` with extra flags and environment.
+    pub fn start_env(storage: &Path, extra: &[&str], env: &[(&str, &str)]) -> RegistryServer {
         use std::io::BufRead;
         let mut child = Command::new(berth_bin())
             .args(["registry", "serve", "--addr", "127.0.0.1:0", "--storage"])
             .arg(storage)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,4 +1,5 @@
-//! Blobs: get and head with ranges, served in pieces from a memory map.
+//! Blobs: get and head with ranges (the bytes streamed by the storage
+//! backend), delete, referrers.
 
 use super::*;
 
@@ -30,15 +31,12 @@ pub(super) async fn get_blob(
     d: &Digest,
     head: bool,
 ) -> ApiResult {
-    let Some((path, size)) = app.storage.blob(name, d) else {
+    let Some(size) = app.storage.blob(name, d) else {
         return Err(blob_unknown(d));
     };
     if head {
         // A client checking before it pushes keeps the blob young for GC.
-        let _ = std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let _ = app.storage.link_blob(name, d);
     }
     let range = match header_str(headers, header::RANGE) {
         Some(r) => match parse_range(r, size) {
@@ -58,7 +56,7 @@ pub(super) async fn get_blob(
     let body = if head {
         Body::empty()
     } else {
-        blob_body(&path, start, len).map_err(internal)?
+        app.storage.blob_body(d, start, len).map_err(internal)?
     };
     let mut r = Response::new(body);
     if range.is_some() {
@@ -85,71 +83,6 @@ pub(super) async fn get_blob(
         HeaderValue::from_str(&format!("\"{d}\"")).map_err(internal)?,
     );
     Ok(r)
-}
-
-/// Pieces a blob body is handed to hyper in: big enough that each is one
-/// `writev` to the socket, small enough to keep back-pressure.
-pub(super) const BLOB_PIECE: usize = 4 << 20;
-
-/// Streams `len` bytes of the blob at `path` from `start`.
-///
-/// The file is mapped and the response is slices of the mapping, so the bytes
-/// go from the page cache to the socket in one copy (a `read` into a buffer
-/// first would make it two, plus the buffer's zeroing). A blocking task pages
-/// each slice in (`MADV_POPULATE_READ`) before handing it over, so disk waits
-/// happen there and never fault an async worker. Blobs are never changed in
-/// place — they appear by rename and go by unlink, both of which leave an
-/// existing mapping intact — so the mapping cannot shrink under the response.
-pub(super) fn blob_body(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
-    if len == 0 {
-        return Ok(Body::empty());
-    }
-    let f = std::fs::File::open(path)?;
-    // SAFETY: the mapping is read-only and blobs are immutable once stored
-    // (see above); nothing in this process writes through it.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(start)
-            .len(len as usize)
-            .map(&f)?
-    };
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let map = Arc::new(map);
-    let all = bytes::Bytes::from_owner(SharedMap(map.clone()));
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut at = 0;
-        while at < all.len() {
-            let n = BLOB_PIECE.min(all.len() - at);
-            // Before 5.14 (EINVAL: no MADV_POPULATE_READ) the socket write
-            // faults the pages in instead. Any other failure (a read error of
-            // the disk) ends the response here: touching those pages would
-            // be SIGBUS.
-            if let Err(e) = map.advise_range(memmap2::Advice::PopulateRead, at, n)
-                && e.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error())
-            {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            if tx.blocking_send(Ok(all.slice(at..at + n))).is_err() {
-                return; // the client went away
-            }
-            at += n;
-        }
-    });
-    Ok(Body::from_stream(futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-    )))
-}
-
-/// A file mapping shared by the response's slices and the task paging it in.
-pub(super) struct SharedMap(Arc<memmap2::Mmap>);
-
-impl AsRef<[u8]> for SharedMap {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
 }
 
 /// `/v2/<name>/blobs/<digest>`: get, head, delete.

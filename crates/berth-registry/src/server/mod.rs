@@ -5,8 +5,8 @@
 //! path's tail (`…/manifests/<ref>`, `…/blobs/uploads/<id>`), which a route
 //! table cannot express. Storage is [`storage::Storage`]; access control is
 //! [`auth::AuthStore`] with the bearer-token flow Docker Hub uses. Request
-//! bodies are streamed to disk and hashed as they arrive; blobs are streamed
-//! back from disk, with HTTP ranges.
+//! bodies are streamed to storage (a directory or an S3 bucket) and hashed
+//! as they arrive; blobs are streamed back, with HTTP ranges.
 //!
 //! Access fails closed: a registry is open to everyone only when served with
 //! `--open` (said in the startup line); otherwise every request is checked
@@ -61,8 +61,15 @@ use storage::{PutManifestError, Storage, valid_name, valid_tag, valid_upload_id}
 pub struct Config {
     /// Listen address.
     pub addr: String,
-    /// Storage directory.
+    /// Storage: a directory, or `s3://bucket[/prefix]` for S3-compatible
+    /// object storage (several replicas may share one bucket).
     pub storage: PathBuf,
+    /// Directory of accounts, tokens and keys [default: the storage
+    /// directory; `/var/lib/berth-registry` with object storage].
+    pub state_dir: Option<PathBuf>,
+    /// Object-storage settings (`[s3]` in the file; the AWS environment
+    /// fills in what is unset).
+    pub s3: storage::S3Options,
     /// Anonymous pull of every repository.
     pub public: bool,
     /// No accounts at all: anyone may pull, push and delete everything (a
@@ -107,6 +114,8 @@ impl Default for Config {
         Config {
             addr: "127.0.0.1:5000".into(),
             storage: PathBuf::from("/var/lib/berth-registry"),
+            state_dir: None,
+            s3: storage::S3Options::default(),
             public: false,
             tls_cert: None,
             tls_key: None,
@@ -129,6 +138,31 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The object-storage URL, when storage is `s3://…`.
+    pub fn storage_url(&self) -> Option<&str> {
+        self.storage.to_str().filter(|s| s.starts_with("s3://"))
+    }
+
+    /// Where accounts, tokens and keys live (a local directory, private).
+    pub fn state(&self) -> PathBuf {
+        match (&self.state_dir, self.storage_url()) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => PathBuf::from("/var/lib/berth-registry"),
+            (None, None) => self.storage.clone(),
+        }
+    }
+
+    /// Opens the storage: the directory, or the bucket.
+    pub fn open_storage(&self) -> Result<Storage, String> {
+        match self.storage_url() {
+            Some(url) => {
+                Storage::open_s3(url, &self.s3).map_err(|e| format!("opening storage {url}: {e}"))
+            }
+            None => Storage::open(&self.storage)
+                .map_err(|e| format!("opening storage {}: {e}", self.storage.display())),
+        }
+    }
+
     /// Reads a TOML config file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -380,12 +414,11 @@ pub fn router(config: &Config) -> Result<(axum::Router, String), String> {
 }
 
 fn open_app(config: &Config) -> Result<Arc<App>, String> {
-    auth::private_dir(&config.storage)
-        .map_err(|e| format!("storage {}: {e}", config.storage.display()))?;
-    let storage = Storage::open(&config.storage)
-        .map_err(|e| format!("opening storage {}: {e}", config.storage.display()))?;
-    let auth = AuthStore::open(&config.storage)
-        .map_err(|e| format!("opening auth in {}: {e}", config.storage.display()))?;
+    let state = config.state();
+    auth::private_dir(&state).map_err(|e| format!("storage {}: {e}", state.display()))?;
+    let storage = config.open_storage()?;
+    let auth =
+        AuthStore::open(&state).map_err(|e| format!("opening auth in {}: {e}", state.display()))?;
     let users = auth
         .users()
         .map_err(|e| format!("{e}: fix or remove the file, or serve with --open"))?;
@@ -399,7 +432,7 @@ fn open_app(config: &Config) -> Result<Arc<App>, String> {
         return Err(format!(
             "--open lets anyone push and delete, but {} has {} account(s): remove them \
              (berth registry user rm) or serve without --open",
-            config.storage.join("auth").display(),
+            state.join("auth").display(),
             users.len()
         ));
     }
@@ -474,7 +507,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "berth registry listening on {scheme}://{local} (storage {}, {mode})",
-        config.storage.display(),
+        app.storage.describe(),
     );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -38,23 +38,24 @@ pub(super) fn blob_created(name: &str, d: &Digest) -> Response {
     r
 }
 
+fn upload_unknown(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "BLOB_UPLOAD_UNKNOWN",
+        format!("no upload {id}"),
+    )
+}
+
 /// Appends the request body to upload `id`, hashing as it goes.
-pub(super) async fn append(app: &App, req: Request, id: &str) -> Result<u64, ApiError> {
-    let path = app.storage.upload_path(id);
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "BLOB_UPLOAD_UNKNOWN",
-                format!("no upload {id}"),
-            )
-        })?;
-    let size = file.metadata().map_err(internal)?.len();
+pub(super) async fn append(app: &Arc<App>, req: Request, id: &str) -> Result<u64, ApiError> {
+    let size = app
+        .storage
+        .upload_size(id)
+        .map_err(internal)?
+        .ok_or_else(|| upload_unknown(id))?;
     let mut state = app.uploads.lock().expect("uploads").remove(id);
     if state.as_ref().is_some_and(|s| s.hasher.len() != size) {
-        state = None; // out of step (another process, a failed write): hash the file at the end
+        state = None; // out of step (another process, a failed write): hash the data at the end
     }
     if state.is_none() && size == 0 {
         state = Some(UploadState {
@@ -65,25 +66,13 @@ pub(super) async fn append(app: &App, req: Request, id: &str) -> Result<u64, Api
     // bounded channel: no per-chunk hop to the blocking pool, and hashing
     // stays off the async workers.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
-    let writer =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<UploadState>)> {
-            use std::io::Write;
-            let mut file = file;
-            let mut written = size;
-            let mut written_back = size;
-            while let Some(c) = rx.blocking_recv() {
-                file.write_all(&c)?;
-                if let Some(st) = state.as_mut() {
-                    st.hasher.update(&c);
-                }
-                written += c.len() as u64;
-                if written - written_back >= berth_fs::WRITEBACK_CHUNK {
-                    berth_fs::start_writeback(&file, written_back, written - written_back);
-                    written_back = written;
-                }
-            }
-            Ok((written, state))
-        });
+    let (a, i) = (app.clone(), id.to_string());
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut hasher = state.map(|s| s.hasher);
+        a.storage
+            .upload_append(&i, &mut rx, &mut hasher)
+            .map(|n| (n, hasher.map(|hasher| UploadState { hasher })))
+    });
     let mut s = req.into_body().into_data_stream();
     let mut failure = None;
     let stall = Duration::from_secs(app.config.body_timeout.max(1));
@@ -107,6 +96,7 @@ pub(super) async fn append(app: &App, req: Request, id: &str) -> Result<u64, Api
     drop(tx);
     let (written, state) = match writer.await.map_err(internal)? {
         Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(upload_unknown(id)),
         Err(e) => return Err(internal(e)),
     };
     if failure.is_none()
@@ -133,9 +123,7 @@ pub(super) fn check_content_range(
     let Some(cr) = header_str(req.headers(), header::CONTENT_RANGE) else {
         return Ok(());
     };
-    let size = std::fs::metadata(app.storage.upload_path(id))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let size = app.storage.upload_size(id).ok().flatten().unwrap_or(0);
     let spec = cr
         .trim()
         .trim_start_matches("bytes")
@@ -172,9 +160,7 @@ pub(super) async fn commit(app: &Arc<App>, name: &str, id: &str, d: &Digest) -> 
     let a = app.clone();
     let (n, i, dd) = (name.to_string(), id.to_string(), d.clone());
     let res = tokio::task::spawn_blocking(move || {
-        let r = a
-            .storage
-            .commit_upload(&n, &a.storage.upload_path(&i), &dd, hashed.as_ref());
+        let r = a.storage.commit_upload(&n, &i, &dd, hashed.as_ref());
         a.storage.end_upload(&i);
         r
     })
@@ -182,14 +168,12 @@ pub(super) async fn commit(app: &Arc<App>, name: &str, id: &str, d: &Digest) -> 
     .map_err(internal)?;
     match res {
         Ok(()) => Ok(blob_created(name, d)),
-        Err(berth_store::content::ContentError::DigestMismatch { expected, actual }) => {
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                format!("uploaded content has digest {actual}, not {expected}"),
-            ))
-        }
-        Err(e) => Err(internal(e)),
+        Err(storage::CommitError::Mismatch { expected, actual }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("uploaded content has digest {actual}, not {expected}"),
+        )),
+        Err(storage::CommitError::Io(e)) => Err(internal(e)),
     }
 }
 
@@ -301,9 +285,7 @@ pub(super) async fn upload_route(
     }
     match cx.method {
         Method::GET => {
-            let size = std::fs::metadata(app.storage.upload_path(id))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let size = app.storage.upload_size(id).ok().flatten().unwrap_or(0);
             Ok(upload_accepted(StatusCode::NO_CONTENT, name, id, size))
         }
         Method::PATCH => patch_upload(app, req, name, id).await,

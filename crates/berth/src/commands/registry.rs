@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use berth_registry::server::auth::AuthStore;
-use berth_registry::server::storage::Storage;
 use berth_registry::server::{self, Config};
 use clap::{Args, Subcommand};
 
@@ -15,12 +14,33 @@ use crate::output::{Table, human_size};
 /// Where the registry keeps its data (shared by every `registry` subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct Where {
-    /// Storage directory [default: /var/lib/berth-registry].
+    /// Storage: a directory [default: /var/lib/berth-registry], or
+    /// s3://BUCKET[/PREFIX] for S3-compatible object storage that several
+    /// replicas may share.
     #[arg(long)]
     pub storage: Option<PathBuf>,
     /// TOML config file (keys as the flags: addr, storage, public, tls_cert, …).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Directory of accounts, tokens and keys [default: the storage
+    /// directory; /var/lib/berth-registry with object storage].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// S3 endpoint URL [env: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL; default: AWS].
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [env: AWS_REGION, AWS_DEFAULT_REGION; default: us-east-1].
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// S3 access key id [env: AWS_ACCESS_KEY_ID].
+    #[arg(long)]
+    pub s3_access_key_id: Option<String>,
+    /// File holding the S3 secret key [default: AWS_SECRET_ACCESS_KEY].
+    #[arg(long)]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Virtual-host-style bucket addressing (bucket.host) instead of path style.
+    #[arg(long)]
+    pub s3_virtual_host: bool,
 }
 
 impl Where {
@@ -34,14 +54,26 @@ impl Where {
         if let Some(s) = &self.storage {
             c.storage = s.clone();
         }
+        if let Some(d) = &self.state_dir {
+            c.state_dir = Some(d.clone());
+        }
+        let o = &mut c.s3;
+        o.endpoint = self.s3_endpoint.clone().or(o.endpoint.take());
+        o.region = self.s3_region.clone().or(o.region.take());
+        o.access_key_id = self.s3_access_key_id.clone().or(o.access_key_id.take());
+        o.secret_access_key_file = self
+            .s3_secret_access_key_file
+            .clone()
+            .or(o.secret_access_key_file.take());
+        o.virtual_host |= self.s3_virtual_host;
         Ok(c)
     }
 
     fn auth(&self) -> anyhow::Result<AuthStore> {
-        let c = self.config()?;
-        berth_registry::server::auth::private_dir(&c.storage)
-            .with_context(|| format!("creating {}", c.storage.display()))?;
-        AuthStore::open(&c.storage).with_context(|| format!("opening {}", c.storage.display()))
+        let state = self.config()?.state();
+        berth_registry::server::auth::private_dir(&state)
+            .with_context(|| format!("creating {}", state.display()))?;
+        AuthStore::open(&state).with_context(|| format!("opening {}", state.display()))
     }
 }
 
@@ -310,8 +342,7 @@ pub fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         RegistryCmd::Gc(a) => {
             let c = a.at.config()?;
             let grace = parse_duration(&a.grace)?;
-            let s = Storage::open(&c.storage)
-                .with_context(|| format!("opening {}", c.storage.display()))?;
+            let s = c.open_storage().map_err(|e| anyhow!("{e}"))?;
             let r = s.gc(grace, Duration::from_secs(c.upload_expiry), a.dry_run)?;
             println!(
                 "{} {} blobs ({}), kept {} in use and {} younger than {}; {} abandoned uploads removed",

@@ -32,7 +32,7 @@ fn image_facts(app: &App, bytes: &[u8]) -> (u64, Option<String>) {
     let platform = v["config"]["digest"]
         .as_str()
         .and_then(|d| d.parse::<Digest>().ok())
-        .and_then(|d| app.storage.content().read(&d).ok())
+        .and_then(|d| app.storage.read_blob(&d).ok())
         .filter(|b| b.len() < (1 << 20))
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|c| {
