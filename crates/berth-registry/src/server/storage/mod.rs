@@ -1,6 +1,7 @@
 //! The registry's storage: repositories, tags, links, manifests and GC,
 //! written once over a [`Backend`] that keeps the bytes — a directory
-//! ([`fs`]) or an S3-compatible bucket ([`s3`]) several replicas share.
+//! ([`FsBackend`]) or an S3-compatible bucket ([`S3Backend`]) several
+//! replicas share.
 //!
 //! The layout, as files under the directory or keys under the bucket's prefix:
 //!
