@@ -676,6 +676,38 @@ fn user_groups_and_umask() {
     assert_eq!(lines[3], "0002");
 }
 
+/// process.oomScoreAdj: set when allowed; a lower score than ours needs
+/// CAP_SYS_RESOURCE, and without it (this project's machines, containers,
+/// CI runners) the container starts with the current score instead of
+/// failing — Kubernetes asks -998 for every pod sandbox, and runc fails them
+/// all on such a machine.
+#[test]
+fn oom_score_adj_is_set_or_kept_when_it_may_not_be_lowered() {
+    let ours: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for want in [ours + 100, -998] {
+        let b = Bundle::new(&["cat", "/proc/self/oom_score_adj"]);
+        b.edit(|c| c["process"]["oomScoreAdj"] = json!(want));
+        let (code, out, err) = b.run();
+        assert_eq!(code, 0, "oomScoreAdj {want}: {out}{err}");
+        let got: i32 = out.trim().parse().unwrap();
+        let may_lower = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_RESOURCE,
+        )
+        .unwrap_or(false);
+        if want >= ours || may_lower {
+            assert_eq!(got, want);
+        } else {
+            assert!(got > want && got <= ours + 1000, "kept {got}, asked {want}");
+        }
+    }
+}
+
 /// Mount points of this (the host's) mount namespace under `dir`.
 fn host_mounts_under(dir: &Path) -> Vec<String> {
     let prefix = format!("{}/", dir.display());

@@ -130,8 +130,7 @@ fn run(a: InitArgs, chan: &Channel) -> Result<Infallible, InitError> {
     crate::trace::mark("init: root made (mounts, devices, pivot_root)");
     open_console(process, a.console)?;
     if let Some(score) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", score.to_string())
-            .map_err(|e| InitError::Other(format!("write /proc/self/oom_score_adj: {e}")))?;
+        super::set_oom_score_adj(score)?;
     }
     let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => seccomp::compile(s).map_err(other)?,

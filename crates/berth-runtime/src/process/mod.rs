@@ -313,6 +313,29 @@ pub fn set_io_priority(p: &Process) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Sets the process's OOM score adjustment. Lowering it below the lowest
+/// value a privileged process set needs CAP_SYS_RESOURCE (EACCES without):
+/// then the current, higher score is kept instead of failing, as rlimits are
+/// clamped. Kubernetes asks for -998 for every pod sandbox, and a root
+/// without CAP_SYS_RESOURCE (containers, CI runners, this project's own
+/// machines) is common: runc fails every pod there.
+pub fn set_oom_score_adj(score: i32) -> Result<(), InitError> {
+    const PATH: &str = "/proc/self/oom_score_adj";
+    match std::fs::write(PATH, score.to_string()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            let current: Option<i32> = std::fs::read_to_string(PATH)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            match current {
+                Some(c) if score < c => Ok(()),
+                _ => Err(InitError::Other(format!("write {PATH}: {e}"))),
+            }
+        }
+        Err(e) => Err(InitError::Other(format!("write {PATH}: {e}"))),
+    }
+}
+
 /// Sets rlimits. Without CAP_SYS_RESOURCE a hard limit cannot be raised above
 /// the current one: such limits are clamped to it instead of failing (podman
 /// fails here; docker users expect the container to start).
