@@ -504,6 +504,45 @@ impl Drop for TmpfsMount {
     }
 }
 
+/// An rshared bind (Kubernetes' Bidirectional mount propagation, critest's
+/// "mount with 'rshared' should support propagation from host to container
+/// and vice versa"): a mount the container makes under it shows on the host.
+/// berth-runtime used to make the new root recursively slave after
+/// pivot_root (mount(2) on "." names the new root, not the old one stacked
+/// on it), which cut such binds off from their host peers; runc passed.
+#[test]
+fn an_rshared_bind_propagates_from_the_container_to_the_host() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "mkdir -p /shared/inner && mount -t tmpfs t /shared/inner && echo hi > /shared/inner/from-container",
+    ]);
+    let host = b.dir.path().join("shared");
+    let _m = TmpfsMount::new(&host);
+    tool("mount", &["--make-rshared", host.to_str().unwrap()]);
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/shared", "type": "bind",
+            "source": host, "options": ["rbind", "rshared", "rw"]
+        }));
+        c["linux"]["rootfsPropagation"] = json!("rshared");
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_ADMIN"));
+        }
+    });
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = std::fs::read_to_string(host.join("inner/from-container"));
+    assert_eq!(
+        seen.ok().as_deref(),
+        Some("hi\n"),
+        "the container's mount under the rshared bind reached the host"
+    );
+}
+
 /// runc's recursive mount options (`rro`, `rnosuid`, `rnoexec`, `rnodev`,
 /// `rnoatime`): an `rbind` of a directory with a submount gets them on the
 /// submount too (mount_setattr with AT_RECURSIVE); a plain `ro` would leave

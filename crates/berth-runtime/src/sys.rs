@@ -52,6 +52,8 @@ pub trait Syscalls {
     fn chroot(&self, path: &str) -> io::Result<()>;
     /// chdir(2).
     fn chdir(&self, path: &Path) -> io::Result<()>;
+    /// fchdir(2) (the descriptor may be O_PATH).
+    fn fchdir(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()>;
     /// Whether `path` is a directory (`None`: it does not exist): what a
     /// masked path is covered with.
     fn is_dir(&self, path: &str) -> Option<bool>;
@@ -152,6 +154,10 @@ impl Syscalls for Linux {
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
         std::env::set_current_dir(path)
+    }
+
+    fn fchdir(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        rustix::process::fchdir(fd).map_err(Into::into)
     }
 
     fn is_dir(&self, path: &str) -> Option<bool> {
@@ -420,6 +426,10 @@ pub mod record {
 
         fn chdir(&self, path: &Path) -> io::Result<()> {
             self.call(format!("chdir {}", self.show(&path.display().to_string())))
+        }
+
+        fn fchdir(&self, _fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+            self.call("fchdir (the old root)".to_string())
         }
 
         fn is_dir(&self, path: &str) -> Option<bool> {

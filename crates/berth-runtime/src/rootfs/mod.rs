@@ -6,7 +6,7 @@
 pub mod devices;
 pub mod mount;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
@@ -382,9 +382,21 @@ pub fn pivot(sys: &dyn Syscalls, rootfs: &Path, how: RootChange) -> Result<()> {
         sys.chroot(".").sys("chroot", &r)?;
         return sys.chdir(root).sys("chdir", "/");
     }
+    // The old root, to come back to after pivot_root: "." then still names
+    // the new root's own mount (mount(2) does not follow "." up to the old
+    // root stacked on it), and making that one slave would cut the
+    // container's shared binds (rshared, Kubernetes' Bidirectional) off from
+    // their peers on the host. runc goes back the same way.
+    let old_root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .sys("open", "/ (the old root)")?;
     sys.pivot_root(".", ".").sys("pivot_root", &r)?;
-    // The old root is stacked under the new one at "."; make it private to us
-    // before detaching so the unmount does not propagate to the host.
+    sys.fchdir(old_root.as_fd()).sys("fchdir", "the old root")?;
+    // Make the old root slave to us before detaching it, so the unmount
+    // does not propagate to the host.
     sys.mount(None, ".", None, libc::MS_SLAVE | libc::MS_REC, None)
         .sys("mount", "old root (slave)")?;
     sys.unmount_detach(".").sys("umount2", "old root")?;

@@ -122,6 +122,7 @@ fn docker_rootfs_sequence_in_order() {
         // pivot_root, the old root made slave and detached.
         "chdir /",
         "pivot_root . .",
+        "fchdir (the old root)",
         "mount none on . MS_REC|MS_SLAVE",
         "umount2 . MNT_DETACH",
         "chdir /",
