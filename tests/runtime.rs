@@ -316,6 +316,69 @@ fn lifecycle_create_start_state_kill_delete() {
     ok(&b.rt(&["delete", "--force", &b.id]));
 }
 
+/// A container in the host's pid namespace (a Kubernetes pod with hostPID)
+/// whose init dies leaves the init's children in its cgroup: `kill --all`
+/// still reaches them and `delete` kills them before removing the cgroup,
+/// as runc does. berth-runtime answered "container not running" and then
+/// failed the delete with EBUSY on the cgroup, so containerd could never
+/// stop such a pod (found by critest's NamespaceOption HostPID specs).
+#[test]
+fn a_host_pid_container_s_leftovers_are_killed_and_deleted() {
+    let b = Bundle::new(&["sh", "-c", "sleep 300 & exec sleep 301"]);
+    b.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+    });
+    let bundle = b.bundle();
+    ok(&b.rt_detached(&["create", "-b", bundle.to_str().unwrap(), &b.id]));
+    ok(&b.rt(&["start", &b.id]));
+    // Both sleeps in the cgroup, then the init alone killed.
+    let mut pids: Vec<i32> = Vec::new();
+    for _ in 0..100 {
+        pids = serde_json::from_str(&ok(&b.rt(&["ps", "--format", "json", &b.id]))).unwrap();
+        if pids.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    ok(&b.rt(&["kill", &b.id, "KILL"]));
+    for _ in 0..100 {
+        let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
+        if st["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let child = pids
+        .iter()
+        .copied()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.contains("300"))
+        })
+        .expect("the init's child");
+    assert!(
+        std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the child outlives the init"
+    );
+    // A harmless signal, so that `delete` still finds the child to kill.
+    ok(&b.rt(&["kill", "--all", &b.id, "CONT"]));
+    ok(&b.rt(&["delete", &b.id]));
+    assert!(!b.root().join(&b.id).exists());
+    for _ in 0..100 {
+        let gone = std::fs::read_to_string(format!("/proc/{child}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if gone {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the init's child {child} still runs");
+}
+
 /// Hooks that never read the state on stdin (found by youki's contest: the
 /// runtime died of SIGPIPE when one exited first): every hook of every kind
 /// runs, in order, and `start` succeeds.

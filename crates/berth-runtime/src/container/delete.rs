@@ -44,10 +44,11 @@ impl Runtime {
                 }
             }
         } else {
+            // Stopped or not: a container sharing the host's pid namespace
+            // leaves its init's children in the cgroup when the init dies,
+            // and the cgroup cannot go while they are there (EBUSY).
             let cg = self.cgroup(&st)?;
-            if status != Status::Stopped {
-                berth_cgroups::kill_all(&cg)?;
-            }
+            berth_cgroups::kill_all(&cg)?;
             cg.destroy()?;
         }
         if st.host_mounts {

@@ -7,10 +7,18 @@ impl Runtime {
     /// Sends `signal` to the container.
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let st = self.load(id)?;
-        if !self.status(&st).can_kill() {
+        // `--all` reaches what is left in the cgroup of a stopped container
+        // too: one sharing the host's pid namespace (a pod with hostPID)
+        // keeps its init's children when the init dies, and containerd's
+        // shim kills them so (runc allows it the same way).
+        let leftovers = all && !st.cgroup_path.is_empty();
+        if !self.status(&st).can_kill() && !leftovers {
             return Err(RuntimeError::State("container not running".into()));
         }
-        let pids = if all {
+        let pids = if all && !self.status(&st).can_kill() {
+            // A stopped container's cgroup may be gone already: nothing left.
+            self.processes(&st).unwrap_or_default()
+        } else if all {
             self.processes(&st)?
         } else {
             vec![st.pid]
