@@ -345,13 +345,7 @@ fn a_host_pid_container_s_leftovers_are_killed_and_deleted() {
     }
     assert_eq!(pids.len(), 2, "{pids:?}");
     ok(&b.rt(&["kill", &b.id, "KILL"]));
-    for _ in 0..100 {
-        let st: Value = serde_json::from_str(&ok(&b.rt(&["state", &b.id]))).unwrap();
-        if st["status"] == "stopped" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_status(&b, "stopped");
     let child = pids
         .iter()
         .copied()
