@@ -14,13 +14,15 @@ use common::{Berth, RegistryServer, curl, header};
 const STORE: &str = "s3://team/registry";
 
 fn replica(w: &SeaweedFs, state: &Path) -> RegistryServer {
+    replica_with(w, state, &[])
+}
+
+fn replica_with(w: &SeaweedFs, state: &Path, extra: &[&str]) -> RegistryServer {
     let env = w.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    RegistryServer::start_env(
-        Path::new(STORE),
-        &["--open", "--state-dir", state.to_str().unwrap()],
-        &env,
-    )
+    let mut args = vec!["--open", "--state-dir", state.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    RegistryServer::start_env(Path::new(STORE), &args, &env)
 }
 
 /// SeaweedFS with a bucket, a berth root with busybox, and two replicas of
@@ -285,6 +287,54 @@ fn gc_with_replicas_running_removes_only_what_nothing_uses() {
             "kept"
         );
     }
+}
+
+/// `--s3-redirect`: blob downloads answered with a redirect to a presigned
+/// URL of the store (distribution's s3 driver does the same by default), so
+/// the bytes bypass the registry; HEAD is still answered by the registry.
+#[test]
+fn a_replica_with_redirects_sends_downloads_to_the_store() {
+    let Some((w, b, a, _r2)) = two_replicas() else {
+        return;
+    };
+    let redirecting = replica_with(&w, &b.path("state-c"), &["--s3-redirect"]);
+    let tag = format!("{}/team/direct:1", a.addr);
+    build(&b, &tag, "head -c 2000000 /dev/urandom > /blob");
+    let pushed = pushed_digest(&b.run(&["push", &tag]).ok());
+    let (_, _, m) = curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        &format!(
+            "http://{}/v2/team/direct/manifests/{pushed}",
+            redirecting.addr
+        ),
+    ]);
+    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    let layer = m["layers"][1]["digest"].as_str().unwrap().to_string();
+    let url = format!("http://{}/v2/team/direct/blobs/{layer}", redirecting.addr);
+    let (s, head, _) = curl(&["-I", &url]);
+    assert_eq!(s, 200, "HEAD is answered by the registry: {head}");
+    let (s, head, _) = curl(&[&url]);
+    assert_eq!(s, 307, "{head}");
+    let location = header(&head, "location").expect("location");
+    assert!(location.starts_with(&w.endpoint), "{location}");
+    assert!(
+        location.contains("X-Amz-Signature"),
+        "presigned: {location}"
+    );
+    // Followed, the store hands over the blob's bytes.
+    let out = b.path("fetched");
+    common::tool("curl", &["-sfL", "-o", out.to_str().unwrap(), &url]);
+    let sum = common::tool("sha256sum", &[out.to_str().unwrap()]);
+    assert_eq!(format!("sha256:{}", &sum[..64]), layer);
+    // And berth's client pulls through it and runs the image.
+    let other = Berth::new();
+    let there = format!("{}/team/direct:1", redirecting.addr);
+    other.run(&["pull", "-q", &there]).ok();
+    let size = other
+        .run(&["run", "--rm", &there, "sh", "-c", "wc -c < /blob"])
+        .ok();
+    assert_eq!(size.trim(), "2000000");
 }
 
 #[test]

@@ -37,6 +37,22 @@ pub(super) async fn get_blob(
     if head {
         // A client checking before it pushes keeps the blob young for GC.
         let _ = app.storage.link_blob(name, d);
+    } else if let Some(url) = app.storage.blob_url(d) {
+        // Sent to the object store (a presigned URL; ranges go with the
+        // client's request), as distribution's s3 driver does.
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        let h = r.headers_mut();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&url).map_err(internal)?,
+        );
+        h.insert(
+            "docker-content-digest",
+            HeaderValue::from_str(&d.to_string()).map_err(internal)?,
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        return Ok(r);
     }
     let range = match header_str(headers, header::RANGE) {
         Some(r) => match parse_range(r, size) {

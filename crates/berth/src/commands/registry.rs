@@ -41,6 +41,11 @@ pub struct Where {
     /// Virtual-host-style bucket addressing (bucket.host) instead of path style.
     #[arg(long)]
     pub s3_virtual_host: bool,
+    /// Answer blob downloads with a redirect to a presigned URL of the
+    /// object store, so the bytes do not go through the registry (clients
+    /// must reach the store's endpoint).
+    #[arg(long)]
+    pub s3_redirect: bool,
 }
 
 impl Where {
@@ -66,6 +71,7 @@ impl Where {
             .clone()
             .or(o.secret_access_key_file.take());
         o.virtual_host |= self.s3_virtual_host;
+        o.redirect |= self.s3_redirect;
         Ok(c)
     }
 

@@ -126,6 +126,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn blob_refresh(&self, d: &Digest);
     /// `len` bytes of a blob from `start`, streamed.
     fn blob_body(&self, d: &Digest, start: u64, len: u64) -> io::Result<Body>;
+    /// Where clients may fetch the blob themselves (a presigned URL of the
+    /// object store), when the storage sends them there.
+    fn blob_url(&self, _d: &Digest) -> Option<String> {
+        None
+    }
     /// Every blob.
     fn blobs(&self) -> io::Result<Vec<BlobEntry>>;
     /// Removes a blob.
@@ -271,6 +276,12 @@ impl Storage {
     /// `len` bytes of a blob from `start`, streamed.
     pub fn blob_body(&self, d: &Digest, start: u64, len: u64) -> io::Result<Body> {
         self.backend.blob_body(d, start, len)
+    }
+
+    /// Where a client may fetch the blob itself, when the storage redirects
+    /// blob GETs (S3 with redirects on).
+    pub fn blob_url(&self, d: &Digest) -> Option<String> {
+        self.backend.blob_url(d)
     }
 
     /// A whole (small) blob, verified: a config, a manifest.

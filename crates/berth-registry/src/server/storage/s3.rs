@@ -78,6 +78,7 @@ struct UploadParts {
 #[derive(Debug)]
 pub struct S3Backend {
     s3: S3Client,
+    redirect: bool,
 }
 
 fn blob_key(d: &Digest) -> String {
@@ -103,7 +104,10 @@ impl S3Backend {
         // Fail at startup, not at the first push, on a wrong endpoint,
         // bucket or key.
         s3.list("repos/", true)?;
-        Ok(S3Backend { s3 })
+        Ok(S3Backend {
+            s3,
+            redirect: opts.redirect,
+        })
     }
 
     fn state(&self, id: &str) -> io::Result<Option<UploadParts>> {
@@ -248,6 +252,15 @@ impl Backend for S3Backend {
     fn blob_put(&self, d: &Digest, data: &[u8]) -> io::Result<()> {
         debug_assert_eq!(Digest::of(d.algorithm(), data), *d);
         self.s3.put(&blob_key(d), data)
+    }
+
+    fn blob_url(&self, d: &Digest) -> Option<String> {
+        // Twenty minutes: long enough for a slow pull of a big layer to
+        // start, short enough that a leaked URL soon stops working.
+        self.redirect.then(|| {
+            self.s3
+                .presigned_get(&blob_key(d), std::time::Duration::from_secs(1200))
+        })
     }
 
     fn blob_refresh(&self, _d: &Digest) {

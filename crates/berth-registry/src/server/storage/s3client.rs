@@ -47,6 +47,9 @@ pub struct S3Options {
     pub secret_access_key_file: Option<PathBuf>,
     /// Virtual-host addressing (`bucket.host`) instead of path style.
     pub virtual_host: bool,
+    /// Answer blob GETs with a redirect to a presigned URL of the object
+    /// (the clients then fetch from the store, which they must reach).
+    pub redirect: bool,
 }
 
 /// An object's size and modification time.
@@ -550,6 +553,15 @@ impl S3Client {
             200 | 204 | 404 => Ok(()),
             s => Err(self.err("ABORT MULTIPART", key, s, &body)),
         }
+    }
+
+    /// A presigned GET URL of the object, valid for `valid`.
+    pub fn presigned_get(&self, key: &str, valid: Duration) -> String {
+        let full = self.full(key);
+        self.bucket
+            .get_object(self.creds.as_ref(), &full)
+            .sign(valid)
+            .to_string()
     }
 
     /// A reader of `len` bytes of the object from `start` (a ranged GET),
