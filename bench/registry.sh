@@ -183,6 +183,13 @@ while True:
         -filer.localSocket="$work/weed/f.sock" -s3.localSocket="$work/weed/s.sock" \
         -volume.max=40 -master.volumeSizeLimitMB=1024 >"$work/weed/log" 2>&1 &
     pids+=($!)
+    # Its gRPC unix sockets go to /tmp whatever it is told: ours go at exit.
+    weed_socks() {
+        for p in $wm $wv $wf $ws; do
+            rm -f /tmp/seaweedfs-*-"$p".sock /tmp/seaweedfs-*-"$((p + 10000))".sock
+        done
+    }
+    trap 'cleanup; weed_socks' EXIT
     for _ in $(seq 120); do
         echo "s3.bucket.create -name bench" | weed -logdir="$work/weed" shell -master="127.0.0.1:$wm" 2>&1 |
             grep -q "created bucket\|already exists" && break

@@ -45,8 +45,21 @@ fn free_port() -> u16 {
 }
 
 impl SeaweedFs {
-    /// Starts SeaweedFS (master, volume, filer, S3) and makes `bucket`.
+    /// Starts SeaweedFS (master, volume, filer, S3) and makes `bucket`;
+    /// again on other ports when it exits at start (a port another test
+    /// took between our check and its bind).
     pub fn start(bucket: &str) -> SeaweedFs {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(bucket) {
+                Ok(w) => return w,
+                Err(log) => last = log,
+            }
+        }
+        panic!("weed server exited at start three times; the last time:\n{last}");
+    }
+
+    fn try_start(bucket: &str) -> Result<SeaweedFs, String> {
         let dir = tempfile::Builder::new()
             .prefix("berth-e2e-weed-")
             .tempdir()
@@ -100,18 +113,18 @@ impl SeaweedFs {
             master: format!("127.0.0.1:{master}"),
             ports: vec![master, volume, filer, s3],
         };
-        w.make_bucket(bucket);
-        w
+        w.make_bucket(bucket)?;
+        Ok(w)
     }
 
-    fn make_bucket(&mut self, bucket: &str) {
+    /// Makes the bucket once the store is up; the server's log when it
+    /// exited instead.
+    fn make_bucket(&mut self, bucket: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            assert!(
-                self.child.try_wait().expect("wait").is_none(),
-                "weed server exited:\n{}",
-                self.log()
-            );
+            if self.child.try_wait().expect("wait").is_some() {
+                return Err(self.log());
+            }
             let out = Command::new("weed")
                 .arg(format!("-logdir={}", self.dir.path().display()))
                 .args(["shell", &format!("-master={}", self.master)])
@@ -137,7 +150,7 @@ impl SeaweedFs {
             let s3_up =
                 std::net::TcpStream::connect(self.endpoint.trim_start_matches("http://")).is_ok();
             if (text.contains("created bucket") || text.contains("already exist")) && s3_up {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
