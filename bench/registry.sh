@@ -182,14 +182,16 @@ while True:
         -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$work/weed/s3.json" \
         -filer.localSocket="$work/weed/f.sock" -s3.localSocket="$work/weed/s.sock" \
         -volume.max=40 -master.volumeSizeLimitMB=1024 >"$work/weed/log" 2>&1 &
-    pids+=($!)
-    # Its gRPC unix sockets go to /tmp whatever it is told: ours go at exit.
+    weed_pid=$!
+    # SIGTERM leaves it running for a while, its directory gone: KILL it;
+    # its gRPC unix sockets go to /tmp whatever it is told: ours go too.
     weed_socks() {
+        kill -9 "$weed_pid" 2>/dev/null || true
         for p in $wm $wv $wf $ws; do
             rm -f /tmp/seaweedfs-*-"$p".sock /tmp/seaweedfs-*-"$((p + 10000))".sock
         done
     }
-    trap 'cleanup; weed_socks' EXIT
+    trap 'weed_socks; cleanup' EXIT
     for _ in $(seq 120); do
         echo "s3.bucket.create -name bench" | weed -logdir="$work/weed" shell -master="127.0.0.1:$wm" 2>&1 |
             grep -q "created bucket\|already exists" && break
