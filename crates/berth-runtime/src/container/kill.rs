@@ -11,17 +11,16 @@ impl Runtime {
         // too: one sharing the host's pid namespace (a pod with hostPID)
         // keeps its init's children when the init dies, and containerd's
         // shim kills them so (runc allows it the same way).
+        let running = self.status(&st).can_kill();
         let leftovers = all && !st.cgroup_path.is_empty();
-        if !self.status(&st).can_kill() && !leftovers {
+        if !running && !leftovers {
             return Err(RuntimeError::State("container not running".into()));
         }
-        let pids = if all && !self.status(&st).can_kill() {
+        let pids = match (all, running) {
+            (false, _) => vec![st.pid],
+            (true, true) => self.processes(&st)?,
             // A stopped container's cgroup may be gone already: nothing left.
-            self.processes(&st).unwrap_or_default()
-        } else if all {
-            self.processes(&st)?
-        } else {
-            vec![st.pid]
+            (true, false) => self.processes(&st).unwrap_or_default(),
         };
         for p in pids {
             // SAFETY: kill(2) with a pid from the container.
