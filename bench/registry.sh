@@ -71,33 +71,36 @@ mkdir -p "$work/oci" && tar -C "$work/oci" -xf "$work/big.oci.tar"
 ocisrc="oci:$work/oci:latest"
 bytes=$(du -sb "$work/oci/blobs" | cut -f1)
 
-start_berth_registry() {
-    rm -rf "$work/breg"
-    "$berth" registry serve --open --storage "$work/breg" --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
+# A berth registry with storage flags "$@", waited for (on S3 it lists the
+# bucket before it listens: the store gets time).
+serve_berth() {
+    "$berth" registry serve --open "$@" --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
     pids+=($!)
     breg_pid=$!
-    for _ in $(seq 100); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done
+    for _ in $(seq 400); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done
     breg=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/breg.log")
+    [ -n "$breg" ] || { echo "berth registry serve $* did not start:" >&2; cat "$work/breg.log" >&2; exit 1; }
 }
+start_berth_registry() { rm -rf "$work/breg"; serve_berth --storage "$work/breg"; }
 stop_berth_registry() { kill "$breg_pid"; wait "$breg_pid" 2>/dev/null || true; }
-start_distribution() {
-    rm -rf "$work/dreg"
+# docker-registry with $1 as its config's storage section, waited for.
+serve_distribution() {
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat >"$work/dreg.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/dreg
-http:
-  addr: 127.0.0.1:$port
-EOF
-    docker-registry serve "$work/dreg.yml" >/dev/null 2>&1 &
+    printf 'version: 0.1\nlog:\n  level: error\nstorage:\n%s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+        "$1" "$port" >"$work/dreg.yml"
+    # The AWS SDK of its s3 driver panics on an AWS_CA_BUNDLE it cannot load
+    # into its transport (it talks plain http to the store here anyway).
+    env -u AWS_CA_BUNDLE docker-registry serve "$work/dreg.yml" >/dev/null 2>"$work/dreg.log" &
     pids+=($!)
     dreg_pid=$!
     dreg=127.0.0.1:$port
-    for _ in $(seq 100); do curl -sf "http://$dreg/v2/" >/dev/null && break; sleep 0.05; done
+    for _ in $(seq 400); do curl -sf "http://$dreg/v2/" >/dev/null && break; sleep 0.05; done
+    curl -sf "http://$dreg/v2/" >/dev/null || { echo "docker-registry did not start:" >&2; cat "$work/dreg.log" >&2; exit 1; }
+}
+start_distribution() {
+    rm -rf "$work/dreg"
+    serve_distribution "  filesystem:
+    rootdirectory: $work/dreg"
 }
 stop_distribution() { kill "$dreg_pid"; wait "$dreg_pid" 2>/dev/null || true; }
 
@@ -198,51 +201,25 @@ while True:
         sleep 0.5
     done
     export AWS_ENDPOINT_URL=http://127.0.0.1:$ws AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
-    n_s3=0
-    start_berth_s3() { # a fresh prefix each run, as the filesystem rows get a fresh directory
-        n_s3=$((n_s3 + 1))
-        "$berth" registry serve --open --storage "s3://bench/berth$n_s3" --state-dir "$work/bstate" \
-            --addr 127.0.0.1:0 --quiet >/dev/null 2>"$work/breg.log" &
-        pids+=($!)
-        breg_pid=$!
-        # It lists the bucket before it listens: give the store time.
-        for _ in $(seq 400); do grep -q listening "$work/breg.log" 2>/dev/null && break; sleep 0.05; done
-        breg=$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/breg.log")
-        [ -n "$breg" ] || { echo "berth registry on S3 did not start:" >&2; cat "$work/breg.log" >&2; exit 1; }
-    }
+    # A new key prefix for every run, as the filesystem rows get a new
+    # directory (each run is a subshell of its own: no counter survives it).
+    fresh() { echo "$1$(date +%s%N)"; }
+    start_berth_s3() { serve_berth --storage "s3://bench/$(fresh berth)" --state-dir "$work/bstate"; }
+    # Blob GETs through the server, as berth serves them (distribution's
+    # default redirects the client to the store, which curl here would not
+    # follow: the row would time a redirect).
     start_distribution_s3() {
-        n_s3=$((n_s3 + 1))
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        cat >"$work/dreg.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  s3:
+        serve_distribution "  s3:
     accesskey: bench
     secretkey: bench-secret
     region: us-east-1
     regionendpoint: $AWS_ENDPOINT_URL
     bucket: bench
-    rootdirectory: /distribution$n_s3
+    rootdirectory: /$(fresh distribution)
     secure: false
     v4auth: true
-  # Blob GETs through the server, as berth serves them (distribution's
-  # default redirects the client to the store, which curl here would not
-  # follow: the row would time a redirect).
   redirect:
-    disable: true
-http:
-  addr: 127.0.0.1:$port
-EOF
-        # Its AWS SDK panics on an AWS_CA_BUNDLE it cannot load into its
-        # transport; it talks plain http to the store anyway.
-        env -u AWS_CA_BUNDLE docker-registry serve "$work/dreg.yml" >/dev/null 2>"$work/dreg.log" &
-        pids+=($!)
-        dreg_pid=$!
-        dreg=127.0.0.1:$port
-        for _ in $(seq 400); do curl -sf "http://$dreg/v2/" >/dev/null && break; sleep 0.05; done
-        curl -sf "http://$dreg/v2/" >/dev/null || { echo "docker-registry on S3 did not start:" >&2; cat "$work/dreg.log" >&2; exit 1; }
+    disable: true"
     }
     echo "s3: curl push/pull, filesystem vs SeaweedFS, berth registry vs docker-registry..." >&2
     f_push_b=$(best curl_push_to start_berth_registry stop_berth_registry breg)
