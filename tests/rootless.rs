@@ -29,7 +29,7 @@ fn get(port: u16) -> Option<String> {
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+    (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_string())
 }
 
 #[test]
@@ -277,6 +277,127 @@ fn a_published_port_reaches_a_rootless_container() {
     );
     u.berth(&["rm", "-f", "web"]).ok();
     assert_eq!(get(port), None, "the port is withdrawn with the container");
+}
+
+/// Docker's user networks, rootless: containers on one find each other by
+/// name and alias (the network's resolver), a container on another network
+/// cannot reach them, each still has its way out and published ports
+/// (pasta), and the network goes with `network rm`.
+#[test]
+fn rootless_containers_on_a_user_network_find_each_other_by_name() {
+    if !common::have("pasta", "passt") {
+        return;
+    }
+    let Some(u) = TestUser::with_busybox("n", true) else {
+        return;
+    };
+    u.berth(&["network", "create", "--subnet", "10.213.0.0/24", "appnet"])
+        .ok();
+    u.berth(&["network", "create", "othernet"]).ok();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    u.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "appnet",
+        "--network-alias",
+        "site",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /srv && echo hello > /srv/index.html && exec httpd -f -p 80 -h /srv",
+    ])
+    .ok();
+    let ip = u
+        .berth(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+            "web",
+        ])
+        .ok();
+    let ip = ip.trim();
+    assert!(ip.starts_with("10.213.0."), "{ip}");
+    // By name and by alias, from another container on the network
+    // (`timeout`, not wget's -T: busybox 1.35's wget -T crashes).
+    for name in ["web", "site"] {
+        let mut got = String::new();
+        for _ in 0..30 {
+            let r = u.berth(&[
+                "run",
+                "--rm",
+                "--network",
+                "appnet",
+                "busybox",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                &format!("http://{name}/"),
+            ]);
+            if r.code() == 0 {
+                got = r.stdout();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(got, "hello\n", "{name}");
+    }
+    // eth0 carries the network's address; pasta's interface is tap0.
+    let links = u
+        .berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "appnet",
+            "busybox",
+            "ip",
+            "-4",
+            "addr",
+        ])
+        .ok();
+    assert!(
+        links.contains("eth0") && links.contains("inet 10.213.0.") && links.contains("tap0"),
+        "{links}"
+    );
+    // Another network is another segment: no way across.
+    let r = u.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "othernet",
+        "busybox",
+        "timeout",
+        "3",
+        "wget",
+        "-qO-",
+        &format!("http://{ip}/"),
+    ]);
+    assert_ne!(r.code(), 0, "reached appnet from othernet: {}", r.stdout());
+    // The published port, through the container's pasta.
+    let mut body = None;
+    for _ in 0..50 {
+        body = get(port);
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body.as_deref(), Some("hello\n"));
+    // docker's rule: a network in use stays.
+    let r = u.berth(&["network", "rm", "appnet"]);
+    assert_ne!(r.code(), 0);
+    assert!(r.stderr().contains("active endpoints"), "{}", r.stderr());
+    u.berth(&["rm", "-f", "web"]).ok();
+    u.berth(&["network", "rm", "appnet", "othernet"]).ok();
+    assert!(!u.berth(&["network", "ls"]).ok().contains("appnet"));
 }
 
 #[test]

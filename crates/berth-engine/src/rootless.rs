@@ -168,7 +168,9 @@ fn live_pause(dir: &Path, uid: u32) -> Option<i32> {
     use std::os::unix::fs::MetadataExt;
     let ours = st.uid() == uid;
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    (ours && comm.trim() == "berth-pause").then_some(pid)
+    // A pause process that was killed but not yet reaped has no namespaces.
+    let alive = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok();
+    (ours && alive && comm.trim() == "berth-pause").then_some(pid)
 }
 
 /// The mapping of the user's namespaces (as written by [`enter`]).

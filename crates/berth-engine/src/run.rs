@@ -142,14 +142,19 @@ impl Engine {
             // A rootless container's network namespace is made and wired
             // by pasta first; the container joins it.
             None if c.host_config.network_mode == crate::network::pasta::MODE => {
-                Some(self.pasta_prepare(c)?.display().to_string())
+                Some(self.pasta_prepare(c, None, true)?.display().to_string())
+            }
+            None if crate::rootless::active() && !c.network_settings.networks.is_empty() => {
+                Some(self.rootless_netns_prepare(c)?.display().to_string())
             }
             None => None,
         };
         berth_runtime::trace::mark("engine: user and network resolved");
         let made = self.create_prepared(c, &dir, &user, join_netns.as_deref(), stdio, console);
         berth_runtime::trace::mark("runtime: created (init ready)");
-        if made.is_err() && c.host_config.network_mode == crate::network::pasta::MODE {
+        let made_netns =
+            join_netns.is_some() && !c.host_config.network_mode.starts_with("container:");
+        if made.is_err() && made_netns {
             self.network_detach(c);
         }
         let pid = made?;

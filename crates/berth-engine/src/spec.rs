@@ -150,6 +150,10 @@ pub fn generate(i: &Input) -> Result<Value> {
                 }
             }
         }
+        // A rootless container on user networks: the namespace made for it.
+        _ if crate::rootless::active() && i.join_netns.is_some() => {
+            berth_spec::Net::Join(i.join_netns.unwrap_or_default().to_string())
+        }
         // none, bridge and user networks: a namespace of its own (the engine
         // connects it between create and start).
         _ => berth_spec::Net::Own,

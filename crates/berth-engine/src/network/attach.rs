@@ -22,14 +22,10 @@ impl Engine {
         {
             return Ok(None);
         }
-        if crate::rootless::active() {
+        if crate::rootless::active() && (mode == DEFAULT || mode == "default") {
             // A user cannot make bridges or veths on the host: the default
-            // network becomes pasta's user-mode one.
-            if mode != DEFAULT && mode != "default" {
-                return Err(EngineError::Invalid(format!(
-                    "network {mode}: rootless berth has no user networks yet: use the default (pasta), none or host"
-                )));
-            }
+            // network becomes pasta's user-mode one (user networks live in
+            // the store's own namespace, see [`userns`]).
             pasta::program()?;
             c.host_config.network_mode = pasta::MODE.to_string();
             return Ok(None);
@@ -142,12 +138,22 @@ impl Engine {
                 c.name, net.name
             )));
         }
-        let used: Vec<&str> = c
+        let mut used: Vec<&str> = c
             .network_settings
             .networks
             .values()
             .map(|e| e.interface.as_str())
             .collect();
+        // A rootless container's pasta interface is named as the host's
+        // (or `tap0`): the veths' names keep clear of the host's names.
+        let host_links = if crate::rootless::active() {
+            netlink::Netlink::open()
+                .and_then(|mut nl| nl.link_names())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        used.extend(host_links.iter().map(String::as_str));
         let iface = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !used.contains(&n.as_str()))
@@ -188,12 +194,15 @@ impl Engine {
             )));
         };
         if matches!(c.state.status, Status::Running | Status::Paused) {
-            if ep.interface == "eth0" && !c.network_settings.ports.is_empty() {
+            if ep.interface == "eth0"
+                && !c.network_settings.ports.is_empty()
+                && !crate::rootless::active()
+            {
                 let _ = nft::unpublish(&published_of(&c));
                 c.network_settings.ports.clear();
             }
             // Deleting the host end takes the container's end with it.
-            let mut nl = netlink::Netlink::open().map_err(nl_err)?;
+            let mut nl = self.bridge_netlink(false)?;
             nl.del_link(&host_veth(&c.id, &ep.network_id))
                 .map_err(nl_err)?;
         }
@@ -245,7 +254,8 @@ impl Engine {
     /// address and default route, and its ports published. On error nothing
     /// is left behind.
     pub(crate) fn network_attach(&self, c: &mut Container, pid: i32) -> Result<()> {
-        if c.host_config.network_mode == pasta::MODE {
+        let rootless = crate::rootless::active();
+        if c.host_config.network_mode == pasta::MODE && !rootless {
             return Ok(()); // wired before the container was made
         }
         let mut eps: Vec<(String, Endpoint)> = c
@@ -263,7 +273,7 @@ impl Engine {
         });
         let mut made: Vec<String> = Vec::new();
         let undo = |made: &[String]| {
-            if let Ok(mut nl) = netlink::Netlink::open() {
+            if let Ok(mut nl) = self.bridge_netlink(false) {
                 for v in made {
                     let _ = nl.del_link(v);
                 }
@@ -293,7 +303,8 @@ impl Engine {
                 }
             }
         }
-        if let Some((_, ep)) = eps.first()
+        // A rootless container's ports are pasta's, forwarded already.
+        if let Some((_, ep)) = eps.first().filter(|_| !rootless)
             && let Err(e) = self.publish_ports(c, ep)
         {
             undo(&made);
@@ -319,14 +330,14 @@ impl Engine {
         if net.name != DEFAULT {
             self.dns_ensure(net.gateway()?)?;
         }
-        let ns = netns_of(pid)?;
+        let ns = self.container_netns(c, pid)?;
         let host_if = host_veth(&c.id, &net.id);
         let iface = if ep.interface.is_empty() {
             "eth0"
         } else {
             ep.interface.as_str()
         };
-        let mut nl = netlink::Netlink::open().map_err(nl_err)?;
+        let mut nl = self.bridge_netlink(false)?;
         // A veth left by a container whose namespace outlived its monitor.
         let _ = nl.del_link(&host_if);
         let br = nl
@@ -349,7 +360,8 @@ impl Engine {
             cn.set_up(eth, None)?;
             // An internal network has no way out: no default route (and the
             // forward chain drops what would leave its bridge).
-            if iface == "eth0" && !net.internal {
+            // (A rootless container's way out is pasta's interface.)
+            if iface == "eth0" && !net.internal && !crate::rootless::active() {
                 cn.add_default_route(ep.gateway.parse().unwrap_or(Ipv4Addr::UNSPECIFIED))?;
             }
             Ok(cn.mac_address(eth).unwrap_or_default())
@@ -425,8 +437,17 @@ impl Engine {
     /// Withdraws what [`Engine::network_attach`] set up for a container that
     /// stopped: its published ports.
     pub(crate) fn network_detach(&self, c: &mut Container) {
-        if c.host_config.network_mode == pasta::MODE {
-            return self.pasta_detach(c);
+        if c.host_config.network_mode == pasta::MODE || crate::rootless::active() {
+            // pasta goes, and the namespace's binding: the veths go with
+            // the namespace.
+            if c.host_config.network_mode == pasta::MODE || !c.network_settings.networks.is_empty()
+            {
+                self.pasta_detach(c);
+            }
+            for e in c.network_settings.networks.values_mut() {
+                e.mac_address.clear();
+            }
+            return;
         }
         if c.network_settings.networks.is_empty() {
             return;

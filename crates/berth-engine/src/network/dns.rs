@@ -7,7 +7,8 @@
 //! names. A query for a running container on the network it arrived from is
 //! answered from the container records; anything else is forwarded to the
 //! host's resolvers (the server lives in the host's network namespace, so a
-//! loopback resolver such as systemd-resolved works). It holds
+//! loopback resolver such as systemd-resolved works; for a rootless store
+//! only its listening sockets are in the store's bridge namespace). It holds
 //! `networks/dns.lock` while it runs, so there is never more than one, and
 //! exits once no container needs it for a while. Packets are parsed and built
 //! with the `simple-dns` crate.
@@ -57,7 +58,7 @@ impl Engine {
             // It picks up networks made since within its next scan (0.5 s);
             // wait for that so a container's first lookup already works.
             let deadline = Instant::now() + Duration::from_secs(2);
-            while UdpSocket::bind((gw, 53)).is_ok() && Instant::now() < deadline {
+            while bind_gateway(gw).is_ok() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             return Ok(());
@@ -98,6 +99,18 @@ impl Engine {
     }
 }
 
+/// A socket on port 53 of a network's gateway: in the host's namespace, or
+/// for a rootless store in its bridges' namespace (the socket stays there,
+/// the thread comes back; upstream queries go from the host's).
+fn bind_gateway(gw: Ipv4Addr) -> std::io::Result<UdpSocket> {
+    if crate::rootless::active() {
+        super::userns::in_bridges_netns(|| UdpSocket::bind((gw, 53)))
+            .unwrap_or_else(|| Err(std::io::Error::other("no bridges namespace")))
+    } else {
+        UdpSocket::bind((gw, 53))
+    }
+}
+
 /// A user network the server listens on.
 struct Listener {
     name: String,
@@ -129,7 +142,7 @@ pub fn serve(engine: &Engine, ready: Option<OwnedFd>) -> Result<()> {
                     continue;
                 }
                 if let Ok(gw) = n.gateway.parse::<Ipv4Addr>()
-                    && let Ok(sock) = UdpSocket::bind((gw, 53))
+                    && let Ok(sock) = bind_gateway(gw)
                 {
                     listeners.insert(
                         n.gateway.clone(),

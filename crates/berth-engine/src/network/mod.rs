@@ -22,6 +22,7 @@ mod model;
 pub mod netlink;
 pub mod nft;
 pub mod pasta;
+pub mod userns;
 
 pub use model::*;
 
@@ -386,6 +387,15 @@ impl Engine {
     /// by the same name stays, and so does the table while any store's
     /// network is in it).
     pub(crate) fn network_down(&self, net: &Network) -> Result<()> {
+        if crate::rootless::active() {
+            // The bridge is in the store's own namespace, with no rules.
+            if let Ok(mut nl) = self.bridge_netlink(false)
+                && nl.link_index(&net.bridge).map_err(nl_err)?.is_some()
+            {
+                nl.del_link(&net.bridge).map_err(nl_err)?;
+            }
+            return Ok(());
+        }
         let mut nl = netlink::Netlink::open().map_err(nl_err)?;
         if self.bridge_is_ours(&mut nl, &net.bridge, net.gateway().ok())? == Some(true) {
             nl.del_link(&net.bridge).map_err(nl_err)?;
@@ -403,7 +413,7 @@ impl Engine {
     /// network moves to the next free `berthN` (its record is rewritten);
     /// returns the network as it now is. Call under the network lock.
     fn network_up(&self, net: &Network) -> Result<Network> {
-        let mut nl = netlink::Netlink::open().map_err(nl_err)?;
+        let mut nl = self.bridge_netlink(true)?;
         let mut net = net.clone();
         let gw = net.gateway().ok();
         match self.bridge_is_ours(&mut nl, &net.bridge, gw)? {
@@ -443,6 +453,12 @@ impl Engine {
         nl.add_address(br, net.gateway()?, sn.prefix)
             .map_err(nl_err)?;
         nl.set_up(br, None).map_err(nl_err)?;
+        if crate::rootless::active() {
+            // No forwarding, NAT or published ports in a rootless store's
+            // bridge namespace: containers leave, and are reached, through
+            // their own pasta.
+            return Ok(net);
+        }
         if !net.internal {
             write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }

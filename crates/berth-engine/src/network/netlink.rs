@@ -8,7 +8,7 @@
 //! request/acknowledge loop (a few lines) is ours.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -57,6 +57,29 @@ pub struct Netlink {
     seq: u32,
 }
 
+/// Runs `f` in the network namespace `ns` (sockets it opens stay there)
+/// while the calling thread stays in its own. Root switches the calling
+/// thread there and back; a rootless berth may not come back to the host's
+/// namespace (it is not its user namespace's), so `f` runs on a thread of
+/// its own that ends with it.
+pub fn in_netns<R: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    if !crate::rootless::active() {
+        let _g = NetnsGuard::enter(&ns)?;
+        return Ok(f());
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            rustix::thread::move_into_link_name_space(
+                ns,
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// Switches the calling thread into a network namespace and back on drop.
 struct NetnsGuard {
     original: OwnedFd,
@@ -98,10 +121,9 @@ impl Netlink {
     }
 
     /// Opens a socket in the network namespace `ns` (a `/proc/PID/ns/net`
-    /// descriptor); the caller's thread is back in its own when this returns.
+    /// descriptor); the caller's thread stays in its own.
     pub fn open_in(ns: &impl AsFd) -> Result<Netlink> {
-        let _g = NetnsGuard::enter(ns).map_err(|e| err("setns", e))?;
-        Netlink::open()
+        in_netns(ns.as_fd(), Netlink::open).map_err(|e| err("setns", e))?
     }
 
     fn request(

@@ -33,18 +33,18 @@ pub fn available() -> bool {
     crate::rootless::which("pasta").is_some()
 }
 
-fn dir() -> PathBuf {
+pub(super) fn dir() -> PathBuf {
     crate::rootless::runtime_dir(crate::rootless::outside_uid().unwrap_or(0)).join("netns")
 }
 
-fn files(id: &str) -> (PathBuf, PathBuf) {
+pub(super) fn files(id: &str) -> (PathBuf, PathBuf) {
     let d = dir();
     (d.join(id), d.join(format!("{id}.pasta.pid")))
 }
 
 /// Makes a network namespace bound at `at`: a helper process unshares one
 /// and sleeps while it is bound, then goes.
-fn make_netns(at: &Path) -> std::io::Result<()> {
+pub(super) fn make_netns(at: &Path) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::create_dir_all(at.parent().unwrap_or(Path::new("/")))?;
     std::fs::File::create(at)?;
@@ -84,13 +84,23 @@ fn make_netns(at: &Path) -> std::io::Result<()> {
 impl Engine {
     /// A network namespace for container `c`, wired by pasta (its
     /// interface and routes configured, its published ports forwarded):
-    /// the file the container's spec joins.
-    pub(crate) fn pasta_prepare(&self, c: &mut Container) -> Result<PathBuf> {
-        let prog = program()?;
+    /// the file the container's spec joins. pasta's interface is named
+    /// `ifname`, or as the host's is; with `wire` false the namespace is
+    /// left to the caller (a container only on internal networks).
+    pub(crate) fn pasta_prepare(
+        &self,
+        c: &mut Container,
+        ifname: Option<&str>,
+        wire: bool,
+    ) -> Result<PathBuf> {
+        let prog = if wire { Some(program()?) } else { None };
+        let (rules, shown) = plan_ports(c, Ipv4Addr::UNSPECIFIED, &[])?;
         let (ns, pidfile) = files(&c.id);
         self.pasta_detach(c);
         make_netns(&ns).map_err(|e| EngineError::io("make network namespace", &ns, e))?;
-        let (rules, shown) = plan_ports(c, Ipv4Addr::UNSPECIFIED, &[])?;
+        let Some(prog) = prog else {
+            return Ok(ns);
+        };
         let mut cmd = std::process::Command::new(prog);
         cmd.args(["--config-net", "--quiet", "--no-map-gw"])
             .arg("--netns")
@@ -98,6 +108,9 @@ impl Engine {
             .arg("--netns-only")
             .arg("-P")
             .arg(&pidfile);
+        if let Some(n) = ifname {
+            cmd.args(["--ns-ifname", n]);
+        }
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         for r in &rules {
