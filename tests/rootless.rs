@@ -124,7 +124,7 @@ fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
         ])
         .fails(125);
     assert!(
-        err.contains("rootless") && err.contains("--memory"),
+        err.contains("rootless") && err.contains("--memory") && err.contains("delegated"),
         "{err}"
     );
 
@@ -398,6 +398,167 @@ fn rootless_containers_on_a_user_network_find_each_other_by_name() {
     u.berth(&["rm", "-f", "web"]).ok();
     u.berth(&["network", "rm", "appnet", "othernet"]).ok();
     assert!(!u.berth(&["network", "ls"]).ok().contains("appnet"));
+}
+
+/// A cgroup v2 subtree delegated to a user, as systemd's user@.service
+/// delegation (or an administrator's chown) makes one: a directory on the
+/// unified hierarchy owned by the user, with a leaf the user's commands run
+/// in. Removed, bottom up, when dropped (the user's processes killed first).
+struct Delegated {
+    root: std::path::PathBuf,
+    user: String,
+}
+
+impl Delegated {
+    fn new(u: &TestUser) -> Option<Delegated> {
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.join("cgroup.subtree_control").exists())?;
+        let root = mount.join(format!("berth-test-delegated-{}", u.name));
+        std::fs::create_dir_all(root.join("shell")).ok()?;
+        for d in [root.clone(), root.join("shell")] {
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.subtree_control",
+                "cgroup.threads",
+            ] {
+                std::os::unix::fs::chown(d.join(f), Some(u.uid), Some(u.uid)).ok()?;
+            }
+        }
+        Some(Delegated {
+            root,
+            user: u.name.clone(),
+        })
+    }
+
+    /// The user's berth, run from the delegated leaf (root moves the
+    /// command there before it drops to the user, as systemd would start it).
+    fn berth(&self, u: &TestUser, args: &[&str]) -> common::Run {
+        use std::os::unix::process::CommandExt;
+        let procs = self.root.join("shell/cgroup.procs");
+        let mut c = u.command(&u.bin_path("berth"), args);
+        // SAFETY: only a write(2) of this process's id between fork and exec.
+        unsafe {
+            c.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
+        }
+        common::Run {
+            out: c.output().unwrap(),
+        }
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        fn remove(d: &std::path::Path) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&e.path());
+                    }
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        // The user's processes first: a cgroup with processes stays.
+        for _ in 0..3 {
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-u", &self.user])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        remove(&self.root);
+    }
+}
+
+/// With a cgroup v2 subtree delegated to the user, each rootless container
+/// gets a cgroup of its own there: it can be paused, `stats` counts its
+/// processes, and a limit whose controller was not delegated is refused
+/// with the controller's name (podman's rule); without delegation, limits
+/// are refused saying so (see the lecture-flow test).
+#[test]
+fn a_rootless_container_gets_a_cgroup_in_the_user_s_delegated_subtree() {
+    let Some(u) = TestUser::with_busybox("g", true) else {
+        return;
+    };
+    let Some(d) = Delegated::new(&u) else {
+        return;
+    };
+    let info = d.berth(&u, &["info"]).ok();
+    let root = format!("/{}", d.root.file_name().unwrap().to_str().unwrap());
+    assert!(
+        info.contains(&format!("Cgroups: v2, delegated: {root}")),
+        "{info}"
+    );
+    d.berth(
+        &u,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cg",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    )
+    .ok();
+    let cg = d.berth(&u, &["exec", "cg", "cat", "/proc/1/cgroup"]).ok();
+    let id = d.berth(&u, &["inspect", "-f", "{{.Id}}", "cg"]).ok();
+    assert!(
+        cg.contains(&format!("0::{root}/berth/{}", id.trim())),
+        "{cg}"
+    );
+    d.berth(&u, &["pause", "cg"]).ok();
+    assert!(
+        d.berth(&u, &["ps", "--format", "{{.Status}}"])
+            .ok()
+            .contains("(Paused)")
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.root.join("berth").join(id.trim()).join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    d.berth(&u, &["unpause", "cg"]).ok();
+    let stats = d
+        .berth(&u, &["stats", "--no-stream", "--format", "{{.PIDs}}", "cg"])
+        .ok();
+    assert_eq!(stats.trim(), "1");
+    // This machine's delegated subtree has no memory controller.
+    let have = std::fs::read_to_string(d.root.join("cgroup.controllers")).unwrap();
+    if !have.split_whitespace().any(|c| c == "memory") {
+        let err = d
+            .berth(
+                &u,
+                &[
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "-m",
+                    "10m",
+                    "busybox",
+                    "true",
+                ],
+            )
+            .fails(125);
+        assert!(
+            err.contains("memory controller") && err.contains(&root),
+            "{err}"
+        );
+    }
+    d.berth(&u, &["rm", "-f", "cg"]).ok();
+    assert!(!d.root.join("berth").join(id.trim()).exists());
 }
 
 #[test]

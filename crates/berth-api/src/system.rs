@@ -113,15 +113,31 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
         } else {
             "none (install passt for pasta)"
         };
+        let (cgroups, warn) = match berth_runtime::cgroup_delegated_root() {
+            Some((mount, root)) => {
+                let ctl = std::fs::read_to_string(mount.join(root.trim_start_matches('/')).join("cgroup.controllers"))
+                    .unwrap_or_default();
+                let ctl = ctl.trim();
+                (
+                    format!(
+                        "v2, delegated: {root} (controllers: {})",
+                        if ctl.is_empty() { "none" } else { ctl }
+                    ),
+                    None,
+                )
+            }
+            None => (
+                "none: rootless containers run without a cgroup (no resource limits; no cgroup v2 subtree is delegated to this user)".to_string(),
+                Some("WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available".to_string()),
+            ),
+        };
         (
             serde_json::json!({
                 "IDMap": berth_engine::rootless::current_mapping().map(|m| m.describe()),
                 "Network": network,
-                "Cgroups": "none: rootless containers run without a cgroup (no resource limits)",
+                "Cgroups": cgroups,
             }),
-            vec![
-                "WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available".to_string(),
-            ],
+            warn.into_iter().collect(),
         )
     } else {
         (serde_json::Value::Null, Vec::new())

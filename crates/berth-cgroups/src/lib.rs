@@ -6,6 +6,10 @@
 //! the OCI `linux.resources`, freezes and thaws, reads stats and removes it. Every
 //! file operation's error names the file. The layout is chosen at run time from
 //! `/proc/self/mountinfo`; tests point a manager at a fake tree instead.
+//!
+//! In a user namespace (rootless) only the unified hierarchy is used, and
+//! only the subtree delegated to the user ([`delegated_root`]): v1
+//! hierarchies are root's alone.
 
 mod fsutil;
 pub mod mountinfo;
@@ -37,6 +41,72 @@ pub fn detect_layout() -> Layout {
             .any(|x| x.mount_point == "/sys/fs/cgroup" && x.fstype == "cgroup2")
     });
     if v2 { Layout::V2 } else { Layout::V1 }
+}
+
+/// The unified (v2) hierarchy's mount point: `/sys/fs/cgroup` on a v2
+/// machine, `/sys/fs/cgroup/unified` (or wherever cgroup2 is) on a hybrid one.
+pub fn unified_mount() -> Option<PathBuf> {
+    let m = mountinfo::read().ok()?;
+    let points: Vec<&str> = m
+        .iter()
+        .filter(|x| x.fstype == "cgroup2")
+        .map(|x| x.mount_point.as_str())
+        .collect();
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| points.contains(p))
+        .or(points.first().copied())
+        .map(PathBuf::from)
+}
+
+/// This process's cgroup on the unified hierarchy (its `0::` line).
+pub fn own_v2_path() -> Option<String> {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+}
+
+fn writable(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Whether this user may manage the cgroup directory `dir`: make children
+/// in it, move processes in and enable controllers below.
+fn manageable(dir: &Path) -> bool {
+    writable(dir)
+        && writable(&dir.join("cgroup.procs"))
+        && writable(&dir.join("cgroup.subtree_control"))
+}
+
+/// The cgroup v2 subtree delegated to this user: the topmost of this
+/// process's cgroup and its ancestors that the user may manage (systemd's
+/// `Delegate=yes` of `user@UID.service`, or what an administrator chowned
+/// to the user). Returns the unified mount and the subtree's path in it;
+/// `None` when the process's own cgroup is not the user's (a login
+/// session's scope is root's: `systemd-run --user --scope berth …` runs
+/// berth in the user's delegated subtree).
+pub fn delegated_root() -> Option<(PathBuf, String)> {
+    let mount = unified_mount()?;
+    let own = own_v2_path()?;
+    let mut best: Option<String> = None;
+    let mut cur = own.trim_end_matches('/').to_string();
+    while !cur.is_empty() {
+        if !manageable(&mount.join(cur.trim_start_matches('/'))) {
+            break;
+        }
+        best = Some(cur.clone());
+        cur = match cur.rfind('/') {
+            Some(i) => cur[..i].to_string(),
+            None => String::new(),
+        };
+    }
+    best.map(|b| (mount, b))
 }
 
 /// Freezer states.
@@ -92,6 +162,16 @@ impl Manager {
             return Err(CgroupError::Invalid(
                 "the container has no cgroup of its own".into(),
             ));
+        }
+        if berth_fs::in_user_namespace() {
+            // A user may manage only (a delegated part of) the unified
+            // hierarchy, whatever the layout.
+            let base = unified_mount().ok_or_else(|| {
+                CgroupError::Invalid(
+                    "no cgroup v2 hierarchy is mounted: a user namespace may manage cgroups only there".into(),
+                )
+            })?;
+            return Ok(Manager::V2(v2::V2Manager::new(&base, path)?));
         }
         Ok(match detect_layout() {
             Layout::V1 => Manager::V1(v1::V1Manager::new(path)?),

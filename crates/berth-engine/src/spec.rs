@@ -163,10 +163,12 @@ pub fn generate(i: &Input) -> Result<Value> {
         && resources
             .as_object()
             .is_some_and(|r| r.keys().any(|k| k != "devices"))
+        && berth_runtime::cgroup_delegated_root().is_none()
     {
-        return Err(EngineError::Invalid(
-            "rootless berth cannot apply --memory, --cpus, --cpu-shares, --pids-limit or other resource limits: it runs containers without a cgroup (a cgroup v2 subtree delegated to your user is not used yet); run without them, or as root".into(),
-        ));
+        return Err(EngineError::Invalid(format!(
+            "rootless berth cannot apply --memory, --cpus, --cpu-shares, --pids-limit or other resource limits here: no cgroup v2 subtree is delegated to your user (berth runs in cgroup {:?}, which is not yours); run berth in your delegated subtree (with systemd: systemd-run --user --scope berth …), run without them, or as root",
+            berth_runtime::cgroup_own_v2_path().unwrap_or_default()
+        )));
     }
     let cwd = if c.config.working_dir.is_empty() {
         "/".to_string()

@@ -27,7 +27,9 @@ pub mod wait;
 
 pub use berth_cgroups::Layout as CgroupLayout;
 pub use berth_cgroups::Stats;
+pub use berth_cgroups::delegated_root as cgroup_delegated_root;
 pub use berth_cgroups::detect_layout as cgroup_layout;
+pub use berth_cgroups::own_v2_path as cgroup_own_v2_path;
 pub use container::cmdline;
 pub use container::kill::parse_signal;
 pub use container::{CreateOptions, ExecOptions, Runtime};

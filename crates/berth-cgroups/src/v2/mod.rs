@@ -89,6 +89,42 @@ impl V2Manager {
         Ok(())
     }
 
+    /// The controllers `r` needs that this cgroup has not got (a delegated
+    /// subtree may be given only some): `memory`, `cpu`, `cpuset`, `pids`,
+    /// `io`, `hugetlb`.
+    pub fn missing_controllers(&self, r: &LinuxResources) -> Vec<&'static str> {
+        let have =
+            std::fs::read_to_string(self.path.join("cgroup.controllers")).unwrap_or_default();
+        let have: Vec<&str> = have.split_whitespace().collect();
+        let cpu = r.cpu().as_ref();
+        let wanted = [
+            ("memory", r.memory().is_some()),
+            (
+                "cpu",
+                cpu.is_some_and(|c| {
+                    c.shares().is_some_and(|s| s != 0)
+                        || c.quota().is_some()
+                        || c.period().is_some()
+                }),
+            ),
+            (
+                "cpuset",
+                cpu.is_some_and(|c| c.cpus().is_some() || c.mems().is_some()),
+            ),
+            ("pids", r.pids().is_some()),
+            ("io", r.block_io().is_some()),
+            (
+                "hugetlb",
+                r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+            ),
+        ];
+        wanted
+            .into_iter()
+            .filter(|(c, w)| *w && !have.contains(c))
+            .map(|(c, _)| c)
+            .collect()
+    }
+
     /// Moves `pid` in.
     pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         write(&self.path.join("cgroup.procs"), &pid.to_string())
@@ -252,7 +288,13 @@ impl V2Manager {
             memory_limit: read_u64(&p.join("memory.max")),
             memory_max_usage: read_u64(&p.join("memory.peak")),
             memory_cache: flat_keyed(&p.join("memory.stat"), "file"),
-            pids_current: read_u64(&p.join("pids.current")),
+            // Without the pids controller (a delegated subtree may lack
+            // it), the processes in the cgroup.
+            pids_current: if p.join("pids.current").exists() {
+                read_u64(&p.join("pids.current"))
+            } else {
+                self.pids().map(|v| v.len() as u64).unwrap_or(0)
+            },
             pids_limit: read_u64(&p.join("pids.max")),
             io_read_bytes: io.0,
             io_write_bytes: io.1,
@@ -276,6 +318,24 @@ mod tests {
 
     fn res(json: &str) -> LinuxResources {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn names_the_controllers_a_delegated_cgroup_lacks() {
+        let t = tempfile::tempdir().unwrap();
+        let m = V2Manager::new(t.path(), "/c").unwrap();
+        std::fs::create_dir_all(m.path()).unwrap();
+        std::fs::write(m.path().join("cgroup.controllers"), "hugetlb pids\n").unwrap();
+        let r = res(
+            r#"{"memory": {"limit": 1048576}, "pids": {"limit": 10}, "cpu": {"quota": 50000, "cpus": "0"}}"#,
+        );
+        assert_eq!(m.missing_controllers(&r), vec!["memory", "cpu", "cpuset"]);
+        assert!(
+            m.missing_controllers(&res(r#"{"pids": {"limit": 5}}"#))
+                .is_empty()
+        );
+        // Device rules need no controller on v2.
+        assert!(m.missing_controllers(&res(r#"{"devices": []}"#)).is_empty());
     }
 
     #[test]

@@ -280,27 +280,52 @@ impl Runtime {
 /// made and given the spec's resources and device rules; the cleanup removes
 /// it on failure. Returns it and its path.
 ///
-/// In a user namespace (a rootless runtime) a cgroup that cannot be made
-/// is none at all when the spec sets no limits (as runc's rootless mode
-/// does): the device rules then stand as the user namespace's, where no
-/// device can be made anyway. Limits that cannot be applied are an error.
+/// In a user namespace (a rootless runtime) the path is taken inside the
+/// cgroup v2 subtree delegated to the user
+/// ([`berth_cgroups::delegated_root`]), and the device rules stand as the
+/// user namespace's, where no device can be made anyway (a user may not
+/// attach a device program). With no delegated subtree the container has
+/// no cgroup when the spec sets no limits (as runc's rootless mode does);
+/// limits that cannot be applied, or that need a controller the subtree
+/// was not given, are an error that says so.
 fn make_cgroup(
     linux: &oci_spec::runtime::Linux,
     id: &str,
     cleanup: &mut Cleanup,
 ) -> Result<(Option<berth_cgroups::Manager>, String)> {
-    let cgroup_path = linux
+    let mut cgroup_path = linux
         .cgroups_path()
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("/berth/{id}"));
+    let rootless = crate::namespaces::in_user_namespace();
+    let mut delegated = None;
+    if rootless {
+        let own = berth_cgroups::own_v2_path().unwrap_or_default();
+        match berth_cgroups::delegated_root() {
+            Some((_, root)) => {
+                cgroup_path = format!(
+                    "{}/{}",
+                    root.trim_end_matches('/'),
+                    cgroup_path.trim_start_matches('/')
+                );
+                delegated = Some(root);
+            }
+            None if has_limits(linux) => {
+                return Err(RuntimeError::Spec(format!(
+                    "resource limits need a cgroup this user may manage, and there is none: this process's cgroup {own:?} is not delegated to the user; rootless limits need cgroup v2 with a delegated subtree (systemd's user@.service delegation: run berth under `systemd-run --user --scope`)"
+                )));
+            }
+            None => return Ok((None, String::new())),
+        }
+    }
     let made = berth_cgroups::Manager::new(&cgroup_path).and_then(|cg| cg.create().map(|()| cg));
     let cg = match made {
         Ok(cg) => cg,
-        Err(e) if crate::namespaces::in_user_namespace() => {
+        Err(e) if rootless => {
             if has_limits(linux) {
                 return Err(RuntimeError::Spec(format!(
-                    "resource limits need a cgroup this user may manage, and there is none ({e}): rootless limits need cgroup v2 with a delegated subtree (systemd's user@.service delegation)"
+                    "resource limits need a cgroup this user may manage, and making {cgroup_path} failed ({e})"
                 )));
             }
             return Ok((None, String::new()));
@@ -309,7 +334,26 @@ fn make_cgroup(
     };
     cleanup.cgroup = Some(cg.clone());
     let mut resources = linux.resources().clone().unwrap_or_default();
-    if resources.devices().is_some() || linux.devices().is_some() {
+    if rootless {
+        resources.set_devices(None);
+        if let (berth_cgroups::Manager::V2(m), Some(root)) = (&cg, &delegated) {
+            let missing = m.missing_controllers(&resources);
+            if !missing.is_empty() {
+                return Err(RuntimeError::Spec(format!(
+                    "the limits asked for need the {} controller{}, which the cgroup delegated to this user ({root}) has not got (it has: {}); ask for the controller to be delegated (systemd: Delegate=yes, or Delegate={} for user@.service), or run without those limits",
+                    missing.join(", "),
+                    if missing.len() == 1 { "" } else { "s" },
+                    std::fs::read_to_string(m.path().join("cgroup.controllers"))
+                        .map(|s| {
+                            let s = s.trim().to_string();
+                            if s.is_empty() { "none".into() } else { s }
+                        })
+                        .unwrap_or_else(|_| "none".into()),
+                    missing.join(" "),
+                )));
+            }
+        }
+    } else if resources.devices().is_some() || linux.devices().is_some() {
         resources.set_devices(Some(device_rules(linux)));
     }
     cg.apply(&resources)?;
