@@ -144,7 +144,7 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
     };
     let containers = e.containers()?;
     let images = e.store.images().map_err(ApiError::from)?.len();
-    let driver = e.store.snapshots.driver().name().to_string();
+    let driver = e.store.snapshots.driver_name().to_string();
     let count =
         |f: fn(&berth_engine::Container) -> bool| containers.iter().filter(|c| f(c)).count();
     let hostname = rustix::system::uname()

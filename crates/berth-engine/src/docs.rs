@@ -56,9 +56,9 @@ pub fn image_inspect(store: &Store, img: &Image) -> Value {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(":");
-            json!({"Data": {"LowerDir": lowers}, "Name": store.snapshots.driver().name()})
+            json!({"Data": {"LowerDir": lowers}, "Name": store.snapshots.driver_name()})
         }
-        None => json!({"Data": null, "Name": store.snapshots.driver().name()}),
+        None => json!({"Data": null, "Name": store.snapshots.driver_name()}),
     };
     let comment = img
         .config

@@ -267,8 +267,10 @@ impl Engine {
                         fresh.state.error =
                             "the container's monitor exited before recording its exit code".into();
                     }
-                    // What its monitor would have withdrawn (published ports).
+                    // What its monitor would have withdrawn (published ports,
+                    // a fuse-overlayfs root).
                     self.network_detach(&mut fresh);
+                    self.rootfs_release(&c.id);
                     container::save(&self.dir(&c.id), &fresh)?;
                     let _ = self.runtime.delete(&c.id, true);
                 }

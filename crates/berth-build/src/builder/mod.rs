@@ -284,6 +284,38 @@ impl Drop for Mounted {
     }
 }
 
+/// The runtime's root filesystem mounts for a snapshot. A fuse-overlayfs
+/// snapshot is mounted here first, on `at` (for as long as the returned
+/// guard lives: its server stays outside the container), and handed over
+/// as a bind mount.
+fn runtime_rootfs(
+    mounts: &[berth_store::snapshot::Mount],
+    at: &Path,
+) -> Result<(Vec<RootfsMount>, Option<Mounted>), BuildError> {
+    if let Some(m) = mounts.first()
+        && m.typ == berth_store::snapshot::FUSE
+    {
+        std::fs::create_dir_all(at)
+            .map_err(|e| BuildError::msg(format!("mkdir {}: {e}", at.display())))?;
+        let guard = mount_snapshot(mounts, at)?;
+        let bind = RootfsMount {
+            typ: "bind".into(),
+            source: at.display().to_string(),
+            options: vec!["rbind".into(), "rw".into()],
+        };
+        return Ok((vec![bind], Some(guard)));
+    }
+    let all = mounts
+        .iter()
+        .map(|m| RootfsMount {
+            typ: m.typ.clone(),
+            source: m.source.clone(),
+            options: m.options.clone(),
+        })
+        .collect();
+    Ok((all, None))
+}
+
 /// Mounts the first of a snapshot's mounts on `target`.
 fn mount_snapshot(
     mounts: &[berth_store::snapshot::Mount],
@@ -292,6 +324,10 @@ fn mount_snapshot(
     let m = mounts
         .first()
         .ok_or_else(|| BuildError::msg("snapshot has no mounts"))?;
+    if m.typ == berth_store::snapshot::FUSE {
+        berth_store::snapshot::mount_fuse(m, target).map_err(|e| BuildError::msg(e.to_string()))?;
+        return Ok(Mounted(target.to_path_buf()));
+    }
     let tgt = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
         .map_err(|e| BuildError::msg(e.to_string()))?;
     let (src, typ, flags, data) = if m.typ == "bind" {

@@ -373,15 +373,10 @@ impl<'a> Builder<'a> {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
         let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
         use std::os::fd::AsRawFd;
+        let (rootfs_mounts, fuse) =
+            runtime_rootfs(mounts, &bundle.join("merged")).map_err(|e| e.to_string())?;
         let copts = CreateOptions {
-            rootfs_mounts: mounts
-                .iter()
-                .map(|m| RootfsMount {
-                    typ: m.typ.clone(),
-                    source: m.source.clone(),
-                    options: m.options.clone(),
-                })
-                .collect(),
+            rootfs_mounts,
             stdio: Some([devnull.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()]),
             ..Default::default()
         };
@@ -420,6 +415,9 @@ impl<'a> Builder<'a> {
             ));
         }
         let _ = self.runtime.delete(snap, true);
+        // Unmounted before the bundle goes, or its removal would reach
+        // into the snapshot.
+        drop(fuse);
         let _ = std::fs::remove_dir_all(bundle);
         Ok(code)
     }

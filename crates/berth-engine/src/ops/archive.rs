@@ -70,6 +70,14 @@ impl Engine {
         let m = m
             .first()
             .ok_or_else(|| EngineError::Corrupt("snapshot without mounts".into()))?;
+        if m.typ == berth_store::snapshot::FUSE {
+            berth_store::snapshot::mount_fuse(m, &mnt)
+                .map_err(|e| EngineError::io("mount", &mnt, e))?;
+            return Ok(CpRoot {
+                path: mnt,
+                mounted: true,
+            });
+        }
         let opts = m.options.join(",");
         let (typ, flags, data) = if m.typ == "bind" {
             (None, libc::MS_BIND | libc::MS_REC, String::new())

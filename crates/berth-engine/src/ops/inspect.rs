@@ -57,7 +57,7 @@ impl Engine {
             "LogPath": self.dir(&c.id).join(format!("{}-json.log", c.id)),
             "Name": format!("/{}", c.name),
             "RestartCount": c.state.restart_count,
-            "Driver": self.store.snapshots.driver().name(),
+            "Driver": self.store.snapshots.driver_name(),
             "Platform": "linux",
             "HostConfig": host_config,
             "Mounts": mounts_doc(c),
@@ -66,7 +66,7 @@ impl Engine {
             "MountLabel": "",
             "ProcessLabel": "",
             "Config": c.config,
-            "GraphDriver": {"Name": self.store.snapshots.driver().name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},
+            "GraphDriver": {"Name": self.store.snapshots.driver_name(), "Data": {"UpperDir": self.store.snapshots.upper_dir(&c.id)}},
             "NetworkSettings": network_settings,
         })
     }

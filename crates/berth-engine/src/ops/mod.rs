@@ -197,6 +197,7 @@ impl Engine {
     /// then the directory.
     fn finish_removal(&self, c: Container, tomb: &Path, volumes: bool) -> Result<String> {
         let _ = self.runtime.delete(&c.id, true);
+        crate::run::release_merged(tomb);
         match self.store.snapshots.remove_active(&c.id) {
             Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

@@ -187,15 +187,29 @@ pub fn changes_overlay(upper: &Path) -> Result<Vec<Change>, ArchiveError> {
     Ok(out)
 }
 
+/// fuse-overlayfs's opaque-directory marker (a file in the directory, as
+/// in an OCI layer) and the whiteout it puts beside it.
+const FUSE_OPAQUE: &[u8] = b".wh..wh..opq";
+const FUSE_OPAQUE_WHITEOUT: &[u8] = b".wh..opq";
+
 fn walk_upper(root: &InRoot, rel: &[u8], out: &mut Vec<Change>) -> Result<(), ArchiveError> {
     for (name, st) in entries(root, rel)? {
         let r = rel_join(rel, &name);
         let ft = ftype(&st);
-        if ft == FileType::CharacterDevice && st.st_rdev == 0 {
+        let whiteout = ft == FileType::CharacterDevice && st.st_rdev == 0;
+        if (name == FUSE_OPAQUE && ft == FileType::RegularFile)
+            || (name == FUSE_OPAQUE_WHITEOUT && whiteout)
+        {
+            continue; // the directory's opaque marker, read below
+        }
+        if whiteout {
             out.push(Change::Delete(r));
         } else if ft == FileType::Directory {
             out.push(Change::Upsert(r.clone()));
-            if is_opaque(root, &r) {
+            let fuse_opaque = root
+                .lstat(&rel_join(&r, FUSE_OPAQUE))
+                .is_ok_and(|st| ftype(&st) == FileType::RegularFile);
+            if fuse_opaque || is_opaque(root, &r) {
                 out.push(Change::Opaque(r.clone()));
             }
             walk_upper(root, &r, out)?;

@@ -130,6 +130,13 @@ impl Snapshotter {
             options.push(format!("upperdir={}", upper.display()));
             options.push(format!("workdir={}", dir.join("work").display()));
         }
+        if self.fuse {
+            return Ok(vec![Mount {
+                typ: FUSE.into(),
+                source: FUSE.into(),
+                options,
+            }]);
+        }
         // Inside a user namespace overlayfs keeps its metadata in user.*
         // xattrs, which the layers' opaque markers are written in too.
         options.extend(crate::archive::overlay_meta::mount_options().map(str::to_string));

@@ -10,6 +10,14 @@
 //!   tree (parent copied, then the layer applied with deleting whiteouts), and an
 //!   active snapshot is a full copy mounted with a bind mount.
 //!
+//! The overlay layout may also be mounted by `fuse-overlayfs` (the store's
+//! driver then reads `fuse-overlayfs`): rootless berth's fallback where the
+//! kernel will not mount overlayfs in a user namespace (before Linux 5.11),
+//! as podman's `mount_program`. Its mounts are described with the type
+//! `fuse-overlayfs` and made by [`mount_fuse`]: a process that serves the
+//! mount until it is unmounted. It keeps opaque directories as
+//! `.wh..wh..opq` files, which [`diff`] reads as overlayfs's xattr.
+//!
 //! Like containerd's snapshotters, this module only *describes* mounts
 //! ([`Mount`]); the engine performs them. The one exception is the overlay
 //! capability probe when a store is first created.
@@ -139,6 +147,55 @@ pub struct ActiveMeta {
 pub struct Snapshotter {
     root: PathBuf,
     driver: Driver,
+    /// Overlay layers mounted by fuse-overlayfs.
+    fuse: bool,
+}
+
+/// The driver name of overlay layers mounted by fuse-overlayfs.
+pub const FUSE: &str = "fuse-overlayfs";
+
+/// fuse-overlayfs's program, when installed.
+pub fn fuse_program() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec![PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
+        .into_iter()
+        .map(|d| d.join(FUSE))
+        .find(|p| p.is_file())
+}
+
+/// Mounts a `fuse-overlayfs` description on `target`: the program mounts
+/// it and stays to serve it (until it is unmounted, or its mount
+/// namespace goes).
+pub fn mount_fuse(m: &Mount, target: &Path) -> std::io::Result<()> {
+    let prog = fuse_program().ok_or_else(|| {
+        std::io::Error::other("fuse-overlayfs is not installed (apt-get install fuse-overlayfs)")
+    })?;
+    let log = tempfile::tempfile()?;
+    let status = std::process::Command::new(prog)
+        .arg("-o")
+        .arg(m.options.join(","))
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.try_clone()?)
+        .status()?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut err = String::new();
+    let mut log = log;
+    std::io::Seek::rewind(&mut log)?;
+    let _ = log.read_to_string(&mut err);
+    let err: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("unknown argument ignored"))
+        .collect();
+    Err(std::io::Error::other(format!(
+        "fuse-overlayfs on {}: {}",
+        target.display(),
+        err.join("; ")
+    )))
 }
 
 /// A layer unpacked into a temporary directory, not yet visible.
@@ -172,29 +229,47 @@ impl Snapshotter {
             mkdir_all(&root.join(d))?;
         }
         let dfile = root.join("driver");
-        let driver = match fs::read_to_string(&dfile) {
-            Ok(s) if s.trim() == "overlay" => Driver::Overlay,
-            Ok(s) if s.trim() == "copy" => Driver::Copy,
+        let (driver, fuse) = match fs::read_to_string(&dfile) {
+            Ok(s) if s.trim() == "overlay" => (Driver::Overlay, false),
+            Ok(s) if s.trim() == FUSE => (Driver::Overlay, true),
+            Ok(s) if s.trim() == "copy" => (Driver::Copy, false),
             _ => {
-                let d = match (driver, std::env::var("BERTH_SNAPSHOTTER").as_deref()) {
-                    (Some(d), _) => d,
-                    (None, Ok("copy")) => Driver::Copy,
-                    (None, Ok("overlay")) => Driver::Overlay,
-                    _ => probe_overlay(&root.join("tmp")),
+                let (d, fuse) = match (driver, std::env::var("BERTH_SNAPSHOTTER").as_deref()) {
+                    (Some(d), _) => (d, false),
+                    (None, Ok("copy")) => (Driver::Copy, false),
+                    (None, Ok("overlay")) => (Driver::Overlay, false),
+                    (None, Ok(FUSE)) => (Driver::Overlay, true),
+                    _ => match probe_overlay(&root.join("tmp")) {
+                        // A user namespace whose kernel will not mount
+                        // overlayfs: fuse-overlayfs where it is installed.
+                        Driver::Copy
+                            if berth_fs::in_user_namespace() && fuse_program().is_some() =>
+                        {
+                            (Driver::Overlay, true)
+                        }
+                        d => (d, false),
+                    },
                 };
-                atomic_write(&dfile, d.name().as_bytes())?;
-                d
+                atomic_write(&dfile, if fuse { FUSE } else { d.name() }.as_bytes())?;
+                (d, fuse)
             }
         };
         Ok(Snapshotter {
             root: root.to_path_buf(),
             driver,
+            fuse,
         })
     }
 
-    /// The driver in use.
+    /// The driver in use (its layout: fuse-overlayfs keeps overlay's).
     pub fn driver(&self) -> Driver {
         self.driver
+    }
+
+    /// The driver's name as `info` shows it: `overlay`, `fuse-overlayfs`
+    /// or `copy`.
+    pub fn driver_name(&self) -> &'static str {
+        if self.fuse { FUSE } else { self.driver.name() }
     }
 
     fn layer_dir(&self, chain: &Digest) -> PathBuf {
