@@ -207,7 +207,7 @@ fn walk_upper(root: &InRoot, rel: &[u8], out: &mut Vec<Change>) -> Result<(), Ar
         } else if ft == FileType::Directory {
             out.push(Change::Upsert(r.clone()));
             let fuse_opaque = root
-                .lstat(&rel_join(&r, FUSE_OPAQUE))
+                .lstat(rel_join(&r, FUSE_OPAQUE))
                 .is_ok_and(|st| ftype(&st) == FileType::RegularFile);
             if fuse_opaque || is_opaque(root, &r) {
                 out.push(Change::Opaque(r.clone()));
