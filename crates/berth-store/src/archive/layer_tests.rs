@@ -330,6 +330,35 @@ fn overlay_whiteouts_become_overlay_markers() {
     assert!(ch.contains(&Change::Opaque(b"o".to_vec())));
 }
 
+/// fuse-overlayfs marks an opaque directory with a `.wh..wh..opq` file and a
+/// `.wh..opq` whiteout beside it: the differ reads them as the directory
+/// being opaque, and neither is a change of its own.
+#[test]
+fn fuse_overlayfs_opaque_markers_read_as_opaque() {
+    let t = tempfile::tempdir().unwrap();
+    let up = t.path();
+    fs::create_dir_all(up.join("d")).unwrap();
+    fs::write(up.join("d/.wh..wh..opq"), "").unwrap();
+    fs::write(up.join("d/new"), "x").unwrap();
+    let whiteout = rustix::fs::mknodat(
+        rustix::fs::CWD,
+        up.join("d/.wh..opq"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    );
+    let ch = changes_overlay(up).unwrap();
+    assert!(ch.contains(&Change::Opaque(b"d".to_vec())), "{ch:?}");
+    assert!(ch.contains(&Change::Upsert(b"d/new".to_vec())));
+    assert!(
+        !ch.iter().any(|c| match c {
+            Change::Upsert(p) | Change::Delete(p) | Change::Opaque(p) => p.starts_with(b"d/.wh."),
+        }),
+        "{ch:?} (whiteout made: {})",
+        whiteout.is_ok()
+    );
+}
+
 fn build_tree(root: &Path) {
     fs::create_dir_all(root.join("etc/deep/er")).unwrap();
     fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
