@@ -315,21 +315,39 @@ impl Berth {
     }
 }
 
-/// A busybox rootfs tarball made once per test process by scripts/busybox-rootfs.sh.
+/// A busybox rootfs tarball made by scripts/busybox-rootfs.sh, shared by
+/// the test processes: kept under `target/` by the script's and busybox's
+/// fingerprint (made again when either changes), written to a name of its
+/// own and renamed into place, so concurrent test binaries never read half
+/// a file and nothing is left in /tmp.
 pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-e2e-busybox-{}", std::process::id()));
+        use std::hash::{Hash, Hasher};
+        let script = project_root().join("scripts/busybox-rootfs.sh");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script).unwrap_or_default().hash(&mut h);
+        for bin in ["/bin/busybox", "/usr/bin/busybox"] {
+            if let Ok(m) = std::fs::metadata(bin) {
+                (m.len(), m.modified().ok()).hash(&mut h);
+            }
+        }
+        let dir = project_root().join("target/berth-e2e");
         std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("busybox.tar");
-        let st = Command::new(project_root().join("scripts/busybox-rootfs.sh"))
-            .arg(&out)
+        let out = dir.join(format!("busybox-{:016x}.tar", h.finish()));
+        if out.is_file() {
+            return out;
+        }
+        let tmp = dir.join(format!("busybox-{}.tar.tmp", std::process::id()));
+        let st = Command::new(&script)
+            .arg(&tmp)
             .status()
             .expect("run scripts/busybox-rootfs.sh");
         assert!(
             st.success(),
             "scripts/busybox-rootfs.sh failed (is busybox-static installed?)"
         );
+        std::fs::rename(&tmp, &out).unwrap();
         out
     })
 }
