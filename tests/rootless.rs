@@ -32,6 +32,18 @@ fn get(port: u16) -> Option<String> {
     (head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")).then(|| body.to_string())
 }
 
+/// A run with a memory limit (which needs a cgroup the user may manage).
+const LIMITED: &[&str] = &[
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "-m",
+    "10m",
+    "busybox",
+    "true",
+];
+
 #[test]
 fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
     let Some(u) = TestUser::with_busybox("a", true) else {
@@ -111,18 +123,7 @@ fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
     );
 
     // Limits need a delegated cgroup: refused, saying why (podman's rule).
-    let err = u
-        .berth(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-m",
-            "10m",
-            "busybox",
-            "true",
-        ])
-        .fails(125);
+    let err = u.berth(LIMITED).fails(125);
     assert!(
         err.contains("rootless") && err.contains("--memory") && err.contains("delegated"),
         "{err}"
@@ -537,21 +538,7 @@ fn a_rootless_container_gets_a_cgroup_in_the_user_s_delegated_subtree() {
     // This machine's delegated subtree has no memory controller.
     let have = std::fs::read_to_string(d.root.join("cgroup.controllers")).unwrap();
     if !have.split_whitespace().any(|c| c == "memory") {
-        let err = d
-            .berth(
-                &u,
-                &[
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "-m",
-                    "10m",
-                    "busybox",
-                    "true",
-                ],
-            )
-            .fails(125);
+        let err = d.berth(&u, LIMITED).fails(125);
         assert!(
             err.contains("memory controller") && err.contains(&root),
             "{err}"
