@@ -36,17 +36,16 @@ pub enum Layout {
 /// Detects the layout from the mount table: v2 when `/sys/fs/cgroup` itself is
 /// cgroup2; otherwise v1, even when a v2 hierarchy is mounted beside (hybrid).
 pub fn detect_layout() -> Layout {
-    let v2 = mountinfo::read().is_ok_and(|m| {
-        m.iter()
-            .any(|x| x.mount_point == "/sys/fs/cgroup" && x.fstype == "cgroup2")
-    });
+    let v2 = mountinfo::cgroup_mounts()
+        .iter()
+        .any(|x| x.mount_point == "/sys/fs/cgroup" && x.fstype == "cgroup2");
     if v2 { Layout::V2 } else { Layout::V1 }
 }
 
 /// The unified (v2) hierarchy's mount point: `/sys/fs/cgroup` on a v2
 /// machine, `/sys/fs/cgroup/unified` (or wherever cgroup2 is) on a hybrid one.
 pub fn unified_mount() -> Option<PathBuf> {
-    let m = mountinfo::read().ok()?;
+    let m = mountinfo::cgroup_mounts();
     let points: Vec<&str> = m
         .iter()
         .filter(|x| x.fstype == "cgroup2")

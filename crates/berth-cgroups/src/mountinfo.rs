@@ -40,6 +40,20 @@ pub fn read() -> std::io::Result<Vec<Mount>> {
     std::fs::read_to_string("/proc/self/mountinfo").map(|s| parse(&s))
 }
 
+/// The cgroup mounts (`cgroup`, `cgroup2`) of this process's mount table,
+/// read once per process: the hierarchies do not move while berth runs, and
+/// starting a container asks for them several times.
+pub fn cgroup_mounts() -> &'static [Mount] {
+    static M: std::sync::OnceLock<Vec<Mount>> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        read()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+            .collect()
+    })
+}
+
 /// Parses mountinfo text; malformed lines are skipped.
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()

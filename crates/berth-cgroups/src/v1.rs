@@ -48,7 +48,7 @@ pub struct Hierarchy {
 /// The v1 hierarchies mounted on this machine.
 pub fn hierarchies() -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
-    for m in crate::mountinfo::read().unwrap_or_default() {
+    for m in crate::mountinfo::cgroup_mounts() {
         if m.fstype != "cgroup" {
             continue;
         }
@@ -66,8 +66,8 @@ pub fn hierarchies() -> Vec<Hierarchy> {
         }
         out.push(Hierarchy {
             controllers,
-            mountpoint: PathBuf::from(m.mount_point),
-            root: m.root,
+            mountpoint: PathBuf::from(&m.mount_point),
+            root: m.root.clone(),
         });
     }
     out

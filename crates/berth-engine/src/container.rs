@@ -331,6 +331,21 @@ pub fn load(dir: &Path) -> Result<Container> {
     Ok(c)
 }
 
+/// The name and id of the container whose record is in `dir`: what a name
+/// check needs, without building the whole record.
+pub fn load_name(dir: &Path) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "Id")]
+        id: String,
+    }
+    let data = std::fs::read(dir.join("container.json")).ok()?;
+    let n: Named = serde_json::from_slice(&data).ok()?;
+    Some((n.name, n.id))
+}
+
 /// Writes a container record atomically.
 pub fn save(dir: &Path, c: &Container) -> Result<()> {
     let p = dir.join("container.json");

@@ -144,10 +144,10 @@ impl Engine {
             }
             None => String::new(),
         };
+        // Each record's name alone: a create reads every record.
         let taken: Vec<(String, String)> = container::all_dirs(&self.root().join("containers"))
             .iter()
-            .filter_map(|d| container::load(d).ok())
-            .map(|c| (c.name, c.id))
+            .filter_map(|d| container::load_name(d))
             .collect();
         Ok(if name.is_empty() {
             // docker's generator retries, then adds a number.

@@ -275,10 +275,18 @@ impl Proxy<'_> {
             fds.push(PollFd::from_borrowed_fd(std_fd(0), PollFlags::IN));
             kinds.push(Source::Stdin);
         }
-        let ms = if self.exit.is_some() { 20 } else { 200 };
+        // The process's exit wakes us through the signalfd (SIGCHLD) or its
+        // streams' end, so the timeout is only a safety net (a SIGCHLD taken
+        // by a thread that does not block it): long, so that an idle
+        // monitor does not wake five times a second (conmon does not).
+        let ms: i64 = match (self.exit.is_some(), self.sfd.is_some()) {
+            (true, _) => 20,
+            (false, true) => 5000,
+            (false, false) => 200,
+        };
         let timeout = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: ms * 1_000_000,
+            tv_sec: ms / 1000,
+            tv_nsec: (ms % 1000) * 1_000_000,
         };
         let n = poll(&mut fds, Some(&timeout)).unwrap_or(0);
         if n == 0 && self.exit.is_some() {
