@@ -123,7 +123,7 @@ pub fn plan(uid: u32, gid: u32) -> Mapping {
     let name = user_name(uid);
     let tools = ["newuidmap", "newgidmap"]
         .iter()
-        .all(|t| which(t).is_some());
+        .all(|t| berth_fs::which(t).is_some());
     let read = |f: &str, id: u32| {
         std::fs::read_to_string(f)
             .ok()
@@ -137,17 +137,6 @@ pub fn plan(uid: u32, gid: u32) -> Mapping {
         sub_uids: su.filter(|_| both),
         sub_gids: sg.filter(|_| both),
     }
-}
-
-/// `prog` on the PATH (or in /usr/bin, /usr/sbin, /bin).
-pub(crate) fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/bin".into()])
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
 }
 
 /// Where the pause process's pid and the mapping are kept.

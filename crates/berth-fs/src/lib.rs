@@ -23,6 +23,17 @@ pub fn in_user_namespace() -> bool {
     })
 }
 
+/// `prog` on the PATH (or in /usr/bin, /usr/sbin, /bin).
+pub fn which(prog: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/bin".into(), "/usr/sbin".into(), "/bin".into()])
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
 /// An I/O error with the operation and path it happened on (`open '/x': EACCES`).
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {source}")]

@@ -21,7 +21,7 @@ pub const MODE: &str = "pasta";
 
 /// pasta's program, or the error that says how to get it.
 pub fn program() -> Result<PathBuf> {
-    crate::rootless::which("pasta").ok_or_else(|| {
+    berth_fs::which("pasta").ok_or_else(|| {
         EngineError::Invalid(
             "a rootless container's network needs pasta: apt-get install passt (or run with --network none or host)".into(),
         )
@@ -30,7 +30,7 @@ pub fn program() -> Result<PathBuf> {
 
 /// Whether pasta is installed.
 pub fn available() -> bool {
-    crate::rootless::which("pasta").is_some()
+    berth_fs::which("pasta").is_some()
 }
 
 pub(super) fn dir() -> PathBuf {

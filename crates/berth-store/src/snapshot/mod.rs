@@ -156,12 +156,7 @@ pub const FUSE: &str = "fuse-overlayfs";
 
 /// fuse-overlayfs's program, when installed.
 pub fn fuse_program() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_else(|| vec![PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
-        .into_iter()
-        .map(|d| d.join(FUSE))
-        .find(|p| p.is_file())
+    berth_fs::which(FUSE)
 }
 
 /// Mounts a `fuse-overlayfs` description on `target`: the program mounts
