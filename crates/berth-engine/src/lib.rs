@@ -270,7 +270,7 @@ impl Engine {
                     // What its monitor would have withdrawn (published ports,
                     // a fuse-overlayfs root).
                     self.network_detach(&mut fresh);
-                    self.rootfs_release(&c.id);
+                    crate::run::release_merged(&self.dir(&c.id));
                     container::save(&self.dir(&c.id), &fresh)?;
                     let _ = self.runtime.delete(&c.id, true);
                 }

@@ -236,33 +236,16 @@ impl Engine {
             .create_with_console(&c.id, dir, &opts, console)?)
     }
 
-    /// The container's root filesystem mounts for the runtime. A
-    /// fuse-overlayfs snapshot is mounted here first, on `merged` in the
-    /// container's directory (its server is then a process of the user's,
-    /// outside the container), and handed over as a bind mount.
+    /// The container's root filesystem mounts for the runtime: a
+    /// fuse-overlayfs snapshot is mounted first on `merged` in the
+    /// container's directory (see [`berth_store::snapshot::runtime_mounts`];
+    /// [`release_merged`] unmounts it when the container stops).
     fn rootfs_mounts(&self, id: &str, dir: &Path) -> Result<Vec<berth_store::snapshot::Mount>> {
-        let mut mounts = self.store.snapshots.mounts(id)?;
-        if let Some(m) = mounts.first()
-            && m.typ == berth_store::snapshot::FUSE
-        {
-            let merged = dir.join("merged");
-            self.rootfs_release(id);
-            std::fs::create_dir_all(&merged).map_err(|e| EngineError::io("mkdir", &merged, e))?;
-            berth_store::snapshot::mount_fuse(m, &merged)
-                .map_err(|e| EngineError::io("mount", &merged, e))?;
-            mounts = vec![berth_store::snapshot::Mount {
-                typ: "bind".into(),
-                source: merged.display().to_string(),
-                options: vec!["rbind".into(), "rw".into()],
-            }];
-        }
-        Ok(mounts)
-    }
-
-    /// Unmounts what [`Engine::rootfs_mounts`] mounted for a container
-    /// that stopped (its fuse-overlayfs server exits with it).
-    pub(crate) fn rootfs_release(&self, id: &str) {
-        release_merged(&self.dir(id));
+        let mounts = self.store.snapshots.mounts(id)?;
+        let merged = dir.join(MERGED);
+        berth_store::snapshot::runtime_mounts(mounts, &merged)
+            .map(|(m, _)| m)
+            .map_err(|e| EngineError::io("mount", &merged, e))
     }
 
     /// Records an exit and releases the runtime record.
@@ -284,7 +267,7 @@ impl Engine {
         fresh.state.finished_at = now();
         fresh.state.restart_count = c.state.restart_count;
         self.network_detach(&mut fresh);
-        self.rootfs_release(&c.id);
+        release_merged(&self.dir(&c.id));
         container::save(&self.dir(&c.id), &fresh)?;
         self.container_event(&fresh, "die", &[("exitCode", code.to_string())]);
         *c = fresh;
@@ -724,10 +707,11 @@ pub fn normalize_image(s: &str) -> Result<String> {
         .to_string())
 }
 
-/// Unmounts a container directory's fuse-overlayfs root (`merged`), if any.
+/// Where a container's fuse-overlayfs root is mounted, in its directory.
+const MERGED: &str = "merged";
+
+/// Unmounts a container directory's fuse-overlayfs root, if any (its server
+/// exits with it).
 pub(crate) fn release_merged(dir: &Path) {
-    let merged = dir.join("merged");
-    if merged.exists() {
-        while rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH).is_ok() {}
-    }
+    berth_store::snapshot::unmount_all(&dir.join(MERGED));
 }

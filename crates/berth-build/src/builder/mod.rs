@@ -284,36 +284,24 @@ impl Drop for Mounted {
     }
 }
 
-/// The runtime's root filesystem mounts for a snapshot. A fuse-overlayfs
-/// snapshot is mounted here first, on `at` (for as long as the returned
-/// guard lives: its server stays outside the container), and handed over
-/// as a bind mount.
+/// The runtime's root filesystem mounts for a snapshot (see
+/// [`berth_store::snapshot::runtime_mounts`]), with a guard that unmounts
+/// a fuse-overlayfs root mounted on `at` when dropped.
 fn runtime_rootfs(
     mounts: &[berth_store::snapshot::Mount],
     at: &Path,
 ) -> Result<(Vec<RootfsMount>, Option<Mounted>), BuildError> {
-    if let Some(m) = mounts.first()
-        && m.typ == berth_store::snapshot::FUSE
-    {
-        std::fs::create_dir_all(at)
-            .map_err(|e| BuildError::msg(format!("mkdir {}: {e}", at.display())))?;
-        let guard = mount_snapshot(mounts, at)?;
-        let bind = RootfsMount {
-            typ: "bind".into(),
-            source: at.display().to_string(),
-            options: vec!["rbind".into(), "rw".into()],
-        };
-        return Ok((vec![bind], Some(guard)));
-    }
+    let (mounts, mounted) = berth_store::snapshot::runtime_mounts(mounts.to_vec(), at)
+        .map_err(|e| BuildError::msg(format!("mount {}: {e}", at.display())))?;
     let all = mounts
-        .iter()
+        .into_iter()
         .map(|m| RootfsMount {
-            typ: m.typ.clone(),
-            source: m.source.clone(),
-            options: m.options.clone(),
+            typ: m.typ,
+            source: m.source,
+            options: m.options,
         })
         .collect();
-    Ok((all, None))
+    Ok((all, mounted.then(|| Mounted(at.to_path_buf()))))
 }
 
 /// Mounts the first of a snapshot's mounts on `target`.

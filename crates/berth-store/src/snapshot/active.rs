@@ -96,17 +96,8 @@ impl Snapshotter {
             .ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
         let dir = self.active_dir(key);
         let upper = dir.join("fs");
-        let bind = |src: &Path, ro: bool| Mount {
-            typ: "bind".into(),
-            source: src.display().to_string(),
-            options: if ro {
-                vec!["rbind".into(), "ro".into()]
-            } else {
-                vec!["rbind".into(), "rw".into()]
-            },
-        };
         let Some(parent) = meta.parent else {
-            return Ok(vec![bind(&upper, meta.readonly)]);
+            return Ok(vec![Mount::bind(&upper, meta.readonly)]);
         };
         if self.driver == Driver::Copy {
             let src = if meta.readonly {
@@ -114,11 +105,11 @@ impl Snapshotter {
             } else {
                 upper
             };
-            return Ok(vec![bind(&src, meta.readonly)]);
+            return Ok(vec![Mount::bind(&src, meta.readonly)]);
         }
         let lowers = self.lower_dirs(&parent)?;
         if meta.readonly && lowers.len() == 1 {
-            return Ok(vec![bind(&lowers[0], true)]);
+            return Ok(vec![Mount::bind(&lowers[0], true)]);
         }
         let lowerdir = lowers
             .iter()

@@ -109,6 +109,17 @@ pub struct Mount {
     pub options: Vec<String>,
 }
 
+impl Mount {
+    /// A recursive bind mount of `src`, read-only or read-write.
+    pub fn bind(src: &Path, ro: bool) -> Mount {
+        Mount {
+            typ: "bind".into(),
+            source: src.display().to_string(),
+            options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
+        }
+    }
+}
+
 /// What is recorded about a committed layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerMeta {
@@ -157,6 +168,31 @@ pub const FUSE: &str = "fuse-overlayfs";
 /// fuse-overlayfs's program, when installed.
 pub fn fuse_program() -> Option<PathBuf> {
     berth_fs::which(FUSE)
+}
+
+/// The mounts a runtime is given for a snapshot's `mounts`: the same, but a
+/// fuse-overlayfs snapshot is mounted first on `at` (made if missing; its
+/// server then runs outside the container) and handed over as a bind of
+/// `at` (after whatever an earlier run left mounted there). Returns whether
+/// it mounted `at` (the caller unmounts it, [`unmount_all`], once the
+/// container is done).
+pub fn runtime_mounts(mounts: Vec<Mount>, at: &Path) -> std::io::Result<(Vec<Mount>, bool)> {
+    match mounts.first() {
+        Some(m) if m.typ == FUSE => {
+            unmount_all(at);
+            fs::create_dir_all(at)?;
+            mount_fuse(m, at)?;
+            Ok((vec![Mount::bind(at, false)], true))
+        }
+        _ => Ok((mounts, false)),
+    }
+}
+
+/// Detaches every mount stacked on `at`, if it exists.
+pub fn unmount_all(at: &Path) {
+    if at.exists() {
+        while rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).is_ok() {}
+    }
 }
 
 /// Mounts a `fuse-overlayfs` description on `target`: the program mounts
