@@ -138,21 +138,17 @@ pub fn generate(i: &Input) -> Result<Value> {
     let hc = &c.host_config;
     let mut args = vec![c.path.clone()];
     args.extend(c.args.iter().cloned());
-    let net = match hc.network_mode.as_str() {
-        "host" => berth_spec::Net::Host,
-        other if other.starts_with("container:") || other == crate::network::pasta::MODE => {
-            match i.join_netns {
-                Some(p) => berth_spec::Net::Join(p.to_string()),
-                None => {
-                    return Err(EngineError::Invalid(format!(
-                        "--network {other}: the container is not running"
-                    )));
-                }
-            }
-        }
-        // A rootless container on user networks: the namespace made for it.
-        _ if crate::rootless::active() && i.join_netns.is_some() => {
-            berth_spec::Net::Join(i.join_netns.unwrap_or_default().to_string())
+    let net = match (hc.network_mode.as_str(), i.join_netns) {
+        ("host", _) => berth_spec::Net::Host,
+        // Another container's, or the one the engine made for this one
+        // (a rootless container's, wired by pasta).
+        (_, Some(p)) => berth_spec::Net::Join(p.to_string()),
+        (other, None)
+            if other.starts_with("container:") || other == crate::network::pasta::MODE =>
+        {
+            return Err(EngineError::Invalid(format!(
+                "--network {other}: the container is not running"
+            )));
         }
         // none, bridge and user networks: a namespace of its own (the engine
         // connects it between create and start).

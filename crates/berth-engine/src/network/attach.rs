@@ -280,14 +280,11 @@ impl Engine {
             }
         };
         for (name, ep) in &eps {
-            let net = match self.network_find(name) {
-                Ok(n) if n.id == ep.network_id => n,
-                _ => {
+            let net = match self.endpoint_network(name, ep) {
+                Ok(n) => n,
+                Err(e) => {
                     undo(&made);
-                    return Err(EngineError::NotFound(format!(
-                        "network {name} (id {}) was removed; disconnect the container from it or connect it to another network",
-                        &ep.network_id[..12.min(ep.network_id.len())]
-                    )));
+                    return Err(e);
                 }
             };
             match self.attach_endpoint(c, pid, &net, ep) {
@@ -311,6 +308,18 @@ impl Engine {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The network `name` an endpoint of a container is on, unless it was
+    /// removed (or removed and made again: another id) since.
+    pub(super) fn endpoint_network(&self, name: &str, ep: &Endpoint) -> Result<Network> {
+        match self.network_find(name) {
+            Ok(n) if n.id == ep.network_id => Ok(n),
+            _ => Err(EngineError::NotFound(format!(
+                "network {name} (id {}) was removed; disconnect the container from it or connect it to another network",
+                &ep.network_id[..12.min(ep.network_id.len())]
+            ))),
+        }
     }
 
     /// One endpoint: the network up, a veth pair with the endpoint's

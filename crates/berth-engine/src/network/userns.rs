@@ -96,15 +96,7 @@ impl Engine {
     pub(crate) fn rootless_netns_prepare(&self, c: &mut Container) -> Result<PathBuf> {
         let mut wire = false;
         for (name, ep) in &c.network_settings.networks {
-            match self.network_find(name) {
-                Ok(n) if n.id == ep.network_id => wire |= !n.internal,
-                _ => {
-                    return Err(EngineError::NotFound(format!(
-                        "network {name} (id {}) was removed; disconnect the container from it or connect it to another network",
-                        &ep.network_id[..12.min(ep.network_id.len())]
-                    )));
-                }
-            }
+            wire |= !self.endpoint_network(name, ep)?.internal;
         }
         self.pasta_prepare(c, Some(PASTA_IFNAME), wire)
     }
