@@ -114,18 +114,13 @@ pub fn info_doc(e: &berth_engine::Engine) -> Result<serde_json::Value, ApiError>
             "none (install passt for pasta)"
         };
         let (cgroups, warn) = match berth_runtime::cgroup_delegated_root() {
-            Some((mount, root)) => {
-                let ctl = std::fs::read_to_string(mount.join(root.trim_start_matches('/')).join("cgroup.controllers"))
-                    .unwrap_or_default();
-                let ctl = ctl.trim();
-                (
-                    format!(
-                        "v2, delegated: {root} (controllers: {})",
-                        if ctl.is_empty() { "none" } else { ctl }
-                    ),
-                    None,
-                )
-            }
+            Some((mount, root)) => (
+                format!(
+                    "v2, delegated: {root} (controllers: {})",
+                    berth_runtime::cgroup_controller_list(&mount.join(root.trim_start_matches('/')))
+                ),
+                None,
+            ),
             None => (
                 "none: rootless containers run without a cgroup (no resource limits; no cgroup v2 subtree is delegated to this user)".to_string(),
                 Some("WARNING: rootless: containers run without a cgroup; --memory, --cpus and --pids-limit are not available".to_string()),

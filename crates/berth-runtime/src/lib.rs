@@ -30,6 +30,7 @@ pub use berth_cgroups::Stats;
 pub use berth_cgroups::delegated_root as cgroup_delegated_root;
 pub use berth_cgroups::detect_layout as cgroup_layout;
 pub use berth_cgroups::own_v2_path as cgroup_own_v2_path;
+pub use berth_cgroups::v2::controller_list as cgroup_controller_list;
 pub use container::cmdline;
 pub use container::kill::parse_signal;
 pub use container::{CreateOptions, ExecOptions, Runtime};

@@ -13,6 +13,26 @@ use oci_spec::runtime::LinuxResources;
 use crate::fsutil::{self, CgroupError, flat_keyed, read_u64, write};
 use crate::{FreezerState, Stats};
 
+/// The controllers available in the cgroup directory `dir` (its
+/// `cgroup.controllers`; none when it cannot be read).
+pub fn controllers(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`controllers`] as a message says them: space-separated, or `none`.
+pub fn controller_list(dir: &Path) -> String {
+    let c = controllers(dir);
+    if c.is_empty() {
+        "none".into()
+    } else {
+        c.join(" ")
+    }
+}
+
 /// A container cgroup on the unified hierarchy.
 #[derive(Debug, Clone)]
 pub struct V2Manager {
@@ -34,13 +54,7 @@ impl V2Manager {
         let rel = if path.starts_with('/') {
             path.trim_start_matches('/').to_string()
         } else {
-            let own = std::fs::read_to_string("/proc/self/cgroup")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-                })
-                .unwrap_or_else(|| "/".into());
+            let own = crate::own_v2_path().unwrap_or_else(|| "/".into());
             format!("{}/{}", own.trim_matches('/'), path)
                 .trim_start_matches('/')
                 .to_string()
@@ -93,9 +107,7 @@ impl V2Manager {
     /// subtree may be given only some): `memory`, `cpu`, `cpuset`, `pids`,
     /// `io`, `hugetlb`.
     pub fn missing_controllers(&self, r: &LinuxResources) -> Vec<&'static str> {
-        let have =
-            std::fs::read_to_string(self.path.join("cgroup.controllers")).unwrap_or_default();
-        let have: Vec<&str> = have.split_whitespace().collect();
+        let have = controllers(&self.path);
         let cpu = r.cpu().as_ref();
         let wanted = [
             ("memory", r.memory().is_some()),
@@ -120,7 +132,7 @@ impl V2Manager {
         ];
         wanted
             .into_iter()
-            .filter(|(c, w)| *w && !have.contains(c))
+            .filter(|(c, w)| *w && !have.iter().any(|h| h == c))
             .map(|(c, _)| c)
             .collect()
     }

@@ -301,7 +301,6 @@ fn make_cgroup(
     let rootless = crate::namespaces::in_user_namespace();
     let mut delegated = None;
     if rootless {
-        let own = berth_cgroups::own_v2_path().unwrap_or_default();
         match berth_cgroups::delegated_root() {
             Some((_, root)) => {
                 cgroup_path = format!(
@@ -312,6 +311,7 @@ fn make_cgroup(
                 delegated = Some(root);
             }
             None if has_limits(linux) => {
+                let own = berth_cgroups::own_v2_path().unwrap_or_default();
                 return Err(RuntimeError::Spec(format!(
                     "resource limits need a cgroup this user may manage, and there is none: this process's cgroup {own:?} is not delegated to the user; rootless limits need cgroup v2 with a delegated subtree (systemd's user@.service delegation: run berth under `systemd-run --user --scope`)"
                 )));
@@ -343,12 +343,7 @@ fn make_cgroup(
                     "the limits asked for need the {} controller{}, which the cgroup delegated to this user ({root}) has not got (it has: {}); ask for the controller to be delegated (systemd: Delegate=yes, or Delegate={} for user@.service), or run without those limits",
                     missing.join(", "),
                     if missing.len() == 1 { "" } else { "s" },
-                    std::fs::read_to_string(m.path().join("cgroup.controllers"))
-                        .map(|s| {
-                            let s = s.trim().to_string();
-                            if s.is_empty() { "none".into() } else { s }
-                        })
-                        .unwrap_or_else(|_| "none".into()),
+                    berth_cgroups::v2::controller_list(m.path()),
                     missing.join(" "),
                 )));
             }
