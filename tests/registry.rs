@@ -1358,10 +1358,7 @@ fn debian_docker_registry_with_htpasswd() {
     let htpasswd = t.path().join("htpasswd");
     let hp = tool("htpasswd", &["-Bbn", "carol", "carols password"]);
     std::fs::write(&htpasswd, hp).unwrap();
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let config = format!(
         "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",

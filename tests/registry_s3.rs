@@ -231,12 +231,7 @@ fn gc_with_replicas_running_removes_only_what_nothing_uses() {
     build(&b, &y, "head -c 300000 /dev/urandom > /y");
     b.run(&["push", &x]).ok();
     let ydigest = pushed_digest(&b.run(&["push", &y]).ok());
-    let (_, _, ym) = curl(&[
-        "-H",
-        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        &format!("http://{}/v2/team/y/manifests/{ydigest}", r2.addr),
-    ]);
-    let ym: serde_json::Value = serde_json::from_slice(&ym).unwrap();
+    let ym = common::manifest_json(&r2.addr, "team/y", &ydigest);
     let ylayer = ym["layers"][1]["digest"].as_str().unwrap().to_string();
     // y goes (through the other replica); x stays.
     let (s, head, _) = curl(&[
@@ -301,15 +296,7 @@ fn a_replica_with_redirects_sends_downloads_to_the_store() {
     let tag = format!("{}/team/direct:1", a.addr);
     build(&b, &tag, "head -c 2000000 /dev/urandom > /blob");
     let pushed = pushed_digest(&b.run(&["push", &tag]).ok());
-    let (_, _, m) = curl(&[
-        "-H",
-        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        &format!(
-            "http://{}/v2/team/direct/manifests/{pushed}",
-            redirecting.addr
-        ),
-    ]);
-    let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    let m = common::manifest_json(&redirecting.addr, "team/direct", &pushed);
     let layer = m["layers"][1]["digest"].as_str().unwrap().to_string();
     let url = format!("http://{}/v2/team/direct/blobs/{layer}", redirecting.addr);
     let (s, head, _) = curl(&["-I", &url]);

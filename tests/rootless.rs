@@ -44,6 +44,17 @@ const LIMITED: &[&str] = &[
     "true",
 ];
 
+/// [`get`], retried for up to 5 s while the server comes up.
+fn get_soon(port: u16) -> Option<String> {
+    for _ in 0..50 {
+        if let Some(b) = get(port) {
+            return Some(b);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
 #[test]
 fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
     let Some(u) = TestUser::with_busybox("a", true) else {
@@ -166,10 +177,7 @@ fn a_user_builds_runs_pushes_and_pulls_in_their_own_store() {
 
     // The user's own registry on a high port, an account there, `login`
     // into the user's ~/.docker/config.json, push, and pull back.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     let storage = u.home.join("registry");
     let st = storage.to_str().unwrap().to_string();
     u.berth_stdin(
@@ -246,10 +254,7 @@ fn a_published_port_reaches_a_rootless_container() {
     let Some(u) = TestUser::with_busybox("p", true) else {
         return;
     };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     u.berth(&[
         "run",
         "-d",
@@ -263,14 +268,7 @@ fn a_published_port_reaches_a_rootless_container() {
         "while true; do printf 'HTTP/1.0 200 OK\\r\\n\\r\\nrootless\\n' | nc -l -p 80; done",
     ])
     .ok();
-    let mut body = None;
-    for _ in 0..50 {
-        body = get(port);
-        if body.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let body = get_soon(port);
     assert_eq!(body.as_deref(), Some("rootless\n"));
     assert_eq!(
         u.berth(&["port", "web"]).ok(),
@@ -295,10 +293,7 @@ fn rootless_containers_on_a_user_network_find_each_other_by_name() {
     u.berth(&["network", "create", "--subnet", "10.213.0.0/24", "appnet"])
         .ok();
     u.berth(&["network", "create", "othernet"]).ok();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = common::free_port();
     u.berth(&[
         "run",
         "-d",
@@ -383,14 +378,7 @@ fn rootless_containers_on_a_user_network_find_each_other_by_name() {
     ]);
     assert_ne!(r.code(), 0, "reached appnet from othernet: {}", r.stdout());
     // The published port, through the container's pasta.
-    let mut body = None;
-    for _ in 0..50 {
-        body = get(port);
-        if body.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let body = get_soon(port);
     assert_eq!(body.as_deref(), Some("hello\n"));
     // docker's rule: a network in use stays.
     let r = u.berth(&["network", "rm", "appnet"]);
@@ -468,12 +456,7 @@ impl Drop for Delegated {
             }
         }
         // The user's processes first: a cgroup with processes stays.
-        for _ in 0..3 {
-            let _ = std::process::Command::new("pkill")
-                .args(["-KILL", "-u", &self.user])
-                .status();
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        common::user::kill_processes(&self.user);
         remove(&self.root);
     }
 }

@@ -1209,12 +1209,7 @@ fn a_client_that_hangs_up_kills_no_server() {
         ])
         .ok();
     // The blob is the compressed layer: find it through the manifest.
-    let (_, _, manifest) = curl(&[
-        "-H",
-        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        &format!("http://{}/v2/hang/up/manifests/latest", reg.addr),
-    ]);
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let m = common::manifest_json(&reg.addr, "hang/up", "latest");
     let blob = m["layers"][0]["digest"].as_str().unwrap().to_string();
     assert!(!layer.trim().is_empty());
     for _ in 0..3 {

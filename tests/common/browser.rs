@@ -31,10 +31,7 @@ impl Browser {
             eprintln!("skipped: chromium and chromium-driver are not installed");
             return None;
         }
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = super::free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -352,6 +352,24 @@ pub fn busybox_tar() -> &'static Path {
     })
 }
 
+/// The manifest `repo:reference` at the registry `addr` (an image manifest,
+/// OCI or docker's), parsed.
+pub fn manifest_json(addr: &str, repo: &str, reference: &str) -> serde_json::Value {
+    let (_, _, m) = curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        &format!("http://{addr}/v2/{repo}/manifests/{reference}"),
+    ]);
+    serde_json::from_slice(&m).unwrap()
+}
+
+/// A loopback TCP port that was free a moment ago (for a server the test
+/// is about to start).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// Runs a host tool; panics with its output when it fails.
 #[track_caller]
 pub fn tool(cmd: &str, args: &[&str]) -> String {

@@ -28,6 +28,15 @@ fn run_root(cmd: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{cmd}: {e}"))
 }
 
+/// Kills every process of `user` (pause process, monitors, pasta,
+/// containers, fuse-overlayfs), three times over for the ones forked meanwhile.
+pub fn kill_processes(user: &str) {
+    for _ in 0..3 {
+        let _ = run_root("pkill", &["-KILL", "-u", user]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 impl TestUser {
     /// A new user; `sub_ids` gives them a subordinate range (useradd's
     /// default), else none. `None` when users cannot be made here.
@@ -175,10 +184,7 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         // Everything the user started (pause process, monitors, pasta,
         // containers), then the user and their files.
-        for _ in 0..3 {
-            let _ = run_root("pkill", &["-KILL", "-u", &self.name]);
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        kill_processes(&self.name);
         let _g = USERS.lock().unwrap_or_else(|p| p.into_inner());
         let _ = run_root("userdel", &["-r", "-f", &self.name]);
         let _ = std::fs::remove_dir_all(format!("/tmp/berth-{}", self.uid));
