@@ -196,3 +196,35 @@ fn missing_parent_and_bad_keys() {
         Err(SnapshotError::Exists(_))
     ));
 }
+
+/// A fuse-overlayfs mount that cannot be made (its directories are
+/// missing) fails with the target and fuse-overlayfs's own words (not its
+/// noise), and leaves nothing mounted.
+#[test]
+fn a_failed_fuse_mount_says_where_and_why() {
+    if fuse_program().is_none() || !Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let at = t.path().join("merged");
+    let m = Mount {
+        typ: FUSE.into(),
+        source: FUSE.into(),
+        options: vec![
+            format!("lowerdir={}", t.path().join("no-such-lower").display()),
+            format!("upperdir={}", t.path().join("u").display()),
+            format!("workdir={}", t.path().join("w").display()),
+        ],
+    };
+    let err = runtime_mounts(vec![m], &at).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("fuse-overlayfs on {}: ", at.display()))
+            && err.contains("No such file or directory")
+            && !err.contains("unknown argument ignored"),
+        "{err}"
+    );
+    let mounted = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&at.display().to_string());
+    assert!(!mounted);
+}
