@@ -257,6 +257,124 @@ fn detached_logs_stop_rm() {
     assert_eq!(b.run(&["ps", "-a", "-q"]).ok(), "");
 }
 
+/// What stays beside a detached container while it runs is the small
+/// `berth-monitor` program (podman's conmon), which berth's monitor becomes
+/// once the container started: output reaches the log through it, and each
+/// exit brings berth back to record it and apply the restart policy. If
+/// berth cannot be run again then (upgraded away mid-run), the exit code the
+/// watcher wrote first is what the next command shows, not a crash's 137.
+#[test]
+fn detached_container_is_watched_by_berth_monitor() {
+    let b = with_busybox();
+    let pid_of = |name: &str| -> i32 {
+        let p = b.run(&["inspect", "-f", "{{.State.Pid}}", name]).ok();
+        p.trim().parse().unwrap()
+    };
+    let parent = |pid: i32| -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit(')').next().unwrap().to_string();
+        after.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let exe_name = |pid: i32| {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|e| e.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let soon = |what: &str, f: &dyn Fn() -> bool| {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{what}");
+    };
+
+    // Restarts: each run's exit goes watcher -> berth -> the next run.
+    b.run(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ])
+    .ok();
+    soon("two restarts, then exited", &|| {
+        b.run(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "again",
+        ])
+        .ok()
+        .trim()
+            == "2 exited"
+    });
+    let st = b
+        .run(&["inspect", "-f", "{{.State.ExitCode}}", "again"])
+        .ok();
+    assert_eq!(st.trim(), "3");
+    assert_eq!(b.run(&["logs", "again"]).ok(), "run\nrun\nrun\n");
+
+    // A copy of berth whose binary goes away while its container runs.
+    let bin = b.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let here = std::path::Path::new(common::berth_bin()).parent().unwrap();
+    for f in ["berth", "berth-monitor"] {
+        std::fs::copy(here.join(f), bin.join(f)).unwrap();
+    }
+    let out = std::process::Command::new(bin.join("berth"))
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "watched",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 7' USR1; echo hi; while :; do sleep 0.05; done",
+        ])
+        .env("BERTH_ROOT", b.root())
+        .env("BERTH_DEFAULT_NETWORK", "none")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let monitor = parent(pid_of("watched"));
+    soon("the monitor becomes berth-monitor", &|| {
+        exe_name(monitor).as_deref() == Some("berth-monitor")
+    });
+    soon("the output is logged", &|| {
+        b.run(&["logs", "watched"]).ok() == "hi\n"
+    });
+    std::fs::remove_file(bin.join("berth")).unwrap();
+    b.run(&["kill", "-s", "USR1", "watched"]).ok();
+    soon("exited with the watcher's code", &|| {
+        b.run(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=watched",
+            "--format",
+            "{{.Status}}",
+        ])
+        .ok()
+        .starts_with("Exited (7)")
+    });
+    assert_eq!(b.run(&["logs", "watched"]).ok(), "hi\nbye\n");
+    assert!(
+        std::fs::metadata(format!("/proc/{monitor}")).is_err()
+            || exe_name(monitor).as_deref() != Some("berth-monitor"),
+        "the watcher is gone"
+    );
+    b.run(&["rm", "watched", "again"]).ok();
+}
+
 #[test]
 fn limits_are_in_the_cgroup() {
     let b = with_busybox();

@@ -260,10 +260,24 @@ fn killed_monitor_leaves_nothing_behind() {
         .unwrap()
         .parse()
         .unwrap();
-    // The monitor is a fresh `berth __monitor` image, not a fork holding the
-    // starting command's memory.
-    let cmdline = std::fs::read_to_string(format!("/proc/{monitor}/cmdline")).unwrap();
-    assert!(cmdline.contains("__monitor"), "{cmdline:?}");
+    // Once the container runs, its monitor has become the small watcher
+    // program (conmon's role), not a fork holding the starting command's
+    // memory.
+    let watcher = || {
+        std::fs::read_link(format!("/proc/{monitor}/exe"))
+            .is_ok_and(|e| e.file_name().is_some_and(|n| n == "berth-monitor"))
+    };
+    for _ in 0..100 {
+        if watcher() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        watcher(),
+        "{:?}",
+        std::fs::read_link(format!("/proc/{monitor}/exe"))
+    );
     unsafe {
         libc::kill(monitor, libc::SIGKILL);
         libc::kill(pid, libc::SIGKILL);

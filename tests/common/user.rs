@@ -69,7 +69,7 @@ impl TestUser {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let src = Path::new(berth_bin());
-        for b in ["berth", "berth-runtime"] {
+        for b in ["berth", "berth-runtime", "berth-monitor"] {
             let from = src.with_file_name(b);
             if from.exists() {
                 std::fs::copy(&from, bin.path().join(b)).unwrap();
@@ -135,7 +135,7 @@ impl TestUser {
         c
     }
 
-    /// The path of the user's copy of `bin` (berth, berth-runtime).
+    /// The path of the user's copy of `bin` (berth, berth-runtime, berth-monitor).
     pub fn bin_path(&self, bin: &str) -> String {
         self.bin.path().join(bin).display().to_string()
     }

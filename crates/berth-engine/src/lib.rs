@@ -146,6 +146,10 @@ pub struct Engine {
     /// from it so they hold none of the starting command's memory. `None`:
     /// the forked process is the monitor.
     pub monitor_exe: Option<PathBuf>,
+    /// The small watcher program (`berth-monitor`) a detached container's
+    /// monitor becomes once the container runs (see [`run::watch`]); `None`:
+    /// the monitor itself waits.
+    pub watch_exe: Option<PathBuf>,
 }
 
 impl Engine {
@@ -162,6 +166,7 @@ impl Engine {
             store,
             runtime: berth_runtime::Runtime::new(root.join("runtime")),
             monitor_exe: None,
+            watch_exe: None,
         })
     }
 

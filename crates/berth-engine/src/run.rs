@@ -69,7 +69,11 @@ pub struct CreateRequest {
     pub healthcheck: Option<berth_types::image::HealthConfig>,
 }
 
-/// The runtime's state root for engine containers.
+/// The first restart backoff (docker's).
+const INITIAL_DELAY_MS: u64 = 100;
+
+/// Where a container's exit code is written (by its monitor or watcher)
+/// before anything else is done about the exit.
 fn exit_file(dir: &Path) -> std::path::PathBuf {
     dir.join("exit")
 }
@@ -346,7 +350,7 @@ impl Engine {
         };
         self.save_state(&c)?;
         let prober = self.health_start(&c);
-        let code = io_loop(pid, io, log, true);
+        let code = io_loop(pid, io, log, true, &mut || {});
         berth_runtime::trace::mark("engine: process exited, output drained");
         self.health_stop(&c, prober);
         // Removed meanwhile (an `rm -f` beside the run): the exit code is
@@ -378,11 +382,13 @@ impl Engine {
         if c.state.status == Status::Running || c.state.status == Status::Paused {
             return Ok(()); // docker start of a running container is a no-op
         }
+        let watched = self.watch_exe.is_some() && watchable(&c);
         let r = spawn_detached("monitor", |w| {
-            if let Some(exe) = &self.monitor_exe {
-                // A fresh image for the long-lived monitor: only what it
+            if let Some(exe) = self.monitor_exe.as_ref().filter(|_| !watched) {
+                // A monitor that stays: a fresh image, so that only what it
                 // touches from here on stays resident. On failure, fall back
-                // to monitoring from this fork.
+                // to monitoring from this fork. (One that becomes the
+                // watcher once the container runs leaves this image then.)
                 let _ = rustix::io::fcntl_setfd(&w, rustix::io::FdFlags::empty());
                 let err = std::os::unix::process::CommandExt::exec(
                     std::process::Command::new(exe)
@@ -394,7 +400,7 @@ impl Engine {
                 );
                 let _ = err;
             }
-            self.monitor(&c.id, w)
+            self.run_monitor(&c.id, w)
         })?;
         read_report(r, "the container's monitor")
     }
@@ -402,13 +408,6 @@ impl Engine {
     /// The entry of a re-executed monitor (see [`Engine::monitor_exe`]):
     /// `ready` is the pipe the starting command waits on.
     pub fn run_monitor(&self, id: &str, ready: OwnedFd) -> i32 {
-        self.monitor(id, ready)
-    }
-
-    /// The monitor of a detached container: launches it with its output going
-    /// to the log, waits, records the exit, restarts by policy. Reports the first
-    /// start through `ready`.
-    fn monitor(&self, id: &str, ready: OwnedFd) -> i32 {
         // SAFETY: detach from the terminal: stdio to /dev/null.
         unsafe {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -423,8 +422,27 @@ impl Engine {
         // Close-on-exec: no process the monitor starts (the container, a
         // health probe, pasta) may hold the start report open.
         let _ = rustix::io::fcntl_setfd(&ready, rustix::io::FdFlags::CLOEXEC);
-        let mut ready = Some(std::fs::File::from(ready));
-        let mut delay_ms = 100u64;
+        self.monitor(id, Some(std::fs::File::from(ready)), INITIAL_DELAY_MS)
+    }
+
+    /// The entry of a monitor that the watcher (see [`Engine::watch_exe`])
+    /// executed again once the container exited with `code`: records the
+    /// exit and applies the restart policy (`delay_ms`: the next backoff).
+    pub fn resume_monitor(&self, id: &str, code: i32, delay_ms: u64) -> i32 {
+        match self.after_exit(id, code, delay_ms) {
+            Some(delay_ms) => self.monitor(id, None, delay_ms),
+            None => 0,
+        }
+    }
+
+    /// The monitor of a detached container: launches it with its output going
+    /// to the log, waits, records the exit, restarts by policy. Reports the first
+    /// start through `ready`. When nothing but the output and the exit needs
+    /// watching (no health check, no `-i` input to serve), the waiting is
+    /// handed to the small watcher program by exec, so what stays beside a
+    /// running container is as small as conmon; it executes this berth again
+    /// when the container exits ([`Engine::resume_monitor`]).
+    fn monitor(&self, id: &str, mut ready: Option<std::fs::File>, mut delay_ms: u64) -> i32 {
         loop {
             let mut c = match self.find(id) {
                 Ok(c) => c,
@@ -460,6 +478,14 @@ impl Engine {
             if let Some(mut r) = ready.take() {
                 let _ = std::io::Write::write_all(&mut r, b"ok");
             }
+            let (io, log) = if watchable(&c) {
+                drop(log);
+                // Returns only when the watcher could not be executed.
+                let io = self.exec_watcher(&c.id, pid, io, delay_ms);
+                (io, open_logs(&log_path))
+            } else {
+                (io, log)
+            };
             // The monitor lives as long as the container: give back the heap
             // the launch used (image and store records, the spec, seccomp).
             #[cfg(target_env = "gnu")]
@@ -467,37 +493,98 @@ impl Engine {
             unsafe {
                 libc::malloc_trim(0);
             }
-            let started = std::time::Instant::now();
             let prober = self.health_start(&c);
-            let code = io_loop(pid, io, log, false);
+            let code = io_loop(pid, io, log, false, &mut || {});
             drop(server);
             self.health_stop(&c, prober);
-            if self.record_exit(&mut c, code).is_err() {
-                return 1;
-            }
-            if !restart_wanted(&c, code) {
-                if c.host_config.auto_remove {
-                    self.remember_exit(&c.id, code);
-                    let _ = self.remove(&c.id, true, false);
-                }
-                return 0;
-            }
-            // docker's backoff: doubling from 100 ms, reset after 10 s of running.
-            if started.elapsed().as_secs() >= 10 {
-                delay_ms = 100;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-            delay_ms = (delay_ms * 2).min(60_000);
-            let _l = container::lock(&self.dir(&c.id));
-            if let Ok(mut fresh) = container::load(&self.dir(&c.id)) {
-                if fresh.state.stopped_by_user {
-                    return 0;
-                }
-                fresh.state.restart_count += 1;
-                fresh.state.status = Status::Restarting;
-                let _ = container::save(&self.dir(&c.id), &fresh);
+            match self.after_exit(id, code, delay_ms) {
+                Some(next) => delay_ms = next,
+                None => return 0,
             }
         }
+    }
+
+    /// Hands a launched container's waiting to the watcher program (same
+    /// process, so the container stays our child): its output descriptors
+    /// open across the exec, and the command line that brings this berth
+    /// back with the exit code. Returns the output only if the exec failed.
+    fn exec_watcher(&self, id: &str, pid: i32, io: Io, delay_ms: u64) -> Io {
+        let (Some(watcher), Some(berth)) = (&self.watch_exe, &self.monitor_exe) else {
+            return io;
+        };
+        let mut cmd = std::process::Command::new(watcher);
+        cmd.arg(pid.to_string())
+            .arg(self.dir(id).join(format!("{id}-json.log")))
+            .arg(exit_file(&self.dir(id)));
+        let fds: Vec<&OwnedFd> = match &io {
+            Io::Tty { master, .. } => {
+                cmd.arg("tty").arg(master.as_raw_fd().to_string());
+                vec![master]
+            }
+            Io::Pipes { out, err, .. } => {
+                cmd.arg("pipes")
+                    .arg(out.as_raw_fd().to_string())
+                    .arg(err.as_raw_fd().to_string());
+                vec![out, err]
+            }
+            Io::Inherited => return io,
+        };
+        cmd.arg("--")
+            .arg(berth)
+            .arg("--root")
+            .arg(self.root())
+            .arg("__monitor")
+            .arg(id)
+            .arg("--delay")
+            .arg(delay_ms.to_string())
+            .arg("--exited");
+        for fd in &fds {
+            let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty());
+        }
+        let _ = std::os::unix::process::CommandExt::exec(&mut cmd);
+        for fd in &fds {
+            let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+        }
+        io
+    }
+
+    /// What a monitor does once the container exited with `code`: records
+    /// it, then either ends (removing an `--rm` container) or, when the
+    /// restart policy wants another run, waits out docker's backoff
+    /// (doubling from 100 ms, reset after 10 s of running) and returns the
+    /// delay for the run after that.
+    fn after_exit(&self, id: &str, code: i32, delay_ms: u64) -> Option<u64> {
+        let mut c = self.find(id).ok()?;
+        let ran_long = c
+            .state
+            .started_at
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .and_then(|t| jiff::Timestamp::now().since(t).ok())
+            .and_then(|d| d.total(jiff::Unit::Second).ok())
+            .is_some_and(|s| s >= 10.0);
+        self.record_exit(&mut c, code).ok()?;
+        if !restart_wanted(&c, code) {
+            if c.host_config.auto_remove {
+                self.remember_exit(&c.id, code);
+                let _ = self.remove(&c.id, true, false);
+            }
+            return None;
+        }
+        let delay_ms = if ran_long { INITIAL_DELAY_MS } else { delay_ms };
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _l = container::lock(&self.dir(&c.id));
+        let mut fresh = container::load(&self.dir(&c.id)).ok()?;
+        if fresh.state.stopped_by_user {
+            return None;
+        }
+        fresh.state.restart_count += 1;
+        fresh.state.status = Status::Restarting;
+        // Alive, so that nobody takes a restarting container with no
+        // process for one whose monitor died (see `Engine::refresh`).
+        fresh.state.monitor_pid = std::process::id() as i32;
+        let _ = container::save(&self.dir(&c.id), &fresh);
+        Some((delay_ms * 2).min(60_000))
     }
 
     /// The monitor's start of the container: its output to pipes the
@@ -544,6 +631,13 @@ impl Engine {
             in_w,
         ))
     }
+}
+
+/// Whether nothing but a container's output and exit needs watching while it
+/// runs (no health check to probe, no `-i` input to serve), so that the
+/// small watcher can do it.
+fn watchable(c: &Container) -> bool {
+    !c.config.open_stdin && !crate::health::active(c.config.healthcheck.as_ref())
 }
 
 /// Whether the restart policy starts the container again after it exited
@@ -671,19 +765,34 @@ fn open_logs(log_path: &Path) -> (Option<logs::Writer>, Option<logs::Writer>) {
     )
 }
 
+/// The watcher's work (the `berth-monitor` program): waits for `pid`, a
+/// child of this process, appending its output to the json-file log at
+/// `log_path`, and returns its docker-style exit code. `settled` runs
+/// once, just before the first wait.
+pub fn watch(pid: i32, io: Io, log_path: &Path, settled: &mut dyn FnMut()) -> i32 {
+    io_loop(pid, io, open_logs(log_path), false, settled)
+}
+
 /// Waits for the container, logging its output (and showing it when attached).
 fn io_loop(
     pid: i32,
     io: Io,
     (mut out_log, mut err_log): (Option<logs::Writer>, Option<logs::Writer>),
     attached: bool,
+    settled: &mut dyn FnMut(),
 ) -> i32 {
-    let code = berth_runtime::wait::proxy(pid, io, attached, &mut |is_err, data| {
-        let l = if is_err { &mut err_log } else { &mut out_log };
-        if let Some(l) = l {
-            l.feed(data);
-        }
-    });
+    let code = berth_runtime::wait::proxy_settled(
+        pid,
+        io,
+        attached,
+        &mut |is_err, data| {
+            let l = if is_err { &mut err_log } else { &mut out_log };
+            if let Some(l) = l {
+                l.feed(data);
+            }
+        },
+        settled,
+    );
     for l in [&mut out_log, &mut err_log].into_iter().flatten() {
         l.flush_partial();
     }

@@ -122,6 +122,19 @@ pub enum Stdio {
 /// subreaper reaps its other children meanwhile (the orphans it inherits):
 /// call it as one only where no other thread waits for a child.
 pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool, &[u8])) -> i32 {
+    proxy_settled(pid, io, attached, on_output, &mut || {})
+}
+
+/// [`proxy`], calling `settled` once, when everything is set up and the
+/// first wait is about to begin (a detached container's watcher trims its
+/// memory there).
+pub fn proxy_settled(
+    pid: i32,
+    io: Stdio,
+    attached: bool,
+    on_output: &mut dyn FnMut(bool, &[u8]),
+    settled: &mut dyn FnMut(),
+) -> i32 {
     let (master, out, err, input, want_stdin) = match io {
         Stdio::Inherited => (None, None, None, None, false),
         Stdio::Tty { master, stdin } => (Some(master), None, None, None, stdin),
@@ -152,10 +165,14 @@ pub fn proxy(pid: i32, io: Stdio, attached: bool, on_output: &mut dyn FnMut(bool
         buf: vec![0u8; 64 * 1024],
         on_output,
     };
+    let mut settled = Some(settled);
     loop {
         p.reap();
         if p.exit.is_some() && !p.out_open && !p.err_open {
             break;
+        }
+        if let Some(f) = settled.take() {
+            f();
         }
         let Some(ready) = p.poll() else {
             break;

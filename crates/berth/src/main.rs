@@ -57,8 +57,14 @@ enum Cmd {
     Monitor {
         /// The container.
         id: String,
-        /// The readiness pipe.
-        fd: i32,
+        /// The readiness pipe (a first start).
+        fd: Option<i32>,
+        /// The container exited with this code (the watcher's call).
+        #[arg(long)]
+        exited: Option<i32>,
+        /// The restart backoff in milliseconds (with `--exited`).
+        #[arg(long, default_value_t = 100)]
+        delay: u64,
     },
     /// One engine call for `system service` (see berth_api::helper).
     #[command(name = "__api-helper", hide = true)]
@@ -369,13 +375,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut engine = berth_engine::Engine::open(&root)?;
     berth_runtime::trace::mark("cli: store opened");
     engine.monitor_exe = std::env::current_exe().ok();
+    engine.watch_exe = engine
+        .monitor_exe
+        .as_ref()
+        .map(|e| e.with_file_name("berth-monitor"))
+        .filter(|w| w.is_file());
     if let Cmd::ApiHelper { args } = &cmd {
         std::process::exit(berth_api::helper::main(&engine, args));
     }
-    if let Cmd::Monitor { id, fd } = &cmd {
-        // SAFETY: the descriptor was passed on purpose by the starting berth.
-        let ready = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
-        std::process::exit(engine.run_monitor(id, ready));
+    if let Cmd::Monitor {
+        id,
+        fd,
+        exited,
+        delay,
+    } = &cmd
+    {
+        let code = match (fd, exited) {
+            (_, Some(code)) => engine.resume_monitor(id, *code, *delay),
+            (Some(fd), None) => {
+                // SAFETY: the descriptor was passed on purpose by the starting berth.
+                let ready =
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) };
+                engine.run_monitor(id, ready)
+            }
+            (None, None) => 2,
+        };
+        std::process::exit(code);
     }
     let store = &engine.store;
     match cmd {
@@ -589,7 +614,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = match Cli::try_parse_from(stop_at_command(std::env::args().collect())) {
-        Ok(c) => c,
+        Ok(c) => {
+            berth_runtime::trace::mark("cli: arguments parsed");
+            c
+        }
         Err(e) => {
             use clap::error::ErrorKind;
             return match e.kind() {
