@@ -375,6 +375,26 @@ fn detached_container_is_watched_by_berth_monitor() {
     b.run(&["rm", "watched", "again"]).ok();
 }
 
+/// A runtime record that a full disk or a crash left truncated does not
+/// wedge its container: the next start clears it and runs.
+#[test]
+fn a_truncated_runtime_state_does_not_block_the_next_start() {
+    let b = with_busybox();
+    let id = b
+        .run(&["create", "--name", "again", "busybox", "echo", "ran"])
+        .ok();
+    let state = b.root().join("runtime").join(id.trim());
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.json"), "{\"id\":\"tr").unwrap();
+    assert_eq!(b.run(&["start", "-a", "again"]).ok(), "ran\n");
+    let st = b
+        .run(&["inspect", "-f", "{{.State.ExitCode}}", "again"])
+        .ok();
+    assert_eq!(st.trim(), "0");
+    b.run(&["rm", "again"]).ok();
+    assert!(!state.exists());
+}
+
 #[test]
 fn limits_are_in_the_cgroup() {
     let b = with_busybox();

@@ -35,6 +35,10 @@ pub enum RuntimeError {
     /// The operation does not fit the container's state.
     #[error("{0}")]
     State(String),
+    /// The container's state file cannot be read as a state (a crash left
+    /// it truncated, or something else wrote it); its path and why.
+    #[error("{0}: corrupt state: {1}")]
+    CorruptState(String, String),
     /// The container's init failed while setting up; its message.
     #[error("{0}")]
     Init(String),

@@ -108,10 +108,13 @@ impl ContainerState {
             Err(e) => return Err(e).sys("read", p.display()),
         };
         serde_json::from_slice(&data)
-            .map_err(|e| RuntimeError::State(format!("{}: corrupt state: {e}", p.display())))
+            .map_err(|e| RuntimeError::CorruptState(p.display().to_string(), e.to_string()))
     }
 
-    /// Writes `dir/state.json` atomically.
+    /// Writes `dir/state.json` atomically (a temporary file, synced, renamed
+    /// over it). One that is unreadable anyway (a full disk, a crash before
+    /// the sync reached the disk) reads as [`RuntimeError::CorruptState`],
+    /// which `delete --force` clears.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let p = dir.join("state.json");
         let tmp = dir.join(".state.json.tmp");

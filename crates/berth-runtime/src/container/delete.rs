@@ -23,6 +23,15 @@ impl Runtime {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Ok(());
             }
+            // A state file that cannot be read (truncated by a full disk or
+            // a crash): without its record there is nothing to stop or
+            // unmount through it, so the directory goes, and the id is free
+            // for a new create.
+            Err(RuntimeError::CorruptState(..)) if force => {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| RuntimeError::sys("remove", dir.display(), e))?;
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let status = self.status(&st);
@@ -64,5 +73,27 @@ impl Runtime {
         }
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::sys("remove", dir.display(), e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file left empty or cut short (a full disk, a crash):
+    /// `delete --force` clears the container, a plain delete names the file.
+    #[test]
+    fn force_delete_clears_a_truncated_state() {
+        let root = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(root.path());
+        for (id, data) in [("empty", ""), ("cut", "{\"id\":\"cut\",\"pi")] {
+            std::fs::create_dir(rt.dir(id)).unwrap();
+            std::fs::write(rt.dir(id).join("state.json"), data).unwrap();
+            let e = rt.delete(id, false).unwrap_err().to_string();
+            assert!(e.contains("state.json: corrupt state"), "{e}");
+            assert!(rt.dir(id).exists());
+            rt.delete(id, true).unwrap();
+            assert!(!rt.dir(id).exists());
+        }
     }
 }
