@@ -187,7 +187,7 @@ pub async fn logs(ctx: &Ctx, id: String, q: &Query) -> Res {
     let (c, path) = ctx
         .blocking(move |e| {
             let c = e.find(&id)?;
-            let p = e.dir(&c.id).join(format!("{}-json.log", c.id));
+            let p = e.log_path(&c.id);
             Ok((c, p))
         })
         .await?;
@@ -225,7 +225,7 @@ pub async fn attach(ctx: &Ctx, mut req: Req, id: String, q: &Query) -> Res {
     let (c, path) = ctx
         .blocking(move |e| {
             let c = e.find(&id)?;
-            let p = e.dir(&c.id).join(format!("{}-json.log", c.id));
+            let p = e.log_path(&c.id);
             Ok((c, p))
         })
         .await?;

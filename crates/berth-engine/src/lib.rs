@@ -180,6 +180,12 @@ impl Engine {
         self.root.join("containers").join(id)
     }
 
+    /// A container's json-file log (docker's `<id>-json.log`, in its
+    /// directory).
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join(format!("{id}-json.log"))
+    }
+
     /// Every container record as stored (status not brought up to date).
     pub fn records(&self) -> Vec<Container> {
         container::all_dirs(&self.root.join("containers"))

@@ -70,7 +70,7 @@ pub struct CreateRequest {
 }
 
 /// The first restart backoff (docker's).
-const INITIAL_DELAY_MS: u64 = 100;
+pub const INITIAL_DELAY_MS: u64 = 100;
 
 /// Where a container's exit code is written (by its monitor or watcher)
 /// before anything else is done about the exit.
@@ -313,8 +313,7 @@ impl Engine {
                 c.short_id()
             )));
         }
-        let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
-        let log = open_logs(&log_path);
+        let log = open_logs(&self.log_path(&c.id));
         berth_runtime::wait::block_signals();
         let (pid, io) = if c.config.tty {
             let (ours, theirs) = socketpair()?;
@@ -405,8 +404,9 @@ impl Engine {
         read_report(r, "the container's monitor")
     }
 
-    /// The entry of a re-executed monitor (see [`Engine::monitor_exe`]):
-    /// `ready` is the pipe the starting command waits on.
+    /// The entry of a detached container's monitor, forked by the starting
+    /// command or re-executed from [`Engine::monitor_exe`]: `ready` is the
+    /// pipe the starting command waits on.
     pub fn run_monitor(&self, id: &str, ready: OwnedFd) -> i32 {
         // SAFETY: detach from the terminal: stdio to /dev/null.
         unsafe {
@@ -448,8 +448,7 @@ impl Engine {
                 Ok(c) => c,
                 Err(_) => return 1,
             };
-            let log_path = self.dir(&c.id).join(format!("{}-json.log", c.id));
-            let log = open_logs(&log_path);
+            let log = open_logs(&self.log_path(&c.id));
             berth_runtime::wait::block_signals();
             let launched = self.launch_detached(&mut c);
             let (pid, io, input) = match launched {
@@ -478,13 +477,12 @@ impl Engine {
             if let Some(mut r) = ready.take() {
                 let _ = std::io::Write::write_all(&mut r, b"ok");
             }
-            let (io, log) = if watchable(&c) {
-                drop(log);
-                // Returns only when the watcher could not be executed.
-                let io = self.exec_watcher(&c.id, pid, io, delay_ms);
-                (io, open_logs(&log_path))
+            // Returns only when the watcher could not be executed (the
+            // log's descriptors close at the exec: the watcher opens its own).
+            let io = if watchable(&c) {
+                self.exec_watcher(&c.id, pid, io, delay_ms)
             } else {
-                (io, log)
+                io
             };
             // The monitor lives as long as the container: give back the heap
             // the launch used (image and store records, the spec, seccomp).
@@ -514,7 +512,7 @@ impl Engine {
         };
         let mut cmd = std::process::Command::new(watcher);
         cmd.arg(pid.to_string())
-            .arg(self.dir(id).join(format!("{id}-json.log")))
+            .arg(self.log_path(id))
             .arg(exit_file(&self.dir(id)));
         let fds: Vec<&OwnedFd> = match &io {
             Io::Tty { master, .. } => {

@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long)]
         exited: Option<i32>,
         /// The restart backoff in milliseconds (with `--exited`).
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = berth_engine::run::INITIAL_DELAY_MS)]
         delay: u64,
     },
     /// One engine call for `system service` (see berth_api::helper).

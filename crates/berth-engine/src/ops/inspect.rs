@@ -54,7 +54,7 @@ impl Engine {
             "ResolvConfPath": self.dir(&c.id).join("resolv.conf"),
             "HostnamePath": self.dir(&c.id).join("hostname"),
             "HostsPath": self.dir(&c.id).join("hosts"),
-            "LogPath": self.dir(&c.id).join(format!("{}-json.log", c.id)),
+            "LogPath": self.log_path(&c.id),
             "Name": format!("/{}", c.name),
             "RestartCount": c.state.restart_count,
             "Driver": self.store.snapshots.driver_name(),

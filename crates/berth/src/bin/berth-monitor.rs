@@ -97,9 +97,11 @@ fn drop_startup_pages() {
             // private and never writable.
             let perms = f.next().unwrap_or("");
             let file = f.nth(3).is_some_and(|p| p.starts_with('/'));
-            mapping =
-                (file && perms.starts_with('r') && &perms[1..2] == "-" && perms.ends_with('p'))
-                    .then_some((a, b));
+            mapping = (file
+                && perms.starts_with('r')
+                && perms.get(1..2) == Some("-")
+                && perms.ends_with('p'))
+            .then_some((a, b));
         } else if first == "Anonymous:"
             && let Some(m) = mapping.take()
             && f.next() == Some("0")

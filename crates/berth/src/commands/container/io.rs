@@ -30,7 +30,7 @@ pub struct LogsArgs {
 /// `logs`.
 pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
     let c = engine.find(&a.container)?;
-    let path = engine.dir(&c.id).join(format!("{}-json.log", c.id));
+    let path = engine.log_path(&c.id);
     let opts = berth_engine::logs::ReadOptions {
         tail: if a.tail == "all" {
             None
@@ -104,7 +104,7 @@ pub fn attach(engine: &Engine, a: AttachArgs) -> anyhow::Result<()> {
             "You cannot attach to a stopped container, start it first",
         ));
     }
-    let path = engine.dir(&c.id).join(format!("{}-json.log", c.id));
+    let path = engine.log_path(&c.id);
     let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if a.sig_proxy && !c.config.tty {
         // Blocked here, taken by a thread that sends each to the container.
