@@ -235,15 +235,7 @@ impl V1Manager {
             self.apply_blkio(b)?;
         }
         if let Some(devs) = r.devices() {
-            let d = self.dir("devices")?;
-            for rule in devs {
-                let file = if rule.allow() {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                write(&d.join(file), &device_rule(rule))?;
-            }
+            self.apply_devices(devs)?;
         }
         for h in r.hugepage_limits().iter().flatten() {
             let d = self.dir("hugetlb")?;
@@ -265,6 +257,42 @@ impl V1Manager {
                     &format!("{} {}", p.name(), p.priority()),
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// The device rules, in order: each write to devices.allow or
+    /// devices.deny is one rule, so a run of rules of one kind goes through
+    /// one open file (a start has a dozen).
+    fn apply_devices(
+        &self,
+        devs: &[oci_spec::runtime::LinuxDeviceCgroup],
+    ) -> Result<(), CgroupError> {
+        use std::io::Write;
+        let d = self.dir("devices")?;
+        let mut open: Option<(bool, PathBuf, std::fs::File)> = None;
+        for rule in devs {
+            if open
+                .as_ref()
+                .is_none_or(|(allow, _, _)| *allow != rule.allow())
+            {
+                let p = d.join(if rule.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                });
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&p)
+                    .map_err(|e| fsutil::io("open", &p, e))?;
+                open = Some((rule.allow(), p, f));
+            }
+            let (_, p, f) = open.as_mut().expect("opened above");
+            let v = device_rule(rule);
+            f.write_all(v.as_bytes())
+                .map_err(|e| fsutil::io(format!("write {v:?} to"), p, e))?;
         }
         Ok(())
     }

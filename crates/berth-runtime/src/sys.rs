@@ -225,7 +225,12 @@ impl Syscalls for Linux {
     }
 
     fn caps_supported(&self) -> CapsHashSet {
-        caps::runtime::thread_all_supported()
+        // What the kernel knows does not change: probed once (41
+        // PR_CAPBSET_READ calls), not at each of the six uses of a start.
+        static KNOWN: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
+        KNOWN
+            .get_or_init(caps::runtime::thread_all_supported)
+            .clone()
     }
 
     fn caps_read(&self, set: CapSet) -> io::Result<CapsHashSet> {

@@ -242,8 +242,8 @@ pub fn open_target(root: &OwnedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
         }
         RuntimeError::sys("open", dest.display(), std::io::Error::other(e.to_string()))
     };
-    if let Ok(h) = r.resolve(dest) {
-        return Ok(h.into());
+    if let Some(fd) = open_target_fast(root, dest, file) {
+        return Ok(fd);
     }
     if file {
         let parent = dest.parent().unwrap_or(Path::new("/"));
@@ -260,6 +260,68 @@ pub fn open_target(root: &OwnedFd, dest: &Path, file: bool) -> Result<OwnedFd> {
     r.mkdir_all(dest, &std::fs::Permissions::from_mode(0o755))
         .map(Into::into)
         .map_err(err)
+}
+
+/// [`open_target`] in the common cases, with a few syscalls where
+/// libpathrs's `mkdir_all` makes forty per component (it reopens every
+/// directory through procfs to check where it is): the target itself, or
+/// else its deepest existing ancestor, by one `openat2(RESOLVE_IN_ROOT)`;
+/// then each missing component made with `mkdirat` (or, for a file,
+/// `O_CREAT|O_EXCL`) and opened `O_NOFOLLOW` relative to its parent's
+/// descriptor. No path is resolved from outside the root, and a symlink in
+/// the way (or raced in) is never followed. Anything else (a `..`, a
+/// symlink, a file where a directory should be, an error) gives `None`, and
+/// libpathrs takes over, to do the same or say what is wrong.
+fn open_target_fast(root: &OwnedFd, dest: &Path, file: bool) -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::path::Component;
+    let resolve = |p: &Path, flags: OFlags| {
+        rustix::fs::openat2(
+            root,
+            p,
+            flags | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    match resolve(dest, OFlags::empty()) {
+        Ok(fd) => return Some(fd),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(_) => return None,
+    }
+    let mut names = Vec::new();
+    for c in dest.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => names.push(n),
+            _ => return None,
+        }
+    }
+    // The deepest ancestor there is (the root itself at worst).
+    let (mut dir, have) = (0..names.len()).rev().find_map(|k| {
+        let p: PathBuf = std::iter::once(OsStr::new("/"))
+            .chain(names[..k].iter().copied())
+            .collect();
+        match resolve(&p, OFlags::DIRECTORY) {
+            Ok(fd) => Some(Some((fd, k))),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(_) => Some(None),
+        }
+    })??;
+    for (i, name) in names.iter().enumerate().skip(have) {
+        if file && i + 1 == names.len() {
+            let flags =
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            return rustix::fs::openat(&dir, *name, flags, Mode::from_raw_mode(0o644)).ok();
+        }
+        match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(_) => return None,
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        dir = rustix::fs::openat(&dir, *name, flags, Mode::empty()).ok()?;
+    }
+    Some(dir)
 }
 
 /// Mounts `source` (a host path, or a filesystem name) on `target_fd`.
@@ -409,5 +471,41 @@ mod tests {
         assert!(inside.join("sub").is_dir());
         open_target(&rfd, Path::new("/etc/hosts"), true).unwrap();
         assert!(root.join("etc/hosts").is_file());
+    }
+
+    #[test]
+    fn missing_targets_are_made_beneath_links_inside_the_root_and_never_outside() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(root.join("real/etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // A link to a directory inside the root (as /etc -> /real/etc).
+        std::os::unix::fs::symlink("/real/etc", root.join("etc")).unwrap();
+        // Dangling links whose targets, read on the host, are outside.
+        let out_file = outside.join("hostname");
+        std::os::unix::fs::symlink(&out_file, root.join("real/etc/hostname")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("run")).unwrap();
+        let rfd = rustix::fs::open(
+            &root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let fast = |p: &str, file: bool| open_target_fast(&rfd, Path::new(p), file);
+        // Made through the link inside the root, several levels at once.
+        assert!(fast("/etc/hosts", true).is_some());
+        assert!(root.join("real/etc/hosts").is_file());
+        assert!(fast("/etc/a/b/c", false).is_some());
+        assert!(root.join("real/etc/a/b/c").is_dir());
+        // A dangling link as the target or on the way: the fast path
+        // declines (libpathrs says what is wrong) and makes nothing outside.
+        assert!(fast("/etc/hostname", true).is_none());
+        assert!(fast("/run/sub", false).is_none());
+        assert!(fast("/etc/../etc/x", false).is_none());
+        assert!(!out_file.exists());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(open_target(&rfd, Path::new("/etc/hostname"), true).is_err());
+        assert!(!out_file.exists());
     }
 }
