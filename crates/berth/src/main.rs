@@ -50,7 +50,10 @@ struct Cli {
     cmd: Option<Cmd>,
 }
 
+/// `defer`: each subcommand's flags are made only when it is the one run
+/// (building all of them took a millisecond of every command).
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Cmd {
     /// The monitor of a detached container (started by berth itself).
     #[command(name = "__monitor", hide = true)]
@@ -187,6 +190,7 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ImageCmd {
     /// List images.
     #[command(visible_alias = "list")]
@@ -215,12 +219,14 @@ enum ImageCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum BuilderCmd {
     /// Remove build cache.
     Prune(commands::build::BuilderPruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum ContainerCmd {
     /// List containers.
     #[command(visible_alias = "list")]
@@ -279,6 +285,7 @@ enum ContainerCmd {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum SystemCmd {
     /// Show disk usage.
     Df(DfArgs),
@@ -484,8 +491,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `inspect`: containers first, then images, as docker looks them up.
-/// `inspect`'s options.
+// `inspect`: containers first, then images, as docker looks them up.
+// `inspect`'s options.
 #[derive(clap::Args, Debug)]
 struct ObjectInspectArgs {
     /// Containers, images, volumes or networks.
@@ -502,7 +509,7 @@ struct ObjectInspectArgs {
     typ: Option<String>,
 }
 
-/// `container inspect`'s options.
+// `container inspect`'s options.
 #[derive(clap::Args, Debug)]
 struct ContainerInspectArgs {
     /// Containers.
@@ -692,9 +699,8 @@ fn report(e: &anyhow::Error) -> ExitCode {
 /// positional, found by walking the flags the subcommand knows.
 fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
     use clap::CommandFactory;
-    let root = Cli::command();
     // Find the subcommand path, skipping global flags before it.
-    let mut cmd = &root;
+    let mut cmd = Cli::command();
     let mut i = 1;
     let mut found = false;
     while i < args.len() {
@@ -703,18 +709,22 @@ fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
             return args;
         }
         if a.starts_with('-') {
-            i += if takes_value(cmd, a) && !a.contains('=') {
+            i += if takes_value(&cmd, a) && !a.contains('=') {
                 2
             } else {
                 1
             };
             continue;
         }
-        match cmd.find_subcommand(a) {
-            Some(sub) => {
+        match cmd.find_subcommand(a).cloned() {
+            Some(mut sub) => {
+                // Subcommands are built when parsed (`defer`, so a command
+                // does not build the other hundred): this one's flags are
+                // wanted now.
+                sub.build();
                 cmd = sub;
                 i += 1;
-                if matches!(sub.get_name(), "run" | "create" | "exec") {
+                if matches!(cmd.get_name(), "run" | "create" | "exec") {
                     found = true;
                     break;
                 }
@@ -731,7 +741,7 @@ fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
             return args;
         }
         if a.starts_with('-') && a.len() > 1 {
-            i += if takes_value(cmd, a) && !attached_value(cmd, a) {
+            i += if takes_value(&cmd, a) && !attached_value(&cmd, a) {
                 2
             } else {
                 1

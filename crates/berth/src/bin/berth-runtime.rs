@@ -65,6 +65,7 @@ struct CreateArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Cmd {
     /// Create a container (its process waits for `start`).
     Create(CreateArgs),

@@ -53,7 +53,7 @@ fn options(
     Ok((opts, scratch))
 }
 
-/// `build`.
+// `build`.
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Name and optionally a tag (`name:tag`).
@@ -530,7 +530,7 @@ fn bad_base(df: &berth_dockerfile::instructions::Dockerfile) -> Option<(usize, S
     None
 }
 
-/// `builder prune`.
+// `builder prune`.
 #[derive(Args, Debug)]
 pub struct BuilderPruneArgs {
     /// Remove all build cache (there is one kind).

@@ -11,6 +11,7 @@ use clap::Subcommand;
 
 /// `system cdi` commands.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum CdiCmd {
     /// List the CDI devices the spec directories define.
     #[command(alias = "ls")]
@@ -32,6 +33,7 @@ pub enum CdiCmd {
 
 /// The hooks.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum HookCmd {
     /// Make `target::link` symlinks inside the container.
     CreateSymlinks {

@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::output::progress::for_terminal;
 
-/// Flags every registry command shares.
+// Flags every registry command shares.
 #[derive(Args, Debug, Clone)]
 pub struct TlsArgs {
     /// Require HTTPS and verify certificates (false also allows plain HTTP).
@@ -22,7 +22,7 @@ pub struct TlsArgs {
     pub tls_verify: bool,
 }
 
-/// `login`.
+// `login`.
 #[derive(Args, Debug)]
 pub struct LoginArgs {
     /// Username.
@@ -40,14 +40,14 @@ pub struct LoginArgs {
     pub server: Option<String>,
 }
 
-/// `logout`.
+// `logout`.
 #[derive(Args, Debug)]
 pub struct LogoutArgs {
     /// Registry (default: docker.io).
     pub server: Option<String>,
 }
 
-/// `pull`.
+// `pull`.
 #[derive(Args, Debug)]
 pub struct PullArgs {
     /// Download all tagged images in the repository.
@@ -72,7 +72,7 @@ pub struct PullArgs {
     pub name: String,
 }
 
-/// `push`.
+// `push`.
 #[derive(Args, Debug)]
 pub struct PushArgs {
     /// Push all tags of the repository.
@@ -527,7 +527,7 @@ pub fn ensure(
     Ok(true)
 }
 
-/// `search`.
+// `search`.
 #[derive(clap::Args, Debug)]
 pub struct SearchArgs {
     /// Filter output based on conditions provided (`stars=N`, `is-official=true`, `is-automated=true`).

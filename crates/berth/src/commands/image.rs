@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::output::{Format, Table, created_at, ellipsis, human_size, print_items, since};
 
-/// `images` / `image ls`.
+// `images` / `image ls`.
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
     /// Only images of this repository (and tag).
@@ -184,7 +184,7 @@ pub fn print_images(a: &ImagesArgs, items: &[Value]) -> anyhow::Result<()> {
     })
 }
 
-/// `tag SOURCE TARGET`.
+// `tag SOURCE TARGET`.
 #[derive(Args, Debug)]
 pub struct TagArgs {
     /// Source image.
@@ -200,7 +200,7 @@ pub fn tag(store: &Store, a: TagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rmi` / `image rm`.
+// `rmi` / `image rm`.
 #[derive(Args, Debug)]
 pub struct RmiArgs {
     /// Images to remove.
@@ -240,7 +240,7 @@ fn print_remove_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
     }
 }
 
-/// `history`.
+// `history`.
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
     /// The image.
@@ -336,7 +336,7 @@ pub fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `image inspect`.
+// `image inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Images.
@@ -392,7 +392,7 @@ pub fn inspect(store: &Store, a: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `import`.
+// `import`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// A rootfs tarball (plain, gzip or zstd), or `-` for stdin.
@@ -462,7 +462,7 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `save`.
+// `save`.
 #[derive(Args, Debug)]
 pub struct SaveArgs {
     /// Images to save.
@@ -543,7 +543,7 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `load`.
+// `load`.
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     /// Read from a file instead of stdin.
@@ -589,7 +589,7 @@ pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `image prune`.
+// `image prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
     /// Remove all unused images, not just dangling ones.

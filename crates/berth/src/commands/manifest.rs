@@ -21,6 +21,7 @@ use super::distribution::TlsArgs;
 
 /// `manifest …`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ManifestCmd {
     /// Create a local manifest list for annotating and pushing to a registry.
     Create(CreateArgs),
@@ -36,7 +37,7 @@ pub enum ManifestCmd {
     Rm(RmArgs),
 }
 
-/// `manifest create`.
+// `manifest create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// Amend an existing manifest list.
@@ -52,7 +53,7 @@ pub struct CreateArgs {
     pub images: Vec<String>,
 }
 
-/// `manifest add` (podman's; docker amends with `create --amend`).
+// `manifest add` (podman's; docker amends with `create --amend`).
 #[derive(Args, Debug)]
 pub struct AddArgs {
     /// Allow communication with an insecure registry.
@@ -64,7 +65,7 @@ pub struct AddArgs {
     pub image: String,
 }
 
-/// `manifest annotate`.
+// `manifest annotate`.
 #[derive(Args, Debug)]
 pub struct AnnotateArgs {
     /// Set architecture.
@@ -88,7 +89,7 @@ pub struct AnnotateArgs {
     pub image: String,
 }
 
-/// `manifest inspect`.
+// `manifest inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Allow communication with an insecure registry.
@@ -101,7 +102,7 @@ pub struct InspectArgs {
     pub name: String,
 }
 
-/// `manifest push`.
+// `manifest push`.
 #[derive(Args, Debug)]
 pub struct PushArgs {
     /// Allow push to an insecure registry.
@@ -116,7 +117,7 @@ pub struct PushArgs {
     pub list: String,
 }
 
-/// `manifest rm`.
+// `manifest rm`.
 #[derive(Args, Debug)]
 pub struct RmArgs {
     /// The lists.

@@ -8,6 +8,7 @@ use crate::output::{Format, Table, print_items};
 
 /// `network` subcommands.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCmd {
     /// Create a network.
     Create {

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::output::{Table, human_size};
 
-/// Where the registry keeps its data (shared by every `registry` subcommand).
+// Where the registry keeps its data (shared by every `registry` subcommand).
 #[derive(Args, Debug, Clone)]
 pub struct Where {
     /// Storage: a directory [default: /var/lib/berth-registry], or
@@ -85,6 +85,7 @@ impl Where {
 
 /// `registry` subcommands.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum RegistryCmd {
     /// Run an OCI distribution registry (a Docker Hub for your team).
     Serve(ServeArgs),
@@ -98,7 +99,7 @@ pub enum RegistryCmd {
     Gc(GcArgs),
 }
 
-/// `registry serve`.
+// `registry serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -131,6 +132,7 @@ pub struct ServeArgs {
 
 /// `registry user …`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum UserCmd {
     /// Add an account (or set its password).
     Add(UserAddArgs),
@@ -140,7 +142,7 @@ pub enum UserCmd {
     Ls(Where),
 }
 
-/// `registry user add`.
+// `registry user add`.
 #[derive(Args, Debug)]
 pub struct UserAddArgs {
     #[command(flatten)]
@@ -155,7 +157,7 @@ pub struct UserAddArgs {
     pub admin: bool,
 }
 
-/// `registry user rm`.
+// `registry user rm`.
 #[derive(Args, Debug)]
 pub struct UserRmArgs {
     #[command(flatten)]
@@ -166,6 +168,7 @@ pub struct UserRmArgs {
 
 /// `registry token …`.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum TokenCmd {
     /// Create an access token (printed once).
     Create(TokenCreateArgs),
@@ -175,7 +178,7 @@ pub enum TokenCmd {
     Revoke(TokenRevokeArgs),
 }
 
-/// `registry token create`.
+// `registry token create`.
 #[derive(Args, Debug)]
 pub struct TokenCreateArgs {
     #[command(flatten)]
@@ -195,7 +198,7 @@ pub struct TokenCreateArgs {
     pub expires: Option<String>,
 }
 
-/// `registry token revoke`.
+// `registry token revoke`.
 #[derive(Args, Debug)]
 pub struct TokenRevokeArgs {
     #[command(flatten)]
@@ -204,7 +207,7 @@ pub struct TokenRevokeArgs {
     pub id: String,
 }
 
-/// `registry gc`.
+// `registry gc`.
 #[derive(Args, Debug)]
 pub struct GcArgs {
     #[command(flatten)]

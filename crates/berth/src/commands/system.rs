@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::output::{Table, human_size};
 
-/// `system restore`.
+// `system restore`.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// Print nothing for containers that came back.
@@ -37,7 +37,7 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `system check`.
+// `system check`.
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Remove what is broken (and re-unpack layers from intact blobs).
@@ -81,7 +81,7 @@ pub fn check(engine: &Engine, a: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `system df`.
+// `system df`.
 #[derive(Args, Debug)]
 pub struct DfArgs {
     /// Show detailed information on space usage.
@@ -273,7 +273,7 @@ fn df_verbose(du: &berth_engine::df::DiskUsage, bsize: u64) -> anyhow::Result<()
     Ok(())
 }
 
-/// `system prune`.
+// `system prune`.
 #[derive(Args, Debug)]
 pub struct SystemPruneArgs {
     /// Remove all unused images not just dangling ones.
@@ -346,7 +346,7 @@ pub fn prune(engine: &Engine, a: SystemPruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `system service`.
+// `system service`.
 #[derive(Args, Debug)]
 pub struct ServiceArgs {
     /// Where to listen: unix:///path, tcp://127.0.0.1:PORT (loopback only), fd:// (systemd).
@@ -380,7 +380,7 @@ pub fn service(
     berth_api::serve(opts).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// `version`.
+// `version`.
 #[derive(Args, Debug)]
 pub struct VersionArgs {
     /// Format the output using a Go template, or `json`.
@@ -447,7 +447,7 @@ pub fn print_version(a: &VersionArgs, server: serde_json::Value) -> anyhow::Resu
     Ok(())
 }
 
-/// `info`.
+// `info`.
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Format the output using a Go template, or `json`.
@@ -568,7 +568,7 @@ pub fn print_info(a: &InfoArgs, doc: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `events`.
+// `events`.
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Show all events created since timestamp (or relative: `10m`).
@@ -679,7 +679,7 @@ fn bytes_size(n: u64) -> String {
     format!("{}{}", format!("{v:.2}").trim_end_matches(".00"), units[i])
 }
 
-/// `system emulators`.
+// `system emulators`.
 #[derive(clap::Args, Debug)]
 pub struct EmulatorsArgs {
     /// Register the emulators of these architectures (`arm64`, `all`).

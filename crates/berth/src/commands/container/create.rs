@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// Options shared by `run` and `create`.
+// Options shared by `run` and `create`.
 #[derive(Args, Debug, Clone)]
 pub struct CreateArgs {
     /// Print help (`-h` is `--hostname`, as in docker).
@@ -171,7 +171,7 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-/// `run`.
+// `run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Run container in background and print container ID.
@@ -620,7 +620,7 @@ pub fn run(
     }
 }
 
-/// `start`.
+// `start`.
 #[derive(Args, Debug)]
 pub struct StartArgs {
     /// Attach STDOUT/STDERR and forward signals.

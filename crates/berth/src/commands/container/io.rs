@@ -2,7 +2,7 @@
 
 use super::*;
 
-/// `logs`.
+// `logs`.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
     /// Follow log output.
@@ -74,7 +74,7 @@ pub fn logs(engine: &Engine, a: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `attach`.
+// `attach`.
 #[derive(Args, Debug)]
 pub struct AttachArgs {
     /// Do not attach STDIN.
@@ -222,7 +222,7 @@ impl std::io::Read for DetachKeys {
 /// Keeps the terminal raw while attached.
 pub(crate) struct RawGuard(#[allow(dead_code)] Option<berth_runtime::wait::RawMode>);
 
-/// `exec`.
+// `exec`.
 #[derive(Args, Debug)]
 pub struct ExecArgs {
     /// Detached mode: run command in the background.
@@ -275,7 +275,7 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `top`.
+// `top`.
 #[derive(Args, Debug)]
 pub struct TopArgs {
     /// The container.
@@ -296,7 +296,7 @@ pub fn top(engine: &Engine, a: TopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `stats`.
+// `stats`.
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Disable streaming stats and only pull the first result.

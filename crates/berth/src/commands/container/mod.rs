@@ -43,7 +43,7 @@ pub(crate) fn exit_err(code: i32, msg: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// `ps`.
+// `ps`.
 #[derive(Args, Debug)]
 pub struct PsArgs {
     /// Show all containers (default shows just running).
@@ -175,7 +175,7 @@ pub fn print_ps(a: &PsArgs, items: &[Value]) -> anyhow::Result<()> {
     })
 }
 
-/// `stop` / `restart`.
+// `stop` / `restart`.
 #[derive(Args, Debug)]
 pub struct StopArgs {
     /// Seconds to wait before killing the container.
@@ -230,7 +230,7 @@ pub fn restart(engine: &Engine, a: StopArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `kill`.
+// `kill`.
 #[derive(Args, Debug)]
 pub struct KillArgs {
     /// Signal to send to the container.
@@ -248,7 +248,7 @@ pub fn kill(engine: &Engine, a: KillArgs) -> anyhow::Result<()> {
     each(&a.containers, |q| engine.kill(q, sig).map(drop))
 }
 
-/// `rm`.
+// `rm`.
 #[derive(Args, Debug)]
 pub struct RmArgs {
     /// Force the removal of a running container.
@@ -269,7 +269,7 @@ pub fn rm(engine: &Engine, a: RmArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `wait`.
+// `wait`.
 #[derive(Args, Debug)]
 pub struct WaitArgs {
     /// Containers.
@@ -286,7 +286,7 @@ pub fn wait(engine: &Engine, a: WaitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pause` / `unpause`.
+// `pause` / `unpause`.
 #[derive(Args, Debug)]
 pub struct ContainersArgs {
     /// Containers.
@@ -304,7 +304,7 @@ pub fn unpause(engine: &Engine, a: ContainersArgs) -> anyhow::Result<()> {
     each(&a.containers, |q| engine.unpause(q))
 }
 
-/// `update`.
+// `update`.
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     /// Memory limit (`64m`, `1g`).
@@ -358,7 +358,7 @@ pub fn update(engine: &Engine, a: UpdateArgs) -> anyhow::Result<()> {
     each(&a.containers, |q| engine.update(q, &u).map(|_| ()))
 }
 
-/// `diff`.
+// `diff`.
 #[derive(Args, Debug)]
 pub struct OneArgs {
     /// The container.
@@ -373,7 +373,7 @@ pub fn diff(engine: &Engine, a: OneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `export`.
+// `export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// Write to a file, instead of STDOUT.
@@ -415,7 +415,7 @@ pub fn export(engine: &Engine, a: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `commit`.
+// `commit`.
 #[derive(Args, Debug)]
 pub struct CommitArgs {
     /// Author.
@@ -456,7 +456,7 @@ pub fn commit(engine: &Engine, a: CommitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rename`.
+// `rename`.
 #[derive(Args, Debug)]
 pub struct RenameArgs {
     /// The container.
@@ -472,7 +472,7 @@ pub fn rename(engine: &Engine, a: RenameArgs) -> anyhow::Result<()> {
         .map_err(|e| exit_err(1, e.to_string()))
 }
 
-/// `port`.
+// `port`.
 #[derive(Args, Debug)]
 pub struct PortArgs {
     /// The container.
@@ -539,7 +539,7 @@ pub fn ports_column(c: &berth_engine::Container) -> String {
     out.join(", ")
 }
 
-/// `container prune`.
+// `container prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
     /// Do not prompt for confirmation.
@@ -564,7 +564,7 @@ pub fn prune(engine: &Engine, a: PruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cp`.
+// `cp`.
 #[derive(Args, Debug)]
 pub struct CpArgs {
     /// Always follow a symlink given as the source.

@@ -4,6 +4,7 @@ use super::*;
 
 /// `volume` subcommands.
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VolumeCmd {
     /// Create a volume.
     Create {
