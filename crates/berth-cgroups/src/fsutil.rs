@@ -76,6 +76,13 @@ pub fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
 /// Removes a cgroup directory (rmdir; cgroupfs refuses recursive removal of files),
 /// children first. Missing is fine.
 pub fn remove_dir(path: &Path) -> Result<(), CgroupError> {
+    // Most often it has no child: one rmdir, and a look inside only when
+    // that fails.
+    match std::fs::remove_dir(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     if let Ok(rd) = std::fs::read_dir(path) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {

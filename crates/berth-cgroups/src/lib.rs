@@ -242,6 +242,16 @@ impl Manager {
         }
     }
 
+    /// How many times the kernel's OOM killer killed a process of the
+    /// cgroup: [`Manager::stats`]'s `oom_kills` alone, one file read where
+    /// the stats read ten (an exit records only this).
+    pub fn oom_kills(&self) -> u64 {
+        match self {
+            Manager::V1(m) => m.oom_kills(),
+            Manager::V2(m) => m.oom_kills(),
+        }
+    }
+
     /// Removes the cgroup (it must have no processes left).
     pub fn destroy(&self) -> Result<(), CgroupError> {
         match self {

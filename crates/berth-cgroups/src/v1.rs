@@ -476,6 +476,13 @@ impl V1Manager {
         fsutil::read_pids(&d.join("cgroup.procs"))
     }
 
+    /// The memory controller's count of OOM kills (0 without one).
+    pub fn oom_kills(&self) -> u64 {
+        self.dir("memory")
+            .map(|d| flat_keyed(&d.join("memory.oom_control"), "oom_kill"))
+            .unwrap_or(0)
+    }
+
     /// Usage numbers.
     pub fn stats(&self) -> Result<Stats, CgroupError> {
         let mut s = Stats::default();
@@ -489,7 +496,7 @@ impl V1Manager {
             // v1 reports "no limit" as a huge page-aligned number.
             s.memory_limit = if lim >= 0x7fff_ffff_ffff_f000 { 0 } else { lim };
             s.memory_cache = flat_keyed(&d.join("memory.stat"), "total_cache");
-            s.oom_kills = flat_keyed(&d.join("memory.oom_control"), "oom_kill");
+            s.oom_kills = self.oom_kills();
         }
         if let Ok(d) = self.dir("pids") {
             s.pids_current = read_u64(&d.join("pids.current"));

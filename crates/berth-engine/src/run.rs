@@ -254,11 +254,7 @@ impl Engine {
 
     /// Records an exit and releases the runtime record.
     fn record_exit(&self, c: &mut Container, code: i32) -> Result<()> {
-        let oom = self
-            .runtime
-            .stats(&c.id)
-            .map(|s| s.oom_kills > 0)
-            .unwrap_or(false);
+        let oom = self.runtime.oom_killed(&c.id).unwrap_or(false);
         let _ = std::fs::write(exit_file(&self.dir(&c.id)), code.to_string());
         let _ = self.runtime.delete(&c.id, true);
         let _l = container::lock(&self.dir(&c.id))?;

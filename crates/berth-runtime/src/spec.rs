@@ -12,21 +12,46 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     let p = bundle.join("config.json");
     let data = std::fs::read(&p)
         .map_err(|e| RuntimeError::Spec(format!("cannot read {}: {e}", p.display())))?;
-    let raw: serde_json::Value = serde_json::from_slice(&data)
+    // ociVersion is required, and oci-spec would fill in its own: looked
+    // for first, by a pass that builds nothing else.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "ociVersion")]
+        version: Option<String>,
+    }
+    let v: Version = serde_json::from_slice(&data)
         .map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))?;
-    if raw
-        .get("ociVersion")
-        .and_then(|v| v.as_str())
-        .is_none_or(str::is_empty)
-    {
+    if v.version.as_deref().is_none_or(str::is_empty) {
         return Err(RuntimeError::Spec(format!(
             "{}: ociVersion: missing",
             p.display()
         )));
     }
-    let spec: Spec = serde_json::from_value(raw)
-        .map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))?;
-    Ok(spec)
+    serde_json::from_slice(&data).map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))
+}
+
+/// What a hook of a created container is handed besides its state: the
+/// spec's version, annotations and hooks, read from `bundle/config.json`
+/// without building the rest of the spec (`delete` wants no more).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct HookSpec {
+    /// ociVersion.
+    #[serde(rename = "ociVersion", default)]
+    pub version: String,
+    /// annotations.
+    #[serde(default)]
+    pub annotations: Option<std::collections::HashMap<String, String>>,
+    /// hooks.
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+}
+
+/// Reads [`HookSpec`] from `bundle/config.json`.
+pub fn load_hooks(bundle: &Path) -> Result<HookSpec> {
+    let p = bundle.join("config.json");
+    let data = std::fs::read(&p)
+        .map_err(|e| RuntimeError::Spec(format!("cannot read {}: {e}", p.display())))?;
+    serde_json::from_slice(&data).map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))
 }
 
 /// The rootfs path (relative paths are relative to the bundle).

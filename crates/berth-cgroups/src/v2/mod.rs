@@ -310,8 +310,13 @@ impl V2Manager {
             pids_limit: read_u64(&p.join("pids.max")),
             io_read_bytes: io.0,
             io_write_bytes: io.1,
-            oom_kills: flat_keyed(&p.join("memory.events"), "oom_kill"),
+            oom_kills: self.oom_kills(),
         })
+    }
+
+    /// memory.events' count of OOM kills (0 without the memory controller).
+    pub fn oom_kills(&self) -> u64 {
+        flat_keyed(&self.path.join("memory.events"), "oom_kill")
     }
 
     /// Removes the directory.

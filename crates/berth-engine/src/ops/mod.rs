@@ -222,6 +222,11 @@ impl Engine {
         let dir = self.root().join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // Exit codes as berth kept them before `.exits` (one file each).
+            if name.starts_with(".exit-") {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
             if !name.starts_with(".removing-") || berth_fs::owner_alive(&name) {
                 continue;
             }
@@ -363,26 +368,36 @@ impl Engine {
     /// Keeps the exit code of an `--rm` container about to be removed, for
     /// a waiter that sees it only once it is gone (`wait --condition
     /// removed`, the Engine API's `run --rm`); kept a few minutes.
+    ///
+    /// In `containers/.exits/<minute>/<id>`: forgetting the old ones is a
+    /// look at a handful of minute directories, not at every code kept (a
+    /// loop of `run --rm` kept hundreds, and each run read them all).
     pub fn remember_exit(&self, id: &str, code: i32) {
-        let dir = self.root().join("containers");
-        let _ = std::fs::write(dir.join(format!(".exit-{id}")), code.to_string());
-        // Forget old ones.
-        let now = std::time::SystemTime::now();
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(".exit-")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d.as_secs() > 300))
-            {
-                let _ = std::fs::remove_file(e.path());
+        let exits = self.root().join("containers").join(EXITS);
+        let minute = unix_minute();
+        let bucket = exits.join(minute.to_string());
+        let _ = std::fs::create_dir_all(&bucket);
+        let _ = std::fs::write(bucket.join(id), code.to_string());
+        for e in std::fs::read_dir(&exits).into_iter().flatten().flatten() {
+            let old = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|m| m + EXIT_KEPT_MINUTES < minute);
+            if old {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
 
     /// The exit code an `--rm` container had, once it is gone.
     pub fn exit_of_removed(&self, id: &str) -> Option<i32> {
-        let p = self.root().join("containers").join(format!(".exit-{id}"));
-        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+        let exits = self.root().join("containers").join(EXITS);
+        let minute = unix_minute();
+        (0..=EXIT_KEPT_MINUTES + 1).find_map(|back| {
+            let p = exits.join(minute.saturating_sub(back).to_string()).join(id);
+            std::fs::read_to_string(p).ok()?.trim().parse().ok()
+        })
     }
 
     /// `container prune`: removes every stopped container; returns their ids.
@@ -470,4 +485,43 @@ fn running_conflict(name: &str) -> EngineError {
     EngineError::Conflict(format!(
         "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
     ))
+}
+
+/// Where [`Engine::remember_exit`] keeps exit codes, under `containers`.
+const EXITS: &str = ".exits";
+
+/// How long an exit code is kept, in minutes (a waiter polls for far less).
+const EXIT_KEPT_MINUTES: u64 = 5;
+
+/// Minutes since the epoch: the name of the directory of this minute's exits.
+fn unix_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exit codes are found for a while, and the old are forgotten by
+    /// their minute's directory, without a look at each code.
+    #[test]
+    fn removed_containers_exit_codes_are_kept_by_the_minute() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Engine::open(t.path()).unwrap();
+        e.remember_exit("a", 3);
+        assert_eq!(e.exit_of_removed("a"), Some(3));
+        assert_eq!(e.exit_of_removed("b"), None);
+        let exits = t.path().join("containers").join(EXITS);
+        let old = exits.join((unix_minute() - EXIT_KEPT_MINUTES - 2).to_string());
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("b"), "7").unwrap();
+        // Too old to be found, and gone at the next remembered exit.
+        assert_eq!(e.exit_of_removed("b"), None);
+        e.remember_exit("c", 0);
+        assert!(!old.exists());
+        assert_eq!(e.exit_of_removed("a"), Some(3));
+        assert_eq!(e.exit_of_removed("c"), Some(0));
+    }
 }

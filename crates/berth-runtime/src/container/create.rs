@@ -94,13 +94,32 @@ pub fn hook_state(
     pid: i32,
     bundle: &Path,
 ) -> serde_json::Value {
+    hook_state_of(
+        spec.version(),
+        spec.annotations().as_ref(),
+        id,
+        status,
+        pid,
+        bundle,
+    )
+}
+
+/// [`hook_state`] from the spec's version and annotations alone.
+pub(crate) fn hook_state_of(
+    version: &str,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+    id: &str,
+    status: &str,
+    pid: i32,
+    bundle: &Path,
+) -> serde_json::Value {
     serde_json::json!({
-        "ociVersion": spec.version(),
+        "ociVersion": version,
         "id": id,
         "status": status,
         "pid": pid,
         "bundle": bundle,
-        "annotations": spec.annotations().clone().unwrap_or_default(),
+        "annotations": annotations.cloned().unwrap_or_default(),
     })
 }
 

@@ -111,6 +111,13 @@ impl Runtime {
         let st = self.load(id)?;
         Ok(self.cgroup(&st)?.stats()?)
     }
+
+    /// Whether the kernel's OOM killer killed a process of the container
+    /// (its stats' `oom_kills`, read alone).
+    pub fn oom_killed(&self, id: &str) -> Result<bool> {
+        let st = self.load(id)?;
+        Ok(self.cgroup(&st)?.oom_kills() > 0)
+    }
 }
 
 /// A process's command line, its arguments joined by spaces (`ps`'s CMD
