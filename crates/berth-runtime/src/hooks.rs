@@ -18,6 +18,34 @@ pub fn run(kind: &'static str, hooks: &[Hook], state: &serde_json::Value) -> Res
     Ok(())
 }
 
+/// The poststart or poststop hooks of the container `id` whose bundle is
+/// `bundle`, read without the rest of the spec
+/// ([`crate::spec::load_hooks`]), run with its state; a failing one is
+/// reported on stderr, not fatal (the runtime spec's rule for these two).
+pub fn run_late(kind: &'static str, bundle: &std::path::Path, id: &str, status: &str, pid: i32) {
+    let Ok(spec) = crate::spec::load_hooks(bundle) else {
+        return;
+    };
+    let hooks = spec.hooks.as_ref().and_then(|h| match kind {
+        "poststart" => h.poststart().as_ref(),
+        _ => h.poststop().as_ref(),
+    });
+    let Some(hooks) = hooks else {
+        return;
+    };
+    let state = crate::container::hook_state_of(
+        &spec.version,
+        spec.annotations.as_ref(),
+        id,
+        status,
+        pid,
+        bundle,
+    );
+    if let Err(e) = run(kind, hooks, &state) {
+        eprintln!("warning: {e}");
+    }
+}
+
 fn run_one(kind: &'static str, h: &Hook, state: &serde_json::Value) -> Result<()> {
     let path = h.path().display().to_string();
     let fail = |msg: String| RuntimeError::Hook {

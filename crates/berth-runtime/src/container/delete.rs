@@ -63,21 +63,7 @@ impl Runtime {
         if st.host_mounts {
             crate::rootfs::detach_host_view(&crate::rootfs::host_view(&dir))?;
         }
-        if let Ok(spec) = crate::spec::load_hooks(&st.bundle)
-            && let Some(h) = spec.hooks.as_ref().and_then(|h| h.poststop().as_ref())
-        {
-            let state = super::create::hook_state_of(
-                &spec.version,
-                spec.annotations.as_ref(),
-                id,
-                "stopped",
-                st.pid,
-                &st.bundle,
-            );
-            if let Err(e) = crate::hooks::run("poststop", h, &state) {
-                eprintln!("warning: {e}");
-            }
-        }
+        crate::hooks::run_late("poststop", &st.bundle, id, "stopped", st.pid);
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::sys("remove", dir.display(), e))?;
         Ok(())
     }

@@ -11,6 +11,7 @@ mod start;
 mod update;
 
 pub use create::CreateOptions;
+pub(crate) use create::hook_state_of;
 pub use exec::{ExecOptions, ExecResult};
 pub use query::{ContainerInfo, OciState, cmdline};
 

@@ -59,15 +59,7 @@ impl Runtime {
         std::fs::remove_file(&fifo).sys("remove", fifo.display())?;
         st.started = true;
         st.save(&self.dir(id))?;
-        if let Ok(spec) = crate::spec::load(&st.bundle)
-            && let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref())
-        {
-            let state = super::create::hook_state(&spec, id, "running", st.pid, &st.bundle);
-            if let Err(e) = crate::hooks::run("poststart", h, &state) {
-                // A failing poststart hook is reported, not fatal (runtime spec).
-                eprintln!("warning: {e}");
-            }
-        }
+        crate::hooks::run_late("poststart", &st.bundle, id, "running", st.pid);
         Ok(())
     }
 }
