@@ -6,13 +6,16 @@
 //! kernel must emulate for every syscall number when it builds its per-filter
 //! action cache at install (1.1 ms of every container start, measured), and
 //! which every conditional syscall walks at run time; libseccomp optimises
-//! into a tree but is C. Here a syscall is found in ~9 comparisons.
+//! into a tree but is C. Here a syscall is found in ~7 comparisons, and
+//! runs of consecutive numbers allowed alike are one leaf (Docker's profile:
+//! 222 instructions where one leaf per number made 1,534).
 //!
 //! Layout: check the architecture (anything else is killed, as libseccomp's
 //! "bad arch" action does), load the number, descend the tree (each inner
 //! node is `jge mid` + a long `ja` to the right half, so no conditional jump
 //! ever needs more than its 8 bits), and at a leaf either return the match
-//! action or test the argument conditions: condition sets are ORed, the
+//! action (for a single number or a run of them) or test the argument
+//! conditions: condition sets are ORed, the
 //! conditions in a set ANDed, 64-bit values compared unsigned as two 32-bit
 //! halves (little-endian `seccomp_data`).
 
@@ -121,11 +124,11 @@ pub fn compile(rules: &Rules, matched: u32, mismatched: u32, arch: u32) -> Resul
         stmt(RET_K, ret::KILL_PROCESS),
         stmt(LD_W_ABS, OFF_NR),
     ];
-    let nrs: Vec<u32> = rules.keys().copied().collect();
-    if nrs.is_empty() {
+    let items = items(rules);
+    if items.is_empty() {
         p.push(stmt(RET_K, mismatched));
     } else {
-        tree(&mut p, &nrs, rules, matched, mismatched)?;
+        tree(&mut p, &items, matched, mismatched)?;
     }
     if p.len() > MAX_INSNS {
         return Err(format!(
@@ -136,28 +139,75 @@ pub fn compile(rules: &Rules, matched: u32, mismatched: u32, arch: u32) -> Resul
     Ok(p)
 }
 
-/// Emits the search over `nrs` (sorted, non-empty); the number is in A.
-fn tree(
-    p: &mut Program,
-    nrs: &[u32],
-    rules: &Rules,
-    matched: u32,
-    mismatched: u32,
-) -> Result<(), String> {
-    if let [nr] = nrs {
-        // Equal: skip the mismatch return into this syscall's code.
-        p.push(jump(JEQ_K, *nr, 1, 0));
-        p.push(stmt(RET_K, mismatched));
-        return leaf(p, &rules[nr], matched, mismatched);
+/// What the search finds: a run of consecutive numbers that match
+/// unconditionally (Docker's profile: ~350 syscalls, a few dozen runs), or
+/// one number with argument conditions.
+enum Item<'a> {
+    Run(u32, u32),
+    One(u32, &'a [Vec<Cond>]),
+}
+
+impl Item<'_> {
+    fn first(&self) -> u32 {
+        match self {
+            Item::Run(lo, _) | Item::One(lo, _) => *lo,
+        }
     }
-    let mid = nrs.len() / 2;
-    // A >= nrs[mid]: take the `ja` to the right half; else skip it.
-    p.push(jump(JGE_K, nrs[mid], 0, 1));
+}
+
+/// `rules` as search items, in order: a run per stretch of consecutive
+/// unconditional numbers, so the program (which the kernel copies, checks,
+/// translates and compiles at every start) is a fraction of one leaf per
+/// number.
+fn items(rules: &Rules) -> Vec<Item<'_>> {
+    let mut out: Vec<Item> = Vec::new();
+    for (nr, sets) in rules {
+        if !sets.iter().any(Vec::is_empty) {
+            out.push(Item::One(*nr, sets));
+            continue;
+        }
+        match out.last_mut() {
+            Some(Item::Run(_, hi)) if *hi + 1 == *nr => *hi = *nr,
+            _ => out.push(Item::Run(*nr, *nr)),
+        }
+    }
+    out
+}
+
+/// Emits the search over `items` (sorted, disjoint, non-empty); the number
+/// is in A.
+fn tree(p: &mut Program, items: &[Item], matched: u32, mismatched: u32) -> Result<(), String> {
+    if let [item] = items {
+        match *item {
+            Item::Run(lo, hi) if lo == hi => {
+                p.push(jump(JEQ_K, lo, 1, 0));
+                p.push(stmt(RET_K, mismatched));
+                p.push(stmt(RET_K, matched));
+            }
+            Item::Run(lo, hi) => {
+                // lo <= A <= hi: matched; else mismatched.
+                p.push(jump(JGE_K, lo, 0, 2));
+                p.push(jump(JGT_K, hi, 1, 0));
+                p.push(stmt(RET_K, matched));
+                p.push(stmt(RET_K, mismatched));
+            }
+            Item::One(nr, sets) => {
+                // Equal: skip the mismatch return into this syscall's code.
+                p.push(jump(JEQ_K, nr, 1, 0));
+                p.push(stmt(RET_K, mismatched));
+                leaf(p, sets, matched, mismatched)?;
+            }
+        }
+        return Ok(());
+    }
+    let mid = items.len() / 2;
+    // A >= the right half's first number: take the `ja` to it; else skip it.
+    p.push(jump(JGE_K, items[mid].first(), 0, 1));
     let ja = p.len();
     p.push(stmt(JA, 0));
-    tree(p, &nrs[..mid], rules, matched, mismatched)?;
+    tree(p, &items[..mid], matched, mismatched)?;
     p[ja].k = (p.len() - ja - 1) as u32;
-    tree(p, &nrs[mid..], rules, matched, mismatched)
+    tree(p, &items[mid..], matched, mismatched)
 }
 
 /// A syscall's code: its condition sets, then the mismatch action. Leaves A
@@ -303,6 +353,37 @@ mod tests {
             ret::KILL_PROCESS,
             "other arch"
         );
+    }
+
+    /// Runs of consecutive numbers, single numbers and numbers with
+    /// conditions side by side: every number gets exactly its verdict.
+    #[test]
+    fn runs_of_numbers_match_exactly_their_numbers() {
+        let mut rules = Rules::new();
+        let cond = vec![vec![Cond {
+            index: 0,
+            op: Op::Eq,
+            value: 4,
+        }]];
+        for nr in (0..40).chain(41..42).chain(44..100).chain(200..201) {
+            rules.insert(nr, vec![vec![]]);
+        }
+        rules.insert(40, cond.clone());
+        rules.insert(100, cond.clone());
+        rules.insert(150, cond);
+        let p = compile(&rules, ret::ALLOW, ret::errno(1), ARCH).unwrap();
+        for nr in 0..300 {
+            for a0 in [0, 4] {
+                let want = match nr {
+                    40 | 100 | 150 => a0 == 4,
+                    _ => rules.contains_key(&nr),
+                };
+                let got = emulate(&p, ARCH, nr, [a0, 0, 0, 0, 0, 0]) == ret::ALLOW;
+                assert_eq!(got, want, "nr {nr} arg {a0}");
+            }
+        }
+        // One leaf per number would take ~800.
+        assert!(p.len() < 60, "{} instructions", p.len());
     }
 
     #[test]
