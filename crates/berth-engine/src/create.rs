@@ -20,18 +20,52 @@ impl Engine {
             Some(p) => self.store.resolve_platform(&req.image, p)?,
             None => self.store.resolve(&req.image)?,
         };
-        let names_lock = container::lock(&self.root().join("containers"))?;
         let id = container::new_id();
-        let name = self.pick_name(req.name.as_deref(), &id)?;
         let ic = image.config.config.clone().unwrap_or_default();
         let (entrypoint, cmd, command) = command_of(req, &ic)?;
         let env = env_of(req, &ic);
         let mut labels = ic.labels.clone().unwrap_or_default();
         labels.extend(req.labels.clone());
-        let mounts = self.mounts_of(req, &ic)?;
         let host = host_config_of(req);
         // An unknown or unusable device fails here, before anything is made.
         crate::devices::check(&host)?;
+        // The container's directory and snapshot (keyed by the new id) are
+        // made before the lock on names, which a create holds only to pick
+        // and record its name: parallel creates queue for less (the
+        // snapshot's metadata is fsynced twice).
+        let dir = self.dir(&id);
+        let undo = || {
+            let _ = self.store.snapshots.remove_active(&id);
+            let _ = std::fs::remove_dir_all(&dir);
+        };
+        let made = std::fs::create_dir_all(dir.join("rootfs"))
+            .map_err(|e| EngineError::io("mkdir", &dir, e))
+            .and_then(|()| {
+                let mut labels = BTreeMap::new();
+                labels.insert(
+                    berth_store::image::IMAGE_LABEL.to_string(),
+                    image.id.to_string(),
+                );
+                labels.insert("io.berth.container".to_string(), id.clone());
+                self.store
+                    .snapshots
+                    .prepare(&id, image.top_chain().as_ref(), labels)?;
+                Ok(())
+            });
+        let named = made.and_then(|()| {
+            let names_lock = container::lock(&self.root().join("containers"))?;
+            let name = self.pick_name(req.name.as_deref(), &id)?;
+            // After the name is known to be free: anonymous volumes are made here.
+            let mounts = self.mounts_of(req, &ic)?;
+            Ok((names_lock, name, mounts))
+        });
+        let (names_lock, name, mounts) = match named {
+            Ok(n) => n,
+            Err(e) => {
+                undo();
+                return Err(e);
+            }
+        };
         let mut c = Container {
             id: id.clone(),
             name,
@@ -65,19 +99,7 @@ impl Engine {
             state: created_state(),
             network_settings: Default::default(),
         };
-        let dir = self.dir(&id);
-        std::fs::create_dir_all(dir.join("rootfs"))
-            .map_err(|e| EngineError::io("mkdir", &dir, e))?;
         let result = (|| -> Result<()> {
-            let mut labels = BTreeMap::new();
-            labels.insert(
-                berth_store::image::IMAGE_LABEL.to_string(),
-                image.id.to_string(),
-            );
-            labels.insert("io.berth.container".to_string(), id.clone());
-            self.store
-                .snapshots
-                .prepare(&id, image.top_chain().as_ref(), labels)?;
             let _addresses =
                 self.network_prepare(&mut c, req.ip.as_deref(), &req.network_aliases)?;
             self.write_etc_files(&c)?;
@@ -86,8 +108,7 @@ impl Engine {
         drop(names_lock);
         drop(lease);
         if let Err(e) = result {
-            let _ = self.store.snapshots.remove_active(&id);
-            let _ = std::fs::remove_dir_all(&dir);
+            undo();
             return Err(e);
         }
         self.container_event(&c, "create", &[]);
