@@ -211,6 +211,15 @@ impl Engine {
 
     /// Finds a container by full id, unique id prefix, or name (`/name` too).
     pub fn find(&self, q: &str) -> Result<Container> {
+        // A full id (what berth passes itself, and API clients mostly)
+        // names its directory: one record read, not all of them. An exact
+        // id wins over a name, as in docker's lookup.
+        if q.len() == 64
+            && q.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(c) = container::load(&self.dir(q))
+        {
+            return self.refresh_found(q, &c);
+        }
         let name = q.trim_start_matches('/');
         let all = self.records();
         if let Some(c) = all.iter().find(|c| c.id == q || c.name == name) {
