@@ -701,6 +701,14 @@ fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
     use clap::CommandFactory;
     // Find the subcommand path, skipping global flags before it.
     let mut cmd = Cli::command();
+    // The global flags (`--root DIR`, `-D`) may come after the subcommand
+    // too; clap gives them to every subcommand only as it parses.
+    let globals = clap::Command::new("globals").args(
+        cmd.get_arguments()
+            .filter(|a| a.is_global_set())
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let mut i = 1;
     let mut found = false;
     while i < args.len() {
@@ -741,11 +749,9 @@ fn stop_at_command(mut args: Vec<String>) -> Vec<String> {
             return args;
         }
         if a.starts_with('-') && a.len() > 1 {
-            i += if takes_value(&cmd, a) && !attached_value(&cmd, a) {
-                2
-            } else {
-                1
-            };
+            let own = takes_value(&cmd, a) && !attached_value(&cmd, a);
+            let global = takes_value(&globals, a) && !attached_value(&globals, a);
+            i += if own || global { 2 } else { 1 };
             continue;
         }
         // The image (or the container): everything after it is the command.
@@ -817,5 +823,44 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// docker's rule: berth's flags end at the image (or, for exec, the
+    /// container); a `--` goes in after it. Subcommands are built lazily,
+    /// so this also checks each one's flags are seen when walked into.
+    #[test]
+    fn the_command_starts_after_the_image() {
+        let split = |line: &str| -> String {
+            let args = std::iter::once("berth")
+                .chain(line.split(' '))
+                .map(String::from)
+                .collect();
+            super::stop_at_command(args)[1..].join(" ")
+        };
+        assert_eq!(
+            split("run -e A=1 base sh -c ls"),
+            "run -e A=1 base -- sh -c ls"
+        );
+        assert_eq!(
+            split("run -it --name x base sh"),
+            "run -it --name x base -- sh"
+        );
+        assert_eq!(
+            split("container run -uroot base id -u"),
+            "container run -uroot base -- id -u"
+        );
+        assert_eq!(
+            split("--root /r run --rm base true"),
+            "--root /r run --rm base -- true"
+        );
+        // A global flag after the subcommand takes its value there too.
+        assert_eq!(
+            split("run --root /r -e A=1 base env"),
+            "run --root /r -e A=1 base -- env"
+        );
+        assert_eq!(split("exec -w /tmp c1 ls -l"), "exec -w /tmp c1 -- ls -l");
+        assert_eq!(split("run base"), "run base");
+        assert_eq!(split("ps -a"), "ps -a");
+        assert_eq!(split("run -- base ls"), "run -- base ls");
     }
 }
