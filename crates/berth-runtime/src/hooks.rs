@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::Hook;
+use oci_spec::runtime::{Hook, Hooks};
 
 use crate::error::{Result, RuntimeError};
 
@@ -18,19 +18,22 @@ pub fn run(kind: &'static str, hooks: &[Hook], state: &serde_json::Value) -> Res
     Ok(())
 }
 
-/// The poststart or poststop hooks of the container `id` whose bundle is
-/// `bundle`, read without the rest of the spec
+/// The hooks `pick` chooses (poststart or poststop) of the container `id`
+/// whose bundle is `bundle`, read without the rest of the spec
 /// ([`crate::spec::load_hooks`]), run with its state; a failing one is
 /// reported on stderr, not fatal (the runtime spec's rule for these two).
-pub fn run_late(kind: &'static str, bundle: &std::path::Path, id: &str, status: &str, pid: i32) {
+pub fn run_late(
+    kind: &'static str,
+    pick: fn(&Hooks) -> &Option<Vec<Hook>>,
+    bundle: &std::path::Path,
+    id: &str,
+    status: &str,
+    pid: i32,
+) {
     let Ok(spec) = crate::spec::load_hooks(bundle) else {
         return;
     };
-    let hooks = spec.hooks.as_ref().and_then(|h| match kind {
-        "poststart" => h.poststart().as_ref(),
-        _ => h.poststop().as_ref(),
-    });
-    let Some(hooks) = hooks else {
+    let Some(hooks) = spec.hooks.as_ref().and_then(|h| pick(h).as_ref()) else {
         return;
     };
     let state = crate::container::hook_state_of(

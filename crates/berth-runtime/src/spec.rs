@@ -9,9 +9,7 @@ use crate::error::{Result, RuntimeError};
 
 /// Reads `bundle/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec> {
-    let p = bundle.join("config.json");
-    let data = std::fs::read(&p)
-        .map_err(|e| RuntimeError::Spec(format!("cannot read {}: {e}", p.display())))?;
+    let (p, data) = read_config(bundle)?;
     // ociVersion is required, and oci-spec would fill in its own: looked
     // for first, by a pass that builds nothing else.
     #[derive(serde::Deserialize)]
@@ -19,20 +17,19 @@ pub fn load(bundle: &Path) -> Result<Spec> {
         #[serde(rename = "ociVersion")]
         version: Option<String>,
     }
-    let v: Version = serde_json::from_slice(&data)
-        .map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))?;
+    let v: Version = parse(&p, &data)?;
     if v.version.as_deref().is_none_or(str::is_empty) {
         return Err(RuntimeError::Spec(format!(
             "{}: ociVersion: missing",
             p.display()
         )));
     }
-    serde_json::from_slice(&data).map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))
+    parse(&p, &data)
 }
 
 /// What a hook of a created container is handed besides its state: the
 /// spec's version, annotations and hooks, read from `bundle/config.json`
-/// without building the rest of the spec (`delete` wants no more).
+/// without building the rest of the spec (`start` and `delete` want no more).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct HookSpec {
     /// ociVersion.
@@ -48,10 +45,21 @@ pub struct HookSpec {
 
 /// Reads [`HookSpec`] from `bundle/config.json`.
 pub fn load_hooks(bundle: &Path) -> Result<HookSpec> {
+    let (p, data) = read_config(bundle)?;
+    parse(&p, &data)
+}
+
+/// `bundle/config.json`'s path and bytes.
+fn read_config(bundle: &Path) -> Result<(PathBuf, Vec<u8>)> {
     let p = bundle.join("config.json");
     let data = std::fs::read(&p)
         .map_err(|e| RuntimeError::Spec(format!("cannot read {}: {e}", p.display())))?;
-    serde_json::from_slice(&data).map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))
+    Ok((p, data))
+}
+
+/// `data`, the config.json at `p`, as a `T`; an error names the file.
+fn parse<T: serde::de::DeserializeOwned>(p: &Path, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| RuntimeError::Spec(format!("{}: {e}", p.display())))
 }
 
 /// The rootfs path (relative paths are relative to the bundle).

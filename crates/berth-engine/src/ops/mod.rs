@@ -383,7 +383,7 @@ impl Engine {
                 .file_name()
                 .to_str()
                 .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|m| m + EXIT_KEPT_MINUTES < minute);
+                .is_some_and(|m| minute.saturating_sub(m) > EXIT_KEPT_MINUTES);
             if old {
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -394,7 +394,9 @@ impl Engine {
     pub fn exit_of_removed(&self, id: &str) -> Option<i32> {
         let exits = self.root().join("containers").join(EXITS);
         let minute = unix_minute();
-        (0..=EXIT_KEPT_MINUTES + 1).find_map(|back| {
+        // The minutes remember_exit keeps: this one and the
+        // EXIT_KEPT_MINUTES before it.
+        (0..=EXIT_KEPT_MINUTES).find_map(|back| {
             let p = exits.join(minute.saturating_sub(back).to_string()).join(id);
             std::fs::read_to_string(p).ok()?.trim().parse().ok()
         })

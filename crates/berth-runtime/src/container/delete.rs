@@ -63,7 +63,14 @@ impl Runtime {
         if st.host_mounts {
             crate::rootfs::detach_host_view(&crate::rootfs::host_view(&dir))?;
         }
-        crate::hooks::run_late("poststop", &st.bundle, id, "stopped", st.pid);
+        crate::hooks::run_late(
+            "poststop",
+            oci_spec::runtime::Hooks::poststop,
+            &st.bundle,
+            id,
+            "stopped",
+            st.pid,
+        );
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::sys("remove", dir.display(), e))?;
         Ok(())
     }

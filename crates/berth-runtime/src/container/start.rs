@@ -59,7 +59,14 @@ impl Runtime {
         std::fs::remove_file(&fifo).sys("remove", fifo.display())?;
         st.started = true;
         st.save(&self.dir(id))?;
-        crate::hooks::run_late("poststart", &st.bundle, id, "running", st.pid);
+        crate::hooks::run_late(
+            "poststart",
+            oci_spec::runtime::Hooks::poststart,
+            &st.bundle,
+            id,
+            "running",
+            st.pid,
+        );
         Ok(())
     }
 }
