@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Stdio;
 
 use common::{Berth, tool};
@@ -139,6 +140,135 @@ fn entrypoint_cmd_env_workdir_user() {
         .run(&["run", "--rm", "-u", "nobody-here", "busybox", "true"])
         .fails(125);
     assert!(err.contains("unable to find user nobody-here"), "{err}");
+}
+
+/// `run --rm` (docker's reference: the command returns once the container
+/// is removed, its anonymous volumes with it): when it returns, no view a
+/// user has shows the container: not `ps -a`, not its name (free for the
+/// next run), not its image (removable), not its anonymous volume. What
+/// nobody sees (the runtime's record, the cgroups, the layer's files) is
+/// deleted in the background just after, and nothing of it is left.
+#[test]
+fn run_rm_is_gone_when_it_returns_and_leaves_nothing() {
+    let b = with_busybox();
+    let cidfile = b.path("cid");
+    let run = b.run(&[
+        "run",
+        "--rm",
+        "--name",
+        "once",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
+        "-v",
+        "/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; exit 3",
+    ]);
+    assert_eq!(
+        (run.code(), run.stdout().as_str()),
+        (3, "hi\n"),
+        "{}",
+        run.stderr()
+    );
+    let id = std::fs::read_to_string(&cidfile).unwrap();
+    assert_eq!(id.len(), 64);
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    assert_eq!(
+        b.run(&["volume", "ls", "-q"]).ok(),
+        "",
+        "the anonymous volume went"
+    );
+    // Its output captured whole: the background half holds no pipe open.
+    let out = b
+        .run(&["run", "--rm", "--name", "once", "busybox", "echo", "again"])
+        .ok();
+    assert_eq!(out, "again\n", "the name is free again");
+    let out = b.run(&["rmi", "busybox"]).ok();
+    assert!(
+        out.contains("Deleted: sha256:"),
+        "no container uses the image: {out}"
+    );
+    let root = b.root();
+    let leftovers = || {
+        let mut left: Vec<String> = Vec::new();
+        for d in [
+            root.join("runtime"),
+            root.join("snapshots/tmp"),
+            root.join("snapshots/active"),
+        ] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                left.push(e.path().display().to_string());
+            }
+        }
+        for e in std::fs::read_dir(root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".removing-") {
+                left.push(e.path().display().to_string());
+            }
+        }
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for p in [
+                h.path().join("berth").join(&id),
+                Path::new("/sys/fs/cgroup/berth").join(&id),
+            ] {
+                if p.exists() {
+                    left.push(p.display().to_string());
+                }
+            }
+        }
+        left
+    };
+    let mut left = leftovers();
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = leftovers();
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// An `--rm` container's record and layer metadata are written without
+/// fsync (it does not outlive a crash): what a power loss leaves of them,
+/// empty files, breaks no listing, and `container prune` clears the rest.
+#[test]
+fn a_power_loss_emptied_rm_container_is_cleared_by_prune() {
+    let b = with_busybox();
+    let id = b
+        .run(&["create", "--rm", "busybox", "true"])
+        .ok()
+        .trim()
+        .to_string();
+    let root = b.root();
+    // What the disk may hold after a power loss: the renames done, the
+    // data not yet written.
+    std::fs::write(
+        root.join("containers").join(&id).join("container.json"),
+        b"",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("snapshots/active").join(&id).join("meta.json"),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(b.run(&["ps", "-aq"]).ok(), "");
+    b.run(&["images"]).ok();
+    b.run(&["container", "prune", "-f"]).ok();
+    assert!(!root.join("containers").join(&id).exists());
+    assert!(!root.join("snapshots/active").join(&id).exists());
+    let out = b.run(&["rmi", "busybox"]).ok();
+    assert!(out.contains("Deleted: sha256:"), "{out}");
 }
 
 #[test]

@@ -451,6 +451,8 @@ fn the_store_hands_nobody_a_setuid_file() {
         "cp /bin/busybox /v/x && chmod 4755 /v/x",
     ])
     .ok();
+    // The --rm container's files are deleted just after it returns.
+    b.settled();
     let root = b.root();
     let found = common::tool(
         "find",

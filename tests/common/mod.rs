@@ -313,6 +313,34 @@ impl Berth {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// Waits (10 s at most) until the store has no removal under way: a
+    /// `run --rm` returns once its container is gone from every listing,
+    /// and deletes its files just after, in the background. A test that
+    /// walks the store's directories itself waits for that first (berth's
+    /// own prune, reset, check and df do).
+    #[allow(dead_code)]
+    pub fn settled(&self) {
+        let root = self.root();
+        let pending = || {
+            [("containers", ".removing-"), ("snapshots/tmp", "rm-")]
+                .iter()
+                .any(|(d, prefix)| {
+                    std::fs::read_dir(root.join(d))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                })
+        };
+        for _ in 0..1000 {
+            if !pending() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("removals still under way after 10 s");
+    }
 }
 
 /// A busybox rootfs tarball made by scripts/busybox-rootfs.sh, shared by

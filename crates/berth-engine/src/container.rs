@@ -346,8 +346,31 @@ pub fn load_name(dir: &Path) -> Option<(String, String)> {
     Some((n.name, n.id))
 }
 
-/// Writes a container record atomically.
+/// Writes a container record atomically, and durably unless it is an
+/// `--rm` container's (see [`save_unsynced`]).
 pub fn save(dir: &Path, c: &Container) -> Result<()> {
+    write_record(dir, c, !c.host_config.auto_remove)
+}
+
+/// Writes a container record atomically (whole, by rename) but without
+/// fsync: for a record whose durability waits for [`sync`] (a create
+/// shows the record under the lock on names, and syncs it after), or
+/// does not matter (an `--rm` container does not outlive a crash). What a
+/// power loss leaves of one may be an empty `container.json`, which a
+/// prune clears (see `Engine::finish_abandoned_removals`).
+pub fn save_unsynced(dir: &Path, c: &Container) -> Result<()> {
+    write_record(dir, c, false)
+}
+
+/// Makes the record in `dir` durable.
+pub fn sync(dir: &Path) -> Result<()> {
+    let p = dir.join("container.json");
+    std::fs::File::open(&p)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| EngineError::io("fsync", &p, e))
+}
+
+fn write_record(dir: &Path, c: &Container, durable: bool) -> Result<()> {
     let p = dir.join("container.json");
     let tmp = dir.join(format!(".container.json.{}", std::process::id()));
     let data = serde_json::to_vec_pretty(c).expect("container serialises");
@@ -355,7 +378,9 @@ pub fn save(dir: &Path, c: &Container) -> Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, &p)
     };
     write().map_err(|e| {

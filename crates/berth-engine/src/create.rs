@@ -47,9 +47,16 @@ impl Engine {
                     image.id.to_string(),
                 );
                 labels.insert("io.berth.container".to_string(), id.clone());
-                self.store
-                    .snapshots
-                    .prepare(&id, image.top_chain().as_ref(), labels)?;
+                // An --rm container's layer does not outlive a crash: not
+                // fsynced (nor is its record).
+                let parent = image.top_chain();
+                if host.auto_remove {
+                    self.store
+                        .snapshots
+                        .prepare_scratch(&id, parent.as_ref(), labels)?;
+                } else {
+                    self.store.snapshots.prepare(&id, parent.as_ref(), labels)?;
+                }
                 Ok(())
             });
         let named = made.and_then(|()| {
@@ -103,10 +110,20 @@ impl Engine {
             let _addresses =
                 self.network_prepare(&mut c, req.ip.as_deref(), &req.network_aliases)?;
             self.write_etc_files(&c)?;
-            container::save(&dir, &c)
+            // Seen by the next create's name check once renamed into place;
+            // made durable after the lock on names is released, so that
+            // parallel creates do not queue behind each other's fsync.
+            container::save_unsynced(&dir, &c)
         })();
         drop(names_lock);
         drop(lease);
+        let result = result.and_then(|()| {
+            if c.host_config.auto_remove {
+                Ok(())
+            } else {
+                container::sync(&dir)
+            }
+        });
         if let Err(e) = result {
             undo();
             return Err(e);

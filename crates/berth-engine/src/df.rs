@@ -94,6 +94,7 @@ impl DiskUsage {
 impl Engine {
     /// What the store's images, containers and volumes take on disk.
     pub fn disk_usage(&self) -> Result<DiskUsage> {
+        self.settle_removals();
         let store = &self.store;
         let images = store.images()?;
         let in_use = store.images_in_use()?;

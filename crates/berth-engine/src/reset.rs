@@ -10,6 +10,7 @@ impl Engine {
     /// this store, and what they hold on the host. The root directory
     /// itself stays (it may be a mount point), empty.
     pub fn reset(&self) -> Result<()> {
+        self.settle_removals();
         for c in self.containers()? {
             let _ = self.remove(&c.id, true, true);
         }

@@ -53,7 +53,7 @@ impl Engine {
                 continue;
             }
             if c.state.status == Status::Exited && c.host_config.auto_remove {
-                match self.remove(&c.id, true, false) {
+                match self.remove(&c.id, true, true) {
                     Ok(_) => out.push(Restored::Removed(c)),
                     Err(e) => out.push(Restored::Failed(c, e)),
                 }

@@ -355,14 +355,104 @@ impl Engine {
             Err(_) if !dir.exists() => Ok(()),
             r => r,
         };
-        gone(self.record_exit(&mut c, code))?;
-        berth_runtime::trace::mark("engine: exit recorded, runtime state deleted");
         if c.host_config.auto_remove {
             self.remember_exit(&c.id, code);
-            gone(self.remove(&c.id, true, false).map(drop))?;
+            gone(self.remove_exited(c, code))?;
             berth_runtime::trace::mark("engine: removed (--rm)");
+        } else {
+            gone(self.record_exit(&mut c, code))?;
+            berth_runtime::trace::mark("engine: exit recorded, runtime state deleted");
         }
         Ok(code)
+    }
+
+    /// `run --rm`'s removal once the container's process has exited with
+    /// `code`. Whatever anyone can see is done before this returns: the
+    /// record is gone (its name free, `ps -a` without it), its network
+    /// released, its writable layer out of the store (its image no longer
+    /// in use), the `die` and `destroy` events written. The rest, which
+    /// nobody sees (the runtime's record and cgroups, the files of the
+    /// container and of its layer), is deleted by a child forked for it,
+    /// so that the command's answer does not wait on the deletion; both are
+    /// named for that child, and a prune finishes them if it dies first.
+    /// Call only from a single-threaded process that exits soon after (the
+    /// CLI, the API's attach helper): the child is reparented then.
+    fn remove_exited(&self, mut c: Container, code: i32) -> Result<()> {
+        let dir = self.dir(&c.id);
+        // fuse-overlayfs serves the container's root from its directory
+        // (rootless): unmounted before its layer goes.
+        release_merged(&dir);
+        let (go_r, go_w) = pipe()?;
+        // SAFETY: fork from a single-threaded process; the child only
+        // deletes files (see `finish_in_background`) and exits.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return self.remove(&c.id, true, false).map(drop);
+        }
+        if child == 0 {
+            drop(go_w);
+            self.finish_in_background(&c.id, go_r);
+        }
+        drop(go_r);
+        let child = child as u32;
+        // Claimed under its lock, as `rm` does (a concurrent rm or prune
+        // finds no such container), named for the child that deletes it.
+        let tomb = self
+            .root()
+            .join("containers")
+            .join(berth_fs::unique_name_for(".removing-", child));
+        {
+            let _l = container::lock(&dir)?;
+            std::fs::rename(&dir, &tomb).map_err(|e| EngineError::io("rename", &dir, e))?;
+        }
+        self.network_detach(&mut c);
+        self.remove_anonymous_volumes(&c);
+        let layer = match self.store.snapshots.detach_active(&c.id, child) {
+            Ok(p) => Some(p),
+            Err(berth_store::snapshot::SnapshotError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.container_event(&c, "die", &[("exitCode", code.to_string())]);
+        self.container_event(&c, "destroy", &[]);
+        // The child's go: what to delete, one path a line. Were this process
+        // to die before, the child reads nothing and leaves both to a prune.
+        let mut go = format!("{}\n", tomb.display());
+        if let Some(l) = &layer {
+            go.push_str(&format!("{}\n", l.display()));
+        }
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(go_w), go.as_bytes());
+        Ok(())
+    }
+
+    /// The child of [`Engine::remove_exited`]: off the terminal and every
+    /// descriptor but `go` (a lock file's descriptor kept open here would
+    /// keep the lock held), it waits for the paths to delete and deletes
+    /// them with the runtime's record; it never returns.
+    fn finish_in_background(&self, id: &str, go: OwnedFd) -> ! {
+        // SAFETY: plain syscalls on this process's own descriptors.
+        unsafe {
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            let g = go.as_raw_fd() as libc::c_uint;
+            libc::syscall(libc::SYS_close_range, 3, g - 1, 0);
+            libc::syscall(libc::SYS_close_range, g + 1, libc::c_uint::MAX, 0);
+        }
+        let mut paths = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::fs::File::from(go), &mut paths);
+        let mut lines = paths.lines();
+        if let Some(tomb) = lines.next() {
+            let _ = self.runtime.delete_moved(id, true, Path::new(tomb));
+            if let Some(layer) = lines.next() {
+                let _ = self.store.snapshots.purge(Path::new(layer));
+            }
+            let _ = std::fs::remove_dir_all(tomb);
+        }
+        // SAFETY: the child ends here, without running the parent's exit
+        // handlers or flushing its buffers.
+        unsafe { libc::_exit(0) }
     }
 
     /// Starts a container under a detached monitor; returns once it runs (or
@@ -561,7 +651,7 @@ impl Engine {
         if !restart_wanted(&c, code) {
             if c.host_config.auto_remove {
                 self.remember_exit(&c.id, code);
-                let _ = self.remove(&c.id, true, false);
+                let _ = self.remove(&c.id, true, true);
             }
             return None;
         }

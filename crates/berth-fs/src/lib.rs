@@ -65,6 +65,14 @@ impl<T> IoContext<T> for io::Result<T> {
 
 /// A unique name for a temporary file or directory (pid, time and a counter).
 pub fn unique_name(prefix: &str) -> String {
+    unique_name_for(prefix, std::process::id())
+}
+
+/// A unique name as [`unique_name`] makes, owned by process `pid`: for a
+/// temporary that a child finishes with after this process has gone (the
+/// background half of `run --rm`'s removal), so that [`owner_alive`] asks
+/// about the process that will remove it.
+pub fn unique_name_for(prefix: &str, pid: u32) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -72,7 +80,7 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}{}-{t:x}-{n}", std::process::id())
+    format!("{prefix}{pid}-{t:x}-{n}")
 }
 
 /// Whether `name` (made by [`unique_name`] with a prefix ending in `-`)

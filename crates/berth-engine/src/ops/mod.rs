@@ -196,18 +196,14 @@ impl Engine {
     /// runtime record, snapshot, network endpoints (and anonymous volumes),
     /// then the directory.
     fn finish_removal(&self, c: Container, tomb: &Path, volumes: bool) -> Result<String> {
-        let _ = self.runtime.delete(&c.id, true);
+        let _ = self.runtime.delete_moved(&c.id, true, tomb);
         crate::run::release_merged(tomb);
         match self.store.snapshots.remove_active(&c.id) {
             Ok(()) | Err(berth_store::snapshot::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
         if volumes {
-            for m in &c.mounts {
-                if m.typ == "volume" && m.name.len() == 64 {
-                    let _ = self.volume_remove(&m.name, true);
-                }
-            }
+            self.remove_anonymous_volumes(&c);
         }
         let mut c = c;
         self.network_detach(&mut c);
@@ -216,8 +212,47 @@ impl Engine {
         Ok(c.id)
     }
 
+    /// Waits (5 s at most) until no removal is under way: the background
+    /// halves of `run --rm`'s removals (see `Engine::remove_exited`) and
+    /// concurrent `rm`s. What walks or clears the whole store (prune, reset,
+    /// check, df) calls this first, so that it neither races their deletes
+    /// nor counts what is about to go.
+    pub fn settle_removals(&self) {
+        let containers = self.root().join("containers");
+        let layers = self.store.snapshots.tmp_dir();
+        let pending = |dir: &Path, prefix: &str| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with(prefix) && berth_fs::owner_alive(&n)
+                })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while (pending(&containers, ".removing-") || pending(&layers, "rm-"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
+    /// `rm -v`, and an `--rm` container's removal (dockerd's too): its
+    /// anonymous volumes go with it, but not one another container uses
+    /// (through `--volumes-from`), as in docker.
+    pub(crate) fn remove_anonymous_volumes(&self, c: &Container) {
+        for m in &c.mounts {
+            if m.typ == "volume" && m.name.len() == 64 {
+                let _ = self.volume_remove(&m.name, false);
+            }
+        }
+    }
+
     /// Finishes removals whose `rm` died after claiming the container (its
-    /// `.removing-<pid>-…` directory is left, and the pid is gone).
+    /// `.removing-<pid>-…` directory is left, and the pid is gone), and
+    /// clears the records a power loss emptied.
     fn finish_abandoned_removals(&self) {
         let dir = self.root().join("containers");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -225,6 +260,18 @@ impl Engine {
             // Exit codes as berth kept them before `.exits` (one file each).
             if name.starts_with(".exit-") {
                 let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            // What a power loss leaves of a record written without fsync
+            // (an --rm container's, see `container::save_unsynced`): an
+            // empty container.json. Its container died with the machine;
+            // its runtime record, layer and directory go (keyed by its id).
+            if !name.starts_with('.')
+                && std::fs::metadata(e.path().join("container.json")).is_ok_and(|m| m.len() == 0)
+            {
+                let _ = self.runtime.delete(&name, true);
+                let _ = self.store.snapshots.remove_active(&name);
+                let _ = std::fs::remove_dir_all(e.path());
                 continue;
             }
             if !name.starts_with(".removing-") || berth_fs::owner_alive(&name) {
@@ -406,6 +453,7 @@ impl Engine {
     /// One that was started or removed meanwhile is left to its new fate, as
     /// docker's prune does.
     pub fn prune(&self) -> Result<Vec<String>> {
+        self.settle_removals();
         self.finish_abandoned_removals();
         let mut out = Vec::new();
         for c in self.containers()? {

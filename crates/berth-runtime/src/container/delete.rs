@@ -8,6 +8,17 @@ use crate::state::Status;
 impl Runtime {
     /// Deletes container `id`.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.delete_in(id, force, None)
+    }
+
+    /// Deletes container `id`, whose bundle was moved to `bundle` since it
+    /// was created (the engine renames a container's directory away before
+    /// deleting it): its poststop hooks are read from there.
+    pub fn delete_moved(&self, id: &str, force: bool, bundle: &std::path::Path) -> Result<()> {
+        self.delete_in(id, force, Some(bundle))
+    }
+
+    fn delete_in(&self, id: &str, force: bool, bundle: Option<&std::path::Path>) -> Result<()> {
         let dir = self.dir(id);
         let _lock = match self.lock(id) {
             Ok(l) => l,
@@ -66,7 +77,7 @@ impl Runtime {
         crate::hooks::run_late(
             "poststop",
             oci_spec::runtime::Hooks::poststop,
-            &st.bundle,
+            bundle.unwrap_or(&st.bundle),
             id,
             "stopped",
             st.pid,

@@ -13,7 +13,21 @@ impl Snapshotter {
         parent: Option<&Digest>,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create_active(key, parent, labels, false)
+        self.create_active(key, parent, labels, false, true)
+    }
+
+    /// A writable snapshot as [`Snapshotter::prepare`] makes, for a
+    /// container removed when it exits (`run --rm`): its metadata is not
+    /// fsynced, since such a snapshot is not meant to outlive a crash. A
+    /// power loss may leave that metadata empty; such a snapshot is then
+    /// listed nowhere, and removing it by its key still works.
+    pub fn prepare_scratch(
+        &self,
+        key: &str,
+        parent: Option<&Digest>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.create_active(key, parent, labels, false, false)
     }
 
     /// Creates a read-only view `key` of layer `parent`.
@@ -23,7 +37,7 @@ impl Snapshotter {
         parent: &Digest,
         labels: BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        self.create_active(key, Some(parent), labels, true)
+        self.create_active(key, Some(parent), labels, true, true)
     }
 
     fn create_active(
@@ -32,6 +46,7 @@ impl Snapshotter {
         parent: Option<&Digest>,
         labels: BTreeMap<String, String>,
         readonly: bool,
+        durable: bool,
     ) -> Result<Vec<Mount>, SnapshotError> {
         validate_key(key)?;
         if let Some(p) = parent
@@ -58,10 +73,14 @@ impl Snapshotter {
                 readonly,
                 labels,
             };
-            atomic_write(
-                &tmp.join("meta.json"),
-                &serde_json::to_vec_pretty(&meta).expect("meta serialises"),
-            )?;
+            let data = serde_json::to_vec_pretty(&meta).expect("meta serialises");
+            let meta_path = tmp.join("meta.json");
+            if durable {
+                atomic_write(&meta_path, &data)?;
+            } else {
+                // Made whole before the rename below shows it.
+                fs::write(&meta_path, &data).ctx("write", &meta_path)?;
+            }
             fs::rename(&tmp, &dest).ctx("rename", &dest)?;
             Ok::<(), SnapshotError>(())
         })();
@@ -214,6 +233,43 @@ impl Snapshotter {
         let tmp = self.root.join("tmp").join(unique_name("rm-"));
         fs::rename(&dir, &tmp).ctx("rename", &dir)?;
         remove_any(&tmp)?;
+        Ok(())
+    }
+
+    /// The first half of [`Snapshotter::remove_active`]: the snapshot is
+    /// gone from the store (listed nowhere, its parent no longer in use) by
+    /// one rename of its directory into `tmp/`, as a temporary of process
+    /// `owner`, which deletes it later with [`Snapshotter::purge`]; if that
+    /// process dies first, the next gc clears it as a stale temporary.
+    pub fn detach_active(&self, key: &str, owner: u32) -> Result<PathBuf, SnapshotError> {
+        validate_key(key)?;
+        let dir = self.active_dir(key);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(berth_fs::unique_name_for("rm-", owner));
+        match fs::rename(&dir, &tmp) {
+            Ok(()) => Ok(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(SnapshotError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e).ctx("rename", &dir)?,
+        }
+    }
+
+    /// Where temporaries go (what [`Snapshotter::detach_active`] moves
+    /// there included), named for the process that owns them.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Deletes what [`Snapshotter::detach_active`] moved aside (only paths
+    /// under this store's `tmp/` are taken).
+    pub fn purge(&self, detached: &Path) -> Result<(), SnapshotError> {
+        if detached.parent() != Some(self.root.join("tmp").as_path()) {
+            return Err(SnapshotError::NotFound(detached.display().to_string()));
+        }
+        remove_any(detached)?;
         Ok(())
     }
 }

@@ -634,6 +634,10 @@ fn read_metas<T: for<'de> Deserialize<'de>>(dir: &Path) -> Result<Vec<T>, Snapsh
 
 fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, SnapshotError> {
     match fs::read(path) {
+        // What a power loss leaves of a scratch snapshot's metadata (written
+        // without fsync, see `prepare_scratch`): no snapshot. Every other
+        // meta.json is fsynced before it is renamed into place.
+        Ok(b) if b.is_empty() => Ok(None),
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
             .map_err(|err| SnapshotError::Meta {

@@ -46,6 +46,7 @@ pub struct CheckArgs {
 }
 
 pub fn check(engine: &Engine, a: CheckArgs) -> anyhow::Result<()> {
+    engine.settle_removals();
     // What killed builds left (their step containers, snapshots, scratch):
     // untidy, not inconsistent; removed with --repair.
     for l in berth_build::leftovers::collect(&engine.store, engine.root(), !a.repair) {
