@@ -212,9 +212,11 @@ impl Engine {
             },
             cgroup_v2: berth_runtime::cgroup_layout() == berth_runtime::CgroupLayout::V2,
         })?;
+        // Compact: read by the runtime, not by people (`inspect` shows the
+        // container; `berth-runtime spec` writes an indented one to edit).
         write_file(
             &dir.join("config.json"),
-            &serde_json::to_string_pretty(&s).expect("spec serialises"),
+            &serde_json::to_string(&s).expect("spec serialises"),
         )?;
         berth_runtime::trace::mark("engine: spec written");
         let rootfs_mounts = self

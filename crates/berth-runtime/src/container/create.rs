@@ -169,6 +169,7 @@ impl Runtime {
         let bundle = std::fs::canonicalize(bundle)
             .map_err(|e| RuntimeError::Spec(format!("bundle {}: {e}", bundle.display())))?;
         let spec = crate::spec::load(&bundle)?;
+        crate::trace::mark("runtime: spec read");
         crate::spec::validate(&spec, &bundle)?;
         let rootfs = crate::spec::rootfs(&spec, &bundle)?;
         let dir = self.make_state_dir(id)?;
@@ -191,6 +192,7 @@ impl Runtime {
             v
         };
         let (cg, cgroup_path) = make_cgroup(linux, id, &mut cleanup)?;
+        crate::trace::mark("runtime: cgroup made");
         let fifo = make_fifo(&dir)?;
         let (parent, child) = channel::pair()?;
         let state_for_hooks = hook_state(&spec, id, "creating", 0, &bundle);
@@ -259,6 +261,7 @@ impl Runtime {
             cg.add_pid(pid)?;
         }
         drop(self_join);
+        crate::trace::mark("runtime: init cloned (namespaces)");
         parent.send(&ToChild::Go)?;
         let init_pid = await_ready(
             &parent,

@@ -72,6 +72,7 @@ impl Snapshotter {
                 parent: parent.cloned(),
                 readonly,
                 labels,
+                scratch: !durable,
             };
             let data = serde_json::to_vec_pretty(&meta).expect("meta serialises");
             let meta_path = tmp.join("meta.json");
@@ -150,6 +151,13 @@ impl Snapshotter {
         // Inside a user namespace overlayfs keeps its metadata in user.*
         // xattrs, which the layers' opaque markers are written in too.
         options.extend(crate::archive::overlay_meta::mount_options().map(str::to_string));
+        // A scratch snapshot's writes need no sync: it goes when its
+        // container does (podman mounts --rm containers so too). After a
+        // crash overlayfs refuses to mount its upper again, which nothing
+        // asks: it is removed.
+        if meta.scratch && !meta.readonly && overlay_volatile() {
+            options.push("volatile".into());
+        }
         Ok(vec![Mount {
             typ: "overlay".into(),
             source: "overlay".into(),
@@ -206,6 +214,14 @@ impl Snapshotter {
             Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
         };
         let dir = self.active_dir(key);
+        if meta.scratch {
+            // Its overlay was volatile: what it wrote is synced here, before
+            // it becomes a layer (a durable one's unmount synced it).
+            let fs_dir = dir.join("fs");
+            fs::File::open(&fs_dir)
+                .and_then(|f| rustix::fs::syncfs(&f).map_err(Into::into))
+                .ctx("syncfs", &fs_dir)?;
+        }
         let size = berth_fs::du(&dir.join("fs"));
         let tmp = self.root.join("tmp").join(unique_name("c-"));
         fs::rename(&dir, &tmp).ctx("rename", &dir)?;

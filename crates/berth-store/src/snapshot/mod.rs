@@ -151,6 +151,10 @@ pub struct ActiveMeta {
     /// Free-form labels (the engine records the image and container here).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Made by [`Snapshotter::prepare_scratch`]: not meant to outlive a
+    /// crash, so its overlay is mounted `volatile`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scratch: bool,
 }
 
 /// The snapshotter of one store.
@@ -647,6 +651,22 @@ fn read_meta<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sna
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).ctx("read", path)?,
     }
+}
+
+/// Whether this kernel's overlayfs takes `volatile` (Linux 5.10): no sync
+/// of the upper filesystem, not even at unmount, where overlayfs otherwise
+/// syncs the whole filesystem the upper directory is on (each container's
+/// exit paid for that).
+fn overlay_volatile() -> bool {
+    static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        let r = rustix::system::uname();
+        let release = r.release().to_string_lossy();
+        let mut it = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (5, 10)
+    })
 }
 
 /// Whether overlayfs can be mounted here (with an upper dir on this filesystem).

@@ -228,3 +228,43 @@ fn a_failed_fuse_mount_says_where_and_why() {
         .contains(&at.display().to_string());
     assert!(!mounted);
 }
+
+/// A scratch snapshot (`run --rm`'s): its overlay is mounted `volatile`
+/// (no sync of the upper filesystem, even at unmount), it mounts and works
+/// like any other, and after the power loss its unsynced metadata may not
+/// survive (an empty meta.json) it is listed nowhere and still removable;
+/// a durable one is mounted without `volatile`.
+#[test]
+fn scratch_snapshots_are_volatile_and_survive_an_emptied_meta() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open_with(t.path(), Some(Driver::Overlay)).unwrap();
+    let (_, c2) = two_layers(&s);
+    let durable = s.prepare("kept", Some(&c2), BTreeMap::new()).unwrap();
+    assert!(!durable[0].options.iter().any(|o| o == "volatile"));
+    let mounts = s
+        .prepare_scratch("ctr", Some(&c2), BTreeMap::new())
+        .unwrap();
+    assert!(s.active("ctr").unwrap().unwrap().scratch);
+    assert_eq!(
+        mounts[0].options.iter().any(|o| o == "volatile"),
+        overlay_volatile(),
+        "{:?}",
+        mounts[0].options
+    );
+    let target = t.path().join("mnt");
+    fs::create_dir(&target).unwrap();
+    {
+        let _g = mount(&mounts[0], &target);
+        assert_eq!(fs::read_to_string(target.join("added")).unwrap(), "hi");
+        fs::write(target.join("new"), "n").unwrap();
+    }
+    assert_eq!(
+        fs::read_to_string(s.upper_dir("ctr").join("new")).unwrap(),
+        "n"
+    );
+    fs::write(s.active_dir("ctr").join("meta.json"), b"").unwrap();
+    let keys: Vec<String> = s.actives().unwrap().into_iter().map(|a| a.key).collect();
+    assert_eq!(keys, vec!["kept".to_string()]);
+    s.remove_active("ctr").unwrap();
+    assert!(!s.active_dir("ctr").exists());
+}
