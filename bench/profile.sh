@@ -41,6 +41,6 @@ done | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
         done
     echo "| **total, first mark to last** | **$total** |"
     echo
-    echo "Before the first mark: exec of the binary and its dynamic loading (see the start row of bench/results.md for the whole command). After the last: the process's exit. The removal's row is what \\`run --rm\\` does before it answers (the record renamed away, the network, volumes and layer released, events); the deletion of the files, cgroups and runtime record follows in a child, after the answer."
+    echo 'Before the first mark: exec of the binary and its dynamic loading (see the start row of bench/results.md for the whole command). After the last: the exit of the process. The removal row is what `run --rm` does before it answers (the record renamed away; the network, volumes and layer released; the events); the deletion of the files, cgroups and runtime record follows in a child, after the answer.'
 } >bench/profile.md
 cat bench/profile.md
