@@ -28,7 +28,7 @@ done | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
 {
     echo "# Where \`run --rm base true\` spends its time"
     echo
-    echo "$(date -u +%Y-%m-%d), berth $(git rev-parse --short HEAD), $(nproc) cores, $(uname -r), cgroups: $(stat -fc %T /sys/fs/cgroup); medians of $N runs, release build (\`bench/profile.sh\`). Each row: the time from the mark before to this one (BERTH_TRACE=1); the init's rows run in the container's init, the others in the CLI."
+    echo "$(date -u +%Y-%m-%d), berth $(git rev-parse --short HEAD), $(nproc) cores, $(uname -r), cgroups: $(stat -fc %T /sys/fs/cgroup); medians of $N runs, release build (\`bench/profile.sh\`). Each row: the time from the mark before to this one (BERTH_TRACE=1); the init's rows run in the container's init, the others in the CLI. This VM's speed for file-system work drifts by up to 2x within minutes: compare rows within one table, and whole commands with the bench, which times the tools side by side."
     echo
     echo "| phase (ends at) | median ms |"
     echo "| --- | --- |"
