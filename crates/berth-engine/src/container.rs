@@ -349,7 +349,13 @@ pub fn load_name(dir: &Path) -> Option<(String, String)> {
 /// Writes a container record atomically, and durably unless it is an
 /// `--rm` container's (see [`save_unsynced`]).
 pub fn save(dir: &Path, c: &Container) -> Result<()> {
-    write_record(dir, c, !c.host_config.auto_remove)
+    write_record(dir, c, durable(c))
+}
+
+/// Whether `c`'s record must survive a crash: an `--rm` container's need
+/// not, the container does not.
+fn durable(c: &Container) -> bool {
+    !c.host_config.auto_remove
 }
 
 /// Writes a container record atomically (whole, by rename) but without
@@ -362,8 +368,12 @@ pub fn save_unsynced(dir: &Path, c: &Container) -> Result<()> {
     write_record(dir, c, false)
 }
 
-/// Makes the record in `dir` durable.
-pub fn sync(dir: &Path) -> Result<()> {
+/// Makes the record of `c` in `dir` durable (an `--rm` container's is left
+/// as it is, as [`save`] leaves it).
+pub fn sync(dir: &Path, c: &Container) -> Result<()> {
+    if !durable(c) {
+        return Ok(());
+    }
     let p = dir.join("container.json");
     std::fs::File::open(&p)
         .and_then(|f| f.sync_all())

@@ -117,13 +117,7 @@ impl Engine {
         })();
         drop(names_lock);
         drop(lease);
-        let result = result.and_then(|()| {
-            if c.host_config.auto_remove {
-                Ok(())
-            } else {
-                container::sync(&dir)
-            }
-        });
+        let result = result.and_then(|()| container::sync(&dir, &c));
         if let Err(e) = result {
             undo();
             return Err(e);

@@ -214,15 +214,15 @@ impl Snapshotter {
             Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
         };
         let dir = self.active_dir(key);
+        let upper = dir.join("fs");
         if meta.scratch {
             // Its overlay was volatile: what it wrote is synced here, before
             // it becomes a layer (a durable one's unmount synced it).
-            let fs_dir = dir.join("fs");
-            fs::File::open(&fs_dir)
+            fs::File::open(&upper)
                 .and_then(|f| rustix::fs::syncfs(&f).map_err(Into::into))
-                .ctx("syncfs", &fs_dir)?;
+                .ctx("syncfs", &upper)?;
         }
-        let size = berth_fs::du(&dir.join("fs"));
+        let size = berth_fs::du(&upper);
         let tmp = self.root.join("tmp").join(unique_name("c-"));
         fs::rename(&dir, &tmp).ctx("rename", &dir)?;
         let _ = fs::remove_file(tmp.join("meta.json"));
@@ -241,13 +241,7 @@ impl Snapshotter {
 
     /// Removes an active snapshot (which must be unmounted).
     pub fn remove_active(&self, key: &str) -> Result<(), SnapshotError> {
-        validate_key(key)?;
-        let dir = self.active_dir(key);
-        if !dir.exists() {
-            return Err(SnapshotError::NotFound(key.to_string()));
-        }
-        let tmp = self.root.join("tmp").join(unique_name("rm-"));
-        fs::rename(&dir, &tmp).ctx("rename", &dir)?;
+        let tmp = self.detach_active(key, std::process::id())?;
         remove_any(&tmp)?;
         Ok(())
     }
@@ -260,10 +254,7 @@ impl Snapshotter {
     pub fn detach_active(&self, key: &str, owner: u32) -> Result<PathBuf, SnapshotError> {
         validate_key(key)?;
         let dir = self.active_dir(key);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(berth_fs::unique_name_for("rm-", owner));
+        let tmp = self.tmp_dir().join(berth_fs::unique_name_for("rm-", owner));
         match fs::rename(&dir, &tmp) {
             Ok(()) => Ok(tmp),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -282,7 +273,7 @@ impl Snapshotter {
     /// Deletes what [`Snapshotter::detach_active`] moved aside (only paths
     /// under this store's `tmp/` are taken).
     pub fn purge(&self, detached: &Path) -> Result<(), SnapshotError> {
-        if detached.parent() != Some(self.root.join("tmp").as_path()) {
+        if detached.parent() != Some(self.tmp_dir().as_path()) {
             return Err(SnapshotError::NotFound(detached.display().to_string()));
         }
         remove_any(detached)?;
